@@ -1,0 +1,112 @@
+//! CPU helpers shared by stencil stages: row strips with mirrored halos,
+//! processed in parallel by rayon so intermediates stay in cache.
+
+use rayon::prelude::*;
+
+use crate::frame::Mosaic;
+use crate::raw::CfaPattern;
+
+/// Mirror index into `0..n` without repeating the edge sample
+/// (d c b | a b c d | c b a), as scipy's `mode='mirror'`. Keeps Bayer
+/// parity. `n` must be >= 2.
+#[inline(always)]
+pub fn reflect(i: isize, n: isize) -> usize {
+    let period = 2 * (n - 1);
+    let mut i = i.rem_euclid(period);
+    if i >= n {
+        i = period - i;
+    }
+    i as usize
+}
+
+/// A strip of a mosaic padded by `halo` mirrored pixels on every side.
+#[derive(Debug)]
+pub struct Tile {
+    /// Tile width = image width + 2 * halo.
+    pub w: usize,
+    /// Tile height = strip rows + 2 * halo.
+    pub h: usize,
+    /// Row-major samples, len = w * h.
+    pub data: Vec<f32>,
+    /// Bayer phase at tile (0, 0).
+    pub cfa: CfaPattern,
+    pub halo: usize,
+}
+
+impl Tile {
+    /// Sample at tile coordinates, mirrored at the tile border.
+    #[inline(always)]
+    pub fn at(&self, x: isize, y: isize) -> f32 {
+        self.data[reflect(y, self.h as isize) * self.w + reflect(x, self.w as isize)]
+    }
+}
+
+/// Builds the padded tile for image rows `y0..y1`.
+pub fn make_tile(m: &Mosaic, y0: usize, y1: usize, halo: usize) -> Tile {
+    let (w, h) = (m.width as isize, m.height as isize);
+    let tw = m.width + 2 * halo;
+    let th = (y1 - y0) + 2 * halo;
+    let mut data = vec![0f32; tw * th];
+    for ty in 0..th {
+        let sy = reflect(y0 as isize + ty as isize - halo as isize, h);
+        let src = &m.data[sy * m.width..(sy + 1) * m.width];
+        let dst = &mut data[ty * tw..(ty + 1) * tw];
+        dst[halo..halo + m.width].copy_from_slice(src);
+        for k in 0..halo {
+            dst[halo - 1 - k] = src[reflect(-(k as isize) - 1, w)];
+            dst[halo + m.width + k] = src[reflect(w + k as isize, w)];
+        }
+    }
+    // Halo and strip starts are even, so parity matches the image.
+    let dy = (y0 + 2 * h as usize - halo) % 2;
+    let dx = halo % 2;
+    Tile {
+        w: tw,
+        h: th,
+        data,
+        cfa: m.cfa.shifted(dx, dy),
+        halo,
+    }
+}
+
+/// Runs a demosaic kernel over row strips in parallel and returns the
+/// three output planes (R, G, B), each `width * height`, row-major.
+///
+/// `kernel(tile, y0, out)` fills `out[c][(y - y0) * width + x]` for the
+/// strip's rows from the padded tile (image pixel (x, y) is tile pixel
+/// (x + halo, y - y0 + halo)).
+pub fn demosaic_strips<F>(m: &Mosaic, halo: usize, strip_rows: usize, kernel: F) -> Vec<f32>
+where
+    F: Fn(&Tile, usize, [&mut [f32]; 3]) + Sync,
+{
+    let (w, h) = (m.width, m.height);
+    let strip_rows = strip_rows.max(2) & !1;
+    let n = w * h;
+    let mut out = vec![0f32; 3 * n];
+    let (r, gb) = out.split_at_mut(n);
+    let (g, b) = gb.split_at_mut(n);
+    r.par_chunks_mut(w * strip_rows)
+        .zip(g.par_chunks_mut(w * strip_rows))
+        .zip(b.par_chunks_mut(w * strip_rows))
+        .enumerate()
+        .for_each(|(i, ((r, g), b))| {
+            let y0 = i * strip_rows;
+            let y1 = (y0 + strip_rows).min(h);
+            let tile = make_tile(m, y0, y1, halo);
+            kernel(&tile, y0, [r, g, b]);
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reflect_mirrors_without_edge_repeat() {
+        let v: Vec<usize> = (-3..8).map(|i| reflect(i, 5)).collect();
+        assert_eq!(v, vec![3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]);
+        assert_eq!(reflect(-1, 2), 1);
+        assert_eq!(reflect(5, 2), 1);
+    }
+}

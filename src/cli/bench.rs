@@ -1,0 +1,194 @@
+//! `rawgraph bench`: per-stage latency over repeated runs of one frame
+//! (decode excluded): median, p95 and min per stage, plus total and MP/s.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::InputArgs;
+use crate::error::{Error, Result};
+use crate::graph::{self, Pipeline, RunOptions};
+use crate::input;
+use crate::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Raw file or dump (omit with --synthetic).
+    pub input: Option<PathBuf>,
+    /// Use the built-in scene at WIDTHxHEIGHT (e.g. 4000x3000) instead of a file.
+    #[arg(long)]
+    pub synthetic: Option<String>,
+    /// Pipeline name (default, fast, auto) or YAML file.
+    #[arg(short, long, default_value = "default")]
+    pub pipeline: String,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+/// Summary statistics of one stage, milliseconds.
+#[derive(Debug, Serialize)]
+pub struct StageStats {
+    pub id: String,
+    pub op: String,
+    pub backend: String,
+    pub median_ms: f64,
+    pub p95_ms: f64,
+    pub min_ms: f64,
+}
+
+/// The bench result.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub pipeline: String,
+    pub source: String,
+    pub width: usize,
+    pub height: usize,
+    pub iters: usize,
+    pub stages: Vec<StageStats>,
+    pub total_median_ms: f64,
+    pub total_p95_ms: f64,
+    pub total_min_ms: f64,
+    pub megapixels_per_s: f64,
+}
+
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let med = if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    };
+    let p95 = v[((n as f64 * 0.95).ceil() as usize).clamp(1, n) - 1];
+    (med, p95, v[0])
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let bad = || {
+        Error::invalid(format!(
+            "--synthetic '{s}': expected WIDTHxHEIGHT, e.g. 4000x3000"
+        ))
+    };
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    let (w, h): (usize, usize) = (
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    );
+    if w < 16 || h < 16 || w * h > 200_000_000 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+pub fn run(a: BenchArgs) -> Result<i32> {
+    let pipeline = Pipeline::resolve(&a.pipeline)?;
+    let frame = match (&a.input, &a.synthetic) {
+        (Some(p), None) => input::open(p, a.inputs.sidecar.as_deref(), &a.inputs.limits())?,
+        (None, Some(s)) => {
+            let (w, h) = parse_size(s)?;
+            mosaic_scene(
+                &demo_scene(w, h),
+                &CaptureParams::default(),
+                &format!("synthetic {w}x{h}"),
+            )?
+        }
+        _ => {
+            return Err(Error::invalid(
+                "bench needs exactly one of INPUT or --synthetic WxH",
+            ))
+        }
+    };
+    if a.iters == 0 {
+        return Err(Error::invalid("--iters must be at least 1"));
+    }
+    let (w, h) = (frame.meta.width, frame.meta.height);
+    let opts = RunOptions {
+        backend: a.inputs.backend,
+    };
+    let mut per_stage: BTreeMap<usize, (String, String, String, Vec<f64>)> = BTreeMap::new();
+    let mut totals = Vec::new();
+    for it in 0..a.warmup + a.iters {
+        let out = graph::run(&pipeline, frame.clone(), &opts)?;
+        if it < a.warmup {
+            continue;
+        }
+        totals.push(out.timings.total_ms);
+        for (k, t) in out.timings.stages.iter().enumerate() {
+            per_stage
+                .entry(k)
+                .or_insert_with(|| (t.id.clone(), t.op.clone(), t.backend.clone(), Vec::new()))
+                .3
+                .push(t.host_ms);
+        }
+    }
+    let stages: Vec<StageStats> = per_stage
+        .into_values()
+        .map(|(id, op, backend, mut v)| {
+            let (median_ms, p95_ms, min_ms) = stats(&mut v);
+            StageStats {
+                id,
+                op,
+                backend,
+                median_ms,
+                p95_ms,
+                min_ms,
+            }
+        })
+        .collect();
+    let (tm, tp, tmin) = stats(&mut totals);
+    let report = BenchReport {
+        pipeline: pipeline.name.clone(),
+        source: frame.meta.source.clone(),
+        width: w,
+        height: h,
+        iters: a.iters,
+        stages,
+        total_median_ms: tm,
+        total_p95_ms: tp,
+        total_min_ms: tmin,
+        megapixels_per_s: (w * h) as f64 / 1e6 / (tm / 1e3),
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| Error::invalid(e.to_string()))?
+        );
+    } else {
+        println!(
+            "pipeline '{}' on {} ({}x{}, {:.1} MP), {} iterations after {} warm-up",
+            report.pipeline,
+            report.source,
+            w,
+            h,
+            (w * h) as f64 / 1e6,
+            a.iters,
+            a.warmup
+        );
+        println!(
+            "{:<14} {:<22} {:<7} {:>10} {:>10} {:>10}",
+            "stage", "op", "backend", "median ms", "p95 ms", "min ms"
+        );
+        for s in &report.stages {
+            println!(
+                "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2}",
+                s.id, s.op, s.backend, s.median_ms, s.p95_ms, s.min_ms
+            );
+        }
+        println!(
+            "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2}   {:.1} MP/s",
+            "total", "", "", tm, tp, tmin, report.megapixels_per_s
+        );
+    }
+    Ok(0)
+}

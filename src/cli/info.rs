@@ -1,0 +1,59 @@
+//! `rawgraph info`: decoded metadata of a raw file or dump.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::InputArgs;
+use crate::error::Result;
+use crate::input;
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Raw file or headerless dump.
+    pub input: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub inputs: InputArgs,
+}
+
+pub fn run(a: InfoArgs) -> Result<i32> {
+    let frame = input::open(&a.input, a.inputs.sidecar.as_deref(), &a.inputs.limits())?;
+    let m = &frame.meta;
+    if a.json {
+        let s =
+            serde_json::to_string_pretty(m).map_err(|e| crate::Error::invalid(e.to_string()))?;
+        println!("{s}");
+        return Ok(0);
+    }
+    println!("file:          {}", m.source);
+    println!("camera:        {} {}", m.make, m.model);
+    println!(
+        "size:          {} x {} ({:.2} MP)",
+        m.width,
+        m.height,
+        (m.width * m.height) as f64 / 1e6
+    );
+    println!("layout:        {:?}", m.layout);
+    println!("bits:          {}", m.bits);
+    println!(
+        "black level:   {:?} (repeat {}x{})",
+        m.black.values, m.black.repeat_width, m.black.repeat_height
+    );
+    println!("white level:   {:?}", m.white);
+    println!("as-shot WB:    {:?}", m.wb_gains);
+    for cm in &m.color_matrices {
+        println!("ColorMatrix ({:?}): {:?}", cm.illuminant, cm.xyz_to_cam);
+    }
+    if let Some(c) = m.cam_to_srgb {
+        println!("cam->sRGB:     {c:?}");
+    }
+    println!("crop:          {:?}", m.crop);
+    println!("orientation:   {:?}", m.orientation);
+    println!("noise profile: {:?}", m.noise_profile);
+    println!("ISO:           {:?}", m.iso);
+    println!("exposure:      {:?} s", m.exposure_time);
+    Ok(0)
+}

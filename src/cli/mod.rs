@@ -1,0 +1,72 @@
+//! The `rawgraph` command line: thin layers over the library.
+
+pub mod bench;
+pub mod demo;
+pub mod info;
+pub mod process;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::BackendChoice;
+use crate::error::Result;
+use crate::input::Limits;
+
+/// rawgraph: raw captures through YAML stage graphs, timed per stage.
+#[derive(Debug, Parser)]
+#[command(name = "rawgraph", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline over raw files or folders of them.
+    Process(process::ProcessArgs),
+    /// Render the built-in synthetic scene and print the stage timings.
+    Demo(demo::DemoArgs),
+    /// Print a raw file's decoded metadata.
+    Info(info::InfoArgs),
+    /// Time a pipeline per stage over repeated runs of one frame.
+    Bench(bench::BenchArgs),
+}
+
+/// Options shared by commands that open inputs.
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
+    /// Sidecar YAML describing headerless sensor dumps (default: IN.yaml
+    /// or IN.raw.yaml next to each input).
+    #[arg(long)]
+    pub sidecar: Option<PathBuf>,
+    /// Refuse frames larger than this many megapixels.
+    #[arg(long, default_value_t = crate::raw::DEFAULT_MAX_MEGAPIXELS)]
+    pub max_megapixels: f64,
+    /// Refuse input files larger than this many MiB.
+    #[arg(long, default_value_t = 1024)]
+    pub max_file_mb: u64,
+    /// Backend for every stage (overrides the pipeline's).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendChoice>,
+}
+
+impl InputArgs {
+    /// The resource limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_megapixels: self.max_megapixels,
+            max_file_bytes: self.max_file_mb.saturating_mul(1 << 20),
+        }
+    }
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Process(a) => process::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}

@@ -1,0 +1,358 @@
+//! `rawgraph process`: one file, or a batch over files and folders.
+//!
+//! Batch semantics: files run with a bounded number in flight (`--jobs`);
+//! each output is written to a temporary file and renamed into place; an
+//! existing output is skipped unless `--overwrite`; inputs are never
+//! written; a failing file is reported (file, stage, reason) and the batch
+//! goes on; Ctrl-C stops taking new files and lets the ones in flight
+//! finish, so no partial output is ever left and a rerun resumes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::InputArgs;
+use crate::error::{Error, Result};
+use crate::graph::{self, Pipeline, RunOptions, Timings};
+use crate::input;
+use crate::output::{write_image, OutFormat};
+use crate::Value;
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Raw files, dumps, or folders of them.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Pipeline name (default, fast, auto) or YAML file.
+    #[arg(short, long, default_value = "default")]
+    pub pipeline: String,
+    /// Output file (one input) or folder (several inputs or a folder).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Output extension for batches: png, tif or jpg.
+    #[arg(long, default_value = "png")]
+    pub format: String,
+    /// Bits per sample (PNG: 8 or 16).
+    #[arg(long)]
+    pub bits: Option<u8>,
+    /// Print the per-stage timing table.
+    #[arg(long)]
+    pub timings: bool,
+    /// Write the timings (all files) as JSON.
+    #[arg(long)]
+    pub timings_json: Option<PathBuf>,
+    /// Replace existing outputs (batches skip them by default).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Files processed at the same time.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Write a machine-readable batch report.
+    #[arg(long)]
+    pub report_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs_opts: InputArgs,
+}
+
+/// Outcome of one input.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub input: String,
+    pub output: String,
+    /// "ok", "skipped" or "failed".
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub ms: f64,
+}
+
+/// The whole batch.
+#[derive(Debug, Serialize)]
+pub struct BatchReport {
+    pub pipeline: String,
+    pub ok: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub interrupted: bool,
+    pub files: Vec<FileReport>,
+}
+
+/// Extensions that are never raw inputs when a folder is expanded.
+const NOT_INPUTS: &[&str] = &["yaml", "yml", "json", "txt", "md", "csv", "html", "partial"];
+
+fn expand(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            files.retain(|f| {
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                let ext = f
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                !name.starts_with('.') && !NOT_INPUTS.contains(&ext.as_str())
+            });
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+/// True when `a` and `b` name the same file (b may not exist yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let ca = match a.canonicalize() {
+        Ok(c) => c,
+        Err(_) => return false,
+    };
+    if let Ok(cb) = b.canonicalize() {
+        return ca == cb;
+    }
+    let parent = match b.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    match (parent.canonicalize(), b.file_name()) {
+        (Ok(p), Some(n)) => p.join(n) == ca,
+        _ => false,
+    }
+}
+
+/// Runs one input through the pipeline and writes its first output.
+fn process_one(
+    pipeline: &Pipeline,
+    input_path: &Path,
+    out: &Path,
+    fmt: OutFormat,
+    a: &ProcessArgs,
+) -> Result<Timings> {
+    if same_file(input_path, out) {
+        return Err(Error::invalid(format!(
+            "{}: output path is the input file; refusing to overwrite an input",
+            out.display()
+        )));
+    }
+    let t0 = Instant::now();
+    let frame = input::open(
+        input_path,
+        a.inputs_opts.sidecar.as_deref(),
+        &a.inputs_opts.limits(),
+    )?;
+    let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let opts = RunOptions {
+        backend: a.inputs_opts.backend,
+    };
+    let mut res = graph::run(pipeline, frame, &opts)?;
+    res.timings.decode_ms = Some(decode_ms);
+    match res.outputs.first() {
+        Some((_, Value::Image(img))) => write_image(img, out, fmt)?,
+        Some((id, v)) => {
+            return Err(Error::invalid(format!(
+                "output '{id}' is a {}, not an image",
+                v.kind()
+            )))
+        }
+        None => return Err(Error::invalid("pipeline produced no output")),
+    }
+    Ok(res.timings)
+}
+
+/// Prefixes an error with the input file unless it already names it.
+fn describe(input: &Path, e: &Error) -> String {
+    let msg = e.to_string();
+    let shown = input.display().to_string();
+    if msg.contains(&shown) {
+        msg
+    } else {
+        format!("{shown}: {msg}")
+    }
+}
+
+pub fn run(a: ProcessArgs) -> Result<i32> {
+    let pipeline = Pipeline::resolve(&a.pipeline)?;
+    let any_dir = a.inputs.iter().any(|p| p.is_dir());
+    let batch = a.inputs.len() > 1 || any_dir || a.output.is_dir();
+    if !batch {
+        let input_path = &a.inputs[0];
+        let fmt = OutFormat::for_path(&a.output, a.bits)?;
+        let timings = process_one(&pipeline, input_path, &a.output, fmt, &a)
+            .map_err(|e| Error::invalid(describe(input_path, &e)))?;
+        if a.timings {
+            print!("{}", timings.table());
+        }
+        if let Some(j) = &a.timings_json {
+            write_json(j, &timings)?;
+        }
+        return Ok(0);
+    }
+    run_batch(&a, &pipeline)
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).map_err(|e| Error::invalid(e.to_string()))?;
+    crate::output::write_atomic(path, |f| std::io::Write::write_all(f, s.as_bytes()))
+}
+
+fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
+    let outdir = &a.output;
+    std::fs::create_dir_all(outdir).map_err(|e| Error::io(outdir, e))?;
+    // Stale temporaries from a killed earlier run are never outputs.
+    if let Ok(rd) = std::fs::read_dir(outdir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with(".rawgraph-") && n.ends_with(".partial") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let ext = a.format.trim_start_matches('.').to_ascii_lowercase();
+    let fmt = OutFormat::for_path(Path::new(&format!("x.{ext}")), a.bits)?;
+    let files = expand(&a.inputs);
+    // Output names: stem.ext, or name.ext when two inputs share a stem.
+    let stems: Vec<String> = files
+        .iter()
+        .map(|f| {
+            f.file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let outs: Vec<PathBuf> = files
+        .iter()
+        .zip(&stems)
+        .map(|(f, s)| {
+            let dup = stems.iter().filter(|t| *t == s).count() > 1;
+            let base = if dup {
+                f.file_name()
+                    .map(|n| n.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            } else {
+                s.clone()
+            };
+            outdir.join(format!("{base}.{ext}"))
+        })
+        .collect();
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = interrupted.clone();
+        // A second Ctrl-C exits at once; outputs are still never partial
+        // (temporaries are hidden and removed by the next run).
+        let _ = ctrlc::set_handler(move || {
+            if flag.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let bar = ProgressBar::new(files.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} {elapsed_precise} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let next = AtomicUsize::new(0);
+    let reports: Mutex<Vec<Option<FileReport>>> = Mutex::new(vec![None; files.len()]);
+    let all_timings: Mutex<Vec<Timings>> = Mutex::new(Vec::new());
+    let jobs = a.jobs.clamp(1, 64);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                if interrupted.load(Ordering::SeqCst) {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= files.len() {
+                    break;
+                }
+                let (f, out) = (&files[i], &outs[i]);
+                bar.set_message(f.display().to_string());
+                let t0 = Instant::now();
+                let (status, error) = if out.exists() && !a.overwrite {
+                    ("skipped", None)
+                } else {
+                    match process_one(pipeline, f, out, fmt, a) {
+                        Ok(t) => {
+                            if let Ok(mut v) = all_timings.lock() {
+                                v.push(t);
+                            }
+                            ("ok", None)
+                        }
+                        Err(e) => {
+                            let msg = describe(f, &e);
+                            bar.suspend(|| eprintln!("error: {msg}"));
+                            ("failed", Some(msg))
+                        }
+                    }
+                };
+                let rep = FileReport {
+                    input: f.display().to_string(),
+                    output: out.display().to_string(),
+                    status,
+                    error,
+                    ms: t0.elapsed().as_secs_f64() * 1e3,
+                };
+                if let Ok(mut r) = reports.lock() {
+                    r[i] = Some(rep);
+                }
+                bar.inc(1);
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let files_rep: Vec<FileReport> = reports
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .collect();
+    let count = |s: &str| files_rep.iter().filter(|r| r.status == s).count();
+    let report = BatchReport {
+        pipeline: pipeline.name.clone(),
+        ok: count("ok"),
+        skipped: count("skipped"),
+        failed: count("failed"),
+        interrupted: interrupted.load(Ordering::SeqCst),
+        files: files_rep,
+    };
+    let timings = all_timings.into_inner().unwrap_or_default();
+    if a.timings {
+        for t in &timings {
+            println!("{}", t.source);
+            print!("{}", t.table());
+        }
+    }
+    if let Some(j) = &a.timings_json {
+        write_json(j, &timings)?;
+    }
+    if let Some(j) = &a.report_json {
+        write_json(j, &report)?;
+    }
+    let pending = files.len() - report.ok - report.skipped - report.failed;
+    eprintln!(
+        "{} ok, {} skipped (output exists), {} failed{}",
+        report.ok,
+        report.skipped,
+        report.failed,
+        if report.interrupted {
+            format!(", interrupted with {pending} not started (rerun to resume)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(if report.interrupted {
+        130
+    } else if report.failed > 0 {
+        1
+    } else {
+        0
+    })
+}

@@ -1,0 +1,148 @@
+//! Runs a compiled pipeline on one frame, timing every stage.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::build::Pipeline;
+use super::timing::{StageTiming, Timings};
+use crate::backend::BackendChoice;
+use crate::error::{Error, Result};
+use crate::frame::{Mosaic, MosaicScale, Value, ValueDesc};
+use crate::raw::RawFrame;
+use crate::stages::RunCtx;
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides every stage's backend when set.
+    pub backend: Option<BackendChoice>,
+}
+
+/// Results of one run: output values by stage id, plus timings.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub outputs: Vec<(String, Value)>,
+    pub timings: Timings,
+}
+
+/// Whether a CUDA device can be used by this build on this machine.
+pub fn cuda_available() -> std::result::Result<(), String> {
+    if cfg!(feature = "cuda") {
+        Err("this build's CUDA backend found no usable device".into())
+    } else {
+        Err("rawgraph was built without the `cuda` feature".into())
+    }
+}
+
+/// Wraps a raw frame as the `raw_source` value.
+pub fn frame_to_value(frame: RawFrame) -> Result<Value> {
+    let cfa = frame.meta.cfa()?;
+    Ok(Value::Mosaic(Arc::new(Mosaic {
+        width: frame.meta.width,
+        height: frame.meta.height,
+        cfa,
+        data: frame.data,
+        scale: MosaicScale::Dn,
+        wb_applied: None,
+        meta: Arc::new(frame.meta),
+    })))
+}
+
+/// Runs `p` on `frame`.
+pub fn run(p: &Pipeline, frame: RawFrame, opts: &RunOptions) -> Result<RunOutput> {
+    let source = frame.meta.source.clone();
+    let input = frame_to_value(frame)?;
+    run_value(p, input, &source, opts)
+}
+
+/// Runs `p` with `input` as the `raw_source` value (a mosaic).
+pub fn run_value(p: &Pipeline, input: Value, source: &str, opts: &RunOptions) -> Result<RunOutput> {
+    p.plan(input.desc())?;
+    let n = p.nodes.len();
+    // Remaining consumers per value: the last one takes ownership.
+    let mut uses = vec![0usize; n];
+    for nd in &p.nodes {
+        for &j in &nd.inputs {
+            uses[j] += 1;
+        }
+    }
+    for &o in &p.outputs {
+        uses[o] += 1;
+    }
+    let mut values: Vec<Option<Value>> = vec![None; n];
+    let mut input = Some(input);
+    let mut timings = Timings {
+        pipeline: p.name.clone(),
+        source: source.to_string(),
+        ..Default::default()
+    };
+    for (i, nd) in p.nodes.iter().enumerate() {
+        let mut ins = Vec::with_capacity(nd.inputs.len());
+        if i == p.source {
+            ins.push(
+                input
+                    .take()
+                    .ok_or_else(|| Error::invalid("pipeline input used twice"))?,
+            );
+        }
+        for &j in &nd.inputs {
+            uses[j] -= 1;
+            let v = if uses[j] == 0 {
+                values[j].take()
+            } else {
+                values[j].clone()
+            };
+            ins.push(v.ok_or_else(|| {
+                Error::invalid(format!("value of stage '{}' is gone", p.nodes[j].id))
+            })?);
+        }
+        let ctx = RunCtx { stage_id: &nd.id };
+        let want = opts.backend.unwrap_or(nd.backend);
+        let (use_cuda, fell_back) = match want {
+            BackendChoice::Cpu => (false, false),
+            BackendChoice::Cuda => {
+                if !nd.stage.has_cuda() {
+                    return Err(Error::NoBackend {
+                        stage: nd.id.clone(),
+                        op: nd.op.to_string(),
+                        backend: "cuda".into(),
+                    });
+                }
+                cuda_available().map_err(Error::CudaUnavailable)?;
+                (true, false)
+            }
+            BackendChoice::Auto => {
+                let ok = nd.stage.has_cuda() && cuda_available().is_ok();
+                (ok, !ok)
+            }
+        };
+        let t0 = Instant::now();
+        let out = if use_cuda {
+            nd.stage.run_cuda(&ctx, ins)
+        } else {
+            nd.stage.run_cpu(&ctx, ins)
+        }
+        .map_err(|e| e.in_stage(&nd.id, nd.op))?;
+        let host_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let d: ValueDesc = out.desc();
+        timings.stages.push(StageTiming {
+            id: nd.id.clone(),
+            op: nd.op.to_string(),
+            backend: if use_cuda { "cuda" } else { "cpu" }.into(),
+            host_ms,
+            device_ms: None,
+            megapixels: d.megapixels(),
+            fell_back,
+        });
+        values[i] = Some(out);
+    }
+    timings.total_ms = timings.stages.iter().map(|t| t.host_ms).sum();
+    let mut outputs = Vec::new();
+    for &o in &p.outputs {
+        let v = values[o].clone().ok_or_else(|| {
+            Error::invalid(format!("output '{}' was not produced", p.nodes[o].id))
+        })?;
+        outputs.push((p.nodes[o].id.clone(), v));
+    }
+    Ok(RunOutput { outputs, timings })
+}

@@ -1,0 +1,15 @@
+//! The `rawgraph` binary: parses the command line and prints any error as
+//! one line on stderr with a non-zero exit code.
+
+use clap::Parser;
+
+fn main() {
+    let cli = rawgraph::cli::Cli::parse();
+    match rawgraph::cli::run(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Writing images: PNG (8/16-bit), TIFF (16-bit), JPEG. Every write goes
+//! to a temporary file in the destination folder and is renamed into
+//! place, so a failure never leaves a half-written file.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use image::{ExtendedColorType, ImageEncoder};
+
+use crate::error::{Error, Result};
+use crate::frame::Image;
+
+/// Output encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutFormat {
+    Png8,
+    Png16,
+    Tiff16,
+    /// JPEG with quality 1..=100.
+    Jpeg(u8),
+}
+
+impl OutFormat {
+    /// Picks the format from the file extension; `bits` (8 or 16) selects
+    /// the PNG depth (default 8; TIFF is always 16, JPEG always 8).
+    pub fn for_path(path: &Path, bits: Option<u8>) -> Result<OutFormat> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        match (ext.as_str(), bits) {
+            ("png", None | Some(8)) => Ok(OutFormat::Png8),
+            ("png", Some(16)) => Ok(OutFormat::Png16),
+            ("tif" | "tiff", None | Some(16)) => Ok(OutFormat::Tiff16),
+            ("jpg" | "jpeg", None | Some(8)) => Ok(OutFormat::Jpeg(92)),
+            ("png" | "tif" | "tiff" | "jpg" | "jpeg", Some(b)) => Err(Error::invalid(format!(
+                "{}: {b}-bit output is not available for .{ext} (png: 8/16, tiff: 16, jpeg: 8)",
+                path.display()
+            ))),
+            _ => Err(Error::invalid(format!(
+                "{}: unknown output extension '{ext}' (use .png, .tif or .jpg)",
+                path.display()
+            ))),
+        }
+    }
+}
+
+/// Interleaved 8-bit RGB, values clamped to [0, 1] and rounded.
+pub fn to_rgb8(img: &Image) -> Vec<u8> {
+    let [r, g, b] = img.planes();
+    let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
+    let mut out = Vec::with_capacity(3 * r.len());
+    for i in 0..r.len() {
+        out.extend_from_slice(&[q(r[i]), q(g[i]), q(b[i])]);
+    }
+    out
+}
+
+/// Interleaved 16-bit RGB, values clamped to [0, 1] and rounded.
+pub fn to_rgb16(img: &Image) -> Vec<u16> {
+    let [r, g, b] = img.planes();
+    let q = |v: f32| (v.clamp(0.0, 1.0) * 65535.0 + 0.5) as u16;
+    let mut out = Vec::with_capacity(3 * r.len());
+    for i in 0..r.len() {
+        out.extend_from_slice(&[q(r[i]), q(g[i]), q(b[i])]);
+    }
+    out
+}
+
+/// Writes `img` to `path` atomically in the given format.
+pub fn write_image(img: &Image, path: &Path, fmt: OutFormat) -> Result<()> {
+    let (w, h) = (img.width as u32, img.height as u32);
+    write_atomic(path, |file| {
+        let mut bw = BufWriter::new(file);
+        let res = match fmt {
+            OutFormat::Png8 => image::codecs::png::PngEncoder::new(&mut bw).write_image(
+                &to_rgb8(img),
+                w,
+                h,
+                ExtendedColorType::Rgb8,
+            ),
+            OutFormat::Png16 => {
+                let px = to_rgb16(img);
+                let bytes: Vec<u8> = px.iter().flat_map(|v| v.to_be_bytes()).collect();
+                image::codecs::png::PngEncoder::new(&mut bw).write_image(
+                    &bytes,
+                    w,
+                    h,
+                    ExtendedColorType::Rgb16,
+                )
+            }
+            OutFormat::Tiff16 => {
+                let px = to_rgb16(img);
+                let bytes: Vec<u8> = px.iter().flat_map(|v| v.to_ne_bytes()).collect();
+                image::codecs::tiff::TiffEncoder::new(&mut bw).write_image(
+                    &bytes,
+                    w,
+                    h,
+                    ExtendedColorType::Rgb16,
+                )
+            }
+            OutFormat::Jpeg(q) => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bw, q)
+                .write_image(&to_rgb8(img), w, h, ExtendedColorType::Rgb8),
+        };
+        res.map_err(|e| std::io::Error::other(e.to_string()))?;
+        bw.flush()
+    })
+}
+
+/// Runs `write` on a temporary file next to `path`, then renames it over
+/// `path`. On any error the temporary file is removed.
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if path.is_dir() {
+        return Err(Error::invalid(format!(
+            "{}: is a directory",
+            path.display()
+        )));
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".rawgraph-")
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(path, e))?;
+    write(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}

@@ -1,0 +1,351 @@
+//! Adapter over the `rawler` crate: DNG and camera raws into a [`RawFrame`].
+//!
+//! rawler can panic on malformed files, sometimes inside its own worker
+//! threads. Every call into it runs under [`guarded`], which turns a panic
+//! into a typed [`Error::Decode`] and keeps the panic text off the user's
+//! terminal.
+
+use std::collections::HashMap;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+
+use rawler::decoders::RawDecodeParams;
+use rawler::formats::tiff::Value as TiffValue;
+use rawler::rawimage::{RawImageData, RawPhotometricInterpretation};
+use rawler::rawsource::RawSource;
+
+use super::{
+    check_dimensions, BlackLevel, CfaPattern, ColorMatrix, Illuminant, NoiseProfile, Orientation,
+    PixelLayout, RawFrame, RawMeta, Rect,
+};
+use crate::error::{Error, Result};
+
+/// Number of guarded sections running right now (any thread).
+static GUARDED: AtomicUsize = AtomicUsize::new(0);
+static HOOK: Once = Once::new();
+
+/// Runs `f`, converting a panic into `Err(message)`. While any guarded
+/// section runs, panic messages (also from helper threads a decoder spawns)
+/// are not printed; panics elsewhere still print as usual.
+pub fn guarded<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if GUARDED.load(Ordering::SeqCst) == 0 {
+                previous(info);
+            }
+        }));
+    });
+    GUARDED.fetch_add(1, Ordering::SeqCst);
+    let r = panic::catch_unwind(AssertUnwindSafe(f));
+    GUARDED.fetch_sub(1, Ordering::SeqCst);
+    r.map_err(|e| {
+        let msg = e
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| e.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        format!("decoder crashed ({})", msg.lines().next().unwrap_or(""))
+    })
+}
+
+/// Decodes a DNG or camera raw file.
+///
+/// `max_mp` bounds the frame size (megapixels) and `max_bytes` the file
+/// size; both are checked before the pixels are decoded.
+pub fn decode_file(path: &Path, max_mp: f64, max_bytes: u64) -> Result<RawFrame> {
+    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if md.is_dir() {
+        return Err(Error::decode(path, "is a directory, not a raw file"));
+    }
+    if md.len() == 0 {
+        return Err(Error::decode(path, "file is empty"));
+    }
+    if md.len() > max_bytes {
+        return Err(Error::Limit {
+            path: path.into(),
+            reason: format!(
+                "file is {} bytes, over the limit of {max_bytes} (raise --max-file-mb)",
+                md.len()
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(&bytes, path, max_mp)
+}
+
+/// Decodes raw file contents already in memory; `path` names it in errors.
+pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> {
+    let src = RawSource::new_from_slice(bytes);
+    let params = RawDecodeParams::default();
+    let shown = path.display().to_string();
+
+    // Header first: refuse absurd dimensions before the pixels are decoded.
+    let decoder = guarded(|| rawler::get_decoder(&src))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|e| Error::decode(path, clean_rawler_error(&e.to_string())))?;
+    let header = guarded(|| decoder.raw_image(&src, &params, true))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|e| Error::decode(path, clean_rawler_error(&e.to_string())))?;
+    check_dimensions(&shown, header.width as u64, header.height as u64, max_mp)?;
+    drop(header);
+
+    let img = guarded(|| decoder.raw_image(&src, &params, false))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|e| Error::decode(path, clean_rawler_error(&e.to_string())))?;
+    let exif = guarded(|| decoder.raw_metadata(&src, &params))
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|m| m.exif);
+
+    let cpp = img.cpp;
+    let layout = match &img.photometric {
+        RawPhotometricInterpretation::Cfa(cfg) => {
+            let c = &cfg.cfa;
+            if c.width != 2 || c.height != 2 {
+                return Err(Error::Unsupported {
+                    path: path.into(),
+                    reason: format!(
+                        "colour filter array '{}' ({}x{}) is not a 2x2 Bayer pattern (X-Trans and others are not supported)",
+                        c.name, c.width, c.height
+                    ),
+                });
+            }
+            let l = [
+                c.color_at(0, 0),
+                c.color_at(0, 1),
+                c.color_at(1, 0),
+                c.color_at(1, 1),
+            ];
+            let p = CfaPattern::from_layout(l).ok_or_else(|| Error::Unsupported {
+                path: path.into(),
+                reason: format!("colour filter array '{}' is not RGB Bayer", c.name),
+            })?;
+            PixelLayout::Bayer(p)
+        }
+        RawPhotometricInterpretation::LinearRaw if cpp == 3 => PixelLayout::LinearRgb,
+        RawPhotometricInterpretation::BlackIsZero if cpp == 1 => {
+            return Err(Error::Unsupported {
+                path: path.into(),
+                reason: "monochrome raw (no colour filter array)".into(),
+            })
+        }
+        other => {
+            return Err(Error::Unsupported {
+                path: path.into(),
+                reason: format!("photometric interpretation {other:?} with {cpp} samples/pixel"),
+            })
+        }
+    };
+    let spp = if layout == PixelLayout::LinearRgb {
+        3
+    } else {
+        1
+    };
+    let (w, h) = (img.width, img.height);
+    let expected = w
+        .checked_mul(h)
+        .and_then(|v| v.checked_mul(spp))
+        .ok_or_else(|| Error::decode(path, "dimensions overflow"))?;
+    let data: Vec<f32> = match &img.data {
+        RawImageData::Integer(v) => v.iter().map(|&x| x as f32).collect(),
+        RawImageData::Float(v) => v.clone(),
+    };
+    if data.len() < expected {
+        return Err(Error::decode(
+            path,
+            format!("decoder returned {} samples for {w}x{h}", data.len()),
+        ));
+    }
+
+    // Black level: rawler gives a repeat pattern (x cpp).
+    let bl = &img.blacklevel;
+    let black = if bl.levels.is_empty() || bl.width == 0 || bl.height == 0 {
+        BlackLevel::uniform(0.0)
+    } else {
+        let vals: Vec<f32> = bl.levels.iter().map(|r| r.as_f32()).collect();
+        if bl.cpp == 1 && vals.len() == bl.width * bl.height {
+            BlackLevel {
+                repeat_width: bl.width,
+                repeat_height: bl.height,
+                values: vals,
+            }
+        } else {
+            BlackLevel::uniform(vals.iter().sum::<f32>() / vals.len() as f32)
+        }
+    };
+    let wl: Vec<f32> = img.whitelevel.0.iter().map(|&v| v as f32).collect();
+    let white = match wl.len() {
+        0 => [((1u64 << img.bps.clamp(1, 16)) - 1) as f32; 3],
+        1 | 2 => [wl[0]; 3],
+        _ => [wl[0], wl[1], wl[2]],
+    };
+
+    // WB: rawler reports multipliers normalised to an arbitrary channel and
+    // a 4th entry that may be NaN; normalise to green ourselves.
+    let c = img.wb_coeffs;
+    let wb_gains = if c[..3].iter().all(|v| v.is_finite() && *v > 0.0) {
+        Some([c[0] / c[1], 1.0, c[2] / c[1]])
+    } else {
+        None
+    };
+
+    let mut color_matrices = Vec::new();
+    let mut ills: Vec<_> = img.color_matrix.iter().collect();
+    ills.sort_by_key(|(k, _)| **k as u16);
+    for (ill, m) in ills {
+        if m.len() >= 9 && m.iter().take(9).all(|v| v.is_finite()) {
+            color_matrices.push(ColorMatrix {
+                illuminant: Illuminant::from_exif(*ill as u16),
+                xyz_to_cam: [[m[0], m[1], m[2]], [m[3], m[4], m[5]], [m[6], m[7], m[8]]],
+            });
+        }
+    }
+
+    let noise_profile = noise_profile_from_tags(&img.dng_tags);
+
+    let mut meta = RawMeta {
+        source: shown,
+        width: w,
+        height: h,
+        layout,
+        black,
+        white,
+        bits: img.bps as u32,
+        wb_gains,
+        color_matrices,
+        cam_to_srgb: None,
+        crop: None,
+        orientation: Orientation::from_exif(img.orientation.to_u16()),
+        noise_profile,
+        make: img.clean_make.clone(),
+        model: img.clean_model.clone(),
+        iso: exif
+            .as_ref()
+            .and_then(|e| e.iso_speed_ratings.map(u32::from).or(e.iso_speed)),
+        exposure_time: exif
+            .as_ref()
+            .and_then(|e| e.exposure_time.map(|r| r.n as f32 / r.d.max(1) as f32)),
+    };
+    let mut frame_data = data;
+    frame_data.truncate(expected);
+
+    // Crop to the active area (drops masked pixels), keep the default crop
+    // as metadata relative to it.
+    let active = img
+        .active_area
+        .map(|r| Rect {
+            x: r.p.x,
+            y: r.p.y,
+            width: r.d.w,
+            height: r.d.h,
+        })
+        .filter(|r| r.width >= 2 && r.height >= 2 && r.x + r.width <= w && r.y + r.height <= h);
+    if let Some(a) = active {
+        if (a.x, a.y, a.width, a.height) != (0, 0, w, h) {
+            let mut out = Vec::with_capacity(a.width * a.height * spp);
+            for y in a.y..a.y + a.height {
+                let row = (y * w + a.x) * spp;
+                out.extend_from_slice(&frame_data[row..row + a.width * spp]);
+            }
+            frame_data = out;
+            if let PixelLayout::Bayer(p) = meta.layout {
+                meta.layout = PixelLayout::Bayer(p.shifted(a.x, a.y));
+            }
+            meta.black = shift_black(&meta.black, a.x, a.y);
+            meta.width = a.width;
+            meta.height = a.height;
+        }
+    }
+    let (ox, oy) = active.map(|a| (a.x, a.y)).unwrap_or((0, 0));
+    meta.crop = img.crop_area.and_then(|r| {
+        let (x, y) = (r.p.x.checked_sub(ox)?, r.p.y.checked_sub(oy)?);
+        let rect = Rect {
+            x,
+            y,
+            width: r.d.w,
+            height: r.d.h,
+        };
+        let full = (0, 0, meta.width, meta.height) == (x, y, r.d.w, r.d.h);
+        (rect.width >= 2
+            && rect.height >= 2
+            && x + rect.width <= meta.width
+            && y + rect.height <= meta.height
+            && !full)
+            .then_some(rect)
+    });
+
+    let frame = RawFrame {
+        meta,
+        data: frame_data,
+    };
+    frame.validate()?;
+    Ok(frame)
+}
+
+fn shift_black(b: &BlackLevel, dx: usize, dy: usize) -> BlackLevel {
+    let (rw, rh) = (b.repeat_width, b.repeat_height);
+    let mut values = Vec::with_capacity(b.values.len());
+    for y in 0..rh {
+        for x in 0..rw {
+            values.push(b.at(y + dy, x + dx));
+        }
+    }
+    BlackLevel {
+        repeat_width: rw,
+        repeat_height: rh,
+        values,
+    }
+}
+
+/// Reads the DNG NoiseProfile tag (51041): pairs (S, O) per colour plane,
+/// or one pair for all planes.
+fn noise_profile_from_tags(tags: &HashMap<u16, TiffValue>) -> Option<NoiseProfile> {
+    let v = tiff_f64s(tags.get(&51041)?)?;
+    if v.len() < 2 || v.iter().any(|x| !x.is_finite() || *x < 0.0) {
+        return None;
+    }
+    let pair = |i: usize| -> (f64, f64) {
+        if v.len() >= 2 * (i + 1) {
+            (v[2 * i], v[2 * i + 1])
+        } else {
+            (v[0], v[1])
+        }
+    };
+    let (r, g, b) = (pair(0), pair(1), pair(2));
+    Some(NoiseProfile {
+        a: [r.0, g.0, b.0],
+        b: [r.1, g.1, b.1],
+    })
+}
+
+/// A numeric TIFF value as f64s.
+pub(crate) fn tiff_f64s(v: &TiffValue) -> Option<Vec<f64>> {
+    Some(match v {
+        TiffValue::Byte(x) => x.iter().map(|&a| a as f64).collect(),
+        TiffValue::Short(x) => x.iter().map(|&a| a as f64).collect(),
+        TiffValue::Long(x) => x.iter().map(|&a| a as f64).collect(),
+        TiffValue::SShort(x) => x.iter().map(|&a| a as f64).collect(),
+        TiffValue::SLong(x) => x.iter().map(|&a| a as f64).collect(),
+        TiffValue::Rational(x) => x.iter().map(|r| r.n as f64 / (r.d.max(1)) as f64).collect(),
+        TiffValue::SRational(x) => x
+            .iter()
+            .map(|r| r.n as f64 / (if r.d == 0 { 1 } else { r.d }) as f64)
+            .collect(),
+        TiffValue::Float(x) => x.iter().map(|&a| a as f64).collect(),
+        TiffValue::Double(x) => x.clone(),
+        _ => return None,
+    })
+}
+
+/// rawler errors can be long and multi-line; keep the first line.
+fn clean_rawler_error(s: &str) -> String {
+    let first = s.lines().next().unwrap_or("unknown error").trim();
+    if first.is_empty() {
+        "unknown decoder error".into()
+    } else {
+        first.to_string()
+    }
+}

@@ -1,0 +1,438 @@
+//! Raw captures: the mosaic plus typed metadata.
+//!
+//! A [`RawFrame`] is what every decoder (rawler for DNG and camera raws,
+//! [`sidecar`] for headerless sensor dumps, [`synth`] for synthetic scenes)
+//! produces and what the `raw_source` stage feeds into a pipeline.
+
+pub mod decode;
+pub mod sidecar;
+pub mod synth;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Largest frame accepted by default, in megapixels. Checked before any
+/// pixel buffer is allocated.
+pub const DEFAULT_MAX_MEGAPIXELS: f64 = 200.0;
+
+/// The colour of one photosite: 0 = red, 1 = green, 2 = blue.
+pub type CfaColor = usize;
+
+/// The 2x2 Bayer phase, named by the colours of the top-left 2x2 block read
+/// row by row (`Rggb` = R G / G B).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CfaPattern {
+    Rggb,
+    Bggr,
+    Grbg,
+    Gbrg,
+}
+
+impl CfaPattern {
+    /// All four Bayer phases.
+    pub const ALL: [CfaPattern; 4] = [
+        CfaPattern::Rggb,
+        CfaPattern::Bggr,
+        CfaPattern::Grbg,
+        CfaPattern::Gbrg,
+    ];
+
+    /// Colours of the 2x2 block as `[row0col0, row0col1, row1col0, row1col1]`.
+    pub const fn layout(self) -> [CfaColor; 4] {
+        match self {
+            CfaPattern::Rggb => [0, 1, 1, 2],
+            CfaPattern::Bggr => [2, 1, 1, 0],
+            CfaPattern::Grbg => [1, 0, 2, 1],
+            CfaPattern::Gbrg => [1, 2, 0, 1],
+        }
+    }
+
+    /// Colour of the photosite at row `y`, column `x`.
+    #[inline(always)]
+    pub fn color_at(self, y: usize, x: usize) -> CfaColor {
+        self.layout()[((y & 1) << 1) | (x & 1)]
+    }
+
+    /// The pattern seen after dropping `dx` columns and `dy` rows from the
+    /// top-left corner (a crop that starts at an odd offset).
+    pub fn shifted(self, dx: usize, dy: usize) -> CfaPattern {
+        let l = self.layout();
+        let at = |y: usize, x: usize| l[(((y + dy) & 1) << 1) | ((x + dx) & 1)];
+        Self::from_layout([at(0, 0), at(0, 1), at(1, 0), at(1, 1)]).unwrap_or(self)
+    }
+
+    /// The pattern with the given 2x2 colour layout, if it is a Bayer one.
+    pub fn from_layout(l: [CfaColor; 4]) -> Option<CfaPattern> {
+        Self::ALL.into_iter().find(|p| p.layout() == l)
+    }
+
+    /// Parses "RGGB", "bggr", ... .
+    pub fn parse(s: &str) -> Option<CfaPattern> {
+        match s.to_ascii_uppercase().as_str() {
+            "RGGB" => Some(CfaPattern::Rggb),
+            "BGGR" => Some(CfaPattern::Bggr),
+            "GRBG" => Some(CfaPattern::Grbg),
+            "GBRG" => Some(CfaPattern::Gbrg),
+            _ => None,
+        }
+    }
+
+    /// Upper-case name, e.g. "RGGB".
+    pub fn name(self) -> &'static str {
+        match self {
+            CfaPattern::Rggb => "RGGB",
+            CfaPattern::Bggr => "BGGR",
+            CfaPattern::Grbg => "GRBG",
+            CfaPattern::Gbrg => "GBRG",
+        }
+    }
+}
+
+/// How the samples of a raw frame are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PixelLayout {
+    /// One sample per pixel behind a 2x2 Bayer colour filter.
+    Bayer(CfaPattern),
+    /// Three interleaved samples per pixel (a DNG LinearRaw: already
+    /// demosaiced camera RGB).
+    LinearRgb,
+}
+
+/// Black level in DN, as a repeating `width x height` pattern over the
+/// mosaic (DNG BlackLevelRepeatDim); `values` is row-major, len = w*h.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlackLevel {
+    pub repeat_width: usize,
+    pub repeat_height: usize,
+    pub values: Vec<f32>,
+}
+
+impl BlackLevel {
+    /// The same level at every photosite.
+    pub fn uniform(v: f32) -> Self {
+        BlackLevel {
+            repeat_width: 1,
+            repeat_height: 1,
+            values: vec![v],
+        }
+    }
+
+    /// Level at row `y`, column `x` (DN).
+    #[inline(always)]
+    pub fn at(&self, y: usize, x: usize) -> f32 {
+        self.values[(y % self.repeat_height) * self.repeat_width + (x % self.repeat_width)]
+    }
+
+    /// Mean level (DN).
+    pub fn mean(&self) -> f32 {
+        self.values.iter().sum::<f32>() / self.values.len().max(1) as f32
+    }
+}
+
+/// EXIF orientation (1..=8). `Normal` is 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Orientation {
+    #[default]
+    Normal,
+    FlipH,
+    Rotate180,
+    FlipV,
+    Transpose,
+    Rotate90,
+    Transverse,
+    Rotate270,
+}
+
+impl Orientation {
+    /// From the EXIF value 1..=8 (anything else is `Normal`).
+    pub fn from_exif(v: u16) -> Orientation {
+        match v {
+            2 => Orientation::FlipH,
+            3 => Orientation::Rotate180,
+            4 => Orientation::FlipV,
+            5 => Orientation::Transpose,
+            6 => Orientation::Rotate90,
+            7 => Orientation::Transverse,
+            8 => Orientation::Rotate270,
+            _ => Orientation::Normal,
+        }
+    }
+
+    /// The EXIF value 1..=8.
+    pub fn to_exif(self) -> u16 {
+        match self {
+            Orientation::Normal => 1,
+            Orientation::FlipH => 2,
+            Orientation::Rotate180 => 3,
+            Orientation::FlipV => 4,
+            Orientation::Transpose => 5,
+            Orientation::Rotate90 => 6,
+            Orientation::Transverse => 7,
+            Orientation::Rotate270 => 8,
+        }
+    }
+}
+
+/// A rectangle in pixels, origin top-left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rect {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Standard illuminants a colour matrix can be calibrated for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Illuminant {
+    StdA,
+    D50,
+    D55,
+    D65,
+    D75,
+    Other(u16),
+}
+
+impl Illuminant {
+    /// From the EXIF LightSource code used by DNG CalibrationIlluminant.
+    pub fn from_exif(code: u16) -> Illuminant {
+        match code {
+            17 | 3 => Illuminant::StdA,
+            23 => Illuminant::D50,
+            20 | 1 | 4 | 9 => Illuminant::D55,
+            21 => Illuminant::D65,
+            22 => Illuminant::D75,
+            c => Illuminant::Other(c),
+        }
+    }
+
+    /// The EXIF LightSource code.
+    pub fn to_exif(self) -> u16 {
+        match self {
+            Illuminant::StdA => 17,
+            Illuminant::D50 => 23,
+            Illuminant::D55 => 20,
+            Illuminant::D65 => 21,
+            Illuminant::D75 => 22,
+            Illuminant::Other(c) => c,
+        }
+    }
+
+    /// Correlated colour temperature in kelvin (approximate for `Other`).
+    pub fn cct(self) -> f32 {
+        match self {
+            Illuminant::StdA => 2856.0,
+            Illuminant::D50 => 5003.0,
+            Illuminant::D55 => 5503.0,
+            Illuminant::D65 => 6504.0,
+            Illuminant::D75 => 7504.0,
+            Illuminant::Other(_) => 5500.0,
+        }
+    }
+}
+
+/// A camera colour matrix as DNG ColorMatrixN: XYZ -> camera RGB, row-major,
+/// for the given calibration illuminant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ColorMatrix {
+    pub illuminant: Illuminant,
+    pub xyz_to_cam: [[f32; 3]; 3],
+}
+
+/// Poisson-Gaussian noise model per colour (R, G, B):
+/// variance(x) = a * x + b on the signal x normalised to [0, 1] after black
+/// level subtraction (DNG NoiseProfile semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NoiseProfile {
+    /// Shot-noise scale `a` per colour (R, G, B).
+    pub a: [f64; 3],
+    /// Read-noise variance `b` per colour (R, G, B).
+    pub b: [f64; 3],
+}
+
+/// Everything known about a capture except its pixels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawMeta {
+    /// Where the frame came from (path or a description such as "demo").
+    pub source: String,
+    /// Pixels per row of the mosaic as stored in the frame.
+    pub width: usize,
+    /// Rows of the mosaic.
+    pub height: usize,
+    pub layout: PixelLayout,
+    /// Black level in DN.
+    pub black: BlackLevel,
+    /// Saturation level in DN per colour (R, G, B).
+    pub white: [f32; 3],
+    /// Significant bits of the samples (10, 12, 14, 16...).
+    pub bits: u32,
+    /// As-shot white-balance multipliers (R, G, B), normalised to G = 1.
+    pub wb_gains: Option<[f32; 3]>,
+    /// Camera colour matrices, one per calibration illuminant.
+    pub color_matrices: Vec<ColorMatrix>,
+    /// A direct camera -> linear sRGB matrix (row-major), when the source
+    /// gives one (sidecars); it wins over `color_matrices`.
+    pub cam_to_srgb: Option<[[f32; 3]; 3]>,
+    /// Default crop in frame coordinates, applied after demosaicing.
+    pub crop: Option<Rect>,
+    pub orientation: Orientation,
+    pub noise_profile: Option<NoiseProfile>,
+    pub make: String,
+    pub model: String,
+    pub iso: Option<u32>,
+    /// Exposure time in seconds.
+    pub exposure_time: Option<f32>,
+}
+
+impl RawMeta {
+    /// A minimal description for a Bayer frame of the given geometry.
+    pub fn bayer(source: &str, width: usize, height: usize, cfa: CfaPattern) -> RawMeta {
+        RawMeta {
+            source: source.to_string(),
+            width,
+            height,
+            layout: PixelLayout::Bayer(cfa),
+            black: BlackLevel::uniform(0.0),
+            white: [1.0; 3],
+            bits: 16,
+            wb_gains: None,
+            color_matrices: Vec::new(),
+            cam_to_srgb: None,
+            crop: None,
+            orientation: Orientation::Normal,
+            noise_profile: None,
+            make: String::new(),
+            model: String::new(),
+            iso: None,
+            exposure_time: None,
+        }
+    }
+
+    /// The Bayer phase, or an error naming the source for LinearRaw frames.
+    pub fn cfa(&self) -> Result<CfaPattern> {
+        match self.layout {
+            PixelLayout::Bayer(p) => Ok(p),
+            PixelLayout::LinearRgb => Err(Error::Unsupported {
+                path: self.source.clone().into(),
+                reason: "LinearRaw (already demosaiced) frames cannot run through \
+                         mosaic stages; only Bayer CFA frames are supported"
+                    .into(),
+            }),
+        }
+    }
+
+    /// Samples per pixel (1 for Bayer, 3 for LinearRaw).
+    pub fn samples_per_pixel(&self) -> usize {
+        match self.layout {
+            PixelLayout::Bayer(_) => 1,
+            PixelLayout::LinearRgb => 3,
+        }
+    }
+}
+
+/// A decoded raw frame: metadata plus the samples in DN.
+#[derive(Debug, Clone)]
+pub struct RawFrame {
+    pub meta: RawMeta,
+    /// Samples in DN, row-major; `samples_per_pixel` interleaved values per
+    /// pixel; len = width * height * samples_per_pixel.
+    pub data: Vec<f32>,
+}
+
+impl RawFrame {
+    /// Checks that the buffer matches the geometry and that levels are sane.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.meta;
+        let bad = |reason: String| Error::Decode {
+            path: m.source.clone().into(),
+            reason,
+        };
+        let n = m
+            .width
+            .checked_mul(m.height)
+            .and_then(|v| v.checked_mul(m.samples_per_pixel()))
+            .ok_or_else(|| bad("dimensions overflow".into()))?;
+        if m.width < 2 || m.height < 2 {
+            return Err(bad(format!("frame too small ({}x{})", m.width, m.height)));
+        }
+        if self.data.len() != n {
+            return Err(bad(format!(
+                "pixel buffer holds {} samples, expected {n}",
+                self.data.len()
+            )));
+        }
+        if m.black.values.is_empty()
+            || m.black.repeat_width == 0
+            || m.black.repeat_height == 0
+            || m.black.values.len() != m.black.repeat_width * m.black.repeat_height
+        {
+            return Err(bad("malformed black level pattern".into()));
+        }
+        for (c, &w) in m.white.iter().enumerate() {
+            let bmax = m.black.values.iter().cloned().fold(f32::MIN, f32::max);
+            if !w.is_finite() || w <= bmax {
+                return Err(bad(format!(
+                    "white level {w} of channel {c} is not above the black level {bmax}"
+                )));
+            }
+        }
+        if let Some(g) = m.wb_gains {
+            if g.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+                return Err(bad(format!("invalid white balance gains {g:?}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Refuses frames over `max_mp` megapixels before anything is allocated.
+pub fn check_dimensions(path: &str, width: u64, height: u64, max_mp: f64) -> Result<()> {
+    let mp = width as f64 * height as f64 / 1e6;
+    if width == 0 || height == 0 {
+        return Err(Error::Decode {
+            path: path.into(),
+            reason: format!("invalid dimensions {width}x{height}"),
+        });
+    }
+    if mp > max_mp {
+        return Err(Error::Limit {
+            path: path.into(),
+            reason: format!(
+                "{width}x{height} is {mp:.1} MP, over the limit of {max_mp} MP (raise --max-megapixels)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shifted_patterns() {
+        assert_eq!(CfaPattern::Rggb.shifted(1, 0), CfaPattern::Grbg);
+        assert_eq!(CfaPattern::Rggb.shifted(0, 1), CfaPattern::Gbrg);
+        assert_eq!(CfaPattern::Rggb.shifted(1, 1), CfaPattern::Bggr);
+        for p in CfaPattern::ALL {
+            assert_eq!(p.shifted(2, 2), p);
+            for y in 0..4 {
+                for x in 0..4 {
+                    assert_eq!(p.shifted(1, 1).color_at(y, x), p.color_at(y + 1, x + 1));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn huge_dimensions_refused() {
+        assert!(check_dimensions("x", 100_000, 100_000, DEFAULT_MAX_MEGAPIXELS).is_err());
+        assert!(check_dimensions("x", 4000, 3000, DEFAULT_MAX_MEGAPIXELS).is_ok());
+        assert!(check_dimensions("x", 0, 3000, DEFAULT_MAX_MEGAPIXELS).is_err());
+    }
+}

@@ -1,0 +1,129 @@
+//! `color_correct`: white-balanced camera RGB -> linear sRGB (D65).
+//!
+//! The matrix comes from the raw's DNG ColorMatrix (XYZ -> camera) as dcraw
+//! builds it: cam_from_srgb = ColorMatrix x sRGB_to_XYZ, rows normalised to
+//! sum 1 so that white-balanced camera white maps to sRGB white (a von
+//! Kries adaptation in camera space to D65), then inverted. Where the
+//! source gives a camera -> sRGB matrix directly (sidecars), that is used.
+//! With two calibration illuminants, the one closest to D65 is taken.
+
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::{one_input, parse_params, take_image, RunCtx, Stage, ROWS_PER_TASK};
+use crate::color::{self, Mat3};
+use crate::error::{Error, Result};
+use crate::frame::{ColorSpace, Value, ValueDesc, ValueKind};
+use crate::raw::RawMeta;
+
+/// Which matrix to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MatrixSource {
+    /// The file's own matrix; identity when it has none.
+    #[default]
+    Auto,
+    /// Treat camera RGB as linear sRGB.
+    Identity,
+    /// The `matrix` parameter (camera -> sRGB, row-major).
+    Custom,
+}
+
+/// YAML params of `color_correct`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub source: MatrixSource,
+    /// Camera RGB -> linear sRGB for `source: custom`.
+    pub matrix: Option<Mat3>,
+}
+
+/// The compiled `color_correct` op.
+#[derive(Debug)]
+pub struct ColorCorrect {
+    p: Params,
+}
+
+pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    let p: Params = parse_params(params)?;
+    match (p.source, &p.matrix) {
+        (MatrixSource::Custom, None) => {
+            return Err("params: source custom needs `matrix: [[..],[..],[..]]`".into())
+        }
+        (MatrixSource::Custom, Some(m)) if m.iter().flatten().any(|v| !v.is_finite()) => {
+            return Err("params: matrix must be finite".into())
+        }
+        (MatrixSource::Custom, _) => {}
+        (_, Some(_)) => return Err("params: `matrix` is only used with source: custom".into()),
+        _ => {}
+    }
+    Ok(Box::new(ColorCorrect { p }))
+}
+
+/// The camera -> linear sRGB matrix for a frame (identity when the frame
+/// carries no colour information).
+pub fn camera_to_srgb(meta: &RawMeta) -> Result<Mat3> {
+    if let Some(m) = meta.cam_to_srgb {
+        return Ok(m);
+    }
+    let Some(cm) = meta.color_matrices.iter().min_by(|a, b| {
+        let da = (a.illuminant.cct() - 6504.0).abs();
+        let db = (b.illuminant.cct() - 6504.0).abs();
+        da.total_cmp(&db)
+    }) else {
+        return Ok(color::IDENTITY);
+    };
+    let cam_from_srgb = color::normalize_rows(&color::mul(&cm.xyz_to_cam, &color::SRGB_TO_XYZ));
+    color::invert(&cam_from_srgb).ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: the camera colour matrix is singular",
+            meta.source
+        ))
+    })
+}
+
+impl Stage for ColorCorrect {
+    fn op(&self) -> &'static str {
+        "color_correct"
+    }
+
+    fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
+        let d = one_input(inputs, ValueKind::Image)?;
+        if d.space != Some(ColorSpace::Camera) {
+            return Err(format!(
+                "expects a camera-RGB image, got {:?}",
+                d.space.unwrap_or(ColorSpace::Camera)
+            ));
+        }
+        Ok(ValueDesc::image(d.width, d.height, ColorSpace::LinearSrgb))
+    }
+
+    fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut img = take_image(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("no input"))?,
+        )?;
+        let m = match self.p.source {
+            MatrixSource::Auto => camera_to_srgb(&img.meta)?,
+            MatrixSource::Identity => color::IDENTITY,
+            MatrixSource::Custom => self.p.matrix.unwrap_or(color::IDENTITY),
+        };
+        let w = img.width;
+        let [r, g, b] = img.planes_mut();
+        r.par_chunks_mut(w * ROWS_PER_TASK)
+            .zip(g.par_chunks_mut(w * ROWS_PER_TASK))
+            .zip(b.par_chunks_mut(w * ROWS_PER_TASK))
+            .for_each(|((r, g), b)| {
+                for i in 0..r.len() {
+                    let o = color::apply(&m, [r[i], g[i], b[i]]);
+                    r[i] = o[0];
+                    g[i] = o[1];
+                    b[i] = o[2];
+                }
+            });
+        img.space = ColorSpace::LinearSrgb;
+        Ok(Value::Image(img.into()))
+    }
+}

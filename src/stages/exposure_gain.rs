@@ -1,0 +1,144 @@
+//! `exposure_gain`: multiplies a linear image by 2^EV.
+//!
+//! `mode: manual` uses `ev`; `mode: auto` meters the frame (the geometric
+//! mean of luminance over the unclipped pixels, on a subsampled grid) and
+//! places it at `target` (default 0.18, middle grey), limited to
+//! [`min_ev`, `max_ev`], plus `ev` as a bias. An optional second input (a
+//! scalar in EV, e.g. from a metering stage) replaces the computed gain.
+
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::{check_range, parse_params, take_image, RunCtx, Stage, ROWS_PER_TASK};
+use crate::color::luminance;
+use crate::error::{Error, Result};
+use crate::frame::{ColorSpace, Image, Value, ValueDesc, ValueKind};
+
+/// How the gain is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExposureMode {
+    #[default]
+    Manual,
+    Auto,
+}
+
+/// YAML params of `exposure_gain`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub mode: ExposureMode,
+    /// Exposure in EV (manual) or bias added to the metered EV (auto).
+    pub ev: f32,
+    /// Target for the metered mean luminance (linear).
+    pub target: f32,
+    pub min_ev: f32,
+    pub max_ev: f32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            mode: ExposureMode::Manual,
+            ev: 0.0,
+            target: 0.18,
+            min_ev: -4.0,
+            max_ev: 4.0,
+        }
+    }
+}
+
+/// The compiled `exposure_gain` op.
+#[derive(Debug)]
+pub struct ExposureGain {
+    p: Params,
+}
+
+pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    let p: Params = parse_params(params)?;
+    check_range("ev", p.ev, -16.0, 16.0)?;
+    check_range("target", p.target, 0.001, 1.0)?;
+    check_range("min_ev", p.min_ev, -16.0, 0.0)?;
+    check_range("max_ev", p.max_ev, 0.0, 16.0)?;
+    Ok(Box::new(ExposureGain { p }))
+}
+
+/// Log-average luminance of the unclipped pixels, sampled every `step`
+/// pixels; `None` when nothing usable is left.
+pub fn log_average_luminance(img: &Image, step: usize) -> Option<f32> {
+    let w = img.width;
+    let [r, g, b] = img.planes();
+    let (sum, count) = (0..img.height)
+        .into_par_iter()
+        .step_by(step)
+        .map(|y| {
+            let mut s = 0f64;
+            let mut c = 0usize;
+            for x in (0..w).step_by(step) {
+                let i = y * w + x;
+                let (rv, gv, bv) = (r[i], g[i], b[i]);
+                if rv.max(gv).max(bv) >= 0.99 {
+                    continue;
+                }
+                let l = luminance(rv, gv, bv).max(1e-5);
+                s += (l as f64).ln();
+                c += 1;
+            }
+            (s, c)
+        })
+        .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    (count > 0).then(|| (sum / count as f64).exp() as f32)
+}
+
+impl Stage for ExposureGain {
+    fn op(&self) -> &'static str {
+        "exposure_gain"
+    }
+
+    fn arity(&self) -> (usize, usize) {
+        (1, 2)
+    }
+
+    fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
+        let d = inputs.first().ok_or("expects an image input")?;
+        if d.kind != ValueKind::Image || d.space == Some(ColorSpace::Srgb) {
+            return Err("expects a linear image as first input".into());
+        }
+        if let Some(s) = inputs.get(1) {
+            if s.kind != ValueKind::Scalar {
+                return Err(format!(
+                    "second input must be a scalar (EV), got a {}",
+                    s.kind
+                ));
+            }
+        }
+        Ok(*d)
+    }
+
+    fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut it = inputs.into_iter();
+        let mut img = take_image(it.next().ok_or_else(|| Error::invalid("no input"))?)?;
+        let ev = match (it.next(), self.p.mode) {
+            (Some(Value::Scalar(ev)), _) => ev as f32 + self.p.ev,
+            (_, ExposureMode::Manual) => self.p.ev,
+            (_, ExposureMode::Auto) => {
+                let step = ((img.width.max(img.height)) / 512).max(1);
+                let metered = log_average_luminance(&img, step).unwrap_or(self.p.target);
+                (self.p.target / metered)
+                    .log2()
+                    .clamp(self.p.min_ev, self.p.max_ev)
+                    + self.p.ev
+            }
+        };
+        if !ev.is_finite() {
+            return Err(Error::invalid(format!("exposure of {ev} EV is not finite")));
+        }
+        let gain = 2f32.powf(ev);
+        if gain != 1.0 {
+            img.data
+                .par_chunks_mut(img.width * ROWS_PER_TASK)
+                .for_each(|c| c.iter_mut().for_each(|v| *v *= gain));
+        }
+        Ok(Value::Image(img.into()))
+    }
+}

@@ -1,0 +1,167 @@
+//! Compiled pipeline stages: one file per op; the file name is the YAML
+//! `op:` name and the timing label.
+//!
+//! A stage is compiled once from its YAML params ([`compile`]), checks its
+//! input types and shapes before any pixel work ([`Stage::infer`]) and then
+//! runs on the CPU ([`Stage::run_cpu`]) or, where it has a kernel, on CUDA
+//! ([`Stage::run_cuda`]).
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::frame::{Image, Mosaic, Value, ValueDesc};
+
+pub mod black_level;
+pub mod color_correct;
+pub mod demosaic_bilinear;
+pub mod demosaic_menon;
+pub mod demosaic_mhc;
+pub mod exposure_gain;
+pub mod orient;
+pub mod raw_source;
+pub mod srgb_encode;
+pub mod tone_curve;
+pub mod white_balance;
+
+/// Per-call context handed to a running stage.
+#[derive(Debug, Clone, Copy)]
+pub struct RunCtx<'a> {
+    /// The stage id from the pipeline file.
+    pub stage_id: &'a str,
+}
+
+/// A compiled op: parameters validated, ready to run on any frame.
+pub trait Stage: Send + Sync + std::fmt::Debug {
+    /// The op name (== file name == timing label).
+    fn op(&self) -> &'static str;
+
+    /// Accepted number of inputs `(min, max)`.
+    fn arity(&self) -> (usize, usize) {
+        (1, 1)
+    }
+
+    /// Output type and shape from the input descriptors; errors explain the
+    /// mismatch (the caller adds file/stage context).
+    fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String>;
+
+    /// Runs on the CPU. `inputs` are owned: the last consumer of a buffer
+    /// may reuse it in place.
+    fn run_cpu(&self, ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value>;
+
+    /// Whether [`Stage::run_cuda`] is implemented.
+    fn has_cuda(&self) -> bool {
+        false
+    }
+
+    /// Runs on CUDA; the default reports that the op has no kernel.
+    fn run_cuda(&self, ctx: &RunCtx, _inputs: Vec<Value>) -> Result<Value> {
+        Err(Error::NoBackend {
+            stage: ctx.stage_id.to_string(),
+            op: self.op().to_string(),
+            backend: "cuda".into(),
+        })
+    }
+}
+
+/// Every op the registry knows, for error messages and docs.
+pub const OPS: &[&str] = &[
+    "raw_source",
+    "black_level",
+    "white_balance",
+    "demosaic_bilinear",
+    "demosaic_mhc",
+    "demosaic_menon",
+    "color_correct",
+    "exposure_gain",
+    "tone_curve",
+    "srgb_encode",
+    "orient",
+];
+
+/// Compiles an op from its YAML params (`Null` when absent).
+pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    match op {
+        "raw_source" => raw_source::compile(params),
+        "black_level" => black_level::compile(params),
+        "white_balance" => white_balance::compile(params),
+        "demosaic_bilinear" => demosaic_bilinear::compile(params),
+        "demosaic_mhc" => demosaic_mhc::compile(params),
+        "demosaic_menon" => demosaic_menon::compile(params),
+        "color_correct" => color_correct::compile(params),
+        "exposure_gain" => exposure_gain::compile(params),
+        "tone_curve" => tone_curve::compile(params),
+        "srgb_encode" => srgb_encode::compile(params),
+        "orient" => orient::compile(params),
+        _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
+    }
+}
+
+/// Deserialises a params block (absent = all defaults); serde reports
+/// unknown fields and wrong types.
+pub(crate) fn parse_params<P: DeserializeOwned + Default>(
+    v: serde_json::Value,
+) -> std::result::Result<P, String> {
+    if v.is_null() {
+        return Ok(P::default());
+    }
+    serde_json::from_value(v).map_err(|e| format!("params: {e}"))
+}
+
+/// Checks a numeric parameter range.
+pub(crate) fn check_range(name: &str, v: f32, lo: f32, hi: f32) -> std::result::Result<(), String> {
+    if v.is_finite() && v >= lo && v <= hi {
+        Ok(())
+    } else {
+        Err(format!("params: {name} = {v} is outside [{lo}, {hi}]"))
+    }
+}
+
+/// Expects exactly one input of the given kind.
+pub(crate) fn one_input(
+    inputs: &[ValueDesc],
+    kind: crate::frame::ValueKind,
+) -> std::result::Result<ValueDesc, String> {
+    match inputs {
+        [d] if d.kind == kind => Ok(*d),
+        [d] => Err(format!("expects a {kind} input, got a {}", d.kind)),
+        _ => Err(format!("expects 1 input, got {}", inputs.len())),
+    }
+}
+
+/// Takes the mosaic out of a value, cloning only if it is shared.
+pub(crate) fn take_mosaic(v: Value) -> Result<Mosaic> {
+    match v {
+        Value::Mosaic(m) => Ok(Arc::try_unwrap(m).unwrap_or_else(|a| (*a).clone())),
+        other => Err(Error::invalid(format!(
+            "expected a mosaic, got a {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// Takes the image out of a value, cloning only if it is shared.
+pub(crate) fn take_image(v: Value) -> Result<Image> {
+    match v {
+        Value::Image(m) => Ok(Arc::try_unwrap(m).unwrap_or_else(|a| (*a).clone())),
+        other => Err(Error::invalid(format!(
+            "expected an image, got a {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// Borrows the mosaic in a value.
+pub(crate) fn mosaic_ref(v: &Value) -> Result<&Mosaic> {
+    match v {
+        Value::Mosaic(m) => Ok(m),
+        other => Err(Error::invalid(format!(
+            "expected a mosaic, got a {}",
+            other.kind()
+        ))),
+    }
+}
+
+/// Rows per rayon work item for row-parallel passes.
+pub(crate) const ROWS_PER_TASK: usize = 16;

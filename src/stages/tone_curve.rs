@@ -1,0 +1,131 @@
+//! `tone_curve`: scene-linear -> display-linear highlight roll-off.
+//!
+//! `filmic`: identity below `knee`, then an exponential shoulder with unit
+//! slope at the knee (C1-continuous), normalised so that `white_point`
+//! maps to 1.0. Applied per channel on linear sRGB, so highlights
+//! desaturate gracefully instead of clipping hard. `linear` passes the
+//! image through (clipping happens at encode).
+
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::{check_range, parse_params, take_image, RunCtx, Stage, ROWS_PER_TASK};
+use crate::error::{Error, Result};
+use crate::frame::{ColorSpace, Value, ValueDesc, ValueKind};
+
+/// Curve family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Curve {
+    #[default]
+    Filmic,
+    Linear,
+}
+
+/// YAML params of `tone_curve`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub curve: Curve,
+    /// Linear value where the shoulder starts, in (0, 1).
+    pub knee: f32,
+    /// Linear value that maps to display white.
+    pub white_point: f32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            curve: Curve::Filmic,
+            knee: 0.6,
+            white_point: 1.0,
+        }
+    }
+}
+
+/// The compiled `tone_curve` op.
+#[derive(Debug)]
+pub struct ToneCurve {
+    p: Params,
+}
+
+pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    let p: Params = parse_params(params)?;
+    check_range("knee", p.knee, 0.05, 0.95)?;
+    check_range("white_point", p.white_point, 0.1, 64.0)?;
+    if p.white_point <= p.knee {
+        return Err(format!(
+            "params: white_point {} must be above knee {}",
+            p.white_point, p.knee
+        ));
+    }
+    Ok(Box::new(ToneCurve { p }))
+}
+
+/// The filmic shoulder, not normalised.
+#[inline(always)]
+fn shoulder(x: f32, k: f32) -> f32 {
+    if x <= k {
+        x
+    } else {
+        let s = 1.0 - k;
+        k + s * (1.0 - (-(x - k) / s).exp())
+    }
+}
+
+impl ToneCurve {
+    /// The curve as a function of one linear value.
+    pub fn eval(&self, x: f32) -> f32 {
+        match self.p.curve {
+            Curve::Linear => x,
+            Curve::Filmic => {
+                let k = self.p.knee;
+                shoulder(x.max(0.0), k) / shoulder(self.p.white_point, k)
+            }
+        }
+    }
+}
+
+impl Stage for ToneCurve {
+    fn op(&self) -> &'static str {
+        "tone_curve"
+    }
+
+    fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
+        let d = super::one_input(inputs, ValueKind::Image)?;
+        if d.space == Some(ColorSpace::Srgb) {
+            return Err("expects a linear image, got an sRGB-encoded one".into());
+        }
+        Ok(d)
+    }
+
+    fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut img = take_image(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("no input"))?,
+        )?;
+        if self.p.curve == Curve::Linear {
+            return Ok(Value::Image(img.into()));
+        }
+        // 4096-entry LUT over [0, white_point] with linear interpolation.
+        const N: usize = 4096;
+        let wp = self.p.white_point;
+        let lut: Vec<f32> = (0..=N)
+            .map(|i| self.eval(i as f32 / N as f32 * wp))
+            .collect();
+        let scale = N as f32 / wp;
+        img.data
+            .par_chunks_mut(img.width * ROWS_PER_TASK)
+            .for_each(|c| {
+                for v in c.iter_mut() {
+                    let t = (v.max(0.0) * scale).min(N as f32);
+                    let i = (t as usize).min(N - 1);
+                    let f = t - i as f32;
+                    *v = lut[i] + f * (lut[i + 1] - lut[i]);
+                }
+            });
+        Ok(Value::Image(img.into()))
+    }
+}
