@@ -1,0 +1,32 @@
+//! Tiny neural-network inference for the learned stages.
+//!
+//! Everything is f32 NCHW ([`Tensor`]); weights come from safetensors files
+//! whose metadata declares the architecture ([`weights`]). Convolutions are
+//! im2col + the `gemm` crate in the pixel-major layout `C[N,M] = P[N,K]·Wᵀ`
+//! (N pixels, K = cin·kh·kw taps, M output channels), with the pixels split in
+//! bands across rayon threads ([`conv2d`]). No training code lives here: the
+//! models are trained by the PyTorch scripts in `training/`.
+//!
+//! | file | op |
+//! |---|---|
+//! | tensor.rs | [`Tensor`]: NCHW f32 buffer with checked constructors |
+//! | conv2d.rs | [`Conv2d`]: 1x1 / 3x3, stride 1 / 2, zero / reflect padding, fused activation |
+//! | activations.rs | [`Activation`]: ReLU, LeakyReLU, sigmoid |
+//! | shuffle.rs | pixel (un)shuffle |
+//! | combine.rs | channel concat, element-wise add |
+//! | weights.rs | safetensors loading and validation |
+//! | dmdn.rs | the joint demosaic + denoise network, tiled with halos |
+
+pub mod activations;
+pub mod combine;
+pub mod conv2d;
+pub mod dmdn;
+pub mod shuffle;
+pub mod tensor;
+pub mod weights;
+
+pub use activations::Activation;
+pub use conv2d::{Conv2d, Padding};
+pub use dmdn::{Dmdn, DmdnConfig, NoiseInput};
+pub use tensor::Tensor;
+pub use weights::Weights;

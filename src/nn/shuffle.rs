@@ -1,0 +1,70 @@
+//! Pixel shuffle / unshuffle (Shi et al. 2016, "Real-time single image and
+//! video super-resolution using an efficient sub-pixel CNN"), PyTorch order.
+//!
+//! `pixel_shuffle`: `(N, C·r², H, W) -> (N, C, H·r, W·r)` with
+//! `out[c, y·r+dy, x·r+dx] = in[c·r² + dy·r + dx, y, x]`;
+//! `pixel_unshuffle` is its inverse (used to pack a Bayer mosaic into four
+//! half-resolution planes in raster order of the 2x2 block).
+
+use super::Tensor;
+use crate::error::{Error, Result};
+
+/// `(N, C·r², H, W) -> (N, C, H·r, W·r)`.
+pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
+    let [n, cr, h, w] = x.shape();
+    if r == 0 || cr % (r * r) != 0 {
+        return Err(Error::invalid(format!(
+            "pixel_shuffle: {cr} channels not divisible by {r}^2"
+        )));
+    }
+    let c = cr / (r * r);
+    let (ho, wo) = (h * r, w * r);
+    let mut out = Tensor::zeros([n, c, ho, wo])?;
+    for b in 0..n {
+        for co in 0..c {
+            for dy in 0..r {
+                for dx in 0..r {
+                    let src = x.plane(b, co * r * r + dy * r + dx);
+                    let dst = out.plane_mut(b, co);
+                    for y in 0..h {
+                        let drow = &mut dst[(y * r + dy) * wo..(y * r + dy + 1) * wo];
+                        let srow = &src[y * w..(y + 1) * w];
+                        for (xx, &v) in srow.iter().enumerate() {
+                            drow[xx * r + dx] = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `(N, C, H, W) -> (N, C·r², H/r, W/r)`; H and W must be multiples of `r`.
+pub fn pixel_unshuffle(x: &Tensor, r: usize) -> Result<Tensor> {
+    let [n, c, h, w] = x.shape();
+    if r == 0 || h % r != 0 || w % r != 0 {
+        return Err(Error::invalid(format!(
+            "pixel_unshuffle: {h}x{w} not divisible by {r}"
+        )));
+    }
+    let (ho, wo) = (h / r, w / r);
+    let mut out = Tensor::zeros([n, c * r * r, ho, wo])?;
+    for b in 0..n {
+        for ci in 0..c {
+            let src = x.plane(b, ci);
+            for dy in 0..r {
+                for dx in 0..r {
+                    let dst = out.plane_mut(b, ci * r * r + dy * r + dx);
+                    for y in 0..ho {
+                        let srow = &src[(y * r + dy) * w..(y * r + dy + 1) * w];
+                        for (xx, d) in dst[y * wo..(y + 1) * wo].iter_mut().enumerate() {
+                            *d = srow[xx * r + dx];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
