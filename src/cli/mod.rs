@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod eval;
 pub mod info;
 pub mod process;
 
@@ -27,6 +28,8 @@ pub enum Command {
     Process(process::ProcessArgs),
     /// Render the built-in synthetic scene and print the stage timings.
     Demo(demo::DemoArgs),
+    /// Score a pipeline or demosaic op against ground truth.
+    Eval(eval::EvalArgs),
     /// Print a raw file's decoded metadata.
     Info(info::InfoArgs),
     /// Time a pipeline per stage over repeated runs of one frame.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Process(a) => process::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
     }

@@ -1,0 +1,122 @@
+//! The literature's sRGB-domain demosaicking protocol, so our numbers
+//! compare with published tables: take an 8-bit sRGB image, sample it
+//! through a Bayer mosaic (RGGB by default) on values / 255, optionally
+//! add unclipped Gaussian noise of sigma / 255, demosaic with no colour
+//! pipeline, round to 8 bit, and score CPSNR / SSIM with a border crop.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::metrics::{cpsnr, ssim, Rgb8};
+use crate::error::{Error, Result};
+use crate::frame::{Mosaic, MosaicScale, Value};
+use crate::graph::{exec, Pipeline, RunOptions, Timings};
+use crate::raw::{CfaPattern, RawMeta};
+
+/// Settings of one protocol run.
+#[derive(Debug, Clone)]
+pub struct SrgbProtocol {
+    pub cfa: CfaPattern,
+    /// Gaussian noise sigma in 8-bit units (0 = noise-free).
+    pub sigma: f32,
+    /// Border excluded from the metrics, pixels.
+    pub crop: usize,
+    pub seed: u64,
+}
+
+impl Default for SrgbProtocol {
+    fn default() -> Self {
+        SrgbProtocol {
+            cfa: CfaPattern::Rggb,
+            sigma: 0.0,
+            crop: 10,
+            seed: 0,
+        }
+    }
+}
+
+/// Score of one image.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageScore {
+    pub image: String,
+    pub cpsnr: f64,
+    pub ssim: f64,
+    pub timings: Timings,
+}
+
+/// A pipeline `raw_source -> op` for evaluating a single demosaic op.
+pub fn single_op_pipeline(op: &str) -> Result<Pipeline> {
+    let yaml = format!(
+        "version: 1\nname: {op}\nstages:\n  - {{ id: raw, op: raw_source }}\n  - {{ id: dm, op: {op} }}\n"
+    );
+    Pipeline::from_yaml(&yaml, &format!("--op {op}"))
+}
+
+/// Mosaics an 8-bit image per the protocol (values in [0, 1] plus noise).
+pub fn mosaic_of(img: &Rgb8, p: &SrgbProtocol, name: &str) -> Result<Mosaic> {
+    let (w, h) = (img.width, img.height);
+    if w < 4 || h < 4 {
+        return Err(Error::invalid(format!("{name}: image too small ({w}x{h})")));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+    let normal = Normal::new(0.0f32, p.sigma.max(0.0) / 255.0)
+        .map_err(|e| Error::invalid(format!("bad sigma {}: {e}", p.sigma)))?;
+    let mut data = Vec::with_capacity(w * h);
+    for y in 0..h {
+        for x in 0..w {
+            let c = p.cfa.color_at(y, x);
+            let mut v = img.data[3 * (y * w + x) + c] as f32 / 255.0;
+            if p.sigma > 0.0 {
+                v += normal.sample(&mut rng);
+            }
+            data.push(v);
+        }
+    }
+    let mut meta = RawMeta::bayer(name, w, h, p.cfa);
+    meta.bits = 8;
+    Ok(Mosaic {
+        width: w,
+        height: h,
+        cfa: p.cfa,
+        data,
+        scale: MosaicScale::Normalized,
+        wb_applied: Some([1.0; 3]),
+        meta: Arc::new(meta),
+    })
+}
+
+/// Runs the protocol on one image file with `pipeline` (whose
+/// `raw_source` receives the normalised mosaic and whose first output is
+/// compared with the original).
+pub fn score_image(path: &Path, pipeline: &Pipeline, p: &SrgbProtocol) -> Result<ImageScore> {
+    let name = path.display().to_string();
+    let truth = Rgb8::load(path)?;
+    let m = mosaic_of(&truth, p, &name)?;
+    let out = exec::run_value(
+        pipeline,
+        Value::Mosaic(Arc::new(m)),
+        &name,
+        &RunOptions::default(),
+    )?;
+    let img = match out.outputs.first() {
+        Some((_, Value::Image(i))) => i.clone(),
+        _ => {
+            return Err(Error::invalid(format!(
+                "{name}: pipeline output is not an image"
+            )))
+        }
+    };
+    let got = Rgb8::from_planar(img.width, img.height, &img.data);
+    let ps = cpsnr(&truth, &got, p.crop).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+    let ss = ssim(&truth, &got, p.crop).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
+    Ok(ImageScore {
+        image: name,
+        cpsnr: ps,
+        ssim: ss,
+        timings: out.timings,
+    })
+}
