@@ -366,7 +366,7 @@ def export(model, size, regime, path, extra_meta=None):
         m = getattr(model, name)
         t[f"{name}.weight"] = m.weight.detach().contiguous()
         t[f"{name}.bias"] = m.bias.detach().contiguous()
-    t = {k: v.to(torch.float16).contiguous() for k, v in t.items()}
+    t = {k: v.to(torch.float32).contiguous() for k, v in t.items()}
     meta = {
         "arch": "dmdn", "version": "1", "size": size, "regime": regime,
         "depth": str(hp["depth"]), "width": str(hp["width"]),

@@ -16,6 +16,7 @@ use crate::frame::{Image, Mosaic, Value, ValueDesc};
 pub mod black_level;
 pub mod color_correct;
 pub mod demosaic_bilinear;
+pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
 pub mod exposure_gain;
@@ -73,6 +74,7 @@ pub const OPS: &[&str] = &[
     "demosaic_bilinear",
     "demosaic_mhc",
     "demosaic_menon",
+    "demosaic_denoise_learned",
     "color_correct",
     "exposure_gain",
     "tone_curve",
@@ -89,6 +91,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "demosaic_bilinear" => demosaic_bilinear::compile(params),
         "demosaic_mhc" => demosaic_mhc::compile(params),
         "demosaic_menon" => demosaic_menon::compile(params),
+        "demosaic_denoise_learned" => demosaic_denoise_learned::compile(params),
         "color_correct" => color_correct::compile(params),
         "exposure_gain" => exposure_gain::compile(params),
         "tone_curve" => tone_curve::compile(params),

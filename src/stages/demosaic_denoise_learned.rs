@@ -1,0 +1,180 @@
+//! `demosaic_denoise_learned`: joint demosaicking and denoising with the
+//! noise-conditioned `dmdn` network (Gharbi et al. 2016, "Deep Joint
+//! Demosaicking and Denoising"; noise-map conditioning as FFDNet, Zhang et
+//! al. 2018). The network and its tiling live in [`crate::nn::dmdn`]; the
+//! weights in `calibration/models/demosaic_<model>.safetensors`, trained by
+//! `training/train_dmdn.py`.
+//!
+//! Input 1: a normalised (black level removed, 1.0 = white), usually
+//! white-balanced Bayer mosaic, any phase. Optional input 2: a noise estimate
+//! (the `noise_estimate` stage). Output: an RGB image in the mosaic's units
+//! (linear camera RGB on the raw path).
+//!
+//! Noise level fed to the network, first that applies:
+//! 1. `sigma` param: one std for the frame, in the mosaic's units;
+//! 2. the noise-estimate input: per-pixel std from its Poisson-Gaussian model;
+//! 3. the frame's NoiseProfile (DNG tag / sidecar), scaled by the applied WB;
+//! 4. zero (noise-free).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use super::{check_range, mosaic_ref, parse_params, RunCtx, Stage};
+use crate::error::{Error, Result};
+use crate::frame::{ColorSpace, Image, Mosaic, Value, ValueDesc, ValueKind};
+use crate::nn::dmdn::{Dmdn, NoiseInput, DEFAULT_TILE};
+use crate::raw::NoiseProfile;
+
+/// YAML params of `demosaic_denoise_learned`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// `fast`, `quality`, `fast_raw`, `quality_raw` (shipped models in
+    /// `$RAWGRAPH_MODELS` or `calibration/models/`) or a path to a
+    /// `.safetensors` file.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Noise std in the mosaic's units (e.g. 10/255 for σ = 10 on 8-bit data);
+    /// absent = from the noise input / the frame's NoiseProfile / zero.
+    #[serde(default)]
+    pub sigma: Option<f32>,
+    /// Output tile edge in pixels (memory vs halo overhead).
+    #[serde(default = "default_tile")]
+    pub tile: usize,
+}
+
+fn default_model() -> String {
+    "fast".into()
+}
+fn default_tile() -> usize {
+    DEFAULT_TILE
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            model: default_model(),
+            sigma: None,
+            tile: default_tile(),
+        }
+    }
+}
+
+/// Where a model name resolves to.
+pub fn model_path(model: &str) -> PathBuf {
+    if matches!(model, "fast" | "quality" | "fast_raw" | "quality_raw") {
+        let dir = std::env::var_os("RAWGRAPH_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/models")
+            });
+        dir.join(format!("demosaic_{model}.safetensors"))
+    } else {
+        PathBuf::from(model)
+    }
+}
+
+/// The compiled op: params checked and the model loaded.
+#[derive(Debug)]
+pub struct DemosaicDenoiseLearned {
+    params: Params,
+    model: Arc<Dmdn>,
+}
+
+pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    let p: Params = parse_params(params)?;
+    if let Some(s) = p.sigma {
+        check_range("sigma", s, 0.0, 1.0)?;
+    }
+    if !(16..=4096).contains(&p.tile) {
+        return Err(format!("params: tile = {} is outside [16, 4096]", p.tile));
+    }
+    let model = Dmdn::load(model_path(&p.model)).map_err(|e| e.to_string())?;
+    Ok(Box::new(DemosaicDenoiseLearned {
+        params: p,
+        model: Arc::new(model),
+    }))
+}
+
+impl DemosaicDenoiseLearned {
+    /// The loaded network.
+    pub fn model(&self) -> &Dmdn {
+        &self.model
+    }
+}
+
+/// Per-pixel std from a Poisson-Gaussian model: sqrt(a_c·max(x, 0) + b_c).
+fn std_map(m: &Mosaic, p: &NoiseProfile) -> Vec<f32> {
+    let mut out = vec![0.0f32; m.data.len()];
+    for (y, row) in out.chunks_mut(m.width.max(1)).enumerate() {
+        for (x, o) in row.iter_mut().enumerate() {
+            let c = m.cfa.color_at(y, x);
+            let v = m.data[y * m.width + x].max(0.0) as f64;
+            *o = (p.a[c] * v + p.b[c]).max(0.0).sqrt() as f32;
+        }
+    }
+    out
+}
+
+impl Stage for DemosaicDenoiseLearned {
+    fn op(&self) -> &'static str {
+        "demosaic_denoise_learned"
+    }
+
+    fn arity(&self) -> (usize, usize) {
+        (1, 2)
+    }
+
+    fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
+        let d = match inputs {
+            [d] | [d, _] if d.kind == ValueKind::Mosaic => *d,
+            [d, ..] => return Err(format!("expects a mosaic input first, got a {}", d.kind)),
+            [] => return Err("expects a mosaic input".into()),
+        };
+        if let Some(n) = inputs.get(1) {
+            if n.kind != ValueKind::Noise {
+                return Err(format!("second input must be a noise estimate, got a {}", n.kind));
+            }
+        }
+        Ok(ValueDesc::image(d.width, d.height, ColorSpace::Camera))
+    }
+
+    fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let v = inputs.first().ok_or_else(|| Error::invalid("no input"))?;
+        let m = mosaic_ref(v)?;
+        let profile = match (self.params.sigma, inputs.get(1)) {
+            (Some(_), _) => None,
+            (None, Some(Value::Noise(n))) => Some(n.profile),
+            (None, _) => m.meta.noise_profile.map(|p| match m.wb_applied {
+                // x' = g·x gives var' = g·a·x' + g²·b.
+                Some(g) => NoiseProfile {
+                    a: [0, 1, 2].map(|c| p.a[c] * g[c] as f64),
+                    b: [0, 1, 2].map(|c| p.b[c] * (g[c] as f64).powi(2)),
+                },
+                None => p,
+            }),
+        };
+        let map = profile.map(|p| std_map(m, &p));
+        let noise = match (&map, self.params.sigma) {
+            (Some(map), _) => NoiseInput::Map(map),
+            (None, s) => NoiseInput::Uniform(s.unwrap_or(0.0)),
+        };
+        let cfa = m.cfa.layout().map(|c| c as u8);
+        let out = self
+            .model
+            .run(&m.data, m.height, m.width, cfa, noise, self.params.tile)?;
+        Ok(Value::Image(
+            Image {
+                width: m.width,
+                height: m.height,
+                data: out.into_vec(),
+                space: ColorSpace::Camera,
+                wb_applied: m.wb_applied,
+                meta: m.meta.clone(),
+            }
+            .into(),
+        ))
+    }
+}
