@@ -204,7 +204,15 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         }
     }
 
-    let noise_profile = noise_profile_from_tags(&img.dng_tags);
+    // rawler keeps DNG raw-IFD tags out of `dng_tags`; read NoiseProfile
+    // from the raw IFD itself (DNG only; other decoders return None).
+    let noise_profile = noise_profile_from_tags(&img.dng_tags).or_else(|| {
+        let ifd = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
+            .ok()?
+            .ok()??;
+        let entry = ifd.get_entry(rawler::tags::DngTag::NoiseProfile)?;
+        noise_profile_from_tags(&HashMap::from([(51041u16, entry.value.clone())]))
+    });
 
     let mut meta = RawMeta {
         source: shown,

@@ -5,6 +5,7 @@
 //! produces and what the `raw_source` stage feeds into a pipeline.
 
 pub mod decode;
+pub mod dng_write;
 pub mod sidecar;
 pub mod synth;
 
