@@ -25,6 +25,7 @@ pub mod frame;
 pub mod graph;
 pub mod input;
 pub mod nn;
+pub mod noise;
 pub mod output;
 pub mod raw;
 pub mod stages;

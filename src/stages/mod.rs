@@ -20,6 +20,7 @@ pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
 pub mod exposure_gain;
+pub mod noise_estimate;
 pub mod orient;
 pub mod raw_source;
 pub mod srgb_encode;
@@ -75,6 +76,7 @@ pub const OPS: &[&str] = &[
     "demosaic_mhc",
     "demosaic_menon",
     "demosaic_denoise_learned",
+    "noise_estimate",
     "color_correct",
     "exposure_gain",
     "tone_curve",
@@ -92,6 +94,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "demosaic_mhc" => demosaic_mhc::compile(params),
         "demosaic_menon" => demosaic_menon::compile(params),
         "demosaic_denoise_learned" => demosaic_denoise_learned::compile(params),
+        "noise_estimate" => noise_estimate::compile(params),
         "color_correct" => color_correct::compile(params),
         "exposure_gain" => exposure_gain::compile(params),
         "tone_curve" => tone_curve::compile(params),
@@ -109,7 +112,14 @@ pub(crate) fn parse_params<P: DeserializeOwned + Default>(
     if v.is_null() {
         return Ok(P::default());
     }
-    serde_json::from_value(v).map_err(|e| format!("params: {e}"))
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            format!("params: {}", e.inner())
+        } else {
+            format!("params: {path}: {}", e.inner())
+        }
+    })
 }
 
 /// Checks a numeric parameter range.

@@ -1,0 +1,633 @@
+//! Poisson-Gaussian noise estimation from ONE raw mosaic.
+//!
+//! Model (Foi, Trimeche, Katkovnik & Egiazarian 2008, "Practical
+//! Poissonian-Gaussian noise modeling and fitting for single-image raw-data",
+//! and the DNG NoiseProfile tag): var(x) = a·x + b per CFA colour on the
+//! normalised signal x (black removed, 1.0 = white).
+//!
+//! Method, after Foi et al.'s local-statistics-then-fit scheme:
+//! 1. Blocks of `block`x`block` photosites of each of the four half-resolution
+//!    CFA site planes (a sparse grid of them on large frames, so 12 MP costs a
+//!    few milliseconds). Per block and site: the mean (intensity) and a noise
+//!    variance from Immerkær's Laplacian-difference residual (Immerkær 1996,
+//!    "Fast noise variance estimation": the mask [1 -2 1]ᵀ[1 -2 1] cancels any
+//!    f(x) + g(y), so smooth shading and lens vignetting vanish; its output
+//!    variance is 36 σ² on white noise).
+//! 2. Weak-texture selection without selection bias (this crate's variant):
+//!    a block of site s is ranked by the residual energy of the OTHER three
+//!    sites of the same block, whose noise is independent of site s's; texture
+//!    is strongly correlated across colours, noise is not. The first pass
+//!    ranks raw energies, the second ranks them relative to the first pass's
+//!    model (a texture-to-noise ratio).
+//! 3. Clipping: blocks touching the white level, or a floor/ceiling plateau
+//!    (many blocks sharing the exact minimum/maximum value: a sensor that
+//!    clips at black or a white level set too high), are dropped.
+//! 4. Per colour, equal-count intensity bins; in each, the least-textured
+//!    blocks, outliers above 4x the median dropped, their mean variance.
+//! 5. A robust weighted line fit var = a·x + b (IRLS, Tukey biweight, weights
+//!    n/var²), constrained to a, b >= 0.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::raw::{CfaPattern, NoiseProfile};
+
+/// Tuning of [`estimate`]. Defaults are the values the acceptance numbers in
+/// `calibration/README.md` were measured with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EstimatorParams {
+    /// Block side in photosites of one CFA site plane (8 = 16x16 mosaic
+    /// pixels). Frames too small for 16 blocks use 4.
+    pub block: usize,
+    /// Most blocks examined per site plane; larger frames are sampled on a
+    /// regular sparse grid of blocks.
+    pub max_blocks: usize,
+    /// Intensity bins per colour.
+    pub bins: usize,
+    /// Fraction of each bin's blocks kept (the least textured).
+    pub keep_fraction: f64,
+    /// Values at or above `clip_high · white[c]` are treated as clipped.
+    pub clip_high: f32,
+    /// White level per colour (R, G, B) in the input's units: 1.0 for a
+    /// normalised mosaic, the gains for a white-balanced one.
+    pub white: [f32; 3],
+}
+
+impl Default for EstimatorParams {
+    fn default() -> Self {
+        EstimatorParams {
+            block: 8,
+            max_blocks: 12_000,
+            bins: 16,
+            keep_fraction: 0.3,
+            clip_high: 0.999,
+            white: [1.0; 3],
+        }
+    }
+}
+
+/// One intensity bin's measurement: mean signal, noise variance, blocks.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct BinPoint {
+    /// Mean normalised signal of the bin's kept blocks.
+    pub x: f64,
+    /// Their mean noise variance (normalised units²).
+    pub var: f64,
+    /// Blocks kept.
+    pub n: usize,
+}
+
+/// The result of [`estimate`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RawNoiseFit {
+    /// Fitted (a, b) per colour (R, G, B).
+    pub profile: NoiseProfile,
+    /// The binned measurements each colour's line was fitted to.
+    pub points: [Vec<BinPoint>; 3],
+    /// Usable (unclipped) blocks per colour before texture selection.
+    pub blocks: [usize; 3],
+    /// Caveats: degenerate fits, borrowed channels.
+    pub notes: Vec<String>,
+}
+
+/// Statistics of one block: per site s (= 2·dy + dx of the 2x2 CFA cell)
+/// the mean, the Immerkær variance estimate, the minimum and the maximum.
+#[derive(Debug, Clone, Copy)]
+struct BlockStat {
+    mean: [f32; 4],
+    var: [f32; 4],
+    min: [f32; 4],
+    max: [f32; 4],
+}
+
+/// Per-block statistics on a sparse grid of blocks (block side `b` in site
+/// plane pixels). `data` is the w x h row-major mosaic.
+fn block_stats(data: &[f32], w: usize, h: usize, b: usize, max_blocks: usize) -> Vec<BlockStat> {
+    let (pw, ph) = (w / 2, h / 2);
+    let (nbx, nby) = (pw / b, ph / b);
+    let total = nbx * nby;
+    let step = if total > max_blocks {
+        ((total as f64 / max_blocks as f64).sqrt().ceil() as usize).max(1)
+    } else {
+        1
+    };
+    let rows: Vec<usize> = (0..nby).step_by(step).collect();
+    let inner = (b - 2) * (b - 2);
+    let norm = 1.0 / (36.0 * inner as f32);
+    rows.par_iter()
+        .enumerate()
+        .flat_map_iter(|(ri, &by)| {
+            // Stagger the columns row to row so that the sample covers the
+            // frame evenly.
+            let start = (ri * step / 2) % step;
+            (start..nbx).step_by(step).map(move |bx| {
+                let mut st = BlockStat {
+                    mean: [0.0; 4],
+                    var: [0.0; 4],
+                    min: [f32::INFINITY; 4],
+                    max: [f32::NEG_INFINITY; 4],
+                };
+                // Local planes: p[s][i * b + j], at most 16x16 sites.
+                let mut p = [[0f32; 256]; 4];
+                let (y0, x0) = (2 * by * b, 2 * bx * b);
+                for i in 0..b {
+                    for dy in 0..2 {
+                        let row = &data[(y0 + 2 * i + dy) * w + x0..][..2 * b];
+                        for j in 0..b {
+                            for dx in 0..2 {
+                                p[2 * dy + dx][i * b + j] = row[2 * j + dx];
+                            }
+                        }
+                    }
+                }
+                for s in 0..4 {
+                    let q = &p[s][..b * b];
+                    let (mut sum, mut mn, mut mx) = (0f32, f32::INFINITY, f32::NEG_INFINITY);
+                    for &v in q {
+                        sum += v;
+                        mn = mn.min(v);
+                        mx = mx.max(v);
+                    }
+                    // Row second differences, then column second
+                    // differences of those: the Immerkær residual.
+                    let mut d = [0f32; 256];
+                    for i in 0..b {
+                        for j in 1..b - 1 {
+                            d[i * b + j] = q[i * b + j - 1] - 2.0 * q[i * b + j] + q[i * b + j + 1];
+                        }
+                    }
+                    let mut e = 0f32;
+                    for i in 1..b - 1 {
+                        for j in 1..b - 1 {
+                            let r = d[(i - 1) * b + j] - 2.0 * d[i * b + j] + d[(i + 1) * b + j];
+                            e += r * r;
+                        }
+                    }
+                    st.mean[s] = sum / (b * b) as f32;
+                    st.var[s] = e * norm;
+                    st.min[s] = mn;
+                    st.max[s] = mx;
+                }
+                st
+            })
+        })
+        .collect()
+}
+
+/// One block of one site as a fitting candidate.
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    x: f32,
+    v: f32,
+    /// Texture score from the other three sites (lower = flatter).
+    score: f32,
+}
+
+/// Weighted least squares var = a·x + b with a, b >= 0 over `(x, y, w)`.
+/// Returns None when there is nothing to fit.
+fn wls(pts: &[(f64, f64, f64)]) -> Option<(f64, f64, bool)> {
+    let (mut s, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    for &(x, y, w) in pts {
+        s += w;
+        sx += w * x;
+        sy += w * y;
+        sxx += w * x * x;
+        sxy += w * x * y;
+    }
+    if s <= 0.0 || !s.is_finite() {
+        return None;
+    }
+    let det = s * sxx - sx * sx;
+    // Spread of x relative to its scale: a line needs two distinct levels.
+    let spread_ok = det > 1e-6 * s * sxx.max(1e-30);
+    let through_origin = |sxy: f64, sxx: f64| if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
+    if !spread_ok {
+        // One intensity level: a and b are not separable. Shot noise only
+        // when the level is clearly above black, else read noise only.
+        let xm = sx / s;
+        return Some(if xm > 1e-3 {
+            (through_origin(sxy, sxx), 0.0, false)
+        } else {
+            (0.0, (sy / s).max(0.0), false)
+        });
+    }
+    let a = (s * sxy - sx * sy) / det;
+    let b = (sxx * sy - sx * sxy) / det;
+    Some(if a < 0.0 {
+        (0.0, (sy / s).max(0.0), true)
+    } else if b < 0.0 {
+        (through_origin(sxy, sxx), 0.0, true)
+    } else {
+        (a, b, true)
+    })
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Robust line fit of binned points (IRLS with Tukey's biweight on the
+/// relative residuals). Returns (a, b, separable).
+pub fn fit_line(points: &[BinPoint]) -> (f64, f64, bool) {
+    if points.is_empty() {
+        return (0.0, 0.0, false);
+    }
+    let tiny = points.iter().map(|p| p.var).fold(0.0, f64::max) * 1e-6 + 1e-30;
+    let mut pred: Vec<f64> = points.iter().map(|p| p.var.max(tiny)).collect();
+    let mut robust = vec![1.0; points.len()];
+    let mut fit = (0.0, 0.0, false);
+    for _ in 0..8 {
+        let pts: Vec<(f64, f64, f64)> = points
+            .iter()
+            .zip(&pred)
+            .zip(&robust)
+            .map(|((p, &q), &r)| (p.x, p.var, r * p.n as f64 / (q * q)))
+            .collect();
+        let Some(f) = wls(&pts) else { break };
+        fit = f;
+        for (q, p) in pred.iter_mut().zip(points) {
+            *q = (fit.0 * p.x + fit.1).max(tiny);
+        }
+        let rel: Vec<f64> = points
+            .iter()
+            .zip(&pred)
+            .map(|(p, &q)| (p.var - q) / q * (p.n as f64).sqrt())
+            .collect();
+        let mut abs: Vec<f64> = rel.iter().map(|r| r.abs()).collect();
+        let scale = (1.4826 * median(&mut abs)).max(1e-3);
+        for (w, r) in robust.iter_mut().zip(&rel) {
+            let u = r / (4.685 * scale);
+            *w = if u.abs() < 1.0 {
+                (1.0 - u * u).powi(2)
+            } else {
+                0.0
+            };
+        }
+    }
+    fit
+}
+
+/// Bins candidates by intensity and measures each bin (see module docs).
+fn bin_points(cands: &mut [Cand], bins: usize, keep_fraction: f64) -> Vec<BinPoint> {
+    const MIN_PER_BIN: usize = 12;
+    if cands.is_empty() {
+        return Vec::new();
+    }
+    cands.sort_by(|p, q| p.x.total_cmp(&q.x));
+    let nb = bins.min(cands.len() / MIN_PER_BIN).max(1);
+    let mut out = Vec::with_capacity(nb);
+    for k in 0..nb {
+        let (lo, hi) = (k * cands.len() / nb, (k + 1) * cands.len() / nb);
+        let bin = &mut cands[lo..hi];
+        bin.sort_by(|p, q| p.score.total_cmp(&q.score));
+        let keep = ((bin.len() as f64 * keep_fraction).ceil() as usize)
+            .max(4)
+            .min(bin.len());
+        let kept = &bin[..keep];
+        let mut vs: Vec<f64> = kept.iter().map(|c| c.v as f64).collect();
+        let med = median(&mut vs);
+        let (mut sx, mut sv, mut n) = (0.0, 0.0, 0usize);
+        for c in kept {
+            if (c.v as f64) <= 4.0 * med {
+                sx += c.x as f64;
+                sv += c.v as f64;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            out.push(BinPoint {
+                x: sx / n as f64,
+                var: sv / n as f64,
+                n,
+            });
+        }
+    }
+    out
+}
+
+/// Estimates var(x) = a·x + b per CFA colour from one normalised mosaic.
+///
+/// `data`: `width * height` row-major samples, black level removed and
+/// scaled so that 1.0 is the white level (the output of `black_level`);
+/// `cfa`: the Bayer phase of the top-left photosite. Errors (typed, never a
+/// panic) for frames under 8x8, non-finite samples, or frames with no usable
+/// block at all (e.g. entirely clipped).
+pub fn estimate(
+    data: &[f32],
+    width: usize,
+    height: usize,
+    cfa: CfaPattern,
+    params: &EstimatorParams,
+) -> Result<RawNoiseFit> {
+    if data.len() != width.saturating_mul(height) {
+        return Err(Error::invalid(format!(
+            "noise estimate: buffer holds {} samples, expected {width}x{height}",
+            data.len()
+        )));
+    }
+    if width < 8 || height < 8 {
+        return Err(Error::invalid(format!(
+            "noise estimate: frame {width}x{height} is too small (needs at least 8x8)"
+        )));
+    }
+    let mut b = params.block.clamp(4, 16);
+    let (pw, ph) = (width / 2, height / 2);
+    if (pw / b) * (ph / b) < 16 {
+        b = 4;
+    }
+    if pw < b || ph < b {
+        return Err(Error::invalid(format!(
+            "noise estimate: frame {width}x{height} is too small (needs at least 8x8)"
+        )));
+    }
+    let stats = block_stats(data, width, height, b, params.max_blocks.max(16));
+    if stats
+        .iter()
+        .any(|s| s.mean.iter().chain(&s.var).any(|v| !v.is_finite()))
+    {
+        return Err(Error::invalid(
+            "noise estimate: the mosaic holds NaN or infinite samples",
+        ));
+    }
+
+    // Clipping, per colour: values at or above clip_high·white, and a floor
+    // or ceiling plateau shared by many blocks (exact repeats of the extreme
+    // value: a sensor clipping at black, a white level set too high, or a
+    // clipped white balance).
+    let colors = cfa.layout();
+    let mut lo = [f32::INFINITY; 3];
+    let mut hi = [f32::NEG_INFINITY; 3];
+    let mut nsites = [0usize; 3];
+    for st in &stats {
+        for s in 0..4 {
+            let c = colors[s];
+            lo[c] = lo[c].min(st.min[s]);
+            hi[c] = hi[c].max(st.max[s]);
+            nsites[c] += 1;
+        }
+    }
+    let (mut floor_clip, mut ceil_clip) = ([false; 3], [false; 3]);
+    for c in 0..3 {
+        let plateau = |cnt: usize| cnt as f64 >= (0.005 * nsites[c] as f64).max(3.0);
+        let (mut nlo, mut nhi) = (0, 0);
+        for st in &stats {
+            for s in (0..4).filter(|&s| colors[s] == c) {
+                nlo += (st.min[s] == lo[c]) as usize;
+                nhi += (st.max[s] == hi[c]) as usize;
+            }
+        }
+        // A constant colour is not clipped, just flat.
+        floor_clip[c] = lo[c] < hi[c] && plateau(nlo);
+        ceil_clip[c] = lo[c] < hi[c] && plateau(nhi);
+    }
+    let clip_at = params.white.map(|w| w * params.clip_high);
+    let clipped = |st: &BlockStat, s: usize| {
+        let c = colors[s];
+        st.max[s] >= clip_at[c]
+            || (floor_clip[c] && st.min[s] <= lo[c])
+            || (ceil_clip[c] && st.max[s] >= hi[c])
+    };
+
+    let mut notes = Vec::new();
+    // Pass 1: rank by the other sites' raw residual energy. Pass 2: by their
+    // energy relative to the pass-1 model (texture-to-noise ratio).
+    let mut profile = NoiseProfile {
+        a: [0.0; 3],
+        b: [0.0; 3],
+    };
+    let mut points: [Vec<BinPoint>; 3] = Default::default();
+    let mut blocks = [0usize; 3];
+    let mut fitted = [false; 3];
+    for pass in 0..2 {
+        let prev = profile;
+        let mut next = prev;
+        for c in 0..3 {
+            let mut cands = Vec::new();
+            for st in &stats {
+                for s in (0..4).filter(|&s| colors[s] == c) {
+                    if (0..4).any(|o| clipped(st, o)) {
+                        continue;
+                    }
+                    let mut score = 0f32;
+                    for o in (0..4).filter(|&o| o != s) {
+                        let r = if pass == 0 {
+                            st.var[o]
+                        } else {
+                            let oc = colors[o];
+                            let model =
+                                (prev.a[oc] * st.mean[o] as f64 + prev.b[oc]).max(1e-20) as f32;
+                            st.var[o] / model
+                        };
+                        score = score.max(r);
+                    }
+                    cands.push(Cand {
+                        x: st.mean[s],
+                        v: st.var[s],
+                        score,
+                    });
+                }
+            }
+            blocks[c] = cands.len();
+            let pts = bin_points(&mut cands, params.bins.max(1), params.keep_fraction);
+            if pts.is_empty() {
+                continue;
+            }
+            let (a, bb, separable) = fit_line(&pts);
+            next.a[c] = a;
+            next.b[c] = bb;
+            fitted[c] = true;
+            if pass == 1 && !separable {
+                notes.push(format!(
+                    "{}: one intensity level only, a and b not separable",
+                    ["R", "G", "B"][c]
+                ));
+            }
+            points[c] = pts;
+        }
+        profile = next;
+    }
+    if !fitted.iter().any(|&f| f) {
+        return Err(Error::invalid(
+            "noise estimate: no usable block (frame clipped or too small)",
+        ));
+    }
+    // A colour with no usable block borrows the mean of the others.
+    let n_ok = fitted.iter().filter(|&&f| f).count() as f64;
+    let (ma, mb) = (0..3).filter(|&c| fitted[c]).fold((0.0, 0.0), |(a, b), c| {
+        (a + profile.a[c] / n_ok, b + profile.b[c] / n_ok)
+    });
+    for c in 0..3 {
+        if !fitted[c] {
+            profile.a[c] = ma;
+            profile.b[c] = mb;
+            notes.push(format!(
+                "{}: no usable block, mean of the other colours used",
+                ["R", "G", "B"][c]
+            ));
+        }
+    }
+    Ok(RawNoiseFit {
+        profile,
+        points,
+        blocks,
+        notes,
+    })
+}
+
+/// A per-tile noise map from a model: for each `tile`x`tile` tile of the
+/// mosaic, the mean over the four CFA sites of sqrt(a·μ + b), μ being the
+/// site's mean signal in the tile (sampled on a 2x2-cell grid with a stride
+/// of 4 cells). Returns (map width, map height, row-major sigmas in
+/// normalised units).
+pub fn sigma_map(
+    data: &[f32],
+    width: usize,
+    height: usize,
+    cfa: CfaPattern,
+    profile: &NoiseProfile,
+    tile: usize,
+) -> (usize, usize, Vec<f32>) {
+    let tile = (tile.max(2) + 1) & !1;
+    if width < 2 || height < 2 || data.len() != width * height {
+        return (0, 0, Vec::new());
+    }
+    let (mw, mh) = (width.div_ceil(tile), height.div_ceil(tile));
+    let colors = cfa.layout();
+    let stride = (tile / 8).max(1) * 2;
+    let mut map = vec![0f32; mw * mh];
+    map.par_chunks_mut(mw).enumerate().for_each(|(ty, row)| {
+        for (tx, out) in row.iter_mut().enumerate() {
+            let (y0, x0) = (ty * tile, tx * tile);
+            let (y1, x1) = (((ty + 1) * tile).min(height), ((tx + 1) * tile).min(width));
+            let mut sum = [0f64; 4];
+            let mut n = 0usize;
+            let mut y = y0;
+            while y + 1 < y1 {
+                let mut x = x0;
+                while x + 1 < x1 {
+                    sum[0] += data[y * width + x] as f64;
+                    sum[1] += data[y * width + x + 1] as f64;
+                    sum[2] += data[(y + 1) * width + x] as f64;
+                    sum[3] += data[(y + 1) * width + x + 1] as f64;
+                    n += 1;
+                    x += stride;
+                }
+                y += stride;
+            }
+            if n == 0 {
+                continue;
+            }
+            let mut s = 0f64;
+            for site in 0..4 {
+                let c = colors[site];
+                let mu = sum[site] / n as f64;
+                s += (profile.a[c] * mu + profile.b[c]).max(0.0).sqrt();
+            }
+            *out = (s / 4.0) as f32;
+        }
+    });
+    (mw, mh, map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use rand_distr::{Distribution, Normal};
+
+    /// A smooth ramp (plus optional texture) with Poisson-Gaussian noise.
+    fn synth(w: usize, h: usize, a: f64, b: f64, texture: f32, seed: u64) -> Vec<f32> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let n = Normal::new(0.0f64, 1.0).unwrap();
+        let mut out = vec![0f32; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let base = 0.05 + 0.8 * x as f32 / w as f32;
+                let t = texture * ((x as f32 * 0.9).sin() * (y as f32 * 1.3).cos());
+                let v = (base + t).clamp(0.0, 1.0) as f64;
+                out[y * w + x] = (v + (a * v + b).sqrt() * n.sample(&mut rng)) as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn ramp_is_recovered() {
+        let (a, b) = (2e-3, 2e-5);
+        let d = synth(512, 384, a, b, 0.0, 3);
+        let f = estimate(&d, 512, 384, CfaPattern::Rggb, &EstimatorParams::default()).unwrap();
+        for c in 0..3 {
+            let e = crate::noise::std_at(&f.profile, c, 0.18);
+            let t = (a * 0.18 + b).sqrt();
+            assert!((e / t - 1.0).abs() < 0.08, "c{c}: {e} vs {t} ({:?})", f.profile);
+        }
+    }
+
+    #[test]
+    fn line_fit_exact_points() {
+        let pts: Vec<BinPoint> = (1..10)
+            .map(|i| BinPoint {
+                x: i as f64 / 10.0,
+                var: 1e-3 * i as f64 / 10.0 + 1e-5,
+                n: 20,
+            })
+            .collect();
+        let (a, b, sep) = fit_line(&pts);
+        assert!(sep);
+        assert!((a - 1e-3).abs() < 1e-9 && (b - 1e-5).abs() < 1e-10, "{a} {b}");
+    }
+
+    #[test]
+    fn degenerate_frames_never_nan() {
+        let p = EstimatorParams::default();
+        // Constant.
+        let f = estimate(&vec![0.3; 64 * 64], 64, 64, CfaPattern::Rggb, &p).unwrap();
+        assert_eq!(f.profile.a, [0.0; 3]);
+        assert_eq!(f.profile.b, [0.0; 3]);
+        // Flat noisy (one level: a, b not separable, but std right).
+        let d: Vec<f32> = synth(64, 64, 0.0, 1e-4, 0.0, 1)
+            .iter()
+            .map(|v| v - 0.05 + 0.3)
+            .collect();
+        let f = estimate(&d, 64, 64, CfaPattern::Grbg, &p).unwrap();
+        for c in 0..3 {
+            assert!(f.profile.a[c].is_finite() && f.profile.b[c].is_finite());
+        }
+        // Fully clipped.
+        assert!(estimate(&vec![1.0; 64 * 64], 64, 64, CfaPattern::Rggb, &p).is_err());
+        // Too small, wrong size, NaN.
+        assert!(estimate(&[0.5; 16], 4, 4, CfaPattern::Rggb, &p).is_err());
+        assert!(estimate(&[0.5; 15], 4, 4, CfaPattern::Rggb, &p).is_err());
+        let mut d = vec![0.5; 64 * 64];
+        d[100] = f32::NAN;
+        assert!(estimate(&d, 64, 64, CfaPattern::Rggb, &p).is_err());
+        // Strong texture: finite, no panic.
+        let d = synth(64, 64, 1e-3, 1e-5, 0.3, 2);
+        let f = estimate(&d, 64, 64, CfaPattern::Rggb, &p).unwrap();
+        assert!(f.profile.a.iter().chain(&f.profile.b).all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn sigma_map_shape_and_values() {
+        let prof = NoiseProfile {
+            a: [1e-3; 3],
+            b: [0.0; 3],
+        };
+        let d = vec![0.25f32; 100 * 70];
+        let (mw, mh, m) = sigma_map(&d, 100, 70, CfaPattern::Rggb, &prof, 32);
+        assert_eq!((mw, mh), (4, 3));
+        for v in m {
+            assert!((v - (1e-3f32 * 0.25).sqrt()).abs() < 1e-6);
+        }
+    }
+}
