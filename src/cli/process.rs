@@ -184,6 +184,12 @@ pub fn run(a: ProcessArgs) -> Result<i32> {
     let batch = a.inputs.len() > 1 || any_dir || a.output.is_dir();
     if !batch {
         let input_path = &a.inputs[0];
+        if same_file(input_path, &a.output) {
+            return Err(Error::invalid(format!(
+                "{}: output path is the input file; refusing to overwrite an input",
+                a.output.display()
+            )));
+        }
         let fmt = OutFormat::for_path(&a.output, a.bits)?;
         let timings = process_one(&pipeline, input_path, &a.output, fmt, &a)
             .map_err(|e| Error::invalid(describe(input_path, &e)))?;

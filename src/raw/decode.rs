@@ -232,10 +232,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         model: img.clean_model.clone(),
         iso: exif
             .as_ref()
-            .and_then(|e| e.iso_speed_ratings.map(u32::from).or(e.iso_speed)),
+            .and_then(|e| e.iso_speed_ratings.map(u32::from).or(e.iso_speed))
+            .filter(|&v| v > 0),
         exposure_time: exif
             .as_ref()
-            .and_then(|e| e.exposure_time.map(|r| r.n as f32 / r.d.max(1) as f32)),
+            .and_then(|e| e.exposure_time.map(|r| r.n as f32 / r.d.max(1) as f32))
+            .filter(|&v| v > 0.0),
     };
     let mut frame_data = data;
     frame_data.truncate(expected);

@@ -3,8 +3,10 @@
 //! `mode: manual` uses `ev`; `mode: auto` meters the frame (the geometric
 //! mean of luminance over the unclipped pixels, on a subsampled grid) and
 //! places it at `target` (default 0.18, middle grey), limited to
-//! [`min_ev`, `max_ev`], plus `ev` as a bias. An optional second input (a
-//! scalar in EV, e.g. from a metering stage) replaces the computed gain.
+//! [`min_ev`, `max_ev`], plus `ev` as a bias, and never so high that more
+//! than `1 - protect_percentile` of the pixels would clip (a mostly-white
+//! scene is not pushed to grey). An optional second input (a scalar in EV,
+//! e.g. from a metering stage) replaces the computed gain.
 
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -34,6 +36,8 @@ pub struct Params {
     pub target: f32,
     pub min_ev: f32,
     pub max_ev: f32,
+    /// Luminance percentile (0..1) kept at or below 1.0 in auto mode.
+    pub protect_percentile: f32,
 }
 
 impl Default for Params {
@@ -44,6 +48,7 @@ impl Default for Params {
             target: 0.18,
             min_ev: -4.0,
             max_ev: 4.0,
+            protect_percentile: 0.99,
         }
     }
 }
@@ -60,6 +65,7 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
     check_range("target", p.target, 0.001, 1.0)?;
     check_range("min_ev", p.min_ev, -16.0, 0.0)?;
     check_range("max_ev", p.max_ev, 0.0, 16.0)?;
+    check_range("protect_percentile", p.protect_percentile, 0.5, 1.0)?;
     Ok(Box::new(ExposureGain { p }))
 }
 
@@ -88,6 +94,25 @@ pub fn log_average_luminance(img: &Image, step: usize) -> Option<f32> {
         })
         .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     (count > 0).then(|| (sum / count as f64).exp() as f32)
+}
+
+/// Luminance at percentile `q` (0..1) over a grid sampled every `step`
+/// pixels.
+pub fn luminance_percentile(img: &Image, step: usize, q: f32) -> f32 {
+    let w = img.width;
+    let [r, g, b] = img.planes();
+    let mut v: Vec<f32> = (0..img.height)
+        .step_by(step)
+        .flat_map(|y| (0..w).step_by(step).map(move |x| y * w + x))
+        .map(|i| luminance(r[i], g[i], b[i]))
+        .filter(|l| l.is_finite())
+        .collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    let k = ((v.len() as f32 * q) as usize).min(v.len() - 1);
+    let (_, kth, _) = v.select_nth_unstable_by(k, f32::total_cmp);
+    *kth
 }
 
 impl Stage for ExposureGain {
