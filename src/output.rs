@@ -82,7 +82,7 @@ pub fn write_image(img: &Image, path: &Path, fmt: OutFormat) -> Result<()> {
             ),
             OutFormat::Png16 => {
                 let px = to_rgb16(img);
-                let bytes: Vec<u8> = px.iter().flat_map(|v| v.to_be_bytes()).collect();
+                let bytes: Vec<u8> = px.iter().flat_map(|v| v.to_ne_bytes()).collect();
                 image::codecs::png::PngEncoder::new(&mut bw).write_image(
                     &bytes,
                     w,
