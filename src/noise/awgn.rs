@@ -24,17 +24,7 @@
 
 use crate::error::{Error, Result};
 
-/// Daubechies-4 (8-tap) orthonormal low-pass decomposition filter.
-const DB4_LO: [f64; 8] = [
-    0.230_377_813_308_896_5,
-    0.714_846_570_552_915_7,
-    0.630_880_767_929_858_9,
-    -0.027_983_769_416_859_854,
-    -0.187_034_811_719_093_1,
-    0.030_841_381_835_560_764,
-    0.032_883_011_666_885_2,
-    -0.010_597_401_785_069_032,
-];
+use super::DB4_LO;
 
 /// Tuning of [`estimate_sigma`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,11 +72,7 @@ struct BlockEnergy {
 fn dwt_level(img: &[f32], w: usize, h: usize) -> (usize, usize, [Vec<f32>; 4]) {
     let lo = DB4_LO;
     let l = lo.len();
-    let mut hi = [0f64; 8];
-    for k in 0..l {
-        let s = if k % 2 == 0 { 1.0 } else { -1.0 };
-        hi[k] = s * lo[l - 1 - k];
-    }
+    let hi = super::DB4_HI;
     let cw = (w - l) / 2 + 1;
     let ch = (h - l) / 2 + 1;
     // Rows: low and high pass, decimated horizontally; h x cw each.

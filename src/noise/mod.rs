@@ -19,6 +19,32 @@ pub mod raw_estimator;
 
 use crate::raw::NoiseProfile;
 
+/// Daubechies-4 (8 taps, 4 vanishing moments) orthonormal low-pass
+/// decomposition filter (Daubechies 1988); the high-pass is
+/// g[k] = (-1)^k · h[7 - k] ([`DB4_HI`]).
+pub(crate) const DB4_LO: [f64; 8] = [
+    0.230_377_813_308_896_5,
+    0.714_846_570_552_915_7,
+    0.630_880_767_929_858_9,
+    -0.027_983_769_416_859_854,
+    -0.187_034_811_719_093_1,
+    0.030_841_381_835_560_764,
+    0.032_883_011_666_885_2,
+    -0.010_597_401_785_069_032,
+];
+
+/// The Daubechies-4 high-pass decomposition filter.
+pub(crate) const DB4_HI: [f64; 8] = [
+    DB4_LO[7],
+    -DB4_LO[6],
+    DB4_LO[5],
+    -DB4_LO[4],
+    DB4_LO[3],
+    -DB4_LO[2],
+    DB4_LO[1],
+    -DB4_LO[0],
+];
+
 /// The signal level called "mid-grey" when comparing two noise models: 18 %
 /// of the white level on the normalised signal.
 pub const MID_GREY: f64 = 0.18;

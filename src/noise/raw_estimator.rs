@@ -36,16 +36,22 @@ use crate::raw::{CfaPattern, NoiseProfile};
 /// `calibration/README.md` were measured with.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EstimatorParams {
-    /// Block side in photosites of one CFA site plane (8 = 16x16 mosaic
-    /// pixels). Frames too small for 16 blocks use 4.
+    /// Block side in DB4 coefficients of one CFA site plane (4: 14x14
+    /// site-plane pixels, 28x28 mosaic pixels, per block). Frames too small
+    /// for 16 blocks use smaller ones.
     pub block: usize,
     /// Most blocks examined per site plane; larger frames are sampled on a
     /// regular sparse grid of blocks.
     pub max_blocks: usize,
     /// Intensity bins per colour.
     pub bins: usize,
-    /// Fraction of each bin's blocks kept (the least textured).
+    /// Pass 1: fraction of each bin's blocks kept (the least textured).
     pub keep_fraction: f64,
+    /// Pass 2: texture tolerance: keep blocks whose detail energy is at most
+    /// (1 + kappa) times the pass-1 model's noise variance in all 4 sites.
+    pub kappa: f64,
+    /// Pass 2: keep at least this fraction of each bin (the flattest).
+    pub min_fraction: f64,
     /// Values at or above `clip_high · white[c]` are treated as clipped.
     pub clip_high: f32,
     /// White level per colour (R, G, B) in the input's units: 1.0 for a
@@ -56,10 +62,12 @@ pub struct EstimatorParams {
 impl Default for EstimatorParams {
     fn default() -> Self {
         EstimatorParams {
-            block: 8,
-            max_blocks: 12_000,
+            block: 4,
+            max_blocks: 8_000,
             bins: 16,
             keep_fraction: 0.3,
+            kappa: 0.5,
+            min_fraction: 0.1,
             clip_high: 0.999,
             white: [1.0; 3],
         }
@@ -91,29 +99,41 @@ pub struct RawNoiseFit {
 }
 
 /// Statistics of one block: per site s (= 2·dy + dx of the 2x2 CFA cell)
-/// the mean, the Immerkær variance estimate, the minimum and the maximum.
+/// the mean signal, the mean squared diagonal (HH) and horizontal/vertical
+/// (LH, HL) Daubechies-4 detail coefficients, the minimum and the maximum.
 #[derive(Debug, Clone, Copy)]
 struct BlockStat {
     mean: [f32; 4],
-    var: [f32; 4],
+    hh: [f32; 4],
+    detail: [f32; 4],
     min: [f32; 4],
     max: [f32; 4],
 }
 
-/// Per-block statistics on a sparse grid of blocks (block side `b` in site
-/// plane pixels). `data` is the w x h row-major mosaic.
-fn block_stats(data: &[f32], w: usize, h: usize, b: usize, max_blocks: usize) -> Vec<BlockStat> {
+/// Extra site-plane pixels a block of `bc` x `bc` coefficients reads beyond
+/// `2·bc` (filter length - 2).
+const SUPPORT_EXTRA: usize = 6;
+
+/// Per-block statistics on a sparse grid of blocks of `bc` x `bc`
+/// coefficients of one DB4 level of each site plane (support
+/// `2·bc + 6` site-plane pixels). `data` is the w x h row-major mosaic.
+fn block_stats(data: &[f32], w: usize, h: usize, bc: usize, max_blocks: usize) -> Vec<BlockStat> {
     let (pw, ph) = (w / 2, h / 2);
-    let (nbx, nby) = (pw / b, ph / b);
+    let sup = 2 * bc + SUPPORT_EXTRA;
+    if pw < sup || ph < sup {
+        return Vec::new();
+    }
+    let (nbx, nby) = ((pw - SUPPORT_EXTRA) / (2 * bc), (ph - SUPPORT_EXTRA) / (2 * bc));
     let total = nbx * nby;
     let step = if total > max_blocks {
         ((total as f64 / max_blocks as f64).sqrt().ceil() as usize).max(1)
     } else {
         1
     };
+    let lo = super::DB4_LO.map(|v| v as f32);
+    let hi = super::DB4_HI.map(|v| v as f32);
     let rows: Vec<usize> = (0..nby).step_by(step).collect();
-    let inner = (b - 2) * (b - 2);
-    let norm = 1.0 / (36.0 * inner as f32);
+    let ncoef = (bc * bc) as f32;
     rows.par_iter()
         .enumerate()
         .flat_map_iter(|(ri, &by)| {
@@ -123,48 +143,59 @@ fn block_stats(data: &[f32], w: usize, h: usize, b: usize, max_blocks: usize) ->
             (start..nbx).step_by(step).map(move |bx| {
                 let mut st = BlockStat {
                     mean: [0.0; 4],
-                    var: [0.0; 4],
+                    hh: [0.0; 4],
+                    detail: [0.0; 4],
                     min: [f32::INFINITY; 4],
                     max: [f32::NEG_INFINITY; 4],
                 };
-                // Local planes: p[s][i * b + j], at most 16x16 sites.
-                let mut p = [[0f32; 256]; 4];
-                let (y0, x0) = (2 * by * b, 2 * bx * b);
-                for i in 0..b {
-                    for dy in 0..2 {
-                        let row = &data[(y0 + 2 * i + dy) * w + x0..][..2 * b];
-                        for j in 0..b {
-                            for dx in 0..2 {
-                                p[2 * dy + dx][i * b + j] = row[2 * j + dx];
-                            }
-                        }
-                    }
-                }
+                let (y0, x0) = (4 * by * bc, 4 * bx * bc);
+                // Site-plane patch (sup x sup, at most 22 x 22) and its row
+                // low/high passes (sup x bc).
+                let mut p = [0f32; 484];
+                let mut rl = [0f32; 22 * 8];
+                let mut rh = [0f32; 22 * 8];
                 for s in 0..4 {
-                    let q = &p[s][..b * b];
+                    let (dy, dx) = (s >> 1, s & 1);
                     let (mut sum, mut mn, mut mx) = (0f32, f32::INFINITY, f32::NEG_INFINITY);
-                    for &v in q {
-                        sum += v;
-                        mn = mn.min(v);
-                        mx = mx.max(v);
-                    }
-                    // Row second differences, then column second
-                    // differences of those: the Immerkær residual.
-                    let mut d = [0f32; 256];
-                    for i in 0..b {
-                        for j in 1..b - 1 {
-                            d[i * b + j] = q[i * b + j - 1] - 2.0 * q[i * b + j] + q[i * b + j + 1];
+                    for i in 0..sup {
+                        let row = &data[(y0 + 2 * i + dy) * w + x0 + dx..];
+                        for j in 0..sup {
+                            let v = row[2 * j];
+                            p[i * sup + j] = v;
+                            sum += v;
+                            mn = mn.min(v);
+                            mx = mx.max(v);
                         }
                     }
-                    let mut e = 0f32;
-                    for i in 1..b - 1 {
-                        for j in 1..b - 1 {
-                            let r = d[(i - 1) * b + j] - 2.0 * d[i * b + j] + d[(i + 1) * b + j];
-                            e += r * r;
+                    for i in 0..sup {
+                        let r = &p[i * sup..(i + 1) * sup];
+                        for jc in 0..bc {
+                            let (mut a, mut b) = (0f32, 0f32);
+                            for k in 0..8 {
+                                a += lo[k] * r[2 * jc + k];
+                                b += hi[k] * r[2 * jc + k];
+                            }
+                            rl[i * bc + jc] = a;
+                            rh[i * bc + jc] = b;
                         }
                     }
-                    st.mean[s] = sum / (b * b) as f32;
-                    st.var[s] = e * norm;
+                    let (mut ehh, mut edet) = (0f32, 0f32);
+                    for ic in 0..bc {
+                        for jc in 0..bc {
+                            let (mut lh, mut hl, mut hh) = (0f32, 0f32, 0f32);
+                            for k in 0..8 {
+                                let o = (2 * ic + k) * bc + jc;
+                                lh += hi[k] * rl[o];
+                                hl += lo[k] * rh[o];
+                                hh += hi[k] * rh[o];
+                            }
+                            ehh += hh * hh;
+                            edet += lh * lh + hl * hl;
+                        }
+                    }
+                    st.mean[s] = sum / (sup * sup) as f32;
+                    st.hh[s] = ehh / ncoef;
+                    st.detail[s] = edet / (2.0 * ncoef);
                     st.min[s] = mn;
                     st.max[s] = mx;
                 }
@@ -276,8 +307,10 @@ pub fn fit_line(points: &[BinPoint]) -> (f64, f64, bool) {
     fit
 }
 
-/// Bins candidates by intensity and measures each bin (see module docs).
-fn bin_points(cands: &mut [Cand], bins: usize, keep_fraction: f64) -> Vec<BinPoint> {
+/// Bins candidates by intensity and measures each bin (see module docs):
+/// within a bin, the blocks with `score <= max_score` are kept, but at least
+/// the `min_fraction` with the lowest scores.
+fn bin_points(cands: &mut [Cand], bins: usize, max_score: f32, min_fraction: f64) -> Vec<BinPoint> {
     const MIN_PER_BIN: usize = 12;
     if cands.is_empty() {
         return Vec::new();
@@ -289,9 +322,10 @@ fn bin_points(cands: &mut [Cand], bins: usize, keep_fraction: f64) -> Vec<BinPoi
         let (lo, hi) = (k * cands.len() / nb, (k + 1) * cands.len() / nb);
         let bin = &mut cands[lo..hi];
         bin.sort_by(|p, q| p.score.total_cmp(&q.score));
-        let keep = ((bin.len() as f64 * keep_fraction).ceil() as usize)
+        let min_keep = ((bin.len() as f64 * min_fraction).ceil() as usize)
             .max(4)
             .min(bin.len());
+        let keep = bin.partition_point(|c| c.score <= max_score).max(min_keep);
         let kept = &bin[..keep];
         let mut vs: Vec<f64> = kept.iter().map(|c| c.v as f64).collect();
         let med = median(&mut vs);
@@ -334,25 +368,35 @@ pub fn estimate(
             data.len()
         )));
     }
-    if width < 8 || height < 8 {
-        return Err(Error::invalid(format!(
-            "noise estimate: frame {width}x{height} is too small (needs at least 8x8)"
-        )));
-    }
-    let mut b = params.block.clamp(4, 16);
+    let too_small = || {
+        Error::invalid(format!(
+            "noise estimate: frame {width}x{height} is too small (needs at least 20x20)"
+        ))
+    };
     let (pw, ph) = (width / 2, height / 2);
-    if (pw / b) * (ph / b) < 16 {
-        b = 4;
+    if pw < 2 + SUPPORT_EXTRA || ph < 2 + SUPPORT_EXTRA {
+        return Err(too_small());
     }
-    if pw < b || ph < b {
-        return Err(Error::invalid(format!(
-            "noise estimate: frame {width}x{height} is too small (needs at least 8x8)"
-        )));
+    // Blocks of bc x bc coefficients; smaller ones on small frames.
+    let mut bc = params.block.clamp(1, 8);
+    while bc > 1 {
+        let n = |d: usize| d.saturating_sub(SUPPORT_EXTRA) / (2 * bc);
+        if n(pw) * n(ph) >= 16 {
+            break;
+        }
+        bc /= 2;
     }
-    let stats = block_stats(data, width, height, b, params.max_blocks.max(16));
-    if stats
-        .iter()
-        .any(|s| s.mean.iter().chain(&s.var).any(|v| !v.is_finite()))
+    let stats = block_stats(data, width, height, bc, params.max_blocks.max(16));
+    if stats.is_empty() {
+        return Err(too_small());
+    }
+    if stats.iter().any(|s| {
+        s.mean
+            .iter()
+            .chain(&s.hh)
+            .chain(&s.detail)
+            .any(|v| !v.is_finite())
+    })
     {
         return Err(Error::invalid(
             "noise estimate: the mosaic holds NaN or infinite samples",
@@ -398,8 +442,9 @@ pub fn estimate(
     };
 
     let mut notes = Vec::new();
-    // Pass 1: rank by the other sites' raw residual energy. Pass 2: by their
-    // energy relative to the pass-1 model (texture-to-noise ratio).
+    // Pass 1: within each bin, the blocks with the least own LH/HL detail
+    // energy. Pass 2: blocks whose detail energy, in every site, is at most
+    // (1 + kappa) times the pass-1 model's noise variance there.
     let mut profile = NoiseProfile {
         a: [0.0; 3],
         b: [0.0; 3],
@@ -417,27 +462,32 @@ pub fn estimate(
                     if (0..4).any(|o| clipped(st, o)) {
                         continue;
                     }
-                    let mut score = 0f32;
-                    for o in (0..4).filter(|&o| o != s) {
-                        let r = if pass == 0 {
-                            st.var[o]
-                        } else {
-                            let oc = colors[o];
-                            let model =
-                                (prev.a[oc] * st.mean[o] as f64 + prev.b[oc]).max(1e-20) as f32;
-                            st.var[o] / model
-                        };
-                        score = score.max(r);
-                    }
+                    let score = if pass == 0 {
+                        st.detail[s]
+                    } else {
+                        (0..4)
+                            .map(|o| {
+                                let oc = colors[o];
+                                let model = (prev.a[oc] * st.mean[o] as f64 + prev.b[oc])
+                                    .max(1e-20) as f32;
+                                st.detail[o] / model
+                            })
+                            .fold(0f32, f32::max)
+                    };
                     cands.push(Cand {
                         x: st.mean[s],
-                        v: st.var[s],
+                        v: st.hh[s],
                         score,
                     });
                 }
             }
             blocks[c] = cands.len();
-            let pts = bin_points(&mut cands, params.bins.max(1), params.keep_fraction);
+            let pts = if pass == 0 {
+                bin_points(&mut cands, params.bins.max(1), f32::NEG_INFINITY, params.keep_fraction)
+            } else {
+                let max_score = 1.0 + params.kappa as f32;
+                bin_points(&mut cands, params.bins.max(1), max_score, params.min_fraction)
+            };
             if pts.is_empty() {
                 continue;
             }
