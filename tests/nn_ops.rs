@@ -372,3 +372,52 @@ fn shipped_models_load() {
         assert!(m.flops_per_pixel() > 0.0);
     }
 }
+
+/// Timing probe (not a gate): `cargo test --release --test nn_ops -- --ignored --nocapture`.
+/// Conv GFLOP/s for the 64-channel 3x3 shape and the shipped models on
+/// synthetic mosaics (12 MP for `fast`, 2 MP for `quality`).
+#[test]
+#[ignore]
+fn speed_probe() {
+    use std::time::Instant;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for &(c, hw) in &[(64usize, 256usize), (24, 512)] {
+        let x = rand_tensor(&mut rng, [1, c, hw, hw]);
+        let wt = rand_tensor(&mut rng, [c, c, 3, 3]).into_vec();
+        let conv = Conv2d::new(wt, vec![0.0; c], [c, c, 3, 3], 1, Padding::Zero(1)).unwrap();
+        conv.forward(&x, Activation::Relu).unwrap();
+        let t = Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            conv.forward(&x, Activation::Relu).unwrap();
+        }
+        let s = t.elapsed().as_secs_f64() / reps as f64;
+        let gf = (conv.flops_per_output_pixel() * hw * hw) as f64 / s / 1e9;
+        eprintln!(
+            "conv3x3 {c}->{c} {hw}x{hw}: {:.2} ms, {gf:.1} GFLOP/s",
+            s * 1e3
+        );
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/models");
+    for (name, w, h) in [("fast", 4000usize, 3000usize), ("quality", 1600, 1200)] {
+        let p = dir.join(format!("demosaic_{name}.safetensors"));
+        let Ok(m) = Dmdn::load(&p) else {
+            eprintln!("SKIPPED {name}: no model");
+            continue;
+        };
+        let mosaic: Vec<f32> = (0..w * h).map(|_| rng.random_range(0.0..1.0)).collect();
+        let cfa = parse_cfa("rggb").unwrap();
+        for tile in [256usize, 384, 512] {
+            let t = Instant::now();
+            m.run(&mosaic, h, w, cfa, NoiseInput::Uniform(0.02), tile)
+                .unwrap();
+            let s = t.elapsed().as_secs_f64();
+            let mp = (w * h) as f64 / 1e6;
+            eprintln!(
+                "dmdn {name} {w}x{h} tile {tile}: {s:.3} s, {:.3} s/MP, {:.1} GFLOP/s (model flops)",
+                s / mp,
+                m.flops_per_pixel() * mp * 1e6 / s / 1e9
+            );
+        }
+    }
+}

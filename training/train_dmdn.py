@@ -97,6 +97,15 @@ class DMDN(nn.Module):
         self.head = nn.Conv2d(width, 12, 1)
         self.fr1 = nn.Conv2d(6, fullres_width, 3, padding=1)
         self.fr2 = nn.Conv2d(fullres_width, 3, 1)
+        self.noise_w = None
+
+    def split_noise_weights(self):
+        self.noise_w = nn.Parameter(self.body[0].weight[:, 4:].detach().clone())
+
+    def fold_noise_weights(self):
+        if self.noise_w is not None:
+            with torch.no_grad():
+                self.body[0].weight[:, 4:] = self.noise_w
 
     def halo(self):
         """Full-res receptive radius, rounded up to even."""
@@ -109,7 +118,13 @@ class DMDN(nn.Module):
         packed = F.pixel_unshuffle(mosaic, 2)  # channel k = dy*2+dx (raster order)
         x = torch.cat([packed, noise], 1)
         for i, conv in enumerate(self.body):
-            x = F.relu(conv(x))
+            if i == 0 and self.noise_w is not None:
+                # fine-tuning: the noise-input weights are their own parameter
+                # (own learning rate); folded back into body.0 on export.
+                w0 = torch.cat([conv.weight[:, :4], self.noise_w], 1)
+                x = F.relu(F.conv2d(x, w0, conv.bias, padding=1))
+            else:
+                x = F.relu(conv(x))
         if self.gated:
             x = x[:, : self.width] * x[:, self.width:]
         up = F.pixel_shuffle(self.head(x), 2)
@@ -259,7 +274,7 @@ def random_rgb_to_cam(gen):
     return m
 
 
-def make_batch(patches, batch, psize, regime, phase, noise_channels, gen):
+def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2):
     idx = torch.randint(0, patches.shape[0], (batch,), generator=gen)
     src = torch.from_numpy(np.stack([patches[i] for i in idx.tolist()])).float() / 255.0
     full = src.shape[-1]
@@ -282,7 +297,7 @@ def make_batch(patches, batch, psize, regime, phase, noise_channels, gen):
         target = rgb
         mos = mosaic_of(target, phase)
         sig = torch.rand(b, generator=gen) * (20.0 / 255.0)
-        sig[torch.rand(b, generator=gen) < 0.2] = 0.0
+        sig[torch.rand(b, generator=gen) < zero_frac] = 0.0
         noisy = mos + sig[:, None, None, None] * torch.randn(mos.shape, generator=gen)
         nmap = sig[:, None, None, None].expand(b, noise_channels, h // 2, w // 2).contiguous()
         return noisy, nmap, target
@@ -334,6 +349,7 @@ def cpsnr8(out, ref, border=10):
 
 def evaluate(model, sets=("kodak24", "mcmaster18"), sigmas=(0, 5, 10, 15), limit=None, seed=0):
     model.eval()
+    model.fold_noise_weights()
     res = {}
     for s in sets:
         ims = load_eval_set(s)[:limit]
@@ -357,6 +373,7 @@ def evaluate(model, sets=("kodak24", "mcmaster18"), sigmas=(0, 5, 10, 15), limit
 
 def export(model, size, regime, path, extra_meta=None):
     from safetensors.torch import save_file
+    model.fold_noise_weights()
     hp = SIZES[size]
     t = {}
     for i, conv in enumerate(model.body):
@@ -394,18 +411,24 @@ def export(model, size, regime, path, extra_meta=None):
 # ---------------------------------------------------------------- main
 
 def ckpt_path(args):
-    return os.path.join(CACHE, "ckpt", f"dmdn_{args.size}_{args.regime}.pt")
+    return os.path.join(CACHE, "ckpt", f"dmdn_{args.size}_{args.regime}{args.tag}.pt")
 
 
 def load_model(args):
     model = build(args.size)
+    if args.noise_lr:
+        model.split_noise_weights()
     p = ckpt_path(args)
     state = None
     if os.path.exists(p):
         state = torch.load(p, map_location="cpu")
+        if "noise_w" in state["model"] and model.noise_w is None:
+            model.split_noise_weights()
         model.load_state_dict(state["model"])
     elif args.size == "quality":
         load_demosaicnet_into(model)
+        if args.noise_lr:
+            model.split_noise_weights()
     return model, state
 
 
@@ -415,13 +438,20 @@ def cmd_train(args):
     model, state = load_model(args)
     hp = SIZES[args.size]
     lr0 = args.lr if args.lr else (1e-4 if args.size == "quality" else 2e-3)
-    opt = torch.optim.Adam(model.parameters(), lr=lr0)
+    if args.noise_lr:
+        rest = [p for n, p in model.named_parameters() if n != "noise_w"]
+        opt = torch.optim.Adam([{"params": rest, "lr": lr0, "base": lr0},
+                                {"params": [model.noise_w], "lr": args.noise_lr, "base": args.noise_lr}])
+    else:
+        opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": lr0, "base": lr0}])
     gen = torch.Generator().manual_seed(args.seed)
     elapsed, step = 0.0, 0
     if state is not None:
         opt.load_state_dict(state["opt"])
         elapsed, step = state["elapsed"], state["step"]
         gen.set_state(state["gen"])
+        for g in opt.param_groups:
+            g.setdefault("base", lr0)
         print(f"resumed at step {step}, {elapsed / 60:.1f} min", flush=True)
     patches = patch_cache()
     budget = args.minutes * 60.0
@@ -437,9 +467,9 @@ def cmd_train(args):
         warm = min(1.0, (step + 1) / 100.0) if args.size == "fast" else 1.0
         lr = lr0 * warm * 0.5 * (1 + math.cos(math.pi * frac))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = g["base"] * lr / lr0
         noisy, nmap, target = make_batch(patches, args.batch, args.patch, args.regime, hp["phase"],
-                                         hp["noise_channels"], gen)
+                                         hp["noise_channels"], gen, args.zero_frac)
         out = model(noisy, nmap)
         d = (out - target)[..., border:-border, border:-border]
         loss = (d * d).mean()
@@ -530,6 +560,10 @@ def main():
     ap.add_argument("--sigmas", default="0,5,10,15")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--tag", default="", help="checkpoint name suffix")
+    ap.add_argument("--noise-lr", type=float, default=None,
+                    help="separate learning rate for the noise-input weights of body.0")
+    ap.add_argument("--zero-frac", type=float, default=0.2, help="fraction of noise-free samples")
     args = ap.parse_args()
     if args.cmd == "train":
         cmd_train(args)

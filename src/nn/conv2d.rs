@@ -51,9 +51,12 @@ pub struct Conv2d {
     bias: Vec<f32>,
 }
 
-/// Target number of output pixels per band (the im2col tile). 3x3 convs of
-/// 64 channels then use a ~1 MB scratch matrix that stays in L2.
+/// Minimum number of output pixels per band (the im2col tile).
 pub const BAND_PIXELS: usize = 512;
+/// Target size of one band's im2col matrix in f32 values (1 MiB): bands grow
+/// beyond [`BAND_PIXELS`] for small K so that per-call GEMM overhead stays
+/// small, and shrink to it for 3x3x64 so the matrix stays in L2.
+pub const BAND_SCRATCH: usize = 1 << 18;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -158,7 +161,9 @@ impl Conv2d {
         }
         let (ho, wo) = self.output_size(h, w)?;
         let mut out = Tensor::zeros([n, self.cout, ho, wo])?;
-        let rows_per_band = (BAND_PIXELS / wo.max(1)).max(1);
+        let k = self.cin * self.kh * self.kw;
+        let band_pixels = (BAND_SCRATCH / k).max(BAND_PIXELS);
+        let rows_per_band = (band_pixels / wo.max(1)).max(1);
         let bands: Vec<(usize, usize, usize)> = (0..n)
             .flat_map(|b| {
                 (0..ho)

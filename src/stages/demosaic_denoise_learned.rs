@@ -135,7 +135,10 @@ impl Stage for DemosaicDenoiseLearned {
         };
         if let Some(n) = inputs.get(1) {
             if n.kind != ValueKind::Noise {
-                return Err(format!("second input must be a noise estimate, got a {}", n.kind));
+                return Err(format!(
+                    "second input must be a noise estimate, got a {}",
+                    n.kind
+                ));
             }
         }
         Ok(ValueDesc::image(d.width, d.height, ColorSpace::Camera))
