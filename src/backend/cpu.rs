@@ -11,6 +11,12 @@ use crate::raw::CfaPattern;
 /// parity. `n` must be >= 2.
 #[inline(always)]
 pub fn reflect(i: isize, n: isize) -> usize {
+    // Fast path: one reflection at most (stencil offsets are small).
+    let r = if i < 0 { -i } else { i };
+    let r = if r >= n { 2 * (n - 1) - r } else { r };
+    if (0..n).contains(&r) {
+        return r as usize;
+    }
     let period = 2 * (n - 1);
     let mut i = i.rem_euclid(period);
     if i >= n {

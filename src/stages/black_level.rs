@@ -54,19 +54,30 @@ impl Stage for BlackLevel {
         let black = m.meta.black.clone();
         let white = m.meta.white;
         let clip = self.p.clip_negative;
+        let (rw, rh) = (black.repeat_width, black.repeat_height);
         m.data
             .par_chunks_mut(w * ROWS_PER_TASK)
             .enumerate()
             .for_each(|(chunk, rows)| {
+                // Per row: offset and scale for each column of the
+                // combined (black repeat x Bayer) period, so the inner loop
+                // is a multiply-add.
+                let period = if rw % 2 == 0 { rw } else { 2 * rw };
+                let mut off = vec![0f32; period];
+                let mut scale = vec![0f32; period];
                 for (r, row) in rows.chunks_exact_mut(w).enumerate() {
                     let y = chunk * ROWS_PER_TASK + r;
-                    // Per row: two alternating (black, 1/range) pairs for the
-                    // Bayer sites when the black pattern repeats within 2.
-                    for (x, v) in row.iter_mut().enumerate() {
-                        let b = black.at(y, x);
-                        let range = white[cfa.color_at(y, x)] - b;
-                        let o = (*v - b) / range;
-                        *v = if clip { o.max(0.0) } else { o };
+                    for k in 0..period {
+                        let b = black.values[(y % rh) * rw + (k % rw)];
+                        let s = 1.0 / (white[cfa.color_at(y, k)] - b);
+                        off[k] = -b * s;
+                        scale[k] = s;
+                    }
+                    for vs in row.chunks_mut(period) {
+                        for ((v, o), s) in vs.iter_mut().zip(&off).zip(&scale) {
+                            let t = *v * s + o;
+                            *v = if clip { t.max(0.0) } else { t };
+                        }
                     }
                 }
             });

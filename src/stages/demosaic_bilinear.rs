@@ -44,36 +44,19 @@ impl Stage for DemosaicBilinear {
         let m = mosaic_ref(v)?;
         let w = m.width;
         let data = demosaic_strips(m, 2, 32, |t, _y0, [r, g, b]| {
-            let tw = t.w;
             let rows = r.len() / w;
             for oy in 0..rows {
                 let ty = oy + t.halo;
-                for ox in 0..w {
-                    let tx = ox + t.halo;
-                    let i = ty * tw + tx;
-                    let d = &t.data;
-                    let c = t.cfa.color_at(ty, tx);
-                    let cross = 0.25 * (d[i - 1] + d[i + 1] + d[i - tw] + d[i + tw]);
-                    let diag =
-                        0.25 * (d[i - tw - 1] + d[i - tw + 1] + d[i + tw - 1] + d[i + tw + 1]);
-                    let horiz = 0.5 * (d[i - 1] + d[i + 1]);
-                    let vert = 0.5 * (d[i - tw] + d[i + tw]);
-                    let o = oy * w + ox;
-                    let (rv, gv, bv) = match c {
-                        0 => (d[i], cross, diag),
-                        2 => (diag, cross, d[i]),
-                        _ => {
-                            // Green: is red to the left/right?
-                            if t.cfa.color_at(ty, tx + 1) == 0 {
-                                (horiz, d[i], vert)
-                            } else {
-                                (vert, d[i], horiz)
-                            }
-                        }
-                    };
-                    r[o] = rv;
-                    g[o] = gv;
-                    b[o] = bv;
+                let o = oy * w;
+                let (ro, go, bo) = (&mut r[o..o + w], &mut g[o..o + w], &mut b[o..o + w]);
+                for start in 0..2 {
+                    let tx0 = start + t.halo;
+                    match site(t.cfa, ty, tx0) {
+                        Site::R => row_kernel::<0>(t, ty, start, ro, go, bo),
+                        Site::B => row_kernel::<1>(t, ty, start, ro, go, bo),
+                        Site::GRedRow => row_kernel::<2>(t, ty, start, ro, go, bo),
+                        Site::GBlueRow => row_kernel::<3>(t, ty, start, ro, go, bo),
+                    }
                 }
             }
         });
@@ -88,5 +71,75 @@ impl Stage for DemosaicBilinear {
             }
             .into(),
         ))
+    }
+}
+
+/// What a photosite is, and for green where its red neighbours lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Site {
+    R,
+    B,
+    /// Green with red to the left and right.
+    GRedRow,
+    /// Green with red above and below.
+    GBlueRow,
+}
+
+/// Classifies tile pixel (tx, ty).
+#[inline(always)]
+pub(crate) fn site(cfa: crate::raw::CfaPattern, ty: usize, tx: usize) -> Site {
+    match cfa.color_at(ty, tx) {
+        0 => Site::R,
+        2 => Site::B,
+        _ if cfa.color_at(ty, tx + 1) == 0 => Site::GRedRow,
+        _ => Site::GBlueRow,
+    }
+}
+
+/// Fills every second output pixel of a row from `start`, all of the same
+/// site kind `S` (0 R, 1 B, 2 G in a red row, 3 G in a blue row).
+#[inline(always)]
+fn row_kernel<const S: u8>(
+    t: &crate::backend::cpu::Tile,
+    ty: usize,
+    start: usize,
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
+    let tw = t.w;
+    let d = &t.data[(ty - 1) * tw..(ty + 2) * tw];
+    let (up, mid, dn) = (&d[..tw], &d[tw..2 * tw], &d[2 * tw..]);
+    let mut ox = start;
+    while ox < r.len() {
+        let x = ox + t.halo;
+        let c = mid[x];
+        let h = 0.5 * (mid[x - 1] + mid[x + 1]);
+        let v = 0.5 * (up[x] + dn[x]);
+        match S {
+            0 | 1 => {
+                let cross = 0.5 * (h + v);
+                let diag = 0.25 * (up[x - 1] + up[x + 1] + dn[x - 1] + dn[x + 1]);
+                g[ox] = cross;
+                if S == 0 {
+                    r[ox] = c;
+                    b[ox] = diag;
+                } else {
+                    b[ox] = c;
+                    r[ox] = diag;
+                }
+            }
+            2 => {
+                r[ox] = h;
+                g[ox] = c;
+                b[ox] = v;
+            }
+            _ => {
+                r[ox] = v;
+                g[ox] = c;
+                b[ox] = h;
+            }
+        }
+        ox += 2;
     }
 }

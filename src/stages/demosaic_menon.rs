@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::demosaic_bilinear::infer_demosaic;
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
-use crate::backend::cpu::{make_tile, reflect, Tile};
+use crate::backend::cpu::{make_tile, Tile};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -98,351 +98,219 @@ impl Stage for DemosaicMenon {
     }
 }
 
-/// A plane the size of the tile with mirrored access.
-struct P<'a> {
-    d: &'a [f32],
-    w: isize,
-    h: isize,
-}
-
-impl P<'_> {
-    #[inline(always)]
-    fn at(&self, x: isize, y: isize) -> f32 {
-        self.d[reflect(y, self.h) * self.w as usize + reflect(x, self.w)]
-    }
-    /// Zero outside the plane (scipy `mode='constant'`).
-    #[inline(always)]
-    fn at0(&self, x: isize, y: isize) -> f32 {
-        if x < 0 || y < 0 || x >= self.w || y >= self.h {
-            0.0
-        } else {
-            self.d[y as usize * self.w as usize + x as usize]
-        }
-    }
-    /// [0.5, 0, 0.5] horizontally.
-    #[inline(always)]
-    fn kb_h(&self, x: isize, y: isize) -> f32 {
-        0.5 * (self.at(x - 1, y) + self.at(x + 1, y))
-    }
-    #[inline(always)]
-    fn kb_v(&self, x: isize, y: isize) -> f32 {
-        0.5 * (self.at(x, y - 1) + self.at(x, y + 1))
-    }
-    /// [1, 1, 1] / 3 horizontally.
-    #[inline(always)]
-    fn fir_h(&self, x: isize, y: isize) -> f32 {
-        (self.at(x - 1, y) + self.at(x, y) + self.at(x + 1, y)) * (1.0 / 3.0)
-    }
-    #[inline(always)]
-    fn fir_v(&self, x: isize, y: isize) -> f32 {
-        (self.at(x, y - 1) + self.at(x, y) + self.at(x, y + 1)) * (1.0 / 3.0)
-    }
-}
-
-/// Demosaics a whole tile (borders mirrored at the tile edge; the halo
-/// absorbs the difference). Returns R, G, B planes of the tile's size.
+/// Demosaics a whole tile. Each pass only computes the region whose
+/// inputs are valid (the margin grows with every stencil), so no bounds
+/// logic runs per pixel; the 12-pixel halo covers the total margin, and
+/// the tile was mirror-padded at image borders.
 fn menon_tile(t: &Tile, refine: bool) -> [Vec<f32>; 3] {
     let (w, h) = (t.w, t.h);
-    let (wi, hi) = (w as isize, h as isize);
     let n = w * h;
     let cfa = t.cfa;
-    let color = |x: usize, y: usize| cfa.color_at(y, x);
-    let src = P {
-        d: &t.data,
-        w: wi,
-        h: hi,
-    };
+    let src = &t.data;
+    // Per-row colour of even/odd columns, and whether a row holds red.
+    let col = |y: usize, x: usize| cfa.color_at(y, x);
+    let red_row = |y: usize| col(y, 0) == 0 || col(y, 1) == 0;
 
-    // 1. Directional green estimates; colour differences C = X - G at R/B.
+    // 1. Directional green estimates (margin 2); colour differences C at
+    // R/B sites, 0 at G sites.
     let mut gh = vec![0f32; n];
     let mut gv = vec![0f32; n];
     let mut ch = vec![0f32; n];
     let mut cv = vec![0f32; n];
-    for y in 0..h {
-        for x in 0..w {
+    for y in 2..h - 2 {
+        for x in 2..w - 2 {
             let i = y * w + x;
-            let v = t.data[i];
-            if color(x, y) == 1 {
+            let v = src[i];
+            if col(y, x) == 1 {
                 gh[i] = v;
                 gv[i] = v;
             } else {
-                let (xi, yi) = (x as isize, y as isize);
-                gh[i] = 0.5 * (src.at(xi - 1, yi) + src.at(xi + 1, yi)) + 0.5 * v
-                    - 0.25 * (src.at(xi - 2, yi) + src.at(xi + 2, yi));
-                gv[i] = 0.5 * (src.at(xi, yi - 1) + src.at(xi, yi + 1)) + 0.5 * v
-                    - 0.25 * (src.at(xi, yi - 2) + src.at(xi, yi + 2));
+                gh[i] =
+                    0.5 * (src[i - 1] + src[i + 1]) + 0.5 * v - 0.25 * (src[i - 2] + src[i + 2]);
+                gv[i] = 0.5 * (src[i - w] + src[i + w]) + 0.5 * v
+                    - 0.25 * (src[i - 2 * w] + src[i + 2 * w]);
                 ch[i] = v - gh[i];
                 cv[i] = v - gv[i];
             }
         }
     }
-    // 2. Gradients of the colour differences two pixels apart.
+    // 2. Gradients of the colour differences two pixels apart (margin 4).
     let mut dh = vec![0f32; n];
     let mut dv = vec![0f32; n];
-    {
-        let chp = P {
-            d: &ch,
-            w: wi,
-            h: hi,
-        };
-        let cvp = P {
-            d: &cv,
-            w: wi,
-            h: hi,
-        };
-        for y in 0..hi {
-            for x in 0..wi {
-                let i = (y * wi + x) as usize;
-                dh[i] = (ch[i] - chp.at(x + 2, y)).abs();
-                dv[i] = (cv[i] - cvp.at(x, y + 2)).abs();
-            }
+    for y in 2..h - 4 {
+        for x in 2..w - 4 {
+            let i = y * w + x;
+            dh[i] = (ch[i] - ch[i + 2]).abs();
+            dv[i] = (cv[i] - cv[i + 2 * w]).abs();
         }
     }
-    // 3. Classifier: accumulate the gradients over the paper's window and
-    // pick the direction with the smaller sum.
+    drop((ch, cv));
+    // 3. Classifier over the paper's window (margin 6): horizontal when
+    // the vertical gradient sum is not smaller.
     let mut g = vec![0f32; n];
     let mut horiz = vec![false; n];
-    {
-        let a = P {
-            d: &dh,
-            w: wi,
-            h: hi,
-        };
-        let b = P {
-            d: &dv,
-            w: wi,
-            h: hi,
-        };
-        for y in 0..hi {
-            for x in 0..wi {
-                let i = (y * wi + x) as usize;
-                let sh = a.at0(x, y + 2)
-                    + a.at0(x - 2, y + 2)
-                    + a.at0(x - 1, y + 1)
-                    + 3.0 * a.at0(x, y)
-                    + 3.0 * a.at0(x - 2, y)
-                    + a.at0(x - 1, y - 1)
-                    + a.at0(x, y - 2)
-                    + a.at0(x - 2, y - 2);
-                let sv = b.at0(x + 2, y)
-                    + b.at0(x + 2, y - 2)
-                    + b.at0(x + 1, y - 1)
-                    + 3.0 * b.at0(x, y)
-                    + 3.0 * b.at0(x, y - 2)
-                    + b.at0(x - 1, y - 1)
-                    + b.at0(x - 2, y)
-                    + b.at0(x - 2, y - 2);
-                let hz = sv >= sh;
-                horiz[i] = hz;
-                g[i] = if hz { gh[i] } else { gv[i] };
-            }
+    for y in 6..h - 6 {
+        for x in 6..w - 6 {
+            let i = y * w + x;
+            let sh = dh[i + 2 * w]
+                + dh[i + 2 * w - 2]
+                + dh[i + w - 1]
+                + 3.0 * dh[i]
+                + 3.0 * dh[i - 2]
+                + dh[i - w - 1]
+                + dh[i - 2 * w]
+                + dh[i - 2 * w - 2];
+            let sv = dv[i + 2]
+                + dv[i - 2 * w + 2]
+                + dv[i - w + 1]
+                + 3.0 * dv[i]
+                + 3.0 * dv[i - 2 * w]
+                + dv[i - w - 1]
+                + dv[i - 2]
+                + dv[i - 2 * w - 2];
+            let hz = sv >= sh;
+            horiz[i] = hz;
+            g[i] = if hz { gh[i] } else { gv[i] };
         }
     }
-    drop((gh, gv, ch, cv, dh, dv));
+    drop((gh, gv, dh, dv));
 
-    // 4. Red and blue. Start from the masked CFA planes.
+    // 4. Red and blue at green sites from the colour differences of the
+    // direct neighbours (margin 7).
     let mut r = vec![0f32; n];
     let mut b = vec![0f32; n];
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
-            match color(x, y) {
-                0 => r[i] = t.data[i],
-                2 => b[i] = t.data[i],
+            match col(y, x) {
+                0 => r[i] = src[i],
+                2 => b[i] = src[i],
                 _ => {}
             }
         }
     }
-    // Row/column colour of green sites: in a red row, R is left/right.
-    let red_row = |y: usize| color(0, y) == 0 || color(1, y) == 0;
-    {
-        let gp = P {
-            d: &g,
-            w: wi,
-            h: hi,
-        };
-        let r0 = r.clone();
-        let b0 = b.clone();
-        let rp = P {
-            d: &r0,
-            w: wi,
-            h: hi,
-        };
-        let bp = P {
-            d: &b0,
-            w: wi,
-            h: hi,
-        };
-        for y in 0..h {
-            for x in 0..w {
-                if color(x, y) != 1 {
-                    continue;
-                }
-                let i = y * w + x;
-                let (xi, yi) = (x as isize, y as isize);
-                if red_row(y) {
-                    r[i] = g[i] + rp.kb_h(xi, yi) - gp.kb_h(xi, yi);
-                    b[i] = g[i] + bp.kb_v(xi, yi) - gp.kb_v(xi, yi);
-                } else {
-                    r[i] = g[i] + rp.kb_v(xi, yi) - gp.kb_v(xi, yi);
-                    b[i] = g[i] + bp.kb_h(xi, yi) - gp.kb_h(xi, yi);
-                }
+    for y in 7..h - 7 {
+        let rr = red_row(y);
+        for x in 7..w - 7 {
+            if col(y, x) != 1 {
+                continue;
+            }
+            let i = y * w + x;
+            let (gh2, gv2) = (0.5 * (g[i - 1] + g[i + 1]), 0.5 * (g[i - w] + g[i + w]));
+            let (sh, sv) = (
+                0.5 * (src[i - 1] + src[i + 1]),
+                0.5 * (src[i - w] + src[i + w]),
+            );
+            if rr {
+                r[i] = g[i] + sh - gh2;
+                b[i] = g[i] + sv - gv2;
+            } else {
+                r[i] = g[i] + sv - gv2;
+                b[i] = g[i] + sh - gh2;
             }
         }
     }
-    {
-        let r1 = r.clone();
-        let b1 = b.clone();
-        let rp = P {
-            d: &r1,
-            w: wi,
-            h: hi,
-        };
-        let bp = P {
-            d: &b1,
-            w: wi,
-            h: hi,
-        };
-        for y in 0..h {
-            for x in 0..w {
-                let i = y * w + x;
-                let (xi, yi) = (x as isize, y as isize);
-                match color(x, y) {
-                    2 => {
-                        r[i] = if horiz[i] {
-                            b1[i] + rp.kb_h(xi, yi) - bp.kb_h(xi, yi)
-                        } else {
-                            b1[i] + rp.kb_v(xi, yi) - bp.kb_v(xi, yi)
-                        }
-                    }
-                    0 => {
-                        b[i] = if horiz[i] {
-                            r1[i] + bp.kb_h(xi, yi) - rp.kb_h(xi, yi)
-                        } else {
-                            r1[i] + bp.kb_v(xi, yi) - rp.kb_v(xi, yi)
-                        }
-                    }
-                    _ => {}
-                }
+    // 5. Red at blue and blue at red sites along the chosen direction
+    // (margin 8).
+    for y in 8..h - 8 {
+        for x in 8..w - 8 {
+            let i = y * w + x;
+            let c = col(y, x);
+            if c == 1 {
+                continue;
+            }
+            let (o1, o2) = if horiz[i] {
+                (i - 1, i + 1)
+            } else {
+                (i - w, i + w)
+            };
+            if c == 2 {
+                r[i] = b[i] + 0.5 * (r[o1] + r[o2]) - 0.5 * (b[o1] + b[o2]);
+            } else {
+                b[i] = r[i] + 0.5 * (b[o1] + b[o2]) - 0.5 * (r[o1] + r[o2]);
             }
         }
     }
     if refine {
-        refine_step(w, h, &color, &horiz, &mut r, &mut g, &mut b);
+        refine_step(t, &horiz, &mut r, &mut g, &mut b);
     }
     [r, g, b]
 }
 
 /// Menon 2007 refining step: smooth colour differences along the chosen
-/// direction, first for green, then red/blue at green sites, then red/blue
-/// at blue/red sites.
-fn refine_step(
-    w: usize,
-    h: usize,
-    color: &dyn Fn(usize, usize) -> usize,
-    horiz: &[bool],
-    r: &mut [f32],
-    g: &mut [f32],
-    b: &mut [f32],
-) {
-    let (wi, hi) = (w as isize, h as isize);
+/// direction, first for green (margin 9), then red/blue at green sites
+/// (margin 10), then red/blue at blue/red sites (margin 11).
+fn refine_step(t: &Tile, horiz: &[bool], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+    let (w, h) = (t.w, t.h);
     let n = w * h;
-    let red_row = |y: usize| color(0, y) == 0 || color(1, y) == 0;
-    // Green update at R and B sites.
-    let rg: Vec<f32> = (0..n).map(|i| r[i] - g[i]).collect();
-    let bg: Vec<f32> = (0..n).map(|i| b[i] - g[i]).collect();
-    {
-        let rgp = P {
-            d: &rg,
-            w: wi,
-            h: hi,
-        };
-        let bgp = P {
-            d: &bg,
-            w: wi,
-            h: hi,
-        };
-        for y in 0..h {
-            for x in 0..w {
-                let i = y * w + x;
-                let (xi, yi) = (x as isize, y as isize);
-                match color(x, y) {
-                    0 => {
-                        let m = if horiz[i] {
-                            rgp.fir_h(xi, yi)
-                        } else {
-                            rgp.fir_v(xi, yi)
-                        };
-                        g[i] = r[i] - m;
-                    }
-                    2 => {
-                        let m = if horiz[i] {
-                            bgp.fir_h(xi, yi)
-                        } else {
-                            bgp.fir_v(xi, yi)
-                        };
-                        g[i] = b[i] - m;
-                    }
-                    _ => {}
-                }
+    let cfa = t.cfa;
+    let col = |y: usize, x: usize| cfa.color_at(y, x);
+    let red_row = |y: usize| col(y, 0) == 0 || col(y, 1) == 0;
+    let third = 1.0f32 / 3.0;
+    let fir = |d: &[f32], i: usize, hz: bool| {
+        if hz {
+            (d[i - 1] + d[i] + d[i + 1]) * third
+        } else {
+            (d[i - w] + d[i] + d[i + w]) * third
+        }
+    };
+    // Green at R and B sites.
+    let mut diff: Vec<f32> = vec![0f32; n];
+    let mut diff2: Vec<f32> = vec![0f32; n];
+    for i in 0..n {
+        diff[i] = r[i] - g[i];
+        diff2[i] = b[i] - g[i];
+    }
+    for y in 9..h - 9 {
+        for x in 9..w - 9 {
+            let i = y * w + x;
+            match col(y, x) {
+                0 => g[i] = r[i] - fir(&diff, i, horiz[i]),
+                2 => g[i] = b[i] - fir(&diff2, i, horiz[i]),
+                _ => {}
             }
         }
     }
     // Red and blue at green sites.
-    let rg: Vec<f32> = (0..n).map(|i| r[i] - g[i]).collect();
-    let bg: Vec<f32> = (0..n).map(|i| b[i] - g[i]).collect();
-    {
-        let rgp = P {
-            d: &rg,
-            w: wi,
-            h: hi,
-        };
-        let bgp = P {
-            d: &bg,
-            w: wi,
-            h: hi,
-        };
-        for y in 0..h {
-            for x in 0..w {
-                if color(x, y) != 1 {
-                    continue;
-                }
-                let i = y * w + x;
-                let (xi, yi) = (x as isize, y as isize);
-                if red_row(y) {
-                    r[i] = g[i] + rgp.kb_h(xi, yi);
-                    b[i] = g[i] + bgp.kb_v(xi, yi);
-                } else {
-                    r[i] = g[i] + rgp.kb_v(xi, yi);
-                    b[i] = g[i] + bgp.kb_h(xi, yi);
-                }
+    for i in 0..n {
+        diff[i] = r[i] - g[i];
+        diff2[i] = b[i] - g[i];
+    }
+    for y in 10..h - 10 {
+        let rr = red_row(y);
+        for x in 10..w - 10 {
+            if col(y, x) != 1 {
+                continue;
+            }
+            let i = y * w + x;
+            let (rh, rv) = (
+                0.5 * (diff[i - 1] + diff[i + 1]),
+                0.5 * (diff[i - w] + diff[i + w]),
+            );
+            let (bh, bv) = (
+                0.5 * (diff2[i - 1] + diff2[i + 1]),
+                0.5 * (diff2[i - w] + diff2[i + w]),
+            );
+            if rr {
+                r[i] = g[i] + rh;
+                b[i] = g[i] + bv;
+            } else {
+                r[i] = g[i] + rv;
+                b[i] = g[i] + bh;
             }
         }
     }
     // Red at blue sites and blue at red sites.
-    let rb: Vec<f32> = (0..n).map(|i| r[i] - b[i]).collect();
-    let rbp = P {
-        d: &rb,
-        w: wi,
-        h: hi,
-    };
-    for y in 0..h {
-        for x in 0..w {
+    for i in 0..n {
+        diff[i] = r[i] - b[i];
+    }
+    for y in 11..h - 11 {
+        for x in 11..w - 11 {
             let i = y * w + x;
-            let (xi, yi) = (x as isize, y as isize);
-            let c = color(x, y);
-            if c == 1 {
-                continue;
-            }
-            let m = if horiz[i] {
-                rbp.fir_h(xi, yi)
-            } else {
-                rbp.fir_v(xi, yi)
-            };
-            if c == 2 {
-                r[i] = b[i] + m;
-            } else {
-                b[i] = r[i] - m;
+            match col(y, x) {
+                2 => r[i] = b[i] + fir(&diff, i, horiz[i]),
+                0 => b[i] = r[i] - fir(&diff, i, horiz[i]),
+                _ => {}
             }
         }
     }

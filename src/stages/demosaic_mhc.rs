@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::demosaic_bilinear::infer_demosaic;
+use super::demosaic_bilinear::{infer_demosaic, site, Site};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
 use crate::backend::cpu::demosaic_strips;
 use crate::error::{Error, Result};
@@ -39,47 +39,18 @@ impl Stage for DemosaicMhc {
         let m = mosaic_ref(v)?;
         let w = m.width;
         let data = demosaic_strips(m, 2, 32, |t, _y0, [r, g, b]| {
-            let tw = t.w;
             let rows = r.len() / w;
             for oy in 0..rows {
                 let ty = oy + t.halo;
-                for ox in 0..w {
-                    let tx = ox + t.halo;
-                    let i = ty * tw + tx;
-                    let d = &t.data;
-                    let p = |dy: isize, dx: isize| d[(i as isize + dy * tw as isize + dx) as usize];
-                    let c0 = d[i];
-                    let cross1 = p(-1, 0) + p(1, 0) + p(0, -1) + p(0, 1);
-                    let cross2 = p(-2, 0) + p(2, 0) + p(0, -2) + p(0, 2);
-                    let diag = p(-1, -1) + p(-1, 1) + p(1, -1) + p(1, 1);
-                    let h1 = p(0, -1) + p(0, 1);
-                    let v1 = p(-1, 0) + p(1, 0);
-                    let h2 = p(0, -2) + p(0, 2);
-                    let v2 = p(-2, 0) + p(2, 0);
-                    // G at R/B: [0 0 -1 0 0; 0 0 2 0 0; -1 2 4 2 -1; ...]/8
-                    let g_at_rb = (4.0 * c0 + 2.0 * cross1 - cross2) * 0.125;
-                    // R/B at B/R: [0 0 -3/2 ..; 0 2 0 2 0; -3/2 0 6 0 -3/2]/8
-                    let rb_at_br = (6.0 * c0 + 2.0 * diag - 1.5 * cross2) * 0.125;
-                    // At green, the colour on the horizontal neighbours:
-                    // [0 0 1/2 0 0; 0 -1 0 -1 0; -1 4 5 4 -1; ...]/8
-                    let at_g_h = (5.0 * c0 + 4.0 * h1 - diag - h2 + 0.5 * v2) * 0.125;
-                    // ... and on the vertical neighbours (transpose).
-                    let at_g_v = (5.0 * c0 + 4.0 * v1 - diag - v2 + 0.5 * h2) * 0.125;
-                    let o = oy * w + ox;
-                    let (rv, gv, bv) = match t.cfa.color_at(ty, tx) {
-                        0 => (c0, g_at_rb, rb_at_br),
-                        2 => (rb_at_br, g_at_rb, c0),
-                        _ => {
-                            if t.cfa.color_at(ty, tx + 1) == 0 {
-                                (at_g_h, c0, at_g_v)
-                            } else {
-                                (at_g_v, c0, at_g_h)
-                            }
-                        }
-                    };
-                    r[o] = rv;
-                    g[o] = gv;
-                    b[o] = bv;
+                let o = oy * w;
+                let (ro, go, bo) = (&mut r[o..o + w], &mut g[o..o + w], &mut b[o..o + w]);
+                for start in 0..2 {
+                    match site(t.cfa, ty, start + t.halo) {
+                        Site::R => mhc_row::<0>(t, ty, start, ro, go, bo),
+                        Site::B => mhc_row::<1>(t, ty, start, ro, go, bo),
+                        Site::GRedRow => mhc_row::<2>(t, ty, start, ro, go, bo),
+                        Site::GBlueRow => mhc_row::<3>(t, ty, start, ro, go, bo),
+                    }
                 }
             }
         });
@@ -94,5 +65,69 @@ impl Stage for DemosaicMhc {
             }
             .into(),
         ))
+    }
+}
+
+/// MHC for every second pixel of a row from `start`, all of site kind `S`
+/// (0 R, 1 B, 2 G in a red row, 3 G in a blue row).
+#[inline(always)]
+fn mhc_row<const S: u8>(
+    t: &crate::backend::cpu::Tile,
+    ty: usize,
+    start: usize,
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
+    let tw = t.w;
+    let d = &t.data[(ty - 2) * tw..(ty + 3) * tw];
+    let (u2, u1, mid, d1, d2) = (
+        &d[..tw],
+        &d[tw..2 * tw],
+        &d[2 * tw..3 * tw],
+        &d[3 * tw..4 * tw],
+        &d[4 * tw..],
+    );
+    let mut ox = start;
+    while ox < r.len() {
+        let x = ox + t.halo;
+        let c0 = mid[x];
+        let h1 = mid[x - 1] + mid[x + 1];
+        let v1 = u1[x] + d1[x];
+        let h2 = mid[x - 2] + mid[x + 2];
+        let v2 = u2[x] + d2[x];
+        let diag = u1[x - 1] + u1[x + 1] + d1[x - 1] + d1[x + 1];
+        match S {
+            0 | 1 => {
+                // G at R/B: [0 0 -1 0 0; 0 0 2 0 0; -1 2 4 2 -1; ...]/8
+                let gv = (4.0 * c0 + 2.0 * (h1 + v1) - (h2 + v2)) * 0.125;
+                // B/R at R/B: [0 0 -3/2 ..; 0 2 0 2 0; -3/2 0 6 0 -3/2; ...]/8
+                let other = (6.0 * c0 + 2.0 * diag - 1.5 * (h2 + v2)) * 0.125;
+                g[ox] = gv;
+                if S == 0 {
+                    r[ox] = c0;
+                    b[ox] = other;
+                } else {
+                    b[ox] = c0;
+                    r[ox] = other;
+                }
+            }
+            _ => {
+                // The colour on the horizontal neighbours:
+                // [0 0 1/2 0 0; 0 -1 0 -1 0; -1 4 5 4 -1; ...]/8, and its
+                // transpose for the vertical neighbours.
+                let at_h = (5.0 * c0 + 4.0 * h1 - diag - h2 + 0.5 * v2) * 0.125;
+                let at_v = (5.0 * c0 + 4.0 * v1 - diag - v2 + 0.5 * h2) * 0.125;
+                g[ox] = c0;
+                if S == 2 {
+                    r[ox] = at_h;
+                    b[ox] = at_v;
+                } else {
+                    r[ox] = at_v;
+                    b[ox] = at_h;
+                }
+            }
+        }
+        ox += 2;
     }
 }

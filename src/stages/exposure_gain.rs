@@ -36,7 +36,8 @@ pub struct Params {
     pub target: f32,
     pub min_ev: f32,
     pub max_ev: f32,
-    /// Luminance percentile (0..1) kept at or below 1.0 in auto mode.
+    /// Percentile (0..1) of the per-pixel max channel kept at or below 1.0
+    /// in auto mode.
     pub protect_percentile: f32,
 }
 
@@ -96,15 +97,16 @@ pub fn log_average_luminance(img: &Image, step: usize) -> Option<f32> {
     (count > 0).then(|| (sum / count as f64).exp() as f32)
 }
 
-/// Luminance at percentile `q` (0..1) over a grid sampled every `step`
-/// pixels.
-pub fn luminance_percentile(img: &Image, step: usize, q: f32) -> f32 {
+/// Percentile `q` (0..1) of the per-pixel maximum channel over a grid
+/// sampled every `step` pixels (a pixel clips when its largest channel
+/// does).
+pub fn max_channel_percentile(img: &Image, step: usize, q: f32) -> f32 {
     let w = img.width;
     let [r, g, b] = img.planes();
     let mut v: Vec<f32> = (0..img.height)
         .step_by(step)
         .flat_map(|y| (0..w).step_by(step).map(move |x| y * w + x))
-        .map(|i| luminance(r[i], g[i], b[i]))
+        .map(|i| r[i].max(g[i]).max(b[i]))
         .filter(|l| l.is_finite())
         .collect();
     if v.is_empty() {
@@ -149,10 +151,12 @@ impl Stage for ExposureGain {
             (_, ExposureMode::Auto) => {
                 let step = ((img.width.max(img.height)) / 512).max(1);
                 let metered = log_average_luminance(&img, step).unwrap_or(self.p.target);
-                (self.p.target / metered)
-                    .log2()
-                    .clamp(self.p.min_ev, self.p.max_ev)
-                    + self.p.ev
+                let mut ev = (self.p.target / metered).log2();
+                let hi = max_channel_percentile(&img, step, self.p.protect_percentile);
+                if hi > 1e-6 {
+                    ev = ev.min((1.0 / hi).log2());
+                }
+                ev.clamp(self.p.min_ev, self.p.max_ev) + self.p.ev
             }
         };
         if !ev.is_finite() {

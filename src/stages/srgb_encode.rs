@@ -1,6 +1,6 @@
 //! `srgb_encode`: linear sRGB -> sRGB transfer-encoded values in [0, 1]
-//! (IEC 61966-2-1), clamped. A 65536-entry table with linear
-//! interpolation keeps it exact to well below one 16-bit code.
+//! (IEC 61966-2-1), clamped. A 4096-entry table (L1-resident) with linear
+//! interpolation keeps it within 2e-5 of the formula (about one 16-bit code).
 
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -21,7 +21,7 @@ pub struct SrgbEncode {
     lut: Vec<f32>,
 }
 
-const N: usize = 65536;
+const N: usize = 4096;
 
 pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
     let _: Params = parse_params(params)?;
@@ -79,7 +79,7 @@ mod tests {
         };
         for i in 0..=10_000 {
             let v = i as f32 / 10_000.0;
-            assert!((s.encode(v) - srgb_encode(v)).abs() < 2e-6, "{v}");
+            assert!((s.encode(v) - srgb_encode(v)).abs() < 2e-5, "{v}");
         }
         assert_eq!(s.encode(-1.0), 0.0);
         assert!((s.encode(2.0) - 1.0).abs() < 1e-6);
