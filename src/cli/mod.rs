@@ -1,10 +1,12 @@
 //! The `rawgraph` command line: thin layers over the library.
 
 pub mod bench;
+pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod info;
 pub mod process;
+pub mod synth;
 
 use std::path::PathBuf;
 
@@ -34,6 +36,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Time a pipeline per stage over repeated runs of one frame.
     Bench(bench::BenchArgs),
+    /// Unprocess sRGB images into synthetic raw DNGs with ground truth.
+    Synth(synth::SynthArgs),
+    /// Convert a sensor dump (with its sidecar) or raw file to DNG.
+    Convert(convert::ConvertArgs),
 }
 
 /// Options shared by commands that open inputs.
@@ -72,5 +78,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Eval(a) => eval::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Synth(a) => synth::run(a),
+        Command::Convert(a) => convert::run(a),
     }
 }

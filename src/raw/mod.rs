@@ -8,6 +8,7 @@ pub mod decode;
 pub mod dng_write;
 pub mod sidecar;
 pub mod synth;
+pub mod unprocess;
 
 use serde::{Deserialize, Serialize};
 
