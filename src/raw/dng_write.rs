@@ -13,7 +13,7 @@
 //! | AsShotNeutral | 1 / WB gain per channel, RATIONAL /10^6 |
 //! | NoiseProfile | (S, O) per plane R, G, B as DOUBLE |
 //! | Make / Model / UniqueCameraModel / Software | ASCII |
-//! | Orientation, ISOSpeedRatings, ExposureTime, DefaultCropOrigin/Size | when known |
+//! | Orientation, ISOSpeedRatings, ExposureTime, DefaultCropOrigin/Size | when known (ISO and exposure also in an Exif IFD) |
 //!
 //! Samples are stored as 16-bit regardless of `RawMeta::bits`: the
 //! significant range is carried by WhiteLevel. A frame whose metadata has a
@@ -242,7 +242,26 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
     let mut buf = Cursor::new(Vec::with_capacity(2 * samples.len() + 4096));
     {
         let mut enc = TiffEncoder::new(&mut buf).map_err(e)?;
+        // ISO and exposure time also go into an Exif IFD, where dcraw and
+        // LibRaw look for them (rawler reads either place).
+        let exposure = meta.exposure_time.and_then(exposure_rational);
+        let iso = meta.iso.filter(|&i| i > 0 && i <= u16::MAX as u32);
+        let exif_ifd = if exposure.is_some() || iso.is_some() {
+            let mut ex = enc.extra_directory().map_err(e)?;
+            if let Some(r) = exposure.clone() {
+                ex.write_tag(t(33434), r).map_err(e)?; // ExposureTime
+            }
+            if let Some(iso) = iso {
+                ex.write_tag(t(34855), iso as u16).map_err(e)?; // ISOSpeedRatings
+            }
+            Some(ex.finish_with_offsets().map_err(e)?.offset)
+        } else {
+            None
+        };
         let mut dir = enc.image_directory().map_err(e)?;
+        if let Some(off) = exif_ifd {
+            dir.write_tag(t(34665), off).map_err(e)?; // ExifIFD
+        }
 
         // Pixel data first, so the directory can point at it.
         match opts.tiling {
@@ -309,10 +328,10 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
         let l = cfa.layout();
         dir.write_tag(t(33422), [l[0] as u8, l[1] as u8, l[2] as u8, l[3] as u8])
             .map_err(e)?; // CFAPattern
-        if let Some(r) = meta.exposure_time.and_then(exposure_rational) {
+        if let Some(r) = exposure {
             dir.write_tag(t(33434), r).map_err(e)?; // ExposureTime
         }
-        if let Some(iso) = meta.iso.filter(|&i| i > 0 && i <= u16::MAX as u32) {
+        if let Some(iso) = iso {
             dir.write_tag(t(34855), iso as u16).map_err(e)?; // ISOSpeedRatings
         }
         dir.write_tag(t(50706), [1u8, 4, 0, 0]).map_err(e)?; // DNGVersion
