@@ -1,0 +1,78 @@
+//! `dmdn` inference (the `demosaic_denoise_learned` network) and its
+//! building block, a 3x3 conv, on this machine's CPU.
+//!
+//! - conv3x3 64->64 and 24->24 at 256x256 / 512x512: GFLOP/s of the
+//!   im2col + gemm path (compare with the ~100 GFLOP/s gemm peak);
+//! - the shipped `fast` model at 1080p and 12 MP and `quality` at 1 MP
+//!   (per-megapixel cost), for a few tile sizes.
+//!
+//! `cargo bench --bench nn_dmdn`
+
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rawgraph::nn::dmdn::parse_cfa;
+use rawgraph::nn::{Activation, Conv2d, Dmdn, NoiseInput, Padding, Tensor};
+
+fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+fn conv(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut g = c.benchmark_group("nn_conv3x3");
+    g.sample_size(10);
+    for &(ch, hw) in &[(64usize, 256usize), (24, 512)] {
+        let x = Tensor::from_vec([1, ch, hw, hw], rand_vec(&mut rng, ch * hw * hw)).expect("x");
+        let w = rand_vec(&mut rng, ch * ch * 9);
+        let layer =
+            Conv2d::new(w, vec![0.0; ch], [ch, ch, 3, 3], 1, Padding::Zero(1)).expect("conv");
+        // Throughput in "elements" = FLOPs, so criterion reports FLOP/s.
+        g.throughput(Throughput::Elements(
+            (layer.flops_per_output_pixel() * hw * hw) as u64,
+        ));
+        g.bench_function(format!("{ch}to{ch}_{hw}x{hw}"), |b| {
+            b.iter(|| layer.forward(&x, Activation::Relu).expect("forward"))
+        });
+    }
+    g.finish();
+}
+
+fn models(c: &mut Criterion) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/models");
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let cfa = parse_cfa("rggb").expect("cfa");
+    let mut g = c.benchmark_group("nn_dmdn");
+    g.sample_size(10);
+    for (name, w, h, tiles) in [
+        ("fast", 1920usize, 1080usize, &[384usize][..]),
+        ("fast", 4000, 3000, &[256, 384, 512][..]),
+        ("quality", 1000, 1000, &[384, 512][..]),
+    ] {
+        let p = dir.join(format!("demosaic_{name}.safetensors"));
+        let model = match Dmdn::load(&p) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("SKIPPED {name}: {e}");
+                continue;
+            }
+        };
+        let mosaic: Vec<f32> = (0..w * h).map(|_| rng.random_range(0.0..1.0)).collect();
+        g.throughput(Throughput::Elements((w * h) as u64));
+        for &tile in tiles {
+            g.bench_function(format!("{name}_{w}x{h}_tile{tile}"), |b| {
+                b.iter(|| {
+                    model
+                        .run(&mosaic, h, w, cfa, NoiseInput::Uniform(0.02), tile)
+                        .expect("run")
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, conv, models);
+criterion_main!(benches);
