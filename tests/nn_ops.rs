@@ -421,3 +421,65 @@ fn speed_probe() {
         }
     }
 }
+
+/// The registry compiles `demosaic_denoise_learned`, checks its params, and the
+/// stage turns a flat grey mosaic of any phase into a flat grey image.
+#[test]
+fn learned_stage_runs_and_checks_params() {
+    use rawgraph::frame::{Mosaic, MosaicScale, Value};
+    use rawgraph::raw::{CfaPattern, RawMeta};
+    use rawgraph::stages::{self, RunCtx};
+    use std::sync::Arc;
+
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("calibration/models/demosaic_fast.safetensors");
+    if !model.exists() {
+        eprintln!("SKIPPED: {} not present", model.display());
+        return;
+    }
+    assert!(stages::compile("demosaic_denoise_learned", serde_json::json!({"bogus": 1})).is_err());
+    assert!(stages::compile(
+        "demosaic_denoise_learned",
+        serde_json::json!({"sigma": -1.0})
+    )
+    .is_err());
+    let e = stages::compile(
+        "demosaic_denoise_learned",
+        serde_json::json!({"model": "/nonexistent.safetensors"}),
+    )
+    .unwrap_err();
+    assert!(e.contains("nonexistent"), "{e}");
+    let tiny = fixture("nn_dmdn_tiny.safetensors");
+    assert!(stages::compile(
+        "demosaic_denoise_learned",
+        serde_json::json!({"model": tiny, "tile": 32})
+    )
+    .is_ok());
+
+    let stage = stages::compile(
+        "demosaic_denoise_learned",
+        serde_json::json!({"model": "fast", "sigma": 0.0}),
+    )
+    .unwrap();
+    let (w, h) = (70, 50);
+    for cfa in CfaPattern::ALL {
+        let m = Mosaic {
+            width: w,
+            height: h,
+            cfa,
+            data: vec![0.5; w * h],
+            scale: MosaicScale::Normalized,
+            wb_applied: Some([1.0; 3]),
+            meta: Arc::new(RawMeta::bayer("test", w, h, cfa)),
+        };
+        let out = stage
+            .run_cpu(&RunCtx { stage_id: "dm" }, vec![Value::Mosaic(Arc::new(m))])
+            .unwrap();
+        let Value::Image(img) = out else {
+            panic!("not an image")
+        };
+        assert_eq!((img.width, img.height, img.data.len()), (w, h, 3 * w * h));
+        let worst = img.data.iter().fold(0.0f32, |a, v| a.max((v - 0.5).abs()));
+        assert!(worst < 0.03, "{cfa:?}: flat grey off by {worst}");
+    }
+}

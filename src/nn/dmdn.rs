@@ -97,9 +97,6 @@ pub struct Dmdn {
     metadata: std::collections::HashMap<String, String>,
 }
 
-/// Default output tile edge (full-resolution pixels, even).
-pub const DEFAULT_TILE: usize = 384;
-
 impl Dmdn {
     /// Loads and validates a weights file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
@@ -170,6 +167,12 @@ impl Dmdn {
     /// Receptive radius in full-resolution pixels (even).
     pub fn halo(&self) -> usize {
         2 * self.cfg.depth + 2
+    }
+
+    /// Output tile edge that keeps the halo overhead near 25 %: 16 halos,
+    /// clamped to 256..=512 (memory per tile stays below ~100 MB).
+    pub fn default_tile(&self) -> usize {
+        (16 * self.halo()).clamp(256, 512)
     }
 
     /// Floating-point operations per full-resolution output pixel (conv

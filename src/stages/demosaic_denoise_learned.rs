@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::{check_range, mosaic_ref, parse_params, RunCtx, Stage};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Mosaic, Value, ValueDesc, ValueKind};
-use crate::nn::dmdn::{Dmdn, NoiseInput, DEFAULT_TILE};
+use crate::nn::dmdn::{Dmdn, NoiseInput};
 use crate::raw::NoiseProfile;
 
 /// YAML params of `demosaic_denoise_learned`.
@@ -40,16 +40,14 @@ pub struct Params {
     /// absent = from the noise input / the frame's NoiseProfile / zero.
     #[serde(default)]
     pub sigma: Option<f32>,
-    /// Output tile edge in pixels (memory vs halo overhead).
-    #[serde(default = "default_tile")]
-    pub tile: usize,
+    /// Output tile edge in pixels (memory vs halo overhead); absent = the
+    /// model's default (16 halos, 256..=512).
+    #[serde(default)]
+    pub tile: Option<usize>,
 }
 
 fn default_model() -> String {
     "fast".into()
-}
-fn default_tile() -> usize {
-    DEFAULT_TILE
 }
 
 impl Default for Params {
@@ -57,7 +55,7 @@ impl Default for Params {
         Params {
             model: default_model(),
             sigma: None,
-            tile: default_tile(),
+            tile: None,
         }
     }
 }
@@ -88,8 +86,10 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
     if let Some(s) = p.sigma {
         check_range("sigma", s, 0.0, 1.0)?;
     }
-    if !(16..=4096).contains(&p.tile) {
-        return Err(format!("params: tile = {} is outside [16, 4096]", p.tile));
+    if let Some(t) = p.tile {
+        if !(16..=4096).contains(&t) {
+            return Err(format!("params: tile = {t} is outside [16, 4096]"));
+        }
     }
     let model = Dmdn::load(model_path(&p.model)).map_err(|e| e.to_string())?;
     Ok(Box::new(DemosaicDenoiseLearned {
@@ -165,9 +165,13 @@ impl Stage for DemosaicDenoiseLearned {
             (None, s) => NoiseInput::Uniform(s.unwrap_or(0.0)),
         };
         let cfa = m.cfa.layout().map(|c| c as u8);
+        let tile = self
+            .params
+            .tile
+            .unwrap_or_else(|| self.model.default_tile());
         let out = self
             .model
-            .run(&m.data, m.height, m.width, cfa, noise, self.params.tile)?;
+            .run(&m.data, m.height, m.width, cfa, noise, tile)?;
         Ok(Value::Image(
             Image {
                 width: m.width,
