@@ -19,25 +19,10 @@ use crate::raw::unprocess::{
 };
 use crate::raw::CfaPattern;
 
-#[derive(Debug, Args)]
-pub struct SynthArgs {
-    /// sRGB images (PNG, TIFF, JPEG) or folders of them.
-    pub inputs: Vec<PathBuf>,
-    /// Output folder (created if needed).
-    #[arg(short, long)]
-    pub output: PathBuf,
-    /// Also synthesise the built-in demo scene (`demo.*`).
-    #[arg(long)]
-    pub demo: bool,
-    /// Demo scene size, WIDTHxHEIGHT.
-    #[arg(long, default_value = "768x512")]
-    pub demo_size: String,
-    /// Run seed (each image mixes it with its file name).
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Bayer phase: RGGB, BGGR, GRBG, GBRG or random.
-    #[arg(long, default_value = "RGGB")]
-    pub cfa: String,
+/// Camera and exposure options of unprocessing (shared by `synth` and
+/// `eval --protocol synth`).
+#[derive(Debug, Clone, Args)]
+pub struct UnprocessArgs {
     /// Quantisation bits (10, 12, 14, 16).
     #[arg(long, default_value_t = 12)]
     pub bits: u32,
@@ -57,6 +42,29 @@ pub struct SynthArgs {
     /// (1 / N(0.8, 0.1)).
     #[arg(long, default_value = "1")]
     pub exposure: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// sRGB images (PNG, TIFF, JPEG) or folders of them.
+    pub inputs: Vec<PathBuf>,
+    /// Output folder (created if needed).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Also synthesise the built-in demo scene (`demo.*`).
+    #[arg(long)]
+    pub demo: bool,
+    /// Demo scene size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "768x512")]
+    pub demo_size: String,
+    /// Run seed (each image mixes it with its file name).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Bayer phase: RGGB, BGGR, GRBG, GBRG or random.
+    #[arg(long, default_value = "RGGB")]
+    pub cfa: String,
+    #[command(flatten)]
+    pub camera: UnprocessArgs,
     /// Noise: none, iso:N, iso:MIN-MAX (sampled), or shot:S,read:R
     /// (variance = S * x + R on the normalised signal).
     #[arg(long, default_value = "iso:400")]
@@ -91,56 +99,63 @@ fn parse_floats(s: &str, n: usize, what: &str) -> Result<Vec<f32>> {
     }
 }
 
+impl UnprocessArgs {
+    /// The unprocessing configuration for a Bayer phase name (or
+    /// "random"), a seed and a noise specification.
+    pub fn config(&self, cfa: &str, seed: u64, noise: NoiseSpec) -> Result<UnprocessConfig> {
+        let a = self;
+        let cfa = if cfa.eq_ignore_ascii_case("random") {
+            CfaSpec::Sampled
+        } else {
+            CfaSpec::Fixed(CfaPattern::parse(cfa).ok_or_else(|| {
+                Error::invalid(format!(
+                    "--cfa '{cfa}' is not RGGB, BGGR, GRBG, GBRG or random"
+                ))
+            })?)
+        };
+        let matrix = match a.matrix.to_ascii_lowercase().as_str() {
+            "fixed" => MatrixSpec::Fixed(DEFAULT_XYZ_TO_CAM),
+            "brooks" | "random" => MatrixSpec::Brooks,
+            other => {
+                let v = parse_floats(other, 9, "--matrix")?;
+                let m: Mat3 = [[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]];
+                MatrixSpec::Fixed(m)
+            }
+        };
+        let wb = match a.wb.to_ascii_lowercase().as_str() {
+            "brooks" | "random" => WbSpec::Brooks,
+            "matrix" => WbSpec::Matrix,
+            other => {
+                let v = parse_floats(other, 2, "--wb")?;
+                WbSpec::Fixed {
+                    red: v[0],
+                    blue: v[1],
+                }
+            }
+        };
+        let exposure = match a.exposure.to_ascii_lowercase().as_str() {
+            "brooks" | "random" => ExposureSpec::Brooks,
+            other => ExposureSpec::Fixed(parse_floats(other, 1, "--exposure")?[0]),
+        };
+        Ok(UnprocessConfig {
+            cfa,
+            matrix,
+            wb,
+            exposure,
+            noise,
+            bits: a.bits,
+            black: a.black,
+            seed,
+        })
+    }
+}
+
 /// Builds the unprocessing configuration from the command line.
 pub fn config_from_args(a: &SynthArgs) -> Result<UnprocessConfig> {
-    let cfa = if a.cfa.eq_ignore_ascii_case("random") {
-        CfaSpec::Sampled
-    } else {
-        CfaSpec::Fixed(CfaPattern::parse(&a.cfa).ok_or_else(|| {
-            Error::invalid(format!(
-                "--cfa '{}' is not RGGB, BGGR, GRBG, GBRG or random",
-                a.cfa
-            ))
-        })?)
-    };
-    let matrix = match a.matrix.to_ascii_lowercase().as_str() {
-        "fixed" => MatrixSpec::Fixed(DEFAULT_XYZ_TO_CAM),
-        "brooks" | "random" => MatrixSpec::Brooks,
-        other => {
-            let v = parse_floats(other, 9, "--matrix")?;
-            let m: Mat3 = [[v[0], v[1], v[2]], [v[3], v[4], v[5]], [v[6], v[7], v[8]]];
-            MatrixSpec::Fixed(m)
-        }
-    };
-    let wb = match a.wb.to_ascii_lowercase().as_str() {
-        "brooks" | "random" => WbSpec::Brooks,
-        "matrix" => WbSpec::Matrix,
-        other => {
-            let v = parse_floats(other, 2, "--wb")?;
-            WbSpec::Fixed {
-                red: v[0],
-                blue: v[1],
-            }
-        }
-    };
-    let exposure = match a.exposure.to_ascii_lowercase().as_str() {
-        "brooks" | "random" => ExposureSpec::Brooks,
-        other => ExposureSpec::Fixed(parse_floats(other, 1, "--exposure")?[0]),
-    };
-    let tiles_ok = a.tiles.is_none_or(|t| t > 0 && t % 16 == 0);
-    if !tiles_ok {
+    if !a.tiles.is_none_or(|t| t > 0 && t % 16 == 0) {
         return Err(Error::invalid("--tiles must be a positive multiple of 16"));
     }
-    Ok(UnprocessConfig {
-        cfa,
-        matrix,
-        wb,
-        exposure,
-        noise: NoiseSpec::parse(&a.noise)?,
-        bits: a.bits,
-        black: a.black,
-        seed: a.seed,
-    })
+    a.camera.config(&a.cfa, a.seed, NoiseSpec::parse(&a.noise)?)
 }
 
 /// Image files named by the inputs (folders expanded, sorted).

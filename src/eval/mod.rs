@@ -1,12 +1,18 @@
 //! Quality evaluation against ground truth: metrics ([`metrics`]) and the
 //! protocols that produce test inputs ([`srgb_protocol`]).
 
+pub mod ciede2000;
 pub mod metrics;
+pub mod report;
 pub mod srgb_protocol;
+pub mod synth_protocol;
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::graph::Timings;
+use metrics::Rgb8;
+use srgb_protocol::ImageScore;
 
 /// Image files (PNG, TIFF, JPEG) in a folder, sorted by name.
 pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -34,4 +40,29 @@ pub fn data_dir() -> PathBuf {
     std::env::var_os("RAWGRAPH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("../shared/data"))
+}
+
+/// Scores an output against its ground truth (CPSNR, SSIM, CIEDE2000 with
+/// a `crop`-pixel border); errors name the image.
+pub fn score_pair(
+    name: &str,
+    truth: &Rgb8,
+    got: &Rgb8,
+    crop: usize,
+    timings: Timings,
+) -> Result<ImageScore> {
+    let named = |e: Error| Error::invalid(format!("{name}: {e}"));
+    if (truth.width, truth.height) != (got.width, got.height) {
+        return Err(Error::invalid(format!(
+            "{name}: output is {}x{} but the ground truth is {}x{}",
+            got.width, got.height, truth.width, truth.height
+        )));
+    }
+    Ok(ImageScore {
+        image: name.to_string(),
+        cpsnr: metrics::cpsnr(truth, got, crop).map_err(named)?,
+        ssim: metrics::ssim(truth, got, crop).map_err(named)?,
+        ciede2000: ciede2000::ciede2000_mean(truth, got, crop).map_err(named)?,
+        timings,
+    })
 }

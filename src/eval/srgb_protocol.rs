@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::metrics::{cpsnr, ssim, Rgb8};
+use super::metrics::Rgb8;
 use crate::error::{Error, Result};
 use crate::frame::{Mosaic, MosaicScale, Value};
 use crate::graph::{exec, Pipeline, RunOptions, Timings};
@@ -45,6 +45,8 @@ pub struct ImageScore {
     pub image: String,
     pub cpsnr: f64,
     pub ssim: f64,
+    /// Mean CIEDE2000 colour difference (same border crop).
+    pub ciede2000: f64,
     pub timings: Timings,
 }
 
@@ -93,6 +95,15 @@ pub fn mosaic_of(img: &Rgb8, p: &SrgbProtocol, name: &str) -> Result<Mosaic> {
 /// `raw_source` receives the normalised mosaic and whose first output is
 /// compared with the original).
 pub fn score_image(path: &Path, pipeline: &Pipeline, p: &SrgbProtocol) -> Result<ImageScore> {
+    render_image(path, pipeline, p).map(|r| r.0)
+}
+
+/// [`score_image`], also returning (ground truth, output) for reports.
+pub fn render_image(
+    path: &Path,
+    pipeline: &Pipeline,
+    p: &SrgbProtocol,
+) -> Result<(ImageScore, Rgb8, Rgb8)> {
     let name = path.display().to_string();
     let truth = Rgb8::load(path)?;
     let m = mosaic_of(&truth, p, &name)?;
@@ -101,7 +112,8 @@ pub fn score_image(path: &Path, pipeline: &Pipeline, p: &SrgbProtocol) -> Result
         Value::Mosaic(Arc::new(m)),
         &name,
         &RunOptions::default(),
-    )?;
+    )
+    .map_err(|e| Error::invalid(format!("{name}: {e}")))?;
     let img = match out.outputs.first() {
         Some((_, Value::Image(i))) => i.clone(),
         _ => {
@@ -111,12 +123,6 @@ pub fn score_image(path: &Path, pipeline: &Pipeline, p: &SrgbProtocol) -> Result
         }
     };
     let got = Rgb8::from_planar(img.width, img.height, &img.data);
-    let ps = cpsnr(&truth, &got, p.crop).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
-    let ss = ssim(&truth, &got, p.crop).map_err(|e| Error::invalid(format!("{name}: {e}")))?;
-    Ok(ImageScore {
-        image: name,
-        cpsnr: ps,
-        ssim: ss,
-        timings: out.timings,
-    })
+    let score = super::score_pair(&name, &truth, &got, p.crop, out.timings)?;
+    Ok((score, truth, got))
 }
