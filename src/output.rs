@@ -131,6 +131,15 @@ pub fn write_atomic(
         .map_err(|e| Error::io(path, e))?;
     write(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    // Temporary files are created private (0600); outputs get the usual
+    // permissions.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }

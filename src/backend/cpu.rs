@@ -47,6 +47,40 @@ impl Tile {
     }
 }
 
+/// Builds the padded tile for image rows `y0..y1` and columns `x0..x1`
+/// (a 2-D tile keeps a stencil's intermediates in cache). `x0` and `halo`
+/// must be even so the tile's Bayer phase follows from the image's.
+pub fn make_tile_2d(m: &Mosaic, y0: usize, y1: usize, x0: usize, x1: usize, halo: usize) -> Tile {
+    let (w, h) = (m.width as isize, m.height as isize);
+    let tw = (x1 - x0) + 2 * halo;
+    let th = (y1 - y0) + 2 * halo;
+    let mut data = vec![0f32; tw * th];
+    let cols: Vec<usize> = (0..tw)
+        .map(|tx| reflect(x0 as isize + tx as isize - halo as isize, w))
+        .collect();
+    for ty in 0..th {
+        let sy = reflect(y0 as isize + ty as isize - halo as isize, h);
+        let src = &m.data[sy * m.width..(sy + 1) * m.width];
+        let dst = &mut data[ty * tw..(ty + 1) * tw];
+        if x0 >= halo && x1 + halo <= m.width {
+            dst.copy_from_slice(&src[x0 - halo..x1 + halo]);
+        } else {
+            for (d, &c) in dst.iter_mut().zip(&cols) {
+                *d = src[c];
+            }
+        }
+    }
+    let dy = (y0 + 2 * h as usize - halo) % 2;
+    let dx = (x0 + 2 * w as usize - halo) % 2;
+    Tile {
+        w: tw,
+        h: th,
+        data,
+        cfa: m.cfa.shifted(dx, dy),
+        halo,
+    }
+}
+
 /// Builds the padded tile for image rows `y0..y1`.
 pub fn make_tile(m: &Mosaic, y0: usize, y1: usize, halo: usize) -> Tile {
     let (w, h) = (m.width as isize, m.height as isize);

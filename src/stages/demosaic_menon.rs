@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::demosaic_bilinear::infer_demosaic;
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
-use crate::backend::cpu::{make_tile, Tile};
+use crate::backend::cpu::{make_tile_2d, Tile};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -46,8 +46,11 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
 
 /// Halo (pixels) that covers every dependency of the method.
 const HALO: usize = 12;
-/// Output rows per strip.
-const STRIP: usize = 48;
+/// Output rows per strip (one rayon task).
+const STRIP: usize = 64;
+/// Output columns per tile within a strip (keeps a tile's dozen
+/// intermediate planes in L2).
+const TILE_W: usize = 384;
 
 impl Stage for DemosaicMenon {
     fn op(&self) -> &'static str {
@@ -74,14 +77,20 @@ impl Stage for DemosaicMenon {
             .for_each(|(i, ((r, g), b))| {
                 let y0 = i * STRIP;
                 let y1 = (y0 + STRIP).min(h);
-                let tile = make_tile(m, y0, y1, HALO);
-                let [tr, tg, tb] = menon_tile(&tile, refine);
-                for oy in 0..y1 - y0 {
-                    let src = (oy + HALO) * tile.w + HALO;
-                    let dst = oy * w;
-                    r[dst..dst + w].copy_from_slice(&tr[src..src + w]);
-                    g[dst..dst + w].copy_from_slice(&tg[src..src + w]);
-                    b[dst..dst + w].copy_from_slice(&tb[src..src + w]);
+                let mut x0 = 0;
+                while x0 < w {
+                    let x1 = (x0 + TILE_W).min(w);
+                    let tile = make_tile_2d(m, y0, y1, x0, x1, HALO);
+                    let [tr, tg, tb] = menon_tile(&tile, refine);
+                    for oy in 0..y1 - y0 {
+                        let src = (oy + HALO) * tile.w + HALO;
+                        let dst = oy * w + x0;
+                        let n = x1 - x0;
+                        r[dst..dst + n].copy_from_slice(&tr[src..src + n]);
+                        g[dst..dst + n].copy_from_slice(&tg[src..src + n]);
+                        b[dst..dst + n].copy_from_slice(&tb[src..src + n]);
+                    }
+                    x0 = x1;
                 }
             });
         Ok(Value::Image(
@@ -98,18 +107,38 @@ impl Stage for DemosaicMenon {
     }
 }
 
+/// Colour masks of one tile row: 1.0 where the site has that colour.
+struct RowMasks {
+    r: Vec<f32>,
+    g: Vec<f32>,
+    b: Vec<f32>,
+}
+
+fn row_masks(cfa: crate::raw::CfaPattern, y: usize, w: usize) -> RowMasks {
+    let m = |c: usize| {
+        (0..w)
+            .map(|x| (cfa.color_at(y, x) == c) as u8 as f32)
+            .collect()
+    };
+    RowMasks {
+        r: m(0),
+        g: m(1),
+        b: m(2),
+    }
+}
+
 /// Demosaics a whole tile. Each pass only computes the region whose
 /// inputs are valid (the margin grows with every stencil), so no bounds
 /// logic runs per pixel; the 12-pixel halo covers the total margin, and
-/// the tile was mirror-padded at image borders.
+/// the tile was mirror-padded at image borders. Passes are written with
+/// colour masks instead of branches so the compiler vectorises them.
 fn menon_tile(t: &Tile, refine: bool) -> [Vec<f32>; 3] {
     let (w, h) = (t.w, t.h);
     let n = w * h;
-    let cfa = t.cfa;
     let src = &t.data;
-    // Per-row colour of even/odd columns, and whether a row holds red.
-    let col = |y: usize, x: usize| cfa.color_at(y, x);
-    let red_row = |y: usize| col(y, 0) == 0 || col(y, 1) == 0;
+    // Masks for even and odd rows (the Bayer pattern repeats every 2).
+    let masks = [row_masks(t.cfa, 0, w), row_masks(t.cfa, 1, w)];
+    let red_row = |y: usize| masks[y & 1].r.iter().any(|&v| v > 0.0);
 
     // 1. Directional green estimates (margin 2); colour differences C at
     // R/B sites, 0 at G sites.
@@ -118,121 +147,146 @@ fn menon_tile(t: &Tile, refine: bool) -> [Vec<f32>; 3] {
     let mut ch = vec![0f32; n];
     let mut cv = vec![0f32; n];
     for y in 2..h - 2 {
+        let mg = &masks[y & 1].g;
+        let (u2, u1, s0, d1, d2) = (
+            &src[(y - 2) * w..(y - 1) * w],
+            &src[(y - 1) * w..y * w],
+            &src[y * w..(y + 1) * w],
+            &src[(y + 1) * w..(y + 2) * w],
+            &src[(y + 2) * w..(y + 3) * w],
+        );
+        let row = y * w..(y + 1) * w;
+        let (gh_r, gv_r) = (&mut gh[row.clone()], &mut gv[row.clone()]);
+        let (ch_r, cv_r) = (&mut ch[row.clone()], &mut cv[row]);
         for x in 2..w - 2 {
-            let i = y * w + x;
-            let v = src[i];
-            if col(y, x) == 1 {
-                gh[i] = v;
-                gv[i] = v;
-            } else {
-                gh[i] =
-                    0.5 * (src[i - 1] + src[i + 1]) + 0.5 * v - 0.25 * (src[i - 2] + src[i + 2]);
-                gv[i] = 0.5 * (src[i - w] + src[i + w]) + 0.5 * v
-                    - 0.25 * (src[i - 2 * w] + src[i + 2 * w]);
-                ch[i] = v - gh[i];
-                cv[i] = v - gv[i];
-            }
+            let v = s0[x];
+            let isg = mg[x];
+            let eh = 0.5 * (s0[x - 1] + s0[x + 1]) + 0.5 * v - 0.25 * (s0[x - 2] + s0[x + 2]);
+            let ev = 0.5 * (u1[x] + d1[x]) + 0.5 * v - 0.25 * (u2[x] + d2[x]);
+            let a = isg * v + (1.0 - isg) * eh;
+            let b = isg * v + (1.0 - isg) * ev;
+            gh_r[x] = a;
+            gv_r[x] = b;
+            ch_r[x] = (1.0 - isg) * (v - a);
+            cv_r[x] = (1.0 - isg) * (v - b);
         }
     }
     // 2. Gradients of the colour differences two pixels apart (margin 4).
     let mut dh = vec![0f32; n];
     let mut dv = vec![0f32; n];
     for y in 2..h - 4 {
+        let (c0, c2) = (&ch[y * w..(y + 1) * w], &cv[(y + 2) * w..(y + 3) * w]);
+        let cv0 = &cv[y * w..(y + 1) * w];
+        let (dh_r, dv_r) = (&mut dh[y * w..(y + 1) * w], &mut dv[y * w..(y + 1) * w]);
         for x in 2..w - 4 {
-            let i = y * w + x;
-            dh[i] = (ch[i] - ch[i + 2]).abs();
-            dv[i] = (cv[i] - cv[i + 2 * w]).abs();
+            dh_r[x] = (c0[x] - c0[x + 2]).abs();
+            dv_r[x] = (cv0[x] - c2[x]).abs();
         }
     }
     drop((ch, cv));
-    // 3. Classifier over the paper's window (margin 6): horizontal when
-    // the vertical gradient sum is not smaller.
+    // 3. Classifier over the paper's window (margin 6): horizontal (1.0)
+    // when the vertical gradient sum is not smaller.
     let mut g = vec![0f32; n];
-    let mut horiz = vec![false; n];
+    let mut hz = vec![0f32; n];
     for y in 6..h - 6 {
+        let r = |_d: &[f32], k: isize| -> std::ops::Range<usize> {
+            let s = (y as isize + k) as usize * w;
+            s..s + w
+        };
+        let (h2, h1, h0, hm1, hm2) = (
+            &dh[r(&dh, 2)],
+            &dh[r(&dh, 1)],
+            &dh[r(&dh, 0)],
+            &dh[r(&dh, -1)],
+            &dh[r(&dh, -2)],
+        );
+        let (v0, vm1, vm2) = (&dv[r(&dv, 0)], &dv[r(&dv, -1)], &dv[r(&dv, -2)]);
+        let (gh0, gv0) = (&gh[r(&gh, 0)], &gv[r(&gv, 0)]);
+        let row = y * w..(y + 1) * w;
+        let (g_r, hz_r) = (&mut g[row.clone()], &mut hz[row]);
         for x in 6..w - 6 {
-            let i = y * w + x;
-            let sh = dh[i + 2 * w]
-                + dh[i + 2 * w - 2]
-                + dh[i + w - 1]
-                + 3.0 * dh[i]
-                + 3.0 * dh[i - 2]
-                + dh[i - w - 1]
-                + dh[i - 2 * w]
-                + dh[i - 2 * w - 2];
-            let sv = dv[i + 2]
-                + dv[i - 2 * w + 2]
-                + dv[i - w + 1]
-                + 3.0 * dv[i]
-                + 3.0 * dv[i - 2 * w]
-                + dv[i - w - 1]
-                + dv[i - 2]
-                + dv[i - 2 * w - 2];
-            let hz = sv >= sh;
-            horiz[i] = hz;
-            g[i] = if hz { gh[i] } else { gv[i] };
+            let sh = h2[x]
+                + h2[x - 2]
+                + h1[x - 1]
+                + 3.0 * h0[x]
+                + 3.0 * h0[x - 2]
+                + hm1[x - 1]
+                + hm2[x]
+                + hm2[x - 2];
+            let sv = v0[x + 2]
+                + vm2[x + 2]
+                + vm1[x + 1]
+                + 3.0 * v0[x]
+                + 3.0 * vm2[x]
+                + vm1[x - 1]
+                + v0[x - 2]
+                + vm2[x - 2];
+            let k = (sv >= sh) as u8 as f32;
+            hz_r[x] = k;
+            g_r[x] = k * gh0[x] + (1.0 - k) * gv0[x];
         }
     }
     drop((gh, gv, dh, dv));
 
     // 4. Red and blue at green sites from the colour differences of the
-    // direct neighbours (margin 7).
+    // direct neighbours (margin 7). R and B start as the masked CFA.
     let mut r = vec![0f32; n];
     let mut b = vec![0f32; n];
     for y in 0..h {
+        let m = &masks[y & 1];
         for x in 0..w {
             let i = y * w + x;
-            match col(y, x) {
-                0 => r[i] = src[i],
-                2 => b[i] = src[i],
-                _ => {}
-            }
+            r[i] = m.r[x] * src[i];
+            b[i] = m.b[x] * src[i];
         }
     }
     for y in 7..h - 7 {
+        let m = &masks[y & 1];
         let rr = red_row(y);
+        let (su, s0, sd) = (
+            &src[(y - 1) * w..y * w],
+            &src[y * w..(y + 1) * w],
+            &src[(y + 1) * w..(y + 2) * w],
+        );
+        let (gu, g0, gd) = (
+            &g[(y - 1) * w..y * w],
+            &g[y * w..(y + 1) * w],
+            &g[(y + 1) * w..(y + 2) * w],
+        );
+        let row = y * w..(y + 1) * w;
+        let (r_r, b_r) = (&mut r[row.clone()], &mut b[row]);
         for x in 7..w - 7 {
-            if col(y, x) != 1 {
-                continue;
-            }
-            let i = y * w + x;
-            let (gh2, gv2) = (0.5 * (g[i - 1] + g[i + 1]), 0.5 * (g[i - w] + g[i + w]));
-            let (sh, sv) = (
-                0.5 * (src[i - 1] + src[i + 1]),
-                0.5 * (src[i - w] + src[i + w]),
-            );
-            if rr {
-                r[i] = g[i] + sh - gh2;
-                b[i] = g[i] + sv - gv2;
+            let isg = m.g[x];
+            let hd = 0.5 * (s0[x - 1] + s0[x + 1]) - 0.5 * (g0[x - 1] + g0[x + 1]);
+            let vd = 0.5 * (su[x] + sd[x]) - 0.5 * (gu[x] + gd[x]);
+            let (rn, bn) = if rr {
+                (g0[x] + hd, g0[x] + vd)
             } else {
-                r[i] = g[i] + sv - gv2;
-                b[i] = g[i] + sh - gh2;
-            }
+                (g0[x] + vd, g0[x] + hd)
+            };
+            r_r[x] = isg * rn + (1.0 - isg) * r_r[x];
+            b_r[x] = isg * bn + (1.0 - isg) * b_r[x];
         }
     }
     // 5. Red at blue and blue at red sites along the chosen direction
-    // (margin 8).
+    // (margin 8); reads only green-site values, so it works in place.
     for y in 8..h - 8 {
+        let m = &masks[y & 1];
         for x in 8..w - 8 {
             let i = y * w + x;
-            let c = col(y, x);
-            if c == 1 {
-                continue;
-            }
-            let (o1, o2) = if horiz[i] {
-                (i - 1, i + 1)
-            } else {
-                (i - w, i + w)
-            };
-            if c == 2 {
-                r[i] = b[i] + 0.5 * (r[o1] + r[o2]) - 0.5 * (b[o1] + b[o2]);
-            } else {
-                b[i] = r[i] + 0.5 * (b[o1] + b[o2]) - 0.5 * (r[o1] + r[o2]);
-            }
+            let (isr, isb, k) = (m.r[x], m.b[x], hz[i]);
+            let rh = 0.5 * (r[i - 1] + r[i + 1]);
+            let rv = 0.5 * (r[i - w] + r[i + w]);
+            let bh = 0.5 * (b[i - 1] + b[i + 1]);
+            let bv = 0.5 * (b[i - w] + b[i + w]);
+            let rd = k * (rh - bh) + (1.0 - k) * (rv - bv);
+            // At B: R = B + (R - B)~ ; at R: B = R - (R - B)~.
+            r[i] = isb * (b[i] + rd) + (1.0 - isb) * r[i];
+            b[i] = isr * (r[i] - rd) + (1.0 - isr) * b[i];
         }
     }
     if refine {
-        refine_step(t, &horiz, &mut r, &mut g, &mut b);
+        refine_step(t, &masks, &hz, &mut r, &mut g, &mut b);
     }
     [r, g, b]
 }
@@ -240,78 +294,73 @@ fn menon_tile(t: &Tile, refine: bool) -> [Vec<f32>; 3] {
 /// Menon 2007 refining step: smooth colour differences along the chosen
 /// direction, first for green (margin 9), then red/blue at green sites
 /// (margin 10), then red/blue at blue/red sites (margin 11).
-fn refine_step(t: &Tile, horiz: &[bool], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+fn refine_step(
+    t: &Tile,
+    masks: &[RowMasks; 2],
+    hz: &[f32],
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
     let (w, h) = (t.w, t.h);
     let n = w * h;
-    let cfa = t.cfa;
-    let col = |y: usize, x: usize| cfa.color_at(y, x);
-    let red_row = |y: usize| col(y, 0) == 0 || col(y, 1) == 0;
+    let red_row = |y: usize| masks[y & 1].r.iter().any(|&v| v > 0.0);
     let third = 1.0f32 / 3.0;
-    let fir = |d: &[f32], i: usize, hz: bool| {
-        if hz {
-            (d[i - 1] + d[i] + d[i + 1]) * third
-        } else {
-            (d[i - w] + d[i] + d[i + w]) * third
-        }
-    };
-    // Green at R and B sites.
-    let mut diff: Vec<f32> = vec![0f32; n];
-    let mut diff2: Vec<f32> = vec![0f32; n];
+    // Green at R and B sites: G = X - mean3(X - G) along the direction.
+    let mut rg = vec![0f32; n];
+    let mut bg = vec![0f32; n];
     for i in 0..n {
-        diff[i] = r[i] - g[i];
-        diff2[i] = b[i] - g[i];
+        rg[i] = r[i] - g[i];
+        bg[i] = b[i] - g[i];
     }
     for y in 9..h - 9 {
+        let m = &masks[y & 1];
         for x in 9..w - 9 {
             let i = y * w + x;
-            match col(y, x) {
-                0 => g[i] = r[i] - fir(&diff, i, horiz[i]),
-                2 => g[i] = b[i] - fir(&diff2, i, horiz[i]),
-                _ => {}
-            }
+            let k = hz[i];
+            let frg = k * (rg[i - 1] + rg[i] + rg[i + 1]) * third
+                + (1.0 - k) * (rg[i - w] + rg[i] + rg[i + w]) * third;
+            let fbg = k * (bg[i - 1] + bg[i] + bg[i + 1]) * third
+                + (1.0 - k) * (bg[i - w] + bg[i] + bg[i + w]) * third;
+            g[i] = m.r[x] * (r[i] - frg) + m.b[x] * (b[i] - fbg) + m.g[x] * g[i];
         }
     }
     // Red and blue at green sites.
     for i in 0..n {
-        diff[i] = r[i] - g[i];
-        diff2[i] = b[i] - g[i];
+        rg[i] = r[i] - g[i];
+        bg[i] = b[i] - g[i];
     }
     for y in 10..h - 10 {
+        let m = &masks[y & 1];
         let rr = red_row(y);
         for x in 10..w - 10 {
-            if col(y, x) != 1 {
-                continue;
-            }
             let i = y * w + x;
-            let (rh, rv) = (
-                0.5 * (diff[i - 1] + diff[i + 1]),
-                0.5 * (diff[i - w] + diff[i + w]),
-            );
-            let (bh, bv) = (
-                0.5 * (diff2[i - 1] + diff2[i + 1]),
-                0.5 * (diff2[i - w] + diff2[i + w]),
-            );
-            if rr {
-                r[i] = g[i] + rh;
-                b[i] = g[i] + bv;
+            let isg = m.g[x];
+            let (rh, rv) = (0.5 * (rg[i - 1] + rg[i + 1]), 0.5 * (rg[i - w] + rg[i + w]));
+            let (bh, bv) = (0.5 * (bg[i - 1] + bg[i + 1]), 0.5 * (bg[i - w] + bg[i + w]));
+            let (rn, bn) = if rr {
+                (g[i] + rh, g[i] + bv)
             } else {
-                r[i] = g[i] + rv;
-                b[i] = g[i] + bh;
-            }
+                (g[i] + rv, g[i] + bh)
+            };
+            r[i] = isg * rn + (1.0 - isg) * r[i];
+            b[i] = isg * bn + (1.0 - isg) * b[i];
         }
     }
     // Red at blue sites and blue at red sites.
+    let rb = &mut rg;
     for i in 0..n {
-        diff[i] = r[i] - b[i];
+        rb[i] = r[i] - b[i];
     }
     for y in 11..h - 11 {
+        let m = &masks[y & 1];
         for x in 11..w - 11 {
             let i = y * w + x;
-            match col(y, x) {
-                2 => r[i] = b[i] + fir(&diff, i, horiz[i]),
-                0 => b[i] = r[i] - fir(&diff, i, horiz[i]),
-                _ => {}
-            }
+            let k = hz[i];
+            let f = k * (rb[i - 1] + rb[i] + rb[i + 1]) * third
+                + (1.0 - k) * (rb[i - w] + rb[i] + rb[i + w]) * third;
+            r[i] = m.b[x] * (b[i] + f) + (1.0 - m.b[x]) * r[i];
+            b[i] = m.r[x] * (r[i] - f) + (1.0 - m.r[x]) * b[i];
         }
     }
 }
