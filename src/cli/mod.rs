@@ -1,10 +1,12 @@
 //! The `rawgraph` command line: thin layers over the library.
 
 pub mod bench;
+pub mod calibrate;
 pub mod convert;
 pub mod demo;
 pub mod eval;
 pub mod info;
+pub mod noise;
 pub mod process;
 pub mod synth;
 
@@ -36,6 +38,10 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Time a pipeline per stage over repeated runs of one frame.
     Bench(bench::BenchArgs),
+    /// Fit calibration data from frames (camera noise profiles).
+    Calibrate(calibrate::CalibrateArgs),
+    /// Print the noise level of images (AWGN sigma) or raw frames (a, b).
+    Noise(noise::NoiseArgs),
     /// Unprocess sRGB images into synthetic raw DNGs with ground truth.
     Synth(synth::SynthArgs),
     /// Convert a sensor dump (with its sidecar) or raw file to DNG.
@@ -78,6 +84,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Eval(a) => eval::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Calibrate(a) => calibrate::run(a),
+        Command::Noise(a) => noise::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Convert(a) => convert::run(a),
     }

@@ -63,7 +63,7 @@ impl Default for EstimatorParams {
     fn default() -> Self {
         EstimatorParams {
             block: 4,
-            max_blocks: 8_000,
+            max_blocks: 4_096,
             bins: 16,
             keep_fraction: 0.3,
             kappa: 0.5,
@@ -229,8 +229,10 @@ fn wls(pts: &[(f64, f64, f64)]) -> Option<(f64, f64, bool)> {
         return None;
     }
     let det = s * sxx - sx * sx;
-    // Spread of x relative to its scale: a line needs two distinct levels.
-    let spread_ok = det > 1e-6 * s * sxx.max(1e-30);
+    // A line needs distinct levels: a weighted std of x over 2 % of full
+    // scale or a quarter of the mean level.
+    let x_std = (det.max(0.0)).sqrt() / s;
+    let spread_ok = x_std > 0.02 || x_std > 0.25 * (sx / s).abs();
     let through_origin = |sxy: f64, sxx: f64| if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
     if !spread_ok {
         // One intensity level: a and b are not separable. Shot noise only
@@ -459,13 +461,16 @@ pub fn estimate(
             let mut cands = Vec::new();
             for st in &stats {
                 for s in (0..4).filter(|&s| colors[s] == c) {
-                    if (0..4).any(|o| clipped(st, o)) {
+                    if clipped(st, s) {
                         continue;
                     }
+                    // Clipped other sites are flat for the wrong reason:
+                    // they do not vote.
                     let score = if pass == 0 {
                         st.detail[s]
                     } else {
                         (0..4)
+                            .filter(|&o| o == s || !clipped(st, o))
                             .map(|o| {
                                 let oc = colors[o];
                                 let model = (prev.a[oc] * st.mean[o] as f64 + prev.b[oc])
