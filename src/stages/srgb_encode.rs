@@ -18,26 +18,42 @@ pub struct Params {}
 /// The compiled `srgb_encode` op; holds its table.
 #[derive(Debug)]
 pub struct SrgbEncode {
-    lut: Vec<f32>,
+    lut: Box<[f32; N + 1]>,
 }
 
 const N: usize = 4096;
 
 pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
     let _: Params = parse_params(params)?;
-    let lut = (0..=N).map(|i| srgb_encode(i as f32 / N as f32)).collect();
-    Ok(Box::new(SrgbEncode { lut }))
+    Ok(Box::new(SrgbEncode { lut: table() }))
+}
+
+/// The encode table: N + 1 samples over [0, 1].
+fn table() -> Box<[f32; N + 1]> {
+    let mut t = Box::new([0f32; N + 1]);
+    for (i, v) in t.iter_mut().enumerate() {
+        *v = srgb_encode(i as f32 / N as f32);
+    }
+    t
 }
 
 impl SrgbEncode {
     /// Encodes one linear value (clamped to [0, 1]).
     #[inline(always)]
     pub fn encode(&self, v: f32) -> f32 {
-        let t = v.clamp(0.0, 1.0) * N as f32;
-        let i = (t as usize).min(N - 1);
-        let f = t - i as f32;
-        self.lut[i] + f * (self.lut[i + 1] - self.lut[i])
+        encode_with(&self.lut, v)
     }
+}
+
+/// Table lookup with linear interpolation; the fixed-size table lets the
+/// compiler drop the bounds checks.
+#[inline(always)]
+fn encode_with(lut: &[f32; N + 1], v: f32) -> f32 {
+    let t = v.clamp(0.0, 1.0) * N as f32;
+    let i = (t as usize).min(N - 1);
+    let f = t - i as f32;
+    let (a, b) = (lut[i], lut[i + 1]);
+    a + f * (b - a)
 }
 
 impl Stage for SrgbEncode {
@@ -62,7 +78,10 @@ impl Stage for SrgbEncode {
         )?;
         img.data
             .par_chunks_mut(img.width * ROWS_PER_TASK)
-            .for_each(|c| c.iter_mut().for_each(|v| *v = self.encode(*v)));
+            .for_each(|c| {
+                let lut: &[f32; N + 1] = &self.lut;
+                c.iter_mut().for_each(|v| *v = encode_with(lut, *v))
+            });
         img.space = ColorSpace::Srgb;
         Ok(Value::Image(img.into()))
     }
@@ -74,9 +93,7 @@ mod tests {
 
     #[test]
     fn lut_matches_formula() {
-        let s = SrgbEncode {
-            lut: (0..=N).map(|i| srgb_encode(i as f32 / N as f32)).collect(),
-        };
+        let s = SrgbEncode { lut: table() };
         for i in 0..=10_000 {
             let v = i as f32 / 10_000.0;
             assert!((s.encode(v) - srgb_encode(v)).abs() < 2e-5, "{v}");
