@@ -14,7 +14,11 @@ use crate::stages::RunCtx;
 /// Options of one run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Overrides every stage's backend when set.
+    /// Overrides every stage's backend when set. `Cuda` here requires a
+    /// usable device (else [`Error::CudaUnavailable`]) and runs every op
+    /// that has a kernel on it; ops without one stay on the CPU, marked as
+    /// fallbacks. A stage's own `backend: cuda` on an op without a kernel
+    /// is an error.
     pub backend: Option<BackendChoice>,
 }
 
@@ -25,13 +29,11 @@ pub struct RunOutput {
     pub timings: Timings,
 }
 
-/// Whether a CUDA device can be used by this build on this machine.
+/// Whether a CUDA device can be used by this build on this machine: the
+/// driver and NVRTC libraries are present and a device answers (checked
+/// once per process, without panicking when the libraries are missing).
 pub fn cuda_available() -> std::result::Result<(), String> {
-    if cfg!(feature = "cuda") {
-        Err("this build's CUDA backend found no usable device".into())
-    } else {
-        Err("rawgraph was built without the `cuda` feature".into())
-    }
+    crate::backend::cuda::available()
 }
 
 /// Wraps a raw frame as the `raw_source` value.
@@ -101,15 +103,20 @@ pub fn run_value(p: &Pipeline, input: Value, source: &str, opts: &RunOptions) ->
         let (use_cuda, fell_back) = match want {
             BackendChoice::Cpu => (false, false),
             BackendChoice::Cuda => {
-                if !nd.stage.has_cuda() {
+                cuda_available().map_err(Error::CudaUnavailable)?;
+                if !nd.stage.has_cuda() && opts.backend == Some(BackendChoice::Cuda) {
+                    // A run-wide `--backend cuda` keeps ops without a kernel
+                    // (raw_source, orient, ...) on the CPU, marked in Timings.
+                    (false, true)
+                } else if !nd.stage.has_cuda() {
                     return Err(Error::NoBackend {
                         stage: nd.id.clone(),
                         op: nd.op.to_string(),
                         backend: "cuda".into(),
                     });
+                } else {
+                    (true, false)
                 }
-                cuda_available().map_err(Error::CudaUnavailable)?;
-                (true, false)
             }
             BackendChoice::Auto => {
                 let ok = nd.stage.has_cuda() && cuda_available().is_ok();
@@ -117,6 +124,10 @@ pub fn run_value(p: &Pipeline, input: Value, source: &str, opts: &RunOptions) ->
             }
         };
         let t0 = Instant::now();
+        if use_cuda {
+            // Clear anything a failed earlier stage left behind.
+            crate::backend::take_device_times();
+        }
         let out = if use_cuda {
             nd.stage.run_cuda(&ctx, ins)
         } else {
@@ -125,15 +136,40 @@ pub fn run_value(p: &Pipeline, input: Value, source: &str, opts: &RunOptions) ->
         .map_err(|e| e.in_stage(&nd.id, nd.op))?;
         let host_ms = t0.elapsed().as_secs_f64() * 1e3;
         let d: ValueDesc = out.desc();
+        let dev = if use_cuda {
+            crate::backend::take_device_times()
+        } else {
+            None
+        };
         timings.stages.push(StageTiming {
             id: nd.id.clone(),
             op: nd.op.to_string(),
             backend: if use_cuda { "cuda" } else { "cpu" }.into(),
             host_ms,
-            device_ms: None,
+            device_ms: dev.map(|t| t.kernel_ms),
             megapixels: d.megapixels(),
             fell_back,
         });
+        // Host<->device copies are their own timed steps (device time from
+        // CUDA events; their host time is already in the stage's row).
+        if let Some(t) = dev {
+            for (what, ms, bytes) in [
+                ("h2d", t.upload_ms, t.upload_bytes),
+                ("d2h", t.download_ms, t.download_bytes),
+            ] {
+                if bytes > 0 {
+                    timings.stages.push(StageTiming {
+                        id: format!("{}.{what}", nd.id),
+                        op: format!("copy_{what} {:.1} MB", bytes as f64 / 1e6),
+                        backend: "cuda".into(),
+                        host_ms: 0.0,
+                        device_ms: Some(ms),
+                        megapixels: 0.0,
+                        fell_back: false,
+                    });
+                }
+            }
+        }
         values[i] = Some(out);
     }
     timings.total_ms = timings.stages.iter().map(|t| t.host_ms).sum();

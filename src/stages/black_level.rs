@@ -84,4 +84,29 @@ impl Stage for BlackLevel {
         m.scale = MosaicScale::Normalized;
         Ok(Value::Mosaic(m.into()))
     }
+
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// kernels/raw_prep.cu with only the black-level step enabled.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut m = take_mosaic(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("no input"))?,
+        )?;
+        if m.scale == MosaicScale::Normalized {
+            return Err(Error::invalid("black level is already applied"));
+        }
+        let prep = crate::backend::cuda::RawPrep {
+            black_level: true,
+            clip_negative: self.p.clip_negative,
+            ..Default::default()
+        };
+        crate::backend::cuda::raw_prep(&mut m, &prep)?;
+        m.scale = MosaicScale::Normalized;
+        Ok(Value::Mosaic(m.into()))
+    }
 }

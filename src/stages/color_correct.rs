@@ -105,11 +105,7 @@ impl Stage for ColorCorrect {
                 .next()
                 .ok_or_else(|| Error::invalid("no input"))?,
         )?;
-        let m = match self.p.source {
-            MatrixSource::Auto => camera_to_srgb(&img.meta)?,
-            MatrixSource::Identity => color::IDENTITY,
-            MatrixSource::Custom => self.p.matrix.unwrap_or(color::IDENTITY),
-        };
+        let m = self.matrix(&img.meta)?;
         let w = img.width;
         let [r, g, b] = img.planes_mut();
         r.par_chunks_mut(w * ROWS_PER_TASK)
@@ -125,5 +121,37 @@ impl Stage for ColorCorrect {
             });
         img.space = ColorSpace::LinearSrgb;
         Ok(Value::Image(img.into()))
+    }
+
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// kernels/color_pipeline.cu with only the matrix step enabled.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut img = take_image(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("no input"))?,
+        )?;
+        let steps = crate::backend::cuda::ColorSteps {
+            matrix: Some(self.matrix(&img.meta)?),
+            ..Default::default()
+        };
+        crate::backend::cuda::color_pipeline(&mut img.data, &steps)?;
+        img.space = ColorSpace::LinearSrgb;
+        Ok(Value::Image(img.into()))
+    }
+}
+
+impl ColorCorrect {
+    /// The camera -> linear sRGB matrix this op applies to a frame.
+    pub fn matrix(&self, meta: &RawMeta) -> Result<Mat3> {
+        Ok(match self.p.source {
+            MatrixSource::Auto => camera_to_srgb(meta)?,
+            MatrixSource::Identity => color::IDENTITY,
+            MatrixSource::Custom => self.p.matrix.unwrap_or(color::IDENTITY),
+        })
     }
 }

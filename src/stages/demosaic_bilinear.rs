@@ -72,6 +72,28 @@ impl Stage for DemosaicBilinear {
             .into(),
         ))
     }
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// `demosaic_bilinear_f32` in kernels/demosaic.cu.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let v = inputs.first().ok_or_else(|| Error::invalid("no input"))?;
+        let m = mosaic_ref(v)?;
+        let (data, _) =
+            crate::backend::cuda::demosaic(m, crate::backend::cuda::DemosaicMethod::Bilinear)?;
+        Ok(Value::Image(
+            Image {
+                width: m.width,
+                height: m.height,
+                data,
+                space: ColorSpace::Camera,
+                wb_applied: m.wb_applied,
+                meta: m.meta.clone(),
+            }
+            .into(),
+        ))
+    }
 }
 
 /// What a photosite is, and for green where its red neighbours lie.

@@ -66,6 +66,28 @@ impl Stage for DemosaicMhc {
             .into(),
         ))
     }
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// `demosaic_mhc_f32` in kernels/demosaic.cu.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let v = inputs.first().ok_or_else(|| Error::invalid("no input"))?;
+        let m = mosaic_ref(v)?;
+        let (data, _) =
+            crate::backend::cuda::demosaic(m, crate::backend::cuda::DemosaicMethod::Mhc)?;
+        Ok(Value::Image(
+            Image {
+                width: m.width,
+                height: m.height,
+                data,
+                space: ColorSpace::Camera,
+                wb_applied: m.wb_applied,
+                meta: m.meta.clone(),
+            }
+            .into(),
+        ))
+    }
 }
 
 /// MHC for every second pixel of a row from `start`, all of site kind `S`

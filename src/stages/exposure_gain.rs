@@ -145,14 +145,48 @@ impl Stage for ExposureGain {
     fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
         let mut it = inputs.into_iter();
         let mut img = take_image(it.next().ok_or_else(|| Error::invalid("no input"))?)?;
-        let ev = match (it.next(), self.p.mode) {
+        let gain = self.gain(&img, it.next())?;
+        if gain != 1.0 {
+            img.data
+                .par_chunks_mut(img.width * ROWS_PER_TASK)
+                .for_each(|c| c.iter_mut().for_each(|v| *v *= gain));
+        }
+        Ok(Value::Image(img.into()))
+    }
+
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// Metering (auto mode) on the host, the gain in
+    /// kernels/color_pipeline.cu.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut it = inputs.into_iter();
+        let mut img = take_image(it.next().ok_or_else(|| Error::invalid("no input"))?)?;
+        let gain = self.gain(&img, it.next())?;
+        if gain != 1.0 {
+            let steps = crate::backend::cuda::ColorSteps {
+                gain: Some(gain),
+                ..Default::default()
+            };
+            crate::backend::cuda::color_pipeline(&mut img.data, &steps)?;
+        }
+        Ok(Value::Image(img.into()))
+    }
+}
+
+impl ExposureGain {
+    /// The linear gain for `img`, from the optional EV input, the manual
+    /// EV or the metering.
+    fn gain(&self, img: &Image, ev_input: Option<Value>) -> Result<f32> {
+        let ev = match (ev_input, self.p.mode) {
             (Some(Value::Scalar(ev)), _) => ev as f32 + self.p.ev,
             (_, ExposureMode::Manual) => self.p.ev,
             (_, ExposureMode::Auto) => {
                 let step = ((img.width.max(img.height)) / 512).max(1);
-                let metered = log_average_luminance(&img, step).unwrap_or(self.p.target);
+                let metered = log_average_luminance(img, step).unwrap_or(self.p.target);
                 let mut ev = (self.p.target / metered).log2();
-                let hi = max_channel_percentile(&img, step, self.p.protect_percentile);
+                let hi = max_channel_percentile(img, step, self.p.protect_percentile);
                 if hi > 1e-6 {
                     ev = ev.min((1.0 / hi).log2());
                 }
@@ -162,12 +196,6 @@ impl Stage for ExposureGain {
         if !ev.is_finite() {
             return Err(Error::invalid(format!("exposure of {ev} EV is not finite")));
         }
-        let gain = 2f32.powf(ev);
-        if gain != 1.0 {
-            img.data
-                .par_chunks_mut(img.width * ROWS_PER_TASK)
-                .for_each(|c| c.iter_mut().for_each(|v| *v *= gain));
-        }
-        Ok(Value::Image(img.into()))
+        Ok(2f32.powf(ev))
     }
 }

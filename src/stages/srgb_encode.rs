@@ -85,6 +85,34 @@ impl Stage for SrgbEncode {
         img.space = ColorSpace::Srgb;
         Ok(Value::Image(img.into()))
     }
+
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// The same table, interpolated by kernels/color_pipeline.cu.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut img = take_image(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("no input"))?,
+        )?;
+        let steps = crate::backend::cuda::ColorSteps {
+            srgb_lut: Some(self.lut.to_vec()),
+            ..Default::default()
+        };
+        crate::backend::cuda::color_pipeline(&mut img.data, &steps)?;
+        img.space = ColorSpace::Srgb;
+        Ok(Value::Image(img.into()))
+    }
+}
+
+impl SrgbEncode {
+    /// The encode table: `N + 1` entries over [0, 1].
+    pub fn lut(&self) -> &[f32] {
+        &self.lut[..]
+    }
 }
 
 #[cfg(test)]

@@ -109,12 +109,9 @@ impl Stage for ToneCurve {
         if self.p.curve == Curve::Linear {
             return Ok(Value::Image(img.into()));
         }
-        // 4096-entry LUT over [0, white_point] with linear interpolation.
-        const N: usize = 4096;
+        const N: usize = LUT_SIZE;
         let wp = self.p.white_point;
-        let lut: Vec<f32> = (0..=N)
-            .map(|i| self.eval(i as f32 / N as f32 * wp))
-            .collect();
+        let lut = self.lut();
         let scale = N as f32 / wp;
         img.data
             .par_chunks_mut(img.width * ROWS_PER_TASK)
@@ -127,5 +124,53 @@ impl Stage for ToneCurve {
                 }
             });
         Ok(Value::Image(img.into()))
+    }
+
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// The same LUT, interpolated by kernels/color_pipeline.cu.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut img = take_image(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("no input"))?,
+        )?;
+        if self.p.curve == Curve::Linear {
+            return Ok(Value::Image(img.into()));
+        }
+        let steps = crate::backend::cuda::ColorSteps {
+            tone_lut: Some(self.lut()),
+            tone_max: self.p.white_point,
+            ..Default::default()
+        };
+        crate::backend::cuda::color_pipeline(&mut img.data, &steps)?;
+        Ok(Value::Image(img.into()))
+    }
+}
+
+/// Intervals of the tone LUT.
+const LUT_SIZE: usize = 4096;
+
+impl ToneCurve {
+    /// The curve as a table of `LUT_SIZE + 1` entries over
+    /// [0, white_point], interpolated linearly by both backends.
+    pub fn lut(&self) -> Vec<f32> {
+        let wp = self.p.white_point;
+        (0..=LUT_SIZE)
+            .map(|i| self.eval(i as f32 / LUT_SIZE as f32 * wp))
+            .collect()
+    }
+
+    /// The input value of the LUT's last entry (the white point).
+    pub fn lut_max(&self) -> f32 {
+        self.p.white_point
+    }
+
+    /// Whether the curve is the identity (`curve: linear`).
+    pub fn is_linear(&self) -> bool {
+        self.p.curve == Curve::Linear
     }
 }

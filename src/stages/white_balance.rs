@@ -114,25 +114,9 @@ impl Stage for WhiteBalance {
                 .next()
                 .ok_or_else(|| Error::invalid("no input"))?,
         )?;
-        let gains = match self.p.mode {
-            WbMode::None => return Ok(Value::Mosaic(m.into())),
-            WbMode::Manual => self.p.gains.unwrap_or([1.0; 3]),
-            WbMode::AsShot => m.meta.wb_gains.ok_or_else(|| {
-                Error::invalid(format!(
-                    "{}: no as-shot white balance in the file (use mode: auto or gray_world)",
-                    m.meta.source
-                ))
-            })?,
-            WbMode::Auto => match m.meta.wb_gains {
-                Some(g) => g,
-                None => gray_world(&m),
-            },
-            WbMode::GrayWorld => gray_world(&m),
+        let Some(g) = self.normalized_gains(&m)? else {
+            return Ok(Value::Mosaic(m.into()));
         };
-        // Normalise so the smallest multiplier is 1: the clip level is then
-        // 1.0, where the least-amplified channel saturates.
-        let min = gains.iter().cloned().fold(f32::MAX, f32::min);
-        let g = [gains[0] / min, gains[1] / min, gains[2] / min];
         let (w, cfa, clip) = (m.width, m.cfa, self.p.clip_highlights);
         m.data
             .par_chunks_mut(w * ROWS_PER_TASK)
@@ -157,5 +141,55 @@ impl Stage for WhiteBalance {
             });
         m.wb_applied = Some(g);
         Ok(Value::Mosaic(m.into()))
+    }
+
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// kernels/raw_prep.cu with only the gains (and highlight clip) enabled.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut m = take_mosaic(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("no input"))?,
+        )?;
+        let Some(g) = self.normalized_gains(&m)? else {
+            return Ok(Value::Mosaic(m.into()));
+        };
+        let prep = crate::backend::cuda::RawPrep {
+            gains: Some(g),
+            clip_highlights: self.p.clip_highlights,
+            ..Default::default()
+        };
+        crate::backend::cuda::raw_prep(&mut m, &prep)?;
+        m.wb_applied = Some(g);
+        Ok(Value::Mosaic(m.into()))
+    }
+}
+
+impl WhiteBalance {
+    /// The multipliers for `m`, normalised so the smallest is 1 (the clip
+    /// level is then 1.0, where the least-amplified channel saturates);
+    /// `None` for `mode: none`.
+    fn normalized_gains(&self, m: &Mosaic) -> Result<Option<[f32; 3]>> {
+        let gains = match self.p.mode {
+            WbMode::None => return Ok(None),
+            WbMode::Manual => self.p.gains.unwrap_or([1.0; 3]),
+            WbMode::AsShot => m.meta.wb_gains.ok_or_else(|| {
+                Error::invalid(format!(
+                    "{}: no as-shot white balance in the file (use mode: auto or gray_world)",
+                    m.meta.source
+                ))
+            })?,
+            WbMode::Auto => match m.meta.wb_gains {
+                Some(g) => g,
+                None => gray_world(m),
+            },
+            WbMode::GrayWorld => gray_world(m),
+        };
+        let min = gains.iter().cloned().fold(f32::MAX, f32::min);
+        Ok(Some([gains[0] / min, gains[1] / min, gains[2] / min]))
     }
 }
