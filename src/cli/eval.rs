@@ -211,12 +211,25 @@ fn mean(v: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Mean host time per stage id (in pipeline order) over `scores`.
+/// Mean host time per stage id (in pipeline order, file decoding first as
+/// "(decode)" when the protocol decodes files) over `scores`.
 pub fn stage_means<'a>(scores: impl Iterator<Item = &'a ImageScore> + Clone) -> Vec<StageMean> {
     let mut out: Vec<StageMean> = Vec::new();
     let mut counts: Vec<usize> = Vec::new();
     for s in scores {
-        for t in &s.timings.stages {
+        let decode = s
+            .timings
+            .decode_ms
+            .map(|ms| crate::graph::timing::StageTiming {
+                id: "(decode)".into(),
+                op: "decode".into(),
+                backend: "cpu".into(),
+                host_ms: ms,
+                device_ms: None,
+                megapixels: 0.0,
+                fell_back: false,
+            });
+        for t in decode.iter().chain(&s.timings.stages) {
             match out.iter().position(|m| m.id == t.id) {
                 Some(i) => {
                     out[i].mean_ms += t.host_ms;
@@ -396,7 +409,7 @@ pub fn csv(report: &EvalReport) -> String {
     let stages = stage_means(report.images.iter().map(|r| &r.score));
     let mut s = String::from("set,level,image,status,cpsnr,ssim,ciede2000,total_ms");
     for st in &stages {
-        s += &format!(",ms_{}", st.id);
+        s += &format!(",ms_{}", st.id.trim_matches(['(', ')']));
     }
     s += ",error\n";
     let q = |t: &str| format!("\"{}\"", t.replace('"', "\"\""));
@@ -412,14 +425,17 @@ pub fn csv(report: &EvalReport) -> String {
             r.score.timings.total_ms
         );
         for st in &stages {
-            let ms = r
-                .score
-                .timings
-                .stages
-                .iter()
-                .find(|t| t.id == st.id)
-                .map(|t| format!("{:.3}", t.host_ms))
-                .unwrap_or_default();
+            let ms = if st.id == "(decode)" {
+                r.score.timings.decode_ms
+            } else {
+                r.score
+                    .timings
+                    .stages
+                    .iter()
+                    .find(|t| t.id == st.id)
+                    .map(|t| t.host_ms)
+            };
+            let ms = ms.map(|v| format!("{v:.3}")).unwrap_or_default();
             s += &format!(",{ms}");
         }
         s += ",\n";

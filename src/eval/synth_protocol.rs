@@ -105,8 +105,11 @@ pub fn render_dng(
     }
     let t = SrgbInput::load(&ideal_file)?;
     let ideal = Rgb8::from_planar(t.width, t.height, &t.data);
+    let t0 = std::time::Instant::now();
     let frame = input::open(path, None, limits)?;
-    let (got, timings) = render(pipeline, frame, &name)?;
+    let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let (got, mut timings) = render(pipeline, frame, &name)?;
+    timings.decode_ms = Some(decode_ms);
     let score = super::score_pair(&name, &ideal, &got, crop, timings)?;
     Ok((score, ideal, got))
 }
