@@ -17,7 +17,9 @@ pub struct ConvertArgs {
     /// Output DNG file (written atomically; never the input).
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Write square tiles of this size (multiple of 16) instead of strips.
+    /// Write the DNG in square tiles of this size (multiple of 16)
+    /// instead of strips (rawler reads them; dcraw 9.28 and LibRaw 0.20
+    /// do not).
     #[arg(long)]
     pub tiles: Option<u32>,
     #[command(flatten)]

@@ -70,7 +70,8 @@ pub struct SynthArgs {
     #[arg(long, default_value = "iso:400")]
     pub noise: String,
     /// Write the DNG in square tiles of this size (multiple of 16)
-    /// instead of strips.
+    /// instead of strips (rawler reads them; dcraw 9.28 and LibRaw 0.20
+    /// do not).
     #[arg(long)]
     pub tiles: Option<u32>,
 }

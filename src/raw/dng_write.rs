@@ -15,6 +15,10 @@
 //! | Make / Model / UniqueCameraModel / Software | ASCII |
 //! | Orientation, ISOSpeedRatings, ExposureTime, DefaultCropOrigin/Size | when known (ISO and exposure also in an Exif IFD) |
 //!
+//! Strips are the default and what every reader takes; tiles are read by
+//! rawler but not by dcraw 9.28 or LibRaw 0.20, which read uncompressed
+//! DNG pixels as one contiguous run (measured with Debian's packages).
+//!
 //! Samples are stored as 16-bit regardless of `RawMeta::bits`: the
 //! significant range is carried by WhiteLevel. A frame whose metadata has a
 //! direct camera -> sRGB matrix (sidecars) and no ColorMatrix gets
