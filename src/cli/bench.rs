@@ -41,10 +41,14 @@ pub struct BenchArgs {
 pub struct StageStats {
     pub id: String,
     pub op: String,
+    /// "cpu", "cuda", or "cpu*" when `auto` (or a run-wide `cuda`) fell
+    /// back to the CPU.
     pub backend: String,
     pub median_ms: f64,
     pub p95_ms: f64,
     pub min_ms: f64,
+    /// Median device time (CUDA events) of CUDA stages and copies.
+    pub device_median_ms: Option<f64>,
 }
 
 /// The bench result.
@@ -116,7 +120,8 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     let opts = RunOptions {
         backend: a.inputs.backend,
     };
-    let mut per_stage: BTreeMap<usize, (String, String, String, Vec<f64>)> = BTreeMap::new();
+    type Row = (String, String, String, Vec<f64>, Vec<f64>);
+    let mut per_stage: BTreeMap<usize, Row> = BTreeMap::new();
     let mut totals = Vec::new();
     for it in 0..a.warmup + a.iters {
         let out = graph::run(&pipeline, frame.clone(), &opts)?;
@@ -125,17 +130,23 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         }
         totals.push(out.timings.total_ms);
         for (k, t) in out.timings.stages.iter().enumerate() {
-            per_stage
-                .entry(k)
-                .or_insert_with(|| (t.id.clone(), t.op.clone(), t.backend.clone(), Vec::new()))
-                .3
-                .push(t.host_ms);
+            let row = per_stage.entry(k).or_insert_with(|| {
+                let backend = if t.fell_back {
+                    format!("{}*", t.backend)
+                } else {
+                    t.backend.clone()
+                };
+                (t.id.clone(), t.op.clone(), backend, Vec::new(), Vec::new())
+            });
+            row.3.push(t.host_ms);
+            row.4.extend(t.device_ms);
         }
     }
     let stages: Vec<StageStats> = per_stage
         .into_values()
-        .map(|(id, op, backend, mut v)| {
+        .map(|(id, op, backend, mut v, mut dev)| {
             let (median_ms, p95_ms, min_ms) = stats(&mut v);
+            let device_median_ms = (!dev.is_empty()).then(|| stats(&mut dev).0);
             StageStats {
                 id,
                 op,
@@ -143,6 +154,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
                 median_ms,
                 p95_ms,
                 min_ms,
+                device_median_ms,
             }
         })
         .collect();
@@ -176,19 +188,26 @@ pub fn run(a: BenchArgs) -> Result<i32> {
             a.warmup
         );
         println!(
-            "{:<14} {:<22} {:<7} {:>10} {:>10} {:>10}",
-            "stage", "op", "backend", "median ms", "p95 ms", "min ms"
+            "{:<14} {:<22} {:<7} {:>10} {:>10} {:>10} {:>10}",
+            "stage", "op", "backend", "median ms", "p95 ms", "min ms", "device ms"
         );
         for s in &report.stages {
+            let dev = s
+                .device_median_ms
+                .map(|d| format!("{d:.3}"))
+                .unwrap_or_else(|| "-".into());
             println!(
-                "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2}",
-                s.id, s.op, s.backend, s.median_ms, s.p95_ms, s.min_ms
+                "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2} {:>10}",
+                s.id, s.op, s.backend, s.median_ms, s.p95_ms, s.min_ms, dev
             );
         }
         println!(
             "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2}   {:.1} MP/s",
             "total", "", "", tm, tp, tmin, report.megapixels_per_s
         );
+        if report.stages.iter().any(|s| s.backend.ends_with('*')) {
+            println!("* fell back to the CPU (no CUDA device or no kernel for the op)");
+        }
     }
     Ok(0)
 }

@@ -50,6 +50,12 @@ pub struct ToneCurve {
 }
 
 pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    Ok(Box::new(build(params)?))
+}
+
+/// The compiled op as its concrete type (for callers that need its LUT,
+/// e.g. the fused CUDA chain).
+pub fn build(params: serde_json::Value) -> std::result::Result<ToneCurve, String> {
     let p: Params = parse_params(params)?;
     check_range("knee", p.knee, 0.05, 0.95)?;
     check_range("white_point", p.white_point, 0.1, 64.0)?;
@@ -59,7 +65,7 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
             p.white_point, p.knee
         ));
     }
-    Ok(Box::new(ToneCurve { p }))
+    Ok(ToneCurve { p })
 }
 
 /// The filmic shoulder, not normalised.

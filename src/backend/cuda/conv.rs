@@ -40,6 +40,14 @@ pub struct DeviceTensor {
 }
 
 impl DeviceTensor {
+    /// A zero tensor of `shape` (`[N, C, H, W]`).
+    pub fn zeros(shape: [usize; 4]) -> Result<Self> {
+        Ok(DeviceTensor {
+            shape,
+            data: device()?.zeros::<f16>(shape.iter().product())?,
+        })
+    }
+
     /// Uploads `t`, converting to fp16 on the host (half the bytes of f32).
     pub fn upload(t: &Tensor) -> Result<(Self, DeviceTimes)> {
         let dev = device()?;
@@ -179,24 +187,49 @@ impl CudaConv2d {
         2 * self.cout * self.k
     }
 
-    /// Queues the convolution of `x` (no synchronisation); the kernel's
-    /// device time is added to `clock` when given.
+    /// Shape of the output for input shape `[n, c, h, w]`.
+    pub fn output_shape(&self, x: [usize; 4]) -> Result<[usize; 4]> {
+        let (ho, wo) = self.output_size(x[2], x[3])?;
+        Ok([x[0], self.cout, ho, wo])
+    }
+
+    /// Queues the convolution of `x` into a new tensor (no
+    /// synchronisation).
     pub fn forward(
         &self,
         x: &DeviceTensor,
         act: Activation,
         kernel: ConvKernel,
     ) -> Result<DeviceTensor> {
-        self.forward_timed(x, act, kernel, None)
+        let shape = self.output_shape(x.shape)?;
+        let mut out = DeviceTensor {
+            shape,
+            data: device()?.zeros::<f16>(shape.iter().product())?,
+        };
+        self.forward_timed(x, &mut out, act, kernel, None)?;
+        Ok(out)
+    }
+
+    /// Queues the convolution of `x` into `out` (whose shape must be
+    /// [`CudaConv2d::output_shape`]); no allocation, no synchronisation.
+    pub fn forward_into(
+        &self,
+        x: &DeviceTensor,
+        out: &mut DeviceTensor,
+        act: Activation,
+        kernel: ConvKernel,
+    ) -> Result<()> {
+        self.forward_timed(x, out, act, kernel, None)
     }
 
     fn forward_timed(
         &self,
         x: &DeviceTensor,
+        out: &mut DeviceTensor,
         act: Activation,
         kernel: ConvKernel,
         clock: Option<&mut StageClock>,
-    ) -> Result<DeviceTensor> {
+    ) -> Result<()> {
         let [n, c, h, w] = x.shape;
         if c != self.cin {
             return Err(Error::invalid(format!(
@@ -223,10 +256,12 @@ impl CudaConv2d {
             ConvKernel::Direct => false,
         };
         let shape = [n, self.cout, ho, wo];
-        let mut out = DeviceTensor {
-            shape,
-            data: dev.zeros::<f16>(shape.iter().product())?,
-        };
+        if out.shape != shape || out.data.len() < shape.iter().product() {
+            return Err(Error::invalid(format!(
+                "CUDA conv2d: output tensor is {:?}, the layer produces {shape:?}",
+                out.shape
+            )));
+        }
         let npix = ho * wo;
         let (pad, reflect) = match self.padding {
             Padding::Zero(p) => (p, 0i32),
@@ -297,7 +332,7 @@ impl CudaConv2d {
             Some(c) => dev.kernel(c, launch)?,
             None => launch(dev.stream())?,
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Uploads `x`, convolves, downloads; records the device times.
@@ -308,8 +343,13 @@ impl CudaConv2d {
         kernel: ConvKernel,
     ) -> Result<(Tensor, DeviceTimes)> {
         let (dx, up) = DeviceTensor::upload(x)?;
+        let shape = self.output_shape(dx.shape)?;
+        let mut out = DeviceTensor {
+            shape,
+            data: device()?.zeros::<f16>(shape.iter().product())?,
+        };
         let mut clock = StageClock::default();
-        let out = self.forward_timed(&dx, act, kernel, Some(&mut clock))?;
+        self.forward_timed(&dx, &mut out, act, kernel, Some(&mut clock))?;
         let (t, down) = out.download()?;
         let mut times = clock.times()?;
         times.upload_ms = up.upload_ms;

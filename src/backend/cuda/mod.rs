@@ -23,7 +23,7 @@ pub use device::{available, device, Device};
 pub use kernels::{compile_all, nvrtc_available, KERNELS};
 pub use ops::{
     cfa_code, color_pipeline, demosaic, raw_prep, synchronize, ChainTimes, ClassicalChain,
-    ColorSteps, DemosaicMethod, RawPrep,
+    ColorSteps, DemosaicMethod, PreparedChain, RawPrep,
 };
 
 /// Whether this build has the CUDA backend.

@@ -167,16 +167,16 @@ pub fn raw_prep(m: &mut Mosaic, p: &RawPrep) -> Result<DeviceTimes> {
     clock.finish()
 }
 
+/// `(w, h, cfa)` of the mosaic: `dims_cfa`.
 fn launch_demosaic(
     st: &Arc<CudaStream>,
     dev: &Device,
     method: DemosaicMethod,
     input: &CudaSlice<f32>,
     out: &mut CudaSlice<f32>,
-    w: i32,
-    h: i32,
-    cfa: i32,
+    dims_cfa: (i32, i32, i32),
 ) -> Result<()> {
+    let (w, h, cfa) = dims_cfa;
     let entry = match method {
         DemosaicMethod::Bilinear => "demosaic_bilinear_f32",
         DemosaicMethod::Mhc => "demosaic_mhc_f32",
@@ -199,7 +199,7 @@ pub fn demosaic(m: &Mosaic, method: DemosaicMethod) -> Result<(Vec<f32>, DeviceT
     let input = dev.upload(&mut clock, &m.data)?;
     let mut out = dev.zeros::<f32>(3 * m.data.len())?;
     dev.kernel(&mut clock, |st| {
-        launch_demosaic(st, dev, method, &input, &mut out, w, h, cfa_code(m.cfa))
+        launch_demosaic(st, dev, method, &input, &mut out, (w, h, cfa_code(m.cfa)))
     })?;
     let mut host = vec![0f32; 3 * m.data.len()];
     dev.download(&mut clock, &out, &mut host)?;
@@ -335,6 +335,17 @@ impl ClassicalChain {
     /// Runs the chain on `m`; returns planar RGB (3 planes of
     /// width*height) and the per-step device times.
     pub fn run(&self, m: &Mosaic) -> Result<(Vec<f32>, ChainTimes)> {
+        let mut p = self.prepare(m)?;
+        let mut times = p.run_kernels()?;
+        let (rgb, download_ms) = p.download()?;
+        times.download_ms = download_ms;
+        Ok((rgb, times))
+    }
+
+    /// Uploads `m` and the chain's constants and allocates the device
+    /// buffers, so [`PreparedChain::run_kernels`] can be repeated with the
+    /// frame resident on the device (the benches' shape).
+    pub fn prepare(&self, m: &Mosaic) -> Result<PreparedChain> {
         let dev = device()?;
         let (w, h) = dims(m.width, m.height)?;
         let n = m.data.len();
@@ -343,33 +354,85 @@ impl ClassicalChain {
         let color = ColorArgs::new(dev, &mut consts, &self.color)?;
         let mut raw = StageClock::default();
         let input = dev.upload(&mut raw, &m.data)?;
-        let mut mosaic = dev.zeros::<f32>(n)?;
-        let mut rgb = dev.zeros::<f32>(3 * n)?;
-        let (_, s_prep) = dev.span(|st| prep.launch(st, dev, &input, &mut mosaic, w, h))?;
-        let (_, s_dm) = dev.span(|st| {
-            launch_demosaic(
-                st,
-                dev,
-                self.demosaic,
-                &mosaic,
-                &mut rgb,
-                w,
-                h,
-                cfa_code(m.cfa),
-            )
-        })?;
-        let (_, s_color) = dev.span(|st| color.launch(st, dev, &mut rgb, n))?;
-        let mut host = vec![0f32; 3 * n];
-        dev.download(&mut raw, &rgb, &mut host)?;
-        let t = raw.times()?;
-        let times = ChainTimes {
-            upload_ms: t.upload_ms,
+        let mosaic = dev.zeros::<f32>(n)?;
+        let rgb = dev.zeros::<f32>(3 * n)?;
+        dev.sync()?;
+        Ok(PreparedChain {
+            dev,
+            prep,
+            color,
+            method: self.demosaic,
+            input,
+            mosaic,
+            rgb,
+            w,
+            h,
+            n,
+            cfa: cfa_code(m.cfa),
+            upload_ms: raw.times()?.upload_ms,
+        })
+    }
+}
+
+/// A [`ClassicalChain`] with its frame and buffers on the device.
+pub struct PreparedChain {
+    dev: &'static Device,
+    prep: PrepArgs,
+    color: ColorArgs,
+    method: DemosaicMethod,
+    /// The mosaic as uploaded (W*H f32).
+    input: CudaSlice<f32>,
+    /// After raw prep (W*H f32).
+    mosaic: CudaSlice<f32>,
+    /// Planar RGB (3*W*H f32).
+    rgb: CudaSlice<f32>,
+    w: i32,
+    h: i32,
+    n: usize,
+    cfa: i32,
+    upload_ms: f64,
+}
+
+impl std::fmt::Debug for PreparedChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedChain({}x{}, {:?})", self.w, self.h, self.method)
+    }
+}
+
+impl PreparedChain {
+    /// Queues the three kernels, waits, and returns their event times
+    /// (`upload_ms` is the upload done by `prepare`; no download here).
+    pub fn run_kernels(&mut self) -> Result<ChainTimes> {
+        let dev = self.dev;
+        let (w, h, n, cfa, method) = (self.w, self.h, self.n, self.cfa, self.method);
+        let (input, mosaic, rgb) = (&self.input, &mut self.mosaic, &mut self.rgb);
+        let prep = &self.prep;
+        let color = &self.color;
+        let (_, s_prep) = dev.span(|st| prep.launch(st, dev, input, mosaic, w, h))?;
+        let (_, s_dm) =
+            dev.span(|st| launch_demosaic(st, dev, method, mosaic, rgb, (w, h, cfa)))?;
+        let (_, s_color) = dev.span(|st| color.launch(st, dev, rgb, n))?;
+        dev.sync()?;
+        Ok(ChainTimes {
+            upload_ms: self.upload_ms,
             raw_prep_ms: s_prep.ms()?,
             demosaic_ms: s_dm.ms()?,
             color_ms: s_color.ms()?,
-            download_ms: t.download_ms,
-        };
-        Ok((host, times))
+            download_ms: 0.0,
+        })
+    }
+
+    /// Downloads the image: planar RGB and the copy's device time.
+    pub fn download(&self) -> Result<(Vec<f32>, f64)> {
+        let mut clock = StageClock::default();
+        let mut host = vec![0f32; 3 * self.n];
+        self.dev.download(&mut clock, &self.rgb, &mut host)?;
+        Ok((host, clock.times()?.download_ms))
+    }
+
+    /// Bytes of the image this chain produces (for GB/s figures).
+    pub fn output_bytes(&self) -> usize {
+        3 * self.n * std::mem::size_of::<f32>()
     }
 }
 
