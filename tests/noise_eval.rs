@@ -65,6 +65,23 @@ const SIGMAS: [f64; 5] = [5.0, 10.0, 15.0, 25.0, 50.0];
 /// Best published anchor per σ (FACTS.md: Liu 2013 / wavelet MAD).
 const BEST_ANCHOR: [f64; 5] = [0.23, 0.34, 0.46, 0.44, 0.31];
 
+/// The estimator's parameters, with tuning overrides from the environment
+/// (NOISE_AWGN_KAPPA, NOISE_AWGN_MIN_FRACTION, NOISE_AWGN_BLOCK).
+fn awgn_params() -> AwgnParams {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    let mut p = AwgnParams::default();
+    if let Some(v) = env("NOISE_AWGN_KAPPA") {
+        p.kappa = v;
+    }
+    if let Some(v) = env("NOISE_AWGN_MIN_FRACTION") {
+        p.min_fraction = v;
+    }
+    if let Some(v) = env("NOISE_AWGN_BLOCK") {
+        p.block = v as usize;
+    }
+    p
+}
+
 /// Per σ: (MAE, max |error|, mean signed error) over the images.
 fn awgn_eval(images: &[(String, Rgb8)], sigmas: &[f64], clip8: bool) -> Vec<(f64, f64, f64)> {
     let normal = Normal::new(0.0f64, 1.0).unwrap();
@@ -81,7 +98,7 @@ fn awgn_eval(images: &[(String, Rgb8)], sigmas: &[f64], clip8: bool) -> Vec<(f64
                         (if clip8 { n.round().clamp(0.0, 255.0) } else { n }) as f32
                     })
                     .collect();
-                let e = estimate_sigma(&y, img.width, img.height, &AwgnParams::default())
+                let e = estimate_sigma(&y, img.width, img.height, &awgn_params())
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 errs.push(e.sigma - s);
             }

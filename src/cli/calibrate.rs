@@ -5,9 +5,9 @@
 //!
 //! Each frame is decoded (`input::open`, sidecars honoured), normalised by
 //! the `black_level` stage and measured by the single-frame estimator
-//! ([`crate::noise::raw_estimator`]). Frames of the same ISO (frames that
-//! record no ISO count as one group, unless `--iso` gives one) are pooled:
-//! their binned measurements are fitted by one line per colour. With two or
+//! ([`crate::noise::raw_estimator`]). Frames of the same ISO are pooled:
+//! their binned measurements are fitted by one line per colour. Frames that
+//! record no ISO (and get no `--iso`) each make a level of their own. With two or
 //! more distinct ISOs, a(iso) and b(iso) are fitted too.
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,8 @@ use clap::{Args, Subcommand};
 use super::InputArgs;
 use crate::error::{Error, Result};
 use crate::frame::{Mosaic, Value};
-use crate::graph::{self, Pipeline, RunOptions};
+use crate::graph;
+use crate::stages::{self, RunCtx};
 use crate::input;
 use crate::noise::profile::{self, CameraNoiseProfile, Level};
 use crate::noise::raw_estimator::{self, BinPoint, EstimatorParams, RawNoiseFit};
@@ -57,6 +58,10 @@ pub struct NoiseCalibArgs {
     /// Free text stored in the profile (how far to trust it, conditions).
     #[arg(long, default_value = "")]
     pub notes: String,
+    /// One sidecar per input, in order (headerless dumps of different
+    /// packings); overrides --sidecar.
+    #[arg(long, num_args = 1..)]
+    pub sidecars: Vec<PathBuf>,
     #[command(flatten)]
     pub input: InputArgs,
 }
@@ -67,15 +72,13 @@ pub fn run(a: CalibrateArgs) -> Result<i32> {
     }
 }
 
-/// Decodes-side helper shared with `rawgraph noise`: runs `raw_source ->
-/// black_level` on a frame and returns the normalised mosaic.
+/// Helper shared with `rawgraph noise`: runs the `black_level` stage on a
+/// frame (as the `raw_source` value) and returns the normalised mosaic.
 pub(crate) fn normalised_mosaic(frame: RawFrame) -> Result<Arc<Mosaic>> {
-    const NORMALISE: &str = "version: 1\nname: normalise\nstages:\n  \
-        - { id: raw, op: raw_source }\n  - { id: bl, op: black_level }\noutputs: [bl]\n";
-    let p = Pipeline::from_yaml(NORMALISE, "normalise")?;
-    let out = graph::run(&p, frame, &RunOptions::default())?;
-    match out.outputs.into_iter().next() {
-        Some((_, Value::Mosaic(m))) => Ok(m),
+    let stage = stages::compile("black_level", serde_json::Value::Null).map_err(Error::invalid)?;
+    let ctx = RunCtx { stage_id: "bl" };
+    match stage.run_cpu(&ctx, vec![graph::exec::frame_to_value(frame)?])? {
+        Value::Mosaic(m) => Ok(m),
         _ => Err(Error::invalid("black_level produced no mosaic")),
     }
 }
@@ -118,8 +121,16 @@ fn run_noise(a: NoiseCalibArgs) -> Result<i32> {
     }
     let (mut make, mut model) = (a.make.clone(), a.model.clone());
     let mut frames = Vec::new();
-    for path in &a.inputs {
-        let frame = input::open(path, a.input.sidecar.as_deref(), &a.input.limits())?;
+    if !a.sidecars.is_empty() && a.sidecars.len() != a.inputs.len() {
+        return Err(Error::invalid(format!(
+            "--sidecars gives {} files for {} inputs (one per input, in order)",
+            a.sidecars.len(),
+            a.inputs.len()
+        )));
+    }
+    for (k, path) in a.inputs.iter().enumerate() {
+        let sidecar = a.sidecars.get(k).map(PathBuf::as_path).or(a.input.sidecar.as_deref());
+        let frame = input::open(path, sidecar, &a.input.limits())?;
         let m = &frame.meta;
         let mismatch = |what: &str, want: &str, got: &str| {
             Error::invalid(format!(
@@ -166,12 +177,18 @@ fn run_noise(a: NoiseCalibArgs) -> Result<i32> {
     }
 
     // Pool frames per ISO and fit one line per colour over their bins.
-    let mut isos: Vec<Option<u32>> = frames.iter().map(|f| f.iso).collect();
+    // Frames that record no ISO (and got no --iso) may be at any gain: each
+    // is a level of its own.
+    let mut isos: Vec<Option<u32>> = frames.iter().filter_map(|f| f.iso.map(Some)).collect();
     isos.sort();
     isos.dedup();
+    let mut groups: Vec<(Option<u32>, Vec<&Measured>)> = isos
+        .into_iter()
+        .map(|iso| (iso, frames.iter().filter(|f| f.iso == iso).collect()))
+        .collect();
+    groups.extend(frames.iter().filter(|f| f.iso.is_none()).map(|f| (None, vec![f])));
     let mut levels = Vec::new();
-    for iso in isos {
-        let group: Vec<&Measured> = frames.iter().filter(|f| f.iso == iso).collect();
+    for (iso, group) in groups {
         let mut level = Level {
             iso,
             a: [0.0; 3],

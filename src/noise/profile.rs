@@ -164,8 +164,8 @@ impl CameraNoiseProfile {
     /// The model for a frame at `iso` (None = unknown), and how it was
     /// chosen: the ISO fit when the ISO is known and a fit exists; else the
     /// level at that exact ISO; else the nearest level scaled to the ISO
-    /// (a ∝ iso, b ∝ iso²); for an unknown ISO the level with no ISO, else
-    /// the median-ISO level.
+    /// (a ∝ iso, b ∝ iso²); for an unknown ISO the median (by noise at
+    /// mid-grey) of the levels with no ISO, else the median-ISO level.
     pub fn at_iso(&self, iso: Option<u32>) -> (NoiseProfile, String) {
         if let Some(iso) = iso.filter(|&i| i > 0) {
             if let Some(f) = &self.iso_fit {
@@ -192,8 +192,16 @@ impl CameraNoiseProfile {
                 return (p, format!("level ISO {li} scaled to ISO {iso}"));
             }
         }
-        if let Some(l) = self.levels.iter().find(|l| l.iso.is_none()) {
-            return (l.profile(), "level with unknown ISO".into());
+        let mut unknown: Vec<&Level> = self.levels.iter().filter(|l| l.iso.is_none()).collect();
+        if !unknown.is_empty() {
+            // The median of the unknown-ISO levels by noise at mid-grey.
+            let g = |l: &Level| super::std_at(&l.profile(), 1, super::MID_GREY);
+            unknown.sort_by(|p, q| g(p).total_cmp(&g(q)));
+            let l = unknown[unknown.len() / 2];
+            return (
+                l.profile(),
+                format!("level with unknown ISO ({} of {})", l.frames.join(", "), unknown.len()),
+            );
         }
         let mut isos: Vec<&Level> = self.levels.iter().collect();
         isos.sort_by_key(|l| l.iso);
