@@ -23,7 +23,11 @@ fn normalised_mosaic(w: usize, h: usize) -> Mosaic {
     };
     let f = mosaic_scene(&demo_scene(w, h), &cp, "bench").expect("synth");
     let (black, white) = (f.meta.black.mean(), f.meta.white[0]);
-    let data = f.data.iter().map(|v| (v - black) / (white - black)).collect();
+    let data = f
+        .data
+        .iter()
+        .map(|v| (v - black) / (white - black))
+        .collect();
     Mosaic {
         width: w,
         height: h,

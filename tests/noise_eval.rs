@@ -95,7 +95,11 @@ fn awgn_eval(images: &[(String, Rgb8)], sigmas: &[f64], clip8: bool) -> Vec<(f64
                     .iter()
                     .map(|&v| {
                         let n = v as f64 + s * normal.sample(&mut rng);
-                        (if clip8 { n.round().clamp(0.0, 255.0) } else { n }) as f32
+                        (if clip8 {
+                            n.round().clamp(0.0, 255.0)
+                        } else {
+                            n
+                        }) as f32
                     })
                     .collect();
                 let e = estimate_sigma(&y, img.width, img.height, &awgn_params())
@@ -141,14 +145,24 @@ fn awgn_full() {
     };
     let r = awgn_eval(&imgs, &SIGMAS, false);
     print_awgn(
-        &format!("AWGN kodak24+mcmaster18 ({} images), float unclipped", imgs.len()),
+        &format!(
+            "AWGN kodak24+mcmaster18 ({} images), float unclipped",
+            imgs.len()
+        ),
         &SIGMAS,
         &r,
     );
     let r8 = awgn_eval(&imgs, &SIGMAS, true);
-    print_awgn("same, noisy image rounded and clipped to 8 bit", &SIGMAS, &r8);
+    print_awgn(
+        "same, noisy image rounded and clipped to 8 bit",
+        &SIGMAS,
+        &r8,
+    );
     for ((s, (mae, _, _)), best) in SIGMAS.iter().zip(&r).zip(BEST_ANCHOR) {
-        assert!(*mae <= best, "sigma {s}: MAE {mae:.3} above the best anchor {best}");
+        assert!(
+            *mae <= best,
+            "sigma {s}: MAE {mae:.3} above the best anchor {best}"
+        );
     }
 }
 
@@ -209,7 +223,11 @@ fn linear_scene(img: &Rgb8) -> LinearImage {
     }
     let k = content_scale().max(1);
     if k == 1 {
-        return LinearImage { width: w, height: h, data: lin };
+        return LinearImage {
+            width: w,
+            height: h,
+            data: lin,
+        };
     }
     // Bilinear upsampling, output pixel centres mapped onto the input grid.
     let (ow, oh) = (w * k, h * k);
@@ -231,7 +249,11 @@ fn linear_scene(img: &Rgb8) -> LinearImage {
             }
         }
     }
-    LinearImage { width: ow, height: oh, data }
+    LinearImage {
+        width: ow,
+        height: oh,
+        data,
+    }
 }
 
 const PIPELINE: &str = "version: 1
@@ -255,7 +277,10 @@ fn raw_eval(images: &[(String, Rgb8)], settings: &[(f64, f64)]) -> Vec<(String, 
                 .iter()
                 .enumerate()
                 .map(|(k, &(a, b))| {
-                    let truth = NoiseProfile { a: [a; 3], b: [b; 3] };
+                    let truth = NoiseProfile {
+                        a: [a; 3],
+                        b: [b; 3],
+                    };
                     let cp = CaptureParams {
                         noise: Some(truth),
                         seed: (i * 100 + k) as u64,
@@ -291,7 +316,10 @@ fn summarize(r: &[(String, Vec<[f64; 3]>)], settings: &[(f64, f64)]) -> (f64, f6
             v[v.len() / 2]
         }
     };
-    let all: Vec<f64> = r.iter().flat_map(|(_, e)| e.iter().flatten().map(|x| x.abs())).collect();
+    let all: Vec<f64> = r
+        .iter()
+        .flat_map(|(_, e)| e.iter().flatten().map(|x| x.abs()))
+        .collect();
     let worst_case = all.iter().cloned().fold(0.0, f64::max);
     let mut worst_img = (0.0, String::new());
     for (name, e) in r {
@@ -374,9 +402,16 @@ fn raw_content_floor() {
             panic!()
         };
         let s: Vec<f64> = (0..3).map(|c| std_at(&est.profile, c, MID_GREY)).collect();
-        println!("{name:28} floor std at mid-grey R {:.4} G {:.4} B {:.4}", s[0], s[1], s[2]);
+        println!(
+            "{name:28} floor std at mid-grey R {:.4} G {:.4} B {:.4}",
+            s[0], s[1], s[2]
+        );
         floors.push(s[1]);
     }
     floors.sort_by(f64::total_cmp);
-    println!("median G floor {:.4} (a=1e-4 gives {:.4})", floors[floors.len() / 2], (1e-4f64 * 0.18).sqrt());
+    println!(
+        "median G floor {:.4} (a=1e-4 gives {:.4})",
+        floors[floors.len() / 2],
+        (1e-4f64 * 0.18).sqrt()
+    );
 }

@@ -47,7 +47,11 @@ fn run(p: &Pipeline, f: RawFrame) -> rawgraph::Result<std::sync::Arc<NoiseEstima
 
 fn assert_sane(n: &NoiseEstimate) {
     assert!(
-        n.profile.a.iter().chain(&n.profile.b).all(|v| v.is_finite() && *v >= 0.0),
+        n.profile
+            .a
+            .iter()
+            .chain(&n.profile.b)
+            .all(|v| v.is_finite() && *v >= 0.0),
         "{:?}",
         n.profile
     );
@@ -57,7 +61,10 @@ fn assert_sane(n: &NoiseEstimate) {
 
 fn synthetic(w: usize, h: usize, a: f64, b: f64, seed: u64) -> RawFrame {
     let cp = CaptureParams {
-        noise: Some(NoiseProfile { a: [a; 3], b: [b; 3] }),
+        noise: Some(NoiseProfile {
+            a: [a; 3],
+            b: [b; 3],
+        }),
         seed,
         ..Default::default()
     };
@@ -80,10 +87,17 @@ fn estimate_matches_truth_on_demo_scene() {
     let n = run(&pipeline("{}"), synthetic(1024, 768, a, b, 7)).unwrap();
     assert_sane(&n);
     assert_eq!(n.source, "estimate");
-    let truth = NoiseProfile { a: [a; 3], b: [b; 3] };
+    let truth = NoiseProfile {
+        a: [a; 3],
+        b: [b; 3],
+    };
     for c in 0..3 {
         let r = std_at(&n.profile, c, MID_GREY) / std_at(&truth, c, MID_GREY);
-        assert!((r - 1.0).abs() < 0.1, "colour {c}: ratio {r} ({:?})", n.profile);
+        assert!(
+            (r - 1.0).abs() < 0.1,
+            "colour {c}: ratio {r} ({:?})",
+            n.profile
+        );
     }
     assert_eq!((n.map_width, n.map_height), (16, 12));
 }
@@ -96,7 +110,11 @@ fn profile_sources() {
     assert_eq!(n.source, "dng_profile");
     assert_eq!(n.profile.a, [1e-3; 3]);
     let n = run(&pipeline("{ source: estimate_and_compare }"), f.clone()).unwrap();
-    assert!(n.source.starts_with("estimate; vs dng_profile: std ratio"), "{}", n.source);
+    assert!(
+        n.source.starts_with("estimate; vs dng_profile: std ratio"),
+        "{}",
+        n.source
+    );
     // No tag and no calibration: a clear error, not a panic.
     let mut g = f.clone();
     g.meta.noise_profile = None;
@@ -132,7 +150,10 @@ fn profile_file_with_iso_fit() {
     // Lookup by make/model in a calibration folder.
     let mut g = f;
     g.meta.noise_profile = None;
-    let params = format!("{{ source: profile, calibration_dir: '{}' }}", dir.path().display());
+    let params = format!(
+        "{{ source: profile, calibration_dir: '{}' }}",
+        dir.path().display()
+    );
     let n = run(&pipeline(&params), g).unwrap();
     assert!(n.source.starts_with("calibration"), "{}", n.source);
     // A broken profile file fails at build time.
@@ -150,7 +171,11 @@ fn degenerate_frames_never_nan_or_panic() {
     // Constant.
     let n = run(&p, frame_from(256, 256, |_, _| 300.0)).unwrap();
     assert_sane(&n);
-    assert!(n.profile.a.iter().chain(&n.profile.b).all(|v| *v < 1e-12), "{:?}", n.profile);
+    assert!(
+        n.profile.a.iter().chain(&n.profile.b).all(|v| *v < 1e-12),
+        "{:?}",
+        n.profile
+    );
     // Flat noisy (one level): a, b not separable, the std at that level right.
     let scene = LinearImage {
         width: 256,
@@ -158,7 +183,10 @@ fn degenerate_frames_never_nan_or_panic() {
         data: vec![0.3; 3 * 256 * 256],
     };
     let cp = CaptureParams {
-        noise: Some(NoiseProfile { a: [1e-3; 3], b: [1e-5; 3] }),
+        noise: Some(NoiseProfile {
+            a: [1e-3; 3],
+            b: [1e-5; 3],
+        }),
         ..Default::default()
     };
     let flat = mosaic_scene(&scene, &cp, "flat").unwrap();
@@ -171,7 +199,9 @@ fn degenerate_frames_never_nan_or_panic() {
     let uni = frame_from(256, 256, |_, _| 0.0);
     let mut uni = uni;
     for v in uni.data.iter_mut() {
-        k = k.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        k = k
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         *v = 400.0 + ((k >> 33) % 21) as f32 - 10.0;
     }
     if let Ok(n) = run(&p, uni) {
@@ -184,16 +214,33 @@ fn degenerate_frames_never_nan_or_panic() {
         for x in 0..w {
             let on = (x / 3 + y / 5) % 2 == 0;
             for c in 0..3 {
-                data[c * w * h + y * w + x] = if on { 0.7 - 0.2 * c as f32 } else { 0.08 + 0.1 * c as f32 };
+                data[c * w * h + y * w + x] = if on {
+                    0.7 - 0.2 * c as f32
+                } else {
+                    0.08 + 0.1 * c as f32
+                };
             }
         }
     }
-    let tex = mosaic_scene(&LinearImage { width: w, height: h, data }, &cp, "tex").unwrap();
+    let tex = mosaic_scene(
+        &LinearImage {
+            width: w,
+            height: h,
+            data,
+        },
+        &cp,
+        "tex",
+    )
+    .unwrap();
     assert_sane(&run(&p, tex).unwrap());
     // A noiseless bounded pattern (extremes repeat like clipping): Ok or a
     // typed error, never NaN.
     let pat = frame_from(256, 256, |x, y| {
-        64.0 + if (x / 3 + y / 5) % 2 == 0 { 900.0 } else { 100.0 } + ((x * 7 + y * 13) % 5) as f32
+        64.0 + if (x / 3 + y / 5) % 2 == 0 {
+            900.0
+        } else {
+            100.0
+        } + ((x * 7 + y * 13) % 5) as f32
     });
     if let Ok(n) = run(&p, pat) {
         assert_sane(&n);
@@ -207,10 +254,22 @@ fn degenerate_frames_never_nan_or_panic() {
             }
         }
     }
-    let clip = mosaic_scene(&LinearImage { width: w, height: h, data }, &cp, "clip").unwrap();
+    let clip = mosaic_scene(
+        &LinearImage {
+            width: w,
+            height: h,
+            data,
+        },
+        &cp,
+        "clip",
+    )
+    .unwrap();
     let n = run(&p, clip).unwrap();
     assert_sane(&n);
-    let truth = NoiseProfile { a: [1e-3; 3], b: [1e-5; 3] };
+    let truth = NoiseProfile {
+        a: [1e-3; 3],
+        b: [1e-5; 3],
+    };
     let r = std_at(&n.profile, 1, MID_GREY) / std_at(&truth, 1, MID_GREY);
     assert!((r - 1.0).abs() < 0.2, "clipped frame: G std ratio {r}");
     // Entirely clipped: a typed error.
@@ -232,8 +291,16 @@ fn linear_raw_dng_noise_profile_read_exactly() {
     // The tag holds three (S, O) pairs (doubles, read independently with a
     // plain TIFF walk); shared/data/README.md rounds them to the first pair.
     let want = NoiseProfile {
-        a: [3.314066762026614e-05, 3.277994985978379e-05, 3.257893638385038e-05],
-        b: [9.213006845371913e-08, 9.280768164878003e-08, 9.374924882098678e-08],
+        a: [
+            3.314066762026614e-05,
+            3.277994985978379e-05,
+            3.257893638385038e-05,
+        ],
+        b: [
+            9.213006845371913e-08,
+            9.280768164878003e-08,
+            9.374924882098678e-08,
+        ],
     };
     assert_eq!(np, want);
     assert!((np.a[0] / 3.314e-05 - 1.0).abs() < 1e-4 && (np.b[0] / 9.213e-08 - 1.0).abs() < 1e-4);
@@ -280,7 +347,10 @@ fn p9_frames() -> Option<Vec<(String, RawFrame)>> {
             .map(|n| {
                 let path: &Path = &dir.join(n);
                 let ext = n.rsplit('.').next().unwrap_or("");
-                (n.to_string(), decode_dump(path, &p9_sidecar(ext), 200.0).expect("decode dump"))
+                (
+                    n.to_string(),
+                    decode_dump(path, &p9_sidecar(ext), 200.0).expect("decode dump"),
+                )
             })
             .collect(),
     )

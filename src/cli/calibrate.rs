@@ -19,12 +19,12 @@ use super::InputArgs;
 use crate::error::{Error, Result};
 use crate::frame::{Mosaic, Value};
 use crate::graph;
-use crate::stages::{self, RunCtx};
 use crate::input;
 use crate::noise::profile::{self, CameraNoiseProfile, Level};
 use crate::noise::raw_estimator::{self, BinPoint, EstimatorParams, RawNoiseFit};
 use crate::noise::{std_at, MID_GREY};
 use crate::raw::RawFrame;
+use crate::stages::{self, RunCtx};
 
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
@@ -129,7 +129,11 @@ fn run_noise(a: NoiseCalibArgs) -> Result<i32> {
         )));
     }
     for (k, path) in a.inputs.iter().enumerate() {
-        let sidecar = a.sidecars.get(k).map(PathBuf::as_path).or(a.input.sidecar.as_deref());
+        let sidecar = a
+            .sidecars
+            .get(k)
+            .map(PathBuf::as_path)
+            .or(a.input.sidecar.as_deref());
         let frame = input::open(path, sidecar, &a.input.limits())?;
         let m = &frame.meta;
         let mismatch = |what: &str, want: &str, got: &str| {
@@ -160,8 +164,9 @@ fn run_noise(a: NoiseCalibArgs) -> Result<i32> {
             max_blocks: usize::MAX,
             ..EstimatorParams::default()
         };
-        let fit = raw_estimator::estimate(&mosaic.data, mosaic.width, mosaic.height, mosaic.cfa, &ep)
-            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        let fit =
+            raw_estimator::estimate(&mosaic.data, mosaic.width, mosaic.height, mosaic.cfa, &ep)
+                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -186,7 +191,12 @@ fn run_noise(a: NoiseCalibArgs) -> Result<i32> {
         .into_iter()
         .map(|iso| (iso, frames.iter().filter(|f| f.iso == iso).collect()))
         .collect();
-    groups.extend(frames.iter().filter(|f| f.iso.is_none()).map(|f| (None, vec![f])));
+    groups.extend(
+        frames
+            .iter()
+            .filter(|f| f.iso.is_none())
+            .map(|f| (None, vec![f])),
+    );
     let mut levels = Vec::new();
     for (iso, group) in groups {
         let mut level = Level {

@@ -46,7 +46,10 @@ fn is_image(p: &Path) -> bool {
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    matches!(ext.as_str(), "png" | "jpg" | "jpeg" | "tif" | "tiff" | "bmp")
+    matches!(
+        ext.as_str(),
+        "png" | "jpg" | "jpeg" | "tif" | "tiff" | "bmp"
+    )
 }
 
 fn print_profile(label: &str, p: &NoiseProfile) {
@@ -93,7 +96,13 @@ fn run_raw(path: &Path, a: &NoiseArgs) -> Result<()> {
     let frame = input::open(path, a.input.sidecar.as_deref(), &a.input.limits())?;
     let meta = frame.meta.clone();
     let m = super::calibrate::normalised_mosaic(frame)?;
-    let fit = raw_estimator::estimate(&m.data, m.width, m.height, m.cfa, &EstimatorParams::default())?;
+    let fit = raw_estimator::estimate(
+        &m.data,
+        m.width,
+        m.height,
+        m.cfa,
+        &EstimatorParams::default(),
+    )?;
     println!(
         "{}: {} {} ISO {}",
         path.display(),
@@ -108,7 +117,11 @@ fn run_raw(path: &Path, a: &NoiseArgs) -> Result<()> {
     if let Some(p) = meta.noise_profile {
         print_profile("DNG NoiseProfile", &p);
         let d = compare(&fit.profile, &p);
-        println!("  estimate / DNG std ratio {:.3?} (max {:.1}%)", d.std_ratio, 100.0 * d.max_rel);
+        println!(
+            "  estimate / DNG std ratio {:.3?} (max {:.1}%)",
+            d.std_ratio,
+            100.0 * d.max_rel
+        );
     }
     if let Some((file, prof)) = profile::find(&a.calibration_dir, &meta.make, &meta.model)? {
         let (p, how) = prof.at_iso(meta.iso);

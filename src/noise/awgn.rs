@@ -146,7 +146,9 @@ pub fn estimate_sigma(
         )));
     }
     if img.iter().any(|v| !v.is_finite()) {
-        return Err(Error::invalid("awgn estimate: image holds NaN or infinite values"));
+        return Err(Error::invalid(
+            "awgn estimate: image holds NaN or infinite values",
+        ));
     }
     // Clipping plateaus.
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
@@ -313,7 +315,10 @@ mod tests {
                 })
                 .collect();
             let e = estimate_sigma(&img, w, h, &AwgnParams::default()).unwrap();
-            assert!((e.sigma / sigma as f64 - 1.0).abs() < 0.03, "{sigma}: {e:?}");
+            assert!(
+                (e.sigma / sigma as f64 - 1.0).abs() < 0.03,
+                "{sigma}: {e:?}"
+            );
         }
     }
 
@@ -322,13 +327,15 @@ mod tests {
         let p = AwgnParams::default();
         let e = estimate_sigma(&vec![128.0; 64 * 64], 64, 64, &p).unwrap();
         assert!(e.sigma < 1e-6, "{e:?}");
-        assert!(estimate_sigma(&vec![1.0; 16 * 16], 16, 16, &p).is_err());
-        assert!(estimate_sigma(&vec![1.0; 10], 64, 64, &p).is_err());
+        assert!(estimate_sigma(&[1.0; 16 * 16], 16, 16, &p).is_err());
+        assert!(estimate_sigma(&[1.0; 10], 64, 64, &p).is_err());
         let mut v = vec![1.0; 64 * 64];
         v[5] = f32::NAN;
         assert!(estimate_sigma(&v, 64, 64, &p).is_err());
         // Half black, half white (clipped everywhere): typed error or finite.
-        let v: Vec<f32> = (0..64 * 64).map(|i| if i % 64 < 32 { 0.0 } else { 255.0 }).collect();
+        let v: Vec<f32> = (0..64 * 64)
+            .map(|i| if i % 64 < 32 { 0.0 } else { 255.0 })
+            .collect();
         if let Ok(e) = estimate_sigma(&v, 64, 64, &p) {
             assert!(e.sigma.is_finite());
         }

@@ -35,14 +35,7 @@ pub(crate) const DB4_LO: [f64; 8] = [
 
 /// The Daubechies-4 high-pass decomposition filter.
 pub(crate) const DB4_HI: [f64; 8] = [
-    DB4_LO[7],
-    -DB4_LO[6],
-    DB4_LO[5],
-    -DB4_LO[4],
-    DB4_LO[3],
-    -DB4_LO[2],
-    DB4_LO[1],
-    -DB4_LO[0],
+    DB4_LO[7], -DB4_LO[6], DB4_LO[5], -DB4_LO[4], DB4_LO[3], -DB4_LO[2], DB4_LO[1], -DB4_LO[0],
 ];
 
 /// The signal level called "mid-grey" when comparing two noise models: 18 %
@@ -83,7 +76,10 @@ pub fn compare(estimate: &NoiseProfile, reference: &NoiseProfile) -> Disagreemen
             1.0
         };
     }
-    let max_rel = std_ratio.iter().map(|r| (r - 1.0).abs()).fold(0.0, f64::max);
+    let max_rel = std_ratio
+        .iter()
+        .map(|r| (r - 1.0).abs())
+        .fold(0.0, f64::max);
     Disagreement { std_ratio, max_rel }
 }
 

@@ -130,13 +130,13 @@ impl CameraNoiseProfile {
         }
         for (i, l) in p.levels.iter().enumerate() {
             if !finite_nonneg(&l.a) || !finite_nonneg(&l.b) {
-                return Err(bad(format!(
-                    "level {i}: a and b must be finite and >= 0"
-                )));
+                return Err(bad(format!("level {i}: a and b must be finite and >= 0")));
             }
         }
         if let Some(f) = &p.iso_fit {
-            if !finite_nonneg(&f.a_per_iso) || !finite_nonneg(&f.b0) || !finite_nonneg(&f.b_per_iso2)
+            if !finite_nonneg(&f.a_per_iso)
+                || !finite_nonneg(&f.b0)
+                || !finite_nonneg(&f.b_per_iso2)
             {
                 return Err(bad("iso_fit: values must be finite and >= 0".into()));
             }
@@ -200,7 +200,11 @@ impl CameraNoiseProfile {
             let l = unknown[unknown.len() / 2];
             return (
                 l.profile(),
-                format!("level with unknown ISO ({} of {})", l.frames.join(", "), unknown.len()),
+                format!(
+                    "level with unknown ISO ({} of {})",
+                    l.frames.join(", "),
+                    unknown.len()
+                ),
             );
         }
         let mut isos: Vec<&Level> = self.levels.iter().collect();
@@ -348,7 +352,13 @@ mod tests {
         p.iso_fit = fit_iso(&p.levels);
         assert!(p.at_iso(Some(400)).1.contains("fit"));
         // Errors: unknown field, bad values, wrong version.
-        assert!(CameraNoiseProfile::parse(&text.replace("notes:", "nots:"), Path::new("t")).is_err());
-        assert!(CameraNoiseProfile::parse("version: 2\nmake: a\nmodel: b\nlevels: []\n", Path::new("t")).is_err());
+        assert!(
+            CameraNoiseProfile::parse(&text.replace("notes:", "nots:"), Path::new("t")).is_err()
+        );
+        assert!(CameraNoiseProfile::parse(
+            "version: 2\nmake: a\nmodel: b\nlevels: []\n",
+            Path::new("t")
+        )
+        .is_err());
     }
 }

@@ -123,7 +123,10 @@ fn block_stats(data: &[f32], w: usize, h: usize, bc: usize, max_blocks: usize) -
     if pw < sup || ph < sup {
         return Vec::new();
     }
-    let (nbx, nby) = ((pw - SUPPORT_EXTRA) / (2 * bc), (ph - SUPPORT_EXTRA) / (2 * bc));
+    let (nbx, nby) = (
+        (pw - SUPPORT_EXTRA) / (2 * bc),
+        (ph - SUPPORT_EXTRA) / (2 * bc),
+    );
     let total = nbx * nby;
     let step = if total > max_blocks {
         ((total as f64 / max_blocks as f64).sqrt().ceil() as usize).max(1)
@@ -398,8 +401,7 @@ pub fn estimate(
             .chain(&s.hh)
             .chain(&s.detail)
             .any(|v| !v.is_finite())
-    })
-    {
+    }) {
         return Err(Error::invalid(
             "noise estimate: the mosaic holds NaN or infinite samples",
         ));
@@ -414,8 +416,7 @@ pub fn estimate(
     let mut hi = [f32::NEG_INFINITY; 3];
     let mut nsites = [0usize; 3];
     for st in &stats {
-        for s in 0..4 {
-            let c = colors[s];
+        for (s, &c) in colors.iter().enumerate() {
             lo[c] = lo[c].min(st.min[s]);
             hi[c] = hi[c].max(st.max[s]);
             nsites[c] += 1;
@@ -473,8 +474,8 @@ pub fn estimate(
                             .filter(|&o| o == s || !clipped(st, o))
                             .map(|o| {
                                 let oc = colors[o];
-                                let model = (prev.a[oc] * st.mean[o] as f64 + prev.b[oc])
-                                    .max(1e-20) as f32;
+                                let model =
+                                    (prev.a[oc] * st.mean[o] as f64 + prev.b[oc]).max(1e-20) as f32;
                                 st.detail[o] / model
                             })
                             .fold(0f32, f32::max)
@@ -488,10 +489,20 @@ pub fn estimate(
             }
             blocks[c] = cands.len();
             let pts = if pass == 0 {
-                bin_points(&mut cands, params.bins.max(1), f32::NEG_INFINITY, params.keep_fraction)
+                bin_points(
+                    &mut cands,
+                    params.bins.max(1),
+                    f32::NEG_INFINITY,
+                    params.keep_fraction,
+                )
             } else {
                 let max_score = 1.0 + params.kappa as f32;
-                bin_points(&mut cands, params.bins.max(1), max_score, params.min_fraction)
+                bin_points(
+                    &mut cands,
+                    params.bins.max(1),
+                    max_score,
+                    params.min_fraction,
+                )
             };
             if pts.is_empty() {
                 continue;
@@ -624,7 +635,11 @@ mod tests {
         for c in 0..3 {
             let e = crate::noise::std_at(&f.profile, c, 0.18);
             let t = (a * 0.18 + b).sqrt();
-            assert!((e / t - 1.0).abs() < 0.08, "c{c}: {e} vs {t} ({:?})", f.profile);
+            assert!(
+                (e / t - 1.0).abs() < 0.08,
+                "c{c}: {e} vs {t} ({:?})",
+                f.profile
+            );
         }
     }
 
@@ -639,7 +654,10 @@ mod tests {
             .collect();
         let (a, b, sep) = fit_line(&pts);
         assert!(sep);
-        assert!((a - 1e-3).abs() < 1e-9 && (b - 1e-5).abs() < 1e-10, "{a} {b}");
+        assert!(
+            (a - 1e-3).abs() < 1e-9 && (b - 1e-5).abs() < 1e-10,
+            "{a} {b}"
+        );
     }
 
     #[test]
@@ -669,7 +687,12 @@ mod tests {
         // Strong texture: finite, no panic.
         let d = synth(64, 64, 1e-3, 1e-5, 0.3, 2);
         let f = estimate(&d, 64, 64, CfaPattern::Rggb, &p).unwrap();
-        assert!(f.profile.a.iter().chain(&f.profile.b).all(|v| v.is_finite()));
+        assert!(f
+            .profile
+            .a
+            .iter()
+            .chain(&f.profile.b)
+            .all(|v| v.is_finite()));
     }
 
     #[test]

@@ -96,7 +96,8 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
     let file_profile = match &p.profile_file {
         Some(f) => Some((
             f.display().to_string(),
-            profile::CameraNoiseProfile::load(f).map_err(|e| format!("params: profile_file: {e}"))?,
+            profile::CameraNoiseProfile::load(f)
+                .map_err(|e| format!("params: profile_file: {e}"))?,
         )),
         None => None,
     };
@@ -187,9 +188,8 @@ impl Stage for NoiseEstimateStage {
                 (est, s)
             }
         };
-        let (mw, mh, map) = raw_estimator::sigma_map(
-            &m.data, m.width, m.height, m.cfa, &prof, self.p.tile,
-        );
+        let (mw, mh, map) =
+            raw_estimator::sigma_map(&m.data, m.width, m.height, m.cfa, &prof, self.p.tile);
         Ok(Value::Noise(Arc::new(NoiseEstimate {
             profile: prof,
             source,
