@@ -66,10 +66,18 @@ fn bench_chain(c: &mut Criterion) {
         let mut g = c.benchmark_group(format!("cuda_chain_{label}"));
         g.sample_size(20);
         g.throughput(Throughput::Elements((w * h) as u64));
-        for method in [DemosaicMethod::Bilinear, DemosaicMethod::Mhc] {
+        for method in [
+            DemosaicMethod::Bilinear,
+            DemosaicMethod::Mhc,
+            DemosaicMethod::Menon { refine: true },
+        ] {
             let ch = chain(&m, method);
             let mut p = ch.prepare(&m).unwrap();
-            let name = format!("{method:?}").to_lowercase();
+            let name = match method {
+                DemosaicMethod::Bilinear => "bilinear",
+                DemosaicMethod::Mhc => "mhc",
+                DemosaicMethod::Menon { .. } => "menon",
+            };
             // Device time of each kernel (CUDA events), frame resident.
             type Pick = fn(&cuda::ChainTimes) -> f64;
             let picks: [(&str, Pick); 4] = [

@@ -7,9 +7,10 @@
 //! "SKIPPED: no CUDA device" and passes.
 //!
 //! Tolerances (max absolute difference on values normalised to white = 1):
-//! the pointwise and stencil kernels evaluate the CPU expressions in f32
-//! with FMA contraction and fast-math division, so 1e-5 (2e-5 where a LUT
-//! is interpolated after a matrix); the fp16 convolution is compared with
+//! the kernels are compiled without FMA contraction and with IEEE division
+//! and evaluate the CPU expressions in the same order, so they agree to a
+//! few ulps: 1e-5 (2e-5 where a LUT is interpolated; 1e-4 for auto
+//! exposure, whose metering runs on the host either way); the fp16 convolution is compared with
 //! a CPU reference on the same fp16-rounded inputs and weights, so only
 //! the fp16 rounding of the output and the summation order differ: 2e-3
 //! relative.
@@ -235,6 +236,20 @@ parity!(
     demosaic_mhc,
     "demosaic_mhc",
     json!(null),
+    mosaics_norm(),
+    1e-5
+);
+parity!(
+    demosaic_menon,
+    "demosaic_menon",
+    json!(null),
+    mosaics_norm(),
+    1e-5
+);
+parity!(
+    demosaic_menon_no_refine,
+    "demosaic_menon",
+    json!({"refine": false}),
     mosaics_norm(),
     1e-5
 );

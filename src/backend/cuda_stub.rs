@@ -48,6 +48,7 @@ pub struct RawPrep {
 pub enum DemosaicMethod {
     Bilinear,
     Mhc,
+    Menon { refine: bool },
 }
 
 /// See the CUDA build's `ColorSteps`.

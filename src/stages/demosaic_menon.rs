@@ -105,6 +105,31 @@ impl Stage for DemosaicMenon {
             .into(),
         ))
     }
+
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// The passes of kernels/demosaic_menon.cu.
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let v = inputs.first().ok_or_else(|| Error::invalid("no input"))?;
+        let m = mosaic_ref(v)?;
+        let method = crate::backend::cuda::DemosaicMethod::Menon {
+            refine: self.p.refine,
+        };
+        let (data, _) = crate::backend::cuda::demosaic(m, method)?;
+        Ok(Value::Image(
+            Image {
+                width: m.width,
+                height: m.height,
+                data,
+                space: ColorSpace::Camera,
+                wb_applied: m.wb_applied,
+                meta: m.meta.clone(),
+            }
+            .into(),
+        ))
+    }
 }
 
 /// Colour masks of one tile row: 1.0 where the site has that colour.

@@ -45,6 +45,22 @@ pub const KERNELS: &[KernelSource] = &[
         entries: &["demosaic_bilinear_f32", "demosaic_mhc_f32"],
     },
     KernelSource {
+        file: "demosaic_menon.cu",
+        src: include_str!("../../../kernels/demosaic_menon.cu"),
+        entries: &[
+            "menon_pad_f32",
+            "menon_green_f32",
+            "menon_grad_f32",
+            "menon_classify_f32",
+            "menon_rb_green_f32",
+            "menon_rb_cross_f32",
+            "menon_refine_g_f32",
+            "menon_refine_rb_green_f32",
+            "menon_refine_rb_cross_f32",
+            "menon_crop_f32",
+        ],
+    },
+    KernelSource {
         file: "color_pipeline.cu",
         src: include_str!("../../../kernels/color_pipeline.cu"),
         entries: &["color_pipeline_f32"],
@@ -105,8 +121,10 @@ fn options(arch: &str) -> Vec<String> {
     vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".into(),
-        "--use_fast_math".into(),
-        "--fmad=true".into(),
+        // No contraction into FMA and IEEE division: the kernels then
+        // round like the CPU stages (which Rust never contracts), so parity
+        // holds to the last bits and Menon's direction decisions agree.
+        "--fmad=false".into(),
     ]
 }
 

@@ -37,6 +37,10 @@ pub struct RawPrep {
 pub enum DemosaicMethod {
     Bilinear,
     Mhc,
+    /// Menon 2007, with or without the refining step.
+    Menon {
+        refine: bool,
+    },
 }
 
 /// Which steps of `kernels/color_pipeline.cu` run, with their data.
@@ -167,7 +171,8 @@ pub fn raw_prep(m: &mut Mosaic, p: &RawPrep) -> Result<DeviceTimes> {
     clock.finish()
 }
 
-/// `(w, h, cfa)` of the mosaic: `dims_cfa`.
+/// Queues `method` on `input` (W*H mosaic) into `out` (3 planes);
+/// `dims_cfa` = (W, H, Bayer code).
 fn launch_demosaic(
     st: &Arc<CudaStream>,
     dev: &Device,
@@ -180,6 +185,9 @@ fn launch_demosaic(
     let entry = match method {
         DemosaicMethod::Bilinear => "demosaic_bilinear_f32",
         DemosaicMethod::Mhc => "demosaic_mhc_f32",
+        DemosaicMethod::Menon { refine } => {
+            return launch_menon(st, dev, refine, input, out, dims_cfa)
+        }
     };
     let f = dev.function("demosaic.cu", entry)?;
     let mut b = st.launch_builder(&f);
@@ -188,6 +196,128 @@ fn launch_demosaic(
     // in kernels/demosaic.cu; `in` holds w*h values, `out` 3*w*h; the block
     // is DM_BX x DM_BY = 32 x 8 as the kernel's shared tile assumes.
     unsafe { b.launch(grid_2d(w, h, 32, 8)) }.map_err(drv)?;
+    Ok(())
+}
+
+/// Padding of the Menon passes (`MN_PAD` in kernels/demosaic_menon.cu).
+const MENON_PAD: i32 = 12;
+
+/// Menon 2007 as the passes of kernels/demosaic_menon.cu on a mirror-padded
+/// copy of the mosaic; scratch planes are allocated per call.
+fn launch_menon(
+    st: &Arc<CudaStream>,
+    dev: &Device,
+    refine: bool,
+    input: &CudaSlice<f32>,
+    out: &mut CudaSlice<f32>,
+    dims_cfa: (i32, i32, i32),
+) -> Result<()> {
+    const FILE: &str = "demosaic_menon.cu";
+    let (w, h, cfa) = dims_cfa;
+    let (wp, hp) = (w + 2 * MENON_PAD, h + 2 * MENON_PAD);
+    let np = wp as usize * hp as usize;
+    let plane = || dev.zeros::<f32>(np);
+    let (mut p, mut gh, mut gv, mut ch, mut cv) =
+        (plane()?, plane()?, plane()?, plane()?, plane()?);
+    let (mut dh, mut dv, mut g, mut hz) = (plane()?, plane()?, plane()?, plane()?);
+    let (mut r, mut b, mut g2) = (plane()?, plane()?, plane()?);
+    let padded = grid_2d(wp, hp, 32, 8);
+    // SAFETY (every launch below): the arguments match the kernel of the
+    // same name in kernels/demosaic_menon.cu; every plane holds wp*hp f32
+    // (`input` w*h, `out` 3*w*h) and the grid covers the plane the kernel
+    // indexes, with bounds checks in the kernel.
+    let f = dev.function(FILE, "menon_pad_f32")?;
+    let mut l = st.launch_builder(&f);
+    l.arg(input).arg(&mut p).arg(&w).arg(&h);
+    unsafe { l.launch(padded) }.map_err(drv)?;
+    let f = dev.function(FILE, "menon_green_f32")?;
+    let mut l = st.launch_builder(&f);
+    l.arg(&p)
+        .arg(&mut gh)
+        .arg(&mut gv)
+        .arg(&mut ch)
+        .arg(&mut cv);
+    l.arg(&wp).arg(&hp).arg(&cfa);
+    // SAFETY: see above.
+    unsafe { l.launch(padded) }.map_err(drv)?;
+    let f = dev.function(FILE, "menon_grad_f32")?;
+    let mut l = st.launch_builder(&f);
+    l.arg(&ch)
+        .arg(&cv)
+        .arg(&mut dh)
+        .arg(&mut dv)
+        .arg(&wp)
+        .arg(&hp);
+    // SAFETY: see above.
+    unsafe { l.launch(padded) }.map_err(drv)?;
+    let f = dev.function(FILE, "menon_classify_f32")?;
+    let mut l = st.launch_builder(&f);
+    l.arg(&dh)
+        .arg(&dv)
+        .arg(&gh)
+        .arg(&gv)
+        .arg(&mut g)
+        .arg(&mut hz);
+    l.arg(&wp).arg(&hp);
+    // SAFETY: see above.
+    unsafe { l.launch(padded) }.map_err(drv)?;
+    let f = dev.function(FILE, "menon_rb_green_f32")?;
+    let mut l = st.launch_builder(&f);
+    l.arg(&p)
+        .arg(&g)
+        .arg(&mut r)
+        .arg(&mut b)
+        .arg(&wp)
+        .arg(&hp)
+        .arg(&cfa);
+    // SAFETY: see above.
+    unsafe { l.launch(padded) }.map_err(drv)?;
+    let f = dev.function(FILE, "menon_rb_cross_f32")?;
+    let mut l = st.launch_builder(&f);
+    l.arg(&mut r)
+        .arg(&mut b)
+        .arg(&hz)
+        .arg(&wp)
+        .arg(&hp)
+        .arg(&cfa);
+    // SAFETY: see above.
+    unsafe { l.launch(padded) }.map_err(drv)?;
+    let green = if refine {
+        let f = dev.function(FILE, "menon_refine_g_f32")?;
+        let mut l = st.launch_builder(&f);
+        l.arg(&r).arg(&g).arg(&b).arg(&hz).arg(&mut g2);
+        l.arg(&wp).arg(&hp).arg(&cfa);
+        // SAFETY: see above.
+        unsafe { l.launch(padded) }.map_err(drv)?;
+        let f = dev.function(FILE, "menon_refine_rb_green_f32")?;
+        let mut l = st.launch_builder(&f);
+        l.arg(&mut r)
+            .arg(&g2)
+            .arg(&mut b)
+            .arg(&wp)
+            .arg(&hp)
+            .arg(&cfa);
+        // SAFETY: see above.
+        unsafe { l.launch(padded) }.map_err(drv)?;
+        let f = dev.function(FILE, "menon_refine_rb_cross_f32")?;
+        let mut l = st.launch_builder(&f);
+        l.arg(&mut r)
+            .arg(&mut b)
+            .arg(&hz)
+            .arg(&wp)
+            .arg(&hp)
+            .arg(&cfa);
+        // SAFETY: see above.
+        unsafe { l.launch(padded) }.map_err(drv)?;
+        &g2
+    } else {
+        &g
+    };
+    let f = dev.function(FILE, "menon_crop_f32")?;
+    let mut l = st.launch_builder(&f);
+    l.arg(&r).arg(green).arg(&b).arg(out).arg(&w).arg(&h);
+    // SAFETY: see above.
+    unsafe { l.launch(grid_2d(w, h, 32, 8)) }.map_err(drv)?;
     Ok(())
 }
 
