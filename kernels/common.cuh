@@ -2,7 +2,7 @@
 //
 // NVRTC ships no CUDA headers (not even cuda_fp16.h or mma.h), so nothing
 // here includes one: fp16 conversions and tensor-core MMAs are inline PTX.
-// The Rust side pastes this file in place of `#include "common.cuh"` before
+// The Rust side pastes this file in place of the include line before
 // compiling, so every kernel file is self-contained for NVRTC.
 //
 // Conventions:

@@ -14,7 +14,7 @@ fn every_kernel_compiles_with_nvrtc() {
 
 #[cfg(feature = "cuda")]
 mod with_cuda {
-    use rawgraph::backend::cuda::kernels::{compile_ptx, KERNELS};
+    use rawgraph::backend::cuda::kernels::{compile_ptx_uncached as compile_ptx, KERNELS};
     use rawgraph::backend::cuda::nvrtc_available;
 
     /// sm_90: H100/H200; sm_80: A100 (first with mma.m16n8k16 f16);
@@ -69,6 +69,27 @@ mod with_cuda {
         );
         let ptx75 = compile_ptx(k, "sm_75").unwrap().to_src();
         assert!(!ptx75.contains("mma.sync.aligned.m16n8k16"));
+    }
+
+    #[test]
+    fn cached_compile_matches_a_fresh_one() {
+        if !nvrtc_or_skip() {
+            return;
+        }
+        let v = rawgraph::backend::cuda::kernels::nvrtc_version();
+        eprintln!("NVRTC {v:?}");
+        assert!(v.is_some());
+        for k in KERNELS {
+            let fresh = compile_ptx(k, "sm_90").unwrap().to_src();
+            let a = rawgraph::backend::cuda::kernels::compile_ptx(k, "sm_90")
+                .unwrap()
+                .to_src();
+            let b = rawgraph::backend::cuda::kernels::compile_ptx(k, "sm_90")
+                .unwrap()
+                .to_src();
+            assert_eq!(a, b, "{}", k.file);
+            assert_eq!(a, fresh, "{}: cached PTX is stale", k.file);
+        }
     }
 
     #[test]

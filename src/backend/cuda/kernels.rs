@@ -116,6 +116,24 @@ pub fn nvrtc_available() -> std::result::Result<(), String> {
     }
 }
 
+/// The NVRTC version `(major, minor)`, part of the cache key; `None`
+/// when libnvrtc is missing or does not answer.
+pub fn nvrtc_version() -> Option<(i32, i32)> {
+    static V: OnceLock<Option<(i32, i32)>> = OnceLock::new();
+    *V.get_or_init(|| {
+        nvrtc_available().ok()?;
+        crate::raw::decode::guarded(|| {
+            let (mut major, mut minor) = (0, 0);
+            // SAFETY: libnvrtc is present (checked above); nvrtcVersion
+            // only writes the two integers it is given pointers to.
+            let r = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+            (r == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS).then_some((major, minor))
+        })
+        .ok()
+        .flatten()
+    })
+}
+
 /// NVRTC options used for every kernel; part of the cache key.
 fn options(arch: &str) -> Vec<String> {
     vec![
@@ -149,7 +167,8 @@ pub fn compile_ptx(k: &KernelSource, arch: &str) -> Result<Ptx> {
     nvrtc_available().map_err(Error::CudaUnavailable)?;
     let src = expanded(k);
     let opts = options(arch);
-    let key = fnv1a(format!("{src}\0{}", opts.join(" ")).as_bytes());
+    let (major, minor) = nvrtc_version().unwrap_or((0, 0));
+    let key = fnv1a(format!("{src}\0{}\0nvrtc {major}.{minor}", opts.join(" ")).as_bytes());
     if let Ok(c) = memory_cache().lock() {
         if let Some(p) = c.get(&key) {
             return Ok(p.clone());
@@ -163,27 +182,7 @@ pub fn compile_ptx(k: &KernelSource, arch: &str) -> Result<Ptx> {
         }
         return Ok(ptx);
     }
-    let copts = CompileOptions {
-        options: opts,
-        name: Some(k.file.to_string()),
-        ..Default::default()
-    };
-    let compiled =
-        crate::raw::decode::guarded(|| cudarc::nvrtc::compile_ptx_with_opts(&src, copts))
-            .map_err(|panic| Error::CudaUnavailable(format!("NVRTC panicked: {panic}")))?;
-    let ptx = compiled.map_err(|e| {
-        let log = match &e {
-            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
-                log.to_string_lossy().into_owned()
-            }
-            other => format!("{other:?}"),
-        };
-        Error::invalid(format!(
-            "CUDA: kernels/{} does not compile for {arch}: {}",
-            k.file,
-            log.trim()
-        ))
-    })?;
+    let ptx = nvrtc(k.file, &src, opts, arch)?;
     if let Some(path) = disk {
         store(&path, &ptx.to_src());
     }
@@ -191,6 +190,38 @@ pub fn compile_ptx(k: &KernelSource, arch: &str) -> Result<Ptx> {
         c.insert(key, ptx.clone());
     }
     Ok(ptx)
+}
+
+/// Compiles kernel file `k` for `arch` with NVRTC, bypassing both caches
+/// (what tests/cuda_nvrtc.rs uses, so a cached PTX never hides an NVRTC
+/// error).
+pub fn compile_ptx_uncached(k: &KernelSource, arch: &str) -> Result<Ptx> {
+    nvrtc_available().map_err(Error::CudaUnavailable)?;
+    nvrtc(k.file, &expanded(k), options(arch), arch)
+}
+
+/// One NVRTC run; a panic inside cudarc becomes CudaUnavailable, a
+/// compile error carries the NVRTC log.
+fn nvrtc(file: &str, src: &str, opts: Vec<String>, arch: &str) -> Result<Ptx> {
+    let copts = CompileOptions {
+        options: opts,
+        name: Some(file.to_string()),
+        ..Default::default()
+    };
+    let compiled = crate::raw::decode::guarded(|| cudarc::nvrtc::compile_ptx_with_opts(src, copts))
+        .map_err(|panic| Error::CudaUnavailable(format!("NVRTC panicked: {panic}")))?;
+    compiled.map_err(|e| {
+        let log = match &e {
+            cudarc::nvrtc::CompileError::CompileError { log, .. } => {
+                log.to_string_lossy().into_owned()
+            }
+            other => format!("{other:?}"),
+        };
+        Error::invalid(format!(
+            "CUDA: kernels/{file} does not compile for {arch}: {}",
+            log.trim()
+        ))
+    })
 }
 
 /// Best-effort atomic write of a cache file (temp file + rename); failures
