@@ -129,7 +129,7 @@ fn run_wide_cuda_is_a_typed_error_without_a_device() {
 
 #[test]
 fn stage_level_cuda_in_yaml_is_a_typed_error_without_a_device() {
-    let yaml = "version: 1\nname: t\nbackend: cpu\nstages:\n  - { id: raw, op: raw_source }\n  - { id: bl, op: black_level, backend: cuda }\noutputs: [bl]\n";
+    let yaml = "version: 1\nname: t\nbackend: cpu\nstages:\n  - { id: raw, op: raw_source }\n  - { id: bl, op: black_level, backend: cuda }\n  - { id: dm, op: demosaic_bilinear }\noutputs: [dm]\n";
     let p = Pipeline::from_yaml(yaml, "t.yaml").unwrap();
     let r = graph::run(&p, frame(32, 32), &RunOptions::default());
     match cuda_available() {
@@ -140,7 +140,7 @@ fn stage_level_cuda_in_yaml_is_a_typed_error_without_a_device() {
         Ok(()) => assert_eq!(r.unwrap().timings.stages[1].backend, "cuda"),
     }
     // An op without a kernel asked for on CUDA by the stage itself.
-    let yaml = "version: 1\nname: t\nstages:\n  - { id: raw, op: raw_source, backend: cuda }\noutputs: [raw]\n";
+    let yaml = "version: 1\nname: t\nstages:\n  - { id: raw, op: raw_source, backend: cuda }\n  - { id: bl, op: black_level }\n  - { id: dm, op: demosaic_bilinear }\noutputs: [dm]\n";
     let p = Pipeline::from_yaml(yaml, "t.yaml").unwrap();
     let e = graph::run(&p, frame(32, 32), &RunOptions::default()).unwrap_err();
     let want_no_backend = cuda_available().is_ok();
