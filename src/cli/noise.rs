@@ -95,6 +95,18 @@ fn run_image(path: &Path, a: &NoiseArgs) -> Result<()> {
 fn run_raw(path: &Path, a: &NoiseArgs) -> Result<()> {
     let frame = input::open(path, a.input.sidecar.as_deref(), &a.input.limits())?;
     let meta = frame.meta.clone();
+    if meta.cfa().is_err() {
+        // LinearRaw: no mosaic to measure, but the tag is still worth showing.
+        println!(
+            "{}: {} {} (LinearRaw)",
+            path.display(),
+            meta.make,
+            meta.model
+        );
+        if let Some(p) = meta.noise_profile {
+            print_profile("DNG NoiseProfile", &p);
+        }
+    }
     let m = super::calibrate::normalised_mosaic(frame)?;
     let fit = raw_estimator::estimate(
         &m.data,
