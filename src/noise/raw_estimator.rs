@@ -6,19 +6,23 @@
 //! normalised signal x (black removed, 1.0 = white).
 //!
 //! Method, after Foi et al.'s local-statistics-then-fit scheme:
-//! 1. Blocks of `block`x`block` photosites of each of the four half-resolution
-//!    CFA site planes (a sparse grid of them on large frames, so 12 MP costs a
-//!    few milliseconds). Per block and site: the mean (intensity) and a noise
-//!    variance from Immerkær's Laplacian-difference residual (Immerkær 1996,
-//!    "Fast noise variance estimation": the mask [1 -2 1]ᵀ[1 -2 1] cancels any
-//!    f(x) + g(y), so smooth shading and lens vignetting vanish; its output
-//!    variance is 36 σ² on white noise).
+//! 1. Blocks of `block`x`block` coefficients of one level of the orthonormal
+//!    Daubechies-4 wavelet transform of each of the four half-resolution CFA
+//!    site planes (a sparse grid of blocks on large frames, so 12 MP costs
+//!    milliseconds). Per block and site: the mean (intensity), the diagonal
+//!    detail (HH) energy, which is the noise variance on flat content (4
+//!    vanishing moments: shading and lens vignetting up to cubic vanish), and
+//!    the horizontal/vertical detail (LH, HL) energy. The wavelet-HH noise
+//!    measure follows Donoho & Johnstone 1994; Immerkær 1996's Laplacian
+//!    residual was the first version and leaked more texture.
 //! 2. Weak-texture selection without selection bias (this crate's variant):
-//!    a block of site s is ranked by the residual energy of the OTHER three
-//!    sites of the same block, whose noise is independent of site s's; texture
-//!    is strongly correlated across colours, noise is not. The first pass
-//!    ranks raw energies, the second ranks them relative to the first pass's
-//!    model (a texture-to-noise ratio).
+//!    on white Gaussian noise the bands of an orthonormal transform are
+//!    independent, and so are the four CFA sites. A block's site s is ranked
+//!    by its own LH/HL energy (pass 1: the flattest `keep_fraction` of each
+//!    bin) and then by the LH/HL energy of all four sites relative to the
+//!    pass-1 model (pass 2: texture-to-noise ratio <= 1 + kappa); none of it
+//!    involves site s's HH noise, so choosing flat blocks does not bias the
+//!    measured noise low.
 //! 3. Clipping: blocks touching the white level, or a floor/ceiling plateau
 //!    (many blocks sharing the exact minimum/maximum value: a sensor that
 //!    clips at black or a white level set too high), are dropped.

@@ -2,7 +2,8 @@
 //! CFA colour of one normalised mosaic, plus a per-tile sigma map, as a
 //! `Value::Noise` for a denoiser. The maths is in
 //! [`crate::noise::raw_estimator`] (Foi et al. 2008 binned fit over
-//! Immerkær 1996 residuals with cross-channel weak-texture selection).
+//! Daubechies-4 HH energies, with weak-texture selection on the independent
+//! LH/HL bands and CFA sites).
 //!
 //! Input: a mosaic after `black_level` (normalised, 1.0 = white), optionally
 //! white-balanced. The stage does not pass the mosaic on: fan the mosaic
