@@ -40,7 +40,7 @@ pub fn open(path: &Path, sidecar: Option<&Path>, limits: &Limits) -> Result<RawF
                     return Err(crate::error::Error::Limit {
                         path: path.into(),
                         reason: format!(
-                            "file is {} bytes, over the limit of {}",
+                            "file is {} bytes, over the limit of {} (raise --max-file-mb)",
                             md.len(),
                             limits.max_file_bytes
                         ),

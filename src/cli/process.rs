@@ -222,7 +222,12 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
         }
     }
     let ext = a.format.trim_start_matches('.').to_ascii_lowercase();
-    let fmt = OutFormat::for_path(Path::new(&format!("x.{ext}")), a.bits)?;
+    let fake = format!("x.{ext}");
+    let fmt = OutFormat::for_path(Path::new(&fake), a.bits).map_err(|e| {
+        let why = e.to_string();
+        let why = why.strip_prefix(&format!("{fake}: ")).unwrap_or(&why);
+        Error::invalid(format!("--format {}: {why}", a.format))
+    })?;
     let files = expand(&a.inputs);
     // Output names: stem.ext, or name.ext when two inputs share a stem.
     let stems: Vec<String> = files

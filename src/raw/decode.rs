@@ -78,9 +78,15 @@ pub fn decode_file(path: &Path, max_mp: f64, max_bytes: u64) -> Result<RawFrame>
 
 /// Decodes raw file contents already in memory; `path` names it in errors.
 pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> {
+    let shown = path.display().to_string();
+    // rawler's DNG decoder decodes (and allocates) the pixels even when
+    // asked for the header only, so TIFF image sizes are checked here.
+    let sizes = check_tiff_entries(bytes).map_err(|m| Error::decode(path, m))?;
+    for (w, h) in sizes.into_iter().filter(|&(w, h)| w > 0 && h > 0) {
+        check_dimensions(&shown, w, h, max_mp)?;
+    }
     let src = RawSource::new_from_slice(bytes);
     let params = RawDecodeParams::default();
-    let shown = path.display().to_string();
 
     // Header first: refuse absurd dimensions before the pixels are decoded.
     let decoder = guarded(|| rawler::get_decoder(&src))
@@ -308,6 +314,195 @@ fn shift_black(b: &BlackLevel, dx: usize, dy: usize) -> BlackLevel {
         repeat_height: rh,
         values,
     }
+}
+
+/// Refuses files with a TIFF directory entry that claims more data than
+/// the whole file holds.
+///
+/// rawler allocates `count x size` for every entry before it reads the
+/// data, so a 100-byte file with a DOUBLE entry of count 2^32 - 1 asks for
+/// 32 GiB; when that allocation fails the process aborts, which no panic
+/// guard can catch (found by fuzzing, in DNG and in the TIFF embedded in
+/// MRW). Walks the TIFF at the start of the file (any magic: ORF and RW2
+/// use their own) and every embedded `II*\0` / `MM\0*` header (MRW, RAF,
+/// CR3 boxes, maker notes), following IFD chains and the SubIFD, Exif, GPS
+/// and Interoperability IFDs. Anything it cannot follow is left to rawler.
+///
+/// Returns the ImageWidth x ImageLength of every directory it walked.
+fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, String> {
+    let mut bases = Vec::new();
+    if matches!(bytes.get(..2), Some(b"II") | Some(b"MM")) {
+        bases.push(0usize);
+    }
+    for (i, w) in bytes.windows(4).enumerate().skip(1) {
+        if w == b"II*\0" || w == b"MM\0*" {
+            bases.push(i);
+            if bases.len() > 256 {
+                break;
+            }
+        }
+    }
+    let mut sizes = Vec::new();
+    for base in bases {
+        walk_tiff(bytes, base, &mut sizes)?;
+    }
+    Ok(sizes)
+}
+
+fn walk_tiff(
+    bytes: &[u8],
+    base: usize,
+    sizes: &mut Vec<(u64, u64)>,
+) -> std::result::Result<(), String> {
+    let le = bytes.get(base..base + 2) == Some(b"II");
+    let len = bytes.len() as u64;
+    let u16_at = |o: u64| -> Option<u16> {
+        let o = usize::try_from(o).ok()?.checked_add(base)?;
+        let b = bytes.get(o..o.checked_add(2)?)?;
+        Some(if le {
+            u16::from_le_bytes([b[0], b[1]])
+        } else {
+            u16::from_be_bytes([b[0], b[1]])
+        })
+    };
+    let u32_at = |o: u64| -> Option<u32> {
+        let o = usize::try_from(o).ok()?.checked_add(base)?;
+        let b = bytes.get(o..o.checked_add(4)?)?;
+        let a = [b[0], b[1], b[2], b[3]];
+        Some(if le {
+            u32::from_le_bytes(a)
+        } else {
+            u32::from_be_bytes(a)
+        })
+    };
+    let Some(first) = u32_at(4) else {
+        return Ok(());
+    };
+    let mut todo = vec![first as u64];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(ifd) = todo.pop() {
+        if ifd == 0 || !seen.insert(ifd) || seen.len() > 256 {
+            continue;
+        }
+        let Some(n) = u16_at(ifd).filter(|&n| n > 0) else {
+            continue;
+        };
+        let mut entries = Vec::new();
+        for i in 0..n as u64 {
+            let e = ifd + 2 + 12 * i;
+            match (u16_at(e), u16_at(e + 2), u32_at(e + 4)) {
+                (Some(tag), Some(typ), Some(count)) => entries.push((e, tag, typ, count)),
+                _ => break,
+            }
+        }
+        if base == 0 && entries.len() < n as usize {
+            return Err(format!(
+                "truncated: the TIFF directory at byte {ifd} has {n} entries but the file ends after {}",
+                entries.len()
+            ));
+        }
+        // An embedded header may be random bytes in pixel data: walk it
+        // only when it reads as a directory (few entries, one of a known type).
+        // rawler also allocates for unknown types, so the file's own TIFF
+        // is always checked in full.
+        let plausible = n <= 200
+            && (ifd as usize).saturating_add(base) < bytes.len()
+            && entries.iter().any(|e| matches!(e.2, 1..=13 | 16..=18));
+        if base != 0 && !plausible {
+            continue;
+        }
+        let mut size = (None, None);
+        for &(e, tag, typ, count) in &entries {
+            if matches!(tag, 256 | 257) && count == 1 {
+                let v = match typ {
+                    3 => u16_at(e + 8).map(u64::from),
+                    4 => u32_at(e + 8).map(u64::from),
+                    _ => None,
+                };
+                if tag == 256 {
+                    size.0 = v;
+                } else {
+                    size.1 = v;
+                }
+            }
+            let size: u64 = match typ {
+                3 | 8 => 2,
+                4 | 9 | 11 | 13 => 4,
+                5 | 10 | 12 | 16..=18 => 8,
+                _ => 1,
+            };
+            let claimed = count as u64 * size;
+            if claimed > len {
+                return Err(format!(
+                    "TIFF tag {tag} claims {claimed} bytes of data but the file holds {len}"
+                ));
+            }
+            if base == 0 && claimed > 4 {
+                let end = u32_at(e + 8).map_or(u64::MAX, |o| o as u64 + claimed);
+                if end > len {
+                    return Err(format!(
+                        "truncated: the data of TIFF tag {tag} ends at byte {end} but the file holds {len}"
+                    ));
+                }
+            }
+            // SubIFDs, Exif, GPS, Interoperability: more entries to check.
+            if matches!(tag, 330 | 34665 | 34853 | 40965) && matches!(typ, 4 | 13) {
+                if count == 1 {
+                    todo.extend(u32_at(e + 8).map(|v| v as u64));
+                } else if let Some(at) = u32_at(e + 8) {
+                    for k in 0..(count as u64).min(64) {
+                        todo.extend(u32_at(at as u64 + 4 * k).map(|v| v as u64));
+                    }
+                }
+            }
+        }
+        if let (Some(w), Some(h)) = size {
+            sizes.push((w, h));
+        }
+        // Pixel data past the end of the file: a truncated transfer that
+        // rawler would decode with the missing part left at zero.
+        if base == 0 {
+            let array = |tag: u16| -> Option<Vec<u64>> {
+                let &(e, _, typ, count) = entries.iter().find(|x| x.1 == tag)?;
+                let size = match typ {
+                    3 => 2u64,
+                    4 => 4,
+                    _ => return None,
+                };
+                let at = if count as u64 * size <= 4 {
+                    e + 8
+                } else {
+                    u32_at(e + 8)? as u64
+                };
+                (0..count as u64)
+                    .map(|k| match typ {
+                        3 => u16_at(at + 2 * k).map(u64::from),
+                        _ => u32_at(at + 4 * k).map(u64::from),
+                    })
+                    .collect()
+            };
+            for (offs, counts) in [(273, 279), (324, 325)] {
+                if let (Some(o), Some(c)) = (array(offs), array(counts)) {
+                    for (k, (o, c)) in o.iter().zip(&c).enumerate() {
+                        if o + c > len {
+                            return Err(format!(
+                                "truncated: image data block {k} ends at byte {} but the file holds {len}",
+                                o + c
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        let next = u32_at(ifd + 2 + 12 * n as u64);
+        if base == 0 && next.is_none() {
+            return Err(format!(
+                "truncated: the file ends inside the TIFF directory at byte {ifd}"
+            ));
+        }
+        todo.extend(next.map(|v| v as u64));
+    }
+    Ok(())
 }
 
 /// Reads the DNG NoiseProfile tag (51041): pairs (S, O) per colour plane,

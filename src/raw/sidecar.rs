@@ -173,6 +173,12 @@ impl Sidecar {
                 )));
             }
         }
+        if self.packing != Packing::Png16 && self.expected_bytes().is_none() {
+            return Err(bad(format!(
+                "{}x{} samples with stride {:?} and offset {} describe an impossibly large file",
+                self.width, self.height, self.stride, self.offset
+            )));
+        }
         Ok(())
     }
 
@@ -180,8 +186,12 @@ impl Sidecar {
     pub fn expected_bytes(&self) -> Option<usize> {
         let row = self.packing.row_bytes(self.width)?;
         let stride = self.stride.unwrap_or(row);
-        // The last row needs no padding.
-        Some(self.offset + stride * (self.height - 1) + row)
+        // The last row needs no padding. None also when the size does not
+        // fit in usize (found by fuzzing: a huge stride or offset).
+        stride
+            .checked_mul(self.height.checked_sub(1)?)?
+            .checked_add(row)?
+            .checked_add(self.offset)
     }
 }
 
@@ -200,12 +210,24 @@ pub fn find_sidecar(dump: &Path) -> Option<PathBuf> {
 pub fn decode_dump(path: &Path, sidecar: &Sidecar, max_mp: f64) -> Result<RawFrame> {
     let shown = path.display().to_string();
     check_dimensions(&shown, sidecar.width as u64, sidecar.height as u64, max_mp)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_dump_bytes(&bytes, path, sidecar, max_mp)
+}
+
+/// Decodes dump contents already in memory; `path` names it in errors.
+pub fn decode_dump_bytes(
+    bytes: &[u8],
+    path: &Path,
+    sidecar: &Sidecar,
+    max_mp: f64,
+) -> Result<RawFrame> {
+    let shown = path.display().to_string();
+    check_dimensions(&shown, sidecar.width as u64, sidecar.height as u64, max_mp)?;
     let (w, h) = (sidecar.width, sidecar.height);
     let data = if sidecar.packing == Packing::Png16 {
-        decode_png_mosaic(path, w, h)?
+        decode_png_mosaic(bytes, path, w, h)?
     } else {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        unpack(&bytes, sidecar).map_err(|reason| Error::Sidecar {
+        unpack(bytes, sidecar).map_err(|reason| Error::Sidecar {
             path: path.into(),
             reason,
         })?
@@ -240,23 +262,23 @@ pub fn decode_dump(path: &Path, sidecar: &Sidecar, max_mp: f64) -> Result<RawFra
     Ok(frame)
 }
 
-fn decode_png_mosaic(path: &Path, w: usize, h: usize) -> Result<Vec<f32>> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
+fn decode_png_mosaic(bytes: &[u8], path: &Path, w: usize, h: usize) -> Result<Vec<f32>> {
+    use image::ImageDecoder;
+    let decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::io(path, e))?
-        .decode()
+        .into_decoder()
         .map_err(|e| Error::decode(path, e.to_string()))?;
-    if img.width() as usize != w || img.height() as usize != h {
+    // The header's size first: nothing is allocated for a mismatch.
+    let (iw, ih) = decoder.dimensions();
+    if iw as usize != w || ih as usize != h {
         return Err(Error::Sidecar {
             path: path.into(),
-            reason: format!(
-                "image is {}x{} but the sidecar says {w}x{h}",
-                img.width(),
-                img.height()
-            ),
+            reason: format!("image is {iw}x{ih} but the sidecar says {w}x{h}"),
         });
     }
+    let img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| Error::decode(path, e.to_string()))?;
     Ok(img
         .into_luma16()
         .into_raw()
@@ -273,10 +295,15 @@ pub fn unpack(bytes: &[u8], s: &Sidecar) -> std::result::Result<Vec<f32>, String
         .row_bytes(w)
         .ok_or_else(|| "packing has no fixed row size".to_string())?;
     let stride = s.stride.unwrap_or(row);
-    let need = s
-        .expected_bytes()
-        .ok_or_else(|| "packing has no fixed size".to_string())?;
-    if bytes.len() != need && !(s.stride.is_some() && bytes.len() == s.offset + stride * h) {
+    let need = s.expected_bytes().ok_or_else(|| {
+        format!(
+            "{w}x{h} {:?} samples (stride {stride}, offset {}) describe an impossibly large file",
+            s.packing, s.offset
+        )
+    })?;
+    // A dump may also carry the padding after its last row.
+    let padded = stride.checked_mul(h).and_then(|v| v.checked_add(s.offset));
+    if bytes.len() != need && !(s.stride.is_some() && Some(bytes.len()) == padded) {
         return Err(format!(
             "file is {} bytes but the sidecar ({}x{} {:?}{}) implies {need}",
             bytes.len(),

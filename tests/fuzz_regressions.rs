@@ -1,0 +1,336 @@
+//! Fuzzing support and regressions.
+//!
+//! - `generate_fuzz_seeds` (ignored; run it before fuzzing) writes the seed
+//!   corpora of the targets in fuzz/ to fuzz/corpus/TARGET: synthetic DNGs
+//!   in every Bayer phase and bit depth (strips and tiles), the metadata
+//!   stubs, dumps with sidecars in every packing, the shipped pipelines.
+//! - Every minimised crash input kept in tests/fixtures/fuzz/TARGET/ runs
+//!   through the same entry point as its fuzz target and must give a typed
+//!   one-line error (or a valid frame), never a panic.
+//! - Resource limits: headers claiming 100000 x 100000 pixels are refused
+//!   before anything is allocated.
+//!
+//! See fuzz/README.md for running the fuzzers.
+
+#[path = "fixtures/fuzz/support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use rawgraph::raw::decode::decode_bytes;
+use rawgraph::raw::sidecar::{decode_dump_bytes, unpack, Packing, Sidecar};
+use rawgraph::raw::{CfaPattern, DEFAULT_MAX_MEGAPIXELS};
+use rawgraph::{Error, Pipeline};
+
+use support::*;
+
+fn fixtures(target: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz")
+        .join(target);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn one_line(e: &Error) {
+    let s = e.to_string();
+    assert!(
+        !s.is_empty() && !s.contains('\n'),
+        "multi-line error: {s:?}"
+    );
+}
+
+/// What the sidecar_dump target does with one input (see its docs).
+fn sidecar_case(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 != 0 {
+        return; // structured mode: its regressions are explicit tests below
+    }
+    let cut = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    let Ok(text) = std::str::from_utf8(&rest[..cut]) else {
+        return;
+    };
+    let dump = rest.get(cut + 1..).unwrap_or(&[]);
+    match Sidecar::parse(text, Path::new("fuzz.raw.yaml")) {
+        Ok(sc) => {
+            match decode_dump_bytes(dump, Path::new("fuzz.raw"), &sc, 16.0) {
+                Ok(f) => f.validate().unwrap(),
+                Err(e) => one_line(&e),
+            }
+            if let Ok(v) = unpack(dump, &sc) {
+                assert_eq!(v.len(), sc.width * sc.height);
+            }
+        }
+        Err(e) => one_line(&e),
+    }
+}
+
+#[test]
+fn raw_decode_regressions() {
+    for p in fixtures("raw_decode") {
+        let bytes = std::fs::read(&p).unwrap();
+        match decode_bytes(&bytes, &p, 16.0) {
+            Ok(f) => f.validate().unwrap(),
+            Err(e) => {
+                one_line(&e);
+                assert!(e.to_string().contains(&p.display().to_string()), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn sidecar_dump_regressions() {
+    for p in fixtures("sidecar_dump") {
+        sidecar_case(&std::fs::read(&p).unwrap());
+    }
+}
+
+#[test]
+fn pipeline_yaml_regressions() {
+    for p in fixtures("pipeline_yaml") {
+        let bytes = std::fs::read(&p).unwrap();
+        if let Ok(text) = std::str::from_utf8(&bytes) {
+            if let Err(e) = Pipeline::from_yaml(text, "fuzz.yaml") {
+                one_line(&e);
+            }
+        }
+    }
+}
+
+#[test]
+fn huge_dng_header_is_refused_before_decoding() {
+    let bytes = huge_claim_dng(100_000, 100_000);
+    let e = decode_bytes(&bytes, Path::new("huge.dng"), DEFAULT_MAX_MEGAPIXELS).unwrap_err();
+    let s = e.to_string();
+    assert!(matches!(e, Error::Limit { .. }), "{s}");
+    assert!(
+        s.contains("huge.dng") && s.contains("100000x100000") && s.contains("--max-megapixels"),
+        "{s}"
+    );
+}
+
+#[test]
+fn huge_sidecar_is_refused_before_reading() {
+    let sc = Sidecar::parse(
+        &sidecar_yaml(100_000, 100_000, "u16le", "RGGB", 65535),
+        Path::new("huge.yaml"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // No dump file at all: the limit must fire before the file is read.
+    let e =
+        rawgraph::raw::sidecar::decode_dump(&dir.path().join("huge.raw"), &sc, 200.0).unwrap_err();
+    assert!(matches!(e, Error::Limit { .. }), "{e}");
+    assert!(e.to_string().contains("100000x100000"), "{e}");
+}
+
+#[test]
+fn huge_claim_in_every_dimension_is_refused() {
+    for (w, h) in [
+        (u32::MAX, 2),
+        (2, u32::MAX),
+        (65_535, 65_535),
+        (1 << 20, 1 << 20),
+    ] {
+        let bytes = huge_claim_dng(w, h);
+        match decode_bytes(&bytes, Path::new("claim.dng"), DEFAULT_MAX_MEGAPIXELS) {
+            Ok(f) => panic!("{w}x{h} decoded as {}x{}", f.meta.width, f.meta.height),
+            Err(e) => one_line(&e),
+        }
+    }
+}
+
+/// Writes the seed corpora (ignored: `cargo test --test fuzz_regressions
+/// -- --ignored generate_fuzz_seeds`).
+#[test]
+#[ignore]
+fn generate_fuzz_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let put = |target: &str, name: &str, bytes: &[u8]| {
+        let d = root.join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), bytes).unwrap();
+    };
+    // raw_decode: every Bayer phase x bit depth, strips and tiles.
+    for cfa in CfaPattern::ALL {
+        for bits in [8, 10, 12, 14, 16] {
+            for tiles in [false, true] {
+                let f = synth_frame(40, 24, cfa, bits, bits as u64);
+                let name = format!(
+                    "{}_{bits}bit_{}.dng",
+                    cfa.name(),
+                    if tiles { "tiles" } else { "strips" }
+                );
+                let b = dng_bytes(&f, tiles);
+                put("raw_decode", &name, &b);
+                if bits == 12 {
+                    put("dng_roundtrip", &name, &b[..b.len().min(512)]);
+                }
+            }
+        }
+    }
+    put(
+        "raw_decode",
+        "huge_claim.dng",
+        &huge_claim_dng(100_000, 100_000),
+    );
+    let stubs = data_dir().join("raw/metadata_stubs");
+    match std::fs::read_dir(&stubs) {
+        Ok(rd) => {
+            for e in rd.flatten() {
+                let b = std::fs::read(e.path()).unwrap();
+                put("raw_decode", &e.file_name().to_string_lossy(), &b);
+            }
+        }
+        Err(_) => eprintln!("SKIPPED: no metadata stubs at {}", stubs.display()),
+    }
+    // sidecar_dump: mode byte 0, YAML, NUL, dump.
+    for (i, packing) in [
+        Packing::U8,
+        Packing::U16le,
+        Packing::U16be,
+        Packing::Raw10,
+        Packing::Raw12,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let cfa = CfaPattern::ALL[i % 4];
+        let (dump, yaml) = dump_bytes(12, 6, packing, cfa);
+        let mut b = vec![0u8];
+        b.extend(yaml.as_bytes());
+        b.push(0);
+        b.extend(&dump);
+        put("sidecar_dump", &format!("{packing:?}.bin"), &b);
+        // With stride and offset.
+        let row = packing.row_bytes(12).unwrap();
+        let yaml2 = format!("{yaml}stride: {}\noffset: 3\n", row + 2);
+        let mut padded = vec![0xAA; 3];
+        for r in dump.chunks(row) {
+            padded.extend(r);
+            padded.extend([0, 0]);
+        }
+        let mut b = vec![2u8];
+        b.extend(yaml2.as_bytes());
+        b.push(0);
+        b.extend(&padded);
+        put("sidecar_dump", &format!("{packing:?}_stride.bin"), &b);
+    }
+    let mut png = Vec::new();
+    let img = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(8, 4, |x, y| {
+        image::Luma([(x * 97 + y * 13) as u16])
+    });
+    image::DynamicImage::ImageLuma16(img)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let mut b = vec![0u8];
+    b.extend(sidecar_yaml(8, 4, "png16", "BGGR", 65535).as_bytes());
+    b.push(0);
+    b.extend(&png);
+    put("sidecar_dump", "png16.bin", &b);
+    let mut b = vec![1u8];
+    b.extend((0..64u8).map(|i| i.wrapping_mul(37)));
+    put("sidecar_dump", "fields.bin", &b);
+    // pipeline_yaml: the shipped pipelines.
+    let pdir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    for e in std::fs::read_dir(pdir).unwrap().flatten() {
+        put(
+            "pipeline_yaml",
+            &e.file_name().to_string_lossy(),
+            &std::fs::read(e.path()).unwrap(),
+        );
+    }
+    eprintln!("seeds written under {}", root.display());
+}
+
+/// Fuzz find (sidecar_dump, structured mode): a stride or offset near
+/// usize::MAX overflowed the expected-size arithmetic (a panic in debug
+/// builds, a wrapped size and an out-of-bounds slice in release).
+#[test]
+fn sidecar_size_arithmetic_does_not_overflow() {
+    let base = Sidecar::parse(&sidecar_yaml(4, 3, "u8", "RGGB", 255), Path::new("s.yaml")).unwrap();
+    for (stride, offset) in [
+        (Some(usize::MAX), 0),
+        (Some(usize::MAX / 2 + 1), 0),
+        (None, usize::MAX),
+        (Some(8), usize::MAX - 10),
+    ] {
+        let sc = Sidecar {
+            stride,
+            offset,
+            ..base.clone()
+        };
+        // unpack is public and never validated against a limit.
+        let e = unpack(&[0u8; 64], &sc).unwrap_err();
+        assert!(!e.contains('\n'), "{e}");
+        // The same numbers as YAML are refused by validation, naming the
+        // sidecar.
+        let mut yaml = sidecar_yaml(4, 3, "u8", "RGGB", 255);
+        if let Some(s) = stride {
+            yaml.push_str(&format!("stride: {s}\n"));
+        }
+        yaml.push_str(&format!("offset: {offset}\n"));
+        let e = Sidecar::parse(&yaml, Path::new("s.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("s.yaml: ") && e.contains("impossibly large"),
+            "{e}"
+        );
+    }
+    // Width x height near usize::MAX.
+    let yaml = sidecar_yaml(1 << 62, 1 << 62, "u16le", "RGGB", 4095);
+    let e = Sidecar::parse(&yaml, Path::new("s.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("impossibly large"), "{e}");
+}
+
+/// Fuzz find (raw_decode): rawler allocates `count x size` for a TIFF
+/// entry before reading it; a tiny file claiming a DOUBLE entry of
+/// 2^32 - 1 values asked for 32 GiB, and a failed allocation aborts the
+/// process (no guard can catch that). Our adapter now refuses it first.
+#[test]
+fn tiff_entry_claiming_more_than_the_file_is_refused() {
+    for (order, typ) in [(*b"II", 12u16), (*b"MM", 12), (*b"II", 7), (*b"MM", 5)] {
+        let le = order == *b"II";
+        let w16 = |v: u16| if le { v.to_le_bytes() } else { v.to_be_bytes() };
+        let w32 = |v: u32| if le { v.to_le_bytes() } else { v.to_be_bytes() };
+        let mut b = order.to_vec();
+        b.extend(w16(42));
+        b.extend(w32(8));
+        b.extend(w16(1)); // one entry
+        b.extend(w16(50721)); // ColorMatrix1
+        b.extend(w16(typ));
+        b.extend(w32(u32::MAX));
+        b.extend(w32(26));
+        b.extend(w32(0)); // no next IFD
+        b.extend([0u8; 64]);
+        let e = decode_bytes(&b, Path::new("claims.dng"), 16.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("claims.dng: cannot decode: TIFF tag 50721 claims"),
+            "{e}"
+        );
+    }
+    // The fuzz finds: a DNG, and the TIFF embedded in a Minolta MRW.
+    for name in ["tiff-entry-count-alloc", "mrw-embedded-tiff-entry-alloc"] {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/fuzz/raw_decode")
+            .join(name);
+        let e = decode_bytes(&std::fs::read(&p).unwrap(), &p, 16.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("claims") || e.contains("truncated"),
+            "{name}: {e}"
+        );
+    }
+}
