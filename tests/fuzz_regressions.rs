@@ -321,7 +321,11 @@ fn tiff_entry_claiming_more_than_the_file_is_refused() {
         );
     }
     // The fuzz finds: a DNG, and the TIFF embedded in a Minolta MRW.
-    for name in ["tiff-entry-count-alloc", "mrw-embedded-tiff-entry-alloc"] {
+    for name in [
+        "tiff-entry-count-alloc",
+        "mrw-embedded-tiff-entry-alloc",
+        "mrw-ttw-bad-magic-entry-alloc",
+    ] {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/fuzz/raw_decode")
             .join(name);

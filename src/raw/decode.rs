@@ -344,17 +344,42 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
     }
     let mut sizes = Vec::new();
     for base in bases {
-        walk_tiff(bytes, base, &mut sizes)?;
+        let le = bytes.get(base..base + 2) == Some(b"II");
+        walk_tiff(bytes, base, le, base == 0, &mut sizes)?;
+    }
+    // Minolta MRW: rawler parses the TTW block as a big-endian TIFF
+    // whatever its header says.
+    if bytes.get(..4) == Some(b"\0MRM") {
+        let be32 = |o: usize| -> Option<usize> {
+            let b = bytes.get(o..o.checked_add(4)?)?;
+            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let data_offset = be32(4).map_or(0, |v| v.saturating_add(8));
+        // The last TTW block wins; with none rawler reads from offset 0.
+        let (mut pos, mut tiff) = (8usize, 0usize);
+        while pos.saturating_add(20) < data_offset {
+            let (Some(tag), Some(n)) = (be32(pos), be32(pos + 4)) else {
+                break;
+            };
+            if tag == 0x0054_5457 {
+                tiff = pos + 8;
+            }
+            pos = pos.saturating_add(n).saturating_add(8);
+        }
+        walk_tiff(bytes, tiff, false, true, &mut sizes)?;
     }
     Ok(sizes)
 }
 
+/// Walks the TIFF whose header is at `base`; `forced`: rawler parses it
+/// whatever it looks like (else it must read as a directory).
 fn walk_tiff(
     bytes: &[u8],
     base: usize,
+    le: bool,
+    forced: bool,
     sizes: &mut Vec<(u64, u64)>,
 ) -> std::result::Result<(), String> {
-    let le = bytes.get(base..base + 2) == Some(b"II");
     let len = bytes.len() as u64;
     let u16_at = |o: u64| -> Option<u16> {
         let o = usize::try_from(o).ok()?.checked_add(base)?;
@@ -375,7 +400,10 @@ fn walk_tiff(
             u32::from_be_bytes(a)
         })
     };
-    let Some(first) = u32_at(4) else {
+    // MRW's TIFF: rawler starts at offset 8 without reading the header.
+    let mrw = bytes.get(..4) == Some(b"\0MRM");
+    let first = if mrw && forced && !le { Some(8) } else { u32_at(4) };
+    let Some(first) = first else {
         return Ok(());
     };
     let mut todo = vec![first as u64];
@@ -408,7 +436,7 @@ fn walk_tiff(
         let plausible = n <= 200
             && (ifd as usize).saturating_add(base) < bytes.len()
             && entries.iter().any(|e| matches!(e.2, 1..=13 | 16..=18));
-        if base != 0 && !plausible {
+        if !forced && !plausible {
             continue;
         }
         let mut size = (None, None);
