@@ -325,6 +325,7 @@ fn tiff_entry_claiming_more_than_the_file_is_refused() {
         "tiff-entry-count-alloc",
         "mrw-embedded-tiff-entry-alloc",
         "mrw-ttw-bad-magic-entry-alloc",
+        "raf-tiff-entry-alloc",
     ] {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/fuzz/raw_decode")

@@ -347,6 +347,16 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
         let le = bytes.get(base..base + 2) == Some(b"II");
         walk_tiff(bytes, base, le, base == 0, &mut sizes)?;
     }
+    // Fujifilm RAF: the TIFF the header points at (offset 84) is parsed
+    // whatever its first directory looks like.
+    if bytes.starts_with(b"FUJIFILM") {
+        if let Some(b) = bytes.get(84..88) {
+            let base = (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).saturating_add(12);
+            if let Some(m) = bytes.get(base..base.saturating_add(2)) {
+                walk_tiff(bytes, base, m == b"II", true, &mut sizes)?;
+            }
+        }
+    }
     // Minolta MRW: rawler parses the TTW block as a big-endian TIFF
     // whatever its header says.
     if bytes.get(..4) == Some(b"\0MRM") {
@@ -402,7 +412,11 @@ fn walk_tiff(
     };
     // MRW's TIFF: rawler starts at offset 8 without reading the header.
     let mrw = bytes.get(..4) == Some(b"\0MRM");
-    let first = if mrw && forced && !le { Some(8) } else { u32_at(4) };
+    let first = if mrw && forced && !le {
+        Some(8)
+    } else {
+        u32_at(4)
+    };
     let Some(first) = first else {
         return Ok(());
     };
