@@ -21,18 +21,18 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The raw decoder rejected the file (or panicked on it).
-    #[error("{}: cannot decode: {reason}", path.display())]
+    #[error("{}: cannot decode: {}", path.display(), one_line(reason))]
     Decode { path: PathBuf, reason: String },
     /// The file is valid but uses something rawgraph does not handle.
-    #[error("{}: unsupported: {reason}", path.display())]
+    #[error("{}: unsupported: {}", path.display(), one_line(reason))]
     Unsupported { path: PathBuf, reason: String },
     /// A sidecar / headerless dump description is wrong or does not match
     /// the dump.
-    #[error("{}: {reason}", path.display())]
+    #[error("{}: {}", path.display(), one_line(reason))]
     Sidecar { path: PathBuf, reason: String },
     /// A pipeline file is malformed; `line`/`column` are 1-based, 0 when the
     /// position is unknown.
-    #[error("{file}:{line}:{column}: {msg}")]
+    #[error("{file}:{line}:{column}: {}", one_line(msg))]
     Pipeline {
         file: String,
         line: u64,
@@ -40,7 +40,7 @@ pub enum Error {
         msg: String,
     },
     /// A stage failed while running.
-    #[error("stage '{stage}' ({op}): {msg}")]
+    #[error("stage '{stage}' ({op}): {}", one_line(msg))]
     Stage {
         stage: String,
         op: String,
@@ -64,8 +64,18 @@ pub enum Error {
     #[error("{}: {reason}", path.display())]
     Limit { path: PathBuf, reason: String },
     /// A caller passed an invalid argument or image.
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Invalid(String),
+}
+
+/// Keeps a message on one line: user text (a YAML scalar, a file's
+/// strings) may hold line breaks; they are shown escaped (fuzz find).
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\r']) {
+        s.replace('\n', "\\n").replace('\r', "\\r").into()
+    } else {
+        s.into()
+    }
 }
 
 impl Error {
