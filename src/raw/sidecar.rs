@@ -424,7 +424,7 @@ mod tests {
             (Packing::Raw12, 4095),
         ] {
             let samples: Vec<u16> = (0..w * h)
-                .map(|i| ((i * 97 + 13) as u16) % (max + 1))
+                .map(|i| ((i as u32 * 97 + 13) % (u32::from(max) + 1)) as u16)
                 .collect();
             let bytes = pack(&samples, w, packing);
             let s = sidecar(w, h, packing);
