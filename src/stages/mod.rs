@@ -20,6 +20,7 @@ pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
 pub mod exposure_gain;
+pub mod local_laplacian;
 pub mod noise_estimate;
 pub mod orient;
 pub mod raw_source;
@@ -80,6 +81,7 @@ pub const OPS: &[&str] = &[
     "color_correct",
     "exposure_gain",
     "tone_curve",
+    "local_laplacian",
     "srgb_encode",
     "orient",
 ];
@@ -98,6 +100,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "color_correct" => color_correct::compile(params),
         "exposure_gain" => exposure_gain::compile(params),
         "tone_curve" => tone_curve::compile(params),
+        "local_laplacian" => local_laplacian::compile(params),
         "srgb_encode" => srgb_encode::compile(params),
         "orient" => orient::compile(params),
         _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
