@@ -333,6 +333,14 @@ impl Pipeline {
         Ok(descs)
     }
 
+    /// Starts a run over a sequence of frames: every stage's
+    /// [`Stage::start_sequence`] (temporal exposure smoothing).
+    pub fn start_sequence(&self) {
+        for nd in &self.nodes {
+            nd.stage.start_sequence();
+        }
+    }
+
     /// Node index of a stage id.
     pub fn node(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)

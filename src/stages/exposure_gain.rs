@@ -6,7 +6,8 @@
 //! [`min_ev`, `max_ev`], plus `ev` as a bias, and never so high that more
 //! than `1 - protect_percentile` of the pixels would clip (a mostly-white
 //! scene is not pushed to grey). An optional second input (a scalar in EV,
-//! e.g. from a metering stage) replaces the computed gain.
+//! or the `exposure_control` of an `exposure_meter` stage) replaces the
+//! computed gain; `ev` is added to it as a bias.
 
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -132,9 +133,11 @@ impl Stage for ExposureGain {
             return Err("expects a linear image as first input".into());
         }
         if let Some(s) = inputs.get(1) {
-            if s.kind != ValueKind::Scalar {
+            if s.kind != ValueKind::Scalar
+                && s.kind != ValueKind::Other(super::exposure::EXPOSURE_CONTROL)
+            {
                 return Err(format!(
-                    "second input must be a scalar (EV), got a {}",
+                    "second input must be a scalar (EV) or an exposure_control, got a {}",
                     s.kind
                 ));
             }
@@ -181,6 +184,16 @@ impl ExposureGain {
     fn gain(&self, img: &Image, ev_input: Option<Value>) -> Result<f32> {
         let ev = match (ev_input, self.p.mode) {
             (Some(Value::Scalar(ev)), _) => ev as f32 + self.p.ev,
+            (Some(v), _) => match super::exposure::downcast::<super::exposure::ExposureControl>(&v)
+            {
+                Some(c) => c.ev + self.p.ev,
+                None => {
+                    return Err(Error::invalid(format!(
+                        "second input must be a scalar or an exposure_control, got a {}",
+                        v.kind()
+                    )))
+                }
+            },
             (_, ExposureMode::Manual) => self.p.ev,
             (_, ExposureMode::Auto) => {
                 let step = ((img.width.max(img.height)) / 512).max(1);

@@ -19,6 +19,7 @@ pub mod demosaic_bilinear;
 pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
+pub mod exposure;
 pub mod exposure_gain;
 pub mod local_laplacian;
 pub mod noise_estimate;
@@ -58,6 +59,12 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// A run over a sequence of frames starts (`process --sequence`):
+    /// stateful control stages (temporal exposure smoothing) reset their
+    /// history and carry state from frame to frame until the process
+    /// ends. Pixel stages ignore it.
+    fn start_sequence(&self) {}
+
     /// Runs on CUDA; the default reports that the op has no kernel.
     fn run_cuda(&self, ctx: &RunCtx, _inputs: Vec<Value>) -> Result<Value> {
         Err(Error::NoBackend {
@@ -80,6 +87,7 @@ pub const OPS: &[&str] = &[
     "noise_estimate",
     "color_correct",
     "exposure_gain",
+    "exposure_meter",
     "tone_curve",
     "local_laplacian",
     "srgb_encode",
@@ -99,6 +107,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "noise_estimate" => noise_estimate::compile(params),
         "color_correct" => color_correct::compile(params),
         "exposure_gain" => exposure_gain::compile(params),
+        "exposure_meter" => exposure::exposure_meter::compile(params),
         "tone_curve" => tone_curve::compile(params),
         "local_laplacian" => local_laplacian::compile(params),
         "srgb_encode" => srgb_encode::compile(params),

@@ -5,6 +5,11 @@
 //! maps to 1.0. Applied per channel on linear sRGB, so highlights
 //! desaturate gracefully instead of clipping hard. `linear` passes the
 //! image through (clipping happens at encode).
+//!
+//! An optional second input, the `exposure_control` of an `exposure_meter`
+//! stage, raises the white point to the meter's highlight-protection value
+//! (`max(white_point, control.white_point)`), so protected highlights such
+//! as a bright sky are compressed instead of clipped.
 
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -97,8 +102,20 @@ impl Stage for ToneCurve {
         "tone_curve"
     }
 
+    fn arity(&self) -> (usize, usize) {
+        (1, 2)
+    }
+
     fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
-        let d = super::one_input(inputs, ValueKind::Image)?;
+        let d = super::one_input(&inputs[..inputs.len().min(1)], ValueKind::Image)?;
+        if let Some(c) = inputs.get(1) {
+            if c.kind != ValueKind::Other(super::exposure::EXPOSURE_CONTROL) {
+                return Err(format!(
+                    "second input must be an exposure_control, got a {}",
+                    c.kind
+                ));
+            }
+        }
         if d.space == Some(ColorSpace::Srgb) {
             return Err("expects a linear image, got an sRGB-encoded one".into());
         }
@@ -106,18 +123,14 @@ impl Stage for ToneCurve {
     }
 
     fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
-        let mut img = take_image(
-            inputs
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::invalid("no input"))?,
-        )?;
-        if self.p.curve == Curve::Linear {
+        let (img, this) = self.with_control(inputs)?;
+        let mut img = take_image(img)?;
+        if this.p.curve == Curve::Linear {
             return Ok(Value::Image(img.into()));
         }
         const N: usize = LUT_SIZE;
-        let wp = self.p.white_point;
-        let lut = self.lut();
+        let wp = this.p.white_point;
+        let lut = this.lut();
         let scale = N as f32 / wp;
         img.data
             .par_chunks_mut(img.width * ROWS_PER_TASK)
@@ -138,22 +151,42 @@ impl Stage for ToneCurve {
 
     /// The same LUT, interpolated by kernels/color_pipeline.cu.
     fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
-        let mut img = take_image(
-            inputs
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::invalid("no input"))?,
-        )?;
-        if self.p.curve == Curve::Linear {
+        let (img, this) = self.with_control(inputs)?;
+        let mut img = take_image(img)?;
+        if this.p.curve == Curve::Linear {
             return Ok(Value::Image(img.into()));
         }
         let steps = crate::backend::cuda::ColorSteps {
-            tone_lut: Some(self.lut()),
-            tone_max: self.p.white_point,
+            tone_lut: Some(this.lut()),
+            tone_max: this.p.white_point,
             ..Default::default()
         };
         crate::backend::cuda::color_pipeline(&mut img.data, &steps)?;
         Ok(Value::Image(img.into()))
+    }
+}
+
+impl ToneCurve {
+    /// Splits the inputs into the image and the curve to apply: this one,
+    /// or a copy with the white point raised by an exposure control.
+    fn with_control(&self, inputs: Vec<Value>) -> Result<(Value, ToneCurve)> {
+        let mut it = inputs.into_iter();
+        let img = it.next().ok_or_else(|| Error::invalid("no input"))?;
+        let mut p = self.p.clone();
+        if let Some(v) = it.next() {
+            let c = super::exposure::downcast::<super::exposure::ExposureControl>(&v).ok_or_else(
+                || {
+                    Error::invalid(format!(
+                        "second input must be an exposure_control, got a {}",
+                        v.kind()
+                    ))
+                },
+            )?;
+            if c.white_point.is_finite() {
+                p.white_point = p.white_point.max(c.white_point.min(64.0));
+            }
+        }
+        Ok((img, ToneCurve { p }))
     }
 }
 
