@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod convert;
 pub mod demo;
 pub mod eval;
+pub mod faces;
 pub mod info;
 pub mod noise;
 pub mod process;
@@ -34,6 +35,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Score a pipeline or demosaic op against ground truth.
     Eval(eval::EvalArgs),
+    /// Detect faces in photos (SeetaFace built in, or YuNet ONNX).
+    Faces(faces::FacesArgs),
     /// Print a raw file's decoded metadata.
     Info(info::InfoArgs),
     /// Time a pipeline per stage over repeated runs of one frame.
@@ -82,6 +85,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Process(a) => process::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Faces(a) => faces::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Calibrate(a) => calibrate::run(a),

@@ -6,6 +6,7 @@
 //! | file | op / helper |
 //! |---|---|
 //! | face_detect.rs | `face_detect`: SeetaFace (rustface) or YuNet boxes |
+//! | yunet.rs | YuNet ONNX inference (feature `yunet`), decoding, NMS |
 //! | sky_segment.rs | `sky_segment`: classical cue model or the learned segmenter |
 //! | exposure_meter.rs | `exposure_meter`: EV + highlight white point |
 //! | exposure_debug.rs | `exposure_debug`: frame with boxes and sky overlaid |
@@ -16,7 +17,11 @@
 //! [`Faces`], [`SkyMap`] and [`ExposureControl`].
 
 pub mod exposure_meter;
+pub mod face_detect;
+pub mod guided_filter;
+pub mod sky_segment;
 pub mod tuning;
+pub mod yunet;
 
 use std::any::Any;
 

@@ -1,0 +1,310 @@
+//! `face_detect`: face boxes (with scores, and landmarks where the
+//! detector gives them) on a downscaled copy of the linear frame.
+//!
+//! Detectors:
+//! - `seetaface` (default, no download): the funnel-structured cascade of
+//!   Wu et al. 2016, "Funnel-Structured Cascade for Multi-View Face
+//!   Detection with Alignment-Awareness" (SeetaFace Detection), through
+//!   the `rustface` crate; its BSD-2 model (from the crate package) is
+//!   compiled into the binary from `calibration/models/`.
+//! - `yunet`: YuNet (Wu, Peng & Yu 2023, "YuNet: A Tiny Millisecond-level
+//!   Face Detector"), an ONNX model the user downloads (see README), run by
+//!   [`super::yunet`] (cargo feature `yunet`).
+//!
+//! The frame is box-downscaled so its longer side is at most `max_side`
+//! pixels, its exposure normalised (log-average luminance to 0.18, the
+//! frame may be far from the final exposure) and sRGB-encoded to 8 bits,
+//! then detected; boxes are returned in the input frame's pixels.
+//!
+//! Input: a linear image. Output: a `faces` value ([`Faces`]).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{area_downscale, grid_size, FaceBox, Faces};
+use crate::color::{luminance, srgb_encode};
+use crate::error::{Error, Result};
+use crate::frame::{ColorSpace, Image, Value, ValueDesc, ValueKind};
+use crate::stages::{check_range, parse_params, RunCtx, Stage};
+
+/// The SeetaFace frontal model shipped with rustface 0.1.7 (BSD-2, see
+/// calibration/models/seeta_fd_frontal_v1.0.LICENSE).
+static SEETA_MODEL: &[u8] = include_bytes!("../../../calibration/models/seeta_fd_frontal_v1.0.bin");
+
+/// Which detector runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Detector {
+    #[default]
+    Seetaface,
+    Yunet,
+}
+
+/// YAML params of `face_detect`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub detector: Detector,
+    /// YuNet ONNX file (required for `yunet`), e.g.
+    /// `../shared/data/face/yunet/yunet_n_640_640.onnx`.
+    pub model: Option<PathBuf>,
+    /// Longer side of the detection image, pixels.
+    pub max_side: usize,
+    /// Smallest face searched, pixels of the detection image (SeetaFace).
+    pub min_face: u32,
+    /// Score threshold: SeetaFace classifier score (default 2.0) or YuNet
+    /// confidence in [0, 1] (default 0.6).
+    pub score_threshold: Option<f32>,
+    /// IoU above which YuNet boxes are merged by non-maximum suppression.
+    pub nms_iou: f32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            detector: Detector::Seetaface,
+            model: None,
+            max_side: 640,
+            min_face: 20,
+            score_threshold: None,
+            nms_iou: 0.3,
+        }
+    }
+}
+
+/// The compiled `face_detect` op.
+#[derive(Debug)]
+pub struct FaceDetect {
+    p: Params,
+    threshold: f32,
+    engine: Engine,
+}
+
+enum Engine {
+    Seeta(rustface::Model),
+    #[cfg_attr(not(feature = "yunet"), allow(dead_code))]
+    Yunet(Box<super::yunet::YuNet>),
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Engine::Seeta(_) => f.write_str("SeetaFace"),
+            Engine::Yunet(y) => write!(f, "{y:?}"),
+        }
+    }
+}
+
+pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    Ok(Box::new(FaceDetect::new(parse_params(params)?)?))
+}
+
+impl FaceDetect {
+    /// Validates params and loads the model.
+    pub fn new(p: Params) -> std::result::Result<FaceDetect, String> {
+        if !(32..=4096).contains(&p.max_side) {
+            return Err(format!(
+                "params: max_side = {} is outside [32, 4096]",
+                p.max_side
+            ));
+        }
+        if !(12..=1024).contains(&p.min_face) {
+            return Err(format!(
+                "params: min_face = {} is outside [12, 1024]",
+                p.min_face
+            ));
+        }
+        check_range("nms_iou", p.nms_iou, 0.05, 0.95)?;
+        let (engine, threshold) = match p.detector {
+            Detector::Seetaface => {
+                if p.model.is_some() {
+                    return Err("params: model: seetaface uses its built-in model".into());
+                }
+                let m = rustface::read_model(std::io::Cursor::new(SEETA_MODEL))
+                    .map_err(|e| format!("built-in SeetaFace model: {e}"))?;
+                (Engine::Seeta(m), p.score_threshold.unwrap_or(2.0))
+            }
+            Detector::Yunet => {
+                let path = p
+                    .model
+                    .as_ref()
+                    .ok_or("params: model: yunet needs the path of its ONNX file")?;
+                let y = super::yunet::YuNet::load(path).map_err(|e| e.to_string())?;
+                let t = p.score_threshold.unwrap_or(0.6);
+                check_range("score_threshold", t, 0.0, 1.0)?;
+                (Engine::Yunet(Box::new(y)), t)
+            }
+        };
+        Ok(FaceDetect {
+            p,
+            threshold,
+            engine,
+        })
+    }
+
+    /// Detects faces in a linear image.
+    pub fn detect(&self, img: &Image) -> Result<Faces> {
+        let (dw, dh) = grid_size(img.width, img.height, self.p.max_side);
+        let small = area_downscale(img, dw, dh);
+        let rgb8 = display_rgb8(&small, dw * dh);
+        let (sx, sy) = (img.width as f32 / dw as f32, img.height as f32 / dh as f32);
+        let mut boxes = match &self.engine {
+            Engine::Seeta(m) => self.seeta(m, &rgb8, dw, dh)?,
+            Engine::Yunet(y) => y.detect(&rgb8, dw, dh, self.threshold, self.p.nms_iou)?,
+        };
+        for b in boxes.iter_mut() {
+            b.x *= sx;
+            b.y *= sy;
+            b.w *= sx;
+            b.h *= sy;
+            if let Some(l) = b.landmarks.as_mut() {
+                for p in l.iter_mut() {
+                    p[0] *= sx;
+                    p[1] *= sy;
+                }
+            }
+        }
+        boxes.sort_by(|a, b| b.score.total_cmp(&a.score));
+        Ok(Faces {
+            width: img.width,
+            height: img.height,
+            detector: match self.p.detector {
+                Detector::Seetaface => "seetaface",
+                Detector::Yunet => "yunet",
+            }
+            .into(),
+            boxes,
+        })
+    }
+
+    fn seeta(
+        &self,
+        model: &rustface::Model,
+        rgb8: &[u8],
+        w: usize,
+        h: usize,
+    ) -> Result<Vec<FaceBox>> {
+        if w < self.p.min_face as usize || h < self.p.min_face as usize {
+            return Ok(Vec::new());
+        }
+        let gray: Vec<u8> = rgb8
+            .chunks_exact(3)
+            .map(|p| {
+                // Rec.601 luma of the encoded values, as the model was trained.
+                (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32)
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            })
+            .collect();
+        let mut det = rustface::create_detector_with_model(model.clone());
+        det.set_min_face_size(self.p.min_face);
+        det.set_score_thresh(self.threshold as f64);
+        det.set_pyramid_scale_factor(0.8);
+        det.set_slide_window_step(4, 4);
+        let (wu, hu) = (
+            u32::try_from(w).map_err(|_| Error::invalid("frame too wide"))?,
+            u32::try_from(h).map_err(|_| Error::invalid("frame too tall"))?,
+        );
+        // rustface asserts on images it cannot handle; keep a panic a
+        // typed error.
+        let faces = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            det.detect(&rustface::ImageData::new(&gray, wu, hu))
+        }))
+        .map_err(|_| Error::invalid("SeetaFace detector failed on this frame"))?;
+        Ok(faces
+            .iter()
+            .map(|f| {
+                let b = f.bbox();
+                FaceBox {
+                    x: b.x() as f32,
+                    y: b.y() as f32,
+                    w: b.width() as f32,
+                    h: b.height() as f32,
+                    score: f.score() as f32,
+                    landmarks: None,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Display-referred 8-bit RGB (interleaved) of a planar linear image of
+/// `n` pixels: scaled so the log-average luminance is 0.18 (gain limited
+/// to 2^±8), clipped and sRGB-encoded.
+pub fn display_rgb8(planar: &[f32], n: usize) -> Vec<u8> {
+    let (r, rest) = planar.split_at(n);
+    let (g, b) = rest.split_at(n);
+    let mut s = 0f64;
+    for i in 0..n {
+        let l = luminance(r[i], g[i], b[i]);
+        s += (if l.is_finite() { l.max(1e-4) } else { 1e-4 } as f64).ln();
+    }
+    let la = (s / n.max(1) as f64).exp() as f32;
+    let k = (0.18 / la).clamp(2f32.powi(-8), 2f32.powi(8));
+    let lut: Vec<u8> = (0..=4096)
+        .map(|i| (srgb_encode(i as f32 / 4096.0) * 255.0).round() as u8)
+        .collect();
+    let enc = |v: f32| {
+        let t = if v.is_finite() { v * k } else { 0.0 };
+        lut[(t.clamp(0.0, 1.0) * 4096.0) as usize]
+    };
+    let mut out = Vec::with_capacity(3 * n);
+    for i in 0..n {
+        out.extend_from_slice(&[enc(r[i]), enc(g[i]), enc(b[i])]);
+    }
+    out
+}
+
+impl Stage for FaceDetect {
+    fn op(&self) -> &'static str {
+        "face_detect"
+    }
+
+    fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
+        let d = crate::stages::one_input(inputs, ValueKind::Image)?;
+        if d.space == Some(ColorSpace::Srgb) {
+            return Err("expects a linear image, got an sRGB-encoded one".into());
+        }
+        Ok(ValueDesc::other(ValueKind::Other(super::FACES)))
+    }
+
+    fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        match inputs.first() {
+            Some(Value::Image(img)) => Ok(Value::Other(std::sync::Arc::new(self.detect(img)?))),
+            _ => Err(Error::invalid("expects an image input")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_model_loads_and_blank_frames_have_no_faces() {
+        let d = FaceDetect::new(Params::default()).unwrap();
+        for v in [0.0, 0.2, 1.0] {
+            let img = super::super::planar_image(
+                320,
+                240,
+                vec![v; 3 * 320 * 240],
+                ColorSpace::LinearSrgb,
+            );
+            let f = d.detect(&img).unwrap();
+            assert!(f.boxes.is_empty(), "{f:?}");
+            assert_eq!((f.width, f.height), (320, 240));
+        }
+        // Smaller than the smallest face: no search, no panic.
+        let tiny = super::super::planar_image(8, 8, vec![0.5; 3 * 64], ColorSpace::LinearSrgb);
+        assert!(d.detect(&tiny).unwrap().boxes.is_empty());
+    }
+
+    #[test]
+    fn bad_params_are_errors() {
+        let e = compile(serde_json::json!({"detector": "yunet"})).unwrap_err();
+        assert!(e.contains("model"), "{e}");
+        let e = compile(serde_json::json!({"max_side": 5})).unwrap_err();
+        assert!(e.contains("max_side"), "{e}");
+    }
+}
