@@ -12,8 +12,13 @@ if [ -z "$CHROME" ]; then
     echo "report_chromium: chromium not found (apt-get install -y chromium)" >&2
     exit 1
 fi
-cargo build --quiet
-BIN=target/debug/rawgraph
+# RAWGRAPH_BIN: an already built binary (CI passes the test build's);
+# otherwise build one.
+BIN="${RAWGRAPH_BIN:-}"
+if [ -z "$BIN" ]; then
+    cargo build --quiet
+    BIN=target/debug/rawgraph
+fi
 T="$(mktemp -d)"
 trap 'rm -rf "$T"' EXIT
 "$BIN" synth --demo --demo-size 512x384 --noise none --seed 5 -o "$T/clean" >/dev/null
