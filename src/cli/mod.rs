@@ -10,6 +10,7 @@ pub mod info;
 pub mod noise;
 pub mod process;
 pub mod synth;
+pub mod tonemap;
 
 use std::path::PathBuf;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Convert a sensor dump (with its sidecar) or raw file to DNG.
     Convert(convert::ConvertArgs),
+    /// Learned tone mapping: training pairs and scores against the teacher.
+    Tonemap(tonemap::TonemapArgs),
 }
 
 /// Options shared by commands that open inputs.
@@ -92,5 +95,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Noise(a) => noise::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Convert(a) => convert::run(a),
+        Command::Tonemap(a) => tonemap::run(a),
     }
 }

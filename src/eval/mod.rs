@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod report;
 pub mod srgb_protocol;
 pub mod synth_protocol;
+pub mod tonemap_protocol;
 
 use std::path::{Path, PathBuf};
 

@@ -16,12 +16,14 @@
 //! | combine.rs | channel concat, element-wise add |
 //! | weights.rs | safetensors loading and validation |
 //! | dmdn.rs | the joint demosaic + denoise network, tiled with halos |
+//! | hdrnet.rs | HDRnet's coefficient network and guide weights |
 //! | sky_seg.rs | the small sky segmenter (sub-pixel-conv decoder) |
 
 pub mod activations;
 pub mod combine;
 pub mod conv2d;
 pub mod dmdn;
+pub mod hdrnet;
 pub mod shuffle;
 pub mod sky_seg;
 pub mod tensor;

@@ -21,6 +21,7 @@ pub mod demosaic_menon;
 pub mod demosaic_mhc;
 pub mod exposure;
 pub mod exposure_gain;
+pub mod hdrnet;
 pub mod local_laplacian;
 pub mod noise_estimate;
 pub mod orient;
@@ -92,6 +93,7 @@ pub const OPS: &[&str] = &[
     "sky_segment",
     "tone_curve",
     "local_laplacian",
+    "hdrnet",
     "srgb_encode",
     "orient",
 ];
@@ -114,6 +116,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "sky_segment" => exposure::sky_segment::compile(params),
         "tone_curve" => tone_curve::compile(params),
         "local_laplacian" => local_laplacian::compile(params),
+        "hdrnet" => hdrnet::compile(params),
         "srgb_encode" => srgb_encode::compile(params),
         "orient" => orient::compile(params),
         _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
