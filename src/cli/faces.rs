@@ -31,6 +31,9 @@ pub struct FacesArgs {
     /// Write every image's boxes as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write each detection image (what the detector sees) as PNG here.
+    #[arg(long)]
+    pub dump_input: Option<PathBuf>,
 }
 
 /// Boxes of one image.
@@ -108,6 +111,17 @@ pub fn run(a: FacesArgs) -> Result<i32> {
     for f in &files {
         let img = load_photo(f)?;
         let faces = det.detect(&img)?;
+        if let Some(dir) = &a.dump_input {
+            let (dw, dh, rgb8) = det.detection_input(&img);
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            let stem = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let out = dir.join(format!("{stem}.png"));
+            image::save_buffer(&out, &rgb8, dw as u32, dh as u32, image::ColorType::Rgb8)
+                .map_err(|e| Error::invalid(format!("{}: {e}", out.display())))?;
+        }
         let (dw, dh) = crate::stages::exposure::grid_size(img.width, img.height, a.max_side);
         total += faces.boxes.len();
         println!("{}: {} face(s)", f.display(), faces.boxes.len());

@@ -5,6 +5,7 @@ pub mod calibrate;
 pub mod convert;
 pub mod demo;
 pub mod eval;
+pub mod exposure_eval;
 pub mod faces;
 pub mod info;
 pub mod noise;
@@ -38,6 +39,11 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Detect faces in photos (SeetaFace built in, or YuNet ONNX).
     Faces(faces::FacesArgs),
+    /// Semantic exposure acceptance: faces, CamVid skies and backlit
+    /// scenes rendered from synthetic raws at -3..+3 EV.
+    EvalExposure(exposure_eval::EvalExposureArgs),
+    /// Sky mask IoU on CamVid val and stage time.
+    EvalSky(exposure_eval::EvalSkyArgs),
     /// Print a raw file's decoded metadata.
     Info(info::InfoArgs),
     /// Time a pipeline per stage over repeated runs of one frame.
@@ -89,6 +95,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Demo(a) => demo::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Faces(a) => faces::run(a),
+        Command::EvalExposure(a) => exposure_eval::run_exposure(a),
+        Command::EvalSky(a) => exposure_eval::run_sky(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Calibrate(a) => calibrate::run(a),

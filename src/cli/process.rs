@@ -55,6 +55,12 @@ pub struct ProcessArgs {
     /// Write a machine-readable batch report.
     #[arg(long)]
     pub report_json: Option<PathBuf>,
+    /// The inputs are consecutive frames of one sequence: they run one at
+    /// a time in name order and stateful stages carry state from frame to
+    /// frame (the exposure meter smooths its EV over time). Frames skipped
+    /// because their output exists do not advance that state.
+    #[arg(long)]
+    pub sequence: bool,
     #[command(flatten)]
     pub inputs_opts: InputArgs,
 }
@@ -180,6 +186,9 @@ fn describe(input: &Path, e: &Error) -> String {
 
 pub fn run(a: ProcessArgs) -> Result<i32> {
     let pipeline = Pipeline::resolve(&a.pipeline)?;
+    if a.sequence {
+        pipeline.start_sequence();
+    }
     let any_dir = a.inputs.iter().any(|p| p.is_dir());
     let batch = a.inputs.len() > 1 || any_dir || a.output.is_dir();
     if !batch {
@@ -273,7 +282,7 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Option<FileReport>>> = Mutex::new(vec![None; files.len()]);
     let all_timings: Mutex<Vec<Timings>> = Mutex::new(Vec::new());
-    let jobs = a.jobs.clamp(1, 64);
+    let jobs = if a.sequence { 1 } else { a.jobs.clamp(1, 64) };
     std::thread::scope(|s| {
         for _ in 0..jobs {
             s.spawn(|| loop {

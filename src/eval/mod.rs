@@ -2,6 +2,7 @@
 //! protocols that produce test inputs ([`srgb_protocol`]).
 
 pub mod ciede2000;
+pub mod exposure;
 pub mod metrics;
 pub mod report;
 pub mod srgb_protocol;

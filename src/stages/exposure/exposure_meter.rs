@@ -14,8 +14,9 @@
 //!    geometric mean weighted by the box's linear size, placed at
 //!    `face.target`, blended with the scene EV by `face.weight`;
 //! 4. highlights: a percentile of the max channel over the sky pixels (or
-//!    the whole frame without sky) sets the white point the tone curve maps
-//!    to display white, up to `2^max_highlight_ev`; without faces a sky
+//!    the whole frame without sky) times `white_margin` sets the white point
+//!    the tone curve maps to display white, up to `2^max_highlight_ev`
+//!    (Gcam's HDR ratio plays this role); without faces a sky
 //!    needing more than `sky.max_compression_ev` of compression, or any
 //!    highlight without sky, lowers the EV instead (faces keep priority);
 //! 5. EV limits; a frame that is almost all clipped is left at <= 0 EV.
@@ -138,7 +139,9 @@ impl ExposureMeter {
 /// The white point for `c.ev` from the highlight stored in `c`.
 fn rescale_white(c: &ExposureControl, t: &Tuning) -> f32 {
     match c.highlight {
-        Some(hi) => (hi * 2f32.powf(c.ev)).clamp(1.0, 2f32.powf(t.max_highlight_ev)),
+        Some(hi) => {
+            (hi * 2f32.powf(c.ev) * t.white_margin).clamp(1.0, 2f32.powf(t.max_highlight_ev))
+        }
         None => c.white_point,
     }
 }
@@ -313,7 +316,7 @@ pub fn meter(
     }
     let ev = if ev.is_finite() { ev } else { 0.0 }.clamp(lim.min_ev, lim.max_ev);
     let white = if hi > 1e-6 {
-        (hi * 2f32.powf(ev)).clamp(1.0, max_white)
+        (hi * 2f32.powf(ev) * t.white_margin).clamp(1.0, max_white)
     } else {
         1.0
     };
@@ -526,7 +529,7 @@ mod tests {
         );
         assert_eq!(c.method, "faces");
         // The sky's highlights (0.8 * 10) are handed to tone mapping.
-        let want = (0.8 * 2f32.powf(c.ev)).min(2f32.powf(tt.max_highlight_ev));
+        let want = (0.8 * 2f32.powf(c.ev) * tt.white_margin).min(2f32.powf(tt.max_highlight_ev));
         assert!((c.white_point - want).abs() < 1e-3, "{c:?}");
         // Average metering leaves the face far too dark.
         let a = meter(&img, Some(&faces), Some(&sky), MeterMode::Average, &tt);

@@ -143,11 +143,17 @@ impl FaceDetect {
         })
     }
 
-    /// Detects faces in a linear image.
-    pub fn detect(&self, img: &Image) -> Result<Faces> {
+    /// The 8-bit detection image of a linear frame: `(width, height,
+    /// interleaved sRGB)`, what the detector sees.
+    pub fn detection_input(&self, img: &Image) -> (usize, usize, Vec<u8>) {
         let (dw, dh) = grid_size(img.width, img.height, self.p.max_side);
         let small = area_downscale(img, dw, dh);
-        let rgb8 = display_rgb8(&small, dw * dh);
+        (dw, dh, display_rgb8(&small, dw * dh))
+    }
+
+    /// Detects faces in a linear image.
+    pub fn detect(&self, img: &Image) -> Result<Faces> {
+        let (dw, dh, rgb8) = self.detection_input(img);
         let (sx, sy) = (img.width as f32 / dw as f32, img.height as f32 / dh as f32);
         let mut boxes = match &self.engine {
             Engine::Seeta(m) => self.seeta(m, &rgb8, dw, dh)?,

@@ -16,6 +16,7 @@
 //! The typed values these stages put on graph edges live here:
 //! [`Faces`], [`SkyMap`] and [`ExposureControl`].
 
+pub mod exposure_debug;
 pub mod exposure_meter;
 pub mod face_detect;
 pub mod guided_filter;
@@ -160,7 +161,8 @@ pub struct ExposureControl {
     pub face_luminance: Option<f32>,
     /// The protected highlight (semantic mode): the tuning's percentile of
     /// the max channel over the sky pixels, or over the frame without sky;
-    /// linear, before the gain. `white_point = clamp(highlight * 2^ev)`.
+    /// linear, before the gain.
+    /// `white_point = clamp(highlight * 2^ev * white_margin, 1, 2^max)`.
     pub highlight: Option<f32>,
 }
 

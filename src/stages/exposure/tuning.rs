@@ -32,6 +32,8 @@ pub struct Tuning {
     pub highlight_percentile: f32,
     /// Most EV above 1.0 the tone curve may compress (white point <= 2^this).
     pub max_highlight_ev: f32,
+    /// White point = protected highlight after the gain times this factor.
+    pub white_margin: f32,
     /// Fraction of clipped pixels above which the frame counts as blown out.
     pub clipped_fraction: f32,
     /// Centre-weighted baseline: Gaussian sigma, fraction of the diagonal.
@@ -146,6 +148,7 @@ impl Tuning {
         )?;
         r("highlight_percentile", self.highlight_percentile, 0.5, 1.0)?;
         r("max_highlight_ev", self.max_highlight_ev, 0.0, 6.0)?;
+        r("white_margin", self.white_margin, 1.0, 4.0)?;
         r("clipped_fraction", self.clipped_fraction, 0.1, 1.0)?;
         r("centre_sigma", self.centre_sigma, 0.02, 2.0)?;
         r("limits.min_ev", self.limits.min_ev, -16.0, 0.0)?;
