@@ -113,3 +113,15 @@ pub fn color_pipeline(_data: &mut [f32], _steps: &ColorSteps) -> Result<DeviceTi
 pub fn synchronize() -> Result<()> {
     unavailable()
 }
+
+/// Always `Err`.
+pub fn bilateral_slice_apply(
+    _planes: &mut [f32],
+    _w: usize,
+    _h: usize,
+    _grid: &[f32],
+    _grid_dims: [usize; 3],
+    _guide: &crate::nn::hdrnet::GuideWeights,
+) -> Result<DeviceTimes> {
+    unavailable()
+}

@@ -66,6 +66,11 @@ pub const KERNELS: &[KernelSource] = &[
         entries: &["color_pipeline_f32"],
     },
     KernelSource {
+        file: "bilateral_slice.cu",
+        src: include_str!("../../../kernels/bilateral_slice.cu"),
+        entries: &["bilateral_slice_apply_f32"],
+    },
+    KernelSource {
         file: "conv2d.cu",
         src: include_str!("../../../kernels/conv2d.cu"),
         entries: &[
