@@ -417,8 +417,12 @@ mod device_only {
             let gw8 = GuideWeights {
                 ccm,
                 ccm_bias,
-                shifts: (0..3 * knots).map(|_| rng.random_range(0f32..1.0)).collect(),
-                slopes: (0..3 * knots).map(|_| rng.random_range(-0.5f32..1.0)).collect(),
+                shifts: (0..3 * knots)
+                    .map(|_| rng.random_range(0f32..1.0))
+                    .collect(),
+                slopes: (0..3 * knots)
+                    .map(|_| rng.random_range(-0.5f32..1.0))
+                    .collect(),
                 mix_w,
                 mix_b: rng.random_range(-0.1f32..0.1),
                 knots,
