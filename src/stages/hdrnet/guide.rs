@@ -63,7 +63,31 @@ impl Guide {
     }
 
     /// Guide values of one row: `out[x]` in [0, 1] from the row's R, G, B.
+    /// Compiled for AVX2+FMA when the CPU has it (runtime check).
     pub fn row(&self, r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU supports AVX2 and FMA (checked just above),
+                // which is all `row_avx2` is compiled for.
+                unsafe { self.row_avx2(r, g, b, out) };
+                return;
+            }
+        }
+        self.row_impl(r, g, b, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn row_avx2(&self, r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) {
+        self.row_impl(r, g, b, out)
+    }
+
+    /// The portable body of [`Guide::row`], inlined into the AVX2 callers.
+    #[inline(always)]
+    pub(crate) fn row_impl(&self, r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) {
         let n = out.len().min(r.len()).min(g.len()).min(b.len());
         let k = self.knots;
         let mut x = 0;

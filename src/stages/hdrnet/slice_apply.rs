@@ -12,8 +12,8 @@
 //! CPU path: rows in parallel (rayon); per row the grid is interpolated in
 //! y once, then pixels run in 8-wide lanes within each span of columns
 //! that shares its pair of x cells, so the cell values are broadcasts and
-//! the luma tent weights are computed for every bin without gathers (bins
-//! whose weights are zero for all 8 lanes are skipped). Compiled for
+//! the luma tent weights are computed without gathers for the bins between
+//! the lanes' lowest and highest. Compiled for
 //! AVX2+FMA when the CPU has it (runtime check), portable otherwise.
 
 use rayon::prelude::*;
@@ -226,7 +226,7 @@ impl RowCtx<'_> {
                 o[i] = a[i] + fy * (c[i] - a[i]);
             }
         }
-        self.guide.row(r, g, b, &mut s.guide);
+        self.guide.row_impl(r, g, b, &mut s.guide);
         let zmax = (d - 1) as f32;
         for &(x0, x1, lo, hi) in self.spans {
             let ga = &s.row_grid[lo * cell_len..(lo + 1) * cell_len];
@@ -244,16 +244,23 @@ impl RowCtx<'_> {
                 for l in 0..m {
                     fx[l] = self.fx[x + l];
                     let cz = (s.guide[x + l] * d as f32 - 0.5).clamp(0.0, zmax);
-                    z0[l] = cz.floor();
+                    // cz >= 0: truncation is floor (and vectorises).
+                    z0[l] = (cz as i32) as f32;
                     fz[l] = cz - z0[l];
                     px[0][l] = clean(r[x + l]);
                     px[1][l] = clean(g[x + l]);
                     px[2][l] = clean(b[x + l]);
                 }
                 let mut coef = [[0f32; LANES]; COEFFS];
-                for z in 0..d {
+                // Only the bins some lane touches.
+                let (mut zlo, mut zhi) = (z0[0], z0[0]);
+                for &z in &z0[1..m] {
+                    zlo = zlo.min(z);
+                    zhi = zhi.max(z);
+                }
+                let zend = (zhi as usize + 2).min(d);
+                for z in zlo as usize..zend {
                     let mut wz = [0f32; LANES];
-                    let mut any = false;
                     let zf = z as f32;
                     for l in 0..LANES {
                         wz[l] = if zf == z0[l] {
@@ -263,10 +270,6 @@ impl RowCtx<'_> {
                         } else {
                             0.0
                         };
-                        any |= wz[l] != 0.0;
-                    }
-                    if !any {
-                        continue;
                     }
                     let ca = &ga[z * COEFFS..(z + 1) * COEFFS];
                     let cb = &gb[z * COEFFS..(z + 1) * COEFFS];
