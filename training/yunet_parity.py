@@ -3,7 +3,7 @@
 against onnxruntime on the same detection images.
 
 1. rawgraph writes what its detector sees and its boxes:
-     rawgraph faces --detector yunet --model M.onnx \\
+     rawgraph faces --detector yunet --model M.onnx --extra-ev 0 \\
          --dump-input /tmp/yn_in --json /tmp/yn_rust.json $RAWGRAPH_DATA/face/samples
 2. this script runs onnxruntime (PyPI) on /tmp/yn_in/*.png with the same
    padding (BGR, 0..255, zero pad to a multiple of 32 or the fixed size),

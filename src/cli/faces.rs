@@ -25,6 +25,10 @@ pub struct FacesArgs {
     /// Longer side of the detection image, pixels.
     #[arg(long, default_value_t = 640)]
     pub max_side: usize,
+    /// Second detection pass this many EV brighter (0 = one pass, as the
+    /// YuNet parity check needs).
+    #[arg(long, default_value_t = 0.0)]
+    pub extra_ev: f32,
     /// Score threshold (detector default when absent).
     #[arg(long)]
     pub score_threshold: Option<f32>,
@@ -99,6 +103,7 @@ pub fn run(a: FacesArgs) -> Result<i32> {
         model: a.model.clone(),
         max_side: a.max_side,
         score_threshold: a.score_threshold,
+        extra_ev: a.extra_ev,
         ..Params::default()
     })
     .map_err(Error::invalid)?;

@@ -18,9 +18,10 @@
 //! - `camvid`: CamVid val frames with sky labels (every `camvid_step`-th);
 //!   clipped sky = labelled sky pixels whose tone-mapped max channel
 //!   (filmic, knee 0.6, white point max(1, meter's)) reaches 254.5/255.
-//! - `backlit`: the largest face of each sample photo pasted into a CamVid
-//!   val frame with a large sky, scaled so the face's median luminance is
-//!   2 EV below the sky's; both measures apply.
+//! - `backlit`: the largest face of each sample photo pasted (bottom
+//!   centre, 40 % of the height) into one of the four CamVid val frames
+//!   with the most sky, scaled so the face's median luminance is 2 EV
+//!   below the sky's; both measures apply.
 
 use std::path::{Path, PathBuf};
 
@@ -179,10 +180,11 @@ fn scenes(o: &Options) -> Result<Vec<Scene>> {
     let faces_dir = o.data.join("face/samples");
     let photos = sorted(&faces_dir, "jpg")?;
     let camvid = camvid_val(&o.data, o.camvid_step)?;
-    let skyful: Vec<&CamvidFrame> = camvid
-        .iter()
-        .filter(|c| c.2.iter().filter(|&&s| s).count() * 6 > c.2.len())
-        .collect();
+    // Backgrounds for the backlit set: the four frames with most sky
+    // (CamVid val skies cover ~8-10 % of a frame).
+    let mut skyful: Vec<&CamvidFrame> = camvid.iter().collect();
+    skyful.sort_by_key(|c| std::cmp::Reverse(c.2.iter().filter(|&&s| s).count()));
+    skyful.truncate(4);
     for (k, p) in photos.iter().enumerate() {
         let (w, h, rgb) = load_rgb8(p)?;
         let img = image_from_srgb8(w, h, &rgb);

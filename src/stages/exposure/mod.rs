@@ -212,11 +212,12 @@ pub fn area_downscale(img: &Image, tw: usize, th: usize) -> Vec<f32> {
     if w == 0 || h == 0 || tw == 0 || th == 0 {
         return out;
     }
-    let xbin: Vec<usize> = (0..w).map(|x| (x * tw / w).min(tw - 1)).collect();
-    let mut xcount = vec![0f32; tw];
-    for &b in &xbin {
-        xcount[b] += 1.0;
+    // Bin b covers source columns xs[b]..xs[b + 1] (x * tw / w == b).
+    let mut xs = vec![0usize; tw + 1];
+    for (b, v) in xs.iter_mut().enumerate() {
+        *v = (b * w).div_ceil(tw).min(w);
     }
+    let xcount: Vec<f32> = (0..tw).map(|b| (xs[b + 1] - xs[b]).max(1) as f32).collect();
     let planes = img.planes();
     let rows: Vec<[Vec<f32>; 3]> = (0..th)
         .into_par_iter()
@@ -227,8 +228,8 @@ pub fn area_downscale(img: &Image, tw: usize, th: usize) -> Vec<f32> {
             for y in y0..y1 {
                 for (c, a) in acc.iter_mut().enumerate() {
                     let row = &planes[c][y * w..(y + 1) * w];
-                    for (v, &b) in row.iter().zip(&xbin) {
-                        a[b] += v;
+                    for (bin, v) in a.iter_mut().enumerate() {
+                        *v += row[xs[bin]..xs[bin + 1]].iter().sum::<f32>();
                     }
                 }
             }
