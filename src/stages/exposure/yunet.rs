@@ -213,7 +213,7 @@ mod tract {
 
     use crate::error::{Error, Result};
 
-    type Plan = Arc<TypedRunnableModel<TypedModel>>;
+    type Plan = Arc<TypedRunnableModel>;
 
     /// The parsed model, a fixed input size if the file has one, and one
     /// optimised plan per padded input size.
@@ -295,7 +295,6 @@ mod tract {
                 .and_then(|m| m.into_optimized())
                 .and_then(|m| m.into_runnable())
                 .map_err(|e| err(&self.path, e))?;
-            let p = Arc::new(p);
             plans.insert((pw, ph), p.clone());
             Ok(p)
         }
@@ -307,8 +306,8 @@ mod tract {
             let outs = plan.run(tvec!(t.into())).map_err(|e| err(&self.path, e))?;
             outs.iter()
                 .map(|o| {
-                    o.as_slice::<f32>()
-                        .map(|s| s.to_vec())
+                    o.to_plain_array_view::<f32>()
+                        .map(|a| a.iter().copied().collect())
                         .map_err(|e| err(&self.path, e))
                 })
                 .collect()
