@@ -50,7 +50,7 @@ impl SrgbEncode {
 /// `fmaxf` does).
 #[inline(always)]
 fn encode_with(lut: &[f32; N + 1], v: f32) -> f32 {
-    let t = v.max(0.0).min(1.0) * N as f32;
+    let t = if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) } * N as f32;
     let i = (t as usize).min(N - 1);
     let f = t - i as f32;
     let (a, b) = (lut[i], lut[i + 1]);
