@@ -105,7 +105,7 @@ def main():
         print(f"{stem}: onnxruntime {len(ob)}, rawgraph {len(rb)}, min IoU "
               f"{min(img_ious) if img_ious else 1.0:.4f} {'ok' if same else 'MISMATCH'}")
     print(json.dumps({"images": len(rust), "faces_onnxruntime": total_o, "faces_rawgraph": total_r,
-                      "min_iou": round(min(ious), 4) if ious else None,
+                      "min_iou": round(float(min(ious)), 4) if ious else None,
                       "mean_iou": round(float(np.mean(ious)), 4) if ious else None, "parity": bool(ok)}))
     sys.exit(0 if ok else 1)
 
