@@ -290,6 +290,8 @@ parity!(
     2e-5
 );
 
+parity!(hdrnet, "hdrnet", json!(null), images_linear(), 1e-5);
+
 #[cfg(feature = "cuda")]
 mod device_only {
     use super::*;

@@ -144,4 +144,36 @@ impl Stage for Hdrnet {
         self.apply(&mut img.data, w, h)?;
         Ok(Value::Image(img.into()))
     }
+
+    fn has_cuda(&self) -> bool {
+        true
+    }
+
+    /// The coefficient network runs on the host (a 256x256 thumbnail, a
+    /// few milliseconds); the full-resolution guide + slice + apply runs
+    /// fused on the device (`kernels/bilateral_slice.cu`).
+    fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let mut img = take_image(
+            inputs
+                .into_iter()
+                .next()
+                .ok_or_else(|| Error::invalid("no input"))?,
+        )?;
+        if img.space == ColorSpace::Srgb {
+            return Err(Error::invalid(
+                "hdrnet expects linear RGB, got an sRGB-encoded image",
+            ));
+        }
+        let (w, h) = (img.width, img.height);
+        let grid = coeffs::predict(&self.model, &img.data, w, h)?;
+        crate::backend::cuda::bilateral_slice_apply(
+            &mut img.data,
+            w,
+            h,
+            &grid.data,
+            [grid.width, grid.height, grid.depth],
+            self.model.guide(),
+        )?;
+        Ok(Value::Image(img.into()))
+    }
 }
