@@ -129,17 +129,7 @@ impl Stage for Hdrnet {
     }
 
     fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
-        let mut img = take_image(
-            inputs
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::invalid("no input"))?,
-        )?;
-        if img.space == ColorSpace::Srgb {
-            return Err(Error::invalid(
-                "hdrnet expects linear RGB, got an sRGB-encoded image",
-            ));
-        }
+        let mut img = linear_input(inputs)?;
         let (w, h) = (img.width, img.height);
         self.apply(&mut img.data, w, h)?;
         Ok(Value::Image(img.into()))
@@ -153,17 +143,7 @@ impl Stage for Hdrnet {
     /// few milliseconds); the full-resolution guide + slice + apply runs
     /// fused on the device (`kernels/bilateral_slice.cu`).
     fn run_cuda(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
-        let mut img = take_image(
-            inputs
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::invalid("no input"))?,
-        )?;
-        if img.space == ColorSpace::Srgb {
-            return Err(Error::invalid(
-                "hdrnet expects linear RGB, got an sRGB-encoded image",
-            ));
-        }
+        let mut img = linear_input(inputs)?;
         let (w, h) = (img.width, img.height);
         let grid = coeffs::predict(&self.model, &img.data, w, h)?;
         crate::backend::cuda::bilateral_slice_apply(
@@ -176,4 +156,20 @@ impl Stage for Hdrnet {
         )?;
         Ok(Value::Image(img.into()))
     }
+}
+
+/// The stage's one input, owned, refused when it is already sRGB-encoded.
+fn linear_input(inputs: Vec<Value>) -> Result<crate::frame::Image> {
+    let img = take_image(
+        inputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid("no input"))?,
+    )?;
+    if img.space == ColorSpace::Srgb {
+        return Err(Error::invalid(
+            "hdrnet expects linear RGB, got an sRGB-encoded image",
+        ));
+    }
+    Ok(img)
 }
