@@ -42,24 +42,24 @@ fn exposure_acceptance_table() {
             .unwrap_or_else(|| panic!("no {set}/{mode} row"))
             .clone()
     };
-    // The target is >= 90 %; measured 89.3-90.5 % (depending on the
-    // noise draw): the misses are frames at -3 EV where SeetaFace finds no
-    // face in the noise. Gated at 85 % against regressions.
+    // The target: >= 90 % of cases within 1/3 EV (92.9 % measured
+    // with the denoised second detection pass; the remaining misses are
+    // -3 EV frames where SeetaFace finds no face in the noise).
     let faces = get("faces", "semantic");
-    assert!(faces.face_within_third_ev.unwrap() >= 0.85, "{faces:?}");
+    assert!(faces.face_within_third_ev.unwrap() >= 0.90, "{faces:?}");
     let avg = get("faces", "average");
     assert!(avg.face_within_third_ev.unwrap() < faces.face_within_third_ev.unwrap());
     let sky = get("camvid", "semantic");
     assert!(sky.sky_clipped_mean.unwrap() <= 0.01, "{sky:?}");
     let avg_sky = get("camvid", "average");
     assert!(avg_sky.sky_clipped_mean.unwrap() > sky.sky_clipped_mean.unwrap());
-    // Backlit: sky kept below clipping, faces mostly on target (81 %
-    // measured; average metering happens to land these faces too, but
-    // clips 14 % of the sky).
+    // Backlit: sky kept below clipping, faces on target (91.7 % measured;
+    // average metering happens to land these faces too, but clips 13 % of
+    // the sky).
     let backlit = get("backlit", "semantic");
     assert!(backlit.cases > 0);
     assert!(backlit.sky_clipped_mean.unwrap() <= 0.01, "{backlit:?}");
-    assert!(backlit.face_within_third_ev.unwrap() >= 0.7, "{backlit:?}");
+    assert!(backlit.face_within_third_ev.unwrap() >= 0.85, "{backlit:?}");
     let backlit_avg = get("backlit", "average");
     assert!(
         backlit_avg.sky_clipped_mean.unwrap() > 0.05,

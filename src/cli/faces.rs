@@ -29,6 +29,10 @@ pub struct FacesArgs {
     /// YuNet parity check needs).
     #[arg(long, default_value_t = 0.0)]
     pub extra_ev: f32,
+    /// Gaussian blur (sigma, detection pixels) of the second pass (0 with
+    /// --extra-ev 0 = one pass).
+    #[arg(long, default_value_t = 0.0)]
+    pub extra_blur: f32,
     /// Score threshold (detector default when absent).
     #[arg(long)]
     pub score_threshold: Option<f32>,
@@ -104,6 +108,8 @@ pub fn run(a: FacesArgs) -> Result<i32> {
         max_side: a.max_side,
         score_threshold: a.score_threshold,
         extra_ev: a.extra_ev,
+        extra_blur: a.extra_blur,
+        extra_scale: 1.0,
         ..Params::default()
     })
     .map_err(Error::invalid)?;

@@ -175,7 +175,13 @@ pub fn camvid_val(data: &Path, step: usize) -> Result<Vec<CamvidFrame>> {
 }
 
 fn scenes(o: &Options) -> Result<Vec<Scene>> {
-    let det = FaceDetect::new(FaceParams::default()).map_err(Error::invalid)?;
+    // Reference boxes: one pass on the clean photo (no extra pass).
+    let det = FaceDetect::new(FaceParams {
+        extra_ev: 0.0,
+        extra_blur: 0.0,
+        ..FaceParams::default()
+    })
+    .map_err(Error::invalid)?;
     let mut out = Vec::new();
     let faces_dir = o.data.join("face/samples");
     let photos = sorted(&faces_dir, "jpg")?;

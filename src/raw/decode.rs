@@ -87,6 +87,9 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     }
     let src = RawSource::new_from_slice(bytes);
     let params = RawDecodeParams::default();
+    guarded(|| check_iiq_makernote(&src, bytes))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|m| Error::decode(path, m))?;
 
     // Header first: refuse absurd dimensions before the pixels are decoded.
     let decoder = guarded(|| rawler::get_decoder(&src))
@@ -379,6 +382,55 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
         walk_tiff(bytes, tiff, false, true, &mut sizes)?;
     }
     Ok(sizes)
+}
+
+/// Phase One / Leaf IIQ: rawler sizes its makernote buffer from the entry
+/// count in the file (`16·count` bytes, allocated before it is read), so a
+/// count that points past the end of the file is refused here. The file is
+/// IIQ to rawler when it is a TIFF without DNGVersion whose Make is one of
+/// the IIQ makes (the same test, made with rawler's own TIFF reader).
+fn check_iiq_makernote(src: &RawSource, bytes: &[u8]) -> std::result::Result<(), String> {
+    use rawler::formats::tiff::reader::TiffReader;
+    use rawler::formats::tiff::GenericTiffReader;
+    use rawler::tags::{DngTag, TiffCommonTag};
+    let Ok(tiff) = GenericTiffReader::new(&mut src.reader(), 0, 0, None, &[]) else {
+        return Ok(());
+    };
+    if tiff.has_entry(DngTag::DNGVersion) {
+        return Ok(());
+    }
+    let make = tiff
+        .get_entry(TiffCommonTag::Make)
+        .and_then(|e| e.value.as_string().map(|s| s.trim_end().to_string()));
+    if !matches!(
+        make.as_deref(),
+        Some("Phase One" | "Phase One A/S" | "Leaf")
+    ) {
+        return Ok(());
+    }
+    let le32 = |o: u64| -> Option<u64> {
+        let o = usize::try_from(o).ok()?;
+        let b = bytes.get(o..o.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
+    };
+    // Makernote at offset 8: its directory offset at 16, then (count,
+    // skipped u32, count x 16-byte entries) at 8 + offset.
+    let Some(dir) = le32(16).map(|d| d + 8) else {
+        return Err("IIQ makernote header is truncated".into());
+    };
+    let Some(count) = le32(dir) else {
+        return Err(format!(
+            "IIQ makernote directory at byte {dir} is past the end of the file"
+        ));
+    };
+    let end = dir + 8 + 16 * count;
+    if end > bytes.len() as u64 {
+        return Err(format!(
+            "IIQ makernote claims {count} entries, ending at byte {end}, past the end of the file ({} bytes)",
+            bytes.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Walks the TIFF whose header is at `base`; `forced`: rawler parses it

@@ -53,6 +53,21 @@ pub struct FaceBox {
 }
 
 impl FaceBox {
+    /// Scales the box and its landmarks by `sx` along x and `sy` along y
+    /// (from detection-image to frame pixels).
+    pub fn scale(&mut self, sx: f32, sy: f32) {
+        self.x *= sx;
+        self.y *= sy;
+        self.w *= sx;
+        self.h *= sy;
+        if let Some(l) = self.landmarks.as_mut() {
+            for p in l.iter_mut() {
+                p[0] *= sx;
+                p[1] *= sy;
+            }
+        }
+    }
+
     /// Area in square pixels.
     pub fn area(&self) -> f32 {
         self.w.max(0.0) * self.h.max(0.0)
