@@ -320,12 +320,22 @@ fn tiff_entry_claiming_more_than_the_file_is_refused() {
             "{e}"
         );
     }
-    // The fuzz finds: a DNG, and the TIFF embedded in a Minolta MRW.
+    // The fuzz finds: a DNG, the TIFF embedded in a Minolta MRW, and a NEF
+    // whose Exif MakerNote points at a directory without a TIFF header
+    // (rawler parses it anyway; an entry of unknown type asked for 1.9 GB),
+    // and directories rawler reads by its own sub-IFD rule (an UNDEFINED
+    // or unknown-type SubIFDs/Exif/GPS/ICC value taken as an IFD), and
+    // the TIFF in a CR3 CMT box that the header scan did not treat as one
+    // rawler always parses.
     for name in [
         "tiff-entry-count-alloc",
         "mrw-embedded-tiff-entry-alloc",
         "mrw-ttw-bad-magic-entry-alloc",
         "raf-tiff-entry-alloc",
+        "nef-makernote-unknown-type-alloc",
+        "subifd-entry-alloc",
+        "subifd-entry-alloc-2",
+        "cr3-cmt-box-entry-alloc",
     ] {
         let p = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/fuzz/raw_decode")
@@ -336,6 +346,153 @@ fn tiff_entry_claiming_more_than_the_file_is_refused() {
         assert!(
             e.contains("claims") || e.contains("truncated"),
             "{name}: {e}"
+        );
+    }
+}
+
+/// Fuzz find (dng_roundtrip): a default crop reaching past the frame was
+/// written, and rawler's DNG reader overflowed on it (a panic in debug
+/// builds, a wrapped offset in release). The writer now refuses crops that
+/// do not fit, naming the crop and the frame; a crop covering the whole
+/// frame reads back as no crop, as `dng_representable` says.
+#[test]
+fn dng_crop_outside_the_frame_is_refused_and_a_full_crop_is_none() {
+    use rawgraph::raw::dng_write::{dng_representable, encode_dng, DngOptions};
+    use rawgraph::raw::Rect;
+    let mut f = synth_frame(48, 32, CfaPattern::Rggb, 12, 3);
+    f.meta.source = "crop.dng".into();
+    for (x, y, w, h) in [
+        (40, 0, 16, 8),
+        (0, 30, 8, 4),
+        (0, 0, 1, 8),
+        (usize::MAX, 0, 2, 2),
+    ] {
+        f.meta.crop = Some(Rect {
+            x,
+            y,
+            width: w,
+            height: h,
+        });
+        let e = encode_dng(&f, &DngOptions::default()).unwrap_err();
+        one_line(&e);
+        let s = e.to_string();
+        assert!(
+            s.starts_with("crop.dng: ") && s.contains("does not fit in the 48x32 frame"),
+            "{s}"
+        );
+    }
+    for (crop, expect) in [
+        (
+            Rect {
+                x: 0,
+                y: 0,
+                width: 48,
+                height: 32,
+            },
+            None,
+        ),
+        (
+            Rect {
+                x: 2,
+                y: 4,
+                width: 40,
+                height: 26,
+            },
+            Some((2, 4, 40, 26)),
+        ),
+    ] {
+        f.meta.crop = Some(crop);
+        let bytes = encode_dng(&f, &DngOptions::default()).unwrap();
+        let back = decode_bytes(&bytes, Path::new("crop.dng"), 16.0).unwrap();
+        let got = back.meta.crop.map(|c| (c.x, c.y, c.width, c.height));
+        assert_eq!(got, expect);
+        let rep = dng_representable(&f.meta).unwrap();
+        assert_eq!(rep.crop.map(|c| (c.x, c.y, c.width, c.height)), expect);
+    }
+}
+
+/// Fuzz find (dng_roundtrip): a black level past what a 16-bit DNG stores
+/// (4.3e6 here; the white level is clamped to 65535) was written, and the
+/// file read back as "white level not above the black level". The writer
+/// now refuses it, naming the levels.
+#[test]
+fn dng_black_level_above_the_storable_white_is_refused() {
+    use rawgraph::raw::dng_write::{encode_dng, DngOptions};
+    use rawgraph::raw::BlackLevel;
+    let mut f = synth_frame(48, 32, CfaPattern::Gbrg, 12, 5);
+    f.meta.source = "levels.dng".into();
+    for (black, white) in [
+        (4_294_967.5f32, 5.0e6f32),
+        (70_000.0, 80_000.0),
+        (65_535.0, 66_000.0),
+    ] {
+        f.meta.black = BlackLevel::uniform(black);
+        f.meta.white = [white; 3];
+        let e = encode_dng(&f, &DngOptions::default()).unwrap_err();
+        one_line(&e);
+        let s = e.to_string();
+        assert!(
+            s.starts_with("levels.dng: black level") && s.contains("a 16-bit DNG can store"),
+            "{s}"
+        );
+    }
+    // Levels a DNG can hold still round-trip.
+    f.meta.black = BlackLevel::uniform(64.0);
+    f.meta.white = [4095.0; 3];
+    let bytes = encode_dng(&f, &DngOptions::default()).unwrap();
+    let back = decode_bytes(&bytes, Path::new("levels.dng"), 16.0).unwrap();
+    assert_eq!(
+        (back.meta.black.values[0], back.meta.white[0]),
+        (64.0, 4095.0)
+    );
+}
+
+/// Fuzz find (dng_roundtrip): an illuminant code rawler does not know
+/// (573) reads back as D65, and two matrices for one illuminant collapse
+/// to the later one; `dng_representable` now says so, and the round trip
+/// agrees with it.
+#[test]
+fn dng_unknown_illuminant_reads_back_as_d65() {
+    use rawgraph::raw::dng_write::{dng_representable, encode_dng, DngOptions};
+    use rawgraph::raw::{ColorMatrix, Illuminant};
+    let mut f = synth_frame(48, 32, CfaPattern::Bggr, 12, 7);
+    let m = [[0.5, 0.0, 0.0], [0.0, 0.5, 0.0], [0.0, 0.0, 0.5]];
+    let n = [[0.25, 0.0, 0.0], [0.0, 0.25, 0.0], [0.0, 0.0, 0.25]];
+    for (ills, expect) in [
+        (
+            [Illuminant::Other(573), Illuminant::StdA],
+            vec![
+                (Illuminant::StdA, m[0][0] / 2.0),
+                (Illuminant::D65, m[0][0]),
+            ],
+        ),
+        (
+            [Illuminant::D65, Illuminant::D65],
+            vec![(Illuminant::D65, n[0][0])],
+        ),
+    ] {
+        f.meta.color_matrices = vec![
+            ColorMatrix {
+                illuminant: ills[0],
+                xyz_to_cam: m,
+            },
+            ColorMatrix {
+                illuminant: ills[1],
+                xyz_to_cam: n,
+            },
+        ];
+        let bytes = encode_dng(&f, &DngOptions::default()).unwrap();
+        let back = decode_bytes(&bytes, Path::new("ill.dng"), 16.0).unwrap();
+        let got: Vec<(Illuminant, f32)> = back
+            .meta
+            .color_matrices
+            .iter()
+            .map(|c| (c.illuminant, c.xyz_to_cam[0][0]))
+            .collect();
+        assert_eq!(got, expect);
+        assert_eq!(
+            dng_representable(&f.meta).unwrap().color_matrices,
+            back.meta.color_matrices
         );
     }
 }

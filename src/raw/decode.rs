@@ -261,7 +261,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
             width: r.d.w,
             height: r.d.h,
         })
-        .filter(|r| r.width >= 2 && r.height >= 2 && r.x + r.width <= w && r.y + r.height <= h);
+        .filter(|r| r.fits_in(w, h));
     if let Some(a) = active {
         if (a.x, a.y, a.width, a.height) != (0, 0, w, h) {
             let mut out = Vec::with_capacity(a.width * a.height * spp);
@@ -288,12 +288,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
             height: r.d.h,
         };
         let full = (0, 0, meta.width, meta.height) == (x, y, r.d.w, r.d.h);
-        (rect.width >= 2
-            && rect.height >= 2
-            && x + rect.width <= meta.width
-            && y + rect.height <= meta.height
-            && !full)
-            .then_some(rect)
+        (rect.fits_in(meta.width, meta.height) && !full).then_some(rect)
     });
 
     let frame = RawFrame {
@@ -338,7 +333,12 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
         bases.push(0usize);
     }
     for (i, w) in bytes.windows(4).enumerate().skip(1) {
-        if w == b"II*\0" || w == b"MM\0*" {
+        // CR3 metadata boxes: rawler takes any II/MM there as a TIFF
+        // (magic 42, 85 or Olympus' two), so a box's data is a base too.
+        let cmt = i >= 4
+            && matches!(&bytes[i - 4..i], b"CMT1" | b"CMT2" | b"CMT3" | b"CMT4")
+            && (w.starts_with(b"II") || w.starts_with(b"MM"));
+        if w == b"II*\0" || w == b"MM\0*" || cmt {
             bases.push(i);
             if bases.len() > 256 {
                 break;
@@ -348,7 +348,13 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
     let mut sizes = Vec::new();
     for base in bases {
         let le = bytes.get(base..base + 2) == Some(b"II");
-        walk_tiff(bytes, base, le, base == 0, &mut sizes)?;
+        // CR3 metadata boxes (CMT1..CMT4) hold a TIFF rawler always parses.
+        let cmt = base >= 4
+            && matches!(
+                &bytes[base - 4..base],
+                b"CMT1" | b"CMT2" | b"CMT3" | b"CMT4"
+            );
+        walk_tiff(bytes, base, le, base == 0 || cmt, &mut sizes)?;
     }
     // Fujifilm RAF: the TIFF the header points at (offset 84) is parsed
     // whatever its first directory looks like.
@@ -442,7 +448,136 @@ fn walk_tiff(
     forced: bool,
     sizes: &mut Vec<(u64, u64)>,
 ) -> std::result::Result<(), String> {
+    // MRW's TIFF: rawler starts at offset 8 without reading the header.
+    let mrw = bytes.get(..4) == Some(b"\0MRM");
+    let first = if mrw && forced && !le {
+        Some(8)
+    } else {
+        read_u32(bytes, base as u64 + 4, le)
+    };
+    let Some(first) = first.filter(|&f| f != 0) else {
+        return Ok(());
+    };
+    let mut notes = Notes::default();
+    walk_ifds(
+        bytes,
+        base,
+        le,
+        forced,
+        first as u64,
+        sizes,
+        Some(&mut notes),
+    )?;
+    // Maker notes: the decoders of these makes parse the directory an Exif
+    // MakerNote points at whatever bytes they find there (no TIFF header
+    // needed); the DNG decoder does not read maker notes.
+    let make = notes.make.as_deref().unwrap_or("").trim_end();
+    let parsed = bytes.starts_with(b"FUJIFILM")
+        || [
+            "NIKON",
+            "Nikon",
+            "SONY",
+            "SAMSUNG",
+            "PENTAX",
+            "RICOH",
+            "OLYMPUS",
+            "OM Digital",
+        ]
+        .iter()
+        .any(|m| make.starts_with(m))
+        || matches!(
+            make,
+            "SEIKO EPSON CORP." | "EASTMAN KODAK COMPANY" | "Eastman Kodak Company" | "FUJIFILM"
+        );
+    if notes.dng || !parsed {
+        return Ok(());
+    }
+    for (at, exif_le) in notes.at.into_iter().take(16) {
+        if let Some((ifd, mn_base, mn_le)) = makernote_ifd(bytes, at, exif_le) {
+            walk_ifds(bytes, mn_base, mn_le, true, ifd, sizes, None)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_u32(bytes: &[u8], o: u64, le: bool) -> Option<u32> {
+    let o = usize::try_from(o).ok()?;
+    let b = bytes.get(o..o.checked_add(4)?)?;
+    let a = [b[0], b[1], b[2], b[3]];
+    Some(if le {
+        u32::from_le_bytes(a)
+    } else {
+        u32::from_be_bytes(a)
+    })
+}
+
+/// Where rawler (`IFD::parse_makernote`) reads the maker-note directory
+/// whose data starts at byte `at`: (directory offset, base it is relative
+/// to, little-endian). Vendor prefixes are skipped as rawler skips them.
+fn makernote_ifd(bytes: &[u8], at: u64, le: bool) -> Option<(u64, usize, bool)> {
+    let at = usize::try_from(at).ok()?;
+    let data = bytes.get(at..)?;
+    let has = |p: &[u8]| data.starts_with(p);
+    let endian_at = |o: usize| data.get(o..o + 2) == Some(b"II");
+    if has(b"Nikon\0\x02") {
+        return Some((8, at.checked_add(10)?, endian_at(10)));
+    }
+    let mut off = 0usize;
+    if has(b"OLYMP") {
+        off += if has(b"OLYMPUS") { 12 } else { 8 };
+    }
+    if has(b"EPSON") {
+        off += 8;
+    }
+    if has(b"FUJIFILM") || has(b"SONY DSC ") {
+        off += 12;
+    }
+    if has(b"AOC\0") {
+        off += 4;
+    }
+    if has(b"PENTAX") {
+        return Some(((at + 10) as u64, 0, endian_at(8)));
+    }
+    let mut le = le;
+    match data.get(off..off + 2) {
+        Some(b"II") => {
+            off += 2;
+            le = true;
+        }
+        Some(b"MM") => {
+            off += 2;
+            le = false;
+        }
+        _ => {}
+    }
+    Some(((at + off) as u64, 0, le))
+}
+
+/// What a TIFF walk learns about maker notes: where Exif MakerNote data
+/// starts (absolute offset, byte order of its directory), the Make of the
+/// first directory, and whether the file is a DNG (DNGVersion present).
+#[derive(Default)]
+struct Notes {
+    at: Vec<(u64, bool)>,
+    make: Option<String>,
+    dng: bool,
+}
+
+/// Checks the directories reachable from `first` (relative to `base`).
+/// `notes`: what to learn about maker notes (see [`Notes`]); `None` inside
+/// a maker note, which is checked leniently (its data offsets follow
+/// vendor rules).
+fn walk_ifds(
+    bytes: &[u8],
+    base: usize,
+    le: bool,
+    forced: bool,
+    first: u64,
+    sizes: &mut Vec<(u64, u64)>,
+    mut notes: Option<&mut Notes>,
+) -> std::result::Result<(), String> {
     let len = bytes.len() as u64;
+    let in_makernote = notes.is_none();
     let u16_at = |o: u64| -> Option<u16> {
         let o = usize::try_from(o).ok()?.checked_add(base)?;
         let b = bytes.get(o..o.checked_add(2)?)?;
@@ -462,22 +597,22 @@ fn walk_tiff(
             u32::from_be_bytes(a)
         })
     };
-    // MRW's TIFF: rawler starts at offset 8 without reading the header.
-    let mrw = bytes.get(..4) == Some(b"\0MRM");
-    let first = if mrw && forced && !le {
-        Some(8)
-    } else {
-        u32_at(4)
-    };
-    let Some(first) = first else {
-        return Ok(());
-    };
-    let mut todo = vec![first as u64];
+    // (directory offset, lenient): lenient directories are the ones rawler
+    // reads as a side effect (an ICC profile or an UNDEFINED blob taken as
+    // a sub-IFD, a maker note): whatever bytes are there, one level deep.
+    let mut todo = vec![(first, in_makernote)];
     let mut seen = std::collections::HashSet::new();
-    while let Some(ifd) = todo.pop() {
-        if ifd == 0 || !seen.insert(ifd) || seen.len() > 256 {
+    while let Some((ifd, lenient)) = todo.pop() {
+        if !seen.insert(ifd) || seen.len() > 256 {
             continue;
         }
+        // The file's own TIFF: truncations are refused, not only allocations.
+        let strict = base == 0 && !lenient;
+        let follow = !lenient;
+        // rawler skips an entry it cannot read, so a junk entry in a
+        // lenient directory is refused only when its allocation would hurt
+        // (256 MiB), not merely for claiming more than the file.
+        let limit = if lenient { len.max(256 << 20) } else { len };
         let Some(n) = u16_at(ifd).filter(|&n| n > 0) else {
             continue;
         };
@@ -489,7 +624,7 @@ fn walk_tiff(
                 _ => break,
             }
         }
-        if base == 0 && entries.len() < n as usize {
+        if strict && entries.len() < n as usize {
             return Err(format!(
                 "truncated: the TIFF directory at byte {ifd} has {n} entries but the file ends after {}",
                 entries.len()
@@ -502,7 +637,7 @@ fn walk_tiff(
         let plausible = n <= 200
             && (ifd as usize).saturating_add(base) < bytes.len()
             && entries.iter().any(|e| matches!(e.2, 1..=13 | 16..=18));
-        if !forced && !plausible {
+        if !forced && !lenient && !plausible {
             continue;
         }
         let mut size = (None, None);
@@ -526,12 +661,17 @@ fn walk_tiff(
                 _ => 1,
             };
             let claimed = count as u64 * size;
-            if claimed > len {
+            if claimed > limit {
+                let what = if in_makernote {
+                    "maker note tag"
+                } else {
+                    "TIFF tag"
+                };
                 return Err(format!(
-                    "TIFF tag {tag} claims {claimed} bytes of data but the file holds {len}"
+                    "{what} {tag} claims {claimed} bytes of data but the file holds {len}"
                 ));
             }
-            if base == 0 && claimed > 4 {
+            if strict && claimed > 4 {
                 let end = u32_at(e + 8).map_or(u64::MAX, |o| o as u64 + claimed);
                 if end > len {
                     return Err(format!(
@@ -540,13 +680,56 @@ fn walk_tiff(
                 }
             }
             // SubIFDs, Exif, GPS, Interoperability: more entries to check.
-            if matches!(tag, 330 | 34665 | 34853 | 40965) && matches!(typ, 4 | 13) {
+            let sub = |v: u32| (v != 0).then_some((v as u64, false));
+            if follow && matches!(tag, 330 | 34665 | 34853 | 40965) && matches!(typ, 4 | 13) {
                 if count == 1 {
-                    todo.extend(u32_at(e + 8).map(|v| v as u64));
+                    todo.extend(u32_at(e + 8).and_then(sub));
                 } else if let Some(at) = u32_at(e + 8) {
                     for k in 0..(count as u64).min(64) {
-                        todo.extend(u32_at(at as u64 + 4 * k).map(|v| v as u64));
+                        todo.extend(u32_at(at as u64 + 4 * k).and_then(sub));
                     }
+                }
+            }
+            // rawler's own sub-IFD rule (SubIFDs, Exif, GPS, ICC profile):
+            // an UNDEFINED value is a directory where its data starts, a
+            // value of unknown type one at the offset its first byte gives.
+            if follow && matches!(tag, 330 | 34665 | 34853 | 34675) {
+                let data = if count <= 4 {
+                    Some(e + 8)
+                } else {
+                    u32_at(e + 8).map(u64::from)
+                };
+                let at = match typ {
+                    7 => data,
+                    0 | 13.. => data
+                        .and_then(|d| bytes.get(usize::try_from(d).ok()?.checked_add(base)?))
+                        .map(|&b| b as u64),
+                    4 if tag == 34675 && count == 1 => u32_at(e + 8).map(u64::from),
+                    _ => None,
+                };
+                todo.extend(at.map(|a| (a, true)));
+            }
+            if let Some(notes) = notes.as_deref_mut() {
+                // Exif MakerNote (UNDEFINED, long enough to hold a directory).
+                if tag == 37500 && count >= 10 {
+                    if let Some(at) = u32_at(e + 8) {
+                        notes.at.push((base as u64 + at as u64, le));
+                    }
+                }
+                notes.dng |= tag == 50706;
+                if tag == 271 && typ == 2 && notes.make.is_none() {
+                    let at = if count <= 4 {
+                        Some(e + 8)
+                    } else {
+                        u32_at(e + 8).map(u64::from)
+                    };
+                    notes.make = at.and_then(|a| {
+                        let a = usize::try_from(a).ok()?.checked_add(base)?;
+                        let n = (count as usize).min(64);
+                        let raw = bytes.get(a..a.checked_add(n)?)?;
+                        let text = raw.split(|&c| c == 0).next()?;
+                        Some(String::from_utf8_lossy(text).into_owned())
+                    });
                 }
             }
         }
@@ -555,7 +738,7 @@ fn walk_tiff(
         }
         // Pixel data past the end of the file: a truncated transfer that
         // rawler would decode with the missing part left at zero.
-        if base == 0 {
+        if strict {
             let array = |tag: u16| -> Option<Vec<u64>> {
                 let &(e, _, typ, count) = entries.iter().find(|x| x.1 == tag)?;
                 let size = match typ {
@@ -589,12 +772,14 @@ fn walk_tiff(
             }
         }
         let next = u32_at(ifd + 2 + 12 * n as u64);
-        if base == 0 && next.is_none() {
+        if strict && next.is_none() {
             return Err(format!(
                 "truncated: the file ends inside the TIFF directory at byte {ifd}"
             ));
         }
-        todo.extend(next.map(|v| v as u64));
+        if follow {
+            todo.extend(next.filter(|&v| v != 0).map(|v| (v as u64, false)));
+        }
     }
     Ok(())
 }

@@ -163,25 +163,37 @@ fn exposure_rational(t: f32) -> Option<Rational> {
 /// matrices, WB gains, black/white levels and exposure time quantised to
 /// their rational encodings (evaluated in f32 as rawler does), a sidecar's
 /// `cam_to_srgb` turned into a ColorMatrix, `bits` = 16 (the storage
-/// depth). Source, width, height, CFA, noise profile, crop, orientation,
+/// depth), a crop covering the whole frame dropped. Source, width, height,
+/// CFA, noise profile, other crops, orientation,
 /// make, model and ISO pass through unchanged.
 pub fn dng_representable(meta: &RawMeta) -> Result<RawMeta> {
     let mut m = meta.clone();
-    m.color_matrices = matrices_for(meta)?
+    // rawler keys the matrices by illuminant (a LightSource code it does
+    // not know reads as D65; the same illuminant twice keeps the later
+    // matrix) and we list them by code.
+    let mut by_code = std::collections::BTreeMap::new();
+    for cm in matrices_for(meta)? {
+        let mut q = cm.xyz_to_cam;
+        for v in q.iter_mut().flatten() {
+            let n = (*v as f64 * MATRIX_DENOM as f64).round() as i32;
+            *v = n as f32 / MATRIX_DENOM as f32;
+        }
+        let code = cm.illuminant.to_exif();
+        let known = matches!(code, 0..=4 | 9..=15 | 17..=24);
+        by_code.insert(if known { code } else { 21 }, q);
+    }
+    m.color_matrices = by_code
         .into_iter()
-        .map(|cm| {
-            let mut q = cm.xyz_to_cam;
-            for v in q.iter_mut().flatten() {
-                let n = (*v as f64 * MATRIX_DENOM as f64).round() as i32;
-                *v = n as f32 / MATRIX_DENOM as f32;
-            }
-            ColorMatrix {
-                illuminant: Illuminant::from_exif(cm.illuminant.to_exif()),
-                xyz_to_cam: q,
-            }
+        .map(|(code, xyz_to_cam)| ColorMatrix {
+            illuminant: Illuminant::from_exif(code),
+            xyz_to_cam,
         })
         .collect();
     m.cam_to_srgb = None;
+    // A crop covering the whole frame is no crop (readers drop it).
+    m.crop = meta
+        .crop
+        .filter(|c| (c.x, c.y, c.width, c.height) != (0, 0, meta.width, meta.height));
     m.wb_gains = meta.wb_gains.and_then(neutral_numerators).map(|n| {
         let c: Vec<f32> = n
             .iter()
@@ -218,9 +230,25 @@ fn tiff_err(path: &str, e: tiff::TiffError) -> Error {
 /// Encodes a Bayer frame as DNG bytes (see module docs). Samples are
 /// rounded and clamped to 0..=65535.
 pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
-    frame.validate()?;
     let meta = &frame.meta;
     let src = meta.source.as_str();
+    if let Some(c) = meta.crop.filter(|c| !c.fits_in(meta.width, meta.height)) {
+        return Err(Error::invalid(format!(
+            "{src}: {}",
+            c.misfit(meta.width, meta.height)
+        )));
+    }
+    frame.validate()?;
+    // What the file will hold must still be a valid frame: the white level
+    // is stored in 16 bits, so a black level at or above 65535 cannot be.
+    let stored = dng_representable(meta)?;
+    let black_max = stored.black.values.iter().cloned().fold(0.0f32, f32::max);
+    if black_max >= stored.white[0] {
+        return Err(Error::invalid(format!(
+            "{src}: black level {black_max} is not below the white level {} a 16-bit DNG can store",
+            stored.white[0]
+        )));
+    }
     let cfa = match meta.layout {
         PixelLayout::Bayer(p) => p,
         PixelLayout::LinearRgb => {

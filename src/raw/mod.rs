@@ -188,6 +188,25 @@ pub struct Rect {
     pub height: usize,
 }
 
+impl Rect {
+    /// True when the rectangle is at least 2x2 and lies inside a
+    /// `width` x `height` frame (no arithmetic overflow on hostile values).
+    pub fn fits_in(&self, width: usize, height: usize) -> bool {
+        let fits = |o: usize, len: usize, total: usize| {
+            len >= 2 && o.checked_add(len).is_some_and(|end| end <= total)
+        };
+        fits(self.x, self.width, width) && fits(self.y, self.height, height)
+    }
+
+    /// The reason a crop does not fit, for error messages.
+    pub fn misfit(&self, width: usize, height: usize) -> String {
+        format!(
+            "default crop {}x{} at ({}, {}) does not fit in the {width}x{height} frame",
+            self.width, self.height, self.x, self.y
+        )
+    }
+}
+
 /// Standard illuminants a colour matrix can be calibrated for.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -387,6 +406,9 @@ impl RawFrame {
             if g.iter().any(|v| !v.is_finite() || *v <= 0.0) {
                 return Err(bad(format!("invalid white balance gains {g:?}")));
             }
+        }
+        if let Some(c) = m.crop.filter(|c| !c.fits_in(m.width, m.height)) {
+            return Err(bad(c.misfit(m.width, m.height)));
         }
         Ok(())
     }
