@@ -496,3 +496,34 @@ fn dng_unknown_illuminant_reads_back_as_d65() {
         );
     }
 }
+
+/// Fuzz finds (raw_decode): rawler allocates the pixel buffer even for a
+/// header-only decode, from sizes that live outside any TIFF directory —
+/// a CRW's SensorInfo (63435 x 25739) and an IIQ maker note's Width /
+/// Height (52252 x 5536) — and a CR3 box of size 0 made its box reader
+/// loop forever, growing a list. All are refused before rawler runs, with
+/// the megapixel limit or the box named.
+#[test]
+fn sizes_outside_tiff_and_zero_size_boxes_are_refused_first() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/raw_decode");
+    for (name, needle) in [
+        (
+            "crw-sensorinfo-huge",
+            "63435x25739 is 1632.8 MP, over the limit of 16 MP",
+        ),
+        (
+            "iiq-makernote-dims-huge",
+            "52252x5536 is 289.3 MP, over the limit of 16 MP",
+        ),
+        (
+            "cr3-zero-size-box",
+            "BMFF box '\\0\\0\\0\\0' at byte 8788 has size 0",
+        ),
+    ] {
+        let p = dir.join(name);
+        let e = decode_bytes(&std::fs::read(&p).unwrap(), &p, 16.0).unwrap_err();
+        one_line(&e);
+        let s = e.to_string();
+        assert!(s.contains(needle) && s.contains(name), "{name}: {s}");
+    }
+}

@@ -85,11 +85,18 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     for (w, h) in sizes.into_iter().filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
+    check_bmff_boxes(bytes).map_err(|m| Error::decode(path, m))?;
     let src = RawSource::new_from_slice(bytes);
     let params = RawDecodeParams::default();
-    guarded(|| check_iiq_makernote(&src, bytes))
+    let iiq_size = guarded(|| check_iiq_makernote(&src, bytes))
         .map_err(|m| Error::decode(path, m))?
         .map_err(|m| Error::decode(path, m))?;
+    // rawler allocates the pixels even for a header-only decode; where the
+    // size is not in a TIFF directory (IIQ maker note, CRW heaps) it is
+    // read and checked first.
+    for (w, h) in iiq_size.into_iter().chain(ciff_sensor_size(bytes)) {
+        check_dimensions(&shown, w, h, max_mp)?;
+    }
 
     // Header first: refuse absurd dimensions before the pixels are decoded.
     let decoder = guarded(|| rawler::get_decoder(&src))
@@ -390,20 +397,95 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
     Ok(sizes)
 }
 
+/// ISO BMFF (CR3): refuses a box whose size is smaller than its header
+/// or reaches past its parent (or the file), in every container rawler's
+/// BMFF reader walks.
+///
+/// rawler steps from box to box by seeking to `offset + size`: a size of 0
+/// (ISO's "to the end of the file") or one that wraps around makes it read
+/// the same box forever, pushing to a list until memory runs out (found by
+/// fuzzing). Payload offsets of the containers follow rawler's readers.
+fn check_bmff_boxes(bytes: &[u8]) -> std::result::Result<(), String> {
+    if bytes.get(4..8) != Some(b"ftyp") {
+        return Ok(());
+    }
+    walk_boxes(bytes, 0, bytes.len() as u64, 0)
+}
+
+const CR3_DESC_UUID: [u8; 16] = [
+    0x85, 0xc0, 0xb6, 0x87, 0x82, 0x0f, 0x11, 0xe0, 0x81, 0x11, 0xf4, 0xce, 0x46, 0x2b, 0x6a, 0x48,
+];
+
+fn walk_boxes(bytes: &[u8], start: u64, end: u64, depth: u32) -> std::result::Result<(), String> {
+    let be = |o: u64, n: usize| -> Option<u64> {
+        let o = usize::try_from(o).ok()?;
+        let b = bytes.get(o..o.checked_add(n)?)?;
+        Some(b.iter().fold(0u64, |a, &x| (a << 8) | x as u64))
+    };
+    let mut pos = start;
+    // Fewer than 8 bytes left: rawler's read fails cleanly.
+    while pos.saturating_add(8) <= end {
+        let (Some(size32), Some(typ)) = (be(pos, 4), bytes.get(pos as usize + 4..pos as usize + 8))
+        else {
+            return Ok(());
+        };
+        let name = String::from_utf8_lossy(typ).escape_debug().to_string();
+        let mut header = 8u64;
+        let mut size = size32;
+        if size32 == 1 {
+            let Some(large) = be(pos + 8, 8) else {
+                return Ok(());
+            };
+            size = large;
+            header += 8;
+        }
+        let uuid = if typ == b"uuid" {
+            let u = bytes.get(pos as usize + header as usize..pos as usize + header as usize + 16);
+            header += 16;
+            u
+        } else {
+            None
+        };
+        let box_end = pos.checked_add(size).filter(|&e| e <= end);
+        let Some(box_end) = box_end.filter(|_| size >= header) else {
+            return Err(format!(
+                "BMFF box '{name}' at byte {pos} has size {size}, which does not fit between its {header}-byte header and byte {end}"
+            ));
+        };
+        let payload = pos + header;
+        let children = match typ {
+            b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" => Some(payload),
+            b"stsd" | b"CCTP" => Some(payload + if typ == b"stsd" { 8 } else { 12 }),
+            b"CDI1" => Some(payload + 4),
+            b"CRAW" => Some(payload + 82),
+            b"uuid" if uuid == Some(&CR3_DESC_UUID[..]) => Some(payload),
+            _ => None,
+        };
+        if let Some(c) = children.filter(|_| depth < 8) {
+            walk_boxes(bytes, c, box_end, depth + 1)?;
+        }
+        pos = box_end;
+    }
+    Ok(())
+}
+
 /// Phase One / Leaf IIQ: rawler sizes its makernote buffer from the entry
 /// count in the file (`16·count` bytes, allocated before it is read), so a
 /// count that points past the end of the file is refused here. The file is
 /// IIQ to rawler when it is a TIFF without DNGVersion whose Make is one of
 /// the IIQ makes (the same test, made with rawler's own TIFF reader).
-fn check_iiq_makernote(src: &RawSource, bytes: &[u8]) -> std::result::Result<(), String> {
+fn check_iiq_makernote(
+    src: &RawSource,
+    bytes: &[u8],
+) -> std::result::Result<Option<(u64, u64)>, String> {
     use rawler::formats::tiff::reader::TiffReader;
     use rawler::formats::tiff::GenericTiffReader;
     use rawler::tags::{DngTag, TiffCommonTag};
     let Ok(tiff) = GenericTiffReader::new(&mut src.reader(), 0, 0, None, &[]) else {
-        return Ok(());
+        return Ok(None);
     };
     if tiff.has_entry(DngTag::DNGVersion) {
-        return Ok(());
+        return Ok(None);
     }
     let make = tiff
         .get_entry(TiffCommonTag::Make)
@@ -412,7 +494,7 @@ fn check_iiq_makernote(src: &RawSource, bytes: &[u8]) -> std::result::Result<(),
         make.as_deref(),
         Some("Phase One" | "Phase One A/S" | "Leaf")
     ) {
-        return Ok(());
+        return Ok(None);
     }
     let le32 = |o: u64| -> Option<u64> {
         let o = usize::try_from(o).ok()?;
@@ -436,7 +518,104 @@ fn check_iiq_makernote(src: &RawSource, bytes: &[u8]) -> std::result::Result<(),
             bytes.len()
         ));
     }
-    Ok(())
+    // Entries (tag, type, byte count, data): rawler allocates an ASCII
+    // entry's byte count before reading it, and takes the frame size from
+    // Width (0x108) / Height (0x109), allocating the pixels even for the
+    // header-only decode: both are checked here.
+    let (mut w, mut h) = (None, None);
+    for k in 0..count {
+        let e = dir + 8 + 16 * k;
+        let (Some(tag), Some(typ), Some(n), Some(data)) =
+            (le32(e), le32(e + 4), le32(e + 8), le32(e + 12))
+        else {
+            break;
+        };
+        if typ == 1 && tag != 0x110 && n > bytes.len() as u64 {
+            return Err(format!(
+                "IIQ makernote entry 0x{tag:x} claims {n} bytes, more than the file holds ({} bytes)",
+                bytes.len()
+            ));
+        }
+        if matches!(typ, 2 | 4) {
+            match tag {
+                0x108 => w = Some(data),
+                0x109 => h = Some(data),
+                _ => {}
+            }
+        }
+    }
+    Ok(w.zip(h))
+}
+
+/// Canon CRW (CIFF): the frame size rawler allocates for, even for the
+/// header-only decode (SensorInfo 0x1031, values 1 and 2), read the way
+/// rawler's CIFF reader walks the heaps. `None` when it is not CIFF or has
+/// no readable SensorInfo.
+fn ciff_sensor_size(bytes: &[u8]) -> Option<(u64, u64)> {
+    if bytes.get(6..14) != Some(b"HEAPCCDR") {
+        return None;
+    }
+    let le16 = |o: usize| -> Option<usize> {
+        let b = bytes.get(o..o.checked_add(2)?)?;
+        Some(u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let le32 = |o: usize| -> Option<usize> {
+        let b = bytes.get(o..o.checked_add(4)?)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let mut found = None;
+    // (heap start, heap end, depth); rawler searches a heap's own entries
+    // before its sub-heaps, which this breadth-first order follows.
+    let mut heaps = std::collections::VecDeque::from([(le32(2)?, bytes.len(), 1u32)]);
+    let mut visited = 0;
+    while let Some((start, end, depth)) = heaps.pop_front() {
+        visited += 1;
+        if visited > 4096 {
+            break;
+        }
+        let Some(values) = end.checked_sub(4).and_then(le32) else {
+            continue;
+        };
+        let Some(dir) = start.checked_add(values) else {
+            continue;
+        };
+        let Some(n) = le16(dir) else {
+            continue;
+        };
+        for i in 0..n {
+            let e = dir + 2 + i * 10;
+            let Some(p) = le16(e) else {
+                break;
+            };
+            let (tag, typ) = (p & 0x3fff, p & 0x3800);
+            let (size, at) = match p & 0xc000 {
+                0x0000 => match (le32(e + 2), le32(e + 6)) {
+                    (Some(sz), Some(o)) => (sz, o.saturating_add(start)),
+                    _ => break,
+                },
+                0x4000 => (8, e + 2),
+                _ => continue,
+            };
+            if typ == 0x2800 || typ == 0x3000 {
+                if depth < 10 {
+                    heaps.push_back((at, at.saturating_add(size), depth + 1));
+                }
+            } else if tag == 0x1031 && found.is_none() {
+                let v = |k: usize| -> Option<u64> {
+                    Some(match typ {
+                        0x0000 | 0x8000 => *bytes.get(at.checked_add(k)?)? as u64,
+                        0x1000 => le16(at.checked_add(2 * k)?)? as u64,
+                        _ => le32(at.checked_add(4 * k)?)? as u64,
+                    })
+                };
+                found = v(1).zip(v(2));
+            }
+        }
+        if found.is_some() {
+            break;
+        }
+    }
+    found
 }
 
 /// Walks the TIFF whose header is at `base`; `forced`: rawler parses it
