@@ -335,24 +335,28 @@ fn shift_black(b: &BlackLevel, dx: usize, dy: usize) -> BlackLevel {
 ///
 /// Returns the ImageWidth x ImageLength of every directory it walked.
 fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, String> {
-    let mut bases = Vec::new();
-    if matches!(bytes.get(..2), Some(b"II") | Some(b"MM")) {
-        bases.push(0usize);
+    let mut sizes = Vec::new();
+    let mut dng = false;
+    if let Some(m) = bytes.get(..2).filter(|m| *m == b"II" || *m == b"MM") {
+        dng = walk_tiff(bytes, 0, m == b"II", true, &mut sizes)?;
     }
+    // Embedded TIFF headers (maker notes, vendor blocks): rawler's DNG
+    // decoder reads none of them, and in a DNG they are most likely pixel
+    // data (our own writer stores arbitrary samples), so a DNG skips them.
+    let mut bases = Vec::new();
     for (i, w) in bytes.windows(4).enumerate().skip(1) {
         // CR3 metadata boxes: rawler takes any II/MM there as a TIFF
         // (magic 42, 85 or Olympus' two), so a box's data is a base too.
         let cmt = i >= 4
             && matches!(&bytes[i - 4..i], b"CMT1" | b"CMT2" | b"CMT3" | b"CMT4")
             && (w.starts_with(b"II") || w.starts_with(b"MM"));
-        if w == b"II*\0" || w == b"MM\0*" || cmt {
+        if ((w == b"II*\0" || w == b"MM\0*") && !dng) || cmt {
             bases.push(i);
             if bases.len() > 256 {
                 break;
             }
         }
     }
-    let mut sizes = Vec::new();
     for base in bases {
         let le = bytes.get(base..base + 2) == Some(b"II");
         // CR3 metadata boxes (CMT1..CMT4) hold a TIFF rawler always parses.
@@ -361,7 +365,7 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
                 &bytes[base - 4..base],
                 b"CMT1" | b"CMT2" | b"CMT3" | b"CMT4"
             );
-        walk_tiff(bytes, base, le, base == 0 || cmt, &mut sizes)?;
+        walk_tiff(bytes, base, le, cmt, &mut sizes)?;
     }
     // Fujifilm RAF: the TIFF the header points at (offset 84) is parsed
     // whatever its first directory looks like.
@@ -619,14 +623,15 @@ fn ciff_sensor_size(bytes: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// Walks the TIFF whose header is at `base`; `forced`: rawler parses it
-/// whatever it looks like (else it must read as a directory).
+/// whatever it looks like (else it must read as a directory). Returns
+/// whether it is a DNG (DNGVersion in a directory it walked).
 fn walk_tiff(
     bytes: &[u8],
     base: usize,
     le: bool,
     forced: bool,
     sizes: &mut Vec<(u64, u64)>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<bool, String> {
     // MRW's TIFF: rawler starts at offset 8 without reading the header.
     let mrw = bytes.get(..4) == Some(b"\0MRM");
     let first = if mrw && forced && !le {
@@ -635,7 +640,7 @@ fn walk_tiff(
         read_u32(bytes, base as u64 + 4, le)
     };
     let Some(first) = first.filter(|&f| f != 0) else {
-        return Ok(());
+        return Ok(false);
     };
     let mut notes = Notes::default();
     walk_ifds(
@@ -669,14 +674,14 @@ fn walk_tiff(
             "SEIKO EPSON CORP." | "EASTMAN KODAK COMPANY" | "Eastman Kodak Company" | "FUJIFILM"
         );
     if notes.dng || !parsed {
-        return Ok(());
+        return Ok(notes.dng);
     }
     for (at, exif_le) in notes.at.into_iter().take(16) {
         if let Some((ifd, mn_base, mn_le)) = makernote_ifd(bytes, at, exif_le) {
             walk_ifds(bytes, mn_base, mn_le, true, ifd, sizes, None)?;
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 fn read_u32(bytes: &[u8], o: u64, le: bool) -> Option<u32> {
@@ -776,18 +781,21 @@ fn walk_ifds(
             u32::from_be_bytes(a)
         })
     };
-    // (directory offset, lenient): lenient directories are the ones rawler
-    // reads as a side effect (an ICC profile or an UNDEFINED blob taken as
-    // a sub-IFD, a maker note): whatever bytes are there, one level deep.
-    let mut todo = vec![(first, in_makernote)];
+    // (directory offset, lenient, in the IFD chain). Lenient directories
+    // are the ones rawler reads as a side effect (an ICC profile or an
+    // UNDEFINED blob taken as a sub-IFD, a maker note): whatever bytes are
+    // there. Like rawler, only the chain's directories lead on (next IFD,
+    // sub-IFDs); a sub-IFD is one directory, so a web of junk pointers
+    // cannot exhaust the walk.
+    let mut todo = vec![(first, in_makernote, !in_makernote)];
     let mut seen = std::collections::HashSet::new();
-    while let Some((ifd, lenient)) = todo.pop() {
+    while let Some((ifd, lenient, chain)) = todo.pop() {
         if !seen.insert(ifd) || seen.len() > 256 {
             continue;
         }
         // The file's own TIFF: truncations are refused, not only allocations.
         let strict = base == 0 && !lenient;
-        let follow = !lenient;
+        let follow = chain;
         // rawler skips an entry it cannot read, so a junk entry in a
         // lenient directory is refused only when its allocation would hurt
         // (256 MiB), not merely for claiming more than the file.
@@ -859,7 +867,7 @@ fn walk_ifds(
                 }
             }
             // SubIFDs, Exif, GPS, Interoperability: more entries to check.
-            let sub = |v: u32| (v != 0).then_some((v as u64, false));
+            let sub = |v: u32| (v != 0).then_some((v as u64, false, false));
             if follow && matches!(tag, 330 | 34665 | 34853 | 40965) && matches!(typ, 4 | 13) {
                 if count == 1 {
                     todo.extend(u32_at(e + 8).and_then(sub));
@@ -886,7 +894,7 @@ fn walk_ifds(
                     4 if tag == 34675 && count == 1 => u32_at(e + 8).map(u64::from),
                     _ => None,
                 };
-                todo.extend(at.map(|a| (a, true)));
+                todo.extend(at.map(|a| (a, true, false)));
             }
             if let Some(notes) = notes.as_deref_mut() {
                 // Exif MakerNote (UNDEFINED, long enough to hold a directory).
@@ -957,7 +965,7 @@ fn walk_ifds(
             ));
         }
         if follow {
-            todo.extend(next.filter(|&v| v != 0).map(|v| (v as u64, false)));
+            todo.extend(next.filter(|&v| v != 0).map(|v| (v as u64, false, true)));
         }
     }
     Ok(())
