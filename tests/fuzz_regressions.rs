@@ -527,3 +527,23 @@ fn sizes_outside_tiff_and_zero_size_boxes_are_refused_first() {
         assert!(s.contains(needle) && s.contains(name), "{name}: {s}");
     }
 }
+
+/// Fuzz find (dng_roundtrip): samples that spell a TIFF header and a
+/// directory claiming gigabytes made the header scan refuse our own DNG.
+/// rawler's DNG decoder reads no embedded TIFF, so a DNG skips the scan.
+#[test]
+fn dng_whose_samples_look_like_a_tiff_reads_back() {
+    use rawgraph::raw::dng_write::{encode_dng, DngOptions};
+    let mut f = synth_frame(48, 32, CfaPattern::Rggb, 16, 9);
+    f.meta.white = [65535.0; 3];
+    // "II*\0", IFD at 8, one entry: ImageWidth, LONG, count 0x7fffffff.
+    let fake: [u16; 13] = [
+        0x4949, 0x002a, 0x0008, 0x0000, 0x0001, 0x0100, 0x0004, 0xffff, 0x7fff, 0, 0, 0, 0,
+    ];
+    for (i, v) in fake.iter().enumerate() {
+        f.data[100 + i] = *v as f32;
+    }
+    let bytes = encode_dng(&f, &DngOptions::default()).unwrap();
+    let back = decode_bytes(&bytes, Path::new("looks-like-tiff.dng"), 16.0).unwrap();
+    assert_eq!(&back.data[100..113], &f.data[100..113]);
+}
