@@ -771,16 +771,7 @@ fn walk_ifds(
             u16::from_be_bytes([b[0], b[1]])
         })
     };
-    let u32_at = |o: u64| -> Option<u32> {
-        let o = usize::try_from(o).ok()?.checked_add(base)?;
-        let b = bytes.get(o..o.checked_add(4)?)?;
-        let a = [b[0], b[1], b[2], b[3]];
-        Some(if le {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        })
-    };
+    let u32_at = |o: u64| -> Option<u32> { read_u32(bytes, o.checked_add(base as u64)?, le) };
     // (directory offset, lenient, in the IFD chain). Lenient directories
     // are the ones rawler reads as a side effect (an ICC profile or an
     // UNDEFINED blob taken as a sub-IFD, a maker note): whatever bytes are
