@@ -781,7 +781,7 @@ fn walk_ifds(
     let mut todo = vec![(first, in_makernote, !in_makernote)];
     let mut seen = std::collections::HashSet::new();
     while let Some((ifd, lenient, chain)) = todo.pop() {
-        if !seen.insert(ifd) || seen.len() > 256 {
+        if !seen.insert(ifd) || seen.len() > 4096 {
             continue;
         }
         // The file's own TIFF: truncations are refused, not only allocations.
@@ -863,7 +863,7 @@ fn walk_ifds(
                 if count == 1 {
                     todo.extend(u32_at(e + 8).and_then(sub));
                 } else if let Some(at) = u32_at(e + 8) {
-                    for k in 0..(count as u64).min(64) {
+                    for k in 0..(count as u64).min(len / 4) {
                         todo.extend(u32_at(at as u64 + 4 * k).and_then(sub));
                     }
                 }
