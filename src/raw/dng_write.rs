@@ -179,7 +179,7 @@ pub fn dng_representable(meta: &RawMeta) -> Result<RawMeta> {
             *v = n as f32 / MATRIX_DENOM as f32;
         }
         let code = cm.illuminant.to_exif();
-        let known = matches!(code, 0..=4 | 9..=15 | 17..=24);
+        let known = rawler::imgop::xyz::Illuminant::try_from(code).is_ok();
         by_code.insert(if known { code } else { 21 }, q);
     }
     m.color_matrices = by_code
