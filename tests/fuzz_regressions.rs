@@ -554,3 +554,70 @@ fn dng_whose_samples_look_like_a_tiff_reads_back() {
     let back = decode_bytes(&bytes, Path::new("looks-like-tiff.dng"), 16.0).unwrap();
     assert_eq!(&back.data[100..113], &f.data[100..113]);
 }
+
+/// Fuzz finds (raw_decode) of the second campaign, each refused before
+/// rawler allocates, with its cause named:
+/// - a SubIFDs / Exif pointer of 0: rawler reads the file header as a
+///   directory of 0x4949 entries of junk, allocating what each claims;
+/// - Canon CR2: the decoder reads the Exif maker note as a plain directory;
+/// - RAF: sub-IFDs of the root directory the RAF header points at;
+/// - frame sizes rawler allocates for even in a header-only decode: an MRW
+///   PRD block, a NEF raw directory (its ImageLength as rawler reads it);
+/// - an IFD chain whose next link loops back: rawler's reader follows it
+///   forever, pushing directories until memory runs out.
+#[test]
+fn second_campaign_raw_decode_finds_are_refused_first() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/raw_decode");
+    for (name, needle) in [
+        ("subifd-at-offset-0-1", "TIFF tag 1 claims 738198898 bytes"),
+        ("subifd-at-offset-0-2", "TIFF tag 0 claims 822214656 bytes"),
+        ("subifd-at-offset-0-3", "TIFF tag 1 claims 4294967295 bytes"),
+        ("subifd-at-offset-0-4", "TIFF tag 1 claims 738198898 bytes"),
+        (
+            "exif-ifd-at-offset-0-1",
+            "TIFF tag 0 claims 1998548648 bytes",
+        ),
+        (
+            "exif-ifd-at-offset-0-2",
+            "TIFF tag 0 claims 1998548648 bytes",
+        ),
+        (
+            "cr2-makernote-entry-alloc-1",
+            "maker note tag 11650 claims 1172081197 bytes",
+        ),
+        (
+            "cr2-makernote-entry-alloc-2",
+            "maker note tag 77 claims 1380974604 bytes",
+        ),
+        (
+            "raf-root-subifd-alloc-1",
+            "TIFF tag 17920 claims 1279870537 bytes",
+        ),
+        (
+            "raf-root-subifd-alloc-2",
+            "TIFF tag 21830 claims 1296845126 bytes",
+        ),
+        (
+            "mrw-prd-dims-huge",
+            "28160x27503 is 774.5 MP, over the limit",
+        ),
+        (
+            "nef-raw-ifd-dims-huge",
+            "3040x9437184 is 28689.0 MP, over the limit",
+        ),
+        (
+            "tiff-chain-loop-1",
+            "TIFF directory chain loops back to the directory at byte 3345",
+        ),
+        (
+            "tiff-chain-loop-2",
+            "TIFF directory chain loops back to the directory at byte 8",
+        ),
+    ] {
+        let p = dir.join(name);
+        let e = decode_bytes(&std::fs::read(&p).unwrap(), &p, 16.0).unwrap_err();
+        one_line(&e);
+        let s = e.to_string();
+        assert!(s.contains(needle) && s.contains(name), "{name}: {s}");
+    }
+}

@@ -88,13 +88,14 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     check_bmff_boxes(bytes).map_err(|m| Error::decode(path, m))?;
     let src = RawSource::new_from_slice(bytes);
     let params = RawDecodeParams::default();
-    let iiq_size = guarded(|| check_iiq_makernote(&src, bytes))
+    let rawler_sizes = guarded(|| check_rawler_tiff(&src, bytes))
         .map_err(|m| Error::decode(path, m))?
         .map_err(|m| Error::decode(path, m))?;
     // rawler allocates the pixels even for a header-only decode; where the
     // size is not in a TIFF directory (IIQ maker note, CRW heaps) it is
     // read and checked first.
-    for (w, h) in iiq_size.into_iter().chain(ciff_sensor_size(bytes)) {
+    let found = rawler_sizes.into_iter().chain(ciff_sensor_size(bytes));
+    for (w, h) in found.filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
 
@@ -394,6 +395,18 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
             if tag == 0x0054_5457 {
                 tiff = pos + 8;
             }
+            // PRD block: the frame size rawler allocates for (height at
+            // +16, width at +18), even for the header-only decode.
+            if tag == 0x0050_5244 {
+                let be16 = |o: usize| {
+                    bytes
+                        .get(o..o + 2)
+                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                };
+                if let (Some(h), Some(w)) = (be16(pos + 16), be16(pos + 18)) {
+                    sizes.push((w as u64, h as u64));
+                }
+            }
             pos = pos.saturating_add(n).saturating_add(8);
         }
         walk_tiff(bytes, tiff, false, true, &mut sizes)?;
@@ -473,23 +486,43 @@ fn walk_boxes(bytes: &[u8], start: u64, end: u64, depth: u32) -> std::result::Re
     Ok(())
 }
 
-/// Phase One / Leaf IIQ: rawler sizes its makernote buffer from the entry
-/// count in the file (`16·count` bytes, allocated before it is read), so a
-/// count that points past the end of the file is refused here. The file is
-/// IIQ to rawler when it is a TIFF without DNGVersion whose Make is one of
-/// the IIQ makes (the same test, made with rawler's own TIFF reader).
-fn check_iiq_makernote(
+/// Frame sizes as rawler's own TIFF reader sees them, read before any
+/// decoder runs (rawler allocates the pixels even for a header-only
+/// decode): ImageWidth x ImageLength of every directory in its parse of the
+/// file (first value, any numeric type, as its decoders take it), and the
+/// Width / Height of a Phase One / Leaf IIQ maker note.
+///
+/// IIQ: rawler also sizes its maker-note buffer from the entry count in
+/// the file (`16·count` bytes, allocated before it is read), so a count
+/// that points past the end of the file is refused here. The file is IIQ
+/// to rawler when it is a TIFF without DNGVersion whose Make is one of the
+/// IIQ makes (the same test, made with rawler's own TIFF reader).
+fn check_rawler_tiff(
     src: &RawSource,
     bytes: &[u8],
-) -> std::result::Result<Option<(u64, u64)>, String> {
+) -> std::result::Result<Vec<(u64, u64)>, String> {
     use rawler::formats::tiff::reader::TiffReader;
     use rawler::formats::tiff::GenericTiffReader;
     use rawler::tags::{DngTag, TiffCommonTag};
     let Ok(tiff) = GenericTiffReader::new(&mut src.reader(), 0, 0, None, &[]) else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
+    let first = |ifd: &rawler::formats::tiff::IFD, tag: TiffCommonTag| -> Option<u64> {
+        let v = ifd.get_entry(tag)?.value.get_usize(0).ok()??;
+        Some(v as u64)
+    };
+    let mut sizes: Vec<(u64, u64)> = tiff
+        .find_ifds_with_tag(TiffCommonTag::ImageWidth)
+        .into_iter()
+        .filter_map(|ifd| {
+            Some((
+                first(ifd, TiffCommonTag::ImageWidth)?,
+                first(ifd, TiffCommonTag::ImageLength)?,
+            ))
+        })
+        .collect();
     if tiff.has_entry(DngTag::DNGVersion) {
-        return Ok(None);
+        return Ok(sizes);
     }
     let make = tiff
         .get_entry(TiffCommonTag::Make)
@@ -498,7 +531,7 @@ fn check_iiq_makernote(
         make.as_deref(),
         Some("Phase One" | "Phase One A/S" | "Leaf")
     ) {
-        return Ok(None);
+        return Ok(sizes);
     }
     let le32 = |o: u64| -> Option<u64> {
         let o = usize::try_from(o).ok()?;
@@ -548,7 +581,8 @@ fn check_iiq_makernote(
             }
         }
     }
-    Ok(w.zip(h))
+    sizes.extend(w.zip(h));
+    Ok(sizes)
 }
 
 /// Canon CRW (CIFF): the frame size rawler allocates for, even for the
@@ -673,8 +707,19 @@ fn walk_tiff(
             make,
             "SEIKO EPSON CORP." | "EASTMAN KODAK COMPANY" | "Eastman Kodak Company" | "FUJIFILM"
         );
-    if notes.dng || !parsed {
-        return Ok(notes.dng);
+    if notes.dng {
+        return Ok(true);
+    }
+    // Canon (CR2): the decoder reads the maker note as a plain directory
+    // where the MakerNote data starts, offsets relative to the file.
+    if make == "Canon" && base == 0 {
+        for (at, exif_le) in notes.at.into_iter().take(16) {
+            walk_ifds(bytes, 0, exif_le, true, at, sizes, None)?;
+        }
+        return Ok(false);
+    }
+    if !parsed {
+        return Ok(false);
     }
     for (at, exif_le) in notes.at.into_iter().take(16) {
         if let Some((ifd, mn_base, mn_le)) = makernote_ifd(bytes, at, exif_le) {
@@ -781,7 +826,7 @@ fn walk_ifds(
     let mut todo = vec![(first, in_makernote, !in_makernote)];
     let mut seen = std::collections::HashSet::new();
     while let Some((ifd, lenient, chain)) = todo.pop() {
-        if !seen.insert(ifd) || seen.len() > 4096 {
+        if !seen.insert((ifd, chain)) || seen.len() > 4096 {
             continue;
         }
         // The file's own TIFF: truncations are refused, not only allocations.
@@ -858,20 +903,25 @@ fn walk_ifds(
                 }
             }
             // SubIFDs, Exif, GPS, Interoperability: more entries to check.
-            let sub = |v: u32| (v != 0).then_some((v as u64, false, false));
-            if follow && matches!(tag, 330 | 34665 | 34853 | 40965) && matches!(typ, 4 | 13) {
+            // rawler parses a sub-IFD even at offset 0 (the file header,
+            // read as a directory of 0x4949 entries): only the next-IFD
+            // link uses 0 as the end. CR2's Kodak IFD (33424) is read by
+            // the Canon decoder, leniently here as other decoders skip it.
+            let sub = |v: u32| (v as u64, tag == 33424 || v == 0, false);
+            if follow && matches!(tag, 330 | 34665 | 34853 | 40965 | 33424) && matches!(typ, 4 | 13)
+            {
                 if count == 1 {
-                    todo.extend(u32_at(e + 8).and_then(sub));
+                    todo.extend(u32_at(e + 8).map(sub));
                 } else if let Some(at) = u32_at(e + 8) {
                     for k in 0..(count as u64).min(len / 4) {
-                        todo.extend(u32_at(at as u64 + 4 * k).and_then(sub));
+                        todo.extend(u32_at(at as u64 + 4 * k).map(sub));
                     }
                 }
             }
             // rawler's own sub-IFD rule (SubIFDs, Exif, GPS, ICC profile):
             // an UNDEFINED value is a directory where its data starts, a
             // value of unknown type one at the offset its first byte gives.
-            if follow && matches!(tag, 330 | 34665 | 34853 | 34675) {
+            if follow && matches!(tag, 330 | 34665 | 34853 | 34675 | 33424) {
                 let data = if count <= 4 {
                     Some(e + 8)
                 } else {
@@ -955,8 +1005,16 @@ fn walk_ifds(
                 "truncated: the file ends inside the TIFF directory at byte {ifd}"
             ));
         }
-        if follow {
-            todo.extend(next.filter(|&v| v != 0).map(|v| (v as u64, false, true)));
+        if let Some(next) = next.filter(|&v| follow && v != 0).map(u64::from) {
+            // rawler's TIFF reader follows the chain until a 0 link: one
+            // that loops back would have it push directories until memory
+            // runs out (found by fuzzing).
+            if forced && seen.contains(&(next, true)) {
+                return Err(format!(
+                    "the TIFF directory chain loops back to the directory at byte {next}"
+                ));
+            }
+            todo.push((next, false, true));
         }
     }
     Ok(())
