@@ -564,7 +564,10 @@ fn dng_whose_samples_look_like_a_tiff_reads_back() {
 /// - frame sizes rawler allocates for even in a header-only decode: an MRW
 ///   PRD block, a NEF raw directory (its ImageLength as rawler reads it);
 /// - an IFD chain whose next link loops back: rawler's reader follows it
-///   forever, pushing directories until memory runs out.
+///   forever, pushing directories until memory runs out;
+/// - BMFF boxes of size 0 in a file without `ftyp` (rawler tries its BMFF
+///   reader on any file no magic number claimed) and after a moov child
+///   uuid box rawler does not skip: its box loop stalls, growing a list.
 #[test]
 fn second_campaign_raw_decode_finds_are_refused_first() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/raw_decode");
@@ -605,6 +608,9 @@ fn second_campaign_raw_decode_finds_are_refused_first() {
             "nef-raw-ifd-dims-huge",
             "3040x9437184 is 28689.0 MP, over the limit",
         ),
+        ("bmff-no-ftyp-zero-size-box-1", "at byte 138 has size 0"),
+        ("bmff-no-ftyp-zero-size-box-2", "at byte 2372 has size 0"),
+        ("bmff-moov-unknown-uuid-zero-box", "at byte 278 has size 0"),
         (
             "tiff-chain-loop-1",
             "TIFF directory chain loops back to the directory at byte 3345",

@@ -422,18 +422,40 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
 /// (ISO's "to the end of the file") or one that wraps around makes it read
 /// the same box forever, pushing to a list until memory runs out (found by
 /// fuzzing). Payload offsets of the containers follow rawler's readers.
+///
+/// rawler tries its BMFF reader on every file no magic number claimed
+/// first (MRW, RAF, ARRI, QuickTake, CIFF, X3F), `ftyp` or not, so those
+/// files are walked too, but only the boxes that stall the reader (size 0,
+/// wrap-around) are refused there: a TIFF's first "box" is `II*\0`, about
+/// 1.2 GB long, which ends the walk at once.
 fn check_bmff_boxes(bytes: &[u8]) -> std::result::Result<(), String> {
-    if bytes.get(4..8) != Some(b"ftyp") {
+    let magic = |m: &[u8]| bytes.starts_with(m);
+    let claimed = ["\0MRM", "FUJIFILM", "ARRI", "qktk", "qktn", "FOVb"]
+        .iter()
+        .any(|m| magic(m.as_bytes()))
+        || bytes.get(6..14) == Some(b"HEAPCCDR");
+    if claimed {
         return Ok(());
     }
-    walk_boxes(bytes, 0, bytes.len() as u64, 0)
+    let strict = bytes.get(4..8) == Some(b"ftyp");
+    walk_boxes(bytes, 0, bytes.len() as u64, 0, strict, b"")
 }
 
 const CR3_DESC_UUID: [u8; 16] = [
     0x85, 0xc0, 0xb6, 0x87, 0x82, 0x0f, 0x11, 0xe0, 0x81, 0x11, 0xf4, 0xce, 0x46, 0x2b, 0x6a, 0x48,
 ];
 
-fn walk_boxes(bytes: &[u8], start: u64, end: u64, depth: u32) -> std::result::Result<(), String> {
+/// `strict`: the file says it is BMFF (`ftyp`), so every box must fit its
+/// header and parent; otherwise only a box that stalls rawler is refused.
+/// `parent`: the type of the enclosing box (empty at the top level).
+fn walk_boxes(
+    bytes: &[u8],
+    start: u64,
+    end: u64,
+    depth: u32,
+    strict: bool,
+    parent: &[u8],
+) -> std::result::Result<(), String> {
     let be = |o: u64, n: usize| -> Option<u64> {
         let o = usize::try_from(o).ok()?;
         let b = bytes.get(o..o.checked_add(n)?)?;
@@ -463,8 +485,18 @@ fn walk_boxes(bytes: &[u8], start: u64, end: u64, depth: u32) -> std::result::Re
         } else {
             None
         };
-        let box_end = pos.checked_add(size).filter(|&e| e <= end);
-        let Some(box_end) = box_end.filter(|_| size >= header) else {
+        // Inside moov, rawler reads a uuid box other than the CR3
+        // description by its header only and goes on parsing boxes from
+        // its payload (found by fuzzing).
+        if parent == b"moov" && typ == b"uuid" && uuid != Some(&CR3_DESC_UUID[..]) {
+            pos += header;
+            continue;
+        }
+        let box_end = pos
+            .checked_add(size)
+            .filter(|&e| !strict || e <= end)
+            .filter(|_| size >= header || (!strict && size > 0));
+        let Some(box_end) = box_end else {
             return Err(format!(
                 "BMFF box '{name}' at byte {pos} has size {size}, which does not fit between its {header}-byte header and byte {end}"
             ));
@@ -479,7 +511,7 @@ fn walk_boxes(bytes: &[u8], start: u64, end: u64, depth: u32) -> std::result::Re
             _ => None,
         };
         if let Some(c) = children.filter(|_| depth < 8) {
-            walk_boxes(bytes, c, box_end, depth + 1)?;
+            walk_boxes(bytes, c, box_end.min(end), depth + 1, strict, typ)?;
         }
         pos = box_end;
     }
