@@ -567,7 +567,8 @@ fn dng_whose_samples_look_like_a_tiff_reads_back() {
 ///   forever, pushing directories until memory runs out;
 /// - BMFF boxes of size 0 in a file without `ftyp` (rawler tries its BMFF
 ///   reader on any file no magic number claimed) and after a moov child
-///   uuid box rawler does not skip: its box loop stalls, growing a list.
+///   uuid box rawler does not skip: its box loop stalls, growing a list;
+/// - Apple QuickTake headers (frame size at byte 544).
 #[test]
 fn second_campaign_raw_decode_finds_are_refused_first() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/raw_decode");
@@ -611,6 +612,8 @@ fn second_campaign_raw_decode_finds_are_refused_first() {
         ("bmff-no-ftyp-zero-size-box-1", "at byte 138 has size 0"),
         ("bmff-no-ftyp-zero-size-box-2", "at byte 2372 has size 0"),
         ("bmff-moov-unknown-uuid-zero-box", "at byte 278 has size 0"),
+        ("quicktake-100-dims-huge", "62208x43520 is 2707.3 MP"),
+        ("quicktake-150-dims-huge", "32000x18176 is 581.6 MP"),
         (
             "tiff-chain-loop-1",
             "TIFF directory chain loops back to the directory at byte 3345",

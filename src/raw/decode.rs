@@ -92,9 +92,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         .map_err(|m| Error::decode(path, m))?
         .map_err(|m| Error::decode(path, m))?;
     // rawler allocates the pixels even for a header-only decode; where the
-    // size is not in a TIFF directory (IIQ maker note, CRW heaps) it is
-    // read and checked first.
-    let found = rawler_sizes.into_iter().chain(ciff_sensor_size(bytes));
+    // size is not in a TIFF directory (IIQ maker note, CRW heaps, QuickTake
+    // and ARRIRAW headers) it is read and checked first.
+    let found = rawler_sizes
+        .into_iter()
+        .chain(ciff_sensor_size(bytes))
+        .chain(header_frame_size(bytes));
     for (w, h) in found.filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
@@ -615,6 +618,30 @@ fn check_rawler_tiff(
     }
     sizes.extend(w.zip(h));
     Ok(sizes)
+}
+
+/// Frame sizes of the headers rawler reads its own way and allocates for
+/// even in a header-only decode: Apple QuickTake (`qktk` / `qktn`:
+/// big-endian height, width at byte 544; rawler swaps them when the
+/// height is larger) and ARRIRAW (`ARRI`: little-endian width at 0x14,
+/// height at 0x18). `None` for other files or a header cut short.
+fn header_frame_size(bytes: &[u8]) -> Option<(u64, u64)> {
+    let be16 = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as u64)
+    };
+    if bytes.starts_with(b"qktk") || bytes.starts_with(b"qktn") {
+        let (h, w) = (be16(544)?, be16(546)?);
+        return Some((w.max(h), w.min(h)));
+    }
+    if bytes.starts_with(b"ARRI") {
+        return Some((
+            read_u32(bytes, 0x14, true)? as u64,
+            read_u32(bytes, 0x18, true)? as u64,
+        ));
+    }
+    None
 }
 
 /// Canon CRW (CIFF): the frame size rawler allocates for, even for the
