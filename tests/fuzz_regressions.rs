@@ -612,8 +612,8 @@ fn second_campaign_raw_decode_finds_are_refused_first() {
         ("bmff-no-ftyp-zero-size-box-1", "at byte 138 has size 0"),
         ("bmff-no-ftyp-zero-size-box-2", "at byte 2372 has size 0"),
         ("bmff-moov-unknown-uuid-zero-box", "at byte 278 has size 0"),
-        ("quicktake-100-dims-huge", "62208x43520 is 2707.3 MP"),
-        ("quicktake-150-dims-huge", "32000x18176 is 581.6 MP"),
+        ("quicktake-100-dims-huge", "32000x18176 is 581.6 MP"),
+        ("quicktake-150-dims-huge", "62208x43520 is 2707.3 MP"),
         (
             "tiff-chain-loop-1",
             "TIFF directory chain loops back to the directory at byte 3345",
