@@ -568,7 +568,8 @@ fn dng_whose_samples_look_like_a_tiff_reads_back() {
 /// - BMFF boxes of size 0 in a file without `ftyp` (rawler tries its BMFF
 ///   reader on any file no magic number claimed) and after a moov child
 ///   uuid box rawler does not skip: its box loop stalls, growing a list;
-/// - Apple QuickTake headers (frame size at byte 544).
+/// - Apple QuickTake headers (frame size at byte 544);
+/// - a BMFF sample table (co64) whose entry count rawler reserves first.
 #[test]
 fn second_campaign_raw_decode_finds_are_refused_first() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/raw_decode");
@@ -612,6 +613,10 @@ fn second_campaign_raw_decode_finds_are_refused_first() {
         ("bmff-no-ftyp-zero-size-box-1", "at byte 138 has size 0"),
         ("bmff-no-ftyp-zero-size-box-2", "at byte 2372 has size 0"),
         ("bmff-moov-unknown-uuid-zero-box", "at byte 278 has size 0"),
+        (
+            "bmff-co64-count-alloc",
+            "BMFF box 'co64' at byte 1807 claims 286064640 entries",
+        ),
         ("quicktake-100-dims-huge", "32000x18176 is 581.6 MP"),
         ("quicktake-150-dims-huge", "62208x43520 is 2707.3 MP"),
         (

@@ -505,6 +505,26 @@ fn walk_boxes(
             ));
         };
         let payload = pos + header;
+        // Sample tables (and CR3's CTMD): rawler reserves room for the
+        // entry count the box gives before reading an entry (found by
+        // fuzzing: 2.3 GB for a co64 box), so the entries must fit in the
+        // file. (where the count is, bytes per entry on disk)
+        let table = match typ {
+            b"co64" | b"stts" => Some((payload + 4, 8)),
+            b"stsc" => Some((payload + 4, 12)),
+            b"stsz" => Some((payload + 8, 4)),
+            b"CTMD" => Some((payload + 8, 8)),
+            _ => None,
+        };
+        if let Some((at, per)) = table {
+            let count = be(at, 4).unwrap_or(0);
+            let room = (bytes.len() as u64).saturating_sub(at + 4);
+            if count * per > room {
+                return Err(format!(
+                    "BMFF box '{name}' at byte {pos} claims {count} entries of {per} bytes, more than the file holds after it ({room} bytes)"
+                ));
+            }
+        }
         let children = match typ {
             b"moov" | b"trak" | b"mdia" | b"minf" | b"stbl" => Some(payload),
             b"stsd" | b"CCTP" => Some(payload + if typ == b"stsd" { 8 } else { 12 }),
