@@ -43,6 +43,18 @@ fn one_line(e: &Error) {
     );
 }
 
+/// The raw_decode fixture `name` is refused (at 16 MP) with a one-line
+/// error that names the file and contains `needle`.
+fn assert_refused(name: &str, needle: &str) {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz/raw_decode")
+        .join(name);
+    let e = decode_bytes(&std::fs::read(&p).unwrap(), &p, 16.0).unwrap_err();
+    one_line(&e);
+    let s = e.to_string();
+    assert!(s.contains(needle) && s.contains(name), "{name}: {s}");
+}
+
 /// What the sidecar_dump target does with one input (see its docs).
 fn sidecar_case(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
@@ -512,7 +524,6 @@ fn dng_unknown_illuminant_reads_back_as_d65() {
 /// the megapixel limit or the box named.
 #[test]
 fn sizes_outside_tiff_and_zero_size_boxes_are_refused_first() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/raw_decode");
     for (name, needle) in [
         (
             "crw-sensorinfo-huge",
@@ -527,11 +538,7 @@ fn sizes_outside_tiff_and_zero_size_boxes_are_refused_first() {
             "BMFF box '\\0\\0\\0\\0' at byte 8788 has size 0",
         ),
     ] {
-        let p = dir.join(name);
-        let e = decode_bytes(&std::fs::read(&p).unwrap(), &p, 16.0).unwrap_err();
-        one_line(&e);
-        let s = e.to_string();
-        assert!(s.contains(needle) && s.contains(name), "{name}: {s}");
+        assert_refused(name, needle);
     }
 }
 
@@ -572,7 +579,6 @@ fn dng_whose_samples_look_like_a_tiff_reads_back() {
 /// - a BMFF sample table (co64) whose entry count rawler reserves first.
 #[test]
 fn second_campaign_raw_decode_finds_are_refused_first() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/raw_decode");
     for (name, needle) in [
         ("subifd-at-offset-0-1", "TIFF tag 1 claims 738198898 bytes"),
         ("subifd-at-offset-0-2", "TIFF tag 0 claims 822214656 bytes"),
@@ -628,10 +634,6 @@ fn second_campaign_raw_decode_finds_are_refused_first() {
             "TIFF directory chain loops back to the directory at byte 8",
         ),
     ] {
-        let p = dir.join(name);
-        let e = decode_bytes(&std::fs::read(&p).unwrap(), &p, 16.0).unwrap_err();
-        one_line(&e);
-        let s = e.to_string();
-        assert!(s.contains(needle) && s.contains(name), "{name}: {s}");
+        assert_refused(name, needle);
     }
 }
