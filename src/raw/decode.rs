@@ -85,8 +85,10 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     for (w, h) in sizes.into_iter().filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
-    check_bmff_boxes(bytes).map_err(|m| Error::decode(path, m))?;
     let src = RawSource::new_from_slice(bytes);
+    guarded(|| check_bmff_boxes(&src, bytes))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|m| Error::decode(path, m))?;
     let params = RawDecodeParams::default();
     let rawler_sizes = guarded(|| check_rawler_tiff(&src, bytes))
         .map_err(|m| Error::decode(path, m))?
@@ -97,7 +99,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     let found = rawler_sizes
         .into_iter()
         .chain(ciff_sensor_size(bytes))
-        .chain(header_frame_size(bytes));
+        .chain(header_frame_size(&src, bytes));
     for (w, h) in found.filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
@@ -401,11 +403,7 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
             // PRD block: the frame size rawler allocates for (height at
             // +16, width at +18), even for the header-only decode.
             if tag == 0x0050_5244 {
-                let be16 = |o: usize| {
-                    bytes
-                        .get(o..o + 2)
-                        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                };
+                let be16 = |o: usize| read_u16(bytes, o as u64, false);
                 if let (Some(h), Some(w)) = (be16(pos + 16), be16(pos + 18)) {
                     sizes.push((w as u64, h as u64));
                 }
@@ -431,12 +429,12 @@ fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, u64)>, Stri
 /// files are walked too, but only the boxes that stall the reader (size 0,
 /// wrap-around) are refused there: a TIFF's first "box" is `II*\0`, about
 /// 1.2 GB long, which ends the walk at once.
-fn check_bmff_boxes(bytes: &[u8]) -> std::result::Result<(), String> {
-    let magic = |m: &[u8]| bytes.starts_with(m);
-    let claimed = ["\0MRM", "FUJIFILM", "ARRI", "qktk", "qktn", "FOVb"]
-        .iter()
-        .any(|m| magic(m.as_bytes()))
-        || bytes.get(6..14) == Some(b"HEAPCCDR");
+fn check_bmff_boxes(src: &RawSource, bytes: &[u8]) -> std::result::Result<(), String> {
+    use rawler::decoders::{ari::is_ari, mrw::is_mrw, qtk::is_qtk, raf::is_raf, x3f::is_x3f};
+    use rawler::formats::ciff::is_ciff;
+    // The probes rawler's get_decoder runs before its BMFF reader.
+    let claimed =
+        is_mrw(src) || is_raf(src) || is_ari(src) || is_qtk(src) || is_ciff(src) || is_x3f(src);
     if claimed {
         return Ok(());
     }
@@ -645,17 +643,14 @@ fn check_rawler_tiff(
 /// big-endian height, width at byte 544; rawler swaps them when the
 /// height is larger) and ARRIRAW (`ARRI`: little-endian width at 0x14,
 /// height at 0x18). `None` for other files or a header cut short.
-fn header_frame_size(bytes: &[u8]) -> Option<(u64, u64)> {
-    let be16 = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as u64)
-    };
-    if bytes.starts_with(b"qktk") || bytes.starts_with(b"qktn") {
+fn header_frame_size(src: &RawSource, bytes: &[u8]) -> Option<(u64, u64)> {
+    use rawler::decoders::{ari::is_ari, qtk::is_qtk};
+    if is_qtk(src) {
+        let be16 = |o: u64| read_u16(bytes, o, false).map(u64::from);
         let (h, w) = (be16(544)?, be16(546)?);
         return Some((w.max(h), w.min(h)));
     }
-    if bytes.starts_with(b"ARRI") {
+    if is_ari(src) {
         return Some((
             read_u32(bytes, 0x14, true)? as u64,
             read_u32(bytes, 0x18, true)? as u64,
@@ -808,6 +803,17 @@ fn walk_tiff(
     Ok(false)
 }
 
+fn read_u16(bytes: &[u8], o: u64, le: bool) -> Option<u16> {
+    let o = usize::try_from(o).ok()?;
+    let b = bytes.get(o..o.checked_add(2)?)?;
+    let a = [b[0], b[1]];
+    Some(if le {
+        u16::from_le_bytes(a)
+    } else {
+        u16::from_be_bytes(a)
+    })
+}
+
 fn read_u32(bytes: &[u8], o: u64, le: bool) -> Option<u32> {
     let o = usize::try_from(o).ok()?;
     let b = bytes.get(o..o.checked_add(4)?)?;
@@ -886,15 +892,7 @@ fn walk_ifds(
 ) -> std::result::Result<(), String> {
     let len = bytes.len() as u64;
     let in_makernote = notes.is_none();
-    let u16_at = |o: u64| -> Option<u16> {
-        let o = usize::try_from(o).ok()?.checked_add(base)?;
-        let b = bytes.get(o..o.checked_add(2)?)?;
-        Some(if le {
-            u16::from_le_bytes([b[0], b[1]])
-        } else {
-            u16::from_be_bytes([b[0], b[1]])
-        })
-    };
+    let u16_at = |o: u64| -> Option<u16> { read_u16(bytes, o.checked_add(base as u64)?, le) };
     let u32_at = |o: u64| -> Option<u32> { read_u32(bytes, o.checked_add(base as u64)?, le) };
     // (directory offset, lenient, in the IFD chain). Lenient directories
     // are the ones rawler reads as a side effect (an ICC profile or an
