@@ -121,8 +121,19 @@ fn profile_sources() {
     g.meta.make = "Nobody".into();
     let e = run(&pipeline("{ source: profile }"), g.clone()).unwrap_err();
     assert!(e.to_string().contains("no DNG NoiseProfile"), "{e}");
-    let n = run(&pipeline("{ source: estimate_and_compare }"), g).unwrap();
+    let n = run(&pipeline("{ source: estimate_and_compare }"), g.clone()).unwrap();
     assert!(n.source.contains("no reference"), "{}", n.source);
+    // auto: the tag when present, otherwise an estimate.
+    let n = run(&pipeline("{ source: auto }"), f.clone()).unwrap();
+    assert_eq!(n.source, "dng_profile");
+    assert_eq!(n.profile.a, [1e-3; 3]);
+    let n = run(&pipeline("{ source: auto }"), g).unwrap();
+    assert!(
+        n.source.starts_with("estimate") && n.source.ends_with("no profile found"),
+        "{}",
+        n.source
+    );
+    assert_sane(&n);
     // Unknown params are build errors.
     let y = "version: 1\nname: x\nstages:\n  - { id: raw, op: raw_source }\n  - { id: ne, op: noise_estimate, params: { sorce: profile } }\noutputs: [ne]\n";
     assert!(Pipeline::from_yaml(y, "x").is_err());

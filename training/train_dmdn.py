@@ -61,6 +61,13 @@ SIZES = {
                     phase="grbg", noise_channels=1),
 }
 
+# `dmdn_unet` sizes (the raw-path models), sized for a 2-core CPU:
+# fast ~5.0 k multiply-adds per output pixel, quality ~18.5 k.
+UNET_SIZES = {
+    "fast": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1),
+    "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
+}
+
 # CFA colour index (0 R, 1 G, 2 B) of the 2x2 block positions (dy, dx) in raster order.
 PHASES = {
     "rggb": [0, 1, 1, 2],
@@ -135,6 +142,96 @@ class DMDN(nn.Module):
         return y
 
 
+class DMDNUNet(nn.Module):
+    """`dmdn_unet`: the CPU-sized joint demosaic + denoise net (src/nn/dmdn_unet.rs).
+
+    Packed Bayer at half resolution, a three-level U-Net (stride-2 3x3 convs
+    down, 1x1 conv + pixel shuffle up, additive skips), a 1x1 head to 12
+    channels shuffled to full-resolution RGB, and a thin full-resolution
+    refinement on (masked mosaic, upsampled RGB) added to it. H, W must be
+    multiples of 8. Every conv is zero-padded 'same' (stride-2: padding 1).
+    """
+
+    def __init__(self, widths, bottom, fullres_width, phase, noise_channels):
+        super().__init__()
+        c1, c2, c3 = widths
+        self.widths, self.bottom, self.phase = tuple(widths), bottom, phase
+        self.noise_channels = noise_channels
+        self.fullres_width = fullres_width
+        self.e1a = nn.Conv2d(4 + noise_channels, c1, 3, padding=1)
+        self.e1b = nn.Conv2d(c1, c1, 3, padding=1)
+        self.e2a = nn.Conv2d(c1, c2, 3, stride=2, padding=1)
+        self.e2b = nn.Conv2d(c2, c2, 3, padding=1)
+        self.e3a = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
+        self.e3 = nn.ModuleList([nn.Conv2d(c3, c3, 3, padding=1) for _ in range(bottom)])
+        self.u2 = nn.Conv2d(c3, 4 * c2, 1)
+        self.d2 = nn.Conv2d(c2, c2, 3, padding=1)
+        self.u1 = nn.Conv2d(c2, 4 * c1, 1)
+        self.d1 = nn.Conv2d(c1, c1, 3, padding=1)
+        self.head = nn.Conv2d(c1, 12, 1)
+        self.fr1 = nn.Conv2d(6, fullres_width, 3, padding=1)
+        self.fr2 = nn.Conv2d(fullres_width, 3, 1)
+        self.noise_w = None
+
+    def fold_noise_weights(self):
+        pass
+
+    def halo(self):
+        return receptive_halo(self)
+
+    def forward(self, mosaic, noise):
+        """mosaic: (B,1,H,W) canonical phase, H and W multiples of 8; noise: (B,nc,H/2,W/2)."""
+        x = torch.cat([F.pixel_unshuffle(mosaic, 2), noise], 1)
+        e1 = F.relu(self.e1b(F.relu(self.e1a(x))))
+        e2 = F.relu(self.e2b(F.relu(self.e2a(e1))))
+        e3 = F.relu(self.e3a(e2))
+        for conv in self.e3:
+            e3 = F.relu(conv(e3))
+        d2 = F.relu(self.d2(e2 + F.pixel_shuffle(self.u2(e3), 2)))
+        d1 = F.relu(self.d1(e1 + F.pixel_shuffle(self.u1(d2), 2)))
+        up = F.pixel_shuffle(self.head(d1), 2)
+        masked = masked_mosaic(mosaic, self.phase)
+        return up + self.fr2(F.relu(self.fr1(torch.cat([masked, up], 1))))
+
+    def macs_per_pixel(self):
+        """Multiply-adds per full-resolution output pixel (weights x output positions)."""
+        c1, c2, c3 = self.widths
+        nc = self.noise_channels
+        half = (4 + nc) * c1 * 9 + c1 * c1 * 9 + c1 * c1 * 9 + c1 * 12
+        quarter = c1 * c2 * 9 + c2 * c2 * 9 + c2 * c2 * 9 + c2 * 4 * c1
+        eighth = c2 * c3 * 9 + self.bottom * c3 * c3 * 9 + c3 * 4 * c2
+        full = 6 * self.fullres_width * 9 + self.fullres_width * 3
+        return half / 4 + quarter / 16 + eighth / 64 + full
+
+
+def receptive_halo(model):
+    """Smallest multiple of 8 covering the receptive radius (full-res px), measured
+    by perturbing one input pixel of a large random mosaic."""
+    if getattr(model, "_halo", None) is not None:
+        return model._halo
+    # a fresh random model of the same shape: the halo depends on the graph only
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    probe = DMDNUNet(model.widths, model.bottom, model.fullres_width, model.phase,
+                     model.noise_channels)
+    probe._halo = 0
+    size = 256
+    with torch.no_grad():
+        m = torch.rand(1, 1, size, size)
+        n = torch.full((1, model.noise_channels, size // 2, size // 2), 0.02)
+        base = probe(m, n)
+        radius = 0
+        for (cy, cx) in ((128, 128), (129, 129), (128, 129), (129, 128)):
+            m2 = m.clone()
+            m2[0, 0, cy, cx] += 1.0
+            d = (probe(m2, n) - base).abs().amax(1)[0] > 0
+            ys, xs = torch.nonzero(d, as_tuple=True)
+            radius = max(radius, int((ys - cy).abs().max()), int((xs - cx).abs().max()))
+    torch.random.set_rng_state(state)
+    model._halo = (radius + 1 + 7) // 8 * 8
+    return model._halo
+
+
 def cfa_masks(h, w, phase, device=None):
     m = torch.zeros(1, 3, h, w, device=device)
     cols = PHASES[phase]
@@ -155,7 +252,9 @@ def mosaic_of(rgb, phase):
     return (rgb * cfa_masks(h, w, phase, rgb.device)).sum(1, keepdim=True)
 
 
-def build(size):
+def build(size, arch="flat"):
+    if arch == "unet":
+        return DMDNUNet(**UNET_SIZES[size])
     return DMDN(**SIZES[size])
 
 
@@ -212,8 +311,9 @@ def run_full(model, mosaic, phase, noise_std):
     # reflection keeps CFA parity: padded (0,0) is image pixel (-top, -left), so top == dy (mod 2)
     top = halo + dy
     left = halo + dx
-    bottom = halo + ((top + h) % 2)
-    right = halo + ((left + w) % 2)
+    mult = 8 if isinstance(model, DMDNUNet) else 2
+    bottom = halo + (-(top + h + halo)) % mult
+    right = halo + (-(left + w + halo)) % mult
     x = F.pad(mosaic[None, None], (left, right, top, bottom), mode="reflect")
     ph, pw = x.shape[-2:]
     if torch.is_tensor(noise_std):
@@ -262,72 +362,230 @@ def patch_cache(patch=128, per_image=32, seed=0):
     return arr
 
 
+def load_patches(path):
+    """A patch file written by `train_dmdn.py cut` (.npz, key `patches`) or `cache` (.npy)."""
+    if path.endswith(".npz"):
+        return np.load(path)["patches"]
+    return np.load(path, mmap_mode="r")
+
+
+def cmd_cut(args):
+    """Writes a compressed random subset of the patch cache under
+    `--max-mib` MiB (for a device machine, whose working tree travels in
+    64 MiB): `--out`, default $RAWGRAPH_CACHE/device_patches.npz."""
+    import io
+    patches = patch_cache()
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(patches.shape[0])
+    lo, hi = 1, patches.shape[0]
+    best = None
+    while lo <= hi:  # largest n whose compressed file fits
+        n = (lo + hi) // 2
+        buf = io.BytesIO()
+        np.savez_compressed(buf, patches=np.asarray(patches[np.sort(order[:n])]))
+        if buf.tell() <= args.max_mib * (1 << 20):
+            best, lo = (n, buf), n + 1
+        else:
+            hi = n - 1
+        if hi - lo < 50 and best is not None:
+            break
+    n, buf = best
+    out = args.out or os.path.join(CACHE, "device_patches.npz")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out + ".tmp", "wb") as f:
+        f.write(buf.getvalue())
+    os.replace(out + ".tmp", out)
+    print(f"{n} patches ({os.path.getsize(out) / (1 << 20):.1f} MiB) -> {out}")
+
+
 def srgb_to_linear(x):
     return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055).clamp(min=0) ** 2.4)
 
 
-# Typical camera->sRGB-linear matrices are inverted here: we sample a random
-# sRGB->camera matrix as a perturbation of identity mixing (Brooks et al. 2019 style).
-def random_rgb_to_cam(gen):
-    m = torch.eye(3) + (torch.rand(3, 3, generator=gen) - 0.5) * 0.4
-    m = m / m.sum(1, keepdim=True)
-    return m
+# Brooks et al. 2019 (`random_ccm`): XYZ -> camera matrices of four cameras;
+# the same constants as BROOKS_XYZ_TO_CAMS in src/raw/unprocess.rs.
+BROOKS_XYZ_TO_CAMS = torch.tensor([
+    [[1.0234, -0.2969, -0.2266], [-0.5625, 1.6328, -0.0469], [-0.0703, 0.2188, 0.6406]],
+    [[0.4913, -0.0541, -0.0202], [-0.613, 1.3513, 0.2906], [-0.1564, 0.2151, 0.7183]],
+    [[0.838, -0.263, -0.0639], [-0.2887, 1.0725, 0.2496], [-0.0627, 0.1427, 0.5438]],
+    [[0.6596, -0.2079, -0.0562], [-0.4782, 1.3016, 0.1933], [-0.097, 0.1581, 0.5181]],
+])
+SRGB_TO_XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
+                            [0.2126729, 0.7151522, 0.0721750],
+                            [0.0193339, 0.1191920, 0.9503041]])
+HIGHLIGHT_INFLECTION = 0.9
 
 
-def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2):
-    idx = torch.randint(0, patches.shape[0], (batch,), generator=gen)
-    src = torch.from_numpy(np.stack([patches[i] for i in idx.tolist()])).float() / 255.0
+def urand(gen, *shape, lo=0.0, hi=1.0):
+    return lo + (hi - lo) * torch.rand(*shape, generator=gen, device=gen.device)
+
+
+def random_srgb_to_cam(b, gen):
+    """(b,3,3) linear sRGB -> camera: row-normalised (random convex mix of
+    Brooks' cameras, half of them jittered by up to +-0.08) . sRGB_to_XYZ."""
+    w = urand(gen, b, 4, lo=1e-8)
+    w = w / w.sum(1, keepdim=True)
+    xyz2cam = torch.einsum("bk,kij->bij", w, BROOKS_XYZ_TO_CAMS.to(gen.device))
+    jitter = (torch.rand(b, 1, 1, generator=gen, device=gen.device) < 0.5).float()
+    xyz2cam = xyz2cam + jitter * urand(gen, b, 3, 3, lo=-0.08, hi=0.08)
+    m = torch.einsum("bij,jk->bik", xyz2cam, SRGB_TO_XYZ.to(gen.device))
+    return m / m.sum(2, keepdim=True)
+
+
+def sample_noise(b, gen, clean_frac=0.08):
+    """(shot, read) per sample: shot log-uniform over ISO 50..16000 on
+    rawgraph's scale (shot = 1e-4 * ISO / 100), read from Brooks' log-linear
+    fit with N(0, 0.26) jitter; `clean_frac` of the samples noise-free."""
+    shot = torch.exp(urand(gen, b, lo=math.log(5e-5), hi=math.log(1.6e-2)))
+    read = torch.exp(2.18 * torch.log(shot) + 1.20 + 0.26 * torch.randn(b, generator=gen, device=gen.device))
+    clean = torch.rand(b, generator=gen, device=gen.device) < clean_frac
+    shot[clean] = 0.0
+    read[clean] = 0.0
+    return shot, read
+
+
+def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None):
+    """The `raw` regime: what `demosaic_denoise_learned` receives in
+    pipelines/learned.yaml (black_level -> white_balance(clip_highlights)).
+
+    rgb: (B,3,H,W) sRGB-encoded patches in [0,1]. Steps (as src/raw/unprocess.rs):
+    inverse sRGB, random camera matrix, inverse WB (red U(1.9,2.4), blue
+    U(1.5,1.9)) and exposure with Brooks' highlight-safe inversion, clip to
+    [0,1] (truth); mosaic; Poisson-Gaussian noise var = shot*x + read on the
+    raw signal; quantisation to 10..14 bits above a black level (values below
+    black kept down to -black, clipped at white); white balance (gains / min,
+    clip at 1). Returns (noisy WB'd mosaic (B,1,H,W), noise std map
+    (B,nc,H/2,W/2) from the noisy values as the Rust stage computes it,
+    target = WB'd truth clipped at 1 (B,3,H,W), ccm (B,3,3) = the
+    `color_correct` matrix taking WB'd camera RGB to linear sRGB)."""
+    b, _, h, w = rgb.shape
+    lin = srgb_to_linear(rgb)
+    m = random_srgb_to_cam(b, gen)
+    cam = torch.einsum("bij,bjhw->bihw", m, lin)
+    dev = gen.device
+    wb = torch.stack([urand(gen, b, lo=1.9, hi=2.4), torch.ones(b, device=dev), urand(gen, b, lo=1.5, hi=1.9)], 1)
+    # exposure: Brooks' 1/N(0.8, 0.1) for most, a darker scene (up to 4 stops) for 40 %
+    expo = 1.0 / (0.8 + 0.1 * torch.randn(b, generator=gen, device=dev)).clamp(0.5, 1.2)
+    dark = torch.rand(b, generator=gen, device=dev) < 0.4
+    expo = torch.where(dark, expo * torch.exp2(urand(gen, b, lo=0.0, hi=4.0)), expo)
+    inv_gain = 1.0 / (wb * expo[:, None])
+    gray = cam.mean(1, keepdim=True)
+    t = ((gray - HIGHLIGHT_INFLECTION).clamp(min=0) / (1 - HIGHLIGHT_INFLECTION)).clamp(max=1.0)
+    mask = t * t
+    ig = inv_gain[:, :, None, None]
+    safe = torch.maximum(mask + (1 - mask) * ig, ig)
+    truth = (cam * safe).clamp(0.0, 1.0)
+    masks = cfa_masks(h, w, phase, dev)
+    clean = (truth * masks).sum(1, keepdim=True)
+    if fixed_noise is None:
+        shot, read = sample_noise(b, gen, clean_frac)
+    else:
+        shot, read = torch.full((b,), fixed_noise[0], device=dev), torch.full((b,), fixed_noise[1], device=dev)
+    # Poisson photon counts (shot = signal per photon) plus Gaussian read noise
+    s4 = shot[:, None, None, None]
+    lam = torch.where(s4 > 0, clean / s4.clamp(min=1e-12), torch.zeros_like(clean))
+    photons = torch.poisson(lam, generator=gen) * s4
+    noisy = torch.where(s4 > 0, photons, clean)
+    noisy = noisy + read[:, None, None, None].sqrt() * torch.randn(clean.shape, generator=gen, device=dev)
+    bits = torch.randint(10, 15, (b,), generator=gen, device=dev).float()
+    white = torch.exp2(bits) - 1
+    black = 64 * torch.exp2(bits - 10)
+    rng_ = (white - black)[:, None, None, None]
+    dn = (noisy * rng_ + black[:, None, None, None]).round()
+    dn = torch.minimum(dn.clamp(min=0), white[:, None, None, None])
+    noisy = (dn - black[:, None, None, None]) / rng_
+    g = wb / wb.min(1, keepdim=True).values
+    gm = (g[:, :, None, None] * masks).sum(1, keepdim=True)
+    noisy_wb = (noisy * gm).clamp(max=1.0)
+    target = (truth * g[:, :, None, None]).clamp(max=1.0)
+    # per-pixel std of the WB'd signal from the noisy value (std_map in the stage)
+    a = (shot[:, None, None, None] * gm)
+    bb = (read[:, None, None, None] * gm * gm)
+    std = (a * noisy_wb.clamp(min=0) + bb).clamp(min=0).sqrt()
+    nmap = torch.sqrt(F.avg_pool2d(std * std, 2)).expand(b, noise_channels, h // 2, w // 2)
+    ccm = torch.linalg.inv(m)
+    return noisy_wb, nmap.contiguous(), target, ccm
+
+
+def srgb_encode(x):
+    """sRGB transfer (IEC 61966-2-1), extended linearly below 0 and by the
+    power law above 1, so gradients survive out-of-range values."""
+    lin = 12.92 * x
+    pw = 1.055 * x.clamp(min=0.0031308) ** (1 / 2.4) - 0.055
+    return torch.where(x <= 0.0031308, lin, pw)
+
+
+def rendered(x, ccm, clip=False):
+    """WB'd camera RGB (B,3,H,W) -> sRGB-encoded rendering as the default
+    pipeline tail does it (color_correct, 0 EV, srgb_encode)."""
+    y = torch.einsum("bij,bjhw->bihw", ccm, x)
+    if clip:
+        y = y.clamp(0.0, 1.0)
+    return srgb_encode(y)
+
+
+def sample_patches(patches, idx, psize, gen):
+    """Random `psize` crops of the cached patches `idx` (a uint8 (N,3,P,P)
+    NumPy array, or a torch tensor on the generator's device) with random
+    flips and transposes, as float (B,3,psize,psize) in [0,1]."""
+    dev = gen.device
+    if torch.is_tensor(patches):
+        src = patches[torch.tensor(idx, device=patches.device)].to(dev).float() / 255.0
+    else:
+        src = torch.from_numpy(np.stack([patches[i] for i in idx])).to(dev).float() / 255.0
     full = src.shape[-1]
+    n = len(idx)
+    ys = torch.randint(0, full - psize + 1, (n,), generator=gen, device=dev).tolist()
+    xs = torch.randint(0, full - psize + 1, (n,), generator=gen, device=dev).tolist()
+    flips = (torch.rand(n, 3, generator=gen, device=dev) < 0.5).tolist()
     out = []
-    for i in range(batch):
-        y = int(torch.randint(0, full - psize + 1, (1,), generator=gen))
-        x = int(torch.randint(0, full - psize + 1, (1,), generator=gen))
-        p = src[i, :, y: y + psize, x: x + psize]
-        if torch.rand(1, generator=gen) < 0.5:
+    for i in range(n):
+        p = src[i, :, ys[i]: ys[i] + psize, xs[i]: xs[i] + psize]
+        if flips[i][0]:
             p = p.flip(-1)
-        if torch.rand(1, generator=gen) < 0.5:
+        if flips[i][1]:
             p = p.flip(-2)
-        if torch.rand(1, generator=gen) < 0.5:
+        if flips[i][2]:
             p = p.transpose(-1, -2)
         out.append(p)
-    rgb = torch.stack(out)
-    b = batch
+    return torch.stack(out)
+
+
+def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2, idx=None):
+    if idx is None:
+        idx = torch.randint(0, patches.shape[0], (batch,), generator=gen, device=gen.device).tolist()
+    rgb = sample_patches(patches, idx, psize, gen)
+    b = len(idx)
     h = w = psize
     if regime == "srgb":
         target = rgb
         mos = mosaic_of(target, phase)
-        sig = torch.rand(b, generator=gen) * (20.0 / 255.0)
-        sig[torch.rand(b, generator=gen) < zero_frac] = 0.0
-        noisy = mos + sig[:, None, None, None] * torch.randn(mos.shape, generator=gen)
+        sig = torch.rand(b, generator=gen, device=gen.device) * (20.0 / 255.0)
+        sig[torch.rand(b, generator=gen, device=gen.device) < zero_frac] = 0.0
+        noisy = mos + sig[:, None, None, None] * torch.randn(mos.shape, generator=gen, device=gen.device)
         nmap = sig[:, None, None, None].expand(b, noise_channels, h // 2, w // 2).contiguous()
-        return noisy, nmap, target
-    # raw regime
-    lin = srgb_to_linear(rgb)
-    targets = []
-    noisy_l, nmap_l = [], []
-    masks = cfa_masks(h, w, phase)
-    for i in range(b):
-        m = random_rgb_to_cam(gen)
-        cam = torch.einsum("ij,jhw->ihw", m, lin[i]).clamp(0, 1)  # WB'd camera RGB
-        wb = torch.tensor([1.5 + torch.rand(1, generator=gen).item(), 1.0,
-                           1.3 + 0.9 * torch.rand(1, generator=gen).item()])
-        # random exposure scaling so dark scenes are seen
-        expo = 0.2 + 0.8 * torch.rand(1, generator=gen).item()
-        cam = cam * expo
-        raw = cam / wb[:, None, None]
-        raw_m = (raw[None] * masks).sum(1, keepdim=True)[0]
-        a = 10 ** (math.log10(1e-4) + 2 * torch.rand(1, generator=gen).item())
-        bb = 10 ** (math.log10(1e-7) + 3 * torch.rand(1, generator=gen).item())
-        if torch.rand(1, generator=gen) < 0.1:
-            a, bb = 0.0, 0.0
-        std = torch.sqrt(a * raw_m + bb)
-        noisy_raw = raw_m + std * torch.randn(raw_m.shape, generator=gen)
-        wbm = (wb[None, :, None, None] * masks).sum(1, keepdim=True)[0]
-        noisy_l.append(noisy_raw * wbm)
-        s = (std * wbm)[None]
-        nmap_l.append(torch.sqrt(F.avg_pool2d(s * s, 2))[0].expand(noise_channels, h // 2, w // 2))
-        targets.append(cam)
-    return torch.stack(noisy_l), torch.stack(nmap_l), torch.stack(targets)
+        return noisy, nmap, target, None
+    return raw_batch(rgb, phase, noise_channels, gen, clean_frac=min(zero_frac, 0.08))
+
+
+def bilinear_hardness(patches, chunk=512):
+    """Initial hard-patch score per cached patch: mean squared error of a
+    bilinear demosaic of its (linear, RGGB) mosaic over the centre — high on
+    moire-prone detail, zipper-prone edges and saturated colour edges."""
+    k_g = torch.tensor([[0, 1, 0], [1, 4, 1], [0, 1, 0]], dtype=torch.float32) / 4
+    k_rb = torch.tensor([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float32) / 4
+    out = []
+    for s in range(0, patches.shape[0], chunk):
+        rgb = srgb_to_linear(torch.from_numpy(np.asarray(patches[s: s + chunk])).float() / 255.0)
+        m = cfa_masks(rgb.shape[-2], rgb.shape[-1], "rggb")
+        sparse = rgb * m
+        est = torch.cat([
+            F.conv2d(sparse[:, 0:1], k_rb[None, None], padding=1),
+            F.conv2d(sparse[:, 1:2], k_g[None, None], padding=1),
+            F.conv2d(sparse[:, 2:3], k_rb[None, None], padding=1)], 1)
+        d = (est - rgb)[..., 4:-4, 4:-4]
+        out.append((d * d).mean((1, 2, 3)))
+    return torch.cat(out)
 
 
 # ---------------------------------------------------------------- eval
@@ -371,34 +629,68 @@ def evaluate(model, sets=("kodak24", "mcmaster18"), sigmas=(0, 5, 10, 15), limit
 
 # ---------------------------------------------------------------- export
 
+UNET_LAYERS = ["e1a", "e1b", "e2a", "e2b", "e3a"]
+
+
+def unet_tensor_names(model):
+    names = UNET_LAYERS + [f"e3.{i}" for i in range(model.bottom)] + ["u2", "d2", "u1", "d1", "head", "fr1", "fr2"]
+    return names
+
+
+def unet_module(model, name):
+    if name.startswith("e3."):
+        return model.e3[int(name[3:])]
+    return getattr(model, name)
+
+
 def export(model, size, regime, path, extra_meta=None):
     from safetensors.torch import save_file
     model.fold_noise_weights()
-    hp = SIZES[size]
     t = {}
-    for i, conv in enumerate(model.body):
-        t[f"body.{i}.weight"] = conv.weight.detach().contiguous()
-        t[f"body.{i}.bias"] = conv.bias.detach().contiguous()
-    for name in ("head", "fr1", "fr2"):
-        m = getattr(model, name)
-        t[f"{name}.weight"] = m.weight.detach().contiguous()
-        t[f"{name}.bias"] = m.bias.detach().contiguous()
+    if isinstance(model, DMDNUNet):
+        for name in unet_tensor_names(model):
+            m = unet_module(model, name)
+            t[f"{name}.weight"] = m.weight.detach()
+            t[f"{name}.bias"] = m.bias.detach()
+        macs = model.macs_per_pixel()
+        meta = {
+            "arch": "dmdn_unet", "version": "1", "size": size, "regime": regime,
+            "widths": ",".join(str(c) for c in model.widths), "bottom": str(model.bottom),
+            "fullres_width": str(model.fullres_width), "phase": model.phase,
+            "noise_channels": str(model.noise_channels),
+            "macs_per_pixel": str(round(macs)), "flops_per_pixel": str(round(2 * macs)),
+            "noise_units": "std of the white-balanced mosaic in [0,1] units, per pixel, RMS-pooled over 2x2",
+            "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
+            "output": "white-balanced linear camera RGB in the input's units",
+            "padding": "zero per conv (stride-2 convs: 1); caller reflect-pads the mosaic by the halo, "
+                       "padded size a multiple of 8",
+            "halo": str(model.halo()),
+        }
+    else:
+        hp = SIZES[size]
+        for i, conv in enumerate(model.body):
+            t[f"body.{i}.weight"] = conv.weight.detach()
+            t[f"body.{i}.bias"] = conv.bias.detach()
+        for name in ("head", "fr1", "fr2"):
+            m = getattr(model, name)
+            t[f"{name}.weight"] = m.weight.detach()
+            t[f"{name}.bias"] = m.bias.detach()
+        meta = {
+            "arch": "dmdn", "version": "1", "size": size, "regime": regime,
+            "depth": str(hp["depth"]), "width": str(hp["width"]),
+            "gated": str(hp["gated"]).lower(), "fullres_width": str(hp["fullres_width"]),
+            "fullres_residual": str(hp["fullres_residual"]).lower(),
+            "phase": hp["phase"], "noise_channels": str(hp["noise_channels"]),
+            "noise_units": "std of the input signal in [0,1] units",
+            "input": "white-balanced Bayer mosaic in [0,1] (srgb regime: 8-bit sRGB / 255)",
+            "output": "RGB in the input's units",
+            "padding": "same (zero) per conv; caller reflect-pads the mosaic by the halo",
+            "halo": str(model.halo()),
+        }
+        if size == "quality":
+            meta["license"] = ("MIT. Derived from demosaicnet's released Bayer weights, "
+                               "Copyright (c) 2016 Michael Gharbi; see calibration/models/demosaic_quality.LICENSE")
     t = {k: v.to(torch.float32).contiguous() for k, v in t.items()}
-    meta = {
-        "arch": "dmdn", "version": "1", "size": size, "regime": regime,
-        "depth": str(hp["depth"]), "width": str(hp["width"]),
-        "gated": str(hp["gated"]).lower(), "fullres_width": str(hp["fullres_width"]),
-        "fullres_residual": str(hp["fullres_residual"]).lower(),
-        "phase": hp["phase"], "noise_channels": str(hp["noise_channels"]),
-        "noise_units": "std of the input signal in [0,1] units",
-        "input": "white-balanced Bayer mosaic in [0,1] (srgb regime: 8-bit sRGB / 255)",
-        "output": "RGB in the input's units" ,
-        "padding": "same (zero) per conv; caller reflect-pads the mosaic by the halo",
-        "halo": str(model.halo()),
-    }
-    if size == "quality":
-        meta["license"] = ("MIT. Derived from demosaicnet's released Bayer weights, "
-                           "Copyright (c) 2016 Michael Gharbi; see calibration/models/demosaic_quality.LICENSE")
     if extra_meta:
         meta.update({k: str(v) for k, v in extra_meta.items()})
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -408,75 +700,187 @@ def export(model, size, regime, path, extra_meta=None):
     print(f"exported {path} ({os.path.getsize(path)} bytes)")
 
 
+def load_unet_weights(model, path):
+    """Loads shipped `dmdn_unet` weights into `model`; returns the metadata."""
+    from safetensors import safe_open
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+        if meta.get("arch") != "dmdn_unet":
+            raise ValueError(f"{path}: arch {meta.get('arch')!r} is not dmdn_unet")
+        with torch.no_grad():
+            for name in unet_tensor_names(model):
+                m = unet_module(model, name)
+                m.weight.copy_(f.get_tensor(f"{name}.weight"))
+                m.bias.copy_(f.get_tensor(f"{name}.bias"))
+    return meta
+
+
 # ---------------------------------------------------------------- main
 
 def ckpt_path(args):
-    return os.path.join(CACHE, "ckpt", f"dmdn_{args.size}_{args.regime}{args.tag}.pt")
+    arch = "" if args.arch == "flat" else "unet_"
+    return os.path.join(CACHE, "ckpt", f"dmdn_{arch}{args.size}_{args.regime}{args.tag}.pt")
+
+
+def shipped_path(args):
+    suffix = "" if args.regime == "srgb" else "_raw"
+    return os.path.join(REPO, "calibration", "models", f"demosaic_{args.size}{suffix}.safetensors")
 
 
 def load_model(args):
-    model = build(args.size)
+    """Model + training state: the cache checkpoint if there is one, else the
+    shipped weights in calibration/models (the resume point that travels with
+    the repository: step, patches and minutes come from its metadata, the
+    optimiser restarts), else a fresh model."""
+    model = build(args.size, args.arch)
     if args.noise_lr:
         model.split_noise_weights()
     p = ckpt_path(args)
     state = None
     if os.path.exists(p):
-        state = torch.load(p, map_location="cpu")
+        state = torch.load(p, map_location="cpu", weights_only=False)
         if "noise_w" in state["model"] and model.noise_w is None:
             model.split_noise_weights()
         model.load_state_dict(state["model"])
-    elif args.size == "quality":
+        print(f"checkpoint {p}", flush=True)
+    elif args.arch == "unet" and os.path.exists(shipped_path(args)) and not args.fresh:
+        meta = load_unet_weights(model, shipped_path(args))
+        state = {"opt": None, "step": int(meta.get("train_steps", 0)),
+                 "patches": int(meta.get("patches_seen", 0)),
+                 "total_minutes": float(meta.get("train_minutes", 0)),
+                 "curve": json.loads(meta.get("eval_curve", "[]")), "elapsed": 0.0,
+                 "gen": None, "hard": None, "session": int(meta.get("sessions", 0))}
+        print(f"resuming from shipped weights {shipped_path(args)} (step {state['step']})", flush=True)
+    elif args.size == "quality" and args.arch == "flat":
         load_demosaicnet_into(model)
         if args.noise_lr:
             model.split_noise_weights()
     return model, state
 
 
+def raw_val_set(device="cpu", n_images=6, crop=192, seed=123):
+    """Fixed raw-regime validation batches (kodak24 centre crops, the test
+    set, used only for the training curve; the official numbers come from
+    `rawgraph eval`): {iso: (noisy, nmap, target)}, the same scenes, cameras
+    and white balances at every ISO (0 = noise-free)."""
+    ims = load_eval_set("kodak24")[:n_images]
+    rgb = torch.stack([torch.from_numpy(im[(im.shape[0] - crop) // 2:][:crop, (im.shape[1] - crop) // 2:][:, :crop]
+                                        .copy()).permute(2, 0, 1).float() / 255.0 for im in ims])
+    out = {}
+    for iso in (0, 100, 400, 1600, 6400):
+        shot = 1e-4 * iso / 100.0
+        read = math.exp(2.18 * math.log(shot) + 1.20) if iso else 0.0
+        gen = torch.Generator().manual_seed(seed)
+        out[iso] = tuple(t.to(device) for t in raw_batch(rgb, "rggb", 1, gen, fixed_noise=(shot, read)))
+    return out
+
+
+def raw_val(model, val):
+    """PSNR (dB) per ISO of the rendering (color_correct + sRGB encoding,
+    clipped to [0, 1], 16-px border) against the ideal rendering."""
+    model.eval()
+    res = {}
+    with torch.no_grad():
+        for iso, (noisy, nmap, target, ccm) in val.items():
+            noisy_p = F.pad(noisy, (16, 16, 16, 16), mode="reflect")
+            nmap_p = F.pad(nmap, (8, 8, 8, 8), mode="reflect")
+            y = model(noisy_p, nmap_p)[..., 16:-16, 16:-16]
+            d = (rendered(y, ccm, clip=True) - rendered(target, ccm, clip=True))[..., 16:-16, 16:-16]
+            mse = (d * d).mean((1, 2, 3))
+            res[str(iso)] = round(float((-10 * torch.log10(mse)).mean()), 2)
+    model.train()
+    return res
+
+
 def cmd_train(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     model, state = load_model(args)
-    hp = SIZES[args.size]
-    lr0 = args.lr if args.lr else (1e-4 if args.size == "quality" else 2e-3)
+    hp = SIZES[args.size] if args.arch == "flat" else UNET_SIZES[args.size]
+    lr0 = args.lr if args.lr else (1e-4 if (args.size == "quality" and args.arch == "flat") else 2e-3)
     if args.noise_lr:
         rest = [p for n, p in model.named_parameters() if n != "noise_w"]
         opt = torch.optim.Adam([{"params": rest, "lr": lr0, "base": lr0},
                                 {"params": [model.noise_w], "lr": args.noise_lr, "base": args.noise_lr}])
     else:
         opt = torch.optim.Adam([{"params": list(model.parameters()), "lr": lr0, "base": lr0}])
-    gen = torch.Generator().manual_seed(args.seed)
-    elapsed, step = 0.0, 0
+    dev = torch.device(args.device)
+    model.to(dev)
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
+    elapsed, step, patches_seen, prior_minutes, curve = 0.0, 0, 0, 0.0, []
+    hard = None
+    session_start_step = 0
     if state is not None:
-        opt.load_state_dict(state["opt"])
+        if state.get("opt") is not None:
+            opt.load_state_dict(state["opt"])
+            for st in opt.state.values():
+                for k, v in st.items():
+                    if torch.is_tensor(v) and k != "step":
+                        st[k] = v.to(dev)
         elapsed, step = state["elapsed"], state["step"]
-        gen.set_state(state["gen"])
+        patches_seen = state.get("patches", step * args.batch)
+        prior_minutes = state.get("total_minutes", 0.0) - elapsed / 60.0 if "total_minutes" in state else 0.0
+        curve = state.get("curve", [])
+        session_start_step = state.get("session_start_step", step if state.get("opt") is None else 0)
+        if state.get("gen") is not None and state.get("gen_device", "cpu") == dev.type:
+            gen.set_state(state["gen"])
+        hard = state.get("hard")
         for g in opt.param_groups:
             g.setdefault("base", lr0)
-        print(f"resumed at step {step}, {elapsed / 60:.1f} min", flush=True)
-    patches = patch_cache()
+        print(f"resumed at step {step}, {elapsed / 60:.1f} min of this run", flush=True)
+    patches = load_patches(args.patches) if args.patches else patch_cache()
+    if dev.type != "cpu":
+        patches = torch.from_numpy(np.ascontiguousarray(patches)).to(dev)
+    n_patches = patches.shape[0]
+    if args.hard_frac > 0 and hard is None:
+        hard = bilinear_hardness(patches.cpu().numpy() if torch.is_tensor(patches) else patches)
+        hard = hard / hard.mean()
+        print(f"hard-patch scores from bilinear error: top 10 % mean {hard.topk(n_patches // 10).values.mean():.2f}x",
+              flush=True)
+    val = raw_val_set(dev) if args.regime == "raw" else None
     budget = args.minutes * 60.0
     last_ck = time.time()
+    last_val = time.time()
     t0 = time.time() - elapsed
     run_loss, n_loss = 0.0, 0
     border = args.border
+    n_hard = int(round(args.batch * args.hard_frac))
+    hard_pool = None
     while True:
         elapsed = time.time() - t0
-        if elapsed >= budget:
+        if elapsed >= budget or (args.max_steps and step - session_start_step >= args.max_steps):
             break
         frac = elapsed / budget
-        warm = min(1.0, (step + 1) / 100.0) if args.size == "fast" else 1.0
-        lr = lr0 * warm * 0.5 * (1 + math.cos(math.pi * frac))
+        warm = min(1.0, (step - session_start_step + 1) / 100.0) if lr0 >= 1e-3 else 1.0
+        lr = lr0 * warm * (args.lr_floor + (1 - args.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = g["base"] * lr / lr0
-        noisy, nmap, target = make_batch(patches, args.batch, args.patch, args.regime, hp["phase"],
-                                         hp["noise_channels"], gen, args.zero_frac)
+        idx = torch.randint(0, n_patches, (args.batch - n_hard,), generator=gen, device=dev).tolist()
+        if n_hard:
+            if hard_pool is None or step % 100 == 0:
+                hard_pool = hard.topk(max(n_patches // 10, n_hard)).indices
+            pick = torch.randint(0, hard_pool.numel(), (n_hard,), generator=gen, device=dev).cpu()
+            idx += hard_pool[pick].tolist()
+        noisy, nmap, target, ccm = make_batch(patches, args.batch, args.patch, args.regime, hp["phase"],
+                                              hp["noise_channels"], gen, args.zero_frac, idx=idx)
         out = model(noisy, nmap)
-        d = (out - target)[..., border:-border, border:-border]
-        loss = (d * d).mean()
+        if ccm is not None and args.loss == "rendered":
+            # the error as the eval sees it: after colour correction and sRGB encoding
+            d = (rendered(out, ccm) - rendered(target, ccm, clip=True))[..., border:-border, border:-border]
+        else:
+            d = (out - target)[..., border:-border, border:-border]
+        per = (d * d).mean((1, 2, 3))
+        loss = per.mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if hard is not None:
+            # model-driven mining: a patch's score becomes its loss relative to the
+            # batch mean (noise-level independent enough for ranking)
+            rel = (per.detach() / per.detach().mean().clamp(min=1e-12)).float().cpu()
+            hard[torch.tensor(idx)] = 0.5 * hard[torch.tensor(idx)] + 0.5 * rel
         step += 1
+        patches_seen += args.batch
         run_loss += loss.item()
         n_loss += 1
         if step % 50 == 0:
@@ -484,34 +888,62 @@ def cmd_train(args):
             print(f"step {step} {elapsed / 60:.1f}min lr {lr:.2e} loss {l:.3e} psnr~{-10 * math.log10(l):.2f}",
                   flush=True)
             run_loss, n_loss = 0.0, 0
+        if val is not None and time.time() - last_val > args.val_every * 60:
+            r = raw_val(model, val)
+            curve.append({"step": step, "patches": patches_seen,
+                          "minutes": round(prior_minutes + (time.time() - t0) / 60.0, 1), "val_psnr": r})
+            print(f"val step {step}: {r}", flush=True)
+            last_val = time.time()
         if time.time() - last_ck > 120:
-            save_ckpt(args, model, opt, time.time() - t0, step, gen)
+            save_ckpt(args, model, opt, time.time() - t0, step, gen, patches_seen, prior_minutes, curve, hard,
+                      session_start_step)
             last_ck = time.time()
-    save_ckpt(args, model, opt, budget, step, gen)
-    print("training done", flush=True)
+    if val is not None:
+        r = raw_val(model, val)
+        curve.append({"step": step, "patches": patches_seen,
+                      "minutes": round(prior_minutes + min(budget, time.time() - t0) / 60.0, 1), "val_psnr": r})
+        print(f"val step {step}: {r}", flush=True)
+    elapsed = min(budget, time.time() - t0)
+    save_ckpt(args, model, opt, elapsed, step, gen, patches_seen, prior_minutes, curve, hard, session_start_step)
+    print(f"training done: step {step}, {patches_seen} patches, {prior_minutes + elapsed / 60:.1f} min in all",
+          flush=True)
 
 
-def save_ckpt(args, model, opt, elapsed, step, gen):
+def save_ckpt(args, model, opt, elapsed, step, gen, patches=0, prior_minutes=0.0, curve=None, hard=None,
+              session_start_step=0):
     p = ckpt_path(args)
     os.makedirs(os.path.dirname(p), exist_ok=True)
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "elapsed": elapsed, "step": step,
-                "gen": gen.get_state(), "args": vars(args)}, p + ".tmp")
+                "gen": gen.get_state(), "gen_device": gen.device.type, "args": vars(args), "patches": patches,
+                "total_minutes": prior_minutes + elapsed / 60.0, "curve": curve or [], "hard": hard,
+                "session_start_step": session_start_step}, p + ".tmp")
     os.replace(p + ".tmp", p)
 
 
 def cmd_eval(args):
     torch.set_num_threads(args.threads)
     model, state = load_model(args)
-    print(f"eval {args.size}/{args.regime} step {state['step'] if state else 0}", flush=True)
+    print(f"eval {args.arch}/{args.size}/{args.regime} step {state['step'] if state else 0}", flush=True)
+    if args.regime == "raw":
+        print(json.dumps(raw_val(model, raw_val_set())))
+        return
     res = evaluate(model, sigmas=[int(s) for s in args.sigmas.split(",")], limit=args.limit)
     print(json.dumps(res))
 
 
 def cmd_export(args):
     model, state = load_model(args)
-    suffix = "" if args.regime == "srgb" else "_raw"
-    path = args.out or os.path.join(REPO, "calibration", "models", f"demosaic_{args.size}{suffix}.safetensors")
-    export(model, args.size, args.regime, path, {"train_steps": state["step"] if state else 0})
+    path = args.out or shipped_path(args)
+    extra = {"train_steps": state["step"] if state else 0}
+    if state is not None and args.arch == "unet":
+        extra.update({
+            "patches_seen": state.get("patches", 0),
+            "train_minutes": round(state.get("total_minutes", 0.0), 1),
+            "eval_curve": json.dumps(state.get("curve", [])),
+            "train_data": "train/{cbsd432,urban100,sunhays80}, patches_128_32_0 (19,360 crops)",
+            "train_command": f"train_dmdn.py train --arch unet --size {args.size} --regime {args.regime}",
+        })
+    export(model, args.size, args.regime, path, extra)
 
 
 def cmd_fixture(args):
@@ -542,12 +974,32 @@ def cmd_fixture(args):
     save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
               os.path.join(d, "nn_dmdn_tiny_io.safetensors"),
               metadata={"phase": "rggb", "layout": "mosaic/noise_std (H,W); output (3,H,W)"})
-    print("fixture written")
+    # the raw-path U-Net: tiny widths, odd frame size, a phase different from the model's
+    torch.manual_seed(2)
+    um = DMDNUNet(widths=(4, 6, 8), bottom=1, fullres_width=4, phase="gbrg", noise_channels=1)
+    for p in um.parameters():
+        p.data = (p.data * 2).half().float()
+    h, w = 45, 70
+    mos = torch.rand(h, w).half().float()
+    noise = (torch.rand(h, w) * 0.1).half().float()
+    out = run_full(um, mos, "grbg", noise)
+    ut = {}
+    for name in unet_tensor_names(um):
+        m = unet_module(um, name)
+        ut[f"{name}.weight"] = m.weight.detach().half()
+        ut[f"{name}.bias"] = m.bias.detach().half()
+    umeta = {"arch": "dmdn_unet", "version": "1", "widths": "4,6,8", "bottom": "1", "fullres_width": "4",
+             "phase": "gbrg", "noise_channels": "1", "halo": str(um.halo())}
+    save_file(ut, os.path.join(d, "nn_dmdn_unet_tiny.safetensors"), metadata=umeta)
+    save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
+              os.path.join(d, "nn_dmdn_unet_tiny_io.safetensors"),
+              metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output (3,H,W)"})
+    print(f"fixture written (unet halo {um.halo()})")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["train", "eval", "export", "fixture", "cache"])
+    ap.add_argument("cmd", choices=["train", "eval", "export", "fixture", "cache", "cut"])
     ap.add_argument("--size", choices=list(SIZES), default="fast")
     ap.add_argument("--regime", choices=["srgb", "raw"], default="srgb")
     ap.add_argument("--minutes", type=float, default=60)
@@ -564,6 +1016,19 @@ def main():
     ap.add_argument("--noise-lr", type=float, default=None,
                     help="separate learning rate for the noise-input weights of body.0")
     ap.add_argument("--zero-frac", type=float, default=0.2, help="fraction of noise-free samples")
+    ap.add_argument("--arch", choices=["flat", "unet"], default="unet",
+                    help="unet: dmdn_unet (raw-path models); flat: the original dmdn")
+    ap.add_argument("--hard-frac", type=float, default=0.25,
+                    help="fraction of each batch drawn from the hardest 10 %% of patches")
+    ap.add_argument("--lr-floor", type=float, default=0.05, help="cosine decays to lr * this")
+    ap.add_argument("--val-every", type=float, default=15.0, help="minutes between validation points")
+    ap.add_argument("--fresh", action="store_true", help="ignore shipped weights (start from scratch)")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda")
+    ap.add_argument("--loss", choices=["rendered", "linear"], default="rendered",
+                    help="raw regime: MSE after color_correct + sRGB encoding (as eval scores), or linear")
+    ap.add_argument("--patches", default=None, help="patch file from `cut` (default: the full cache)")
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (dry runs)")
+    ap.add_argument("--max-mib", type=float, default=60.0, help="cut: size limit of the patch file")
     args = ap.parse_args()
     if args.cmd == "train":
         cmd_train(args)
@@ -575,6 +1040,8 @@ def main():
         cmd_fixture(args)
     elif args.cmd == "cache":
         patch_cache()
+    elif args.cmd == "cut":
+        cmd_cut(args)
 
 
 if __name__ == "__main__":

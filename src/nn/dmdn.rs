@@ -26,36 +26,12 @@
 
 use std::path::Path;
 
-use rayon::prelude::*;
-
+use super::bayer_tiles::{masked_mosaic, run_tiled, TileSpec};
+pub use super::bayer_tiles::{parse_cfa, phase_offset, Cfa2x2, NoiseInput};
 use super::combine::concat;
 use super::shuffle::{pixel_shuffle, pixel_unshuffle};
 use super::{Activation, Conv2d, Padding, Tensor, Weights};
-use crate::error::{Error, Result};
-
-/// Colour index (0 = R, 1 = G, 2 = B) of the 2x2 CFA cell in raster order
-/// `[(0,0), (0,1), (1,0), (1,1)]`, e.g. RGGB = `[0, 1, 1, 2]`.
-pub type Cfa2x2 = [u8; 4];
-
-/// Parses "rggb" / "grbg" / "gbrg" / "bggr" (any case).
-pub fn parse_cfa(s: &str) -> Option<Cfa2x2> {
-    let mut out = [0u8; 4];
-    let b = s.as_bytes();
-    if b.len() != 4 {
-        return None;
-    }
-    for (o, c) in out.iter_mut().zip(b) {
-        *o = match c.to_ascii_lowercase() {
-            b'r' => 0,
-            b'g' => 1,
-            b'b' => 2,
-            _ => return None,
-        };
-    }
-    let mut counts = [0; 3];
-    out.iter().for_each(|&c| counts[c as usize] += 1);
-    (counts == [1, 2, 1]).then_some(out)
-}
+use crate::error::Result;
 
 /// Hyper-parameters, read from the weights file's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,16 +50,6 @@ pub struct DmdnConfig {
     pub phase: Cfa2x2,
     /// Number of noise-map input channels (each = the noise std).
     pub noise_channels: usize,
-}
-
-/// Noise level fed to the network, as a standard deviation in the units of
-/// the input mosaic (e.g. σ/255 for the 8-bit sRGB protocol).
-#[derive(Clone, Copy, Debug)]
-pub enum NoiseInput<'a> {
-    /// One σ for the whole frame.
-    Uniform(f32),
-    /// Per-pixel σ, row-major `H x W` like the mosaic.
-    Map(&'a [f32]),
 }
 
 /// A loaded `dmdn` model.
@@ -193,7 +159,6 @@ impl Dmdn {
     /// `mosaic`: `[1, 1, H, W]` (H, W even, origin in the model's phase);
     /// `noise`: `[1, noise_channels, H/2, W/2]`. Returns `[1, 3, H, W]`.
     pub fn forward(&self, mosaic: &Tensor, noise: &Tensor) -> Result<Tensor> {
-        let [_, _, h, w] = mosaic.shape();
         let packed = pixel_unshuffle(mosaic, 2)?;
         let mut x = if self.cfg.noise_channels > 0 {
             concat(&[&packed, noise])?
@@ -216,13 +181,7 @@ impl Dmdn {
         }
         let up = pixel_shuffle(&self.head.forward(&x, Activation::None)?, 2)?;
         drop(x);
-        let mut masked = Tensor::zeros([1, 3, h, w])?;
-        for y in 0..h {
-            for xx in 0..w {
-                let c = self.cfg.phase[(y % 2) * 2 + xx % 2] as usize;
-                masked.plane_mut(0, c)[y * w + xx] = mosaic.data()[y * w + xx];
-            }
-        }
+        let masked = masked_mosaic(mosaic, self.cfg.phase)?;
         let f = self
             .fr1
             .forward(&concat(&[&masked, &up])?, Activation::Relu)?;
@@ -247,91 +206,15 @@ impl Dmdn {
         noise: NoiseInput<'_>,
         tile: usize,
     ) -> Result<Tensor> {
-        if h < 2 || w < 2 || mosaic.len() != h * w {
-            return Err(Error::invalid(format!(
-                "dmdn: mosaic of {} values is not {h}x{w} (at least 2x2)",
-                mosaic.len()
-            )));
-        }
-        if let NoiseInput::Map(m) = noise {
-            if m.len() != h * w {
-                return Err(Error::invalid("dmdn: noise map size differs from mosaic"));
-            }
-        }
-        let (dy, dx) = phase_offset(cfa, self.cfg.phase)
-            .ok_or_else(|| Error::invalid(format!("dmdn: CFA {cfa:?} is not a Bayer pattern")))?;
-        let tile = (tile.max(16) + 1) & !1;
-        let halo = self.halo();
-        let tiles: Vec<(usize, usize)> = (0..h)
-            .step_by(tile)
-            .flat_map(|y| (0..w).step_by(tile).map(move |x| (y, x)))
-            .collect();
-        let results: Vec<Result<Tensor>> = tiles
-            .par_iter()
-            .map(|&(ty, tx)| {
-                let th = tile.min(h - ty);
-                let tw = tile.min(w - tx);
-                // Input window in image coordinates, origin with parity (dy, dx).
-                let y0 = ty as isize - halo as isize - ((ty + dy) % 2) as isize;
-                let x0 = tx as isize - halo as isize - ((tx + dx) % 2) as isize;
-                let ih = even_ceil((ty + th + halo) as isize - y0);
-                let iw = even_ceil((tx + tw + halo) as isize - x0);
-                let mut m = Tensor::zeros([1, 1, ih, iw])?;
-                let mut n2 = vec![0.0f32; ih * iw];
-                for yy in 0..ih {
-                    let sy = reflect(y0 + yy as isize, h);
-                    for xx in 0..iw {
-                        let sx = reflect(x0 + xx as isize, w);
-                        m.data_mut()[yy * iw + xx] = mosaic[sy * w + sx];
-                        if let NoiseInput::Map(nm) = noise {
-                            n2[yy * iw + xx] = nm[sy * w + sx];
-                        }
-                    }
-                }
-                let nc = self.cfg.noise_channels;
-                let (hh, hw) = (ih / 2, iw / 2);
-                let mut nz = Tensor::zeros([1, nc, hh, hw])?;
-                for c in 0..nc {
-                    let plane = nz.plane_mut(0, c);
-                    match noise {
-                        NoiseInput::Uniform(s) => plane.fill(s),
-                        NoiseInput::Map(_) => {
-                            for yy in 0..hh {
-                                for xx in 0..hw {
-                                    let i = 2 * yy * iw + 2 * xx;
-                                    let s2 = n2[i] * n2[i]
-                                        + n2[i + 1] * n2[i + 1]
-                                        + n2[i + iw] * n2[i + iw]
-                                        + n2[i + iw + 1] * n2[i + iw + 1];
-                                    plane[yy * hw + xx] = (s2 / 4.0).sqrt();
-                                }
-                            }
-                        }
-                    }
-                }
-                let out = self.forward(&m, &nz)?;
-                out.crop(
-                    (ty as isize - y0) as usize,
-                    (tx as isize - x0) as usize,
-                    th,
-                    tw,
-                )
-            })
-            .collect();
-        let mut out = Tensor::zeros([1, 3, h, w])?;
-        for (&(ty, tx), r) in tiles.iter().zip(results) {
-            let t = r?;
-            let (th, tw) = (t.h(), t.w());
-            for c in 0..3 {
-                let src = t.plane(0, c);
-                let dst = out.plane_mut(0, c);
-                for y in 0..th {
-                    dst[(ty + y) * w + tx..(ty + y) * w + tx + tw]
-                        .copy_from_slice(&src[y * tw..(y + 1) * tw]);
-                }
-            }
-        }
-        Ok(out)
+        let spec = TileSpec {
+            phase: self.cfg.phase,
+            noise_channels: self.cfg.noise_channels,
+            halo: self.halo(),
+            align: 2,
+        };
+        run_tiled(mosaic, h, w, cfa, noise, tile, spec, |m, n| {
+            self.forward(m, n)
+        })
     }
 }
 
@@ -340,34 +223,4 @@ fn conv(w: &mut Weights, name: &str, shape: [usize; 4]) -> Result<Conv2d> {
     let bias = w.take(&format!("{name}.bias"), &shape[..1])?;
     let pad = Padding::Zero(shape[2] / 2);
     Conv2d::new(weight, bias, shape, 1, pad)
-}
-
-fn even_ceil(v: isize) -> usize {
-    (v.max(2) as usize + 1) & !1
-}
-
-/// Mirror index without repeating the edge; keeps parity (period 2(n-1)).
-fn reflect(i: isize, n: usize) -> usize {
-    if n == 1 {
-        return 0;
-    }
-    let period = 2 * (n as isize - 1);
-    let r = i.rem_euclid(period);
-    (if r >= n as isize { period - r } else { r }) as usize
-}
-
-/// `(dy, dx)` such that image pixel `(y+dy, x+dx)` has colour `model[y, x]`.
-pub fn phase_offset(image: Cfa2x2, model: Cfa2x2) -> Option<(usize, usize)> {
-    for dy in 0..2 {
-        for dx in 0..2 {
-            let ok = (0..4).all(|k| {
-                let (py, px) = (k / 2, k % 2);
-                image[((py + dy) % 2) * 2 + (px + dx) % 2] == model[k]
-            });
-            if ok {
-                return Some((dy, dx));
-            }
-        }
-    }
-    None
 }

@@ -15,14 +15,20 @@
 //! | shuffle.rs | pixel (un)shuffle |
 //! | combine.rs | channel concat, element-wise add |
 //! | weights.rs | safetensors loading and validation |
-//! | dmdn.rs | the joint demosaic + denoise network, tiled with halos |
+//! | bayer_tiles.rs | whole frames of any Bayer phase through a tile network, with halos |
+//! | dmdn.rs | the flat joint demosaic + denoise network (sRGB-regime models) |
+//! | dmdn_unet.rs | the raw-path joint demosaic + denoise U-Net |
+//! | demosaic_net.rs | either of the two, chosen by the weights' `arch` |
 //! | hdrnet.rs | HDRnet's coefficient network and guide weights |
 //! | sky_seg.rs | the small sky segmenter (sub-pixel-conv decoder) |
 
 pub mod activations;
+pub mod bayer_tiles;
 pub mod combine;
 pub mod conv2d;
+pub mod demosaic_net;
 pub mod dmdn;
+pub mod dmdn_unet;
 pub mod hdrnet;
 pub mod shuffle;
 pub mod sky_seg;
@@ -31,6 +37,8 @@ pub mod weights;
 
 pub use activations::Activation;
 pub use conv2d::{Conv2d, Padding};
+pub use demosaic_net::DemosaicNet;
 pub use dmdn::{Dmdn, DmdnConfig, NoiseInput};
+pub use dmdn_unet::{DmdnUnet, DmdnUnetConfig};
 pub use tensor::Tensor;
 pub use weights::Weights;

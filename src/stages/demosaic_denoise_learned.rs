@@ -24,7 +24,7 @@ use serde::Deserialize;
 use super::{check_range, mosaic_ref, parse_params, RunCtx, Stage};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Mosaic, Value, ValueDesc, ValueKind};
-use crate::nn::dmdn::{Dmdn, NoiseInput};
+use crate::nn::{DemosaicNet, NoiseInput};
 use crate::raw::NoiseProfile;
 
 /// YAML params of `demosaic_denoise_learned`.
@@ -78,7 +78,7 @@ pub fn model_path(model: &str) -> PathBuf {
 #[derive(Debug)]
 pub struct DemosaicDenoiseLearned {
     params: Params,
-    model: Arc<Dmdn>,
+    model: Arc<DemosaicNet>,
 }
 
 pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
@@ -91,7 +91,7 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
             return Err(format!("params: tile = {t} is outside [16, 4096]"));
         }
     }
-    let model = Dmdn::load(model_path(&p.model)).map_err(|e| e.to_string())?;
+    let model = DemosaicNet::load(model_path(&p.model)).map_err(|e| e.to_string())?;
     Ok(Box::new(DemosaicDenoiseLearned {
         params: p,
         model: Arc::new(model),
@@ -100,7 +100,7 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
 
 impl DemosaicDenoiseLearned {
     /// The loaded network.
-    pub fn model(&self) -> &Dmdn {
+    pub fn model(&self) -> &DemosaicNet {
         &self.model
     }
 }

@@ -23,6 +23,10 @@
 //!   NoiseProfile tag, else the calibration profile for the frame's
 //!   make/model in `calibration_dir` (at the frame's ISO); an error when
 //!   none exists;
+//! - `auto`: the profile as for `profile` when one exists (DNG tag,
+//!   profile file or calibration), otherwise measured on the frame: what a
+//!   denoiser wants on any input (camera raws with a NoiseProfile use it,
+//!   sensor dumps and raws without one get an estimate);
 //! - `estimate_and_compare`: measured, and compared at mid-grey with the
 //!   profile found as above; the comparison is written into the value's
 //!   `source` string (`estimate; vs dng_profile: std ratio R 1.03 G 0.98
@@ -47,6 +51,8 @@ pub enum Source {
     #[default]
     Estimate,
     Profile,
+    /// The profile when one is found, else an estimate.
+    Auto,
     EstimateAndCompare,
 }
 
@@ -171,6 +177,13 @@ impl Stage for NoiseEstimateStage {
                     m.meta.model
                 ))
             })?,
+            Source::Auto => match self.reference(m)? {
+                Some(found) => found,
+                None => {
+                    let (est, s) = estimated(m)?;
+                    (est, format!("{s}; no profile found"))
+                }
+            },
             Source::EstimateAndCompare => {
                 let (est, mut s) = estimated(m)?;
                 match self.reference(m)? {

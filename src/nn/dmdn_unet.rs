@@ -1,0 +1,244 @@
+//! `dmdn_unet`: the CPU-sized joint demosaicking and denoising network of
+//! the raw path, noise-conditioned.
+//!
+//! Method: Gharbi, Chaurasia, Paris & Durand 2016 ("Deep Joint Demosaicking
+//! and Denoising") for the packed-Bayer input, the full-resolution
+//! refinement and the noise-level map (as FFDNet, Zhang et al. 2018); the
+//! body is a small U-Net (Ronneberger et al. 2015) with sub-pixel
+//! up-sampling (Shi et al. 2016) so the receptive field is large (±40 px)
+//! at a few thousand multiply-adds per pixel. Trained by
+//! `training/train_dmdn.py --arch unet` on unprocessed raw data (Brooks et
+//! al. 2019), which documents the same graph in PyTorch (`DMDNUNet`); the
+//! two must stay identical.
+//!
+//! Graph (3x3 convs zero-padded, ReLU after every conv except the 1x1s;
+//! `(c1, c2, c3)` = metadata `widths`; H, W multiples of 8):
+//! ```text
+//! x  = concat(pixel_unshuffle(mosaic, 2), noise)         (4 + nc, H/2, W/2)
+//! e1 = e1b(e1a(x))                                       (c1, H/2)
+//! e2 = e2b(e2a_stride2(e1))                              (c2, H/4)
+//! e3 = e3.{0..bottom}(e3a_stride2(e2))                   (c3, H/8)
+//! d2 = d2(e2 + pixel_shuffle(u2_1x1(e3), 2))             (c2, H/4)
+//! d1 = d1(e1 + pixel_shuffle(u1_1x1(d2), 2))             (c1, H/2)
+//! up = pixel_shuffle(head_1x1(d1), 2)                    (3, H, W)
+//! out = up + fr2_1x1(fr1(concat(masked, up)))            masked: mosaic spread to its colour plane
+//! ```
+//! Inputs: the black-level-subtracted, white-balanced mosaic (1.0 = white)
+//! in the model's phase, and the noise std of that mosaic per pixel,
+//! RMS-pooled to half resolution. Output: white-balanced linear camera RGB.
+//! Frames run tiled ([`super::bayer_tiles`]) with the halo of the metadata
+//! (a multiple of 8, >= the receptive radius).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::bayer_tiles::{masked_mosaic, parse_cfa, run_tiled, Cfa2x2, NoiseInput, TileSpec};
+use super::combine::{add_assign, concat};
+use super::shuffle::{pixel_shuffle, pixel_unshuffle};
+use super::{Activation, Conv2d, Padding, Tensor, Weights};
+use crate::error::Result;
+
+/// Hyper-parameters, read from the weights file's metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DmdnUnetConfig {
+    /// Channels at 1/2, 1/4 and 1/8 resolution.
+    pub widths: [usize; 3],
+    /// 3x3 convs at 1/8 resolution after the stride-2 one.
+    pub bottom: usize,
+    /// Channels of the full-resolution refinement conv.
+    pub fullres_width: usize,
+    /// Canonical CFA phase the model was trained on.
+    pub phase: Cfa2x2,
+    /// Number of noise-map input channels (each = the noise std).
+    pub noise_channels: usize,
+    /// Receptive radius in full-resolution pixels (multiple of 8).
+    pub halo: usize,
+}
+
+/// A loaded `dmdn_unet` model.
+#[derive(Clone, Debug)]
+pub struct DmdnUnet {
+    cfg: DmdnUnetConfig,
+    e1a: Conv2d,
+    e1b: Conv2d,
+    e2a: Conv2d,
+    e2b: Conv2d,
+    e3a: Conv2d,
+    e3: Vec<Conv2d>,
+    u2: Conv2d,
+    d2: Conv2d,
+    u1: Conv2d,
+    d1: Conv2d,
+    head: Conv2d,
+    fr1: Conv2d,
+    fr2: Conv2d,
+    metadata: HashMap<String, String>,
+}
+
+impl DmdnUnet {
+    /// Loads and validates a weights file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_weights(Weights::load(path)?)
+    }
+
+    /// Builds the model from parsed weights, checking metadata and shapes.
+    pub fn from_weights(mut w: Weights) -> Result<Self> {
+        if w.meta("arch")? != "dmdn_unet" {
+            return Err(w.err(format!("arch '{}' is not 'dmdn_unet'", w.meta("arch")?)));
+        }
+        if w.meta("version")? != "1" {
+            return Err(w.err(format!(
+                "dmdn_unet version '{}' not supported",
+                w.meta("version")?
+            )));
+        }
+        let ws: Vec<usize> = w
+            .meta("widths")?
+            .split(',')
+            .map(|s| s.trim().parse::<usize>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| w.err("widths must be three integers"))?;
+        let widths = match ws[..] {
+            [a, b, c] if [a, b, c].iter().all(|v| (1..=512).contains(v)) => [a, b, c],
+            _ => return Err(w.err(format!("widths {ws:?} must be three values in 1..=512"))),
+        };
+        let phase_s = w.meta("phase")?.to_string();
+        let cfg = DmdnUnetConfig {
+            widths,
+            bottom: w.meta_usize("bottom", 0, 32)?,
+            fullres_width: w.meta_usize("fullres_width", 1, 512)?,
+            phase: parse_cfa(&phase_s)
+                .ok_or_else(|| w.err(format!("phase '{phase_s}' is not a Bayer pattern")))?,
+            noise_channels: w.meta_usize("noise_channels", 0, 16)?,
+            halo: w.meta_usize("halo", 8, 1024)?,
+        };
+        if cfg.halo % 8 != 0 {
+            return Err(w.err(format!("halo {} is not a multiple of 8", cfg.halo)));
+        }
+        let [c1, c2, c3] = widths;
+        let nc = cfg.noise_channels;
+        let metadata = w.metadata().clone();
+        let e3 = (0..cfg.bottom)
+            .map(|i| conv(&mut w, &format!("e3.{i}"), [c3, c3, 3, 3], 1))
+            .collect::<Result<Vec<_>>>()?;
+        let m = DmdnUnet {
+            e1a: conv(&mut w, "e1a", [c1, 4 + nc, 3, 3], 1)?,
+            e1b: conv(&mut w, "e1b", [c1, c1, 3, 3], 1)?,
+            e2a: conv(&mut w, "e2a", [c2, c1, 3, 3], 2)?,
+            e2b: conv(&mut w, "e2b", [c2, c2, 3, 3], 1)?,
+            e3a: conv(&mut w, "e3a", [c3, c2, 3, 3], 2)?,
+            e3,
+            u2: conv(&mut w, "u2", [4 * c2, c3, 1, 1], 1)?,
+            d2: conv(&mut w, "d2", [c2, c2, 3, 3], 1)?,
+            u1: conv(&mut w, "u1", [4 * c1, c2, 1, 1], 1)?,
+            d1: conv(&mut w, "d1", [c1, c1, 3, 3], 1)?,
+            head: conv(&mut w, "head", [12, c1, 1, 1], 1)?,
+            fr1: conv(&mut w, "fr1", [cfg.fullres_width, 6, 3, 3], 1)?,
+            fr2: conv(&mut w, "fr2", [3, cfg.fullres_width, 1, 1], 1)?,
+            cfg,
+            metadata,
+        };
+        w.finish()?;
+        Ok(m)
+    }
+
+    /// Hyper-parameters.
+    pub fn config(&self) -> &DmdnUnetConfig {
+        &self.cfg
+    }
+
+    /// The weights file's metadata (training regime, steps, eval curve ...).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// Receptive radius in full-resolution pixels (a multiple of 8).
+    pub fn halo(&self) -> usize {
+        self.cfg.halo
+    }
+
+    /// Output tile edge: 16 halos clamped to 256..=1024 (a multiple of 8);
+    /// at 1024 the halo overlap costs ~17 % and a tile's largest activation
+    /// is ~40 MB for 32 channels.
+    pub fn default_tile(&self) -> usize {
+        (16 * self.halo()).clamp(256, 1024) / 8 * 8
+    }
+
+    /// Floating-point operations per full-resolution output pixel (conv
+    /// multiply-adds x2, excluding halo overlap).
+    pub fn flops_per_pixel(&self) -> f64 {
+        let f = |c: &Conv2d| c.flops_per_output_pixel() as f64;
+        let half = f(&self.e1a) + f(&self.e1b) + f(&self.d1) + f(&self.head);
+        let quarter = f(&self.e2a) + f(&self.e2b) + f(&self.d2) + f(&self.u1);
+        let eighth = f(&self.e3a) + self.e3.iter().map(f).sum::<f64>() + f(&self.u2);
+        half / 4.0 + quarter / 16.0 + eighth / 64.0 + f(&self.fr1) + f(&self.fr2)
+    }
+
+    /// Runs the network on one canonical-phase window.
+    ///
+    /// `mosaic`: `[1, 1, H, W]` (H, W multiples of 8, origin in the model's
+    /// phase); `noise`: `[1, noise_channels, H/2, W/2]`. Returns `[1, 3, H, W]`.
+    pub fn forward(&self, mosaic: &Tensor, noise: &Tensor) -> Result<Tensor> {
+        let relu = Activation::Relu;
+        let packed = pixel_unshuffle(mosaic, 2)?;
+        let x = if self.cfg.noise_channels > 0 {
+            concat(&[&packed, noise])?
+        } else {
+            packed
+        };
+        let e1 = self.e1b.forward(&self.e1a.forward(&x, relu)?, relu)?;
+        let e2 = self.e2b.forward(&self.e2a.forward(&e1, relu)?, relu)?;
+        let mut e3 = self.e3a.forward(&e2, relu)?;
+        for c in &self.e3 {
+            e3 = c.forward(&e3, relu)?;
+        }
+        let mut s2 = pixel_shuffle(&self.u2.forward(&e3, Activation::None)?, 2)?;
+        drop(e3);
+        add_assign(&mut s2, &e2)?;
+        let d2 = self.d2.forward(&s2, relu)?;
+        drop((s2, e2));
+        let mut s1 = pixel_shuffle(&self.u1.forward(&d2, Activation::None)?, 2)?;
+        add_assign(&mut s1, &e1)?;
+        drop(e1);
+        let d1 = self.d1.forward(&s1, relu)?;
+        let up = pixel_shuffle(&self.head.forward(&d1, Activation::None)?, 2)?;
+        drop(d1);
+        let masked = masked_mosaic(mosaic, self.cfg.phase)?;
+        let f = self.fr1.forward(&concat(&[&masked, &up])?, relu)?;
+        let mut y = self.fr2.forward(&f, Activation::None)?;
+        add_assign(&mut y, &up)?;
+        Ok(y)
+    }
+
+    /// Demosaics and denoises a whole frame.
+    ///
+    /// `mosaic`: row-major `h x w` Bayer samples whose top-left 2x2 cell is
+    /// `cfa`; `noise`: σ in the mosaic's units. `tile`: output tile edge in
+    /// pixels (rounded up to a multiple of 8, at least 16). Returns
+    /// `[1, 3, h, w]` RGB.
+    pub fn run(
+        &self,
+        mosaic: &[f32],
+        h: usize,
+        w: usize,
+        cfa: Cfa2x2,
+        noise: NoiseInput<'_>,
+        tile: usize,
+    ) -> Result<Tensor> {
+        let spec = TileSpec {
+            phase: self.cfg.phase,
+            noise_channels: self.cfg.noise_channels,
+            halo: self.halo(),
+            align: 8,
+        };
+        run_tiled(mosaic, h, w, cfa, noise, tile, spec, |m, n| {
+            self.forward(m, n)
+        })
+    }
+}
+
+fn conv(w: &mut Weights, name: &str, shape: [usize; 4], stride: usize) -> Result<Conv2d> {
+    let weight = w.take(&format!("{name}.weight"), &shape)?;
+    let bias = w.take(&format!("{name}.bias"), &shape[..1])?;
+    Conv2d::new(weight, bias, shape, stride, Padding::Zero(shape[2] / 2))
+}
