@@ -377,18 +377,20 @@ def cmd_cut(args):
     patches = patch_cache()
     rng = np.random.default_rng(args.seed)
     order = rng.permutation(patches.shape[0])
-    lo, hi = 1, patches.shape[0]
-    best = None
-    while lo <= hi:  # largest n whose compressed file fits
-        n = (lo + hi) // 2
+    limit = args.max_mib * (1 << 20)
+
+    def packed(n):
         buf = io.BytesIO()
         np.savez_compressed(buf, patches=np.asarray(patches[np.sort(order[:n])]))
-        if buf.tell() <= args.max_mib * (1 << 20):
-            best, lo = (n, buf), n + 1
-        else:
-            hi = n - 1
-        if hi - lo < 50 and best is not None:
-            break
+        return buf
+
+    probe = min(500, patches.shape[0])
+    n = min(patches.shape[0], int(limit / (packed(probe).tell() / probe) * 0.97))
+    buf = packed(n)
+    while buf.tell() > limit:  # rarely: shrink by the overshoot
+        n = int(n * limit / buf.tell() * 0.98)
+        buf = packed(n)
+    best = (n, buf)
     n, buf = best
     out = args.out or os.path.join(CACHE, "device_patches.npz")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -851,7 +853,9 @@ def cmd_train(args):
         if elapsed >= budget or (args.max_steps and step - session_start_step >= args.max_steps):
             break
         frac = elapsed / budget
-        warm = min(1.0, (step - session_start_step + 1) / 100.0) if lr0 >= 1e-3 else 1.0
+        # linear warm-up over the first 100 steps of every fresh optimiser (also
+        # when resuming from shipped weights, whose Adam moments are not shipped)
+        warm = min(1.0, (step - session_start_step + 1) / 100.0)
         lr = lr0 * warm * (args.lr_floor + (1 - args.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = g["base"] * lr / lr0
