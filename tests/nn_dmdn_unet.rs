@@ -135,6 +135,7 @@ fn bad_unet_files_are_typed_errors() {
         ("arch", "dmdn"),
         ("version", "2"),
         ("fullres_width", "0"),
+        ("base", "none"),
     ] {
         let mut m = meta.clone();
         m.insert(k.into(), v.into());

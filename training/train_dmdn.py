@@ -148,7 +148,9 @@ class DMDNUNet(nn.Module):
     Packed Bayer at half resolution, a three-level U-Net (stride-2 3x3 convs
     down, 1x1 conv + pixel shuffle up, additive skips), a 1x1 head to 12
     channels shuffled to full-resolution RGB, and a thin full-resolution
-    refinement on (masked mosaic, upsampled RGB) added to it. H, W must be
+    refinement on (masked mosaic, upsampled RGB), both added to a bilinear
+    demosaic of the mosaic (a fixed 3x3 depthwise conv of the masked mosaic),
+    so the network learns a residual over a known interpolation. H, W must be
     multiples of 8. Every conv is zero-padded 'same' (stride-2: padding 1).
     """
 
@@ -191,7 +193,8 @@ class DMDNUNet(nn.Module):
         d1 = F.relu(self.d1(e1 + F.pixel_shuffle(self.u1(d2), 2)))
         up = F.pixel_shuffle(self.head(d1), 2)
         masked = masked_mosaic(mosaic, self.phase)
-        return up + self.fr2(F.relu(self.fr1(torch.cat([masked, up], 1))))
+        base = F.conv2d(masked, BILINEAR.to(masked.device), padding=1, groups=3)
+        return base + up + self.fr2(F.relu(self.fr1(torch.cat([masked, up], 1))))
 
     def macs_per_pixel(self):
         """Multiply-adds per full-resolution output pixel (weights x output positions)."""
@@ -200,8 +203,17 @@ class DMDNUNet(nn.Module):
         half = (4 + nc) * c1 * 9 + c1 * c1 * 9 + c1 * c1 * 9 + c1 * 12
         quarter = c1 * c2 * 9 + c2 * c2 * 9 + c2 * c2 * 9 + c2 * 4 * c1
         eighth = c2 * c3 * 9 + self.bottom * c3 * c3 * 9 + c3 * 4 * c2
-        full = 6 * self.fullres_width * 9 + self.fullres_width * 3
+        full = 6 * self.fullres_width * 9 + self.fullres_width * 3 + 9  # + the bilinear base
         return half / 4 + quarter / 16 + eighth / 64 + full
+
+
+# Bilinear demosaic of a masked mosaic as a depthwise 3x3 conv (R, G, B):
+# the same weights as `BILINEAR` in src/nn/dmdn_unet.rs.
+BILINEAR = torch.tensor([
+    [[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]],
+    [[0.0, 0.25, 0.0], [0.25, 1.0, 0.25], [0.0, 0.25, 0.0]],
+    [[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]],
+])[:, None]
 
 
 def receptive_halo(model):
@@ -661,6 +673,7 @@ def export(model, size, regime, path, extra_meta=None):
             "fullres_width": str(model.fullres_width), "phase": model.phase,
             "noise_channels": str(model.noise_channels),
             "macs_per_pixel": str(round(macs)), "flops_per_pixel": str(round(2 * macs)),
+            "base": "bilinear",
             "noise_units": "std of the white-balanced mosaic in [0,1] units, per pixel, RMS-pooled over 2x2",
             "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
             "output": "white-balanced linear camera RGB in the input's units",
@@ -992,7 +1005,7 @@ def cmd_fixture(args):
         m = unet_module(um, name)
         ut[f"{name}.weight"] = m.weight.detach().half()
         ut[f"{name}.bias"] = m.bias.detach().half()
-    umeta = {"arch": "dmdn_unet", "version": "1", "widths": "4,6,8", "bottom": "1", "fullres_width": "4",
+    umeta = {"arch": "dmdn_unet", "version": "1", "base": "bilinear", "widths": "4,6,8", "bottom": "1", "fullres_width": "4",
              "phase": "gbrg", "noise_channels": "1", "halo": str(um.halo())}
     save_file(ut, os.path.join(d, "nn_dmdn_unet_tiny.safetensors"), metadata=umeta)
     save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod calibrate;
+pub mod compare;
 pub mod convert;
 pub mod demo;
 pub mod eval;
@@ -31,6 +32,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// One capture through several pipelines: a side-by-side PNG and the
+    /// noise each leaves on a flat patch.
+    Compare(compare::CompareArgs),
     /// Run a pipeline over raw files or folders of them.
     Process(process::ProcessArgs),
     /// Render the built-in synthetic scene and print the stage timings.
@@ -100,6 +104,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Noise(a) => noise::run(a),
         Command::Synth(a) => synth::run(a),
         Command::Convert(a) => convert::run(a),

@@ -21,8 +21,11 @@
 //! d2 = d2(e2 + pixel_shuffle(u2_1x1(e3), 2))             (c2, H/4)
 //! d1 = d1(e1 + pixel_shuffle(u1_1x1(d2), 2))             (c1, H/2)
 //! up = pixel_shuffle(head_1x1(d1), 2)                    (3, H, W)
-//! out = up + fr2_1x1(fr1(concat(masked, up)))            masked: mosaic spread to its colour plane
+//! base = bilinear(masked)                                (3, H, W), fixed depthwise 3x3 ([`BILINEAR`])
+//! out = base + up + fr2_1x1(fr1(concat(masked, up)))     masked: mosaic spread to its colour plane
 //! ```
+//! The network learns a residual over a bilinear demosaic (metadata
+//! `base = bilinear`, required).
 //! Inputs: the black-level-subtracted, white-balanced mosaic (1.0 = white)
 //! in the model's phase, and the noise std of that mosaic per pixel,
 //! RMS-pooled to half resolution. Output: white-balanced linear camera RGB.
@@ -75,6 +78,40 @@ pub struct DmdnUnet {
     metadata: HashMap<String, String>,
 }
 
+/// Bilinear demosaicking of a masked mosaic as a depthwise 3x3 kernel per
+/// colour (R, G, B), zero-padded; the same weights as `BILINEAR` in
+/// training/train_dmdn.py.
+pub const BILINEAR: [[f32; 9]; 3] = [
+    [0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25],
+    [0.0, 0.25, 0.0, 0.25, 1.0, 0.25, 0.0, 0.25, 0.0],
+    [0.25, 0.5, 0.25, 0.5, 1.0, 0.5, 0.25, 0.5, 0.25],
+];
+
+/// Adds the bilinear demosaic of `masked` (`[1, 3, H, W]`) to `y` (same
+/// shape): `y[c] += Σ BILINEAR[c][k] · masked[c](neighbour k)`, zeros outside.
+fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
+    let [_, _, h, w] = masked.shape();
+    for (c, k) in BILINEAR.iter().enumerate() {
+        let src = masked.plane(0, c).to_vec();
+        let dst = y.plane_mut(0, c);
+        for yy in 0..h {
+            for xx in 0..w {
+                let mut s = 0f32;
+                for (t, kv) in k.iter().enumerate() {
+                    let (sy, sx) = (
+                        yy as isize + t as isize / 3 - 1,
+                        xx as isize + t as isize % 3 - 1,
+                    );
+                    if *kv != 0.0 && sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
+                        s += kv * src[sy as usize * w + sx as usize];
+                    }
+                }
+                dst[yy * w + xx] += s;
+            }
+        }
+    }
+}
+
 impl DmdnUnet {
     /// Loads and validates a weights file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
@@ -112,6 +149,9 @@ impl DmdnUnet {
             noise_channels: w.meta_usize("noise_channels", 0, 16)?,
             halo: w.meta_usize("halo", 8, 1024)?,
         };
+        if w.meta("base")? != "bilinear" {
+            return Err(w.err(format!("base '{}' is not 'bilinear'", w.meta("base")?)));
+        }
         if cfg.halo % 8 != 0 {
             return Err(w.err(format!("halo {} is not a multiple of 8", cfg.halo)));
         }
@@ -171,7 +211,8 @@ impl DmdnUnet {
         let half = f(&self.e1a) + f(&self.e1b) + f(&self.d1) + f(&self.head);
         let quarter = f(&self.e2a) + f(&self.e2b) + f(&self.d2) + f(&self.u1);
         let eighth = f(&self.e3a) + self.e3.iter().map(f).sum::<f64>() + f(&self.u2);
-        half / 4.0 + quarter / 16.0 + eighth / 64.0 + f(&self.fr1) + f(&self.fr2)
+        // + 9 multiply-adds of the bilinear base per pixel
+        half / 4.0 + quarter / 16.0 + eighth / 64.0 + f(&self.fr1) + f(&self.fr2) + 18.0
     }
 
     /// Runs the network on one canonical-phase window.
@@ -207,6 +248,7 @@ impl DmdnUnet {
         let f = self.fr1.forward(&concat(&[&masked, &up])?, relu)?;
         let mut y = self.fr2.forward(&f, Activation::None)?;
         add_assign(&mut y, &up)?;
+        add_bilinear(&mut y, &masked);
         Ok(y)
     }
 
