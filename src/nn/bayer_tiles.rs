@@ -67,17 +67,28 @@ pub struct TileSpec {
     pub align: usize,
 }
 
+/// A whole Bayer frame and its noise level.
+#[derive(Clone, Copy, Debug)]
+pub struct BayerFrame<'a> {
+    /// Row-major `h x w` samples.
+    pub mosaic: &'a [f32],
+    /// Rows.
+    pub h: usize,
+    /// Columns.
+    pub w: usize,
+    /// Colours of the top-left 2x2 cell.
+    pub cfa: Cfa2x2,
+    /// Noise std in the mosaic's units.
+    pub noise: NoiseInput<'a>,
+}
+
 /// Runs `forward` (canonical-phase mosaic `[1, 1, h, w]`, noise
 /// `[1, nc, h/2, w/2]` -> `[1, 3, h, w]`, `h`, `w` multiples of
-/// `spec.align`) over the `h x w` row-major `mosaic` whose top-left cell is
-/// `cfa`, in output tiles of `tile` pixels (rounded up to a multiple of
-/// `align`, at least 16). Tiles run in parallel. Returns `[1, 3, h, w]`.
+/// `spec.align`) over `frame`, in output tiles of `tile` pixels (rounded up
+/// to a multiple of `align`, at least 16). Tiles run in parallel. Returns
+/// `[1, 3, h, w]`.
 pub fn run_tiled<F>(
-    mosaic: &[f32],
-    h: usize,
-    w: usize,
-    cfa: Cfa2x2,
-    noise: NoiseInput<'_>,
+    frame: BayerFrame<'_>,
     tile: usize,
     spec: TileSpec,
     forward: F,
@@ -85,6 +96,13 @@ pub fn run_tiled<F>(
 where
     F: Fn(&Tensor, &Tensor) -> Result<Tensor> + Sync,
 {
+    let BayerFrame {
+        mosaic,
+        h,
+        w,
+        cfa,
+        noise,
+    } = frame;
     let align = spec.align;
     if align < 2 || !align.is_power_of_two() || spec.halo % align != 0 {
         return Err(Error::invalid(format!(
@@ -260,24 +278,22 @@ mod tests {
                     halo: 8,
                     align,
                 };
-                let out = run_tiled(
-                    &mosaic,
+                let frame = BayerFrame {
+                    mosaic: &mosaic,
                     h,
                     w,
-                    parse_cfa(cfa).unwrap(),
-                    NoiseInput::Uniform(0.1),
-                    tile,
-                    spec,
-                    |m, n| {
-                        assert_eq!(m.h() % align, 0);
-                        assert_eq!((n.h(), n.w()), (m.h() / 2, m.w() / 2));
-                        let mut o = Tensor::zeros([1, 3, m.h(), m.w()])?;
-                        for c in 0..3 {
-                            o.plane_mut(0, c).copy_from_slice(m.data());
-                        }
-                        Ok(o)
-                    },
-                )
+                    cfa: parse_cfa(cfa).unwrap(),
+                    noise: NoiseInput::Uniform(0.1),
+                };
+                let out = run_tiled(frame, tile, spec, |m, n| {
+                    assert_eq!(m.h() % align, 0);
+                    assert_eq!((n.h(), n.w()), (m.h() / 2, m.w() / 2));
+                    let mut o = Tensor::zeros([1, 3, m.h(), m.w()])?;
+                    for c in 0..3 {
+                        o.plane_mut(0, c).copy_from_slice(m.data());
+                    }
+                    Ok(o)
+                })
                 .unwrap();
                 for c in 0..3 {
                     assert_eq!(out.plane(0, c), &mosaic[..]);
@@ -294,16 +310,14 @@ mod tests {
             halo: 12,
             align: 8,
         };
-        let r = run_tiled(
-            &[0.0; 16],
-            4,
-            4,
-            [0, 1, 1, 2],
-            NoiseInput::Uniform(0.0),
-            16,
-            spec,
-            |m, _| Ok(m.clone()),
-        );
+        let frame = BayerFrame {
+            mosaic: &[0.0; 16],
+            h: 4,
+            w: 4,
+            cfa: [0, 1, 1, 2],
+            noise: NoiseInput::Uniform(0.0),
+        };
+        let r = run_tiled(frame, 16, spec, |m, _| Ok(m.clone()));
         assert!(r.is_err());
     }
 }

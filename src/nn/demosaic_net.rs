@@ -14,9 +14,9 @@ use crate::error::Result;
 #[derive(Clone, Debug)]
 pub enum DemosaicNet {
     /// `arch = dmdn`.
-    Flat(Dmdn),
+    Flat(Box<Dmdn>),
     /// `arch = dmdn_unet`.
-    Unet(DmdnUnet),
+    Unet(Box<DmdnUnet>),
 }
 
 impl DemosaicNet {
@@ -24,9 +24,9 @@ impl DemosaicNet {
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let w = Weights::load(path)?;
         match w.meta("arch")? {
-            "dmdn_unet" => Ok(DemosaicNet::Unet(DmdnUnet::from_weights(w)?)),
+            "dmdn_unet" => Ok(DemosaicNet::Unet(Box::new(DmdnUnet::from_weights(w)?))),
             // Anything else goes to the flat loader, which names the mismatch.
-            _ => Ok(DemosaicNet::Flat(Dmdn::from_weights(w)?)),
+            _ => Ok(DemosaicNet::Flat(Box::new(Dmdn::from_weights(w)?))),
         }
     }
 

@@ -26,7 +26,7 @@
 
 use std::path::Path;
 
-use super::bayer_tiles::{masked_mosaic, run_tiled, TileSpec};
+use super::bayer_tiles::{masked_mosaic, run_tiled, BayerFrame, TileSpec};
 pub use super::bayer_tiles::{parse_cfa, phase_offset, Cfa2x2, NoiseInput};
 use super::combine::concat;
 use super::shuffle::{pixel_shuffle, pixel_unshuffle};
@@ -212,9 +212,14 @@ impl Dmdn {
             halo: self.halo(),
             align: 2,
         };
-        run_tiled(mosaic, h, w, cfa, noise, tile, spec, |m, n| {
-            self.forward(m, n)
-        })
+        let frame = BayerFrame {
+            mosaic,
+            h,
+            w,
+            cfa,
+            noise,
+        };
+        run_tiled(frame, tile, spec, |m, n| self.forward(m, n))
     }
 }
 

@@ -35,7 +35,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::bayer_tiles::{masked_mosaic, parse_cfa, run_tiled, Cfa2x2, NoiseInput, TileSpec};
+use super::bayer_tiles::{
+    masked_mosaic, parse_cfa, run_tiled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
+};
 use super::combine::{add_assign, concat};
 use super::shuffle::{pixel_shuffle, pixel_unshuffle};
 use super::{Activation, Conv2d, Padding, Tensor, Weights};
@@ -273,9 +275,14 @@ impl DmdnUnet {
             halo: self.halo(),
             align: 8,
         };
-        run_tiled(mosaic, h, w, cfa, noise, tile, spec, |m, n| {
-            self.forward(m, n)
-        })
+        let frame = BayerFrame {
+            mosaic,
+            h,
+            w,
+            cfa,
+            noise,
+        };
+        run_tiled(frame, tile, spec, |m, n| self.forward(m, n))
     }
 }
 
