@@ -190,7 +190,8 @@ fn exp_neg(t: f32) -> f32 {
     let x = (-t * std::f32::consts::LOG2_E).max(-125.0);
     let i = (x - 0.5) as i32;
     let f = x - i as f32;
-    let p = 1.0 + f * (0.693_147_2 + f * (0.240_226_5 + f * (0.055_504_1 + f * 0.009_618_1)));
+    let p = 1.0
+        + f * (std::f32::consts::LN_2 + f * (0.240_226_5 + f * (0.055_504_1 + f * 0.009_618_1)));
     let w = f32::from_bits(((i + 127) as u32) << 23) * p;
     if t < T_CUT {
         w
