@@ -79,9 +79,12 @@ pub struct Params {
     /// evaluation sets): scales the weight bandwidth h.
     pub strength: f32,
     /// Search window radius in half-resolution plane pixels, 1..=12
-    /// (a 2r+1 square; cost grows with its area).
+    /// (a 2r+1 square; cost grows with its area). Default 5 (11x11 plane
+    /// pixels = 22x22 photosites); 7 gains ~0.1 dB for twice the time.
     pub search_radius: usize,
-    /// Patch radius in half-resolution plane pixels, 1..=4.
+    /// Patch radius in half-resolution plane pixels, 1..=4. Default 1
+    /// (3x3 per plane, x4 planes = 36 samples per distance), which beat 2
+    /// and 3 by 0.3-0.9 dB on the synthetic evaluation.
     pub patch_radius: usize,
     /// The NoiseProfile written into the output metadata.
     pub profile_out: ProfileOut,
