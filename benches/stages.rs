@@ -37,6 +37,7 @@ fn bench_stages(c: &mut Criterion) {
         let cases: Vec<(&str, Vec<&str>)> = vec![
             ("black_level", vec![]),
             ("white_balance", vec!["black_level"]),
+            ("denoise_profiled", vec!["black_level"]),
             ("demosaic_bilinear", chain[..2].to_vec()),
             ("demosaic_mhc", chain[..2].to_vec()),
             ("demosaic_menon", chain[..2].to_vec()),

@@ -1,5 +1,7 @@
 //! Noise-level estimation and camera noise profiles.
 //!
+//! - [`anscombe`]: the generalised Anscombe variance-stabilising transform
+//!   and its exact unbiased inverse (the `denoise_profiled` stage's VST).
 //! - [`raw_estimator`]: the Poisson-Gaussian model var(x) = a·x + b per CFA
 //!   colour, estimated from ONE normalised mosaic (the `noise_estimate`
 //!   stage's maths).
@@ -13,6 +15,7 @@
 //! level removed, 1.0 = white level), exactly as the DNG NoiseProfile tag;
 //! the AWGN sigma is in 8-bit code values (0..255).
 
+pub mod anscombe;
 pub mod awgn;
 pub mod profile;
 pub mod raw_estimator;

@@ -19,6 +19,7 @@ pub mod demosaic_bilinear;
 pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
+pub mod denoise_profiled;
 pub mod exposure;
 pub mod exposure_gain;
 pub mod hdrnet;
@@ -80,6 +81,7 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
 pub const OPS: &[&str] = &[
     "raw_source",
     "black_level",
+    "denoise_profiled",
     "white_balance",
     "demosaic_bilinear",
     "demosaic_mhc",
@@ -104,6 +106,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
     match op {
         "raw_source" => raw_source::compile(params),
         "black_level" => black_level::compile(params),
+        "denoise_profiled" => denoise_profiled::compile(params),
         "white_balance" => white_balance::compile(params),
         "demosaic_bilinear" => demosaic_bilinear::compile(params),
         "demosaic_mhc" => demosaic_mhc::compile(params),
