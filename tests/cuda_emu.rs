@@ -1199,6 +1199,16 @@ fn emulator_catches_barrier_misuse_and_races() {
     let v = out.to_vec();
     assert!(v[..40].iter().enumerate().all(|(i, &x)| x == i as f32));
     assert!(v[40..].iter().all(|x| x.is_nan()), "{v:?}");
+    // Indexing a __shared__ array past its end traps (-fsanitize=bounds).
+    let out = e.zeros::<f32>(96).unwrap();
+    let written = 96i32;
+    let mut l = e.launch_builder("emu_probes", "probe_shared");
+    l.arg(&out).arg(&written);
+    let err = l.launch(one_block(96)).unwrap_err().0;
+    assert!(
+        err.contains("thread (64,0,0)") && err.contains("outside a fixed-size array"),
+        "{err}"
+    );
     // Two threads writing one shared word: thread order decides, so the
     // forward and reverse runs disagree.
     let a = run(&fwd, "probe_race", None).unwrap();

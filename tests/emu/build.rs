@@ -6,7 +6,8 @@
 //!
 //! Flags: -O2 -ffp-contract=off (no FMA contraction, as NVRTC's
 //! --fmad=false), -fno-strict-aliasing (the kernels reinterpret fp16 pairs
-//! and 16-byte chunks), no -march (SSE arithmetic, IEEE f32 rounding).
+//! and 16-byte chunks), no -march (SSE arithmetic, IEEE f32 rounding),
+//! -fsanitize=bounds trapping without a runtime (shared-tile indexing).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,10 @@ fn main() {
         .flag("-fno-strict-aliasing")
         .flag("-fno-fast-math")
         .flag("-Wno-unknown-pragmas")
+        // Out-of-bounds indexing of fixed-size arrays (the __shared__
+        // tiles) traps; the runtime reports the trap like a fault.
+        .flag("-fsanitize=bounds")
+        .flag("-fsanitize-undefined-trap-on-error")
         .include(&cpp)
         .include(&kernels)
         .file(cpp.join("runtime.cpp"));

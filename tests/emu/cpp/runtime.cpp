@@ -20,7 +20,9 @@
 //   kernel (guard page, any other SIGSEGV/SIGBUS/SIGFPE/SIGILL) stops the
 //   launch with a message naming the kernel, block, thread, buffer and
 //   offset; the test gets it as an error instead of a crash.
-// - `__shared__` memory is filled with 0xFF before every block.
+// - `__shared__` memory is filled with 0xFF before every block; indexing a
+//   fixed-size array (shared or local) out of its bounds traps
+//   (-fsanitize=bounds without a runtime), reported like a fault.
 
 #include "cuda_emu.h"
 #include "register.h"
@@ -216,7 +218,9 @@ void on_fault(int sig, siginfo_t* si, void* uc) {
         }
 #endif
         std::string w = where();
-        std::string d = describe_addr((const char*)si->si_addr);
+        std::string d = sig == SIGILL ? "a trap: an index outside a fixed-size array (__shared__ or local; "
+                                        "kernels are compiled with -fsanitize=bounds)"
+                                      : describe_addr((const char*)si->si_addr);
         snprintf(g_fault, sizeof g_fault, "%s: %s at %s: %s%s", w.c_str(), strsignal(sig),
                  sig == SIGSEGV || sig == SIGBUS ? "memory access" : "instruction", kind, d.c_str());
         siglongjmp(g_jmp, 1);

@@ -15,8 +15,10 @@
 //! What a launch catches, as an [`EmuError`] instead of a wrong result or a
 //! crash: any read or write outside a buffer (guard pages on one side,
 //! 0xFF canary bytes, checked after the launch, on the other: run the same
-//! launch with both [`Guard`] sides to cover both ends exactly), a
-//! `__syncthreads()` not reached by the whole block, a warp-collective MMA
+//! launch with both [`Guard`] sides to cover both ends exactly), an index
+//! outside a fixed-size array such as a `__shared__` tile (compiled with
+//! `-fsanitize=bounds`, trapping), a `__syncthreads()` not reached by the
+//! whole block, a warp-collective MMA
 //! not reached by the whole warp, any other fault in a kernel. Shared
 //! memory starts as NaN in every block; [`Order::Reverse`] runs the threads
 //! of a block in the opposite order, so comparing a forward and a reverse
