@@ -108,7 +108,9 @@ impl Emu {
 
     /// A zero-filled buffer of `n` elements (cudarc's `alloc_zeros`).
     pub fn zeros<T: DeviceRepr>(&self, n: usize) -> Result<DevBuf<T>, EmuError> {
-        let bytes = n * std::mem::size_of::<T>();
+        let bytes = n
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| EmuError(format!("a buffer of {n} elements overflows usize bytes")))?;
         let mut id = 0;
         // SAFETY: the runtime maps `bytes` (plus guard pages) and returns
         // the data pointer, aligned to the element size since `bytes` is a
