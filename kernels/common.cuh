@@ -16,18 +16,27 @@
 
 typedef unsigned short h16;
 
-// fp16 bits -> f32.
+// fp16 bits -> f32. (RAWGRAPH_EMU: the host emulator of tests/emu, which
+// compiles these files as C++ and has no PTX.)
 __device__ __forceinline__ float h16_to_f32(h16 h) {
+#ifdef RAWGRAPH_EMU
+    return rawgraph_emu::h16_to_f32(h);
+#else
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
+#endif
 }
 
 // f32 -> fp16 bits, round to nearest even.
 __device__ __forceinline__ h16 f32_to_h16(float f) {
+#ifdef RAWGRAPH_EMU
+    return rawgraph_emu::f32_to_h16(f);
+#else
     h16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
+#endif
 }
 
 // Mirror index into [0, n) without repeating the edge sample

@@ -32,8 +32,13 @@
 #define CM_LD (CM_BK + 8)  // padded row: 80 bytes, 16-byte aligned, conflict-free fragment reads
 
 // d += a * b for one m16n8k16 tile (row-major A, column-major B).
+// RAWGRAPH_EMU (the host emulator, tests/emu): the scalar warp-collective
+// MMA of tests/emu/cpp/runtime.cpp, which reads the fragments with the PTX
+// ISA layout, so this kernel's tiling and fragment indexing run unchanged.
 __device__ __forceinline__ void mma_16816(float d[4], const unsigned a[4], const unsigned b[2]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(RAWGRAPH_EMU)
+    rawgraph_emu::mma_m16n8k16(d, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
         "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"

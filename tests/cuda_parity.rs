@@ -4,7 +4,10 @@
 //! present); outputs must agree within the tolerance stated per stage.
 //! The convolution kernels and the fused classical chain are checked the
 //! same way. Without a CUDA device every test prints
-//! "SKIPPED: no CUDA device" and passes.
+//! "SKIPPED: no CUDA device" and passes, unless `RAWGRAPH_REQUIRE_GPU=1`
+//! is set (what `.ci/gpu_check.sh` does): then "no device" fails every
+//! test. tests/cuda_emu.rs runs the same kernels through the host
+//! emulator on every machine.
 //!
 //! Tolerances (max absolute difference on values normalised to white = 1):
 //! the kernels are compiled without FMA contraction and with IEEE division
@@ -28,14 +31,32 @@ use rawgraph::raw::CfaPattern;
 use rawgraph::stages::{compile, RunCtx};
 use serde_json::json;
 
-/// `Some(())` when CUDA can run here; otherwise prints the skip line.
+/// `Some(())` when CUDA can run here; otherwise prints the skip line, or
+/// fails the test when `RAWGRAPH_REQUIRE_GPU=1`.
 fn device_or_skip(test: &str) -> Option<()> {
     match cuda_available() {
         Ok(()) => Some(()),
+        Err(why) if require_gpu() => {
+            panic!("RAWGRAPH_REQUIRE_GPU=1 but there is no usable CUDA device ({test}: {why})")
+        }
         Err(why) => {
             eprintln!("SKIPPED: no CUDA device ({test}: {why})");
             None
         }
+    }
+}
+
+/// Whether `RAWGRAPH_REQUIRE_GPU=1` turns "no device" into a failure.
+fn require_gpu() -> bool {
+    std::env::var("RAWGRAPH_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// Without the `cuda` feature every test here would skip; with
+/// `RAWGRAPH_REQUIRE_GPU=1` that is a failure too.
+#[test]
+fn require_gpu_needs_the_cuda_feature() {
+    if require_gpu() && !rawgraph::backend::cuda::ENABLED {
+        panic!("RAWGRAPH_REQUIRE_GPU=1 but this test binary was built without --features cuda");
     }
 }
 

@@ -70,8 +70,10 @@ pub fn make_tile_2d(m: &Mosaic, y0: usize, y1: usize, x0: usize, x1: usize, halo
             }
         }
     }
-    let dy = (y0 + 2 * h as usize - halo) % 2;
-    let dx = (x0 + 2 * w as usize - halo) % 2;
+    // Parity of (y0 - halo), without underflow when the halo exceeds
+    // the frame (a 2x2 frame under a 12-pixel halo).
+    let dy = (y0 + halo) % 2;
+    let dx = (x0 + halo) % 2;
     Tile {
         w: tw,
         h: th,
@@ -98,7 +100,7 @@ pub fn make_tile(m: &Mosaic, y0: usize, y1: usize, halo: usize) -> Tile {
         }
     }
     // Halo and strip starts are even, so parity matches the image.
-    let dy = (y0 + 2 * h as usize - halo) % 2;
+    let dy = (y0 + halo) % 2;
     let dx = halo % 2;
     Tile {
         w: tw,
@@ -148,5 +150,32 @@ mod tests {
         assert_eq!(v, vec![3, 2, 1, 0, 1, 2, 3, 4, 3, 2, 1]);
         assert_eq!(reflect(-1, 2), 1);
         assert_eq!(reflect(5, 2), 1);
+    }
+
+    /// Regression (found by tests/cuda_emu.rs on a 2x2 frame): a halo
+    /// wider than the frame underflowed the tile's phase arithmetic, a
+    /// panic in debug builds (`demosaic_menon` uses a 12-pixel halo).
+    #[test]
+    fn tiles_of_a_frame_smaller_than_the_halo_keep_the_phase() {
+        use crate::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+        let f = mosaic_scene(&demo_scene(8, 8), &CaptureParams::default(), "t").unwrap();
+        let crate::frame::Value::Mosaic(m) = crate::graph::exec::frame_to_value(f).unwrap() else {
+            panic!("not a mosaic")
+        };
+        for cfa in CfaPattern::ALL {
+            let m = Mosaic {
+                width: 2,
+                height: 2,
+                cfa,
+                data: vec![1.0, 2.0, 3.0, 4.0],
+                ..(*m).clone()
+            };
+            for halo in [2usize, 12] {
+                let t = make_tile_2d(&m, 0, 2, 0, 2, halo);
+                assert_eq!(t.cfa, cfa, "halo {halo}");
+                assert_eq!(t.at(halo as isize + 1, halo as isize), 2.0);
+                assert_eq!(make_tile(&m, 0, 2, halo).cfa, cfa, "halo {halo}");
+            }
+        }
     }
 }
