@@ -19,7 +19,7 @@ use rawgraph::{Error, Value};
 use crate::convert::{image_data, to_json, to_python, ArrayData, Pixels};
 use crate::errors::{invalid, to_py_msg, PyResultExt};
 use crate::pool::{ForkSafePool, MODULE_POOL};
-use crate::raw::{decode_in_memory, RawImage};
+use crate::raw::{as_bytes, as_path, decode_in_memory, RawImage};
 
 /// A compiled pipeline: YAML parsed, validated and built once, run on any
 /// number of frames. Picklable (the YAML text and the parameter overrides
@@ -387,27 +387,23 @@ impl Pipeline {
                     convert_outputs(out, bits)
                 })
             };
-        let (name, ran) =
-            if src.is_instance_of::<pyo3::types::PyString>() || src.hasattr("__fspath__")? {
-                let path: PathBuf = src.extract()?;
-                let name = path.display().to_string();
-                let ran = py.detach(|| work(&|| input::open(&path, sidecar.as_deref(), &limits)));
-                (name, ran)
-            } else {
-                let b: Vec<u8> = if src.hasattr("read")? {
-                    src.call_method0("read")?.extract()?
-                } else {
-                    src.extract()?
-                };
-                let name = src
-                    .getattr("name")
-                    .ok()
-                    .and_then(|n| n.extract::<String>().ok())
-                    .unwrap_or_else(|| "<bytes>".into());
-                let ran = py
-                    .detach(|| work(&|| decode_in_memory(&b, &name, sidecar.as_deref(), &limits)));
-                (name, ran)
-            };
+        let (name, ran) = if let Some(path) = as_path(src)? {
+            let name = path.display().to_string();
+            let ran = py.detach(|| work(&|| input::open(&path, sidecar.as_deref(), &limits)));
+            (name, ran)
+        } else if let Some((bytes, name)) = as_bytes(src)? {
+            let ran = py
+                .detach(|| work(&|| decode_in_memory(&bytes, &name, sidecar.as_deref(), &limits)));
+            (name, ran)
+        } else {
+            return Err(invalid(
+                py,
+                format!(
+                    "process takes a path, bytes or a binary file object, not {}",
+                    src.get_type().name()?
+                ),
+            ));
+        };
         let ran = ran.map_err(|e| to_py_msg(py, &e, describe(&name, &e)))?;
         Pipeline::to_result(py, ran)
     }

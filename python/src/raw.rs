@@ -32,7 +32,7 @@ impl RawImage {
 }
 
 /// A path-like object as a path (str, bytes or `os.PathLike`).
-fn as_path(obj: &Bound<'_, PyAny>) -> PyResult<Option<PathBuf>> {
+pub fn as_path(obj: &Bound<'_, PyAny>) -> PyResult<Option<PathBuf>> {
     if obj.is_instance_of::<pyo3::types::PyString>() || obj.hasattr("__fspath__")? {
         return Ok(Some(obj.extract::<PathBuf>()?));
     }
@@ -40,7 +40,7 @@ fn as_path(obj: &Bound<'_, PyAny>) -> PyResult<Option<PathBuf>> {
 }
 
 /// Reads the bytes of a `bytes`-like object or a binary file object.
-fn as_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Option<(Vec<u8>, String)>> {
+pub fn as_bytes(obj: &Bound<'_, PyAny>) -> PyResult<Option<(Vec<u8>, String)>> {
     if let Ok(b) = obj.cast::<PyBytes>() {
         return Ok(Some((b.as_bytes().to_vec(), "<bytes>".into())));
     }

@@ -76,8 +76,12 @@ def test_run_equals_cli_bit_for_bit(cli: Path, demo_dng: Path, tmp_path: Path, n
     out_py = tmp_path / "py.png"
     rg.imwrite(out_py, img)
     assert out_py.read_bytes() == out_cli.read_bytes()
-    # Same pixels through process(): decode + run in one call.
+    # Same pixels through process(): decode + run in one call, from a
+    # path, bytes or a file object.
     np.testing.assert_array_equal(p.process(demo_dng), img)
+    np.testing.assert_array_equal(p.process(demo_dng.read_bytes()), img)
+    with open(demo_dng, "rb") as f:
+        np.testing.assert_array_equal(p.process(f), img)
     # Timings: the --timings-json schema, same stages.
     want = json.loads(tj.read_text())
     full = p.process_full(demo_dng)
@@ -216,6 +220,13 @@ def test_errors_are_typed_with_cli_messages(cli: Path, tmp_path: Path) -> None:
         rg.Pipeline("fast").process(bad)
     r = run_cli(cli, "process", str(bad), "-p", "fast", "-o", str(out), check=False)
     assert r.returncode == 1 and str(e.value) == stderr_line(r)
+    with open(bad, "rb") as f, pytest.raises(rg.DecodeError) as e2:
+        rg.Pipeline("fast").process(io.BytesIO(f.read()))
+    assert str(e2.value) == str(e.value).replace(str(bad), "<file>")
+    with pytest.raises(rg.InvalidInputError, match="path, bytes or a binary file"):
+        rg.Pipeline("fast").process(12)
+    with pytest.raises(rg.InvalidInputError, match="path, bytes or a binary file"):
+        rg.imread(12)
 
     # A YAML error keeps file:line:column.
     y = tmp_path / "bad.yaml"
