@@ -38,11 +38,12 @@ class RawImage:
     @property
     def white_level(self) -> float: ...
     @property
-    def white_level_per_channel(self) -> tuple[float, float, float]: ...
+    def white_level_per_channel(self) -> list[float]:
+        """Saturation level per colour (R, G, B), DN."""
     @property
     def bits(self) -> int: ...
     @property
-    def camera_whitebalance(self) -> tuple[float, float, float] | None:
+    def camera_whitebalance(self) -> list[float] | None:
         """As-shot gains (R, G, B), normalised to G = 1."""
     @property
     def color_matrices(self) -> list[dict[str, Any]]:

@@ -115,6 +115,11 @@ stages:
     res = rg.Pipeline(yaml=yaml).run(raw)
     assert res.image.dtype == np.float32 and res.image.shape == (64, 80, 3)
     assert list(res.outputs) == ["dm"]
+    two = rg.Pipeline(yaml=yaml + "  - { id: out, op: srgb_encode }\noutputs: [out, dm]\n").run(raw)
+    assert list(two.outputs) == ["out", "dm"]
+    assert two.image.dtype == np.uint8 and two.outputs["out"] is two.image
+    assert two.outputs["dm"].dtype == np.float32
+    assert [s["id"] for s in two.timings["stages"]] == ["raw", "bl", "dm", "out"]
 
 
 def test_from_bayer_round_trip(tmp_path: Path) -> None:
@@ -171,6 +176,18 @@ def test_pickle_and_params(demo_dng: Path) -> None:
         rg.Pipeline("default", params={"nosuch.ev": 1.0})
     with pytest.raises(rg.PipelineError, match="exp"):
         rg.Pipeline("default", params={"exp.bogus_param": 1.0})
+
+
+def test_backend_choice(bayer_raw: rg.RawImage) -> None:
+    a = rg.Pipeline("fast", backend="cpu").run(bayer_raw).image
+    b = rg.Pipeline("fast", backend="auto").run(bayer_raw).image
+    np.testing.assert_array_equal(a, b)  # auto: CUDA where it exists, else the CPU
+    with pytest.raises(rg.InvalidInputError, match="backend"):
+        rg.Pipeline("fast", backend="tpu")
+    try:
+        rg.Pipeline("fast", backend="cuda").run(bayer_raw)
+    except rg.BackendError as e:
+        assert "CUDA" in str(e)
 
 
 def test_bench(bayer_raw: rg.RawImage) -> None:
