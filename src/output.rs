@@ -10,6 +10,38 @@ use image::{ExtendedColorType, ImageEncoder};
 use crate::error::{Error, Result};
 use crate::frame::Image;
 
+/// Version of the JSON the CLI writes (`schema_version` in every object
+/// it prints or saves); raised when a field changes meaning or goes away.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// A field that always serialises as [`JSON_SCHEMA_VERSION`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SchemaVersion;
+
+impl serde::Serialize for SchemaVersion {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u32(JSON_SCHEMA_VERSION)
+    }
+}
+
+/// `value` with `schema_version` as its first field (for JSON objects the
+/// CLI writes whose type has no such field of its own).
+#[derive(Debug, serde::Serialize)]
+pub struct Versioned<'a, T: serde::Serialize> {
+    pub schema_version: SchemaVersion,
+    #[serde(flatten)]
+    pub value: &'a T,
+}
+
+impl<'a, T: serde::Serialize> Versioned<'a, T> {
+    pub fn new(value: &'a T) -> Self {
+        Versioned {
+            schema_version: SchemaVersion,
+            value,
+        }
+    }
+}
+
 /// Output encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutFormat {
@@ -68,40 +100,81 @@ pub fn to_rgb16(img: &Image) -> Vec<u16> {
     out
 }
 
+/// Interleaved RGB samples of an image about to be encoded.
+#[derive(Debug, Clone, Copy)]
+pub enum RgbSamples<'a> {
+    /// 8-bit, len = 3 * width * height.
+    U8(&'a [u8]),
+    /// 16-bit, len = 3 * width * height.
+    U16(&'a [u16]),
+}
+
 /// Writes `img` to `path` atomically in the given format.
 pub fn write_image(img: &Image, path: &Path, fmt: OutFormat) -> Result<()> {
-    let (w, h) = (img.width as u32, img.height as u32);
+    let (w, h) = (img.width, img.height);
+    match fmt {
+        OutFormat::Png8 | OutFormat::Jpeg(_) => {
+            write_rgb(path, w, h, RgbSamples::U8(&to_rgb8(img)), fmt)
+        }
+        OutFormat::Png16 | OutFormat::Tiff16 => {
+            write_rgb(path, w, h, RgbSamples::U16(&to_rgb16(img)), fmt)
+        }
+    }
+}
+
+/// Writes interleaved RGB samples (`width` x `height`, rows top to
+/// bottom) to `path` atomically. The sample depth must match the format:
+/// 8-bit for PNG8 and JPEG, 16-bit for PNG16 and TIFF.
+pub fn write_rgb(
+    path: &Path,
+    width: usize,
+    height: usize,
+    px: RgbSamples,
+    fmt: OutFormat,
+) -> Result<()> {
+    let n = width
+        .checked_mul(height)
+        .and_then(|v| v.checked_mul(3))
+        .ok_or_else(|| Error::invalid(format!("{}: image too large", path.display())))?;
+    let len = match px {
+        RgbSamples::U8(v) => v.len(),
+        RgbSamples::U16(v) => v.len(),
+    };
+    if len != n {
+        return Err(Error::invalid(format!(
+            "{}: {len} samples for a {width}x{height} RGB image",
+            path.display()
+        )));
+    }
+    let (w, h) = (
+        u32::try_from(width).map_err(|_| Error::invalid("image too wide"))?,
+        u32::try_from(height).map_err(|_| Error::invalid("image too tall"))?,
+    );
+    let bytes16 = |v: &[u16]| -> Vec<u8> { v.iter().flat_map(|s| s.to_ne_bytes()).collect() };
     write_atomic(path, |file| {
         let mut bw = BufWriter::new(file);
-        let res = match fmt {
-            OutFormat::Png8 => image::codecs::png::PngEncoder::new(&mut bw).write_image(
-                &to_rgb8(img),
-                w,
-                h,
-                ExtendedColorType::Rgb8,
-            ),
-            OutFormat::Png16 => {
-                let px = to_rgb16(img);
-                let bytes: Vec<u8> = px.iter().flat_map(|v| v.to_ne_bytes()).collect();
-                image::codecs::png::PngEncoder::new(&mut bw).write_image(
-                    &bytes,
+        let res = match (fmt, px) {
+            (OutFormat::Png8, RgbSamples::U8(v)) => image::codecs::png::PngEncoder::new(&mut bw)
+                .write_image(v, w, h, ExtendedColorType::Rgb8),
+            (OutFormat::Png16, RgbSamples::U16(v)) => image::codecs::png::PngEncoder::new(&mut bw)
+                .write_image(&bytes16(v), w, h, ExtendedColorType::Rgb16),
+            (OutFormat::Tiff16, RgbSamples::U16(v)) => image::codecs::tiff::TiffEncoder::new(
+                &mut bw,
+            )
+            .write_image(&bytes16(v), w, h, ExtendedColorType::Rgb16),
+            (OutFormat::Jpeg(q), RgbSamples::U8(v)) => {
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bw, q).write_image(
+                    v,
                     w,
                     h,
-                    ExtendedColorType::Rgb16,
+                    ExtendedColorType::Rgb8,
                 )
             }
-            OutFormat::Tiff16 => {
-                let px = to_rgb16(img);
-                let bytes: Vec<u8> = px.iter().flat_map(|v| v.to_ne_bytes()).collect();
-                image::codecs::tiff::TiffEncoder::new(&mut bw).write_image(
-                    &bytes,
-                    w,
-                    h,
-                    ExtendedColorType::Rgb16,
-                )
+            _ => {
+                return Err(std::io::Error::other(
+                    "sample depth does not match the output format",
+                ))
             }
-            OutFormat::Jpeg(q) => image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bw, q)
-                .write_image(&to_rgb8(img), w, h, ExtendedColorType::Rgb8),
         };
         res.map_err(|e| std::io::Error::other(e.to_string()))?;
         bw.flush()

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::graph::{self, Pipeline, RunOptions};
 use crate::input;
 use crate::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+use crate::raw::RawFrame;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -54,6 +55,7 @@ pub struct StageStats {
 /// The bench result.
 #[derive(Debug, Serialize)]
 pub struct BenchReport {
+    pub schema_version: crate::output::SchemaVersion,
     pub pipeline: String,
     pub source: String,
     pub width: usize,
@@ -113,64 +115,16 @@ pub fn run(a: BenchArgs) -> Result<i32> {
             ))
         }
     };
-    if a.iters == 0 {
-        return Err(Error::invalid("--iters must be at least 1"));
-    }
-    let (w, h) = (frame.meta.width, frame.meta.height);
     let opts = RunOptions {
         backend: a.inputs.backend,
     };
-    type Row = (String, String, String, Vec<f64>, Vec<f64>);
-    let mut per_stage: BTreeMap<usize, Row> = BTreeMap::new();
-    let mut totals = Vec::new();
-    for it in 0..a.warmup + a.iters {
-        let out = graph::run(&pipeline, frame.clone(), &opts)?;
-        if it < a.warmup {
-            continue;
-        }
-        totals.push(out.timings.total_ms);
-        for (k, t) in out.timings.stages.iter().enumerate() {
-            let row = per_stage.entry(k).or_insert_with(|| {
-                let backend = if t.fell_back {
-                    format!("{}*", t.backend)
-                } else {
-                    t.backend.clone()
-                };
-                (t.id.clone(), t.op.clone(), backend, Vec::new(), Vec::new())
-            });
-            row.3.push(t.host_ms);
-            row.4.extend(t.device_ms);
-        }
-    }
-    let stages: Vec<StageStats> = per_stage
-        .into_values()
-        .map(|(id, op, backend, mut v, mut dev)| {
-            let (median_ms, p95_ms, min_ms) = stats(&mut v);
-            let device_median_ms = (!dev.is_empty()).then(|| stats(&mut dev).0);
-            StageStats {
-                id,
-                op,
-                backend,
-                median_ms,
-                p95_ms,
-                min_ms,
-                device_median_ms,
-            }
-        })
-        .collect();
-    let (tm, tp, tmin) = stats(&mut totals);
-    let report = BenchReport {
-        pipeline: pipeline.name.clone(),
-        source: frame.meta.source.clone(),
-        width: w,
-        height: h,
-        iters: a.iters,
-        stages,
-        total_median_ms: tm,
-        total_p95_ms: tp,
-        total_min_ms: tmin,
-        megapixels_per_s: (w * h) as f64 / 1e6 / (tm / 1e3),
-    };
+    let report = bench_frame(&pipeline, &frame, &opts, a.warmup, a.iters)?;
+    let (w, h) = (report.width, report.height);
+    let (tm, tp, tmin) = (
+        report.total_median_ms,
+        report.total_p95_ms,
+        report.total_min_ms,
+    );
     if a.json {
         println!(
             "{}",
@@ -210,4 +164,72 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Runs `pipeline` on copies of `frame`: `warmup` untimed runs, then
+/// `iters` timed ones; per-stage and total statistics.
+pub fn bench_frame(
+    pipeline: &Pipeline,
+    frame: &RawFrame,
+    opts: &RunOptions,
+    warmup: usize,
+    iters: usize,
+) -> Result<BenchReport> {
+    if iters == 0 {
+        return Err(Error::invalid("--iters must be at least 1"));
+    }
+    let (w, h) = (frame.meta.width, frame.meta.height);
+    type Row = (String, String, String, Vec<f64>, Vec<f64>);
+    let mut per_stage: BTreeMap<usize, Row> = BTreeMap::new();
+    let mut totals = Vec::new();
+    for it in 0..warmup + iters {
+        let out = graph::run(pipeline, frame.clone(), opts)?;
+        if it < warmup {
+            continue;
+        }
+        totals.push(out.timings.total_ms);
+        for (k, t) in out.timings.stages.iter().enumerate() {
+            let row = per_stage.entry(k).or_insert_with(|| {
+                let backend = if t.fell_back {
+                    format!("{}*", t.backend)
+                } else {
+                    t.backend.clone()
+                };
+                (t.id.clone(), t.op.clone(), backend, Vec::new(), Vec::new())
+            });
+            row.3.push(t.host_ms);
+            row.4.extend(t.device_ms);
+        }
+    }
+    let stages: Vec<StageStats> = per_stage
+        .into_values()
+        .map(|(id, op, backend, mut v, mut dev)| {
+            let (median_ms, p95_ms, min_ms) = stats(&mut v);
+            let device_median_ms = (!dev.is_empty()).then(|| stats(&mut dev).0);
+            StageStats {
+                id,
+                op,
+                backend,
+                median_ms,
+                p95_ms,
+                min_ms,
+                device_median_ms,
+            }
+        })
+        .collect();
+    let (tm, tp, tmin) = stats(&mut totals);
+    let report = BenchReport {
+        schema_version: crate::output::SchemaVersion,
+        pipeline: pipeline.name.clone(),
+        source: frame.meta.source.clone(),
+        width: w,
+        height: h,
+        iters,
+        stages,
+        total_median_ms: tm,
+        total_p95_ms: tp,
+        total_min_ms: tmin,
+        megapixels_per_s: (w * h) as f64 / 1e6 / (tm / 1e3),
+    };
+    Ok(report)
 }

@@ -514,7 +514,8 @@ pub fn run(a: EvalArgs) -> Result<i32> {
         eprintln!("error: {e}");
     }
     if let Some(p) = &a.json {
-        let s = serde_json::to_string_pretty(&report).map_err(|e| Error::invalid(e.to_string()))?;
+        let s = serde_json::to_string_pretty(&crate::output::Versioned::new(&report))
+            .map_err(|e| Error::invalid(e.to_string()))?;
         crate::output::write_atomic(p, |f| std::io::Write::write_all(f, s.as_bytes()))?;
     }
     if let Some(p) = &a.csv {

@@ -51,7 +51,11 @@ pub fn run_exposure(a: EvalExposureArgs) -> Result<i32> {
     let (cases, sums) = exposure::run(&o)?;
     print!("{}", exposure::table(&sums));
     if let Some(j) = &a.json {
-        let v = serde_json::json!({ "summary": sums, "cases": cases });
+        let v = serde_json::json!({
+            "schema_version": crate::output::JSON_SCHEMA_VERSION,
+            "summary": sums,
+            "cases": cases,
+        });
         let s = serde_json::to_string_pretty(&v).map_err(|e| Error::invalid(e.to_string()))?;
         crate::output::write_atomic(j, |w| std::io::Write::write_all(w, s.as_bytes()))?;
     }

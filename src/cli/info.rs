@@ -23,8 +23,8 @@ pub fn run(a: InfoArgs) -> Result<i32> {
     let frame = input::open(&a.input, a.inputs.sidecar.as_deref(), &a.inputs.limits())?;
     let m = &frame.meta;
     if a.json {
-        let s =
-            serde_json::to_string_pretty(m).map_err(|e| crate::Error::invalid(e.to_string()))?;
+        let s = serde_json::to_string_pretty(&crate::output::Versioned::new(m))
+            .map_err(|e| crate::Error::invalid(e.to_string()))?;
         println!("{s}");
         return Ok(0);
     }

@@ -61,8 +61,50 @@ pub struct ProcessArgs {
     /// because their output exists do not advance that state.
     #[arg(long)]
     pub sequence: bool,
+    /// Process only shard K of N (0 <= K < N) of the inputs: each input
+    /// belongs to the shard given by a stable hash of its path, so N jobs
+    /// (a Kubernetes indexed job, a Slurm array) started with the same
+    /// inputs and output folder split them with no overlap.
+    #[arg(long, value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
     #[command(flatten)]
     pub inputs_opts: InputArgs,
+}
+
+/// One of N disjoint parts of a batch (`--shard K/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 0-based shard index, below `count`.
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// Parses "K/N" with 0 <= K < N.
+    pub fn parse(s: &str) -> std::result::Result<Shard, String> {
+        let bad = || format!("'{s}': expected K/N with 0 <= K < N, e.g. 0/4");
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (
+            k.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether `path` (as given or found in a folder) belongs to this
+    /// shard: FNV-1a (64-bit) of the path's bytes, modulo N. The hash is
+    /// fixed, so every job of a batch agrees on the split.
+    pub fn contains(&self, path: &Path) -> bool {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in path.as_os_str().as_encoded_bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h % self.count == self.index
+    }
 }
 
 /// Outcome of one input.
@@ -79,6 +121,7 @@ pub struct FileReport {
 /// The whole batch.
 #[derive(Debug, Serialize)]
 pub struct BatchReport {
+    pub schema_version: crate::output::SchemaVersion,
     pub pipeline: String,
     pub ok: usize,
     pub skipped: usize,
@@ -190,7 +233,7 @@ pub fn run(a: ProcessArgs) -> Result<i32> {
         pipeline.start_sequence();
     }
     let any_dir = a.inputs.iter().any(|p| p.is_dir());
-    let batch = a.inputs.len() > 1 || any_dir || a.output.is_dir();
+    let batch = a.inputs.len() > 1 || any_dir || a.output.is_dir() || a.shard.is_some();
     if !batch {
         let input_path = &a.inputs[0];
         if same_file(input_path, &a.output) {
@@ -237,9 +280,10 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
         let why = why.strip_prefix(&format!("{fake}: ")).unwrap_or(&why);
         Error::invalid(format!("--format {}: {why}", a.format))
     })?;
-    let files = expand(&a.inputs);
-    // Output names: stem.ext, or name.ext when two inputs share a stem.
-    let stems: Vec<String> = files
+    let all_files = expand(&a.inputs);
+    // Output names: stem.ext, or name.ext when two inputs share a stem
+    // (decided over all inputs, so every shard names a file alike).
+    let stems: Vec<String> = all_files
         .iter()
         .map(|f| {
             f.file_stem()
@@ -247,7 +291,7 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
                 .unwrap_or_default()
         })
         .collect();
-    let outs: Vec<PathBuf> = files
+    let all_outs: Vec<PathBuf> = all_files
         .iter()
         .zip(&stems)
         .map(|(f, s)| {
@@ -262,6 +306,11 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
             outdir.join(format!("{base}.{ext}"))
         })
         .collect();
+    let (files, outs): (Vec<PathBuf>, Vec<PathBuf>) = all_files
+        .into_iter()
+        .zip(all_outs)
+        .filter(|(f, _)| a.shard.is_none_or(|s| s.contains(f)))
+        .unzip();
 
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -336,6 +385,7 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
         .collect();
     let count = |s: &str| files_rep.iter().filter(|r| r.status == s).count();
     let report = BatchReport {
+        schema_version: crate::output::SchemaVersion,
         pipeline: pipeline.name.clone(),
         ok: count("ok"),
         skipped: count("skipped"),
@@ -375,4 +425,34 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
     } else {
         0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_every_input_once() {
+        let paths: Vec<PathBuf> = (0..1000)
+            .map(|i| PathBuf::from(format!("in/IMG_{i:04}.dng")))
+            .collect();
+        for n in [1, 2, 3, 7] {
+            let shards: Vec<Shard> = (0..n).map(|k| Shard { index: k, count: n }).collect();
+            for p in &paths {
+                assert_eq!(shards.iter().filter(|s| s.contains(p)).count(), 1);
+            }
+            for s in &shards {
+                let share = paths.iter().filter(|p| s.contains(p)).count();
+                assert!(share > 1000 / n as usize / 2, "shard {s:?}: {share}");
+            }
+        }
+    }
+
+    #[test]
+    fn shard_parse() {
+        assert_eq!(Shard::parse("2/3"), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["3/3", "1/0", "x/2", "1", "-1/2"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

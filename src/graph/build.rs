@@ -51,8 +51,16 @@ pub struct Pipeline {
 impl Pipeline {
     /// A shipped pipeline by name, or a YAML file by path.
     pub fn resolve(name_or_path: &str) -> Result<Pipeline> {
+        let (text, file) = Pipeline::resolve_text(name_or_path)?;
+        Pipeline::from_yaml(&text, &file)
+    }
+
+    /// The YAML text of a shipped pipeline (by name) or of a pipeline file
+    /// (by path), with the name that errors give it ("builtin:NAME" or the
+    /// path).
+    pub fn resolve_text(name_or_path: &str) -> Result<(String, String)> {
         if let Some((name, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
-            return Pipeline::from_yaml(text, &format!("builtin:{name}"));
+            return Ok((text.to_string(), format!("builtin:{name}")));
         }
         let p = Path::new(name_or_path);
         if !p.exists() && !name_or_path.contains('/') && !name_or_path.ends_with(".yaml") {
@@ -62,7 +70,8 @@ impl Pipeline {
                 names.join(", ")
             )));
         }
-        Pipeline::load(p)
+        let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
+        Ok((text, p.display().to_string()))
     }
 
     /// Loads and compiles a pipeline file.
@@ -73,6 +82,18 @@ impl Pipeline {
 
     /// Compiles pipeline YAML; `file` names it in errors.
     pub fn from_yaml(text: &str, file: &str) -> Result<Pipeline> {
+        Pipeline::from_yaml_with(text, file, &serde_json::Map::new())
+    }
+
+    /// Compiles pipeline YAML with parameter overrides: `overrides` maps a
+    /// stage id to an object of params that replace (or add to) the ones
+    /// in the file, before the op validates them. An id that names no
+    /// stage, or a value that is not an object, is an error.
+    pub fn from_yaml_with(
+        text: &str,
+        file: &str,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Pipeline> {
         let err = |line: u64, column: u64, msg: String| Error::Pipeline {
             file: file.to_string(),
             line,
@@ -120,6 +141,12 @@ impl Pipeline {
             }
         }
 
+        if let Some(id) = overrides.keys().find(|id| !index.contains_key(id.as_str())) {
+            return Err(Error::invalid(format!(
+                "{file}: params given for stage '{id}', which is not in the pipeline"
+            )));
+        }
+
         // Compile each stage and resolve its inputs.
         let mut compiled: Vec<(Node, Vec<usize>)> = Vec::new();
         for (i, s) in spec.stages.iter().enumerate() {
@@ -131,6 +158,10 @@ impl Pipeline {
                 .as_ref()
                 .map(|p| p.value.clone())
                 .unwrap_or(serde_json::Value::Null);
+            let params = match overrides.get(&st.id) {
+                Some(o) => merge_params(params, o).map_err(at)?,
+                None => params,
+            };
             let stage = stages::compile(&st.op, params).map_err(|m| match &st.params {
                 Some(p) if m.starts_with("params") => err(
                     p.referenced.line(),
@@ -345,4 +376,24 @@ impl Pipeline {
     pub fn node(&self, id: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.id == id)
     }
+}
+
+/// `base` (a stage's YAML params, `Null` when absent) with the keys of
+/// `over` (an object) replaced or added.
+fn merge_params(
+    base: serde_json::Value,
+    over: &serde_json::Value,
+) -> std::result::Result<serde_json::Value, String> {
+    let over = over
+        .as_object()
+        .ok_or_else(|| format!("params override must be a mapping, got {over}"))?;
+    let mut merged = match base {
+        serde_json::Value::Object(m) => m,
+        serde_json::Value::Null => serde_json::Map::new(),
+        other => return Err(format!("params must be a mapping, got {other}")),
+    };
+    for (k, v) in over {
+        merged.insert(k.clone(), v.clone());
+    }
+    Ok(serde_json::Value::Object(merged))
 }

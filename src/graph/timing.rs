@@ -24,6 +24,8 @@ pub struct StageTiming {
 /// All stage timings of one run.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Timings {
+    /// Version of this JSON layout.
+    pub schema_version: crate::output::SchemaVersion,
     pub pipeline: String,
     pub source: String,
     /// Decode time, milliseconds (when the run decoded a file).
