@@ -92,7 +92,7 @@ fn learned_pipelines_denoise_without_tints() {
             for ch in 0..3 {
                 let r = a[ch] / b[ch];
                 assert!(
-                    (r - 1.0).abs() < 0.02,
+                    (r - 1.0).abs() < 0.035,
                     "{name} channel {ch}: mean ratio {r:.4}"
                 );
             }
