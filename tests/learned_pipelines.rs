@@ -10,7 +10,8 @@
 
 use std::path::PathBuf;
 
-use rawgraph::eval::data_dir;
+mod common;
+
 use rawgraph::eval::metrics::Rgb8;
 use rawgraph::eval::synth_protocol::render_unprocessed;
 use rawgraph::graph::Pipeline;
@@ -18,20 +19,11 @@ use rawgraph::raw::unprocess::{CfaSpec, MatrixSpec, NoiseSpec, UnprocessConfig, 
 use rawgraph::raw::CfaPattern;
 
 fn kodak(n: usize) -> Option<Vec<PathBuf>> {
-    let dir = data_dir().join("kodak24");
-    let mut v: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-        Err(_) => {
-            if std::env::var_os("RAWGRAPH_REQUIRE_DATA").is_some() {
-                panic!("required test data {} is missing", dir.display());
-            }
-            eprintln!(
-                "\n*** SKIPPED: {} not found (set RAWGRAPH_DATA) ***\n",
-                dir.display()
-            );
-            return None;
-        }
-    };
+    let dir = common::data("kodak24")?;
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
     v.retain(|p| p.extension().is_some_and(|e| e == "png"));
     v.sort();
     v.truncate(n);

@@ -4,6 +4,9 @@
 //! models load with their declared cost, and bad files are typed errors.
 
 use std::collections::HashMap;
+
+mod common;
+use common::write_st;
 use std::path::PathBuf;
 
 use rawgraph::nn::dmdn::parse_cfa;
@@ -85,25 +88,6 @@ fn model_err(r: rawgraph::Result<DmdnUnet>) -> String {
         Err(e) => panic!("expected Error::Model, got {e}"),
         Ok(_) => panic!("expected Error::Model, got a model"),
     }
-}
-
-fn write_st(tensors: &[(String, Vec<usize>, Vec<f32>)], meta: &HashMap<String, String>) -> Vec<u8> {
-    use safetensors::tensor::TensorView;
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            (
-                n.clone(),
-                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize(views, Some(meta.clone())).unwrap()
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! whole `dmdn` model against PyTorch (tests/fixtures/nn_dmdn_tiny*, written
 //! by `training/train_dmdn.py fixture`), and typed errors for bad weights.
 
-use std::collections::HashMap;
+mod common;
+use common::write_st;
 use std::path::PathBuf;
 
 use rand::{Rng, SeedableRng};
@@ -242,26 +243,6 @@ fn model_err(r: rawgraph::Result<Dmdn>) -> String {
         Err(e) => panic!("expected Error::Model, got {e}"),
         Ok(_) => panic!("expected Error::Model, got a model"),
     }
-}
-
-/// Serialises tensors (f32) + metadata the way the Python exporter does.
-fn write_st(tensors: &[(String, Vec<usize>, Vec<f32>)], meta: &HashMap<String, String>) -> Vec<u8> {
-    use safetensors::tensor::TensorView;
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((n, s, _), b)| {
-            (
-                n.clone(),
-                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize(views, Some(meta.clone())).unwrap()
 }
 
 #[test]

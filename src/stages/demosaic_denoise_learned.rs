@@ -21,10 +21,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{check_range, mosaic_ref, parse_params, RunCtx, Stage};
+use super::{check_range, mosaic_and_optional_noise, mosaic_ref, parse_params, RunCtx, Stage};
 use crate::error::{Error, Result};
-use crate::frame::{ColorSpace, Image, Mosaic, Value, ValueDesc, ValueKind};
+use crate::frame::{ColorSpace, Image, Mosaic, Value, ValueDesc};
 use crate::nn::{DemosaicNet, NoiseInput};
+use crate::noise::scale_profile;
 use crate::raw::NoiseProfile;
 
 /// YAML params of `demosaic_denoise_learned`.
@@ -128,19 +129,7 @@ impl Stage for DemosaicDenoiseLearned {
     }
 
     fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
-        let d = match inputs {
-            [d] | [d, _] if d.kind == ValueKind::Mosaic => *d,
-            [d, ..] => return Err(format!("expects a mosaic input first, got a {}", d.kind)),
-            [] => return Err("expects a mosaic input".into()),
-        };
-        if let Some(n) = inputs.get(1) {
-            if n.kind != ValueKind::Noise {
-                return Err(format!(
-                    "second input must be a noise estimate, got a {}",
-                    n.kind
-                ));
-            }
-        }
+        let d = mosaic_and_optional_noise(inputs)?;
         Ok(ValueDesc::image(d.width, d.height, ColorSpace::Camera))
     }
 
@@ -150,12 +139,9 @@ impl Stage for DemosaicDenoiseLearned {
         let profile = match (self.params.sigma, inputs.get(1)) {
             (Some(_), _) => None,
             (None, Some(Value::Noise(n))) => Some(n.profile),
+            // x' = g·x gives var' = g·a·x' + g²·b.
             (None, _) => m.meta.noise_profile.map(|p| match m.wb_applied {
-                // x' = g·x gives var' = g·a·x' + g²·b.
-                Some(g) => NoiseProfile {
-                    a: [0, 1, 2].map(|c| p.a[c] * g[c] as f64),
-                    b: [0, 1, 2].map(|c| p.b[c] * (g[c] as f64).powi(2)),
-                },
+                Some(g) => scale_profile(&p, g),
                 None => p,
             }),
         };

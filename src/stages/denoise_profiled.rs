@@ -50,9 +50,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{check_range, parse_params, take_mosaic, RunCtx, Stage};
+use super::{check_range, mosaic_and_optional_noise, parse_params, take_mosaic, RunCtx, Stage};
 use crate::error::{Error, Result};
-use crate::frame::{Mosaic, MosaicScale, Value, ValueDesc, ValueKind};
+use crate::frame::{Mosaic, MosaicScale, Value, ValueDesc};
 use crate::noise::anscombe::Vst;
 use crate::noise::raw_estimator::{self, EstimatorParams};
 use crate::noise::scale_profile;
@@ -427,19 +427,7 @@ impl Stage for DenoiseProfiled {
     }
 
     fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
-        let d = match inputs {
-            [d] | [d, _] if d.kind == ValueKind::Mosaic => *d,
-            [d, ..] => return Err(format!("expects a mosaic input first, got a {}", d.kind)),
-            [] => return Err("expects a mosaic input".into()),
-        };
-        if let Some(n) = inputs.get(1) {
-            if n.kind != ValueKind::Noise {
-                return Err(format!(
-                    "second input must be a noise estimate, got a {}",
-                    n.kind
-                ));
-            }
-        }
+        let d = mosaic_and_optional_noise(inputs)?;
         Ok(d)
     }
 

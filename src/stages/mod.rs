@@ -167,6 +167,28 @@ pub(crate) fn one_input(
     }
 }
 
+/// Shape check of a stage taking a mosaic and, optionally, a noise estimate
+/// (`noise_estimate`) as its second input; returns the mosaic's description.
+pub(crate) fn mosaic_and_optional_noise(
+    inputs: &[ValueDesc],
+) -> std::result::Result<ValueDesc, String> {
+    use crate::frame::ValueKind;
+    let d = match inputs {
+        [d] | [d, _] if d.kind == ValueKind::Mosaic => *d,
+        [d, ..] => return Err(format!("expects a mosaic input first, got a {}", d.kind)),
+        [] => return Err("expects a mosaic input".into()),
+    };
+    if let Some(n) = inputs.get(1) {
+        if n.kind != ValueKind::Noise {
+            return Err(format!(
+                "second input must be a noise estimate, got a {}",
+                n.kind
+            ));
+        }
+    }
+    Ok(d)
+}
+
 /// Takes the mosaic out of a value, cloning only if it is shared.
 pub(crate) fn take_mosaic(v: Value) -> Result<Mosaic> {
     match v {

@@ -35,3 +35,26 @@ pub fn bin() -> PathBuf {
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Serialises tensors (f32) + metadata the way the Python exporter does.
+pub fn write_st(
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+    meta: &std::collections::HashMap<String, String>,
+) -> Vec<u8> {
+    use safetensors::tensor::TensorView;
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, d)| d.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((n, s, _), b)| {
+            (
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, Some(meta.clone())).unwrap()
+}
