@@ -315,3 +315,22 @@ fn good_dump_renders_and_batch_continues_past_bad_files() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("2 skipped"), "{stderr}");
 }
+
+#[test]
+fn completions_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let o = Command::new(common::bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{shell}: {:?}", o.stderr);
+        let script = String::from_utf8(o.stdout).unwrap();
+        for sub in ["process", "bench", "eval", "info", "compare", "completions"] {
+            assert!(script.contains(sub), "{shell} script lacks `{sub}`");
+        }
+    }
+    // An unknown shell is refused with a non-zero exit and no panic.
+    let o = run(&["completions", "tcsh"]);
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("tcsh") && !o.stderr.contains("panicked"));
+}

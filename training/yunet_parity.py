@@ -59,6 +59,14 @@ def nms(boxes, thr=0.3, top_k=5000):
     return keep
 
 
+def load_rust(path):
+    """The images of a `rawgraph faces --json` report (schema_version 1)."""
+    report = json.load(open(path))
+    if report.get("schema_version") != 1:
+        sys.exit(f"{path}: expected schema_version 1, got {report.get('schema_version')}")
+    return report["images"]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
@@ -72,7 +80,7 @@ def main():
     names = [o.name for o in sess.get_outputs()]
     shape = sess.get_inputs()[0].shape
     fixed = isinstance(shape[2], int) and isinstance(shape[3], int)
-    rust = {os.path.splitext(os.path.basename(r["file"]))[0]: r for r in json.load(open(a.rust_json))}
+    rust = {os.path.splitext(os.path.basename(r["file"]))[0]: r for r in load_rust(a.rust_json)}
     ok = True
     total_r = total_o = 0
     ious = []

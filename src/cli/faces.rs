@@ -44,6 +44,15 @@ pub struct FacesArgs {
     pub dump_input: Option<PathBuf>,
 }
 
+/// What `faces --json` writes.
+#[derive(Debug, Serialize)]
+pub struct FacesReport {
+    pub schema_version: crate::output::SchemaVersion,
+    /// `seetaface` or `yunet`.
+    pub detector: String,
+    pub images: Vec<ImageFaces>,
+}
+
 /// Boxes of one image.
 #[derive(Debug, Serialize)]
 pub struct ImageFaces {
@@ -157,7 +166,12 @@ pub fn run(a: FacesArgs) -> Result<i32> {
         a.detector
     );
     if let Some(j) = &a.json {
-        let s = serde_json::to_string_pretty(&all).map_err(|e| Error::invalid(e.to_string()))?;
+        let report = FacesReport {
+            schema_version: crate::output::SchemaVersion,
+            detector: a.detector.to_string(),
+            images: all,
+        };
+        let s = serde_json::to_string_pretty(&report).map_err(|e| Error::invalid(e.to_string()))?;
         crate::output::write_atomic(j, |w| std::io::Write::write_all(w, s.as_bytes()))?;
     }
     Ok(0)

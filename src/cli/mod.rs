@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod calibrate;
 pub mod compare;
+pub mod completions;
 pub mod convert;
 pub mod demo;
 pub mod eval;
@@ -62,6 +63,8 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Learned tone mapping: training pairs and scores against the teacher.
     Tonemap(tonemap::TonemapArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
 }
 
 /// Options shared by commands that open inputs.
@@ -109,5 +112,6 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Synth(a) => synth::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Tonemap(a) => tonemap::run(a),
+        Command::Completions(a) => completions::run(a),
     }
 }
