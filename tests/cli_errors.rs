@@ -334,3 +334,70 @@ fn completions_cover_every_subcommand() {
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("tcsh") && !o.stderr.contains("panicked"));
 }
+
+/// Every JSON the CLI writes carries `schema_version` (1) at its top level.
+#[test]
+fn every_json_the_cli_writes_has_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).display().to_string();
+    let ok = |args: &[&str]| {
+        let o = Command::new(common::bin()).args(args).output().unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    ok(&["synth", "--demo", "--demo-size", "96x64", "-o", &d("syn")]);
+    let dng = d("syn/demo.dng");
+    std::fs::create_dir(d("raws")).unwrap();
+    std::fs::copy(&dng, d("raws/a.dng")).unwrap();
+    let mut texts = vec![
+        std::fs::read_to_string(d("syn/demo.json")).unwrap(),
+        ok(&["info", &dng, "--json"]),
+        ok(&[
+            "bench", &dng, "-p", "fast", "--warmup", "0", "--iters", "1", "--json",
+        ]),
+    ];
+    ok(&[
+        "process",
+        &dng,
+        "-p",
+        "fast",
+        "-o",
+        &d("out.png"),
+        "--timings-json",
+        &d("t.json"),
+    ]);
+    ok(&[
+        "process",
+        &d("raws"),
+        "-p",
+        "fast",
+        "-o",
+        &d("batch"),
+        "--report-json",
+        &d("r.json"),
+    ]);
+    ok(&[
+        "compare",
+        &dng,
+        "-p",
+        "fast",
+        "-p",
+        "default",
+        "-o",
+        &d("side.png"),
+        "--json",
+        &d("c.json"),
+    ]);
+    for f in ["t.json", "r.json", "c.json"] {
+        texts.push(std::fs::read_to_string(d(f)).unwrap());
+    }
+    for t in &texts {
+        let v: serde_json::Value = serde_json::from_str(t).unwrap_or_else(|e| panic!("{e}: {t}"));
+        assert_eq!(v["schema_version"], 1, "no schema_version in: {t:.300}");
+    }
+}

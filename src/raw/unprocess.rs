@@ -789,6 +789,7 @@ impl CaptureFiles {
 /// The JSON written next to a capture.
 #[derive(Debug, Serialize)]
 struct CaptureRecord<'a> {
+    schema_version: crate::output::SchemaVersion,
     params: &'a SynthParams,
     files: FileNames,
     truth_layout: &'static str,
@@ -825,6 +826,7 @@ pub fn write_capture(
     )?;
     write_image(&cap.ideal, &files.ideal, OutFormat::Png16)?;
     let rec = CaptureRecord {
+        schema_version: crate::output::SchemaVersion,
         params: &cap.params,
         files: FileNames {
             dng: file_name(&files.dng),
