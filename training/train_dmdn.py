@@ -458,7 +458,19 @@ def sample_noise(b, gen, clean_frac=0.08):
     return shot, read
 
 
-def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None):
+def saturate(lin, gen, frac, lo=1.2, hi=2.5):
+    """Chroma boost for a random `frac` of the samples: linear sRGB pushed away
+    from its luminance by a factor U(lo, hi), clipped to [0, 1]. Natural photos
+    are mostly low-chroma; this makes saturated colour edges (McMaster-like
+    content, where demosaicking is hardest) common in training."""
+    b = lin.shape[0]
+    pick = (torch.rand(b, generator=gen, device=gen.device) < frac).float()
+    s = 1.0 + pick * (urand(gen, b, lo=lo, hi=hi) - 1.0)
+    y = (lin * torch.tensor([0.2126, 0.7152, 0.0722], device=lin.device)[None, :, None, None]).sum(1, keepdim=True)
+    return (y + s[:, None, None, None] * (lin - y)).clamp(0.0, 1.0)
+
+
+def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None, sat_frac=0.0):
     """The `raw` regime: what `demosaic_denoise_learned` receives in
     pipelines/learned.yaml (black_level -> white_balance(clip_highlights)).
 
@@ -474,6 +486,8 @@ def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None
     `color_correct` matrix taking WB'd camera RGB to linear sRGB)."""
     b, _, h, w = rgb.shape
     lin = srgb_to_linear(rgb)
+    if sat_frac > 0:
+        lin = saturate(lin, gen, sat_frac)
     m = random_srgb_to_cam(b, gen)
     cam = torch.einsum("bij,bjhw->bihw", m, lin)
     dev = gen.device
@@ -565,7 +579,7 @@ def sample_patches(patches, idx, psize, gen):
     return torch.stack(out)
 
 
-def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2, idx=None):
+def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2, idx=None, sat_frac=0.0):
     if idx is None:
         idx = torch.randint(0, patches.shape[0], (batch,), generator=gen, device=gen.device).tolist()
     rgb = sample_patches(patches, idx, psize, gen)
@@ -579,7 +593,7 @@ def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_f
         noisy = mos + sig[:, None, None, None] * torch.randn(mos.shape, generator=gen, device=gen.device)
         nmap = sig[:, None, None, None].expand(b, noise_channels, h // 2, w // 2).contiguous()
         return noisy, nmap, target, None
-    return raw_batch(rgb, phase, noise_channels, gen, clean_frac=min(zero_frac, 0.08))
+    return raw_batch(rgb, phase, noise_channels, gen, clean_frac=min(zero_frac, 0.08), sat_frac=sat_frac)
 
 
 def bilinear_hardness(patches, chunk=512):
@@ -879,7 +893,8 @@ def cmd_train(args):
             pick = torch.randint(0, hard_pool.numel(), (n_hard,), generator=gen, device=dev).cpu()
             idx += hard_pool[pick].tolist()
         noisy, nmap, target, ccm = make_batch(patches, args.batch, args.patch, args.regime, hp["phase"],
-                                              hp["noise_channels"], gen, args.zero_frac, idx=idx)
+                                              hp["noise_channels"], gen, args.zero_frac, idx=idx,
+                                              sat_frac=args.sat_frac)
         out = model(noisy, nmap)
         if ccm is not None and args.loss == "rendered":
             # the error as the eval sees it: after colour correction and sRGB encoding
@@ -1037,6 +1052,8 @@ def main():
                     help="unet: dmdn_unet (raw-path models); flat: the original dmdn")
     ap.add_argument("--hard-frac", type=float, default=0.25,
                     help="fraction of each batch drawn from the hardest 10 %% of patches")
+    ap.add_argument("--sat-frac", type=float, default=0.0,
+                    help="raw regime: fraction of samples whose chroma is boosted (saturated-colour training)")
     ap.add_argument("--lr-floor", type=float, default=0.05, help="cosine decays to lr * this")
     ap.add_argument("--val-every", type=float, default=15.0, help="minutes between validation points")
     ap.add_argument("--fresh", action="store_true", help="ignore shipped weights (start from scratch)")
