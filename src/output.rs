@@ -2,6 +2,8 @@
 //! to a temporary file in the destination folder and is renamed into
 //! place, so a failure never leaves a half-written file.
 
+pub mod png;
+
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
@@ -80,23 +82,28 @@ impl OutFormat {
 
 /// Interleaved 8-bit RGB, values clamped to [0, 1] and rounded.
 pub fn to_rgb8(img: &Image) -> Vec<u8> {
-    let [r, g, b] = img.planes();
-    let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8;
-    let mut out = Vec::with_capacity(3 * r.len());
-    for i in 0..r.len() {
-        out.extend_from_slice(&[q(r[i]), q(g[i]), q(b[i])]);
-    }
-    out
+    interleave(img, |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8)
 }
 
 /// Interleaved 16-bit RGB, values clamped to [0, 1] and rounded.
 pub fn to_rgb16(img: &Image) -> Vec<u16> {
+    interleave(img, |v: f32| (v.clamp(0.0, 1.0) * 65535.0 + 0.5) as u16)
+}
+
+/// Planar RGB -> interleaved samples through `q`, in parallel over rows.
+fn interleave<T: Copy + Default + Send>(img: &Image, q: impl Fn(f32) -> T + Sync) -> Vec<T> {
+    use rayon::prelude::*;
     let [r, g, b] = img.planes();
-    let q = |v: f32| (v.clamp(0.0, 1.0) * 65535.0 + 0.5) as u16;
-    let mut out = Vec::with_capacity(3 * r.len());
-    for i in 0..r.len() {
-        out.extend_from_slice(&[q(r[i]), q(g[i]), q(b[i])]);
-    }
+    let w = img.width.max(1);
+    let mut out = vec![T::default(); 3 * r.len()];
+    out.par_chunks_mut(3 * w).enumerate().for_each(|(y, row)| {
+        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            let i = y * w + x;
+            px[0] = q(r[i]);
+            px[1] = q(g[i]);
+            px[2] = q(b[i]);
+        }
+    });
     out
 }
 
@@ -154,10 +161,14 @@ pub fn write_rgb(
     write_atomic(path, |file| {
         let mut bw = BufWriter::new(file);
         let res = match (fmt, px) {
-            (OutFormat::Png8, RgbSamples::U8(v)) => image::codecs::png::PngEncoder::new(&mut bw)
-                .write_image(v, w, h, ExtendedColorType::Rgb8),
-            (OutFormat::Png16, RgbSamples::U16(v)) => image::codecs::png::PngEncoder::new(&mut bw)
-                .write_image(&bytes16(v), w, h, ExtendedColorType::Rgb16),
+            (OutFormat::Png8, RgbSamples::U8(v)) => {
+                png::encode(&mut bw, w, h, png::Samples::U8(v))?;
+                Ok(())
+            }
+            (OutFormat::Png16, RgbSamples::U16(v)) => {
+                png::encode(&mut bw, w, h, png::Samples::U16(v))?;
+                Ok(())
+            }
             (OutFormat::Tiff16, RgbSamples::U16(v)) => image::codecs::tiff::TiffEncoder::new(
                 &mut bw,
             )
