@@ -24,6 +24,7 @@ pub mod eval;
 pub mod frame;
 pub mod graph;
 pub mod input;
+pub mod memory;
 pub mod nn;
 pub mod noise;
 pub mod output;

@@ -4,6 +4,7 @@
 use clap::Parser;
 
 fn main() {
+    rawgraph::memory::keep_freed_frames();
     let cli = rawgraph::cli::Cli::parse();
     match rawgraph::cli::run(cli) {
         Ok(code) => std::process::exit(code),

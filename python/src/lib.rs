@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 
 #[pymodule]
 fn _rawgraph(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    rawgraph::memory::keep_freed_frames();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(
         "DEFAULT_MAX_MEGAPIXELS",

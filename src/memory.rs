@@ -1,0 +1,58 @@
+//! Process-wide allocator setting for frame-sized buffers.
+//!
+//! Every stage allocates its output frame (12 MP RGB f32 = 144 MB) and
+//! frees its input. glibc serves blocks above its mmap threshold (128 KiB,
+//! raised dynamically to at most 32 MiB) with fresh `mmap`s and returns them
+//! to the kernel on `free`, so each frame's memory is page-faulted in (and
+//! zeroed by the kernel) again on every stage of every run: on this 2-core
+//! machine that costs as much time as the arithmetic (issue 19 measured
+//! 46,876 faults per 12 MP frame through `fast`). [`keep_freed_frames`]
+//! makes glibc serve such blocks from the heap and keep freed memory for the
+//! next stage or frame: `bench --synthetic 4000x3000 -p fast` ran 1.7-1.9x
+//! faster side by side. The cost is that the process keeps its peak heap
+//! until it exits (a batch of frames reuses it).
+
+/// Environment variable that turns [`keep_freed_frames`] off when set to `0`.
+pub const ENV_OPT_OUT: &str = "RAWGRAPH_KEEP_FREED_MEMORY";
+
+/// Raises glibc's mmap and trim thresholds so freed frame buffers stay in
+/// the process for reuse (see the module docs). Called by the CLI and the
+/// Python module at start; a no-op on other C libraries and when
+/// `RAWGRAPH_KEEP_FREED_MEMORY=0`. Returns whether the setting was applied.
+pub fn keep_freed_frames() -> bool {
+    if std::env::var(ENV_OPT_OUT).is_ok_and(|v| v == "0") {
+        return false;
+    }
+    apply()
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn apply() -> bool {
+    // Blocks up to 1 GiB come from the heap; the heap top is trimmed only
+    // above 2 GiB of free memory.
+    // SAFETY: mallopt only changes allocator parameters; it is called
+    // before any frame is allocated and takes plain integers.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30) == 1
+            && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn apply() -> bool {
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn glibc_accepts_the_thresholds() {
+        assert!(super::apply());
+        // Allocation and reuse still work with the thresholds raised.
+        let a = vec![1u8; 64 << 20];
+        drop(a);
+        let b = vec![2u8; 64 << 20];
+        assert!(b.iter().all(|&v| v == 2));
+    }
+}
