@@ -102,13 +102,6 @@ const KNOWN_GAPS: &[Gap] = &[
     },
     Gap {
         no_render: true,
-        ..gap(
-            "lg_g4_h815_sample_1mp.dng",
-            "LinearRaw DNGs do not run through -p default yet",
-        )
-    },
-    Gap {
-        no_render: true,
         ..gap("gopro_hero6_GOPR0024.gpr", "VC-5 (GPR) is not decoded")
     },
     Gap {

@@ -289,6 +289,9 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     }
     let mut frame_data = data;
     frame_data.truncate(expected);
+    if format == Format::Dng {
+        apply_opcode_list2(decoder.as_ref(), &mut meta, &mut frame_data, (w, h, spp));
+    }
 
     // Crop to the active area (drops masked pixels), keep the default crop
     // as metadata relative to it.
@@ -350,6 +353,44 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     };
     frame.validate()?;
     Ok(frame)
+}
+
+/// Applies the raw IFD's OpcodeList2 MapPolynomials (rawler skips them)
+/// and notes it in the white-level provenance.
+fn apply_opcode_list2(
+    decoder: &(dyn rawler::decoders::Decoder + '_),
+    meta: &mut RawMeta,
+    data: &mut [f32],
+    dims: (usize, usize, usize),
+) {
+    let Some(list) = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+        .and_then(|ifd| {
+            ifd.get_entry(rawler::tags::DngTag::OpcodeList2)
+                .and_then(|e| match &e.value {
+                    TiffValue::Undefined(b) | TiffValue::Byte(b) => Some(b.clone()),
+                    _ => None,
+                })
+        })
+    else {
+        return;
+    };
+    let (maps, other) = super::dng_opcodes::parse(&list);
+    if !maps.is_empty() {
+        let black = meta.black.clone();
+        super::dng_opcodes::apply(&maps, data, dims, &|y, x| black.at(y, x), meta.white);
+        meta.provenance.white.push_str(&format!(
+            "; OpcodeList2: {} MapPolynomial applied",
+            maps.len()
+        ));
+    }
+    if !other.is_empty() {
+        meta.provenance
+            .white
+            .push_str(&format!("; OpcodeList2 opcodes not applied: {other:?}"));
+    }
 }
 
 /// Kodak DC120 camera RGB -> linear sRGB (row-major), as dcraw / LibRaw

@@ -6,6 +6,7 @@
 
 pub mod ciff;
 pub mod decode;
+pub mod dng_opcodes;
 pub mod dng_write;
 pub mod provenance;
 pub mod sidecar;
