@@ -93,14 +93,6 @@ const KNOWN_GAPS: &[Gap] = &[
         )
     },
     Gap {
-        size: true,
-        ..gap(
-            "kodak_dc50_DC0008L.kdc",
-            "rawler's camera table crops 6/4 px per side (756x504); LibRaw shows \
-             all 768x512",
-        )
-    },
-    Gap {
         no_render: true,
         ..gap("gopro_hero6_GOPR0024.gpr", "VC-5 (GPR) is not decoded")
     },

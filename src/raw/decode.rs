@@ -346,6 +346,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         let full = (0, 0, meta.width, meta.height) == (x, y, r.d.w, r.d.h);
         (rect.fits_in(meta.width, meta.height) && !full).then_some(rect)
     });
+    // Kodak DC50: rawler's table crops 6/4 px per side, but the whole
+    // 768x512 frame is picture (LibRaw's visible area, and its edges hold
+    // no masked or garbage pixels).
+    if (meta.make.as_str(), meta.model.as_str()) == ("Kodak", "DC50") {
+        meta.crop = None;
+    }
 
     let frame = RawFrame {
         meta,
