@@ -78,8 +78,9 @@ const KNOWN_GAPS: &[Gap] = &[
         max_chroma: 7.8,
         ..gap(
             "kodak_dc120_P003908.kdc",
-            "non-square pixels (LibRaw stretches 848 columns to 1301; no aspect \
-             correction yet) and colour: chroma 7.5, SSIM 0.85 after resampling",
+            "size: aspect corrected to the camera's declared 1280x960 (crop 832x960 x \
+             80/52, rawler's DefaultScale); LibRaw keeps the 8-px border and uses \
+             1.5346 -> 1301x976. Colour: chroma 7.6, SSIM 0.85 (cause not found yet)",
         )
     },
     Gap {
@@ -151,6 +152,7 @@ fn record(dir: &Path, file: &str) -> Json {
                 "wb_why": m.provenance.wb_why,
                 "wb_gains": m.wb_gains.map(|g| g.iter().map(|v| round(*v as f64, 3)).collect::<Vec<_>>()),
                 "crop": m.crop.map(|c| [c.x, c.y, c.width, c.height]),
+                "pixel_aspect": round(m.pixel_aspect as f64, 4),
                 "orientation": serde_json::to_value(m.orientation).unwrap(),
                 "iso": m.iso,
                 "exposure_time": opt_round(m.exposure_time, 6),
@@ -364,10 +366,14 @@ fn edge_ratios(lin: &[[f64; 3]], w: usize, h: usize) -> [f64; 4] {
 }
 
 /// Our render with `-p default`, as 8-bit sRGB, and the decoded frame's
-/// size before its default crop.
-fn render(path: &Path) -> Result<(Rgb, (usize, usize)), String> {
+/// size and default-crop size, in sensor pixels.
+type Rendered = (Rgb, (usize, usize, usize, usize));
+
+fn render(path: &Path) -> Result<Rendered, String> {
     let frame = open(path, None, &Limits::default()).map_err(|e| e.to_string())?;
-    let full = (frame.meta.width, frame.meta.height);
+    let m = &frame.meta;
+    let (cw, ch) = m.crop.map_or((m.width, m.height), |c| (c.width, c.height));
+    let full = (m.width, m.height, cw, ch);
     let pl = Pipeline::resolve("default").map_err(|e| e.to_string())?;
     let out =
         rawgraph::graph::run(&pl, frame, &RunOptions::default()).map_err(|e| e.to_string())?;
@@ -458,9 +464,9 @@ struct Score {
     edges_theirs: [f64; 4],
 }
 
-/// `full`: our frame's size before its default crop (LibRaw shows the
-/// whole frame of the files where sizes differ).
-fn compare(ours: &Rgb, theirs: &Rgb, full: (usize, usize)) -> Score {
+/// `geom`: our frame's size and crop size in sensor pixels (LibRaw shows
+/// the whole frame of the files where sizes differ).
+fn compare(ours: &Rgb, theirs: &Rgb, geom: (usize, usize, usize, usize)) -> Score {
     let sizes = ((ours.w, ours.h), (theirs.w, theirs.h));
     // Align (known-gap files only): LibRaw's window that our crop covers,
     // resampled to our size where LibRaw also corrected the pixel aspect.
@@ -470,8 +476,8 @@ fn compare(ours: &Rgb, theirs: &Rgb, full: (usize, usize)) -> Score {
             centre(theirs, theirs.w, theirs.h),
         )
     } else {
-        let ww = (theirs.w * ours.w / full.0.max(1)).clamp(1, theirs.w);
-        let wh = (theirs.h * ours.h / full.1.max(1)).clamp(1, theirs.h);
+        let ww = (theirs.w * geom.2 / geom.0.max(1)).clamp(1, theirs.w);
+        let wh = (theirs.h * geom.3 / geom.1.max(1)).clamp(1, theirs.h);
         let win = centre(theirs, ww, wh);
         (centre(ours, ours.w, ours.h), resample(&win, ours.w, ours.h))
     };

@@ -58,6 +58,7 @@ pub fn run(a: InfoArgs) -> Result<i32> {
         println!("cam->sRGB:     {c:?}");
     }
     println!("crop:          {:?}", m.crop);
+    println!("pixel aspect:  {}", m.pixel_aspect);
     println!("orientation:   {:?}", m.orientation);
     println!("noise profile: {:?}", m.noise_profile);
     println!("ISO:           {}", opt(m.iso));

@@ -277,6 +277,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
             .filter(|&v| v > 0.0)
             .or(ciff.exposure_time),
         capture: capture_info(exif.as_ref(), &ciff),
+        pixel_aspect: pixel_aspect(&img.camera.default_scale.0),
         provenance: Provenance {
             wb: wb_source,
             wb_why,
@@ -396,6 +397,16 @@ fn apply_opcode_list2(
         meta.provenance
             .white
             .push_str(&format!("; OpcodeList2 opcodes not applied: {other:?}"));
+    }
+}
+
+/// Width / height of a displayed pixel from a DefaultScale
+/// `[[h_num, h_den], [v_num, v_den]]`; 1 when absent or absurd.
+fn pixel_aspect(s: &[[u32; 2]; 2]) -> f32 {
+    let r = |v: [u32; 2]| (v[1] != 0).then(|| v[0] as f32 / v[1] as f32);
+    match (r(s[0]), r(s[1])) {
+        (Some(h), Some(v)) if v > 0.0 && (0.25..=4.0).contains(&(h / v)) => h / v,
+        _ => 1.0,
     }
 }
 

@@ -317,6 +317,15 @@ pub struct RawMeta {
     /// Where the white balance, black and white levels came from, and why.
     #[serde(default)]
     pub provenance: Provenance,
+    /// Pixel aspect ratio, width / height of one photosite as displayed
+    /// (DNG DefaultScale h / v, or the maker's equivalent): 1 for square
+    /// pixels; `orient` resamples the width by it (Kodak DC120: 80/52).
+    #[serde(default = "one")]
+    pub pixel_aspect: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 /// Capture settings read from EXIF or the maker's own tags; `None` when the
@@ -391,6 +400,7 @@ impl RawMeta {
             exposure_time: None,
             capture: CaptureInfo::default(),
             provenance: Provenance::default(),
+            pixel_aspect: 1.0,
         }
     }
 
