@@ -292,6 +292,9 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     frame_data.truncate(expected);
     if format == Format::Dng {
         apply_opcode_list2(decoder.as_ref(), &mut meta, &mut frame_data, (w, h, spp));
+        if let Some(a) = dng_default_scale(decoder.as_ref()) {
+            meta.pixel_aspect = a;
+        }
     }
 
     // Crop to the active area (drops masked pixels), keep the default crop
@@ -360,6 +363,22 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     };
     frame.validate()?;
     Ok(frame)
+}
+
+/// Pixel aspect from the raw IFD's DefaultScale (h, v), which rawler does
+/// not read.
+fn dng_default_scale(decoder: &(dyn rawler::decoders::Decoder + '_)) -> Option<f32> {
+    let ifd = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
+        .ok()?
+        .ok()??;
+    let e = ifd.get_entry(rawler::tags::DngTag::DefaultScale)?;
+    match &e.value {
+        TiffValue::Rational(r) if r.len() >= 2 => {
+            let a = pixel_aspect(&[[r[0].n, r[0].d], [r[1].n, r[1].d]]);
+            Some(a)
+        }
+        _ => None,
+    }
 }
 
 /// Applies the raw IFD's OpcodeList2 MapPolynomials (rawler skips them)
