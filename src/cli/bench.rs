@@ -21,7 +21,8 @@ pub struct BenchArgs {
     /// Use the built-in scene at WIDTHxHEIGHT (e.g. 4000x3000) instead of a file.
     #[arg(long)]
     pub synthetic: Option<String>,
-    /// Pipeline name (default, fast, auto) or YAML file.
+    /// Shipped pipeline name (any file stem in pipelines/: default, fast,
+    /// auto, learned, hdrnet ...) or a YAML file.
     #[arg(short, long, default_value = "default")]
     pub pipeline: String,
     /// Untimed runs first.

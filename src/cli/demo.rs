@@ -15,7 +15,8 @@ pub struct DemoArgs {
     /// Output image.
     #[arg(short, long, default_value = "rawgraph-demo.png")]
     pub output: PathBuf,
-    /// Pipeline name (default, fast, auto) or YAML file.
+    /// Shipped pipeline name (any file stem in pipelines/: default, fast,
+    /// auto, learned, hdrnet ...) or a YAML file.
     #[arg(short, long, default_value = "default")]
     pub pipeline: String,
     /// Scene width in pixels.

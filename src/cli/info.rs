@@ -42,8 +42,15 @@ pub fn run(a: InfoArgs) -> Result<i32> {
         "black level:   {:?} (repeat {}x{})",
         m.black.values, m.black.repeat_width, m.black.repeat_height
     );
+    println!("black source:  {}", or_dash(&m.provenance.black));
     println!("white level:   {:?}", m.white);
-    println!("as-shot WB:    {:?}", m.wb_gains);
+    println!("white source:  {}", or_dash(&m.provenance.white));
+    println!("WB gains:      {:?}", m.wb_gains);
+    println!(
+        "WB source:     {:?}: {}",
+        m.provenance.wb,
+        or_dash(&m.provenance.wb_why)
+    );
     for cm in &m.color_matrices {
         println!("ColorMatrix ({:?}): {:?}", cm.illuminant, cm.xyz_to_cam);
     }
@@ -51,9 +58,27 @@ pub fn run(a: InfoArgs) -> Result<i32> {
         println!("cam->sRGB:     {c:?}");
     }
     println!("crop:          {:?}", m.crop);
+    println!("pixel aspect:  {}", m.pixel_aspect);
     println!("orientation:   {:?}", m.orientation);
     println!("noise profile: {:?}", m.noise_profile);
-    println!("ISO:           {:?}", m.iso);
-    println!("exposure:      {:?} s", m.exposure_time);
+    println!("ISO:           {}", opt(m.iso));
+    println!("exposure:      {} s", opt(m.exposure_time));
+    let c = &m.capture;
+    println!("aperture:      f/{}", opt(c.f_number));
+    println!("focal length:  {} mm", opt(c.focal_length_mm));
+    println!("lens:          {}", c.lens.as_deref().unwrap_or("-"));
+    println!("taken:         {}", c.timestamp.as_deref().unwrap_or("-"));
     Ok(0)
+}
+
+fn or_dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
 }

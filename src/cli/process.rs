@@ -28,7 +28,8 @@ pub struct ProcessArgs {
     /// Raw files, dumps, or folders of them.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Pipeline name (default, fast, auto) or YAML file.
+    /// Shipped pipeline name (any file stem in pipelines/: default, fast,
+    /// auto, learned, hdrnet ...) or a YAML file.
     #[arg(short, long, default_value = "default")]
     pub pipeline: String,
     /// Output file (one input) or folder (several inputs or a folder).
@@ -126,36 +127,68 @@ pub struct BatchReport {
     pub ok: usize,
     pub skipped: usize,
     pub failed: usize,
+    /// Folder entries left out because they do not look like raw files or
+    /// dumps with sidecars (images, truth files, JSON ...).
+    pub not_raw: usize,
     pub interrupted: bool,
     pub files: Vec<FileReport>,
 }
 
-/// Extensions that are never raw inputs when a folder is expanded.
-const NOT_INPUTS: &[&str] = &["yaml", "yml", "json", "txt", "md", "csv", "html", "partial"];
+/// File extensions (lower case) that name camera raw files: a folder given
+/// to `process` expands to these, plus headerless dumps that have a
+/// sidecar next to them. Files named explicitly on the command line are
+/// always tried, whatever their extension.
+pub const RAW_EXTENSIONS: &[&str] = &[
+    "3fr", "ari", "arw", "bay", "cap", "cr2", "cr3", "crw", "dcr", "dcs", "dng", "drf", "eip",
+    "erf", "fff", "gpr", "iiq", "k25", "kdc", "mdc", "mef", "mos", "mrw", "nef", "nrw", "orf",
+    "pef", "ptx", "pxn", "r3d", "raf", "raw", "rw2", "rwl", "rwz", "sr2", "srf", "srw", "sti",
+    "x3f",
+];
 
-fn expand(inputs: &[PathBuf]) -> Vec<PathBuf> {
+/// Whether a file found in a folder is a processing input: a known raw
+/// extension, or a dump with a sidecar (`IN.yaml` / `IN.raw.yaml`). An
+/// entry with a raw extension that cannot be read (a folder, no
+/// permission) is kept, so the batch reports it as failed.
+pub fn looks_like_input(f: &Path) -> bool {
+    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.starts_with('.') {
+        return false;
+    }
+    let ext = f
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if matches!(ext.as_str(), "yaml" | "yml") {
+        return false;
+    }
+    RAW_EXTENSIONS.contains(&ext.as_str()) || crate::raw::sidecar::find_sidecar(f).is_some()
+}
+
+/// Inputs expanded: folders to their raw-looking files (sorted, not
+/// recursive), explicit files kept as given. Returns the files and how
+/// many folder entries were left out as not raw.
+pub fn expand(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
     let mut out = Vec::new();
+    let mut not_raw = 0usize;
     for p in inputs {
         if p.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(p)
                 .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
                 .unwrap_or_default();
-            files.retain(|f| {
-                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                let ext = f
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                !name.starts_with('.') && !NOT_INPUTS.contains(&ext.as_str())
-            });
+            // Subfolders are not descended into; one named like a raw
+            // file is kept and fails with a clear error.
+            files.retain(|f| !f.is_dir() || looks_like_input(f));
+            let before = files.len();
+            files.retain(|f| looks_like_input(f));
+            not_raw += before - files.len();
             files.sort();
             out.extend(files);
         } else {
             out.push(p.clone());
         }
     }
-    out
+    (out, not_raw)
 }
 
 /// True when `a` and `b` name the same file (b may not exist yet).
@@ -280,7 +313,7 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
         let why = why.strip_prefix(&format!("{fake}: ")).unwrap_or(&why);
         Error::invalid(format!("--format {}: {why}", a.format))
     })?;
-    let all_files = expand(&a.inputs);
+    let (all_files, not_raw) = expand(&a.inputs);
     // Output names: stem.ext, or name.ext when two inputs share a stem
     // (decided over all inputs, so every shard names a file alike).
     let stems: Vec<String> = all_files
@@ -390,6 +423,7 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
         ok: count("ok"),
         skipped: count("skipped"),
         failed: count("failed"),
+        not_raw,
         interrupted: interrupted.load(Ordering::SeqCst),
         files: files_rep,
     };
@@ -408,10 +442,11 @@ fn run_batch(a: &ProcessArgs, pipeline: &Pipeline) -> Result<i32> {
     }
     let pending = files.len() - report.ok - report.skipped - report.failed;
     eprintln!(
-        "{} ok, {} skipped (output exists), {} failed{}",
+        "{} ok, {} skipped (output exists), {} failed, {} not raw (skipped){}",
         report.ok,
         report.skipped,
         report.failed,
+        report.not_raw,
         if report.interrupted {
             format!(", interrupted with {pending} not started (rerun to resume)")
         } else {

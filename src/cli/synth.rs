@@ -48,7 +48,11 @@ pub struct UnprocessArgs {
 pub struct SynthArgs {
     /// sRGB images (PNG, TIFF, JPEG) or folders of them.
     pub inputs: Vec<PathBuf>,
-    /// Output folder (created if needed).
+    /// Output: a folder (created if needed; each capture is written as
+    /// STEM.dng with STEM.truth.npy, STEM.ideal.png and STEM.json beside
+    /// it), or, for exactly one capture, a file path ending in `.dng` that
+    /// is not an existing folder: the DNG is written there and its truth
+    /// files beside it (OUT.truth.npy, OUT.ideal.png, OUT.json).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Also synthesise the built-in demo scene (`demo.*`).
@@ -178,16 +182,74 @@ fn stem_of(p: &Path) -> String {
         .unwrap_or_else(|| "image".into())
 }
 
-/// Synthesises one input into `outdir`; returns a one-line summary.
+/// Where captures go: a folder (captures keep their input stems), or one
+/// named DNG file (folder + stem of that file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SynthTarget {
+    Folder(PathBuf),
+    File { dir: PathBuf, stem: String },
+}
+
+impl SynthTarget {
+    /// `-o OUT`: a single-file target when OUT ends in `.dng` (any case)
+    /// and is not an existing folder, else a folder. `captures` is how
+    /// many captures the run makes: a file target needs exactly one.
+    pub fn resolve(out: &Path, captures: usize) -> Result<SynthTarget> {
+        let is_dng = out
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("dng"));
+        if !is_dng || out.is_dir() {
+            return Ok(SynthTarget::Folder(out.to_path_buf()));
+        }
+        if captures != 1 {
+            return Err(Error::invalid(format!(
+                "{}: a .dng output names one file, but this run makes {captures} captures \
+                 (give one image, or an output folder)",
+                out.display()
+            )));
+        }
+        let dir = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(SynthTarget::File {
+            dir,
+            stem: stem_of(out),
+        })
+    }
+
+    /// The folder to create.
+    fn dir(&self) -> &Path {
+        match self {
+            SynthTarget::Folder(d) => d,
+            SynthTarget::File { dir, .. } => dir,
+        }
+    }
+
+    /// Folder and stem for a capture whose own stem is `stem`.
+    fn place<'a>(&'a self, stem: &'a str) -> (&'a Path, &'a str) {
+        match self {
+            SynthTarget::Folder(d) => (d, stem),
+            SynthTarget::File { dir, stem } => (dir, stem),
+        }
+    }
+}
+
+/// Synthesises one input into `outdir` as `stem.*`; the noise and camera
+/// draws are seeded by `seed_stem` (the input's own stem, so naming the
+/// output does not change the capture). Returns a one-line summary.
+#[allow(clippy::too_many_arguments)]
 fn synth_one(
     img: &SrgbInput,
     source: &str,
+    seed_stem: &str,
     stem: &str,
     cfg: &UnprocessConfig,
     outdir: &Path,
     opts: &DngOptions,
 ) -> Result<String> {
-    let seed = image_seed(cfg.seed, stem);
+    let seed = image_seed(cfg.seed, seed_stem);
     let p = resolve_params(cfg, img.width, img.height, source, seed)?;
     let cap = unprocess(img, &p)?;
     let files = write_capture(&cap, outdir, stem, opts)?;
@@ -221,14 +283,16 @@ pub fn run(a: SynthArgs) -> Result<i32> {
             "synth: no input images (give files or folders, or --demo)",
         ));
     }
-    std::fs::create_dir_all(&a.output).map_err(|e| Error::io(&a.output, e))?;
+    let target = SynthTarget::resolve(&a.output, files.len() + usize::from(a.demo))?;
+    std::fs::create_dir_all(target.dir()).map_err(|e| Error::io(target.dir(), e))?;
     let mut failed = 0usize;
     let mut ok = 0usize;
     if a.demo {
         let (w, h) = parse_size(&a.demo_size)?;
         let scene = demo_scene(w, h);
         let img = SrgbInput::from_linear(w, h, &scene.data);
-        match synth_one(&img, "demo scene", "demo", &cfg, &a.output, &opts) {
+        let (dir, stem) = target.place("demo");
+        match synth_one(&img, "demo scene", "demo", stem, &cfg, dir, &opts) {
             Ok(line) => {
                 ok += 1;
                 println!("{line}");
@@ -241,8 +305,10 @@ pub fn run(a: SynthArgs) -> Result<i32> {
     }
     for f in &files {
         let shown = f.display().to_string();
+        let own = stem_of(f);
+        let (dir, stem) = target.place(&own);
         let res = SrgbInput::load(f)
-            .and_then(|img| synth_one(&img, &shown, &stem_of(f), &cfg, &a.output, &opts));
+            .and_then(|img| synth_one(&img, &shown, &own, stem, &cfg, dir, &opts));
         match res {
             Ok(line) => {
                 ok += 1;

@@ -14,11 +14,33 @@ use crate::error::{Error, Result};
 use crate::frame::{ValueDesc, ValueKind};
 use crate::stages::{self, Stage};
 
-/// Pipelines shipped inside the binary, by name.
+/// Every pipeline shipped in `pipelines/`, compiled into the binary so each
+/// is reachable by name from any working directory (`-p NAME`); the file
+/// stem is the name. `tests/real_raws_cli.rs` checks that every file in
+/// `pipelines/` is listed here and builds.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("default", include_str!("../../pipelines/default.yaml")),
     ("fast", include_str!("../../pipelines/fast.yaml")),
     ("auto", include_str!("../../pipelines/auto.yaml")),
+    ("denoise", include_str!("../../pipelines/denoise.yaml")),
+    ("hdrnet", include_str!("../../pipelines/hdrnet.yaml")),
+    ("learned", include_str!("../../pipelines/learned.yaml")),
+    (
+        "learned_quality",
+        include_str!("../../pipelines/learned_quality.yaml"),
+    ),
+    (
+        "local_laplacian",
+        include_str!("../../pipelines/local_laplacian.yaml"),
+    ),
+    (
+        "semantic_exposure",
+        include_str!("../../pipelines/semantic_exposure.yaml"),
+    ),
+    (
+        "semantic_exposure_debug",
+        include_str!("../../pipelines/semantic_exposure_debug.yaml"),
+    ),
 ];
 
 /// One compiled stage in the graph.

@@ -50,16 +50,43 @@ pub fn frame_to_value(frame: RawFrame) -> Result<Value> {
     })))
 }
 
-/// Runs `p` on `frame`.
+/// Runs `p` on `frame`. A LinearRaw frame (already demosaiced) skips the
+/// mosaic-only stages, see [`super::linear_raw`].
 pub fn run(p: &Pipeline, frame: RawFrame, opts: &RunOptions) -> Result<RunOutput> {
     let source = frame.meta.source.clone();
+    if frame.meta.layout == crate::raw::PixelLayout::LinearRgb {
+        let (input, steps) = super::linear_raw::prepare(p, frame)?;
+        return run_steps(p, input, &source, opts, steps);
+    }
     let input = frame_to_value(frame)?;
     run_value(p, input, &source, opts)
+}
+
+/// What the executor does with one node.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Run the stage.
+    Run,
+    /// Do not run it; its value is this one (a LinearRaw frame's image in
+    /// place of a demosaic), or none (a mosaic-only stage). `why` goes
+    /// into the timing row's op label.
+    Skip { value: Option<Value>, why: String },
 }
 
 /// Runs `p` with `input` as the `raw_source` value (a mosaic).
 pub fn run_value(p: &Pipeline, input: Value, source: &str, opts: &RunOptions) -> Result<RunOutput> {
     p.plan(input.desc())?;
+    let steps = vec![Step::Run; p.nodes.len()];
+    run_steps(p, input, source, opts, steps)
+}
+
+fn run_steps(
+    p: &Pipeline,
+    input: Value,
+    source: &str,
+    opts: &RunOptions,
+    mut steps: Vec<Step>,
+) -> Result<RunOutput> {
     let n = p.nodes.len();
     // Remaining consumers per value: the last one takes ownership.
     let mut uses = vec![0usize; n];
@@ -79,6 +106,28 @@ pub fn run_value(p: &Pipeline, input: Value, source: &str, opts: &RunOptions) ->
         ..Default::default()
     };
     for (i, nd) in p.nodes.iter().enumerate() {
+        if let Step::Skip { value, why } = std::mem::replace(&mut steps[i], Step::Run) {
+            for &j in &nd.inputs {
+                uses[j] = uses[j].saturating_sub(1);
+                if uses[j] == 0 {
+                    values[j] = None;
+                }
+            }
+            if i == p.source {
+                input = None;
+            }
+            timings.stages.push(StageTiming {
+                id: nd.id.clone(),
+                op: format!("{} (skipped: {why})", nd.op),
+                backend: "cpu".into(),
+                host_ms: 0.0,
+                device_ms: None,
+                megapixels: 0.0,
+                fell_back: false,
+            });
+            values[i] = value;
+            continue;
+        }
         let mut ins = Vec::with_capacity(nd.inputs.len());
         if i == p.source {
             ins.push(
@@ -95,7 +144,11 @@ pub fn run_value(p: &Pipeline, input: Value, source: &str, opts: &RunOptions) ->
                 values[j].clone()
             };
             ins.push(v.ok_or_else(|| {
-                Error::invalid(format!("value of stage '{}' is gone", p.nodes[j].id))
+                Error::invalid(format!(
+                    "stage '{}' needs the value of stage '{}', which was skipped or is gone \
+                     (a LinearRaw frame skips mosaic-only stages)",
+                    nd.id, p.nodes[j].id
+                ))
             })?);
         }
         let ctx = RunCtx { stage_id: &nd.id };

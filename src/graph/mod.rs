@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod exec;
+pub mod linear_raw;
 pub mod spec;
 pub mod timing;
 

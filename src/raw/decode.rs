@@ -16,9 +16,11 @@ use rawler::formats::tiff::Value as TiffValue;
 use rawler::rawimage::{RawImageData, RawPhotometricInterpretation};
 use rawler::rawsource::RawSource;
 
+use super::ciff::{format_timestamp, CiffInfo};
+use super::provenance::{decide_wb, Format};
 use super::{
-    check_dimensions, BlackLevel, CfaPattern, ColorMatrix, Illuminant, NoiseProfile, Orientation,
-    PixelLayout, RawFrame, RawMeta, Rect,
+    check_dimensions, BlackLevel, CaptureInfo, CfaPattern, ColorMatrix, Illuminant, NoiseProfile,
+    Orientation, PixelLayout, Provenance, RawFrame, RawMeta, Rect,
 };
 use crate::error::{Error, Result};
 
@@ -205,15 +207,6 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         _ => [wl[0], wl[1], wl[2]],
     };
 
-    // WB: rawler reports multipliers normalised to an arbitrary channel and
-    // a 4th entry that may be NaN; normalise to green ourselves.
-    let c = img.wb_coeffs;
-    let wb_gains = if c[..3].iter().all(|v| v.is_finite() && *v > 0.0) {
-        Some([c[0] / c[1], 1.0, c[2] / c[1]])
-    } else {
-        None
-    };
-
     let mut color_matrices = Vec::new();
     let mut ills: Vec<_> = img.color_matrix.iter().collect();
     ills.sort_by_key(|(k, _)| **k as u16);
@@ -225,6 +218,28 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
             });
         }
     }
+
+    let hint = decoder.format_hint();
+    let format = match hint {
+        rawler::decoders::FormatHint::DNG => Format::Dng,
+        rawler::decoders::FormatHint::CRW => Format::Crw,
+        rawler::decoders::FormatHint::KDC
+            if matches!(img.clean_model.as_str(), "DC120" | "DC50") =>
+        {
+            Format::KodakNoWb
+        }
+        _ => Format::Other,
+    };
+    let ciff = if format == Format::Crw {
+        CiffInfo::read(bytes)
+    } else {
+        CiffInfo::default()
+    };
+    // WB: rawler reports multipliers normalised to an arbitrary channel and
+    // a 4th entry that may be NaN; `decide_wb` normalises to green.
+    let (wb_gains, wb_source, wb_why) = decide_wb(format, img.wb_coeffs, &ciff, &color_matrices);
+    let (white, white_why) = white_level(&img, white, format, &data, hint);
+    let black_why = black_source(&img, format);
 
     // rawler keeps DNG raw-IFD tags out of `dng_tags`; read NoiseProfile
     // from the raw IFD itself (DNG only; other decoders return None).
@@ -243,7 +258,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         layout,
         black,
         white,
-        bits: img.bps as u32,
+        bits: significant_bits(white[0].max(white[1]).max(white[2])),
         wb_gains,
         color_matrices,
         cam_to_srgb: None,
@@ -259,10 +274,28 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         exposure_time: exif
             .as_ref()
             .and_then(|e| e.exposure_time.map(|r| r.n as f32 / r.d.max(1) as f32))
-            .filter(|&v| v > 0.0),
+            .filter(|&v| v > 0.0)
+            .or(ciff.exposure_time),
+        capture: capture_info(exif.as_ref(), &ciff),
+        pixel_aspect: pixel_aspect(&img.camera.default_scale.0),
+        provenance: Provenance {
+            wb: wb_source,
+            wb_why,
+            black: black_why,
+            white: white_why,
+        },
     };
+    if meta.iso.is_none() {
+        meta.iso = ciff.iso;
+    }
     let mut frame_data = data;
     frame_data.truncate(expected);
+    if format == Format::Dng {
+        apply_opcode_list2(decoder.as_ref(), &mut meta, &mut frame_data, (w, h, spp));
+        if let Some(a) = dng_default_scale(decoder.as_ref()) {
+            meta.pixel_aspect = a;
+        }
+    }
 
     // Crop to the active area (drops masked pixels), keep the default crop
     // as metadata relative to it.
@@ -291,6 +324,20 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
             meta.height = a.height;
         }
     }
+    // rawler's DC120 colour matrix is a placeholder (sRGB "for lack of a
+    // better one"); dcraw / LibRaw carry a measured camera -> sRGB matrix
+    // for this camera (rows sum to 1), applied after white balance.
+    if (meta.make.as_str(), meta.model.as_str()) == ("Kodak", "DC120") {
+        meta.cam_to_srgb = Some(KODAK_DC120_CAM_TO_SRGB);
+    }
+    // Visible-area corrections where rawler's camera table keeps rows that
+    // LibRaw's (and the camera's) visible area does not.
+    if let Some(bottom) = extra_bottom_rows(&meta.make, &meta.model) {
+        if meta.height > bottom + 2 {
+            meta.height -= bottom;
+            frame_data.truncate(meta.width * meta.height * spp);
+        }
+    }
     let (ox, oy) = active.map(|a| (a.x, a.y)).unwrap_or((0, 0));
     meta.crop = img.crop_area.and_then(|r| {
         let (x, y) = (r.p.x.checked_sub(ox)?, r.p.y.checked_sub(oy)?);
@@ -303,6 +350,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         let full = (0, 0, meta.width, meta.height) == (x, y, r.d.w, r.d.h);
         (rect.fits_in(meta.width, meta.height) && !full).then_some(rect)
     });
+    // Kodak DC50: rawler's table crops 6/4 px per side, but the whole
+    // 768x512 frame is picture (LibRaw's visible area, and its edges hold
+    // no masked or garbage pixels).
+    if (meta.make.as_str(), meta.model.as_str()) == ("Kodak", "DC50") {
+        meta.crop = None;
+    }
 
     let frame = RawFrame {
         meta,
@@ -310,6 +363,204 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     };
     frame.validate()?;
     Ok(frame)
+}
+
+/// Pixel aspect from the raw IFD's DefaultScale (h, v), which rawler does
+/// not read.
+fn dng_default_scale(decoder: &(dyn rawler::decoders::Decoder + '_)) -> Option<f32> {
+    let ifd = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
+        .ok()?
+        .ok()??;
+    let e = ifd.get_entry(rawler::tags::DngTag::DefaultScale)?;
+    match &e.value {
+        TiffValue::Rational(r) if r.len() >= 2 => {
+            let a = pixel_aspect(&[[r[0].n, r[0].d], [r[1].n, r[1].d]]);
+            Some(a)
+        }
+        _ => None,
+    }
+}
+
+/// Applies the raw IFD's OpcodeList2 MapPolynomials (rawler skips them)
+/// and notes it in the white-level provenance.
+fn apply_opcode_list2(
+    decoder: &(dyn rawler::decoders::Decoder + '_),
+    meta: &mut RawMeta,
+    data: &mut [f32],
+    dims: (usize, usize, usize),
+) {
+    let Some(list) = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+        .and_then(|ifd| {
+            ifd.get_entry(rawler::tags::DngTag::OpcodeList2)
+                .and_then(|e| match &e.value {
+                    TiffValue::Undefined(b) | TiffValue::Byte(b) => Some(b.clone()),
+                    _ => None,
+                })
+        })
+    else {
+        return;
+    };
+    let (maps, other) = super::dng_opcodes::parse(&list);
+    if !maps.is_empty() {
+        let black = meta.black.clone();
+        super::dng_opcodes::apply(&maps, data, dims, &|y, x| black.at(y, x), meta.white);
+        meta.provenance.white.push_str(&format!(
+            "; OpcodeList2: {} MapPolynomial applied",
+            maps.len()
+        ));
+    }
+    if !other.is_empty() {
+        meta.provenance
+            .white
+            .push_str(&format!("; OpcodeList2 opcodes not applied: {other:?}"));
+    }
+}
+
+/// Width / height of a displayed pixel from a DefaultScale
+/// `[[h_num, h_den], [v_num, v_den]]`; 1 when absent or absurd.
+fn pixel_aspect(s: &[[u32; 2]; 2]) -> f32 {
+    let r = |v: [u32; 2]| (v[1] != 0).then(|| v[0] as f32 / v[1] as f32);
+    match (r(s[0]), r(s[1])) {
+        (Some(h), Some(v)) if v > 0.0 && (0.25..=4.0).contains(&(h / v)) => h / v,
+        _ => 1.0,
+    }
+}
+
+/// Kodak DC120 camera RGB -> linear sRGB (row-major), as dcraw / LibRaw
+/// use it (`raw-identify -v`: "Camera2RGB matrix").
+const KODAK_DC120_CAM_TO_SRGB: [[f32; 3]; 3] = [
+    [1.4815, -0.3210, -0.1605],
+    [-0.0495, 1.2640, -0.2145],
+    [0.0545, -0.3985, 1.3440],
+];
+
+/// Rows at the bottom of the active area that are not picture, per camera
+/// (LibRaw's visible area): Canon EOS D30 CRW, active area 1450 rows,
+/// visible 1448 (LibRaw: top margin 6, bottom margin 2).
+fn extra_bottom_rows(make: &str, model: &str) -> Option<usize> {
+    match (make, model) {
+        ("Canon", "EOS D30") => Some(2),
+        _ => None,
+    }
+}
+
+/// Significant bits of samples whose saturation level is `white` DN
+/// (1023 -> 10, 255 -> 8, 510 -> 9, 16383 -> 14), at least 1, at most 32.
+pub fn significant_bits(white: f32) -> u32 {
+    if !white.is_finite() || white < 1.0 {
+        return 1;
+    }
+    let w = white.round().min(u32::MAX as f32) as u64;
+    (64 - w.leading_zeros()).clamp(1, 32)
+}
+
+/// The white level and where it came from. rawler's camera table wins over
+/// what its DC120 decoder found, so a JPEG-compressed Kodak DC120 (green
+/// samples doubled, red/blue the sum of two 8-bit samples: every green
+/// sample is even) is read at 255 where LibRaw's `kodak_jpeg_load_raw`
+/// uses 510; that is corrected here.
+fn white_level(
+    img: &rawler::RawImage,
+    white: [f32; 3],
+    format: Format,
+    data: &[f32],
+    hint: rawler::decoders::FormatHint,
+) -> ([f32; 3], String) {
+    if format == Format::KodakNoWb && img.clean_model == "DC120" && white[0] <= 255.0 {
+        let w = img.width;
+        let cfa = match &img.photometric {
+            RawPhotometricInterpretation::Cfa(c) => Some(c.cfa.clone()),
+            _ => None,
+        };
+        let jpeg = cfa.is_some_and(|c| {
+            let mut any_odd = false;
+            let mut over = false;
+            for (i, &v) in data.iter().enumerate() {
+                over |= v > 255.0;
+                if c.color_at(i / w.max(1), i % w.max(1)) == 1 && (v as u32) & 1 == 1 {
+                    any_odd = true;
+                    break;
+                }
+            }
+            over || !any_odd
+        });
+        if jpeg {
+            return (
+                [510.0; 3],
+                "510: JPEG-compressed DC120 (green doubled, red/blue sums of two 8-bit \
+                 samples), as LibRaw's kodak_jpeg_load_raw"
+                    .into(),
+            );
+        }
+    }
+    if hint == rawler::decoders::FormatHint::DNG {
+        return (white, super::provenance::dng_white(white[0]));
+    }
+    let from = if img.camera.whitelevel.is_some() {
+        "rawler's camera table"
+    } else {
+        "the decoder"
+    };
+    (white, format!("{} from {from}", white[0]))
+}
+
+/// Where rawler's black level came from.
+fn black_source(img: &rawler::RawImage, format: Format) -> String {
+    if format == Format::Dng {
+        super::provenance::DNG_BLACK.into()
+    } else if img.camera.blacklevel.is_some() {
+        "rawler's camera table".into()
+    } else if !img.blackareas.is_empty() {
+        format!(
+            "measured on {} masked border area(s) of the sensor",
+            img.blackareas.len()
+        )
+    } else {
+        "the decoder (0 when the format has none)".into()
+    }
+}
+
+/// Aperture, focal length, lens and time from EXIF, else from the CRW
+/// heap.
+fn capture_info(exif: Option<&rawler::exif::Exif>, ciff: &CiffInfo) -> CaptureInfo {
+    let ratio = |r: &rawler::formats::tiff::Rational| {
+        (r.d != 0)
+            .then(|| r.n as f32 / r.d as f32)
+            .filter(|v| *v > 0.0)
+    };
+    let mut c = CaptureInfo::default();
+    if let Some(e) = exif {
+        c.f_number = e.fnumber.as_ref().and_then(ratio).or_else(|| {
+            // APEX aperture value: f = 2^(Av / 2).
+            e.aperture_value
+                .as_ref()
+                .and_then(ratio)
+                .map(|av| 2f32.powf(av / 2.0))
+        });
+        c.focal_length_mm = e.focal_length.as_ref().and_then(ratio);
+        let lens = [e.lens_make.as_deref(), e.lens_model.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        c.lens = (!lens.is_empty()).then_some(lens);
+        c.timestamp = e
+            .date_time_original
+            .clone()
+            .or_else(|| e.create_date.clone())
+            .or_else(|| e.modify_date.clone())
+            .map(|s| s.trim_end_matches('\0').trim().to_string())
+            .filter(|s| !s.is_empty());
+    }
+    c.f_number = c.f_number.or(ciff.f_number);
+    c.focal_length_mm = c.focal_length_mm.or(ciff.focal_length_mm);
+    c.timestamp = c.timestamp.or_else(|| ciff.timestamp.map(format_timestamp));
+    c
 }
 
 fn shift_black(b: &BlackLevel, dx: usize, dy: usize) -> BlackLevel {

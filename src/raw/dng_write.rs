@@ -214,7 +214,8 @@ pub fn dng_representable(meta: &RawMeta) -> Result<RawMeta> {
         .and_then(exposure_rational)
         .map(|r| r.n as f32 / r.d as f32);
     m.iso = meta.iso.filter(|&i| i > 0 && i <= u16::MAX as u32);
-    m.bits = 16;
+    m.bits = super::decode::significant_bits(white as f32);
+    m.provenance = super::provenance::for_dng(m.wb_gains, white as f32);
     Ok(m)
 }
 

@@ -4,8 +4,11 @@
 //! [`sidecar`] for headerless sensor dumps, [`synth`] for synthetic scenes)
 //! produces and what the `raw_source` stage feeds into a pipeline.
 
+pub mod ciff;
 pub mod decode;
+pub mod dng_opcodes;
 pub mod dng_write;
+pub mod provenance;
 pub mod sidecar;
 pub mod synth;
 pub mod unprocess;
@@ -308,6 +311,70 @@ pub struct RawMeta {
     pub iso: Option<u32>,
     /// Exposure time in seconds.
     pub exposure_time: Option<f32>,
+    /// Capture settings beyond ISO and exposure (EXIF / maker notes).
+    #[serde(default)]
+    pub capture: CaptureInfo,
+    /// Where the white balance, black and white levels came from, and why.
+    #[serde(default)]
+    pub provenance: Provenance,
+    /// Pixel aspect ratio, width / height of one photosite as displayed
+    /// (DNG DefaultScale h / v, or the maker's equivalent): 1 for square
+    /// pixels; `orient` resamples the width by it (Kodak DC120: 80/52).
+    #[serde(default = "one")]
+    pub pixel_aspect: f32,
+}
+
+fn one() -> f32 {
+    1.0
+}
+
+/// Capture settings read from EXIF or the maker's own tags; `None` when the
+/// file does not record them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    /// Aperture as an f-number (f/2.8 -> 2.8).
+    pub f_number: Option<f32>,
+    /// Focal length in millimetres (real, not 35 mm equivalent).
+    pub focal_length_mm: Option<f32>,
+    /// Lens make and model as recorded.
+    pub lens: Option<String>,
+    /// Capture time as recorded by the camera, "YYYY:MM:DD HH:MM:SS"
+    /// (camera-local, no time zone).
+    pub timestamp: Option<String>,
+}
+
+/// Which white-balance multipliers a frame carries in `wb_gains`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WbSource {
+    /// The file's as-shot multipliers.
+    AsShot,
+    /// The data is already white-balanced in the file: gains 1/1/1.
+    PreBalanced,
+    /// The file's multipliers are flagged unusable (e.g. a CRW shot in auto
+    /// WB whose table is not the applied balance): `wb_gains` is `None`,
+    /// so `white_balance` (mode auto) falls back to gray world.
+    FlaggedInvalid,
+    /// No usable white balance in the file: `None` (gray world).
+    Missing,
+    /// No white balance in the file, and the format's convention (LibRaw's)
+    /// is unity multipliers: gains 1/1/1 (Kodak DC120 / DC50 KDC).
+    UnityDefault,
+    /// Given by the producer of the frame (synthetic data, a sidecar).
+    #[default]
+    Given,
+}
+
+/// Where a frame's colour levels came from, for `rawgraph info`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub wb: WbSource,
+    /// Why that white balance was chosen (one line).
+    pub wb_why: String,
+    /// Where the black level came from (one line).
+    pub black: String,
+    /// Where the white level came from (one line).
+    pub white: String,
 }
 
 impl RawMeta {
@@ -331,6 +398,9 @@ impl RawMeta {
             model: String::new(),
             iso: None,
             exposure_time: None,
+            capture: CaptureInfo::default(),
+            provenance: Provenance::default(),
+            pixel_aspect: 1.0,
         }
     }
 
