@@ -19,6 +19,7 @@ pub mod demosaic_bilinear;
 pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
+pub mod demosaic_rcd;
 pub mod denoise_profiled;
 pub mod exposure;
 pub mod exposure_gain;
@@ -86,6 +87,7 @@ pub const OPS: &[&str] = &[
     "demosaic_bilinear",
     "demosaic_mhc",
     "demosaic_menon",
+    "demosaic_rcd",
     "demosaic_denoise_learned",
     "noise_estimate",
     "color_correct",
@@ -111,6 +113,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "demosaic_bilinear" => demosaic_bilinear::compile(params),
         "demosaic_mhc" => demosaic_mhc::compile(params),
         "demosaic_menon" => demosaic_menon::compile(params),
+        "demosaic_rcd" => demosaic_rcd::compile(params),
         "demosaic_denoise_learned" => demosaic_denoise_learned::compile(params),
         "noise_estimate" => noise_estimate::compile(params),
         "color_correct" => color_correct::compile(params),
