@@ -23,6 +23,7 @@ pub mod demosaic_rcd;
 pub mod denoise_profiled;
 pub mod exposure;
 pub mod exposure_gain;
+pub mod false_color_suppress;
 pub mod hdrnet;
 pub mod local_laplacian;
 pub mod noise_estimate;
@@ -88,6 +89,7 @@ pub const OPS: &[&str] = &[
     "demosaic_mhc",
     "demosaic_menon",
     "demosaic_rcd",
+    "false_color_suppress",
     "demosaic_denoise_learned",
     "noise_estimate",
     "color_correct",
@@ -114,6 +116,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "demosaic_mhc" => demosaic_mhc::compile(params),
         "demosaic_menon" => demosaic_menon::compile(params),
         "demosaic_rcd" => demosaic_rcd::compile(params),
+        "false_color_suppress" => false_color_suppress::compile(params),
         "demosaic_denoise_learned" => demosaic_denoise_learned::compile(params),
         "noise_estimate" => noise_estimate::compile(params),
         "color_correct" => color_correct::compile(params),
