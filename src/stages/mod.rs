@@ -15,6 +15,7 @@ use crate::frame::{Image, Mosaic, Value, ValueDesc};
 
 pub mod black_level;
 pub mod color_correct;
+pub mod defect_correct;
 pub mod demosaic_bilinear;
 pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
@@ -83,6 +84,7 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
 pub const OPS: &[&str] = &[
     "raw_source",
     "black_level",
+    "defect_correct",
     "denoise_profiled",
     "white_balance",
     "demosaic_bilinear",
@@ -110,6 +112,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
     match op {
         "raw_source" => raw_source::compile(params),
         "black_level" => black_level::compile(params),
+        "defect_correct" => defect_correct::compile(params),
         "denoise_profiled" => denoise_profiled::compile(params),
         "white_balance" => white_balance::compile(params),
         "demosaic_bilinear" => demosaic_bilinear::compile(params),
