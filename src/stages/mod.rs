@@ -30,6 +30,8 @@ pub mod local_laplacian;
 pub mod noise_estimate;
 pub mod orient;
 pub mod raw_source;
+pub mod resize;
+pub mod sharpen;
 pub mod srgb_encode;
 pub mod tone_curve;
 pub mod white_balance;
@@ -104,6 +106,8 @@ pub const OPS: &[&str] = &[
     "local_laplacian",
     "hdrnet",
     "srgb_encode",
+    "sharpen",
+    "resize",
     "orient",
 ];
 
@@ -132,6 +136,8 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "local_laplacian" => local_laplacian::compile(params),
         "hdrnet" => hdrnet::compile(params),
         "srgb_encode" => srgb_encode::compile(params),
+        "sharpen" => sharpen::compile(params),
+        "resize" => resize::compile(params),
         "orient" => orient::compile(params),
         _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
     }
