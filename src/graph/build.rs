@@ -19,6 +19,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("default", include_str!("../../pipelines/default.yaml")),
     ("fast", include_str!("../../pipelines/fast.yaml")),
     ("auto", include_str!("../../pipelines/auto.yaml")),
+    ("balanced", include_str!("../../pipelines/balanced.yaml")),
 ];
 
 /// One compiled stage in the graph.
