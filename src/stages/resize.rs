@@ -9,7 +9,8 @@
 //!
 //! Size: `width` and/or `height`; with one given the other follows the
 //! aspect ratio; with both, `fit: contain` (default) keeps the aspect
-//! ratio inside that box, `fit: exact` stretches to it. Input and
+//! ratio inside that box, `fit: exact` stretches to it; `contain` only
+//! shrinks unless `enlarge: true`. Input and
 //! output: planar RGB of any colour space. Place it after `orient` (the
 //! raw metadata's crop is in the unscaled frame's coordinates).
 
@@ -52,6 +53,9 @@ pub struct Params {
     pub height: Option<usize>,
     pub fit: Fit,
     pub filter: Filter,
+    /// Allow a size larger than the input (`contain` and one-side modes;
+    /// default false: an image that already fits is passed through).
+    pub enlarge: bool,
 }
 
 /// Largest output side accepted.
@@ -76,7 +80,7 @@ impl Params {
     pub fn out_size(&self, w: usize, h: usize) -> (usize, usize) {
         let (wf, hf) = (w.max(1) as f64, h.max(1) as f64);
         let side = |v: f64| (v.round() as usize).clamp(1, MAX_SIDE);
-        match (self.width, self.height) {
+        let (ow, oh) = match (self.width, self.height) {
             (Some(tw), Some(th)) if self.fit == Fit::Exact => (tw, th),
             (Some(tw), Some(th)) => {
                 let s = (tw as f64 / wf).min(th as f64 / hf);
@@ -85,6 +89,11 @@ impl Params {
             (Some(tw), None) => (tw, side(hf * tw as f64 / wf)),
             (None, Some(th)) => (side(wf * th as f64 / hf), th),
             (None, None) => (w, h),
+        };
+        if self.fit == Fit::Contain && !self.enlarge && (ow > w || oh > h) {
+            (w, h)
+        } else {
+            (ow, oh)
         }
     }
 }
@@ -317,6 +326,9 @@ mod tests {
         assert_eq!(c.out_size(4000, 3000), (1440, 1080));
         let e = p(serde_json::json!({ "width": 1920, "height": 1080, "fit": "exact" }));
         assert_eq!(e.out_size(4000, 3000), (1920, 1080));
+        assert_eq!(c.out_size(640, 480), (640, 480));
+        let up = p(serde_json::json!({ "width": 1920, "height": 1080, "enlarge": true }));
+        assert_eq!(up.out_size(640, 480), (1440, 1080));
         assert!(compile(serde_json::json!({})).is_err());
         assert!(compile(serde_json::json!({ "width": 0 })).is_err());
         assert!(compile(serde_json::json!({ "width": 10, "fit": "cover" })).is_err());
