@@ -4,6 +4,8 @@
 //! dead-leaves chart; `preview` (defect_correct, RCD, resize, sharpen)
 //! removes injected defective pixels and downscales to the box.
 
+mod common;
+
 use rawgraph::eval::metrics::{cpsnr, Rgb8};
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::raw::unprocess::{
@@ -92,7 +94,9 @@ fn zone_plate(w: usize, h: usize) -> SrgbInput {
 /// Dead-leaves chart: overlapping discs of random colours with radii
 /// drawn from a 1/r^3 law (scale-invariant statistics, as natural images).
 fn dead_leaves(w: usize, h: usize, seed: u64) -> SrgbInput {
-    let mut s = seed.wrapping_mul(2862933555777941757).wrapping_add(3037000493);
+    let mut s = seed
+        .wrapping_mul(2862933555777941757)
+        .wrapping_add(3037000493);
     let mut rnd = move || {
         s = s
             .wrapping_mul(6364136223846793005)
@@ -106,12 +110,9 @@ fn dead_leaves(w: usize, h: usize, seed: u64) -> SrgbInput {
         let (cx, cy) = (rnd() * w as f32, rnd() * h as f32);
         // Inverse CDF of p(r) ~ r^-3 on [rmin, rmax].
         let u = rnd();
-        let r = 1.0 / (1.0 / (rmin * rmin) - u * (1.0 / (rmin * rmin) - 1.0 / (rmax * rmax))).sqrt();
-        let col = [
-            0.05 + 0.9 * rnd(),
-            0.05 + 0.9 * rnd(),
-            0.05 + 0.9 * rnd(),
-        ];
+        let r =
+            1.0 / (1.0 / (rmin * rmin) - u * (1.0 / (rmin * rmin) - 1.0 / (rmax * rmax))).sqrt();
+        let col = [0.05 + 0.9 * rnd(), 0.05 + 0.9 * rnd(), 0.05 + 0.9 * rnd()];
         let (x0, x1) = ((cx - r).max(0.0) as usize, ((cx + r) as usize + 1).min(w));
         let (y0, y1) = ((cy - r).max(0.0) as usize, ((cy + r) as usize + 1).min(h));
         for y in y0..y1 {
@@ -157,7 +158,10 @@ fn balanced_beats_bilinear_on_zone_plate_and_dead_leaves() {
             let ideal = ideal8(&cap);
             let b = cpsnr(&render(&bal, cap.frame.clone()), &ideal, 10).unwrap();
             let f = cpsnr(&render(&fast, cap.frame.clone()), &ideal, 10).unwrap();
-            println!("{name} {}: balanced {b:.2} dB, fast (bilinear) {f:.2} dB", cfa.name());
+            println!(
+                "{name} {}: balanced {b:.2} dB, fast (bilinear) {f:.2} dB",
+                cfa.name()
+            );
             assert!(b > f + 0.5, "{name} {cfa:?}: balanced {b} vs bilinear {f}");
         }
     }
@@ -198,7 +202,10 @@ fn preview_removes_injected_defects_and_fits_the_box() {
     let left = cpsnr(&render(&off, bad), &clean, 4).unwrap();
     println!("defects: with dpc {fixed:.2} dB, without {left:.2} dB (vs clean render)");
     assert!(fixed > 45.0, "{fixed} dB");
-    assert!(left < fixed - 10.0, "without DPC {left} dB, with {fixed} dB");
+    assert!(
+        left < fixed - 10.0,
+        "without DPC {left} dB, with {fixed} dB"
+    );
     // The downscaled, sharpened render still matches the 2x2-mean ideal.
     let ideal = ideal8(&cap);
     let mut down = vec![0f32; 3 * 160 * 120];
@@ -218,4 +225,72 @@ fn preview_removes_injected_defects_and_fits_the_box() {
     let db = cpsnr(&clean, &down, 4).unwrap();
     println!("preview vs downscaled ideal {db:.2} dB");
     assert!(db > 35.0, "{db} dB");
+}
+
+/// `video_nv12` on pixels: the NV12 file bytes read back and decoded match
+/// the ideal rendering; the other layouts round-trip through bytes too.
+#[test]
+fn video_nv12_writes_and_reads_back() {
+    use rawgraph::stages::yuv_encode::{Matrix, Range, YuvFormat, YuvFrame};
+    let (w, h) = (160, 120);
+    let cap = capture(&smooth(w, h), CfaPattern::ALL[0], 6);
+    let p = pipeline("video_nv12");
+    let out = graph::run(&p, cap.frame.clone(), &RunOptions::default()).unwrap();
+    let f = match out.outputs.first() {
+        Some((_, Value::Other(o))) => o.as_any().downcast_ref::<YuvFrame>().unwrap().clone(),
+        other => panic!("expected a YUV frame, got {other:?}"),
+    };
+    assert_eq!((f.width, f.height, f.format), (w, h, YuvFormat::Nv12));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out.nv12");
+    std::fs::write(&path, f.to_bytes()).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), w * h * 3 / 2);
+    let back =
+        YuvFrame::from_bytes(&bytes, w, h, YuvFormat::Nv12, Matrix::Bt709, Range::Limited).unwrap();
+    assert_eq!(back, f);
+    let meta = std::sync::Arc::new(cap.frame.meta.clone());
+    let img = back.to_image(meta);
+    let db = cpsnr(&Rgb8::from_planar(w, h, &img.data), &ideal8(&cap), 10).unwrap();
+    println!("video_nv12 decoded vs ideal {db:.2} dB");
+    assert!(db > 38.0, "{db} dB");
+}
+
+/// `rawgraph process` writes the NV12 file (atomically, the size of the
+/// 4:2:0 planes) and refuses a YUV extension for an RGB pipeline.
+#[test]
+fn process_writes_nv12_files() {
+    use rawgraph::raw::dng_write::DngOptions;
+    use rawgraph::raw::unprocess::write_capture;
+    let cap = capture(&smooth(96, 64), CfaPattern::ALL[2], 8);
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_capture(&cap, dir.path(), "cap", &DngOptions::default()).unwrap();
+    let out = dir.path().join("cap.nv12");
+    let yaml = common::root().join("pipelines/video_nv12.yaml");
+    let st = std::process::Command::new(common::bin())
+        .args(["process", "-p"])
+        .arg(&yaml)
+        .arg(&files.dng)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 96 * 64 * 3 / 2);
+    let bad = dir.path().join("rgb.nv12");
+    let st = std::process::Command::new(common::bin())
+        .args(["process", "-p", "balanced"])
+        .arg(&files.dng)
+        .arg("-o")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!st.status.success());
+    let err = String::from_utf8_lossy(&st.stderr);
+    assert!(err.contains("yuv_encode"), "{err}");
+    assert!(!bad.exists());
 }

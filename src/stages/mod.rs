@@ -35,6 +35,7 @@ pub mod sharpen;
 pub mod srgb_encode;
 pub mod tone_curve;
 pub mod white_balance;
+pub mod yuv_encode;
 
 /// Per-call context handed to a running stage.
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +109,7 @@ pub const OPS: &[&str] = &[
     "srgb_encode",
     "sharpen",
     "resize",
+    "yuv_encode",
     "orient",
 ];
 
@@ -138,6 +140,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "srgb_encode" => srgb_encode::compile(params),
         "sharpen" => sharpen::compile(params),
         "resize" => resize::compile(params),
+        "yuv_encode" => yuv_encode::compile(params),
         "orient" => orient::compile(params),
         _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
     }
