@@ -177,20 +177,27 @@ impl Stage for DefectCorrect {
                         let y = y0 + oy;
                         for (x, &c) in row.iter().enumerate() {
                             let nb = neighbours(x, y);
-                            let (mut lo, mut hi) = (nb[0], nb[0]);
-                            for &v in &nb[1..] {
-                                lo = lo.min(v);
-                                hi = hi.max(v);
-                            }
-                            if c > hi + thr || c < lo - thr {
-                                // Outside the range: test against the
-                                // second largest / smallest so that a
-                                // defect next to another is still found.
-                                let mut s = nb;
-                                s.sort_unstable_by(f32::total_cmp);
-                                if c > s[6] + thr || c < s[1] - thr {
-                                    f.push((y * w + x, 0.5 * (s[3] + s[4])));
+                            // The two largest and two smallest
+                            // neighbours: testing against the second
+                            // extreme finds a defect next to another.
+                            let (mut hi1, mut hi2) = (f32::MIN, f32::MIN);
+                            let (mut lo1, mut lo2) = (f32::MAX, f32::MAX);
+                            for &v in &nb {
+                                if v > hi1 {
+                                    hi2 = hi1;
+                                    hi1 = v;
+                                } else if v > hi2 {
+                                    hi2 = v;
                                 }
+                                if v < lo1 {
+                                    lo2 = lo1;
+                                    lo1 = v;
+                                } else if v < lo2 {
+                                    lo2 = v;
+                                }
+                            }
+                            if c > hi2 + thr || c < lo2 - thr {
+                                f.push((y * w + x, median8(nb)));
                             }
                         }
                     }
@@ -296,16 +303,24 @@ mod tests {
         }
         let mut m = mosaic(w, h, &|x, y| clean[y * w + x]);
         let n_bad = w * h / 1000;
-        let mut bad = HashSet::new();
+        let mut bad = std::collections::BTreeSet::new();
         while bad.len() < n_bad {
-            let i = (rnd() * (w * h) as f32) as usize % (w * h);
-            bad.insert(i);
-            if bad.len() == 10 && i % w + 2 < w {
-                bad.insert(i + 2); // an adjacent same-colour pair
-            }
+            bad.insert((rnd() * (w * h) as f32) as usize % (w * h));
         }
         for (k, &i) in bad.iter().enumerate() {
             m.data[i] = if k % 2 == 0 { 0.6 + 0.4 * rnd() } else { 0.0 };
+        }
+        // Adjacent same-colour pairs: hot next to a brighter hot, dead
+        // next to dead, hot next to dead.
+        for (i, a, b) in [
+            (40 * w + 40, 0.7, 0.9),
+            (80 * w + 81, 0.0, 0.0),
+            (120 * w + 9, 1.0, 0.0),
+        ] {
+            m.data[i] = a;
+            m.data[i + 2] = b;
+            bad.insert(i);
+            bad.insert(i + 2);
         }
         let out = run(serde_json::Value::Null, m).unwrap();
         for (i, (&o, &c)) in out.data.iter().zip(&clean).enumerate() {

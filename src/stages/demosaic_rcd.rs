@@ -43,7 +43,7 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
 /// Halo (pixels, even) covering the dependency radius (10) of the method.
 const HALO: usize = 12;
 /// Output rows per strip (one rayon task).
-const STRIP: usize = 32;
+const STRIP: usize = 64;
 /// Output columns per tile within a strip (keeps a tile's planes in L2).
 const TILE_W: usize = 512;
 /// Division guard (normalised units).
