@@ -177,26 +177,17 @@ impl Stage for DefectCorrect {
                         let y = y0 + oy;
                         for (x, &c) in row.iter().enumerate() {
                             let nb = neighbours(x, y);
-                            // The two largest and two smallest
-                            // neighbours: testing against the second
-                            // extreme finds a defect next to another.
-                            let (mut hi1, mut hi2) = (f32::MIN, f32::MIN);
-                            let (mut lo1, mut lo2) = (f32::MAX, f32::MAX);
+                            // Hot when fewer than two neighbours reach
+                            // c - thr (c > second largest + thr), dead
+                            // when fewer than two reach down to c + thr;
+                            // the second extreme finds a defect next to
+                            // another. Branch-free counts.
+                            let (mut n_hi, mut n_lo) = (0u32, 0u32);
                             for &v in &nb {
-                                if v > hi1 {
-                                    hi2 = hi1;
-                                    hi1 = v;
-                                } else if v > hi2 {
-                                    hi2 = v;
-                                }
-                                if v < lo1 {
-                                    lo2 = lo1;
-                                    lo1 = v;
-                                } else if v < lo2 {
-                                    lo2 = v;
-                                }
+                                n_hi += u32::from(v >= c - thr);
+                                n_lo += u32::from(v <= c + thr);
                             }
-                            if c > hi2 + thr || c < lo2 - thr {
+                            if n_hi < 2 || n_lo < 2 {
                                 f.push((y * w + x, median8(nb)));
                             }
                         }
