@@ -52,6 +52,9 @@ pub enum OutFormat {
     Tiff16,
     /// JPEG with quality 1..=100.
     Jpeg(u8),
+    /// Raw 4:2:0 Y'CbCr planes (`.yuv`, `.nv12`, `.i420`, `.p010`) from a
+    /// pipeline ending in `yuv_encode`; the op's `format` sets the layout.
+    Yuv,
 }
 
 impl OutFormat {
@@ -68,12 +71,13 @@ impl OutFormat {
             ("png", Some(16)) => Ok(OutFormat::Png16),
             ("tif" | "tiff", None | Some(16)) => Ok(OutFormat::Tiff16),
             ("jpg" | "jpeg", None | Some(8)) => Ok(OutFormat::Jpeg(92)),
+            ("yuv" | "nv12" | "i420" | "p010", None) => Ok(OutFormat::Yuv),
             ("png" | "tif" | "tiff" | "jpg" | "jpeg", Some(b)) => Err(Error::invalid(format!(
                 "{}: {b}-bit output is not available for .{ext} (png: 8/16, tiff: 16, jpeg: 8)",
                 path.display()
             ))),
             _ => Err(Error::invalid(format!(
-                "{}: unknown output extension '{ext}' (use .png, .tif or .jpg)",
+                "{}: unknown output extension '{ext}' (use .png, .tif, .jpg, or .yuv/.nv12/.i420/.p010 after yuv_encode)",
                 path.display()
             ))),
         }
@@ -126,6 +130,10 @@ pub fn write_image(img: &Image, path: &Path, fmt: OutFormat) -> Result<()> {
         OutFormat::Png16 | OutFormat::Tiff16 => {
             write_rgb(path, w, h, RgbSamples::U16(&to_rgb16(img)), fmt)
         }
+        OutFormat::Yuv => Err(Error::invalid(format!(
+            "{}: a YUV output needs a pipeline that ends in yuv_encode",
+            path.display()
+        ))),
     }
 }
 

@@ -31,6 +31,8 @@ use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::output::to_rgb16;
 use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams, LinearImage};
 use rawgraph::raw::{CfaPattern, NoiseProfile, RawFrame};
+use rawgraph::stages::exposure::downcast;
+use rawgraph::stages::yuv_encode::YuvFrame;
 use rawgraph::Value;
 use serde::{Deserialize, Serialize};
 
@@ -141,6 +143,13 @@ enum Record {
     Scalar {
         value: f64,
     },
+    /// A `yuv_encode` frame: FNV-1a 64 of its file bytes, mean luma code.
+    Yuv {
+        width: usize,
+        height: usize,
+        digest: String,
+        y_mean: f64,
+    },
     /// A value that is neither an image nor a scalar (its kind only).
     Other {
         what: String,
@@ -195,6 +204,19 @@ fn record(v: &Value) -> Record {
                     .collect(),
             }
         }
+        v @ Value::Other(_) if downcast::<YuvFrame>(v).is_some() => {
+            let f = downcast::<YuvFrame>(v).unwrap();
+            let bytes = f.to_bytes();
+            let words: Vec<u16> = bytes.iter().map(|&b| b as u16).collect();
+            Record::Yuv {
+                width: f.width,
+                height: f.height,
+                digest: fnv1a64(&words),
+                y_mean: round2(
+                    f.y.iter().map(|&v| v as f64).sum::<f64>() / f.y.len().max(1) as f64,
+                ),
+            }
+        }
         Value::Scalar(s) => Record::Scalar {
             value: (s * 1e6).round() / 1e6,
         },
@@ -237,6 +259,15 @@ fn shipped() -> Vec<(String, PathBuf)> {
         .collect();
     v.sort();
     v
+}
+
+fn want_size(r: &Record) -> Option<(usize, usize)> {
+    match r {
+        Record::Image { width, height, .. } | Record::Yuv { width, height, .. } => {
+            Some((*width, *height))
+        }
+        _ => None,
+    }
 }
 
 /// Why `got` does not match `want` under the pipeline's rule, if it does not.
@@ -289,6 +320,22 @@ fn mismatch(want: &Record, got: &Record, exact: bool) -> Option<String> {
             } else {
                 None
             }
+        }
+        (
+            Record::Yuv {
+                digest: d0,
+                y_mean: m0,
+                ..
+            },
+            Record::Yuv {
+                digest: d1,
+                y_mean: m1,
+                ..
+            },
+        ) if want_size(want) == want_size(got) => {
+            let moved = (m0 - m1).abs();
+            (d0 != d1 && (exact || moved > NN_MEAN_TOL))
+                .then(|| format!("digest {d1} != {d0}; mean luma code moved {moved:.2}"))
         }
         (Record::Scalar { value: a }, Record::Scalar { value: b }) => {
             let tol = if exact { 0.0 } else { 1e-3 };

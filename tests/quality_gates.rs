@@ -16,13 +16,16 @@ use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::{input, Value};
 
 fn mean_cpsnr(set: &Path, op: &str) -> f64 {
-    let p = single_op_pipeline(op).unwrap();
+    mean_cpsnr_of(set, &single_op_pipeline(op).unwrap())
+}
+
+fn mean_cpsnr_of(set: &Path, p: &Pipeline) -> f64 {
     let files = image_files(set).unwrap();
     assert!(!files.is_empty(), "{} holds no images", set.display());
     let proto = SrgbProtocol::default();
     let v: Vec<f64> = files
         .iter()
-        .map(|f| score_image(f, &p, &proto).unwrap().cpsnr)
+        .map(|f| score_image(f, p, &proto).unwrap().cpsnr)
         .collect();
     v.iter().sum::<f64>() / v.len() as f64
 }
@@ -60,6 +63,31 @@ fn demosaic_mhc_gate() {
 #[test]
 fn demosaic_menon_gate() {
     gate("demosaic_menon", 39.27, 34.20, 38.8, 33.9);
+}
+
+/// RCD: the gate (>= 36.5 dB kodak24); reference 36.91 is the
+/// published kodak24 figure (darktable PR #20800), 36.11 our mcmaster18.
+#[test]
+fn demosaic_rcd_gate() {
+    gate("demosaic_rcd", 36.91, 36.11, 36.5, 35.8);
+}
+
+/// `false_color_suppress` (Freeman, 3x3, one pass) after MHC and after
+/// Menon adds >= 0.3 dB on kodak24 (measured +1.98 and +0.56).
+#[test]
+fn false_color_suppress_gate() {
+    let Some(k) = common::data("kodak24") else {
+        return;
+    };
+    for op in ["demosaic_mhc", "demosaic_menon"] {
+        let yaml = format!(
+            "version: 1\nstages:\n  - {{ id: raw, op: raw_source }}\n  - {{ id: dm, op: {op} }}\n  - {{ id: fc, op: false_color_suppress }}\n"
+        );
+        let with = mean_cpsnr_of(&k, &Pipeline::from_yaml(&yaml, "fcs.yaml").unwrap());
+        let without = mean_cpsnr(&k, op);
+        eprintln!("{op}: kodak24 {without:.3} dB, + false_color_suppress {with:.3} dB");
+        assert!(with >= without + 0.3, "{op}: {without:.3} -> {with:.3}");
+    }
 }
 
 /// Mean encoded value per channel, fraction clipped (any channel >= 254.5/255)

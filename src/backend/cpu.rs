@@ -140,6 +140,58 @@ where
     out
 }
 
+/// Runs a whole-tile demosaic over 2-D tiles (row strips of `strip_rows`
+/// split into `tile_w`-column tiles, each padded by `halo` mirrored
+/// pixels) in parallel, and returns the three output planes (R, G, B),
+/// each `width * height`, row-major.
+///
+/// `kernel(tile)` returns three planes of the tile's full padded size
+/// (`tile.w * tile.h`); only the interior (`halo` in from every side) is
+/// copied out, so `halo` must cover the method's dependency radius.
+/// `halo`, `strip_rows` and `tile_w` must be even.
+pub fn demosaic_tiles<F>(
+    m: &Mosaic,
+    halo: usize,
+    strip_rows: usize,
+    tile_w: usize,
+    kernel: F,
+) -> Vec<f32>
+where
+    F: Fn(&Tile) -> [Vec<f32>; 3] + Sync,
+{
+    let (w, h) = (m.width, m.height);
+    let strip_rows = strip_rows.max(2) & !1;
+    let tile_w = tile_w.max(2) & !1;
+    let n = w * h;
+    let mut out = vec![0f32; 3 * n];
+    let (r, gb) = out.split_at_mut(n);
+    let (g, b) = gb.split_at_mut(n);
+    r.par_chunks_mut(w * strip_rows)
+        .zip(g.par_chunks_mut(w * strip_rows))
+        .zip(b.par_chunks_mut(w * strip_rows))
+        .enumerate()
+        .for_each(|(i, ((r, g), b))| {
+            let y0 = i * strip_rows;
+            let y1 = (y0 + strip_rows).min(h);
+            let mut x0 = 0;
+            while x0 < w {
+                let x1 = (x0 + tile_w).min(w);
+                let tile = make_tile_2d(m, y0, y1, x0, x1, halo);
+                let [tr, tg, tb] = kernel(&tile);
+                let len = x1 - x0;
+                for oy in 0..y1 - y0 {
+                    let src = (oy + halo) * tile.w + halo;
+                    let dst = oy * w + x0;
+                    r[dst..dst + len].copy_from_slice(&tr[src..src + len]);
+                    g[dst..dst + len].copy_from_slice(&tg[src..src + len]);
+                    b[dst..dst + len].copy_from_slice(&tb[src..src + len]);
+                }
+                x0 = x1;
+            }
+        });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -238,6 +238,16 @@ fn process_one(
     res.timings.decode_ms = Some(decode_ms);
     match res.outputs.first() {
         Some((_, Value::Image(img))) => write_image(img, out, fmt)?,
+        Some((id, Value::Other(o))) if fmt == OutFormat::Yuv => {
+            let f = o
+                .as_any()
+                .downcast_ref::<crate::stages::yuv_encode::YuvFrame>()
+                .ok_or_else(|| {
+                    Error::invalid(format!("output '{id}' is a {}, not a YUV frame", o.kind()))
+                })?;
+            let bytes = f.to_bytes();
+            crate::output::write_atomic(out, |file| std::io::Write::write_all(file, &bytes))?;
+        }
         Some((id, v)) => {
             return Err(Error::invalid(format!(
                 "output '{id}' is a {}, not an image",

@@ -41,6 +41,12 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "semantic_exposure_debug",
         include_str!("../../pipelines/semantic_exposure_debug.yaml"),
     ),
+    ("balanced", include_str!("../../pipelines/balanced.yaml")),
+    ("preview", include_str!("../../pipelines/preview.yaml")),
+    (
+        "video_nv12",
+        include_str!("../../pipelines/video_nv12.yaml"),
+    ),
 ];
 
 /// One compiled stage in the graph.

@@ -15,21 +15,27 @@ use crate::frame::{Image, Mosaic, Value, ValueDesc};
 
 pub mod black_level;
 pub mod color_correct;
+pub mod defect_correct;
 pub mod demosaic_bilinear;
 pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
+pub mod demosaic_rcd;
 pub mod denoise_profiled;
 pub mod exposure;
 pub mod exposure_gain;
+pub mod false_color_suppress;
 pub mod hdrnet;
 pub mod local_laplacian;
 pub mod noise_estimate;
 pub mod orient;
 pub mod raw_source;
+pub mod resize;
+pub mod sharpen;
 pub mod srgb_encode;
 pub mod tone_curve;
 pub mod white_balance;
+pub mod yuv_encode;
 
 /// Per-call context handed to a running stage.
 #[derive(Debug, Clone, Copy)]
@@ -81,11 +87,14 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
 pub const OPS: &[&str] = &[
     "raw_source",
     "black_level",
+    "defect_correct",
     "denoise_profiled",
     "white_balance",
     "demosaic_bilinear",
     "demosaic_mhc",
     "demosaic_menon",
+    "demosaic_rcd",
+    "false_color_suppress",
     "demosaic_denoise_learned",
     "noise_estimate",
     "color_correct",
@@ -98,6 +107,9 @@ pub const OPS: &[&str] = &[
     "local_laplacian",
     "hdrnet",
     "srgb_encode",
+    "sharpen",
+    "resize",
+    "yuv_encode",
     "orient",
 ];
 
@@ -106,11 +118,14 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
     match op {
         "raw_source" => raw_source::compile(params),
         "black_level" => black_level::compile(params),
+        "defect_correct" => defect_correct::compile(params),
         "denoise_profiled" => denoise_profiled::compile(params),
         "white_balance" => white_balance::compile(params),
         "demosaic_bilinear" => demosaic_bilinear::compile(params),
         "demosaic_mhc" => demosaic_mhc::compile(params),
         "demosaic_menon" => demosaic_menon::compile(params),
+        "demosaic_rcd" => demosaic_rcd::compile(params),
+        "false_color_suppress" => false_color_suppress::compile(params),
         "demosaic_denoise_learned" => demosaic_denoise_learned::compile(params),
         "noise_estimate" => noise_estimate::compile(params),
         "color_correct" => color_correct::compile(params),
@@ -123,6 +138,9 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "local_laplacian" => local_laplacian::compile(params),
         "hdrnet" => hdrnet::compile(params),
         "srgb_encode" => srgb_encode::compile(params),
+        "sharpen" => sharpen::compile(params),
+        "resize" => resize::compile(params),
+        "yuv_encode" => yuv_encode::compile(params),
         "orient" => orient::compile(params),
         _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
     }

@@ -1,0 +1,368 @@
+//! `defect_correct`: defective-pixel correction on the mosaic (hot, dead
+//! and stuck photosites).
+//!
+//! Dynamic detection compares each photosite with its eight same-colour
+//! neighbours two pixels away (the Bayer period): a sample more than
+//! `threshold` above the second largest of them (hot) or below the second
+//! smallest (dead, stuck dark) is replaced by their median; using the
+//! second extreme finds pairs of adjacent defects too. This is the thresholded form
+//! of Halide camera_pipe's hot-pixel suppression, which clamps every pixel
+//! to its neighbours' range and so also flattens clean detail. A static
+//! map (`map: FILE`, one `x y` pair per line in mosaic coordinates, `#`
+//! comments; dcraw's `-P` format, a trailing third column is ignored)
+//! lists known defects that are always replaced.
+//!
+//! Input and output: a black-level-corrected mosaic (1.0 = white), same
+//! size and phase; `threshold` is in those normalised units.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::{check_range, one_input, parse_params, take_mosaic, RunCtx, Stage, ROWS_PER_TASK};
+use crate::backend::cpu::reflect;
+use crate::error::{Error, Result};
+use crate::frame::{MosaicScale, Value, ValueDesc, ValueKind};
+
+/// YAML params of `defect_correct`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    /// Dynamic detection on/off.
+    pub dynamic: bool,
+    /// How far (normalised units, 1.0 = white) a sample must lie outside
+    /// its same-colour neighbours' range to count as defective.
+    pub threshold: f32,
+    /// Optional static defect map file (`x y` per line).
+    pub map: Option<PathBuf>,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            dynamic: true,
+            threshold: 0.08,
+            map: None,
+        }
+    }
+}
+
+impl Params {
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        check_range("threshold", self.threshold, 0.0, 1.0)
+    }
+}
+
+/// The compiled `defect_correct` op.
+#[derive(Debug)]
+pub struct DefectCorrect {
+    p: Params,
+    /// Static defects as (x, y), sorted by row.
+    map: Vec<(usize, usize)>,
+}
+
+pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    let p: Params = parse_params(params)?;
+    p.validate()?;
+    let map = match &p.map {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("params: map: cannot read {}: {e}", path.display()))?;
+            parse_map(&text).map_err(|e| format!("params: map: {}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    Ok(Box::new(DefectCorrect { p, map }))
+}
+
+/// Parses a defect list: `x y [anything]` per line, `#` comments.
+pub fn parse_map(text: &str) -> std::result::Result<Vec<(usize, usize)>, String> {
+    let mut out = Vec::new();
+    for (k, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut it = line.split_whitespace();
+        let mut num = || -> std::result::Result<usize, String> {
+            it.next()
+                .ok_or_else(|| format!("line {}: expected `x y`", k + 1))?
+                .parse::<usize>()
+                .map_err(|e| format!("line {}: {e}", k + 1))
+        };
+        let x = num()?;
+        let y = num()?;
+        out.push((x, y));
+    }
+    out.sort_by_key(|&(x, y)| (y, x));
+    out.dedup();
+    Ok(out)
+}
+
+/// Offsets (dx, dy) of the eight same-colour neighbours.
+const NB: [(isize, isize); 8] = [
+    (-2, -2),
+    (0, -2),
+    (2, -2),
+    (-2, 0),
+    (2, 0),
+    (-2, 2),
+    (0, 2),
+    (2, 2),
+];
+
+/// Median of eight values (mean of the 4th and 5th).
+#[inline(always)]
+fn median8(mut v: [f32; 8]) -> f32 {
+    v.sort_unstable_by(f32::total_cmp);
+    0.5 * (v[3] + v[4])
+}
+
+impl Stage for DefectCorrect {
+    fn op(&self) -> &'static str {
+        "defect_correct"
+    }
+
+    fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
+        one_input(inputs, ValueKind::Mosaic)
+    }
+
+    fn run_cpu(&self, ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let v = inputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid("no input"))?;
+        let mut m = take_mosaic(v)?;
+        if m.scale != MosaicScale::Normalized {
+            return Err(Error::invalid(format!(
+                "stage '{}': defect_correct needs a black-level-corrected mosaic (place it after black_level)",
+                ctx.stage_id
+            )));
+        }
+        let (w, h) = (m.width, m.height);
+        if let Some(&(x, y)) = self.map.iter().find(|&&(x, y)| x >= w || y >= h) {
+            return Err(Error::invalid(format!(
+                "stage '{}': defect map entry ({x}, {y}) lies outside the {w}x{h} mosaic",
+                ctx.stage_id
+            )));
+        }
+        let src = &m.data;
+        let thr = self.p.threshold;
+        let (wi, hi) = (w as isize, h as isize);
+        let neighbours = |x: usize, y: usize| -> [f32; 8] {
+            let mut v = [0f32; 8];
+            if x >= 2 && y >= 2 && x + 2 < w && y + 2 < h {
+                for (k, &(dx, dy)) in NB.iter().enumerate() {
+                    v[k] = src[(y as isize + dy) as usize * w + (x as isize + dx) as usize];
+                }
+            } else {
+                for (k, &(dx, dy)) in NB.iter().enumerate() {
+                    let sx = reflect(x as isize + dx, wi);
+                    let sy = reflect(y as isize + dy, hi);
+                    v[k] = src[sy * w + sx];
+                }
+            }
+            v
+        };
+        // Replacements (index, value), computed from the input only.
+        let mut fixes: Vec<(usize, f32)> = if self.p.dynamic && w >= 3 && h >= 3 {
+            src.par_chunks(w * ROWS_PER_TASK)
+                .enumerate()
+                .flat_map_iter(|(k, chunk)| {
+                    let y0 = k * ROWS_PER_TASK;
+                    let mut f = Vec::new();
+                    for (oy, row) in chunk.chunks(w).enumerate() {
+                        let y = y0 + oy;
+                        for (x, &c) in row.iter().enumerate() {
+                            let nb = neighbours(x, y);
+                            // Hot when fewer than two neighbours reach
+                            // c - thr (c > second largest + thr), dead
+                            // when fewer than two reach down to c + thr;
+                            // the second extreme finds a defect next to
+                            // another. Branch-free counts.
+                            let (mut n_hi, mut n_lo) = (0u32, 0u32);
+                            for &v in &nb {
+                                n_hi += u32::from(v >= c - thr);
+                                n_lo += u32::from(v <= c + thr);
+                            }
+                            if n_hi < 2 || n_lo < 2 {
+                                f.push((y * w + x, median8(nb)));
+                            }
+                        }
+                    }
+                    f.into_iter()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if !self.map.is_empty() && w >= 3 && h >= 3 {
+            let dynamic: HashSet<usize> = fixes.iter().map(|f| f.0).collect();
+            for &(x, y) in &self.map {
+                let i = y * w + x;
+                if !dynamic.contains(&i) {
+                    fixes.push((i, median8(neighbours(x, y))));
+                }
+            }
+        }
+        for (i, v) in fixes {
+            m.data[i] = v;
+        }
+        Ok(Value::Mosaic(m.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Mosaic;
+    use crate::raw::{CfaPattern, RawMeta};
+    use std::sync::Arc;
+
+    fn mosaic(w: usize, h: usize, f: &dyn Fn(usize, usize) -> f32) -> Mosaic {
+        let data = (0..w * h).map(|i| f(i % w, i / w)).collect();
+        Mosaic {
+            width: w,
+            height: h,
+            cfa: CfaPattern::ALL[0],
+            data,
+            scale: MosaicScale::Normalized,
+            wb_applied: None,
+            meta: Arc::new(RawMeta::bayer("t", w, h, CfaPattern::ALL[0])),
+        }
+    }
+
+    fn run(p: serde_json::Value, m: Mosaic) -> Result<Mosaic> {
+        let st = compile(p).map_err(Error::invalid)?;
+        let ctx = RunCtx { stage_id: "dpc" };
+        match st.run_cpu(&ctx, vec![Value::Mosaic(m.into())])? {
+            Value::Mosaic(m) => Ok((*m).clone()),
+            _ => panic!("not a mosaic"),
+        }
+    }
+
+    #[test]
+    fn parses_dcraw_style_maps() {
+        let m = parse_map("# bad pixels\n12 7 1700000000\n3 4\n\n3 4 # twice\n").unwrap();
+        assert_eq!(m, vec![(3, 4), (12, 7)]);
+        assert!(parse_map("1\n").is_err());
+        assert!(parse_map("1 -2\n").is_err());
+    }
+
+    #[test]
+    fn dead_and_hot_pixels_on_a_flat_bayer_frame() {
+        // Flat colour field: R 0.3, G 0.5, B 0.2.
+        let cfa = CfaPattern::ALL[0];
+        let flat = move |x: usize, y: usize| [0.3f32, 0.5, 0.2][cfa.color_at(y, x)];
+        let mut m = mosaic(40, 30, &flat);
+        m.data[10 * 40 + 11] = 1.0; // hot
+        m.data[20 * 40 + 20] = 0.0; // dead
+        m.data[0] = 0.9; // hot in the corner
+        let out = run(serde_json::Value::Null, m).unwrap();
+        for y in 0..30 {
+            for x in 0..40 {
+                assert_eq!(out.data[y * 40 + x], flat(x, y), "({x},{y})");
+            }
+        }
+    }
+
+    /// The gate: 0.1 % injected hot/dead pixels (adjacent pairs
+    /// included) on a noisy 12-bit flat frame are all fixed; no clean pixel
+    /// changes by more than 1 DN.
+    #[test]
+    fn injected_defects_all_fixed_clean_pixels_untouched() {
+        let (w, h) = (256usize, 256usize);
+        let dn = 1.0f32 / 4095.0;
+        let cfa = CfaPattern::ALL[0];
+        let mut s = 7u64;
+        let mut rnd = move || {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 33) as f32 / (1u64 << 31) as f32
+        };
+        // Flat colour field plus ~2 DN noise (sum of uniforms).
+        let mut clean = vec![0f32; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let base = [0.3f32, 0.5, 0.2][cfa.color_at(y, x)];
+                let u: f32 = (0..4).map(|_| rnd()).sum::<f32>() - 2.0;
+                clean[y * w + x] = base + 3.5 * dn * u;
+            }
+        }
+        let mut m = mosaic(w, h, &|x, y| clean[y * w + x]);
+        let n_bad = w * h / 1000;
+        let mut bad = std::collections::BTreeSet::new();
+        while bad.len() < n_bad {
+            bad.insert((rnd() * (w * h) as f32) as usize % (w * h));
+        }
+        for (k, &i) in bad.iter().enumerate() {
+            m.data[i] = if k % 2 == 0 { 0.6 + 0.4 * rnd() } else { 0.0 };
+        }
+        // Adjacent same-colour pairs: hot next to a brighter hot, dead
+        // next to dead, hot next to dead.
+        for (i, a, b) in [
+            (40 * w + 40, 0.7, 0.9),
+            (80 * w + 81, 0.0, 0.0),
+            (120 * w + 9, 1.0, 0.0),
+        ] {
+            m.data[i] = a;
+            m.data[i + 2] = b;
+            bad.insert(i);
+            bad.insert(i + 2);
+        }
+        let out = run(serde_json::Value::Null, m).unwrap();
+        for (i, (&o, &c)) in out.data.iter().zip(&clean).enumerate() {
+            let d = (o - c).abs();
+            if bad.contains(&i) {
+                assert!(
+                    d < 8.0 * dn,
+                    "defect {i} not fixed: {} vs {}",
+                    out.data[i],
+                    clean[i]
+                );
+            } else {
+                assert!(d <= dn, "clean pixel {i} changed by {} DN", d / dn);
+            }
+        }
+    }
+
+    #[test]
+    fn static_map_fixes_listed_pixels_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.txt");
+        std::fs::write(&path, "5 5\n").unwrap();
+        let mut m = mosaic(16, 16, &|_, _| 0.4);
+        m.data[5 * 16 + 5] = 0.43; // below the dynamic threshold
+        m.data[9 * 16 + 9] = 0.43;
+        let p = serde_json::json!({ "map": path });
+        let out = run(p, m).unwrap();
+        assert_eq!(out.data[5 * 16 + 5], 0.4);
+        assert_eq!(out.data[9 * 16 + 9], 0.43);
+        let big = dir.path().join("big.txt");
+        std::fs::write(&big, "16 0\n").unwrap();
+        let m = mosaic(16, 16, &|_, _| 0.4);
+        let e = run(serde_json::json!({ "map": big }), m)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("outside"), "{e}");
+        let e = compile(serde_json::json!({ "map": dir.path().join("none.txt") })).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn dn_scale_mosaics_are_rejected() {
+        let mut m = mosaic(8, 8, &|_, _| 100.0);
+        m.scale = MosaicScale::Dn;
+        let e = run(serde_json::Value::Null, m).unwrap_err().to_string();
+        assert!(e.contains("black_level"), "{e}");
+    }
+
+    #[test]
+    fn bad_params_are_rejected() {
+        assert!(compile(serde_json::json!({ "threshold": -0.1 })).is_err());
+        assert!(compile(serde_json::json!({ "thresh": 0.1 })).is_err());
+    }
+}

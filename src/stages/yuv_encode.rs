@@ -1,0 +1,466 @@
+//! `yuv_encode`: R'G'B' -> Y'CbCr 4:2:0 as a video encoder or display
+//! pipeline expects (ITU-R BT.601 / BT.709 / BT.2020 non-constant
+//! luminance matrices, full or limited "studio" range).
+//!
+//! `Y' = Kr R' + (1 - Kr - Kb) G' + Kb B'`, `Cb = (B' - Y') / (2 (1 - Kb))`,
+//! `Cr = (R' - Y') / (2 (1 - Kr))` on the transfer-encoded input (place it
+//! after `srgb_encode`; values clamped to [0, 1]). Quantisation to `n`
+//! bits: full range `Y = Y' (2^n - 1)`, `C = 2^(n-1) + C' (2^n - 1)`;
+//! limited range `Y = (16 + 219 Y') 2^(n-8)`, `C = (128 + 224 C') 2^(n-8)`.
+//! Chroma is the mean of each 2x2 block (centred siting, as JPEG/MPEG-1);
+//! odd sizes round the chroma planes up.
+//!
+//! Output: a [`YuvFrame`] value, written by `rawgraph process` to `.yuv`
+//! / `.nv12` / `.i420` / `.p010` files as raw planes ([`YuvFrame::to_bytes`]):
+//! NV12 = 8-bit Y plane then interleaved CbCr; I420 = 8-bit Y, Cb, Cr
+//! planes; P010 = 16-bit little-endian words holding 10-bit samples in the
+//! high bits, Y plane then interleaved CbCr. [`YuvFrame::from_bytes`] and
+//! [`YuvFrame::to_image`] read such files back.
+
+use std::any::Any;
+
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::{one_input, parse_params, take_image, RunCtx, Stage};
+use crate::error::{Error, Result};
+use crate::frame::{AnyValue, ColorSpace, Image, Value, ValueDesc, ValueKind};
+
+/// Kind name of the [`YuvFrame`] value.
+pub const YUV_FRAME: &str = "yuv_frame";
+
+/// The luma/chroma matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Matrix {
+    Bt601,
+    #[default]
+    Bt709,
+    Bt2020,
+}
+
+impl Matrix {
+    /// (Kr, Kb).
+    pub fn coeffs(self) -> (f32, f32) {
+        match self {
+            Matrix::Bt601 => (0.299, 0.114),
+            Matrix::Bt709 => (0.2126, 0.0722),
+            Matrix::Bt2020 => (0.2627, 0.0593),
+        }
+    }
+}
+
+/// Quantisation range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Range {
+    Full,
+    /// Studio swing: Y 16..235, C 16..240 (8-bit).
+    #[default]
+    Limited,
+}
+
+/// Memory layout of the 4:2:0 planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum YuvFormat {
+    #[default]
+    Nv12,
+    I420,
+    P010,
+}
+
+impl YuvFormat {
+    /// Bits per sample.
+    pub fn bits(self) -> u32 {
+        match self {
+            YuvFormat::Nv12 | YuvFormat::I420 => 8,
+            YuvFormat::P010 => 10,
+        }
+    }
+}
+
+/// YAML params of `yuv_encode`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Params {
+    pub matrix: Matrix,
+    pub range: Range,
+    pub format: YuvFormat,
+}
+
+/// A 4:2:0 Y'CbCr frame: integer samples of `format.bits()` bits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct YuvFrame {
+    pub width: usize,
+    pub height: usize,
+    pub matrix: Matrix,
+    pub range: Range,
+    pub format: YuvFormat,
+    /// Luma, `width * height`, row-major.
+    pub y: Vec<u16>,
+    /// Cb and Cr, `cw * ch` each with `cw = ceil(width / 2)`,
+    /// `ch = ceil(height / 2)`.
+    pub cb: Vec<u16>,
+    pub cr: Vec<u16>,
+}
+
+impl AnyValue for YuvFrame {
+    fn kind(&self) -> &'static str {
+        YUV_FRAME
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Chroma plane size of a `w x h` frame.
+pub fn chroma_size(w: usize, h: usize) -> (usize, usize) {
+    (w.div_ceil(2), h.div_ceil(2))
+}
+
+/// (offset, scale) of luma and chroma for a range and bit depth.
+fn quant(range: Range, bits: u32) -> ((f32, f32), (f32, f32)) {
+    let max = ((1u32 << bits) - 1) as f32;
+    let half = (1u32 << (bits - 1)) as f32;
+    let k = (1u32 << (bits - 8)) as f32;
+    match range {
+        Range::Full => ((0.0, max), (half, max)),
+        Range::Limited => ((16.0 * k, 219.0 * k), (128.0 * k, 224.0 * k)),
+    }
+}
+
+impl YuvFrame {
+    /// Encodes an R'G'B' image.
+    pub fn encode(img: &Image, matrix: Matrix, range: Range, format: YuvFormat) -> YuvFrame {
+        let (w, h) = (img.width, img.height);
+        let (kr, kb) = matrix.coeffs();
+        let kg = 1.0 - kr - kb;
+        let bits = format.bits();
+        let max = ((1u32 << bits) - 1) as f32;
+        let ((yo, ys), (co, cs)) = quant(range, bits);
+        let q = |v: f32| (v.round().clamp(0.0, max)) as u16;
+        let [r, g, b] = img.planes();
+        let mut y = vec![0u16; w * h];
+        y.par_chunks_mut(w.max(1))
+            .enumerate()
+            .for_each(|(row, out)| {
+                for (x, o) in out.iter_mut().enumerate() {
+                    let i = row * w + x;
+                    let l = kr * r[i].clamp(0.0, 1.0)
+                        + kg * g[i].clamp(0.0, 1.0)
+                        + kb * b[i].clamp(0.0, 1.0);
+                    *o = q(yo + ys * l);
+                }
+            });
+        let (cw, ch) = chroma_size(w, h);
+        let mut cb = vec![0u16; cw * ch];
+        let mut cr = vec![0u16; cw * ch];
+        cb.par_chunks_mut(cw.max(1))
+            .zip(cr.par_chunks_mut(cw.max(1)))
+            .enumerate()
+            .for_each(|(cy, (ob, or))| {
+                for cx in 0..cw {
+                    let (mut sb, mut sr, mut n) = (0f32, 0f32, 0f32);
+                    for yy in 2 * cy..(2 * cy + 2).min(h) {
+                        for xx in 2 * cx..(2 * cx + 2).min(w) {
+                            let i = yy * w + xx;
+                            let (rv, gv, bv) = (
+                                r[i].clamp(0.0, 1.0),
+                                g[i].clamp(0.0, 1.0),
+                                b[i].clamp(0.0, 1.0),
+                            );
+                            let l = kr * rv + kg * gv + kb * bv;
+                            sb += (bv - l) / (2.0 * (1.0 - kb));
+                            sr += (rv - l) / (2.0 * (1.0 - kr));
+                            n += 1.0;
+                        }
+                    }
+                    ob[cx] = q(co + cs * sb / n);
+                    or[cx] = q(co + cs * sr / n);
+                }
+            });
+        YuvFrame {
+            width: w,
+            height: h,
+            matrix,
+            range,
+            format,
+            y,
+            cb,
+            cr,
+        }
+    }
+
+    /// The file bytes (layouts in the module docs).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self.format {
+            YuvFormat::Nv12 => {
+                out.extend(self.y.iter().map(|&v| v as u8));
+                for (b, r) in self.cb.iter().zip(&self.cr) {
+                    out.extend([*b as u8, *r as u8]);
+                }
+            }
+            YuvFormat::I420 => {
+                out.extend(self.y.iter().map(|&v| v as u8));
+                out.extend(self.cb.iter().map(|&v| v as u8));
+                out.extend(self.cr.iter().map(|&v| v as u8));
+            }
+            YuvFormat::P010 => {
+                for &v in &self.y {
+                    out.extend((v << 6).to_le_bytes());
+                }
+                for (b, r) in self.cb.iter().zip(&self.cr) {
+                    out.extend((b << 6).to_le_bytes());
+                    out.extend((r << 6).to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads a file written by [`YuvFrame::to_bytes`]; the size must match.
+    pub fn from_bytes(
+        bytes: &[u8],
+        width: usize,
+        height: usize,
+        format: YuvFormat,
+        matrix: Matrix,
+        range: Range,
+    ) -> Result<YuvFrame> {
+        let (cw, ch) = chroma_size(width, height);
+        let (n, nc) = (width * height, cw * ch);
+        let per = if format == YuvFormat::P010 { 2 } else { 1 };
+        let want = (n + 2 * nc) * per;
+        if bytes.len() != want {
+            return Err(Error::invalid(format!(
+                "{format:?} {width}x{height} needs {want} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        let (mut y, mut cb, mut cr) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(nc),
+            Vec::with_capacity(nc),
+        );
+        match format {
+            YuvFormat::Nv12 => {
+                y.extend(bytes[..n].iter().map(|&v| v as u16));
+                for p in bytes[n..].chunks_exact(2) {
+                    cb.push(p[0] as u16);
+                    cr.push(p[1] as u16);
+                }
+            }
+            YuvFormat::I420 => {
+                y.extend(bytes[..n].iter().map(|&v| v as u16));
+                cb.extend(bytes[n..n + nc].iter().map(|&v| v as u16));
+                cr.extend(bytes[n + nc..].iter().map(|&v| v as u16));
+            }
+            YuvFormat::P010 => {
+                let words: Vec<u16> = bytes
+                    .chunks_exact(2)
+                    .map(|p| u16::from_le_bytes([p[0], p[1]]) >> 6)
+                    .collect();
+                y.extend_from_slice(&words[..n]);
+                for p in words[n..].chunks_exact(2) {
+                    cb.push(p[0]);
+                    cr.push(p[1]);
+                }
+            }
+        }
+        Ok(YuvFrame {
+            width,
+            height,
+            matrix,
+            range,
+            format,
+            y,
+            cb,
+            cr,
+        })
+    }
+
+    /// Decodes back to R'G'B' (nearest-neighbour chroma upsampling).
+    pub fn to_image(&self, meta: std::sync::Arc<crate::raw::RawMeta>) -> Image {
+        let (w, h) = (self.width, self.height);
+        let (kr, kb) = self.matrix.coeffs();
+        let kg = 1.0 - kr - kb;
+        let ((yo, ys), (co, cs)) = quant(self.range, self.format.bits());
+        let (cw, _) = chroma_size(w, h);
+        let n = w * h;
+        let mut data = vec![0f32; 3 * n];
+        for yy in 0..h {
+            for xx in 0..w {
+                let i = yy * w + xx;
+                let c = (yy / 2) * cw + xx / 2;
+                let l = (self.y[i] as f32 - yo) / ys;
+                let pb = (self.cb[c] as f32 - co) / cs;
+                let pr = (self.cr[c] as f32 - co) / cs;
+                let r = l + 2.0 * (1.0 - kr) * pr;
+                let b = l + 2.0 * (1.0 - kb) * pb;
+                let g = (l - kr * r - kb * b) / kg;
+                data[i] = r;
+                data[n + i] = g;
+                data[2 * n + i] = b;
+            }
+        }
+        Image {
+            width: w,
+            height: h,
+            data,
+            space: ColorSpace::Srgb,
+            wb_applied: None,
+            meta,
+        }
+    }
+}
+
+/// The compiled `yuv_encode` op.
+#[derive(Debug)]
+pub struct YuvEncode {
+    p: Params,
+}
+
+pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    Ok(Box::new(YuvEncode {
+        p: parse_params(params)?,
+    }))
+}
+
+impl Stage for YuvEncode {
+    fn op(&self) -> &'static str {
+        "yuv_encode"
+    }
+
+    fn infer(&self, inputs: &[ValueDesc]) -> std::result::Result<ValueDesc, String> {
+        let d = one_input(inputs, ValueKind::Image)?;
+        if d.space.is_some() && d.space != Some(ColorSpace::Srgb) {
+            return Err("expects a transfer-encoded image (place it after srgb_encode)".into());
+        }
+        Ok(ValueDesc {
+            kind: ValueKind::Other(YUV_FRAME),
+            ..d
+        })
+    }
+
+    fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
+        let v = inputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::invalid("no input"))?;
+        let img = take_image(v)?;
+        let f = YuvFrame::encode(&img, self.p.matrix, self.p.range, self.p.format);
+        Ok(Value::Other(std::sync::Arc::new(f)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raw::{CfaPattern, RawMeta};
+    use std::sync::Arc;
+
+    fn meta(w: usize, h: usize) -> Arc<RawMeta> {
+        Arc::new(RawMeta::bayer("t", w, h, CfaPattern::ALL[0]))
+    }
+
+    fn image(w: usize, h: usize, f: &dyn Fn(usize, usize) -> [f32; 3]) -> Image {
+        let n = w * h;
+        let mut data = vec![0f32; 3 * n];
+        for y in 0..h {
+            for x in 0..w {
+                let v = f(x, y);
+                for c in 0..3 {
+                    data[c * n + y * w + x] = v[c];
+                }
+            }
+        }
+        Image {
+            width: w,
+            height: h,
+            data,
+            space: ColorSpace::Srgb,
+            wb_applied: None,
+            meta: meta(w, h),
+        }
+    }
+
+    #[test]
+    fn reference_levels() {
+        let white = image(2, 2, &|_, _| [1.0, 1.0, 1.0]);
+        let black = image(2, 2, &|_, _| [0.0, 0.0, 0.0]);
+        let red = image(2, 2, &|_, _| [1.0, 0.0, 0.0]);
+        let lim = |i: &Image, m| YuvFrame::encode(i, m, Range::Limited, YuvFormat::Nv12);
+        let full = |i: &Image, m| YuvFrame::encode(i, m, Range::Full, YuvFormat::Nv12);
+        let f = lim(&white, Matrix::Bt709);
+        assert_eq!((f.y[0], f.cb[0], f.cr[0]), (235, 128, 128));
+        let f = lim(&black, Matrix::Bt709);
+        assert_eq!((f.y[0], f.cb[0], f.cr[0]), (16, 128, 128));
+        // Red: Y = 219 Kr + 16, Cr = 128 + 112.
+        let f = lim(&red, Matrix::Bt709);
+        assert_eq!(
+            (f.y[0], f.cr[0]),
+            ((16.0f32 + 219.0 * 0.2126).round() as u16, 240)
+        );
+        let f = lim(&red, Matrix::Bt601);
+        assert_eq!(f.y[0], (16.0f32 + 219.0 * 0.299).round() as u16);
+        let f = full(&red, Matrix::Bt2020);
+        assert_eq!(f.y[0], (255.0f32 * 0.2627).round() as u16);
+        let f = YuvFrame::encode(&white, Matrix::Bt709, Range::Limited, YuvFormat::P010);
+        assert_eq!((f.y[0], f.cb[0]), (940, 512));
+    }
+
+    #[test]
+    fn every_format_round_trips_through_bytes() {
+        let f = |x: usize, y: usize| {
+            let (u, v) = (x as f32 / 100.0, y as f32 / 60.0);
+            [0.2 + 0.6 * u, 0.5 + 0.3 * v * u, 0.9 - 0.7 * v]
+        };
+        for (w, h) in [(32, 18), (31, 17)] {
+            let img = image(w, h, &f);
+            for format in [YuvFormat::Nv12, YuvFormat::I420, YuvFormat::P010] {
+                for range in [Range::Full, Range::Limited] {
+                    for matrix in [Matrix::Bt601, Matrix::Bt709, Matrix::Bt2020] {
+                        let enc = YuvFrame::encode(&img, matrix, range, format);
+                        let bytes = enc.to_bytes();
+                        let (cw, ch) = chroma_size(w, h);
+                        let per = if format == YuvFormat::P010 { 2 } else { 1 };
+                        assert_eq!(bytes.len(), (w * h + 2 * cw * ch) * per);
+                        let back =
+                            YuvFrame::from_bytes(&bytes, w, h, format, matrix, range).unwrap();
+                        assert_eq!(back, enc);
+                        let dec = back.to_image(meta(w, h));
+                        // Quantisation plus the 4:2:0 chroma mean of a
+                        // gradient of up to 0.012 per pixel.
+                        let tol = 0.02;
+                        for (a, b) in dec.data.iter().zip(&img.data) {
+                            assert!(
+                                (a - b).abs() < tol,
+                                "{format:?} {range:?} {matrix:?}: {a} vs {b}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(YuvFrame::from_bytes(
+            &[0u8; 10],
+            4,
+            4,
+            YuvFormat::Nv12,
+            Matrix::Bt709,
+            Range::Full
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn rejects_linear_input_and_unknown_params() {
+        let st = compile(serde_json::Value::Null).unwrap();
+        let d = ValueDesc::image(8, 8, ColorSpace::LinearSrgb);
+        assert!(st.infer(&[d]).is_err());
+        assert!(compile(serde_json::json!({ "format": "yuy2" })).is_err());
+        assert!(compile(serde_json::json!({ "bits": 8 })).is_err());
+    }
+}
