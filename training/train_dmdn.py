@@ -470,7 +470,7 @@ def saturate(lin, gen, frac, lo=1.2, hi=2.5):
     return (y + s[:, None, None, None] * (lin - y)).clamp(0.0, 1.0)
 
 
-def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None, sat_frac=0.0):
+def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None, sat_frac=0.0, dark_stops=4.0):
     """The `raw` regime: what `demosaic_denoise_learned` receives in
     pipelines/learned.yaml (black_level -> white_balance(clip_highlights)).
 
@@ -492,10 +492,11 @@ def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None
     cam = torch.einsum("bij,bjhw->bihw", m, lin)
     dev = gen.device
     wb = torch.stack([urand(gen, b, lo=1.9, hi=2.4), torch.ones(b, device=dev), urand(gen, b, lo=1.5, hi=1.9)], 1)
-    # exposure: Brooks' 1/N(0.8, 0.1) for most, a darker scene (up to 4 stops) for 40 %
+    # exposure: Brooks' 1/N(0.8, 0.1) for most, a darker scene (up to
+    # `dark_stops` stops under, uniform in stops) for 40 %
     expo = 1.0 / (0.8 + 0.1 * torch.randn(b, generator=gen, device=dev)).clamp(0.5, 1.2)
     dark = torch.rand(b, generator=gen, device=dev) < 0.4
-    expo = torch.where(dark, expo * torch.exp2(urand(gen, b, lo=0.0, hi=4.0)), expo)
+    expo = torch.where(dark, expo * torch.exp2(urand(gen, b, lo=0.0, hi=dark_stops)), expo)
     inv_gain = 1.0 / (wb * expo[:, None])
     gray = cam.mean(1, keepdim=True)
     t = ((gray - HIGHLIGHT_INFLECTION).clamp(min=0) / (1 - HIGHLIGHT_INFLECTION)).clamp(max=1.0)
@@ -579,7 +580,8 @@ def sample_patches(patches, idx, psize, gen):
     return torch.stack(out)
 
 
-def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2, idx=None, sat_frac=0.0):
+def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2, idx=None, sat_frac=0.0,
+               dark_stops=4.0):
     if idx is None:
         idx = torch.randint(0, patches.shape[0], (batch,), generator=gen, device=gen.device).tolist()
     rgb = sample_patches(patches, idx, psize, gen)
@@ -593,7 +595,8 @@ def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_f
         noisy = mos + sig[:, None, None, None] * torch.randn(mos.shape, generator=gen, device=gen.device)
         nmap = sig[:, None, None, None].expand(b, noise_channels, h // 2, w // 2).contiguous()
         return noisy, nmap, target, None
-    return raw_batch(rgb, phase, noise_channels, gen, clean_frac=min(zero_frac, 0.08), sat_frac=sat_frac)
+    return raw_batch(rgb, phase, noise_channels, gen, clean_frac=min(zero_frac, 0.08), sat_frac=sat_frac,
+                     dark_stops=dark_stops)
 
 
 def bilinear_hardness(patches, chunk=512):
@@ -894,7 +897,7 @@ def cmd_train(args):
             idx += hard_pool[pick].tolist()
         noisy, nmap, target, ccm = make_batch(patches, args.batch, args.patch, args.regime, hp["phase"],
                                               hp["noise_channels"], gen, args.zero_frac, idx=idx,
-                                              sat_frac=args.sat_frac)
+                                              sat_frac=args.sat_frac, dark_stops=args.dark_stops)
         out = model(noisy, nmap)
         if ccm is not None and args.loss == "rendered":
             # the error as the eval sees it: after colour correction and sRGB encoding
@@ -1054,6 +1057,8 @@ def main():
                     help="fraction of each batch drawn from the hardest 10 %% of patches")
     ap.add_argument("--sat-frac", type=float, default=0.0,
                     help="raw regime: fraction of samples whose chroma is boosted (saturated-colour training)")
+    ap.add_argument("--dark-stops", type=float, default=4.0,
+                    help="raw regime: 40 %% of samples are exposed up to this many stops under (low-light scenes)")
     ap.add_argument("--lr-floor", type=float, default=0.05, help="cosine decays to lr * this")
     ap.add_argument("--val-every", type=float, default=15.0, help="minutes between validation points")
     ap.add_argument("--fresh", action="store_true", help="ignore shipped weights (start from scratch)")
