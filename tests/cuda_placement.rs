@@ -80,6 +80,7 @@ fn auto_runs_on_cpu_and_marks_fallback_in_timings() {
     let p = Pipeline::resolve("fast").unwrap();
     let opts = RunOptions {
         backend: Some(BackendChoice::Auto),
+        ..Default::default()
     };
     let out = graph::run(&p, frame(96, 64), &opts).unwrap();
     let cuda = cuda_available().is_ok();
@@ -109,6 +110,7 @@ fn run_wide_cuda_is_a_typed_error_without_a_device() {
     let p = Pipeline::resolve("fast").unwrap();
     let opts = RunOptions {
         backend: Some(BackendChoice::Cuda),
+        ..Default::default()
     };
     let r = graph::run(&p, frame(64, 48), &opts);
     match cuda_available() {

@@ -229,12 +229,22 @@ fn record(v: &Value) -> Record {
 /// Renders `c` through `p` on a rayon pool of `threads` threads; records
 /// every output by stage id.
 fn render(p: &Pipeline, c: &Case, threads: usize) -> BTreeMap<String, Record> {
+    render_with(p, c, threads, false)
+}
+
+/// As [`render`]; `no_fuse` runs every stage on its own (the reference
+/// path of the fused executor).
+fn render_with(p: &Pipeline, c: &Case, threads: usize, no_fuse: bool) -> BTreeMap<String, Record> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
+    let opts = RunOptions {
+        no_fuse,
+        ..Default::default()
+    };
     let out = pool
-        .install(|| graph::run(p, capture(c), &RunOptions::default()))
+        .install(|| graph::run(p, capture(c), &opts))
         .unwrap_or_else(|e| panic!("{} on {}: {e}", p.file, c.name));
     out.outputs
         .iter()
@@ -396,6 +406,12 @@ fn every_shipped_pipeline_matches_its_golden_digests() {
                     c.name
                 ));
             }
+            if render_with(&p, c, 3, true) != three {
+                failures.push(format!(
+                    "{name}/{}: the fused executor's output differs from --no-fuse",
+                    c.name
+                ));
+            }
             if !bless {
                 match golden.get(&name).and_then(|g| g.get(c.name)) {
                     None => failures.push(format!(
@@ -469,4 +485,47 @@ fn digest_and_mismatch_rules_catch_changes() {
     assert!(mismatch(&want, &img("bb", 100.05, 100.3), false).is_none());
     assert!(mismatch(&want, &img("bb", 100.05, 101.0), false).is_some());
     assert!(mismatch(&want, &img("bb", 100.5, 100.0), false).is_some());
+}
+
+#[test]
+fn shipped_chains_run_fused_and_no_fuse_runs_every_stage_alone() {
+    let c = &CASES[0];
+    // fast: the whole classical chain is one segment (as-shot WB); default:
+    // Menon demosaics on its own, the colour stages after it fuse.
+    for (name, segment) in [("fast", "bl+wb+dm+cc+out"), ("default", "cc+exp+out")] {
+        let p = Pipeline::resolve(name).unwrap();
+        let fused = graph::run(&p, capture(c), &RunOptions::default()).unwrap();
+        let members: Vec<&str> = fused
+            .timings
+            .stages
+            .iter()
+            .filter(|t| t.fused.as_deref() == Some(segment))
+            .map(|t| t.id.as_str())
+            .collect();
+        assert_eq!(
+            members,
+            segment.split('+').collect::<Vec<_>>(),
+            "{name}: {:?}",
+            fused.timings.stages
+        );
+        // Every stage keeps its row; shares are non-negative and add up.
+        let ids = |t: &rawgraph::Timings| t.stages.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+        let reference = graph::run(
+            &p,
+            capture(c),
+            &RunOptions {
+                no_fuse: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (mut a, mut b) = (ids(&fused.timings), ids(&reference.timings));
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{name}: the same stages report in both paths");
+        assert!(reference.timings.stages.iter().all(|t| t.fused.is_none()));
+        assert!(fused.timings.stages.iter().all(|t| t.host_ms >= 0.0));
+        let json = serde_json::to_string(&fused.timings).unwrap();
+        assert!(json.contains(&format!("\"fused\":\"{segment}\"")), "{json}");
+    }
 }

@@ -202,6 +202,7 @@ impl Pipeline {
     fn opts(&self) -> RunOptions {
         RunOptions {
             backend: self.backend,
+            ..Default::default()
         }
     }
 

@@ -51,6 +51,10 @@ pub struct StageStats {
     pub min_ms: f64,
     /// Median device time (CUDA events) of CUDA stages and copies.
     pub device_median_ms: Option<f64>,
+    /// The fused segment the stage ran in (its times are then its share
+    /// of the segment, see `StageTiming::fused`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused: Option<String>,
 }
 
 /// The bench result.
@@ -67,6 +71,10 @@ pub struct BenchReport {
     pub total_p95_ms: f64,
     pub total_min_ms: f64,
     pub megapixels_per_s: f64,
+    /// With `--no-fuse`: the same frame through the unfused reference
+    /// path (every stage on its own), measured right after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unfused: Option<Box<BenchReport>>,
 }
 
 fn stats(v: &mut [f64]) -> (f64, f64, f64) {
@@ -118,14 +126,20 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     };
     let opts = RunOptions {
         backend: a.inputs.backend,
+        no_fuse: false,
     };
-    let report = bench_frame(&pipeline, &frame, &opts, a.warmup, a.iters)?;
+    let mut report = bench_frame(&pipeline, &frame, &opts, a.warmup, a.iters)?;
+    if a.inputs.no_fuse {
+        let reference = RunOptions {
+            no_fuse: true,
+            ..opts
+        };
+        report.unfused = Some(Box::new(bench_frame(
+            &pipeline, &frame, &reference, a.warmup, a.iters,
+        )?));
+    }
     let (w, h) = (report.width, report.height);
-    let (tm, tp, tmin) = (
-        report.total_median_ms,
-        report.total_p95_ms,
-        report.total_min_ms,
-    );
+    let tm = report.total_median_ms;
     if a.json {
         println!(
             "{}",
@@ -142,29 +156,61 @@ pub fn run(a: BenchArgs) -> Result<i32> {
             a.iters,
             a.warmup
         );
-        println!(
-            "{:<14} {:<22} {:<7} {:>10} {:>10} {:>10} {:>10}",
-            "stage", "op", "backend", "median ms", "p95 ms", "min ms", "device ms"
-        );
-        for s in &report.stages {
-            let dev = s
-                .device_median_ms
-                .map(|d| format!("{d:.3}"))
-                .unwrap_or_else(|| "-".into());
+        print_table(&report);
+        if let Some(u) = &report.unfused {
+            println!("\nunfused (--no-fuse, every stage on its own over whole frames):");
+            print_table(u);
             println!(
-                "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2} {:>10}",
-                s.id, s.op, s.backend, s.median_ms, s.p95_ms, s.min_ms, dev
+                "fused {:.2} ms vs unfused {:.2} ms (median): {:.2}x",
+                tm,
+                u.total_median_ms,
+                u.total_median_ms / tm.max(1e-9)
             );
         }
-        println!(
-            "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2}   {:.1} MP/s",
-            "total", "", "", tm, tp, tmin, report.megapixels_per_s
-        );
         if report.stages.iter().any(|s| s.backend.ends_with('*')) {
             println!("* fell back to the CPU (no CUDA device or no kernel for the op)");
         }
     }
     Ok(0)
+}
+
+/// Prints one report's per-stage table and totals.
+fn print_table(report: &BenchReport) {
+    let (tm, tp, tmin) = (
+        report.total_median_ms,
+        report.total_p95_ms,
+        report.total_min_ms,
+    );
+    println!(
+        "{:<14} {:<22} {:<7} {:>10} {:>10} {:>10} {:>10}",
+        "stage", "op", "backend", "median ms", "p95 ms", "min ms", "device ms"
+    );
+    for s in &report.stages {
+        let dev = s
+            .device_median_ms
+            .map(|d| format!("{d:.3}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2} {:>10}",
+            s.id, s.op, s.backend, s.median_ms, s.p95_ms, s.min_ms, dev
+        );
+    }
+    println!(
+        "{:<14} {:<22} {:<7} {:>10.2} {:>10.2} {:>10.2}   {:.1} MP/s",
+        "total", "", "", tm, tp, tmin, report.megapixels_per_s
+    );
+    let mut segments: Vec<&str> = report
+        .stages
+        .iter()
+        .filter_map(|s| s.fused.as_deref())
+        .collect();
+    segments.dedup();
+    if !segments.is_empty() {
+        println!(
+            "fused segments (one strip pass each; member times are shares): {}",
+            segments.join(", ")
+        );
+    }
 }
 
 /// Runs `pipeline` on copies of `frame`: `warmup` untimed runs, then
@@ -180,7 +226,7 @@ pub fn bench_frame(
         return Err(Error::invalid("--iters must be at least 1"));
     }
     let (w, h) = (frame.meta.width, frame.meta.height);
-    type Row = (String, String, String, Vec<f64>, Vec<f64>);
+    type Row = (String, String, String, Vec<f64>, Vec<f64>, Option<String>);
     let mut per_stage: BTreeMap<usize, Row> = BTreeMap::new();
     let mut totals = Vec::new();
     for it in 0..warmup + iters {
@@ -196,7 +242,14 @@ pub fn bench_frame(
                 } else {
                     t.backend.clone()
                 };
-                (t.id.clone(), t.op.clone(), backend, Vec::new(), Vec::new())
+                (
+                    t.id.clone(),
+                    t.op.clone(),
+                    backend,
+                    Vec::new(),
+                    Vec::new(),
+                    t.fused.clone(),
+                )
             });
             row.3.push(t.host_ms);
             row.4.extend(t.device_ms);
@@ -204,7 +257,7 @@ pub fn bench_frame(
     }
     let stages: Vec<StageStats> = per_stage
         .into_values()
-        .map(|(id, op, backend, mut v, mut dev)| {
+        .map(|(id, op, backend, mut v, mut dev, fused)| {
             let (median_ms, p95_ms, min_ms) = stats(&mut v);
             let device_median_ms = (!dev.is_empty()).then(|| stats(&mut dev).0);
             StageStats {
@@ -215,6 +268,7 @@ pub fn bench_frame(
                 p95_ms,
                 min_ms,
                 device_median_ms,
+                fused,
             }
         })
         .collect();
@@ -231,6 +285,7 @@ pub fn bench_frame(
         total_p95_ms: tp,
         total_min_ms: tmin,
         megapixels_per_s: (w * h) as f64 / 1e6 / (tm / 1e3),
+        unfused: None,
     };
     Ok(report)
 }

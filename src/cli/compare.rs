@@ -232,6 +232,7 @@ pub fn run(a: CompareArgs) -> Result<i32> {
     let frame = input::open(&a.input, a.inputs_opts.sidecar.as_deref(), &limits)?;
     let opts = RunOptions {
         backend: a.inputs_opts.backend,
+        no_fuse: a.inputs_opts.no_fuse,
     };
     let mut outs = Vec::new();
     for name in &a.pipelines {

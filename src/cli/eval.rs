@@ -228,6 +228,7 @@ pub fn stage_means<'a>(scores: impl Iterator<Item = &'a ImageScore> + Clone) -> 
                 device_ms: None,
                 megapixels: 0.0,
                 fell_back: false,
+                fused: None,
             });
         for t in decode.iter().chain(&s.timings.stages) {
             match out.iter().position(|m| m.id == t.id) {

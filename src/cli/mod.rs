@@ -83,6 +83,11 @@ pub struct InputArgs {
     /// Backend for every stage (overrides the pipeline's).
     #[arg(long, value_enum)]
     pub backend: Option<BackendChoice>,
+    /// Run every stage on its own over whole frames (the reference path)
+    /// instead of fusing chains of row stages into strip-scheduled
+    /// segments; pixels are identical either way.
+    #[arg(long)]
+    pub no_fuse: bool,
 }
 
 impl InputArgs {

@@ -233,6 +233,7 @@ fn process_one(
     let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
     let opts = RunOptions {
         backend: a.inputs_opts.backend,
+        no_fuse: a.inputs_opts.no_fuse,
     };
     let mut res = graph::run(pipeline, frame, &opts)?;
     res.timings.decode_ms = Some(decode_ms);

@@ -3,12 +3,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::build::Pipeline;
+use super::build::{Node, Pipeline};
+use super::fuse::Segment;
+use super::schedule;
 use super::timing::{StageTiming, Timings};
 use crate::backend::BackendChoice;
 use crate::error::{Error, Result};
 use crate::frame::{Mosaic, MosaicScale, Value, ValueDesc};
 use crate::raw::RawFrame;
+use crate::stages::row_kernel::Header;
 use crate::stages::RunCtx;
 
 /// Options of one run.
@@ -20,6 +23,10 @@ pub struct RunOptions {
     /// fallbacks. A stage's own `backend: cuda` on an op without a kernel
     /// is an error.
     pub backend: Option<BackendChoice>,
+    /// Run every stage on its own over whole frames (the reference path)
+    /// instead of fusing chains of row-kernel stages into strip-scheduled
+    /// segments. Both give identical pixels.
+    pub no_fuse: bool,
 }
 
 /// Results of one run: output values by stage id, plus timings.
@@ -105,7 +112,23 @@ fn run_steps(
         source: source.to_string(),
         ..Default::default()
     };
+    // Chains of CPU row-kernel stages run as fused segments.
+    let eligible: Vec<bool> = p
+        .nodes
+        .iter()
+        .zip(&steps)
+        .map(|(nd, st)| {
+            !opts.no_fuse
+                && matches!(st, Step::Run)
+                && matches!(placement(nd, opts), Ok((false, _)))
+        })
+        .collect();
+    let next = schedule::next_in_chain(p, &eligible);
+    let mut done = vec![false; n];
     for (i, nd) in p.nodes.iter().enumerate() {
+        if done[i] {
+            continue;
+        }
         if let Step::Skip { value, why } = std::mem::replace(&mut steps[i], Step::Run) {
             for &j in &nd.inputs {
                 uses[j] = uses[j].saturating_sub(1);
@@ -124,6 +147,7 @@ fn run_steps(
                 device_ms: None,
                 megapixels: 0.0,
                 fell_back: false,
+                fused: None,
             });
             values[i] = value;
             continue;
@@ -151,31 +175,42 @@ fn run_steps(
                 ))
             })?);
         }
-        let ctx = RunCtx { stage_id: &nd.id };
-        let want = opts.backend.unwrap_or(nd.backend);
-        let (use_cuda, fell_back) = match want {
-            BackendChoice::Cpu => (false, false),
-            BackendChoice::Cuda => {
-                cuda_available().map_err(Error::CudaUnavailable)?;
-                if !nd.stage.has_cuda() && opts.backend == Some(BackendChoice::Cuda) {
-                    // A run-wide `--backend cuda` keeps ops without a kernel
-                    // (raw_source, orient, ...) on the CPU, marked in Timings.
-                    (false, true)
-                } else if !nd.stage.has_cuda() {
-                    return Err(Error::NoBackend {
-                        stage: nd.id.clone(),
-                        op: nd.op.to_string(),
-                        backend: "cuda".into(),
+        if next[i].is_some() {
+            if let Some((seg, members)) = prepare_segment(p, &schedule::chain_from(&next, i), &ins)?
+            {
+                let t0 = Instant::now();
+                let input = ins.pop().ok_or_else(|| Error::invalid("no input"))?;
+                let (out, ns) = seg.run(input).map_err(|e| e.in_stage(&nd.id, nd.op))?;
+                let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let total_ns = ns.iter().sum::<u64>().max(1) as f64;
+                let label = members
+                    .iter()
+                    .map(|&k| p.nodes[k].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+");
+                let megapixels = out.desc().megapixels();
+                for (&k, &t) in members.iter().zip(&ns) {
+                    let member = &p.nodes[k];
+                    timings.stages.push(StageTiming {
+                        id: member.id.clone(),
+                        op: member.op.to_string(),
+                        backend: "cpu".into(),
+                        host_ms: wall_ms * t as f64 / total_ns,
+                        device_ms: None,
+                        megapixels,
+                        fell_back: placement(member, opts)?.1,
+                        fused: Some(label.clone()),
                     });
-                } else {
-                    (true, false)
+                    done[k] = true;
                 }
+                if let Some(&last) = members.last() {
+                    values[last] = Some(out);
+                }
+                continue;
             }
-            BackendChoice::Auto => {
-                let ok = nd.stage.has_cuda() && cuda_available().is_ok();
-                (ok, !ok)
-            }
-        };
+        }
+        let ctx = RunCtx { stage_id: &nd.id };
+        let (use_cuda, fell_back) = placement(nd, opts)?;
         let t0 = Instant::now();
         if use_cuda {
             // Clear anything a failed earlier stage left behind.
@@ -202,6 +237,7 @@ fn run_steps(
             device_ms: dev.map(|t| t.kernel_ms),
             megapixels: d.megapixels(),
             fell_back,
+            fused: None,
         });
         // Host<->device copies are their own timed steps (device time from
         // CUDA events; their host time is already in the stage's row).
@@ -219,6 +255,7 @@ fn run_steps(
                         device_ms: Some(ms),
                         megapixels: 0.0,
                         fell_back: false,
+                        fused: None,
                     });
                 }
             }
@@ -234,4 +271,72 @@ fn run_steps(
         outputs.push((p.nodes[o].id.clone(), v));
     }
     Ok(RunOutput { outputs, timings })
+}
+
+/// Where a node runs: `(use_cuda, fell_back)`. A run-wide `--backend
+/// cuda` keeps ops without a kernel (raw_source, orient, ...) on the CPU,
+/// marked as fallbacks; a stage's own `backend: cuda` on an op without a
+/// kernel is an error.
+fn placement(nd: &Node, opts: &RunOptions) -> Result<(bool, bool)> {
+    let want = opts.backend.unwrap_or(nd.backend);
+    Ok(match want {
+        BackendChoice::Cpu => (false, false),
+        BackendChoice::Cuda => {
+            cuda_available().map_err(Error::CudaUnavailable)?;
+            if !nd.stage.has_cuda() && opts.backend == Some(BackendChoice::Cuda) {
+                (false, true)
+            } else if !nd.stage.has_cuda() {
+                return Err(Error::NoBackend {
+                    stage: nd.id.clone(),
+                    op: nd.op.to_string(),
+                    backend: "cuda".into(),
+                });
+            } else {
+                (true, false)
+            }
+        }
+        BackendChoice::Auto => {
+            let ok = nd.stage.has_cuda() && cuda_available().is_ok();
+            (ok, !ok)
+        }
+    })
+}
+
+/// The longest prefix (two members or more) of `chain` whose row kernels
+/// are available for this frame, as a prepared segment with its members;
+/// `None` when fewer than two are (the stage then runs on its own).
+fn prepare_segment(
+    p: &Pipeline,
+    chain: &[usize],
+    ins: &[Value],
+) -> Result<Option<(Segment, Vec<usize>)>> {
+    let Some(mut hdr) = ins.first().and_then(Header::of) else {
+        return Ok(None);
+    };
+    let mut seg = Segment {
+        kernels: Vec::new(),
+        out: hdr.clone(),
+    };
+    let mut members = Vec::new();
+    for &k in chain {
+        let nd = &p.nodes[k];
+        let Some((kern, out)) = nd
+            .stage
+            .row_kernel(&hdr)
+            .map_err(|e| e.in_stage(&nd.id, nd.op))?
+        else {
+            break;
+        };
+        if !seg.accepts(&kern) {
+            break;
+        }
+        seg.kernels.push(kern);
+        members.push(k);
+        hdr = out;
+    }
+    if members.len() < 2 {
+        return Ok(None);
+    }
+    seg.out = hdr;
+    Ok(Some((seg, members)))
 }

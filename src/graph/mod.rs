@@ -1,9 +1,12 @@
 //! The stage graph: YAML spec ([`spec`]), validation and compilation
-//! ([`build`]), execution ([`exec`]) and per-stage timings ([`timing`]).
+//! ([`build`]), the scheduling pass ([`schedule`]), execution ([`exec`],
+//! with fused segments from [`fuse`]) and per-stage timings ([`timing`]).
 
 pub mod build;
 pub mod exec;
+pub mod fuse;
 pub mod linear_raw;
+pub mod schedule;
 pub mod spec;
 pub mod timing;
 

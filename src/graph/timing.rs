@@ -19,6 +19,12 @@ pub struct StageTiming {
     pub megapixels: f64,
     /// True when `auto` placement fell back to the CPU.
     pub fell_back: bool,
+    /// The fused segment this stage ran in (its members' ids joined by
+    /// `+`); `host_ms` is then the stage's share of the segment's wall
+    /// time, in proportion to the time its row kernel took. Absent for
+    /// stages run on their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused: Option<String>,
 }
 
 /// All stage timings of one run.

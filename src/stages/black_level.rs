@@ -3,10 +3,10 @@
 //!
 //! out = (dn - black(y, x)) / (white(c) - black(y, x)), per photosite.
 
-use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{one_input, parse_params, take_mosaic, RunCtx, Stage, ROWS_PER_TASK};
+use super::row_kernel::{run_mosaic_rows, Header, HeaderKind, MosaicRowFn, RowKernel, RowShape};
+use super::{one_input, parse_params, take_mosaic, RunCtx, Stage};
 use crate::error::{Error, Result};
 use crate::frame::{MosaicScale, Value, ValueDesc, ValueKind};
 
@@ -19,6 +19,10 @@ pub struct Params {
     pub clip_negative: bool,
 }
 
+/// Lane width of the vectorised row loop (a multiple of every common
+/// black-level period: 1, 2, 4, 8, 16).
+const LANES: usize = 16;
+
 /// The compiled `black_level` op.
 #[derive(Debug)]
 pub struct BlackLevel {
@@ -29,6 +33,67 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
     Ok(Box::new(BlackLevel {
         p: parse_params(params)?,
     }))
+}
+
+impl BlackLevel {
+    /// The per-row kernel for a mosaic described by `hdr` (raw DN), and
+    /// the header of its output (normalised).
+    fn kernel(&self, hdr: &Header) -> Result<(MosaicRowFn, Header)> {
+        let (cfa, scale) = hdr
+            .mosaic()
+            .ok_or_else(|| Error::invalid("expected a mosaic"))?;
+        if scale == MosaicScale::Normalized {
+            return Err(Error::invalid("black level is already applied"));
+        }
+        let black = hdr.meta.black.clone();
+        let white = hdr.meta.white;
+        let clip = self.p.clip_negative;
+        let (rw, rh) = (black.repeat_width.max(1), black.repeat_height.max(1));
+        // Offset and scale for each column of the combined (black repeat x
+        // Bayer) period, so the inner loop is a multiply-add.
+        let period = if rw % 2 == 0 { rw } else { 2 * rw };
+        let f: MosaicRowFn = Box::new(move |y, row| {
+            let at = |k: usize| {
+                let b = black.values[(y % rh) * rw + (k % rw)];
+                let s = 1.0 / (white[cfa.color_at(y, k)] - b);
+                (-b * s, s)
+            };
+            let apply = |v: &mut f32, (o, s): (f32, f32)| {
+                let t = *v * s + o;
+                *v = if clip { t.max(0.0) } else { t };
+            };
+            if LANES % period == 0 {
+                // Fixed-width lanes (the period divides them): vectorises.
+                let mut off = [0f32; LANES];
+                let mut scale = [0f32; LANES];
+                for k in 0..LANES {
+                    (off[k], scale[k]) = at(k);
+                }
+                let mut chunks = row.chunks_exact_mut(LANES);
+                for vs in &mut chunks {
+                    for k in 0..LANES {
+                        apply(&mut vs[k], (off[k], scale[k]));
+                    }
+                }
+                for (k, v) in chunks.into_remainder().iter_mut().enumerate() {
+                    apply(v, (off[k], scale[k]));
+                }
+            } else {
+                let os: Vec<(f32, f32)> = (0..period).map(at).collect();
+                for vs in row.chunks_mut(period) {
+                    for (v, &os) in vs.iter_mut().zip(&os) {
+                        apply(v, os);
+                    }
+                }
+            }
+        });
+        let mut out = hdr.clone();
+        out.kind = HeaderKind::Mosaic {
+            cfa,
+            scale: MosaicScale::Normalized,
+        };
+        Ok((f, out))
+    }
 }
 
 impl Stage for BlackLevel {
@@ -47,42 +112,20 @@ impl Stage for BlackLevel {
                 .next()
                 .ok_or_else(|| Error::invalid("no input"))?,
         )?;
-        if m.scale == MosaicScale::Normalized {
-            return Err(Error::invalid("black level is already applied"));
-        }
-        let (w, cfa) = (m.width, m.cfa);
-        let black = m.meta.black.clone();
-        let white = m.meta.white;
-        let clip = self.p.clip_negative;
-        let (rw, rh) = (black.repeat_width, black.repeat_height);
-        m.data
-            .par_chunks_mut(w * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(chunk, rows)| {
-                // Per row: offset and scale for each column of the
-                // combined (black repeat x Bayer) period, so the inner loop
-                // is a multiply-add.
-                let period = if rw % 2 == 0 { rw } else { 2 * rw };
-                let mut off = vec![0f32; period];
-                let mut scale = vec![0f32; period];
-                for (r, row) in rows.chunks_exact_mut(w).enumerate() {
-                    let y = chunk * ROWS_PER_TASK + r;
-                    for k in 0..period {
-                        let b = black.values[(y % rh) * rw + (k % rw)];
-                        let s = 1.0 / (white[cfa.color_at(y, k)] - b);
-                        off[k] = -b * s;
-                        scale[k] = s;
-                    }
-                    for vs in row.chunks_mut(period) {
-                        for ((v, o), s) in vs.iter_mut().zip(&off).zip(&scale) {
-                            let t = *v * s + o;
-                            *v = if clip { t.max(0.0) } else { t };
-                        }
-                    }
-                }
-            });
-        m.scale = MosaicScale::Normalized;
+        let hdr = Header::of_mosaic(&m);
+        let (f, out) = self.kernel(&hdr)?;
+        run_mosaic_rows(&mut m, &f);
+        out.stamp_mosaic(&mut m);
         Ok(Value::Mosaic(m.into()))
+    }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape::POINT)
+    }
+
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        let (f, out) = self.kernel(input)?;
+        Ok(Some((RowKernel::Mosaic(f), out)))
     }
 
     fn has_cuda(&self) -> bool {

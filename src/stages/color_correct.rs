@@ -7,10 +7,10 @@
 //! source gives a camera -> sRGB matrix directly (sidecars), that is used.
 //! With two calibration illuminants, the one closest to D65 is taken.
 
-use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{one_input, parse_params, take_image, RunCtx, Stage, ROWS_PER_TASK};
+use super::row_kernel::{run_image_rows, Header, HeaderKind, ImageRowFn, RowKernel, RowShape};
+use super::{one_input, parse_params, take_image, RunCtx, Stage};
 use crate::color::{self, Mat3};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Value, ValueDesc, ValueKind};
@@ -105,22 +105,28 @@ impl Stage for ColorCorrect {
                 .next()
                 .ok_or_else(|| Error::invalid("no input"))?,
         )?;
-        let m = self.matrix(&img.meta)?;
-        let w = img.width;
-        let [r, g, b] = img.planes_mut();
-        r.par_chunks_mut(w * ROWS_PER_TASK)
-            .zip(g.par_chunks_mut(w * ROWS_PER_TASK))
-            .zip(b.par_chunks_mut(w * ROWS_PER_TASK))
-            .for_each(|((r, g), b)| {
-                for i in 0..r.len() {
-                    let o = color::apply(&m, [r[i], g[i], b[i]]);
-                    r[i] = o[0];
-                    g[i] = o[1];
-                    b[i] = o[2];
-                }
-            });
+        let f = matrix_kernel(self.matrix(&img.meta)?);
+        run_image_rows(&mut img, &f);
         img.space = ColorSpace::LinearSrgb;
         Ok(Value::Image(img.into()))
+    }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape::POINT)
+    }
+
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        if input.space() != Some(ColorSpace::Camera) {
+            return Err(Error::invalid("expected a camera-RGB image"));
+        }
+        let mut out = input.clone();
+        out.kind = HeaderKind::Image {
+            space: ColorSpace::LinearSrgb,
+        };
+        Ok(Some((
+            RowKernel::Image(matrix_kernel(self.matrix(&input.meta)?)),
+            out,
+        )))
     }
 
     fn has_cuda(&self) -> bool {
@@ -143,6 +149,18 @@ impl Stage for ColorCorrect {
         img.space = ColorSpace::LinearSrgb;
         Ok(Value::Image(img.into()))
     }
+}
+
+/// The per-pixel kernel: `out = m * [r, g, b]`.
+fn matrix_kernel(m: Mat3) -> ImageRowFn {
+    Box::new(move |[r, g, b]| {
+        for i in 0..r.len() {
+            let o = color::apply(&m, [r[i], g[i], b[i]]);
+            r[i] = o[0];
+            g[i] = o[1];
+            b[i] = o[2];
+        }
+    })
 }
 
 impl ColorCorrect {

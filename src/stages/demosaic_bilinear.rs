@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 
+use super::row_kernel::{DemosaicFn, Header, HeaderKind, RowKernel, RowShape};
 use super::{mosaic_ref, one_input, parse_params, RunCtx, Stage};
 use crate::backend::cpu::demosaic_strips;
 use crate::error::{Error, Result};
@@ -42,24 +43,7 @@ impl Stage for DemosaicBilinear {
     fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
         let v = inputs.first().ok_or_else(|| Error::invalid("no input"))?;
         let m = mosaic_ref(v)?;
-        let w = m.width;
-        let data = demosaic_strips(m, 2, 32, |t, _y0, [r, g, b]| {
-            let rows = r.len() / w;
-            for oy in 0..rows {
-                let ty = oy + t.halo;
-                let o = oy * w;
-                let (ro, go, bo) = (&mut r[o..o + w], &mut g[o..o + w], &mut b[o..o + w]);
-                for start in 0..2 {
-                    let tx0 = start + t.halo;
-                    match site(t.cfa, ty, tx0) {
-                        Site::R => row_kernel::<0>(t, ty, start, ro, go, bo),
-                        Site::B => row_kernel::<1>(t, ty, start, ro, go, bo),
-                        Site::GRedRow => row_kernel::<2>(t, ty, start, ro, go, bo),
-                        Site::GBlueRow => row_kernel::<3>(t, ty, start, ro, go, bo),
-                    }
-                }
-            }
-        });
+        let data = demosaic_strips(m, HALO, 32, |t, _y0, out| fill(t, out));
         Ok(Value::Image(
             Image {
                 width: m.width,
@@ -72,6 +56,26 @@ impl Stage for DemosaicBilinear {
             .into(),
         ))
     }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape {
+            halo: HALO,
+            row_align: 2,
+        })
+    }
+
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        if input.mosaic().is_none() {
+            return Err(Error::invalid("expected a mosaic"));
+        }
+        let mut out = input.clone();
+        out.kind = HeaderKind::Image {
+            space: ColorSpace::Camera,
+        };
+        let f: DemosaicFn = Box::new(fill);
+        Ok(Some((RowKernel::Demosaic { halo: HALO, f }, out)))
+    }
+
     fn has_cuda(&self) -> bool {
         true
     }
@@ -93,6 +97,32 @@ impl Stage for DemosaicBilinear {
             }
             .into(),
         ))
+    }
+}
+
+/// Mirrored context around each strip (rows and columns; even).
+const HALO: usize = 2;
+
+/// Fills the interior rows of tile `t` (every output pixel of the strip).
+fn fill(t: &crate::backend::cpu::Tile, [r, g, b]: [&mut [f32]; 3]) {
+    let w = t.w - 2 * t.halo;
+    if w == 0 {
+        return;
+    }
+    let rows = r.len() / w;
+    for oy in 0..rows {
+        let ty = oy + t.halo;
+        let o = oy * w;
+        let (ro, go, bo) = (&mut r[o..o + w], &mut g[o..o + w], &mut b[o..o + w]);
+        for start in 0..2 {
+            let tx0 = start + t.halo;
+            match site(t.cfa, ty, tx0) {
+                Site::R => row_sites::<0>(t, ty, start, ro, go, bo),
+                Site::B => row_sites::<1>(t, ty, start, ro, go, bo),
+                Site::GRedRow => row_sites::<2>(t, ty, start, ro, go, bo),
+                Site::GBlueRow => row_sites::<3>(t, ty, start, ro, go, bo),
+            }
+        }
     }
 }
 
@@ -121,7 +151,7 @@ pub(crate) fn site(cfa: crate::raw::CfaPattern, ty: usize, tx: usize) -> Site {
 /// Fills every second output pixel of a row from `start`, all of the same
 /// site kind `S` (0 R, 1 B, 2 G in a red row, 3 G in a blue row).
 #[inline(always)]
-fn row_kernel<const S: u8>(
+fn row_sites<const S: u8>(
     t: &crate::backend::cpu::Tile,
     ty: usize,
     start: usize,

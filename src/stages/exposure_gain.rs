@@ -12,7 +12,8 @@
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{check_range, parse_params, take_image, RunCtx, Stage, ROWS_PER_TASK};
+use super::row_kernel::{run_image_rows, Header, ImageRowFn, RowKernel, RowShape};
+use super::{check_range, parse_params, take_image, RunCtx, Stage};
 use crate::color::luminance;
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc, ValueKind};
@@ -150,11 +151,34 @@ impl Stage for ExposureGain {
         let mut img = take_image(it.next().ok_or_else(|| Error::invalid("no input"))?)?;
         let gain = self.gain(&img, it.next())?;
         if gain != 1.0 {
-            img.data
-                .par_chunks_mut(img.width * ROWS_PER_TASK)
-                .for_each(|c| c.iter_mut().for_each(|v| *v *= gain));
+            run_image_rows(&mut img, &gain_kernel(gain));
         }
         Ok(Value::Image(img.into()))
+    }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape::POINT)
+    }
+
+    /// A row kernel in manual mode (the gain needs no pixels); metering
+    /// (auto) makes the stage a segment boundary. With a second input
+    /// (EV or exposure control) the stage never reaches a segment: the
+    /// scheduler fuses single-input stages only.
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        if input.space().is_none_or(|s| s == ColorSpace::Srgb) {
+            return Err(Error::invalid("expected a linear image"));
+        }
+        if self.p.mode != ExposureMode::Manual {
+            return Ok(None);
+        }
+        let ev = self.p.ev;
+        if !ev.is_finite() {
+            return Err(Error::invalid(format!("exposure of {ev} EV is not finite")));
+        }
+        Ok(Some((
+            RowKernel::Image(gain_kernel(2f32.powf(ev))),
+            input.clone(),
+        )))
     }
 
     fn has_cuda(&self) -> bool {
@@ -176,6 +200,17 @@ impl Stage for ExposureGain {
         }
         Ok(Value::Image(img.into()))
     }
+}
+
+/// The per-pixel kernel: every value times `gain`.
+fn gain_kernel(gain: f32) -> ImageRowFn {
+    Box::new(move |planes| {
+        if gain != 1.0 {
+            for p in planes {
+                p.iter_mut().for_each(|v| *v *= gain);
+            }
+        }
+    })
 }
 
 impl ExposureGain {

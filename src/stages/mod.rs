@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::frame::{Image, Mosaic, Value, ValueDesc};
+use row_kernel::{Header, RowKernel, RowShape};
 
 pub mod black_level;
 pub mod color_correct;
@@ -31,6 +32,7 @@ pub mod noise_estimate;
 pub mod orient;
 pub mod raw_source;
 pub mod resize;
+pub mod row_kernel;
 pub mod sharpen;
 pub mod srgb_encode;
 pub mod tone_curve;
@@ -61,6 +63,23 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     /// Runs on the CPU. `inputs` are owned: the last consumer of a buffer
     /// may reuse it in place.
     fn run_cpu(&self, ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value>;
+
+    /// Row geometry when the op can run as a row kernel inside a fused
+    /// segment (see [`Stage::row_kernel`]); `None`, the default, makes the
+    /// stage a segment boundary for the scheduling pass.
+    fn row_shape(&self) -> Option<RowShape> {
+        None
+    }
+
+    /// The op's row kernel for a frame whose input is described by
+    /// `input`, with its per-frame constants computed once, plus the
+    /// header of its output. `Ok(None)` when this frame needs whole-frame
+    /// pixels first (a gray-world white balance): the executor then runs
+    /// the stage on its own. Implemented by the ops with a
+    /// [`Stage::row_shape`]; their `run_cpu` runs the same kernel.
+    fn row_kernel(&self, _input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        Ok(None)
+    }
 
     /// Whether [`Stage::run_cuda`] is implemented.
     fn has_cuda(&self) -> bool {

@@ -2,10 +2,12 @@
 //! (IEC 61966-2-1), clamped. A 4096-entry table (L1-resident) with linear
 //! interpolation keeps it within 2e-5 of the formula (about one 16-bit code).
 
-use rayon::prelude::*;
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-use super::{one_input, parse_params, take_image, RunCtx, Stage, ROWS_PER_TASK};
+use super::row_kernel::{run_image_rows, Header, HeaderKind, ImageRowFn, RowKernel, RowShape};
+use super::{one_input, parse_params, take_image, RunCtx, Stage};
 use crate::color::srgb_encode;
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Value, ValueDesc, ValueKind};
@@ -18,14 +20,16 @@ pub struct Params {}
 /// The compiled `srgb_encode` op; holds its table.
 #[derive(Debug)]
 pub struct SrgbEncode {
-    lut: Box<[f32; N + 1]>,
+    lut: Arc<[f32; N + 1]>,
 }
 
 const N: usize = 4096;
 
 pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
     let _: Params = parse_params(params)?;
-    Ok(Box::new(SrgbEncode { lut: table() }))
+    Ok(Box::new(SrgbEncode {
+        lut: table().into(),
+    }))
 }
 
 /// The encode table: N + 1 samples over [0, 1].
@@ -38,6 +42,16 @@ fn table() -> Box<[f32; N + 1]> {
 }
 
 impl SrgbEncode {
+    /// The per-pixel kernel: every plane through the table.
+    fn kernel(&self) -> ImageRowFn {
+        let lut = self.lut.clone();
+        Box::new(move |planes| {
+            for p in planes {
+                encode_slice(&lut, p);
+            }
+        })
+    }
+
     /// Encodes one linear value (clamped to [0, 1]).
     #[inline(always)]
     pub fn encode(&self, v: f32) -> f32 {
@@ -130,11 +144,24 @@ impl Stage for SrgbEncode {
                 .next()
                 .ok_or_else(|| Error::invalid("no input"))?,
         )?;
-        img.data
-            .par_chunks_mut(img.width * ROWS_PER_TASK)
-            .for_each(|c| encode_slice(&self.lut, c));
+        run_image_rows(&mut img, &self.kernel());
         img.space = ColorSpace::Srgb;
         Ok(Value::Image(img.into()))
+    }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape::POINT)
+    }
+
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        if input.space().is_none_or(|s| s == ColorSpace::Srgb) {
+            return Err(Error::invalid("expected a linear image"));
+        }
+        let mut out = input.clone();
+        out.kind = HeaderKind::Image {
+            space: ColorSpace::Srgb,
+        };
+        Ok(Some((RowKernel::Image(self.kernel()), out)))
     }
 
     fn has_cuda(&self) -> bool {
@@ -172,7 +199,9 @@ mod tests {
 
     #[test]
     fn lut_matches_formula() {
-        let s = SrgbEncode { lut: table() };
+        let s = SrgbEncode {
+            lut: table().into(),
+        };
         for i in 0..=10_000 {
             let v = i as f32 / 10_000.0;
             assert!((s.encode(v) - srgb_encode(v)).abs() < 2e-5, "{v}");

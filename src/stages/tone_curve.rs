@@ -11,10 +11,12 @@
 //! (`max(white_point, control.white_point)`), so protected highlights such
 //! as a bright sky are compressed instead of clipped.
 
-use rayon::prelude::*;
+use std::sync::Arc;
+
 use serde::Deserialize;
 
-use super::{check_range, parse_params, take_image, RunCtx, Stage, ROWS_PER_TASK};
+use super::row_kernel::{run_image_rows, Header, ImageRowFn, RowKernel, RowShape};
+use super::{check_range, parse_params, take_image, RunCtx, Stage};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Value, ValueDesc, ValueKind};
 
@@ -52,6 +54,8 @@ impl Default for Params {
 #[derive(Debug)]
 pub struct ToneCurve {
     p: Params,
+    /// [`ToneCurve::lut`], computed once when the curve is built.
+    table: Arc<[f32]>,
 }
 
 pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
@@ -70,7 +74,7 @@ pub fn build(params: serde_json::Value) -> std::result::Result<ToneCurve, String
             p.white_point, p.knee
         ));
     }
-    Ok(ToneCurve { p })
+    Ok(ToneCurve::new(p))
 }
 
 /// The filmic shoulder, not normalised.
@@ -128,21 +132,26 @@ impl Stage for ToneCurve {
         if this.p.curve == Curve::Linear {
             return Ok(Value::Image(img.into()));
         }
-        const N: usize = LUT_SIZE;
-        let wp = this.p.white_point;
-        let lut = this.lut();
-        let scale = N as f32 / wp;
-        img.data
-            .par_chunks_mut(img.width * ROWS_PER_TASK)
-            .for_each(|c| {
-                for v in c.iter_mut() {
-                    let t = (v.max(0.0) * scale).min(N as f32);
-                    let i = (t as usize).min(N - 1);
-                    let f = t - i as f32;
-                    *v = lut[i] + f * (lut[i + 1] - lut[i]);
-                }
-            });
+        run_image_rows(&mut img, &this.kernel());
         Ok(Value::Image(img.into()))
+    }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape::POINT)
+    }
+
+    /// With one input (no exposure control) the curve is this stage's own,
+    /// its table computed at build time.
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        if input.space().is_none_or(|s| s == ColorSpace::Srgb) {
+            return Err(Error::invalid("expected a linear image"));
+        }
+        let f: ImageRowFn = if self.p.curve == Curve::Linear {
+            Box::new(|_| {})
+        } else {
+            self.kernel()
+        };
+        Ok(Some((RowKernel::Image(f), input.clone())))
     }
 
     fn has_cuda(&self) -> bool {
@@ -157,7 +166,7 @@ impl Stage for ToneCurve {
             return Ok(Value::Image(img.into()));
         }
         let steps = crate::backend::cuda::ColorSteps {
-            tone_lut: Some(this.lut()),
+            tone_lut: Some(this.table.to_vec()),
             tone_max: this.p.white_point,
             ..Default::default()
         };
@@ -186,7 +195,7 @@ impl ToneCurve {
                 p.white_point = p.white_point.max(c.white_point.min(64.0));
             }
         }
-        Ok((img, ToneCurve { p }))
+        Ok((img, ToneCurve::new(p)))
     }
 }
 
@@ -194,6 +203,34 @@ impl ToneCurve {
 const LUT_SIZE: usize = 4096;
 
 impl ToneCurve {
+    /// A curve with its table.
+    fn new(p: Params) -> ToneCurve {
+        let mut c = ToneCurve {
+            p,
+            table: Arc::from(Vec::new()),
+        };
+        c.table = c.lut().into();
+        c
+    }
+
+    /// The per-pixel kernel: every value through the table, linearly
+    /// interpolated (inputs clamped to [0, white_point]).
+    fn kernel(&self) -> ImageRowFn {
+        const N: usize = LUT_SIZE;
+        let lut = self.table.clone();
+        let scale = N as f32 / self.p.white_point;
+        Box::new(move |planes| {
+            for p in planes {
+                for v in p.iter_mut() {
+                    let t = (v.max(0.0) * scale).min(N as f32);
+                    let i = (t as usize).min(N - 1);
+                    let f = t - i as f32;
+                    *v = lut[i] + f * (lut[i + 1] - lut[i]);
+                }
+            }
+        })
+    }
+
     /// The curve as a table of `LUT_SIZE + 1` entries over
     /// [0, white_point], interpolated linearly by both backends.
     pub fn lut(&self) -> Vec<f32> {

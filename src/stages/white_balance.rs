@@ -6,9 +6,11 @@
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::{check_range, one_input, parse_params, take_mosaic, RunCtx, Stage, ROWS_PER_TASK};
+use super::row_kernel::{run_mosaic_rows, Header, MosaicRowFn, RowKernel, RowShape};
+use super::{check_range, one_input, parse_params, take_mosaic, RunCtx, Stage};
 use crate::error::{Error, Result};
 use crate::frame::{Mosaic, Value, ValueDesc, ValueKind};
+use crate::raw::{CfaPattern, RawMeta};
 
 /// How the multipliers are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -117,30 +119,39 @@ impl Stage for WhiteBalance {
         let Some(g) = self.normalized_gains(&m)? else {
             return Ok(Value::Mosaic(m.into()));
         };
-        let (w, cfa, clip) = (m.width, m.cfa, self.p.clip_highlights);
-        m.data
-            .par_chunks_mut(w * ROWS_PER_TASK)
-            .enumerate()
-            .for_each(|(chunk, rows)| {
-                for (r, row) in rows.chunks_exact_mut(w).enumerate() {
-                    let y = chunk * ROWS_PER_TASK + r;
-                    let (g0, g1) = (g[cfa.color_at(y, 0)], g[cfa.color_at(y, 1)]);
-                    for pair in row.chunks_mut(2) {
-                        pair[0] *= g0;
-                        if clip {
-                            pair[0] = pair[0].min(1.0);
-                        }
-                        if let Some(v) = pair.get_mut(1) {
-                            *v *= g1;
-                            if clip {
-                                *v = v.min(1.0);
-                            }
-                        }
-                    }
-                }
-            });
+        let f = gain_kernel(m.cfa, g, self.p.clip_highlights);
+        run_mosaic_rows(&mut m, &f);
         m.wb_applied = Some(g);
         Ok(Value::Mosaic(m.into()))
+    }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape::POINT)
+    }
+
+    /// `None` when the gains come from the frame's pixels (gray world).
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        let (cfa, _) = input
+            .mosaic()
+            .ok_or_else(|| Error::invalid("expected a mosaic"))?;
+        let gains = match self.p.mode {
+            WbMode::None => {
+                return Ok(Some((
+                    RowKernel::Mosaic(Box::new(|_, _| {})),
+                    input.clone(),
+                )))
+            }
+            WbMode::GrayWorld => return Ok(None),
+            WbMode::Auto if input.meta.wb_gains.is_none() => return Ok(None),
+            _ => self.gains_from_meta(&input.meta)?,
+        };
+        let g = normalize(gains);
+        let mut out = input.clone();
+        out.wb_applied = Some(g);
+        Ok(Some((
+            RowKernel::Mosaic(gain_kernel(cfa, g, self.p.clip_highlights)),
+            out,
+        )))
     }
 
     fn has_cuda(&self) -> bool {
@@ -176,20 +187,54 @@ impl WhiteBalance {
     fn normalized_gains(&self, m: &Mosaic) -> Result<Option<[f32; 3]>> {
         let gains = match self.p.mode {
             WbMode::None => return Ok(None),
+            WbMode::GrayWorld => gray_world(m),
+            WbMode::Auto if m.meta.wb_gains.is_none() => gray_world(m),
+            _ => self.gains_from_meta(&m.meta)?,
+        };
+        Ok(Some(normalize(gains)))
+    }
+
+    /// The manual or as-shot multipliers (the modes that need no pixels).
+    fn gains_from_meta(&self, meta: &RawMeta) -> Result<[f32; 3]> {
+        Ok(match self.p.mode {
             WbMode::Manual => self.p.gains.unwrap_or([1.0; 3]),
-            WbMode::AsShot => m.meta.wb_gains.ok_or_else(|| {
+            _ => meta.wb_gains.ok_or_else(|| {
                 Error::invalid(format!(
                     "{}: no as-shot white balance in the file (use mode: auto or gray_world)",
-                    m.meta.source
+                    meta.source
                 ))
             })?,
-            WbMode::Auto => match m.meta.wb_gains {
-                Some(g) => g,
-                None => gray_world(m),
-            },
-            WbMode::GrayWorld => gray_world(m),
-        };
-        let min = gains.iter().cloned().fold(f32::MAX, f32::min);
-        Ok(Some([gains[0] / min, gains[1] / min, gains[2] / min]))
+        })
     }
+}
+
+/// Multipliers scaled so the smallest is 1.
+fn normalize(gains: [f32; 3]) -> [f32; 3] {
+    let min = gains.iter().cloned().fold(f32::MAX, f32::min);
+    [gains[0] / min, gains[1] / min, gains[2] / min]
+}
+
+/// The per-row kernel: each photosite times its colour's gain, clipped at
+/// 1.0 when `clip` (mosaic phase `cfa` at row 0, column 0).
+fn gain_kernel(cfa: CfaPattern, g: [f32; 3], clip: bool) -> MosaicRowFn {
+    Box::new(move |y, row| {
+        // 16 fixed lanes of alternating gains: the loop vectorises.
+        let (g0, g1) = (g[cfa.color_at(y, 0)], g[cfa.color_at(y, 1)]);
+        let gains: [f32; 16] = std::array::from_fn(|k| if k % 2 == 0 { g0 } else { g1 });
+        let apply = |v: &mut f32, g: f32| {
+            *v *= g;
+            if clip {
+                *v = v.min(1.0);
+            }
+        };
+        let mut chunks = row.chunks_exact_mut(16);
+        for vs in &mut chunks {
+            for k in 0..16 {
+                apply(&mut vs[k], gains[k]);
+            }
+        }
+        for (k, v) in chunks.into_remainder().iter_mut().enumerate() {
+            apply(v, gains[k]);
+        }
+    })
 }

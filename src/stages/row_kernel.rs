@@ -1,0 +1,182 @@
+//! The row-kernel stage contract read by the fused executor
+//! (`graph::schedule`, `graph::fuse`).
+//!
+//! A stage that can work a strip of rows at a time declares its
+//! [`RowShape`] (statically, for the scheduling pass) and, once the frame's
+//! header is known, hands out a [`RowKernel`] with every per-frame constant
+//! (gains, matrices, tables) computed once. Its own `run_cpu` runs the same
+//! kernel over the whole frame, so the fused and unfused paths share their
+//! arithmetic and give identical pixels.
+
+use std::sync::Arc;
+
+use crate::backend::cpu::Tile;
+use crate::frame::{ColorSpace, Image, Mosaic, MosaicScale, Value};
+use crate::raw::{CfaPattern, RawMeta};
+
+/// Geometry of a row stage: what the scheduler needs to cut strips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowShape {
+    /// Rows (and columns) of context needed on each side, mirrored at the
+    /// frame border; 0 for per-pixel stages.
+    pub halo: usize,
+    /// Strips must start on a multiple of this row (2 for Bayer stencils).
+    pub row_align: usize,
+}
+
+impl RowShape {
+    /// A per-pixel stage.
+    pub const POINT: RowShape = RowShape {
+        halo: 0,
+        row_align: 1,
+    };
+}
+
+/// What a value is, without its pixels: enough to prepare the next
+/// member's kernel in a fused segment.
+#[derive(Debug, Clone)]
+pub struct Header {
+    pub width: usize,
+    pub height: usize,
+    pub kind: HeaderKind,
+    /// White-balance multipliers (R, G, B) applied upstream.
+    pub wb_applied: Option<[f32; 3]>,
+    pub meta: Arc<RawMeta>,
+}
+
+/// Mosaic or image, with the fields that describe its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderKind {
+    Mosaic { cfa: CfaPattern, scale: MosaicScale },
+    Image { space: ColorSpace },
+}
+
+impl Header {
+    /// The header of a pixel value; `None` for non-pixel values.
+    pub fn of(v: &Value) -> Option<Header> {
+        match v {
+            Value::Mosaic(m) => Some(Header::of_mosaic(m)),
+            Value::Image(i) => Some(Header {
+                width: i.width,
+                height: i.height,
+                kind: HeaderKind::Image { space: i.space },
+                wb_applied: i.wb_applied,
+                meta: i.meta.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The header of a mosaic.
+    pub fn of_mosaic(m: &Mosaic) -> Header {
+        Header {
+            width: m.width,
+            height: m.height,
+            kind: HeaderKind::Mosaic {
+                cfa: m.cfa,
+                scale: m.scale,
+            },
+            wb_applied: m.wb_applied,
+            meta: m.meta.clone(),
+        }
+    }
+
+    /// The mosaic's Bayer phase and scale, or `None` for an image.
+    pub fn mosaic(&self) -> Option<(CfaPattern, MosaicScale)> {
+        match self.kind {
+            HeaderKind::Mosaic { cfa, scale } => Some((cfa, scale)),
+            HeaderKind::Image { .. } => None,
+        }
+    }
+
+    /// The image's colour space, or `None` for a mosaic.
+    pub fn space(&self) -> Option<ColorSpace> {
+        match self.kind {
+            HeaderKind::Image { space } => Some(space),
+            HeaderKind::Mosaic { .. } => None,
+        }
+    }
+
+    /// Applies this header's descriptive fields to a mosaic whose pixels
+    /// were produced under it.
+    pub fn stamp_mosaic(&self, m: &mut Mosaic) {
+        if let HeaderKind::Mosaic { cfa, scale } = self.kind {
+            m.cfa = cfa;
+            m.scale = scale;
+        }
+        m.wb_applied = self.wb_applied;
+    }
+
+    /// An image with this header and `data` (planar CHW).
+    pub fn image(&self, data: Vec<f32>) -> Image {
+        Image {
+            width: self.width,
+            height: self.height,
+            data,
+            space: self.space().unwrap_or(ColorSpace::Camera),
+            wb_applied: self.wb_applied,
+            meta: self.meta.clone(),
+        }
+    }
+}
+
+/// Mosaic -> mosaic per photosite: `f(y, row)` rewrites image row `y`
+/// (full width, row-major samples) in place.
+pub type MosaicRowFn = Box<dyn Fn(usize, &mut [f32]) + Send + Sync>;
+
+/// Mosaic -> camera RGB from a mirrored-halo tile: `f(tile, [r, g, b])`
+/// fills the tile's interior rows (each plane `rows * width`, row-major).
+pub type DemosaicFn = Box<dyn Fn(&Tile, [&mut [f32]; 3]) + Send + Sync>;
+
+/// Image -> image per pixel: `f([r, g, b])` rewrites equal-length runs of
+/// the three planes in place.
+pub type ImageRowFn = Box<dyn Fn([&mut [f32]; 3]) + Send + Sync>;
+
+/// A stage's per-strip work with its per-frame constants bound.
+pub enum RowKernel {
+    Mosaic(MosaicRowFn),
+    /// `halo` rows and columns of mirrored context (even).
+    Demosaic {
+        halo: usize,
+        f: DemosaicFn,
+    },
+    Image(ImageRowFn),
+}
+
+impl std::fmt::Debug for RowKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowKernel::Mosaic(_) => f.write_str("RowKernel::Mosaic"),
+            RowKernel::Demosaic { halo, .. } => write!(f, "RowKernel::Demosaic(halo {halo})"),
+            RowKernel::Image(_) => f.write_str("RowKernel::Image"),
+        }
+    }
+}
+
+/// Runs a mosaic row kernel over a whole mosaic, rows in parallel.
+pub fn run_mosaic_rows(m: &mut Mosaic, f: &MosaicRowFn) {
+    use rayon::prelude::*;
+    let w = m.width;
+    if w == 0 {
+        return;
+    }
+    m.data
+        .par_chunks_mut(w * super::ROWS_PER_TASK)
+        .enumerate()
+        .for_each(|(chunk, rows)| {
+            for (r, row) in rows.chunks_exact_mut(w).enumerate() {
+                f(chunk * super::ROWS_PER_TASK + r, row);
+            }
+        });
+}
+
+/// Runs an image kernel over a whole image, row bands in parallel.
+pub fn run_image_rows(img: &mut Image, f: &ImageRowFn) {
+    use rayon::prelude::*;
+    let band = img.width.max(1) * super::ROWS_PER_TASK;
+    let [r, g, b] = img.planes_mut();
+    r.par_chunks_mut(band)
+        .zip(g.par_chunks_mut(band))
+        .zip(b.par_chunks_mut(band))
+        .for_each(|((r, g), b)| f([r, g, b]));
+}
