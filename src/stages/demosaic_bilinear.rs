@@ -109,20 +109,90 @@ fn fill(t: &crate::backend::cpu::Tile, [r, g, b]: [&mut [f32]; 3]) {
     if w == 0 {
         return;
     }
+    let (tw, halo) = (t.w, t.halo);
     let rows = r.len() / w;
     for oy in 0..rows {
-        let ty = oy + t.halo;
+        let ty = oy + halo;
         let o = oy * w;
         let (ro, go, bo) = (&mut r[o..o + w], &mut g[o..o + w], &mut b[o..o + w]);
-        for start in 0..2 {
-            let tx0 = start + t.halo;
-            match site(t.cfa, ty, tx0) {
-                Site::R => row_sites::<0>(t, ty, start, ro, go, bo),
-                Site::B => row_sites::<1>(t, ty, start, ro, go, bo),
-                Site::GRedRow => row_sites::<2>(t, ty, start, ro, go, bo),
-                Site::GBlueRow => row_sites::<3>(t, ty, start, ro, go, bo),
-            }
+        // Rows above, at and below, from one column left of output x = 0.
+        let row = |y: usize| &t.data[y * tw + halo - 1..y * tw + halo + w + 1];
+        let (up, mid, dn) = (row(ty - 1), row(ty), row(ty + 1));
+        match site(t.cfa, ty, halo) {
+            Site::R => fill_row::<0, 2>(up, mid, dn, ro, go, bo),
+            Site::GRedRow => fill_row::<2, 0>(up, mid, dn, ro, go, bo),
+            Site::B => fill_row::<1, 3>(up, mid, dn, ro, go, bo),
+            Site::GBlueRow => fill_row::<3, 1>(up, mid, dn, ro, go, bo),
         }
+    }
+}
+
+/// The output (R, G, B) of a site of kind `S` (0 R, 1 B, 2 G in a red
+/// row, 3 G in a blue row) from its value `c`, the horizontal and
+/// vertical neighbour means `h`, `v`, their mean `cross` and the diagonal
+/// mean `diag`.
+#[inline(always)]
+fn pick<const S: u8>(c: f32, h: f32, v: f32, cross: f32, diag: f32) -> [f32; 3] {
+    match S {
+        0 => [c, cross, diag],
+        1 => [diag, cross, c],
+        2 => [h, c, v],
+        _ => [v, c, h],
+    }
+}
+
+/// One output row whose even pixels are sites of kind `E` and odd pixels
+/// of kind `O`. `up`, `mid`, `dn` start one column left of output x = 0
+/// (`len = r.len() + 2`). Works 16 pixels at a time with every candidate
+/// computed for every lane and the site's pick fixed per lane, so the loop
+/// vectorises; each value is the same expression as the scalar tail.
+#[inline(always)]
+fn fill_row<const E: u8, const O: u8>(
+    up: &[f32],
+    mid: &[f32],
+    dn: &[f32],
+    r: &mut [f32],
+    g: &mut [f32],
+    b: &mut [f32],
+) {
+    const L: usize = 16;
+    #[inline(always)]
+    fn px<const E: u8, const O: u8>(
+        u: &[f32],
+        m: &[f32],
+        d: &[f32],
+        k: usize,
+        even: bool,
+    ) -> [f32; 3] {
+        let c = m[k + 1];
+        let h = 0.5 * (m[k] + m[k + 2]);
+        let v = 0.5 * (u[k + 1] + d[k + 1]);
+        let cross = 0.5 * (h + v);
+        let diag = 0.25 * (u[k] + u[k + 2] + d[k] + d[k + 2]);
+        if even {
+            pick::<E>(c, h, v, cross, diag)
+        } else {
+            pick::<O>(c, h, v, cross, diag)
+        }
+    }
+    let w = r.len();
+    let full = w / L * L;
+    for x0 in (0..full).step_by(L) {
+        let u: &[f32; L + 2] = up[x0..x0 + L + 2].try_into().unwrap();
+        let m: &[f32; L + 2] = mid[x0..x0 + L + 2].try_into().unwrap();
+        let d: &[f32; L + 2] = dn[x0..x0 + L + 2].try_into().unwrap();
+        let ro: &mut [f32; L] = (&mut r[x0..x0 + L]).try_into().unwrap();
+        let go: &mut [f32; L] = (&mut g[x0..x0 + L]).try_into().unwrap();
+        let bo: &mut [f32; L] = (&mut b[x0..x0 + L]).try_into().unwrap();
+        for k in 0..L {
+            let [pr, pg, pb] = px::<E, O>(u, m, d, k, k % 2 == 0);
+            ro[k] = pr;
+            go[k] = pg;
+            bo[k] = pb;
+        }
+    }
+    for x in full..w {
+        [r[x], g[x], b[x]] = px::<E, O>(up, mid, dn, x, x % 2 == 0);
     }
 }
 
@@ -145,53 +215,5 @@ pub(crate) fn site(cfa: crate::raw::CfaPattern, ty: usize, tx: usize) -> Site {
         2 => Site::B,
         _ if cfa.color_at(ty, tx + 1) == 0 => Site::GRedRow,
         _ => Site::GBlueRow,
-    }
-}
-
-/// Fills every second output pixel of a row from `start`, all of the same
-/// site kind `S` (0 R, 1 B, 2 G in a red row, 3 G in a blue row).
-#[inline(always)]
-fn row_sites<const S: u8>(
-    t: &crate::backend::cpu::Tile,
-    ty: usize,
-    start: usize,
-    r: &mut [f32],
-    g: &mut [f32],
-    b: &mut [f32],
-) {
-    let tw = t.w;
-    let d = &t.data[(ty - 1) * tw..(ty + 2) * tw];
-    let (up, mid, dn) = (&d[..tw], &d[tw..2 * tw], &d[2 * tw..]);
-    let mut ox = start;
-    while ox < r.len() {
-        let x = ox + t.halo;
-        let c = mid[x];
-        let h = 0.5 * (mid[x - 1] + mid[x + 1]);
-        let v = 0.5 * (up[x] + dn[x]);
-        match S {
-            0 | 1 => {
-                let cross = 0.5 * (h + v);
-                let diag = 0.25 * (up[x - 1] + up[x + 1] + dn[x - 1] + dn[x + 1]);
-                g[ox] = cross;
-                if S == 0 {
-                    r[ox] = c;
-                    b[ox] = diag;
-                } else {
-                    b[ox] = c;
-                    r[ox] = diag;
-                }
-            }
-            2 => {
-                r[ox] = h;
-                g[ox] = c;
-                b[ox] = v;
-            }
-            _ => {
-                r[ox] = v;
-                g[ox] = c;
-                b[ox] = h;
-            }
-        }
-        ox += 2;
     }
 }

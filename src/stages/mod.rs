@@ -1,5 +1,8 @@
-//! Compiled pipeline stages: one file per op; the file name is the YAML
-//! `op:` name and the timing label.
+//! Compiled pipeline stages: one file (or folder) per op; the file name is
+//! the YAML `op:` name and the timing label. This module holds the
+//! [`Stage`] trait and the helpers stages share; [`registry`] maps op names
+//! to their `compile` functions; [`row_kernel`] is the contract of the
+//! fused executor.
 //!
 //! A stage is compiled once from its YAML params ([`compile`]), checks its
 //! input types and shapes before any pixel work ([`Stage::infer`]) and then
@@ -12,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::frame::{Image, Mosaic, Value, ValueDesc};
+pub use registry::{compile, OPS};
 use row_kernel::{Header, RowKernel, RowShape};
 
 pub mod black_level;
@@ -31,6 +35,7 @@ pub mod local_laplacian;
 pub mod noise_estimate;
 pub mod orient;
 pub mod raw_source;
+pub mod registry;
 pub mod resize;
 pub mod row_kernel;
 pub mod sharpen;
@@ -99,69 +104,6 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
             op: self.op().to_string(),
             backend: "cuda".into(),
         })
-    }
-}
-
-/// Every op the registry knows, for error messages and docs.
-pub const OPS: &[&str] = &[
-    "raw_source",
-    "black_level",
-    "defect_correct",
-    "denoise_profiled",
-    "white_balance",
-    "demosaic_bilinear",
-    "demosaic_mhc",
-    "demosaic_menon",
-    "demosaic_rcd",
-    "false_color_suppress",
-    "demosaic_denoise_learned",
-    "noise_estimate",
-    "color_correct",
-    "exposure_gain",
-    "exposure_meter",
-    "face_detect",
-    "sky_segment",
-    "exposure_debug",
-    "tone_curve",
-    "local_laplacian",
-    "hdrnet",
-    "srgb_encode",
-    "sharpen",
-    "resize",
-    "yuv_encode",
-    "orient",
-];
-
-/// Compiles an op from its YAML params (`Null` when absent).
-pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
-    match op {
-        "raw_source" => raw_source::compile(params),
-        "black_level" => black_level::compile(params),
-        "defect_correct" => defect_correct::compile(params),
-        "denoise_profiled" => denoise_profiled::compile(params),
-        "white_balance" => white_balance::compile(params),
-        "demosaic_bilinear" => demosaic_bilinear::compile(params),
-        "demosaic_mhc" => demosaic_mhc::compile(params),
-        "demosaic_menon" => demosaic_menon::compile(params),
-        "demosaic_rcd" => demosaic_rcd::compile(params),
-        "false_color_suppress" => false_color_suppress::compile(params),
-        "demosaic_denoise_learned" => demosaic_denoise_learned::compile(params),
-        "noise_estimate" => noise_estimate::compile(params),
-        "color_correct" => color_correct::compile(params),
-        "exposure_gain" => exposure_gain::compile(params),
-        "exposure_meter" => exposure::exposure_meter::compile(params),
-        "face_detect" => exposure::face_detect::compile(params),
-        "sky_segment" => exposure::sky_segment::compile(params),
-        "exposure_debug" => exposure::exposure_debug::compile(params),
-        "tone_curve" => tone_curve::compile(params),
-        "local_laplacian" => local_laplacian::compile(params),
-        "hdrnet" => hdrnet::compile(params),
-        "srgb_encode" => srgb_encode::compile(params),
-        "sharpen" => sharpen::compile(params),
-        "resize" => resize::compile(params),
-        "yuv_encode" => yuv_encode::compile(params),
-        "orient" => orient::compile(params),
-        _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
     }
 }
 

@@ -1,0 +1,117 @@
+//! The op registry: every op name the YAML `op:` field accepts, mapped to
+//! its `compile` function. Each op lives in `src/stages/<op>.rs`,
+//! `src/stages/<op>/`, or, for the semantic-exposure family, in
+//! `src/stages/exposure/<op>.rs` (checked by the test below).
+
+use super::*;
+
+/// Every op the registry knows, for error messages and docs.
+pub const OPS: &[&str] = &[
+    "raw_source",
+    "black_level",
+    "defect_correct",
+    "denoise_profiled",
+    "white_balance",
+    "demosaic_bilinear",
+    "demosaic_mhc",
+    "demosaic_menon",
+    "demosaic_rcd",
+    "false_color_suppress",
+    "demosaic_denoise_learned",
+    "noise_estimate",
+    "color_correct",
+    "exposure_gain",
+    "exposure_meter",
+    "face_detect",
+    "sky_segment",
+    "exposure_debug",
+    "tone_curve",
+    "local_laplacian",
+    "hdrnet",
+    "srgb_encode",
+    "sharpen",
+    "resize",
+    "yuv_encode",
+    "orient",
+];
+
+/// Compiles an op from its YAML params (`Null` when absent).
+pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+    match op {
+        "raw_source" => raw_source::compile(params),
+        "black_level" => black_level::compile(params),
+        "defect_correct" => defect_correct::compile(params),
+        "denoise_profiled" => denoise_profiled::compile(params),
+        "white_balance" => white_balance::compile(params),
+        "demosaic_bilinear" => demosaic_bilinear::compile(params),
+        "demosaic_mhc" => demosaic_mhc::compile(params),
+        "demosaic_menon" => demosaic_menon::compile(params),
+        "demosaic_rcd" => demosaic_rcd::compile(params),
+        "false_color_suppress" => false_color_suppress::compile(params),
+        "demosaic_denoise_learned" => demosaic_denoise_learned::compile(params),
+        "noise_estimate" => noise_estimate::compile(params),
+        "color_correct" => color_correct::compile(params),
+        "exposure_gain" => exposure_gain::compile(params),
+        "exposure_meter" => exposure::exposure_meter::compile(params),
+        "face_detect" => exposure::face_detect::compile(params),
+        "sky_segment" => exposure::sky_segment::compile(params),
+        "exposure_debug" => exposure::exposure_debug::compile(params),
+        "tone_curve" => tone_curve::compile(params),
+        "local_laplacian" => local_laplacian::compile(params),
+        "hdrnet" => hdrnet::compile(params),
+        "srgb_encode" => srgb_encode::compile(params),
+        "sharpen" => sharpen::compile(params),
+        "resize" => resize::compile(params),
+        "yuv_encode" => yuv_encode::compile(params),
+        "orient" => orient::compile(params),
+        _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Files and folders under src/stages that are not ops.
+    const NOT_OPS: &[&str] = &["mod", "registry", "row_kernel", "exposure"];
+
+    #[test]
+    fn registry_op_names_and_file_names_agree() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/stages");
+        for op in OPS {
+            // Every listed op compiles (or rejects its default params with
+            // a message of its own, never as an unknown op), and names
+            // itself as listed.
+            match compile(op, serde_json::Value::Null) {
+                Ok(stage) => assert_eq!(stage.op(), *op),
+                Err(e) => assert!(!e.contains("unknown op"), "{op}: {e}"),
+            }
+            let found = [
+                dir.join(format!("{op}.rs")),
+                dir.join(op),
+                dir.join("exposure").join(format!("{op}.rs")),
+            ]
+            .iter()
+            .any(|p| p.exists());
+            assert!(
+                found,
+                "op {op} has no src/stages/{op}.rs or src/stages/{op}/"
+            );
+        }
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+            if NOT_OPS.contains(&stem.as_str()) {
+                continue;
+            }
+            assert!(
+                OPS.contains(&stem.as_str()),
+                "src/stages/{stem} is not a registered op (register it, or list it in NOT_OPS)"
+            );
+        }
+        assert!(compile("no_such_op", serde_json::Value::Null)
+            .unwrap_err()
+            .contains("unknown op"));
+    }
+}
