@@ -375,10 +375,32 @@ def patch_cache(patch=128, per_image=32, seed=0):
 
 
 def load_patches(path):
-    """A patch file written by `train_dmdn.py cut` (.npz, key `patches`) or `cache` (.npy)."""
+    """A patch file written by `train_dmdn.py cut` (.npz: key `patches`, or
+    JPEG-packed `jpeg` bytes with `offsets`) or `cache` (.npy)."""
     if path.endswith(".npz"):
-        return np.load(path)["patches"]
+        z = np.load(path)
+        if "offsets" not in z:
+            return z["patches"]
+        import io
+        from PIL import Image
+        data, offs = z["jpeg"], z["offsets"]
+        return np.stack([np.asarray(Image.open(io.BytesIO(data[offs[i]:offs[i + 1]].tobytes())).convert("RGB"))
+                         .transpose(2, 0, 1) for i in range(len(offs) - 1)])
     return np.load(path, mmap_mode="r")
+
+
+def jpeg_pack(patches, quality):
+    """(N, 3, H, W) patches as concatenated 4:4:4 JPEG files (no chroma subsampling, so
+    colour edges keep full resolution): (bytes as uint8, offsets int64)."""
+    import io
+    from PIL import Image
+    chunks, offs = [], [0]
+    for p in patches:
+        b = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(np.asarray(p).transpose(1, 2, 0))).save(b, format="JPEG", quality=quality, subsampling=0)
+        chunks.append(np.frombuffer(b.getvalue(), dtype=np.uint8))
+        offs.append(offs[-1] + len(chunks[-1]))
+    return np.concatenate(chunks), np.asarray(offs, dtype=np.int64)
 
 
 def cmd_cut(args):
@@ -393,7 +415,12 @@ def cmd_cut(args):
 
     def packed(n):
         buf = io.BytesIO()
-        np.savez_compressed(buf, patches=np.asarray(patches[np.sort(order[:n])]))
+        sel = np.asarray(patches[np.sort(order[:n])])
+        if args.jpeg_quality > 0:
+            data, offs = jpeg_pack(sel, args.jpeg_quality)
+            np.savez(buf, jpeg=data, offsets=offs)
+        else:
+            np.savez_compressed(buf, patches=sel)
         return buf
 
     probe = min(500, patches.shape[0])
@@ -869,7 +896,10 @@ def cmd_train(args):
         hard = hard / hard.mean()
         print(f"hard-patch scores from bilinear error: top 10 % mean {hard.topk(n_patches // 10).values.mean():.2f}x",
               flush=True)
-    val = raw_val_set(dev) if args.regime == "raw" else None
+    have_val = os.path.isdir(os.path.join(DATA, "kodak24"))
+    if args.regime == "raw" and not have_val:
+        print(f"no validation images at {DATA}/kodak24: training without the validation curve", flush=True)
+    val = raw_val_set(dev) if args.regime == "raw" and have_val else None
     budget = args.minutes * 60.0
     last_ck = time.time()
     last_val = time.time()
@@ -1068,6 +1098,8 @@ def main():
     ap.add_argument("--patches", default=None, help="patch file from `cut` (default: the full cache)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (dry runs)")
     ap.add_argument("--max-mib", type=float, default=60.0, help="cut: size limit of the patch file")
+    ap.add_argument("--jpeg-quality", type=int, default=0,
+                    help="cut: pack patches as 4:4:4 JPEG of this quality (~4x more patches per MiB); 0: lossless")
     args = ap.parse_args()
     if args.cmd == "train":
         cmd_train(args)
