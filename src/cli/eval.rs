@@ -112,6 +112,13 @@ pub struct SetSummary {
     pub mean_cpsnr: f64,
     pub mean_ssim: f64,
     pub mean_ciede2000: f64,
+    /// Mean over the images of each channel's mean ratio output / truth
+    /// (R, G, B): the set's tint.
+    pub channel_ratio: [f64; 3],
+    /// `channel_ratio`'s largest deviation from 1, percent.
+    pub tint_pct: f64,
+    /// The largest per-image tint (largest channel deviation), percent.
+    pub worst_image_tint_pct: f64,
     pub mean_ms: f64,
     pub stages: Vec<StageMean>,
 }
@@ -383,6 +390,8 @@ pub fn evaluate_with_crops(
                 }
             }
             let rows = &report.images[first..];
+            let channel_ratio: [f64; 3] =
+                std::array::from_fn(|c| mean(rows.iter().map(|r| r.score.channel_ratio[c])));
             report.summaries.push(SetSummary {
                 set: set.clone(),
                 level: level.label(),
@@ -392,6 +401,12 @@ pub fn evaluate_with_crops(
                 mean_cpsnr: mean(rows.iter().map(|r| r.score.cpsnr)),
                 mean_ssim: mean(rows.iter().map(|r| r.score.ssim)),
                 mean_ciede2000: mean(rows.iter().map(|r| r.score.ciede2000)),
+                channel_ratio,
+                tint_pct: crate::eval::metrics::tint_pct(channel_ratio),
+                worst_image_tint_pct: rows
+                    .iter()
+                    .map(|r| crate::eval::metrics::tint_pct(r.score.channel_ratio))
+                    .fold(0.0, f64::max),
                 mean_ms: mean(rows.iter().map(|r| r.score.timings.total_ms)),
                 stages: stage_means(rows.iter().map(|r| &r.score)),
             });
@@ -488,12 +503,12 @@ pub fn run(a: EvalArgs) -> Result<i32> {
         report.method, report.protocol, report.crop, report.seed
     );
     println!(
-        "{:<12} {:<10} {:>7} {:>6} {:>9} {:>8} {:>8} {:>9}",
-        "set", "level", "images", "failed", "CPSNR dB", "SSIM", "dE00", "ms/img"
+        "{:<12} {:<10} {:>7} {:>6} {:>9} {:>8} {:>8} {:>7} {:>9}",
+        "set", "level", "images", "failed", "CPSNR dB", "SSIM", "dE00", "tint %", "ms/img"
     );
     for s in &report.summaries {
         println!(
-            "{:<12} {:<10} {:>7} {:>6} {:>9.3} {:>8.4} {:>8.3} {:>9.1}",
+            "{:<12} {:<10} {:>7} {:>6} {:>9.3} {:>8.4} {:>8.3} {:>7.2} {:>9.1}",
             s.set,
             s.level,
             s.images,
@@ -501,6 +516,7 @@ pub fn run(a: EvalArgs) -> Result<i32> {
             s.mean_cpsnr,
             s.mean_ssim,
             s.mean_ciede2000,
+            s.tint_pct,
             s.mean_ms
         );
     }

@@ -89,6 +89,34 @@ pub fn cpsnr(a: &Rgb8, b: &Rgb8, crop: usize) -> Result<f64> {
     })
 }
 
+/// Per-channel mean of `got` divided by that of `truth` (R, G, B) over the
+/// image minus a `crop`-pixel border: 1.0 everywhere means no tint. A
+/// channel whose truth mean is 0 gives 1.0 when `got`'s is 0 too, else
+/// infinity.
+pub fn channel_mean_ratio(truth: &Rgb8, got: &Rgb8, crop: usize) -> Result<[f64; 3]> {
+    check_pair(truth, got, crop)?;
+    let (mut st, mut sg) = ([0u64; 3], [0u64; 3]);
+    for y in crop..truth.height - crop {
+        let row = 3 * y * truth.width;
+        for i in row + 3 * crop..row + 3 * (truth.width - crop) {
+            st[i % 3] += truth.data[i] as u64;
+            sg[i % 3] += got.data[i] as u64;
+        }
+    }
+    Ok(std::array::from_fn(|c| match (sg[c], st[c]) {
+        (0, 0) => 1.0,
+        (g, t) => g as f64 / t as f64,
+    }))
+}
+
+/// Largest deviation of a channel mean ratio from 1, in percent.
+pub fn tint_pct(ratio: [f64; 3]) -> f64 {
+    ratio
+        .iter()
+        .map(|r| (r - 1.0).abs() * 100.0)
+        .fold(0.0, f64::max)
+}
+
 /// Mean SSIM over the three channels.
 pub fn ssim(a: &Rgb8, b: &Rgb8, crop: usize) -> Result<f64> {
     check_pair(a, b, crop)?;
@@ -167,6 +195,26 @@ mod tests {
             height: h,
             data: (0..3 * w * h).map(f).collect(),
         }
+    }
+
+    #[test]
+    fn channel_ratio_finds_a_blue_tint_inside_the_crop() {
+        let truth = img(8, 8, |_| 100);
+        // Blue 10 % high inside the 1-px border, wild outside it.
+        let got = img(8, 8, |i| {
+            let (p, c) = (i / 3, i % 3);
+            let (x, y) = (p % 8, p / 8);
+            let inside = (1..7).contains(&x) && (1..7).contains(&y);
+            match (inside, c) {
+                (false, _) => 0,
+                (true, 2) => 110,
+                _ => 100,
+            }
+        });
+        let r = channel_mean_ratio(&truth, &got, 1).unwrap();
+        assert!((r[0] - 1.0).abs() < 1e-12 && (r[1] - 1.0).abs() < 1e-12, "{r:?}");
+        assert!((r[2] - 1.1).abs() < 1e-12, "{r:?}");
+        assert!((tint_pct(r) - 10.0).abs() < 1e-9);
     }
 
     #[test]

@@ -44,8 +44,8 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("../shared/data"))
 }
 
-/// Scores an output against its ground truth (CPSNR, SSIM, CIEDE2000 with
-/// a `crop`-pixel border); errors name the image.
+/// Scores an output against its ground truth (CPSNR, SSIM, CIEDE2000 and
+/// per-channel mean ratios with a `crop`-pixel border); errors name the image.
 pub fn score_pair(
     name: &str,
     truth: &Rgb8,
@@ -65,6 +65,7 @@ pub fn score_pair(
         cpsnr: metrics::cpsnr(truth, got, crop).map_err(named)?,
         ssim: metrics::ssim(truth, got, crop).map_err(named)?,
         ciede2000: ciede2000::ciede2000_mean(truth, got, crop).map_err(named)?,
+        channel_ratio: metrics::channel_mean_ratio(truth, got, crop).map_err(named)?,
         timings,
     })
 }

@@ -47,6 +47,8 @@ pub struct ImageScore {
     pub ssim: f64,
     /// Mean CIEDE2000 colour difference (same border crop).
     pub ciede2000: f64,
+    /// Per-channel mean ratio output / truth (R, G, B; same border crop).
+    pub channel_ratio: [f64; 3],
     pub timings: Timings,
 }
 
