@@ -212,7 +212,10 @@ mod tests {
             }
         });
         let r = channel_mean_ratio(&truth, &got, 1).unwrap();
-        assert!((r[0] - 1.0).abs() < 1e-12 && (r[1] - 1.0).abs() < 1e-12, "{r:?}");
+        assert!(
+            (r[0] - 1.0).abs() < 1e-12 && (r[1] - 1.0).abs() < 1e-12,
+            "{r:?}"
+        );
         assert!((r[2] - 1.1).abs() < 1e-12, "{r:?}");
         assert!((tint_pct(r) - 10.0).abs() < 1e-9);
     }
