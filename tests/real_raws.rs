@@ -223,6 +223,19 @@ fn info_json_has_iso_and_exposure_where_exif_has_them() {
         assert!(v["capture"]["f_number"].is_number(), "{file}: {v}");
         assert!(v["capture"]["timestamp"].is_string(), "{file}: {v}");
         assert!(v["provenance"]["wb_why"].is_string(), "{file}: {v}");
+        // The LG DNG maps its 8-bit data back through three MapPolynomials
+        // (OpcodeList2, applied at decode); the other files have no opcodes.
+        let ops = v["dng_opcodes"].as_array().unwrap();
+        if file.ends_with(".dng") {
+            assert_eq!(ops.len(), 3, "{file}: {v}");
+            for o in ops {
+                assert_eq!(o["name"], "MapPolynomial", "{file}: {o}");
+                assert_eq!(o["list"], 2, "{file}: {o}");
+                assert_eq!(o["applied"], true, "{file}: {o}");
+            }
+        } else {
+            assert!(ops.is_empty(), "{file}: {v}");
+        }
     }
 }
 

@@ -59,6 +59,17 @@ pub fn run(a: InfoArgs) -> Result<i32> {
     }
     println!("crop:          {:?}", m.crop);
     println!("pixel aspect:  {}", m.pixel_aspect);
+    if !m.dng_opcodes.is_empty() {
+        let ops: Vec<String> = m
+            .dng_opcodes
+            .iter()
+            .map(|o| {
+                let what = if o.applied { "applied" } else { "not applied" };
+                format!("list {}: {} ({what})", o.list, o.name)
+            })
+            .collect();
+        println!("DNG opcodes:   {}", ops.join(", "));
+    }
     println!("orientation:   {:?}", m.orientation);
     println!("noise profile: {:?}", m.noise_profile);
     println!("ISO:           {}", opt(m.iso));

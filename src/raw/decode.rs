@@ -292,6 +292,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
             black: black_why,
             white: white_why,
         },
+        dng_opcodes: Vec::new(),
     };
     if meta.iso.is_none() {
         meta.iso = ciff.iso;
@@ -300,6 +301,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     frame_data.truncate(expected);
     if format == Format::Dng {
         apply_opcode_list2(decoder.as_ref(), &mut meta, &mut frame_data, (w, h, spp));
+        meta.dng_opcodes = dng_opcodes(decoder.as_ref());
         if let Some(a) = dng_default_scale(decoder.as_ref()) {
             meta.pixel_aspect = a;
         }
@@ -425,6 +427,50 @@ fn apply_opcode_list2(
             .white
             .push_str(&format!("; OpcodeList2 opcodes not applied: {other:?}"));
     }
+}
+
+/// The opcodes of the raw IFD's OpcodeList1/2/3, marking the
+/// MapPolynomials of list 2 that [`apply_opcode_list2`] applied.
+fn dng_opcodes(decoder: &(dyn rawler::decoders::Decoder + '_)) -> Vec<super::DngOpcode> {
+    use rawler::tags::DngTag;
+    let Some(ifd) = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
+        .ok()
+        .and_then(|r| r.ok())
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (list, tag) in [
+        (1u8, DngTag::OpcodeList1),
+        (2, DngTag::OpcodeList2),
+        (3, DngTag::OpcodeList3),
+    ] {
+        let Some(bytes) = ifd.get_entry(tag).and_then(|e| match &e.value {
+            TiffValue::Undefined(b) | TiffValue::Byte(b) => Some(b.clone()),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let mut maps_left = if list == 2 {
+            super::dng_opcodes::parse(&bytes).0.len()
+        } else {
+            0
+        };
+        for id in super::dng_opcodes::ids(&bytes) {
+            let applied = id == 8 && maps_left > 0;
+            if applied {
+                maps_left -= 1;
+            }
+            out.push(super::DngOpcode {
+                list,
+                id,
+                name: super::dng_opcodes::name(id).to_string(),
+                applied,
+            });
+        }
+    }
+    out
 }
 
 /// Width / height of a displayed pixel from a DefaultScale

@@ -40,6 +40,50 @@ fn be_f64(b: &[u8], o: usize) -> Option<f64> {
     Some(f64::from_be_bytes(s.try_into().ok()?))
 }
 
+/// The opcode ids of a list, in order (a malformed list ends the walk).
+pub fn ids(list: &[u8]) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Some(n) = be32(list, 0) else {
+        return out;
+    };
+    let mut pos = 4usize;
+    for _ in 0..n.min(1024) {
+        let (Some(id), Some(size)) = (be32(list, pos), be32(list, pos + 12)) else {
+            break;
+        };
+        let Some(next) = (pos + 16)
+            .checked_add(size as usize)
+            .filter(|&e| e <= list.len())
+        else {
+            break;
+        };
+        out.push(id);
+        pos = next;
+    }
+    out
+}
+
+/// The DNG spec's name of an opcode id.
+pub fn name(id: u32) -> &'static str {
+    match id {
+        1 => "WarpRectilinear",
+        2 => "WarpFisheye",
+        3 => "FixVignetteRadial",
+        4 => "FixBadPixelsConstant",
+        5 => "FixBadPixelsList",
+        6 => "TrimBounds",
+        7 => "MapTable",
+        8 => "MapPolynomial",
+        9 => "GainMap",
+        10 => "DeltaPerRow",
+        11 => "DeltaPerColumn",
+        12 => "ScalePerRow",
+        13 => "ScalePerColumn",
+        14 => "WarpRectilinear2",
+        _ => "unknown",
+    }
+}
+
 /// The MapPolynomials of an opcode list, and the ids of the opcodes that
 /// are not MapPolynomial. Malformed lists end the parse (what was read so
 /// far is kept).
@@ -119,6 +163,24 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_and_names_walk_the_whole_list() {
+        // GainMap (4 parameter bytes), then an unknown opcode 99 (0 bytes),
+        // then a truncated entry that ends the walk.
+        let mut l: Vec<u8> = 3u32.to_be_bytes().to_vec();
+        for (id, size) in [(9u32, 4u32), (99, 0)] {
+            for v in [id, 1, 0, size] {
+                l.extend(v.to_be_bytes());
+            }
+            l.extend(vec![0u8; size as usize]);
+        }
+        l.extend(8u32.to_be_bytes());
+        assert_eq!(ids(&l), vec![9, 99]);
+        assert_eq!(name(9), "GainMap");
+        assert_eq!(name(99), "unknown");
+        assert!(ids(&[0, 0]).is_empty());
+    }
 
     fn list(coeffs: &[f64], plane: u32) -> Vec<u8> {
         let mut b = 1u32.to_be_bytes().to_vec();

@@ -322,6 +322,24 @@ pub struct RawMeta {
     /// pixels; `orient` resamples the width by it (Kodak DC120: 80/52).
     #[serde(default = "one")]
     pub pixel_aspect: f32,
+    /// The DNG opcodes in the file's OpcodeList1/2/3, in order, and
+    /// whether rawgraph applies each (empty for other formats).
+    #[serde(default)]
+    pub dng_opcodes: Vec<DngOpcode>,
+}
+
+/// One opcode of a DNG opcode list (DNG 1.6 spec, chapter 7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DngOpcode {
+    /// 1, 2 or 3: OpcodeList1 (raw, before linearisation), 2 (after
+    /// linearisation), 3 (after demosaicing).
+    pub list: u8,
+    /// The opcode id (1 WarpRectilinear ... 14 WarpRectilinear2).
+    pub id: u32,
+    /// Its name in the spec, or "unknown".
+    pub name: String,
+    /// Whether decoding or a shipped stage applies it.
+    pub applied: bool,
 }
 
 fn one() -> f32 {
@@ -401,6 +419,7 @@ impl RawMeta {
             capture: CaptureInfo::default(),
             provenance: Provenance::default(),
             pixel_aspect: 1.0,
+            dng_opcodes: Vec::new(),
         }
     }
 
