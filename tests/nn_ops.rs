@@ -35,7 +35,7 @@ fn conv2d_matches_naive() {
         Activation::Sigmoid,
     ];
     let mut case = 0;
-    for &k in &[1usize, 3] {
+    for &k in &[1usize, 3, 5] {
         for &stride in &[1usize, 2] {
             for pad in [
                 Padding::Zero(0),

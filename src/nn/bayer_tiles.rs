@@ -84,8 +84,9 @@ pub struct BayerFrame<'a> {
 
 /// Runs `forward` (canonical-phase mosaic `[1, 1, h, w]`, noise
 /// `[1, nc, h/2, w/2]` -> `[1, 3, h, w]`, `h`, `w` multiples of
-/// `spec.align`) over `frame`, in output tiles of `tile` pixels (rounded up
-/// to a multiple of `align`, at least 16). Tiles run in parallel. Returns
+/// `spec.align`) over `frame`, in output tiles of at most `tile` pixels a
+/// side (rounded up to a multiple of `align`, at least 16; equalised along
+/// each dimension, see [`balanced`]). Tiles run in parallel. Returns
 /// `[1, 3, h, w]`.
 pub fn run_tiled<F>(
     frame: BayerFrame<'_>,
@@ -126,16 +127,17 @@ where
     let (dy, dx) = phase_offset(cfa, spec.phase)
         .ok_or_else(|| Error::invalid(format!("network: CFA {cfa:?} is not a Bayer pattern")))?;
     let tile = ceil_to(tile.max(16), align);
+    let (tile_h, tile_w) = (balanced(h, tile, align), balanced(w, tile, align));
     let halo = spec.halo;
     let tiles: Vec<(usize, usize)> = (0..h)
-        .step_by(tile)
-        .flat_map(|y| (0..w).step_by(tile).map(move |x| (y, x)))
+        .step_by(tile_h)
+        .flat_map(|y| (0..w).step_by(tile_w).map(move |x| (y, x)))
         .collect();
     let results: Vec<Result<Tensor>> = tiles
         .par_iter()
         .map(|&(ty, tx)| {
-            let th = tile.min(h - ty);
-            let tw = tile.min(w - tx);
+            let th = tile_h.min(h - ty);
+            let tw = tile_w.min(w - tx);
             // Window origin in frame coordinates: model phase, padded-frame grid.
             let y0 = ty as isize - halo as isize - ((ty + dy) % align) as isize;
             let x0 = tx as isize - halo as isize - ((tx + dx) % align) as isize;
@@ -150,14 +152,18 @@ where
                     0
                 }
             ];
+            // Source column of every window column (mirrored at the edges),
+            // computed once per tile.
+            let cols: Vec<usize> = (0..iw).map(|xx| reflect(x0 + xx as isize, w)).collect();
             for yy in 0..ih {
                 let sy = reflect(y0 + yy as isize, h);
-                for xx in 0..iw {
-                    let sx = reflect(x0 + xx as isize, w);
-                    m.data_mut()[yy * iw + xx] = mosaic[sy * w + sx];
-                    if let NoiseInput::Map(nm) = noise {
-                        n2[yy * iw + xx] = nm[sy * w + sx];
-                    }
+                let gather = |dst: &mut [f32], src: &[f32]| {
+                    let row = &src[sy * w..(sy + 1) * w];
+                    dst.iter_mut().zip(&cols).for_each(|(d, &sx)| *d = row[sx]);
+                };
+                gather(&mut m.data_mut()[yy * iw..(yy + 1) * iw], mosaic);
+                if let NoiseInput::Map(nm) = noise {
+                    gather(&mut n2[yy * iw..(yy + 1) * iw], nm);
                 }
             }
             let (hh, hw) = (ih / 2, iw / 2);
@@ -219,6 +225,14 @@ pub fn masked_mosaic(mosaic: &Tensor, phase: Cfa2x2) -> Result<Tensor> {
     Ok(masked)
 }
 
+/// The tile edge along a dimension of `n` pixels: as many tiles as `tile`
+/// needs, made equal (a multiple of `align`, at most `tile`), so no thin
+/// last tile pays a whole halo for a few pixels and threads get equal work.
+fn balanced(n: usize, tile: usize, align: usize) -> usize {
+    let count = n.div_ceil(tile).max(1);
+    ceil_to(n.div_ceil(count), align).min(tile)
+}
+
 fn ceil_to(v: usize, a: usize) -> usize {
     v.max(a).div_ceil(a) * a
 }
@@ -252,6 +266,21 @@ pub fn phase_offset(image: Cfa2x2, model: Cfa2x2) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn balanced_tiles_are_equal_aligned_and_no_larger() {
+        assert_eq!(balanced(4000, 1024, 8), 1000);
+        assert_eq!(balanced(3000, 1024, 8), 1000);
+        assert_eq!(balanced(1025, 1024, 8), 520);
+        assert_eq!(balanced(100, 1024, 8), 104);
+        for n in [1usize, 7, 64, 999, 4000, 6001] {
+            for tile in [16usize, 256, 1024] {
+                let t = balanced(n, tile, 8);
+                assert!(t % 8 == 0 && t <= tile, "{n} {tile}: {t}");
+                assert_eq!(n.div_ceil(t), n.div_ceil(tile), "{n} {tile}: {t}");
+            }
+        }
+    }
 
     #[test]
     fn reflect_keeps_parity_far_outside() {

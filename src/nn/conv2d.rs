@@ -47,6 +47,10 @@ pub struct Conv2d {
     padding: Padding,
     /// `[Cout, Cin, KH, KW]`, row-major.
     weight: Vec<f32>,
+    /// The same weights as `[KH, Cout, Cin, KW]`: for each kernel row a
+    /// `Cout x (Cin·KW)` matrix, read by the row-shift path (stride 1, zero
+    /// padding, KH > 1).
+    weight_rows: Vec<f32>,
     /// `[Cout]`.
     bias: Vec<f32>,
 }
@@ -98,6 +102,15 @@ impl Conv2d {
         if stride == 0 {
             return Err(Error::invalid("conv2d: stride 0"));
         }
+        let mut weight_rows = Vec::with_capacity(weight.len());
+        for ky in 0..kh {
+            for co in 0..cout {
+                for ci in 0..cin {
+                    let at = ((co * cin + ci) * kh + ky) * kw;
+                    weight_rows.extend_from_slice(&weight[at..at + kw]);
+                }
+            }
+        }
         Ok(Conv2d {
             cout,
             cin,
@@ -106,6 +119,7 @@ impl Conv2d {
             stride,
             padding,
             weight,
+            weight_rows,
             bias,
         })
     }
@@ -160,7 +174,13 @@ impl Conv2d {
             )));
         }
         let (ho, wo) = self.output_size(h, w)?;
-        let mut out = Tensor::zeros([n, self.cout, ho, wo])?;
+        // Not zeroed: every band writes all its elements (bias first).
+        let len = [n, self.cout, ho, wo]
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&l| l <= isize::MAX as usize / 4)
+            .ok_or_else(|| Error::invalid("conv2d: output size overflows"))?;
+        let mut data: Vec<f32> = Vec::with_capacity(len);
         let k = self.cin * self.kh * self.kw;
         let band_pixels = (BAND_SCRATCH / k).max(BAND_PIXELS);
         let rows_per_band = (band_pixels / wo.max(1)).max(1);
@@ -171,16 +191,21 @@ impl Conv2d {
                     .map(move |y0| (b, y0, (y0 + rows_per_band).min(ho)))
             })
             .collect();
-        let out_ptr = OutPtr(out.data_mut().as_mut_ptr());
+        let out_ptr = OutPtr(data.as_mut_ptr());
         let plane_out = ho * wo;
         bands.par_iter().for_each(|&(b, y0, y1)| {
             let ptr = out_ptr;
             // SAFETY: band (b, y0..y1) owns rows y0..y1 of every output plane
-            // of batch item b; bands are disjoint and `out` outlives the loop.
+            // of batch item b; bands are disjoint and `data` (capacity
+            // `len`) outlives the loop.
             let dst = unsafe { ptr.0.add(b * self.cout * plane_out + y0 * wo) };
             self.band(x, b, y0, y1, wo, plane_out, dst, act);
         });
-        Ok(out)
+        // SAFETY: the bands cover rows 0..ho of every plane of every batch
+        // item, and each initialised all of its elements (bias fill) before
+        // the GEMM read them.
+        unsafe { data.set_len(len) };
+        Tensor::from_vec([n, self.cout, ho, wo], data)
     }
 
     /// Computes output rows `y0..y1` of batch item `b` into `dst` (pointer to
@@ -199,14 +224,33 @@ impl Conv2d {
     ) {
         let npix = (y1 - y0) * wo;
         let k = self.cin * self.kh * self.kw;
-        // Bias first, then GEMM accumulates onto it.
+        // Bias first (this initialises the band's elements), then GEMM
+        // accumulates onto it.
         for (co, &bv) in self.bias.iter().enumerate() {
-            // SAFETY: rows y0..y1 of plane `co` are inside the output buffer
-            // and written by this band only.
-            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(co * plane_out), npix) };
-            row.fill(bv);
+            // SAFETY: rows y0..y1 of plane `co` are inside the output buffer's
+            // capacity and written by this band only; viewed as possibly
+            // uninitialised values until filled.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(
+                    dst.add(co * plane_out).cast::<std::mem::MaybeUninit<f32>>(),
+                    npix,
+                )
+            };
+            row.fill(std::mem::MaybeUninit::new(bv));
         }
         let direct = self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding.amount() == 0;
+        if !direct && self.row_shift() {
+            self.band_row_shift(x, b, y0, y1, wo, plane_out, dst);
+            if act != Activation::None {
+                for co in 0..self.cout {
+                    // SAFETY: as for the bias fill above.
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(dst.add(co * plane_out), npix) };
+                    act.apply(row);
+                }
+            }
+            return;
+        }
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let (lhs, lhs_cs): (*const f32, isize) = if direct {
@@ -259,6 +303,99 @@ impl Conv2d {
         }
     }
 
+    /// Whether [`Self::band_row_shift`] computes this layer: stride 1, zero
+    /// padding, more than one kernel row, same-size output width.
+    fn row_shift(&self) -> bool {
+        self.stride == 1
+            && self.kh > 1
+            && matches!(self.padding, Padding::Zero(p) if 2 * p + 1 == self.kw)
+    }
+
+    /// The GEMMs of output rows `y0..y1` by row shifts: one im2col matrix
+    /// over the kernel's columns only (`Cin·KW` taps x the band's pixels
+    /// plus `KH - 1` rows), and one GEMM per kernel row `ky` that reads it
+    /// `ky` rows further on. A third of the copying of a full 3x3 im2col;
+    /// the sums over a kernel row are added to the output row by row of the
+    /// kernel. `dst` as in [`Self::band`], already holding the bias.
+    #[allow(clippy::too_many_arguments)]
+    fn band_row_shift(
+        &self,
+        x: &Tensor,
+        b: usize,
+        y0: usize,
+        y1: usize,
+        wo: usize,
+        plane_out: usize,
+        dst: *mut f32,
+    ) {
+        let (h, w) = (x.h(), x.w());
+        let pad = self.padding.amount() as isize;
+        let npix = (y1 - y0) * wo;
+        // Input rows y0 - pad .. y1 - pad + kh - 1, all wo columns wide.
+        let rows = y1 - y0 + self.kh - 1;
+        let next = rows * wo;
+        let k = self.cin * self.kw;
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < next * k {
+                s.resize(next * k, 0.0);
+            }
+            let p = &mut s[..next * k];
+            for ci in 0..self.cin {
+                let src = x.plane(b, ci);
+                for kx in 0..self.kw {
+                    let col = &mut p[(ci * self.kw + kx) * next..(ci * self.kw + kx + 1) * next];
+                    let off = kx as isize - pad;
+                    // valid ox: 0 <= ox + off < w
+                    let lo = (-off).clamp(0, wo as isize) as usize;
+                    let hi = (w as isize - off).clamp(lo as isize, wo as isize) as usize;
+                    for (r, drow) in col.chunks_exact_mut(wo).enumerate() {
+                        let iy = (y0 + r) as isize - pad;
+                        if iy < 0 || iy >= h as isize {
+                            drow.fill(0.0);
+                            continue;
+                        }
+                        let srow = &src[iy as usize * w..(iy as usize + 1) * w];
+                        let a = (lo as isize + off) as usize;
+                        drow[..lo].fill(0.0);
+                        drow[lo..hi].copy_from_slice(&srow[a..a + (hi - lo)]);
+                        drow[hi..].fill(0.0);
+                    }
+                }
+            }
+            for ky in 0..self.kh {
+                // SAFETY: dst is npix x cout (row stride 1, column stride
+                // plane_out) inside the output; lhs is npix x k starting ky
+                // rows into the scratch matrix (row stride 1, column stride
+                // next; ky * wo + npix <= next); rhs is the k x cout block of
+                // kernel row ky of `weight_rows`, read transposed.
+                unsafe {
+                    gemm::gemm(
+                        npix,
+                        self.cout,
+                        k,
+                        dst,
+                        plane_out as isize,
+                        1,
+                        true,
+                        p.as_ptr().add(ky * wo),
+                        next as isize,
+                        1,
+                        self.weight_rows.as_ptr().add(ky * self.cout * k),
+                        k as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+        });
+    }
+
     /// Fills `p` (`K x npix`, pixels contiguous per tap) for output rows
     /// `y0..y1` of batch item `b`.
     #[allow(clippy::too_many_arguments)]
@@ -278,6 +415,19 @@ impl Conv2d {
             } else {
                 None
             }
+        };
+        // Strided convs: the source column of output column ox under tap kx
+        // at cols[kx * wo + ox] (usize::MAX for a zero), computed once.
+        let cols: Vec<usize> = if s == 1 {
+            Vec::new()
+        } else {
+            (0..self.kw)
+                .flat_map(|kx| {
+                    (0..wo).map(move |ox| {
+                        map((ox * s) as isize + kx as isize - pad, w).unwrap_or(usize::MAX)
+                    })
+                })
+                .collect()
         };
         for ci in 0..self.cin {
             let src = x.plane(b, ci);
@@ -304,8 +454,8 @@ impl Conv2d {
                                 drow[ox] = map(ox as isize + off, w).map_or(0.0, |i| srow[i]);
                             }
                         } else {
-                            for (ox, d) in drow.iter_mut().enumerate() {
-                                *d = map((ox * s) as isize + off, w).map_or(0.0, |i| srow[i]);
+                            for (d, &src) in drow.iter_mut().zip(&cols[kx * wo..(kx + 1) * wo]) {
+                                *d = if src == usize::MAX { 0.0 } else { srow[src] };
                             }
                         }
                     }
