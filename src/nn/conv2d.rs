@@ -75,6 +75,26 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above; no two threads touch the same element.
 unsafe impl Sync for OutPtr {}
 
+/// One parallel work item of [`Conv2d::forward`]: output rows `y0..y1` of
+/// batch item `b`; `dst` points at element `(b, 0, y0, 0)` of the output,
+/// whose rows are `wo` wide and whose channel planes are `plane_out` apart.
+#[derive(Clone, Copy)]
+struct Band {
+    b: usize,
+    y0: usize,
+    y1: usize,
+    wo: usize,
+    plane_out: usize,
+    dst: *mut f32,
+}
+
+impl Band {
+    /// Output pixels per channel.
+    fn npix(&self) -> usize {
+        (self.y1 - self.y0) * self.wo
+    }
+}
+
 impl Conv2d {
     /// Builds a layer from OIHW `weight` (`[cout, cin, kh, kw]`) and `bias`
     /// (`[cout]`). `stride` is 1 or 2.
@@ -199,7 +219,15 @@ impl Conv2d {
             // of batch item b; bands are disjoint and `data` (capacity
             // `len`) outlives the loop.
             let dst = unsafe { ptr.0.add(b * self.cout * plane_out + y0 * wo) };
-            self.band(x, b, y0, y1, wo, plane_out, dst, act);
+            let band = Band {
+                b,
+                y0,
+                y1,
+                wo,
+                plane_out,
+                dst,
+            };
+            self.band(x, band, act);
         });
         // SAFETY: the bands cover rows 0..ho of every plane of every batch
         // item, and each initialised all of its elements (bias fill) before
@@ -208,22 +236,9 @@ impl Conv2d {
         Tensor::from_vec([n, self.cout, ho, wo], data)
     }
 
-    /// Computes output rows `y0..y1` of batch item `b` into `dst` (pointer to
-    /// element (b, 0, y0, 0) of the output; channel stride `plane_out`).
-    #[allow(clippy::too_many_arguments)]
-    fn band(
-        &self,
-        x: &Tensor,
-        b: usize,
-        y0: usize,
-        y1: usize,
-        wo: usize,
-        plane_out: usize,
-        dst: *mut f32,
-        act: Activation,
-    ) {
-        let npix = (y1 - y0) * wo;
-        let k = self.cin * self.kh * self.kw;
+    /// Computes one band of the output (see [`Band`]).
+    fn band(&self, x: &Tensor, o: Band, act: Activation) {
+        let (npix, dst, plane_out) = (o.npix(), o.dst, o.plane_out);
         // Bias first (this initialises the band's elements), then GEMM
         // accumulates onto it.
         for (co, &bv) in self.bias.iter().enumerate() {
@@ -240,17 +255,33 @@ impl Conv2d {
         }
         let direct = self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding.amount() == 0;
         if !direct && self.row_shift() {
-            self.band_row_shift(x, b, y0, y1, wo, plane_out, dst);
-            if act != Activation::None {
-                for co in 0..self.cout {
-                    // SAFETY: as for the bias fill above.
-                    let row =
-                        unsafe { std::slice::from_raw_parts_mut(dst.add(co * plane_out), npix) };
-                    act.apply(row);
-                }
-            }
-            return;
+            self.band_row_shift(x, o);
+        } else {
+            self.band_im2col(x, o, direct);
         }
+        if act != Activation::None {
+            for co in 0..self.cout {
+                // SAFETY: as for the bias fill above.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(co * plane_out), npix) };
+                act.apply(row);
+            }
+        }
+    }
+
+    /// The GEMM of output rows `y0..y1` over a full im2col matrix (or, for
+    /// a 1x1 conv, straight over the input planes). `dst` as in
+    /// [`Self::band`], already holding the bias.
+    fn band_im2col(&self, x: &Tensor, o: Band, direct: bool) {
+        let Band {
+            b,
+            y0,
+            y1,
+            wo,
+            plane_out,
+            dst,
+        } = o;
+        let npix = o.npix();
+        let k = self.cin * self.kh * self.kw;
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let (lhs, lhs_cs): (*const f32, isize) = if direct {
@@ -265,41 +296,55 @@ impl Conv2d {
                 self.im2col(x, b, y0, y1, wo, &mut s[..npix * k]);
                 (s.as_ptr(), npix as isize)
             };
-            // SAFETY: dst is npix x cout with row stride 1 and column stride
-            // plane_out (inside `out`); lhs is npix x k with row stride 1 and
-            // column stride lhs_cs (inside the scratch buffer or the input,
-            // whose plane 0 of item b starts a contiguous run of cin planes);
-            // rhs is k x cout, the row-major OIHW weights read transposed.
-            unsafe {
-                gemm::gemm(
-                    npix,
-                    self.cout,
-                    k,
-                    dst,
-                    plane_out as isize,
-                    1,
-                    true,
-                    lhs,
-                    lhs_cs,
-                    1,
-                    self.weight.as_ptr(),
-                    k as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // SAFETY: lhs is npix x k with row stride 1 and column stride
+            // lhs_cs (inside the scratch buffer or the input, whose plane 0
+            // of item b starts a contiguous run of cin planes); rhs is
+            // k x cout, the row-major OIHW weights read transposed.
+            unsafe { self.gemm_acc(npix, k, dst, plane_out, lhs, lhs_cs, self.weight.as_ptr()) };
         });
-        if act != Activation::None {
-            for co in 0..self.cout {
-                // SAFETY: as for the bias fill above.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(co * plane_out), npix) };
-                act.apply(row);
-            }
+    }
+
+    /// `dst += lhs · rhsᵀ`: `dst` is `npix x cout` (row stride 1, column
+    /// stride `plane_out`), `lhs` is `npix x k` (row stride 1, column stride
+    /// `lhs_cs`), `rhs` is `cout x k` row-major. Single-threaded GEMM.
+    ///
+    /// # Safety
+    /// All three must be valid for those shapes and strides, and `dst`
+    /// written by no one else meanwhile.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_acc(
+        &self,
+        npix: usize,
+        k: usize,
+        dst: *mut f32,
+        plane_out: usize,
+        lhs: *const f32,
+        lhs_cs: isize,
+        rhs: *const f32,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            gemm::gemm(
+                npix,
+                self.cout,
+                k,
+                dst,
+                plane_out as isize,
+                1,
+                true,
+                lhs,
+                lhs_cs,
+                1,
+                rhs,
+                k as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
         }
     }
 
@@ -317,20 +362,11 @@ impl Conv2d {
     /// `ky` rows further on. A third of the copying of a full 3x3 im2col;
     /// the sums over a kernel row are added to the output row by row of the
     /// kernel. `dst` as in [`Self::band`], already holding the bias.
-    #[allow(clippy::too_many_arguments)]
-    fn band_row_shift(
-        &self,
-        x: &Tensor,
-        b: usize,
-        y0: usize,
-        y1: usize,
-        wo: usize,
-        plane_out: usize,
-        dst: *mut f32,
-    ) {
+    fn band_row_shift(&self, x: &Tensor, o: Band) {
+        let (b, y0, y1, wo) = (o.b, o.y0, o.y1, o.wo);
         let (h, w) = (x.h(), x.w());
         let pad = self.padding.amount() as isize;
-        let npix = (y1 - y0) * wo;
+        let npix = o.npix();
         // Input rows y0 - pad .. y1 - pad + kh - 1, all wo columns wide.
         let rows = y1 - y0 + self.kh - 1;
         let next = rows * wo;
@@ -364,34 +400,21 @@ impl Conv2d {
                 }
             }
             for ky in 0..self.kh {
-                // SAFETY: dst is npix x cout (row stride 1, column stride
-                // plane_out) inside the output; lhs is npix x k starting ky
-                // rows into the scratch matrix (row stride 1, column stride
-                // next; ky * wo + npix <= next); rhs is the k x cout block of
-                // kernel row ky of `weight_rows`, read transposed.
+                // SAFETY: dst is the band's output (see `band`); lhs is
+                // npix x k starting ky rows into the scratch matrix (row
+                // stride 1, column stride next; ky * wo + npix <= next); rhs
+                // is the cout x k block of kernel row ky of `weight_rows`.
                 unsafe {
-                    gemm::gemm(
+                    self.gemm_acc(
                         npix,
-                        self.cout,
                         k,
-                        dst,
-                        plane_out as isize,
-                        1,
-                        true,
+                        o.dst,
+                        o.plane_out,
                         p.as_ptr().add(ky * wo),
                         next as isize,
-                        1,
                         self.weight_rows.as_ptr().add(ky * self.cout * k),
-                        k as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                    )
+                };
             }
         });
     }
