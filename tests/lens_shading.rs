@@ -9,6 +9,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use rand::{Rng, SeedableRng};
+
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::raw::decode::decode_file;
 use rawgraph::raw::dng_opcodes::GainMap;
@@ -41,13 +43,8 @@ fn flat_frame(cfa: CfaPattern, w: usize, h: usize, level: f64, spread: f64) -> R
     meta.bits = 12;
     meta.make = "Synth".into();
     meta.model = "Flat".into();
-    let mut seed = 99u64;
-    let mut noise = move || {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((seed >> 33) as f64 / (1u64 << 31) as f64) - 0.5
-    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
+    let mut noise = move || rng.random::<f64>() - 0.5;
     let data = (0..h)
         .flat_map(|y| (0..w).map(move |x| (y, x)))
         .map(|(y, x)| {
@@ -291,32 +288,13 @@ fn calibrate_lsc_errors_are_one_line() {
 /// Four GainMaps of pitch 2, one per CFA site, the inverse of the
 /// flat's vignetting on a 13 x 17 grid.
 fn gain_maps(cfa: CfaPattern, w: usize, h: usize) -> Vec<GainMap> {
-    let (rows, cols) = (13, 17);
-    let inv = injected(rows, cols, w, h, 1.0);
-    [(0, 0), (0, 1), (1, 0), (1, 1)]
-        .iter()
-        .map(|&(dy, dx)| GainMap {
-            top: dy,
-            left: dx,
-            bottom: h,
-            right: w,
-            plane: 0,
-            planes: 1,
-            row_pitch: 2,
-            col_pitch: 2,
-            points_v: rows,
-            points_h: cols,
-            spacing_v: 1.0 / (rows - 1) as f64,
-            spacing_h: 1.0 / (cols - 1) as f64,
-            origin_v: 0.0,
-            origin_h: 0.0,
-            map_planes: 1,
-            gains: inv[site_colour(cfa, dy, dx)]
-                .iter()
-                .map(|&g| g as f32)
-                .collect(),
-        })
-        .collect()
+    let inv = injected(13, 17, w, h, 1.0);
+    GainMap::bayer_sites(w, h, (13, 17), |dy, dx| {
+        inv[site_colour(cfa, dy, dx)]
+            .iter()
+            .map(|&g| g as f32)
+            .collect()
+    })
 }
 
 #[test]

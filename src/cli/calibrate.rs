@@ -45,6 +45,17 @@ pub enum CalibrateWhat {
     Lsc(LscCalibArgs),
 }
 
+/// How a calibration opens its input frames.
+#[derive(Debug, Args)]
+pub struct CalibInputs {
+    /// One sidecar per input, in order (headerless dumps of different
+    /// packings); overrides --sidecar.
+    #[arg(long, num_args = 1..)]
+    pub sidecars: Vec<PathBuf>,
+    #[command(flatten)]
+    pub input: InputArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct LscCalibArgs {
     /// Flat-field frames (an evenly lit diffuser or wall filling the
@@ -69,12 +80,8 @@ pub struct LscCalibArgs {
     /// Free text stored in the file (lens, aperture, light source).
     #[arg(long, default_value = "")]
     pub notes: String,
-    /// One sidecar per input, in order (headerless dumps of different
-    /// packings); overrides --sidecar.
-    #[arg(long, num_args = 1..)]
-    pub sidecars: Vec<PathBuf>,
     #[command(flatten)]
-    pub input: InputArgs,
+    pub frames: CalibInputs,
 }
 
 #[derive(Debug, Args)]
@@ -97,12 +104,8 @@ pub struct NoiseCalibArgs {
     /// Free text stored in the profile (how far to trust it, conditions).
     #[arg(long, default_value = "")]
     pub notes: String,
-    /// One sidecar per input, in order (headerless dumps of different
-    /// packings); overrides --sidecar.
-    #[arg(long, num_args = 1..)]
-    pub sidecars: Vec<PathBuf>,
     #[command(flatten)]
-    pub input: InputArgs,
+    pub frames: CalibInputs,
 }
 
 pub fn run(a: CalibrateArgs) -> Result<i32> {
@@ -128,12 +131,8 @@ fn refuse_input_as_output(output: &Path, inputs: &[PathBuf]) -> Result<()> {
 
 /// Opens input `k` with its own sidecar (`--sidecars`, one per input) or
 /// the shared `--sidecar`.
-fn open_input(
-    inputs: &[PathBuf],
-    k: usize,
-    sidecars: &[PathBuf],
-    input: &InputArgs,
-) -> Result<RawFrame> {
+fn open_input(inputs: &[PathBuf], k: usize, frames: &CalibInputs) -> Result<RawFrame> {
+    let sidecars = &frames.sidecars;
     if !sidecars.is_empty() && sidecars.len() != inputs.len() {
         return Err(Error::invalid(format!(
             "--sidecars gives {} files for {} inputs (one per input, in order)",
@@ -147,8 +146,8 @@ fn open_input(
     let sidecar = sidecars
         .get(k)
         .map(PathBuf::as_path)
-        .or(input.sidecar.as_deref());
-    input::open(path, sidecar, &input.limits())
+        .or(frames.input.sidecar.as_deref());
+    input::open(path, sidecar, &frames.input.limits())
 }
 
 /// Writes `text` to `path` atomically, creating its folder.
@@ -206,7 +205,7 @@ fn run_noise(a: NoiseCalibArgs) -> Result<i32> {
     let (mut make, mut model) = (a.make.clone(), a.model.clone());
     let mut frames = Vec::new();
     for (k, path) in a.inputs.iter().enumerate() {
-        let frame = open_input(&a.inputs, k, &a.sidecars, &a.input)?;
+        let frame = open_input(&a.inputs, k, &a.frames)?;
         let m = &frame.meta;
         let mismatch = |what: &str, want: &str, got: &str| {
             Error::invalid(format!(
@@ -512,11 +511,12 @@ fn local_fit(pts: &[(f64, f64, f64)], win: f64) -> Option<f64> {
             return None;
         }
         a.swap(col, piv);
-        for r in 0..terms {
+        let pivot = a[col];
+        for (r, row) in a.iter_mut().enumerate().take(terms) {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                for k in col..7 {
-                    a[r][k] -= f * a[col][k];
+                let f = row[col] / pivot[col];
+                for (x, p) in row[col..].iter_mut().zip(&pivot[col..]) {
+                    *x -= f * p;
                 }
             }
         }
@@ -566,7 +566,7 @@ fn run_lsc(a: LscCalibArgs) -> Result<i32> {
     let (mut make, mut model) = (String::new(), String::new());
     let mut flats = Vec::new();
     for (k, path) in a.inputs.iter().enumerate() {
-        let frame = open_input(&a.inputs, k, &a.sidecars, &a.input)?;
+        let frame = open_input(&a.inputs, k, &a.frames)?;
         if k == 0 {
             make = frame.meta.make.trim().to_string();
             model = frame.meta.model.trim().to_string();
@@ -679,13 +679,9 @@ mod tests {
         let (w, h, rows, cols) = (640, 480, 13, 17);
         let cfa = CfaPattern::Gbrg;
         // Deterministic noise (+-2% of the level) and a few hot pixels.
-        let mut seed = 12345u64;
-        let mut noise = move || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f64 / (1u64 << 31) as f64) - 0.5
-        };
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12345);
+        let mut noise = move || rng.random::<f64>() - 0.5;
         let mut data = Vec::with_capacity(w * h);
         for y in 0..h {
             for x in 0..w {

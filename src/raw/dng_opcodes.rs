@@ -99,6 +99,41 @@ impl GainMap {
             .unwrap_or(1.0)
     }
 
+    /// Four GainMaps of pitch 2 over a `width x height` mosaic, one per
+    /// site (dy, dx) of the 2x2 CFA block, as phones and Adobe's converter
+    /// write them: each a `rows x cols` grid (row-major, `grid(dy, dx)`)
+    /// whose outer points lie on the image edges (origin 0, spacing
+    /// 1 / (points - 1)).
+    pub fn bayer_sites(
+        width: usize,
+        height: usize,
+        (rows, cols): (usize, usize),
+        grid: impl Fn(usize, usize) -> Vec<f32>,
+    ) -> Vec<GainMap> {
+        let spacing = |n: usize| 1.0 / (n.max(2) - 1) as f64;
+        [(0, 0), (0, 1), (1, 0), (1, 1)]
+            .iter()
+            .map(|&(dy, dx)| GainMap {
+                top: dy,
+                left: dx,
+                bottom: height,
+                right: width,
+                plane: 0,
+                planes: 1,
+                row_pitch: 2,
+                col_pitch: 2,
+                points_v: rows,
+                points_h: cols,
+                spacing_v: spacing(rows),
+                spacing_h: spacing(cols),
+                origin_v: 0.0,
+                origin_h: 0.0,
+                map_planes: 1,
+                gains: grid(dy, dx),
+            })
+            .collect()
+    }
+
     /// The opcode's parameter bytes (what [`parse_gain_maps`] reads back).
     pub fn to_params(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(Self::HEADER_BYTES + 4 * self.gains.len());

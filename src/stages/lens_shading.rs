@@ -369,59 +369,34 @@ impl Layer {
     /// A layer for map plane 0 of a GainMap on a `width x height` mosaic;
     /// `None` when it covers no photosite of a one-plane (CFA) image.
     fn from_gain_map(g: &GainMap, width: usize, height: usize) -> Option<Layer> {
-        if g.plane != 0 || g.planes == 0 {
+        let (bottom, right) = (g.bottom.min(height), g.right.min(width));
+        let empty = g.points_v == 0 || g.points_h == 0 || g.top >= bottom || g.left >= right;
+        if g.plane != 0 || g.planes == 0 || empty {
             return None;
         }
-        let gains = (0..g.points_v)
+        let gains: Vec<f32> = (0..g.points_v)
             .flat_map(|i| (0..g.points_h).map(move |j| g.at(i, j, 0)))
             .collect();
-        Layer::new(
-            (g.top, g.bottom.min(height), g.row_pitch),
-            (g.left, g.right.min(width), g.col_pitch),
-            (gains, g.points_v, g.points_h),
-            (g.origin_v, g.spacing_v, g.origin_h, g.spacing_h),
-            (width, height),
-        )
-    }
-
-    /// A layer from its rows (top, bottom, pitch), columns (left, right,
-    /// pitch), grid (gains, points_v, points_h), map placement (origin_v,
-    /// spacing_v, origin_h, spacing_h) and frame size.
-    fn new(
-        (top, bottom, row_pitch): (usize, usize, usize),
-        (left, right, col_pitch): (usize, usize, usize),
-        (gains, points_v, points_h): (Vec<f32>, usize, usize),
-        (origin_v, spacing_v, origin_h, spacing_h): (f64, f64, f64, f64),
-        (width, height): (usize, usize),
-    ) -> Option<Layer> {
-        let (row_pitch, col_pitch) = (row_pitch.max(1), col_pitch.max(1));
-        if top >= bottom || left >= right || gains.len() != points_v * points_h || gains.is_empty()
-        {
-            return None;
-        }
-        let cols = (left..right)
+        let col_pitch = g.col_pitch.max(1);
+        let cols = (g.left..right)
             .step_by(col_pitch)
             .map(|x| {
-                grid_pos(
-                    (x as f64 + 0.5) / width as f64,
-                    origin_h,
-                    spacing_h,
-                    points_h,
-                )
+                let rel = (x as f64 + 0.5) / width as f64;
+                grid_pos(rel, g.origin_h, g.spacing_h, g.points_h)
             })
             .collect();
         Some(Layer {
-            top,
+            top: g.top,
             bottom,
-            row_pitch,
-            left,
+            row_pitch: g.row_pitch.max(1),
+            left: g.left,
             right,
             col_pitch,
             gains,
-            points_v,
-            points_h,
-            origin_v,
-            spacing_v,
+            points_v: g.points_v,
+            points_h: g.points_h,
+            origin_v: g.origin_v,
+            spacing_v: g.spacing_v,
             height,
             cols,
         })
@@ -513,21 +488,13 @@ impl LensShading {
             .or_else(|| hdr.meta.as_shot_cct())
             .unwrap_or(DEFAULT_CT);
         let grids = c.at_ct(ct);
-        let (rows, cols) = c.dims();
-        let axis = |n: usize| 1.0 / (n.max(2) - 1) as f64;
         let (w, h) = (hdr.width, hdr.height);
-        [(0, 0), (0, 1), (1, 0), (1, 1)]
-            .iter()
-            .filter_map(|&(dy, dx)| {
-                Layer::new(
-                    (dy, h, 2),
-                    (dx, w, 2),
-                    (grids[site_colour(cfa, dy, dx)].clone(), rows, cols),
-                    (0.0, axis(rows), 0.0, axis(cols)),
-                    (w, h),
-                )
-            })
-            .collect()
+        GainMap::bayer_sites(w, h, c.dims(), |dy, dx| {
+            grids[site_colour(cfa, dy, dx)].clone()
+        })
+        .iter()
+        .filter_map(|g| Layer::from_gain_map(g, w, h))
+        .collect()
     }
 
     /// What to do with the frame described by `hdr`.
@@ -659,6 +626,19 @@ mod tests {
         1.0 / (1.0 + r2).powi(2)
     }
 
+    /// A mosaic value of `data` (w x h) with `meta`.
+    fn mosaic(cfa: CfaPattern, (w, h): (usize, usize), data: Vec<f32>, meta: RawMeta) -> Value {
+        Value::Mosaic(Arc::new(Mosaic {
+            width: w,
+            height: h,
+            cfa,
+            data,
+            scale: MosaicScale::Normalized,
+            wb_applied: None,
+            meta: Arc::new(meta),
+        }))
+    }
+
     /// A normalised flat field of `level` under [`vignette`].
     fn flat(cfa: CfaPattern, w: usize, h: usize, level: f64, meta: RawMeta) -> Value {
         let data = (0..h)
@@ -669,15 +649,7 @@ mod tests {
                 })
             })
             .collect();
-        Value::Mosaic(Arc::new(Mosaic {
-            width: w,
-            height: h,
-            cfa,
-            data,
-            scale: MosaicScale::Normalized,
-            wb_applied: None,
-            meta: Arc::new(meta),
-        }))
+        mosaic(cfa, (w, h), data, meta)
     }
 
     /// The exact inverse of [`vignette`] on a rows x cols grid whose
@@ -762,27 +734,9 @@ mod tests {
     /// Four GainMaps of pitch 2 (one per CFA site) as phones write them.
     fn gain_maps(cfa: CfaPattern, w: usize, h: usize) -> Vec<GainMap> {
         let (rows, cols) = (13, 17);
-        [(0, 0), (0, 1), (1, 0), (1, 1)]
-            .iter()
-            .map(|&(dy, dx)| GainMap {
-                top: dy,
-                left: dx,
-                bottom: h,
-                right: w,
-                plane: 0,
-                planes: 1,
-                row_pitch: 2,
-                col_pitch: 2,
-                points_v: rows,
-                points_h: cols,
-                spacing_v: 1.0 / (rows - 1) as f64,
-                spacing_h: 1.0 / (cols - 1) as f64,
-                origin_v: 0.0,
-                origin_h: 0.0,
-                map_planes: 1,
-                gains: inverse_grid(site_colour(cfa, dy, dx), rows, cols, w, h),
-            })
-            .collect()
+        GainMap::bayer_sites(w, h, (rows, cols), |dy, dx| {
+            inverse_grid(site_colour(cfa, dy, dx), rows, cols, w, h)
+        })
     }
 
     #[test]
@@ -835,15 +789,7 @@ mod tests {
             map_planes: 1,
             gains: vec![1.0, 2.0, 3.0, 4.0],
         }];
-        let v = Value::Mosaic(Arc::new(Mosaic {
-            width: w,
-            height: h,
-            cfa: CfaPattern::Rggb,
-            data: vec![0.1; w * h],
-            scale: MosaicScale::Normalized,
-            wb_applied: None,
-            meta: Arc::new(meta),
-        }));
+        let v = mosaic(CfaPattern::Rggb, (w, h), vec![0.1; w * h], meta);
         let stage = LensShading::with_calibration(params(Source::Dng), None).unwrap();
         let out = run(&stage, v).unwrap();
         let gain = |x: usize, y: usize| out[y * w + x] / 0.1;
@@ -896,17 +842,7 @@ mod tests {
         // Through the op: the `ct` param, the frame's white balance, the
         // default.
         let (w, h) = (6, 4);
-        let const_frame = |meta: RawMeta| {
-            Value::Mosaic(Arc::new(Mosaic {
-                width: w,
-                height: h,
-                cfa: CfaPattern::Rggb,
-                data: vec![0.2; w * h],
-                scale: MosaicScale::Normalized,
-                wb_applied: None,
-                meta: Arc::new(meta),
-            }))
-        };
+        let const_frame = |meta: RawMeta| mosaic(CfaPattern::Rggb, (w, h), vec![0.2; w * h], meta);
         let with_ct = |ct: Option<f32>| {
             let p = Params {
                 ct,
@@ -944,17 +880,7 @@ mod tests {
     fn clip_limits_to_white() {
         let cal = calibration(vec![constant_table(5000.0, 1.5)]);
         let meta = RawMeta::bayer("t", 4, 4, CfaPattern::Rggb);
-        let v = || {
-            Value::Mosaic(Arc::new(Mosaic {
-                width: 4,
-                height: 4,
-                cfa: CfaPattern::Rggb,
-                data: vec![0.9; 16],
-                scale: MosaicScale::Normalized,
-                wb_applied: None,
-                meta: Arc::new(meta.clone()),
-            }))
-        };
+        let v = || mosaic(CfaPattern::Rggb, (4, 4), vec![0.9; 16], meta.clone());
         let clipped =
             LensShading::with_calibration(params(Source::File), Some(cal.clone())).unwrap();
         assert!(run(&clipped, v()).unwrap().iter().all(|&x| x == 1.0));
