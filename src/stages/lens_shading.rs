@@ -344,9 +344,12 @@ struct Layer {
     spacing_v: f64,
     /// Frame height in pixels.
     height: usize,
-    /// For each covered column `left + k * col_pitch`: the two grid
-    /// columns around it and the weight of the second.
-    cols: Vec<(u32, u32, f32)>,
+    /// For each covered column `left + k * col_pitch`: the weight of the
+    /// second of the two grid columns around it.
+    fx: Vec<f32>,
+    /// Runs `k0..k1` of covered columns between the same two grid
+    /// columns `j0`, `j1`: (k0, k1, j0, j1).
+    runs: Vec<(usize, usize, usize, usize)>,
 }
 
 /// Grid indices and weight of the second for relative position `rel`
@@ -378,13 +381,16 @@ impl Layer {
             .flat_map(|i| (0..g.points_h).map(move |j| g.at(i, j, 0)))
             .collect();
         let col_pitch = g.col_pitch.max(1);
-        let cols = (g.left..right)
-            .step_by(col_pitch)
-            .map(|x| {
-                let rel = (x as f64 + 0.5) / width as f64;
-                grid_pos(rel, g.origin_h, g.spacing_h, g.points_h)
-            })
-            .collect();
+        let (mut fx, mut runs) = (Vec::new(), Vec::<(usize, usize, usize, usize)>::new());
+        for (k, x) in (g.left..right).step_by(col_pitch).enumerate() {
+            let rel = (x as f64 + 0.5) / width as f64;
+            let (j0, j1, f) = grid_pos(rel, g.origin_h, g.spacing_h, g.points_h);
+            fx.push(f);
+            match runs.last_mut() {
+                Some(r) if (r.2, r.3) == (j0 as usize, j1 as usize) => r.1 = k + 1,
+                _ => runs.push((k, k + 1, j0 as usize, j1 as usize)),
+            }
+        }
         Some(Layer {
             top: g.top,
             bottom,
@@ -398,7 +404,8 @@ impl Layer {
             origin_v: g.origin_v,
             spacing_v: g.spacing_v,
             height,
-            cols,
+            fx,
+            runs,
         })
     }
 
@@ -422,10 +429,17 @@ impl Layer {
         let Some(px) = row.get_mut(self.left..end) else {
             return;
         };
-        for (v, &(j0, j1, fx)) in px.iter_mut().step_by(self.col_pitch).zip(&self.cols) {
-            let (g0, g1) = (g[j0 as usize], g[j1 as usize]);
-            let t = *v * (g0 + (g1 - g0) * fx);
-            *v = if clip { t.min(1.0) } else { t };
+        let pitch = self.col_pitch;
+        for &(k0, k1, j0, j1) in &self.runs {
+            // Between two grid columns the gain is linear in fx.
+            let (g0, g1) = (g[j0], g[j1]);
+            let Some(run) = px.get_mut(k0 * pitch..) else {
+                break;
+            };
+            for (v, &fx) in run.iter_mut().step_by(pitch).zip(&self.fx[k0..k1]) {
+                let t = *v * (g0 + (g1 - g0) * fx);
+                *v = if clip { t.min(1.0) } else { t };
+            }
         }
     }
 }
