@@ -135,6 +135,27 @@ pub fn srgb_decode(v: f32) -> f32 {
     }
 }
 
+/// Correlated colour temperature in kelvin of a CIE 1931 chromaticity
+/// (x, y), McCamy's cubic (McCamy 1992; within ~2 K of the exact CCT on
+/// the Planckian locus from 2,856 to 6,504 K). `None` for a degenerate
+/// input (y = 0.1858, non-finite).
+pub fn cct_from_xy(x: f32, y: f32) -> Option<f32> {
+    let d = 0.1858 - y;
+    if !x.is_finite() || !y.is_finite() || d.abs() < 1e-9 {
+        return None;
+    }
+    let n = (x - 0.3320) / d;
+    let t = 449.0 * n * n * n + 3525.0 * n * n + 6823.3 * n + 5520.33;
+    t.is_finite().then_some(t)
+}
+
+/// Chromaticity (x, y) of an XYZ colour; `None` when X + Y + Z is not
+/// positive.
+pub fn xy_of(xyz: [f32; 3]) -> Option<(f32, f32)> {
+    let s = xyz[0] + xyz[1] + xyz[2];
+    (s.is_finite() && s > 1e-12).then(|| (xyz[0] / s, xyz[1] / s))
+}
+
 /// Rec.709 / sRGB luminance of linear RGB.
 #[inline(always)]
 pub fn luminance(r: f32, g: f32, b: f32) -> f32 {
@@ -164,6 +185,20 @@ mod tests {
         for c in 0..3 {
             assert!((w[c] - D65[c]).abs() < 1e-4, "{w:?}");
         }
+    }
+
+    #[test]
+    fn mccamy_cct_of_standard_whites() {
+        for (xyz, cct) in [(D65, 6504.0), (D50, 5003.0)] {
+            let (x, y) = xy_of(xyz).unwrap();
+            let t = cct_from_xy(x, y).unwrap();
+            assert!((t - cct).abs() < 15.0, "{t} vs {cct}");
+        }
+        // Illuminant A, x = 0.44757, y = 0.40745: 2856 K.
+        let t = cct_from_xy(0.44757, 0.40745).unwrap();
+        assert!((t - 2856.0).abs() < 5.0, "{t}");
+        assert!(cct_from_xy(0.3, 0.1858).is_none());
+        assert!(xy_of([0.0; 3]).is_none());
     }
 
     #[test]

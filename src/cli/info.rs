@@ -64,7 +64,11 @@ pub fn run(a: InfoArgs) -> Result<i32> {
             .dng_opcodes
             .iter()
             .map(|o| {
-                let what = if o.applied { "applied" } else { "not applied" };
+                let what = match (&o.op, o.applied) {
+                    (_, true) => "applied".to_string(),
+                    (Some(op), false) => format!("applied by {op} when the pipeline has it"),
+                    (None, false) => "not applied".to_string(),
+                };
                 format!("list {}: {} ({what})", o.list, o.name)
             })
             .collect();

@@ -139,16 +139,7 @@ fn run_steps(
             if i == p.source {
                 input = None;
             }
-            timings.stages.push(StageTiming {
-                id: nd.id.clone(),
-                op: format!("{} (skipped: {why})", nd.op),
-                backend: "cpu".into(),
-                host_ms: 0.0,
-                device_ms: None,
-                megapixels: 0.0,
-                fell_back: false,
-                fused: None,
-            });
+            timings.stages.push(skipped_row(nd, &why));
             values[i] = value;
             continue;
         }
@@ -176,21 +167,29 @@ fn run_steps(
             })?);
         }
         if next[i].is_some() {
-            if let Some((seg, members)) = prepare_segment(p, &schedule::chain_from(&next, i), &ins)?
+            if let Some((seg, covered)) = prepare_segment(p, &schedule::chain_from(&next, i), &ins)?
             {
                 let t0 = Instant::now();
                 let input = ins.pop().ok_or_else(|| Error::invalid("no input"))?;
                 let (out, ns) = seg.run(input).map_err(|e| e.in_stage(&nd.id, nd.op))?;
                 let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
                 let total_ns = ns.iter().sum::<u64>().max(1) as f64;
-                let label = members
+                let label = covered
                     .iter()
-                    .map(|&k| p.nodes[k].id.as_str())
+                    .filter(|(_, skip)| skip.is_none())
+                    .map(|&(k, _)| p.nodes[k].id.as_str())
                     .collect::<Vec<_>>()
                     .join("+");
                 let megapixels = out.desc().megapixels();
-                for (&k, &t) in members.iter().zip(&ns) {
-                    let member = &p.nodes[k];
+                let mut ns = ns.iter();
+                for (k, skip) in &covered {
+                    let member = &p.nodes[*k];
+                    done[*k] = true;
+                    if let Some(why) = skip {
+                        timings.stages.push(skipped_row(member, why));
+                        continue;
+                    }
+                    let t = ns.next().copied().unwrap_or(0);
                     timings.stages.push(StageTiming {
                         id: member.id.clone(),
                         op: member.op.to_string(),
@@ -201,11 +200,18 @@ fn run_steps(
                         fell_back: placement(member, opts)?.1,
                         fused: Some(label.clone()),
                     });
-                    done[k] = true;
                 }
-                if let Some(&last) = members.last() {
+                if let Some(&(last, _)) = covered.last() {
                     values[last] = Some(out);
                 }
+                continue;
+            }
+        }
+        // A stage with nothing to do for this frame hands its input on.
+        if let [input] = ins.as_slice() {
+            if let Some(why) = Header::of(input).and_then(|h| nd.stage.skip_reason(&h)) {
+                timings.stages.push(skipped_row(nd, &why));
+                values[i] = ins.pop();
                 continue;
             }
         }
@@ -302,14 +308,35 @@ fn placement(nd: &Node, opts: &RunOptions) -> Result<(bool, bool)> {
     })
 }
 
-/// The longest prefix (two members or more) of `chain` whose row kernels
-/// are available for this frame, as a prepared segment with its members;
-/// `None` when fewer than two are (the stage then runs on its own).
+/// The timing row of a stage that did not run for this frame.
+fn skipped_row(nd: &Node, why: &str) -> StageTiming {
+    StageTiming {
+        id: nd.id.clone(),
+        op: format!("{} (skipped: {why})", nd.op),
+        backend: "cpu".into(),
+        host_ms: 0.0,
+        device_ms: None,
+        megapixels: 0.0,
+        fell_back: false,
+        fused: None,
+    }
+}
+
+/// The nodes of a prepared segment in chain order, each with the reason
+/// it is skipped for this frame (no kernel in the segment) or `None` (a
+/// member with a kernel).
+type Covered = Vec<(usize, Option<String>)>;
+
+/// The longest prefix of `chain` whose row kernels are available for
+/// this frame (two kernels or more; members that skip this frame, see
+/// [`crate::stages::Stage::skip_reason`], are passed over), as a
+/// prepared segment with the nodes it covers; `None` when fewer than two
+/// kernels are (the stage then runs on its own).
 fn prepare_segment(
     p: &Pipeline,
     chain: &[usize],
     ins: &[Value],
-) -> Result<Option<(Segment, Vec<usize>)>> {
+) -> Result<Option<(Segment, Covered)>> {
     let Some(mut hdr) = ins.first().and_then(Header::of) else {
         return Ok(None);
     };
@@ -317,9 +344,13 @@ fn prepare_segment(
         kernels: Vec::new(),
         out: hdr.clone(),
     };
-    let mut members = Vec::new();
+    let mut covered: Covered = Vec::new();
     for &k in chain {
         let nd = &p.nodes[k];
+        if let Some(why) = nd.stage.skip_reason(&hdr) {
+            covered.push((k, Some(why)));
+            continue;
+        }
         let Some((kern, out)) = nd
             .stage
             .row_kernel(&hdr)
@@ -331,12 +362,16 @@ fn prepare_segment(
             break;
         }
         seg.kernels.push(kern);
-        members.push(k);
+        covered.push((k, None));
         hdr = out;
     }
-    if members.len() < 2 {
+    // Skipped nodes after the last kernel stay out (they run on their own).
+    while matches!(covered.last(), Some((_, Some(_)))) {
+        covered.pop();
+    }
+    if seg.kernels.len() < 2 {
         return Ok(None);
     }
     seg.out = hdr;
-    Ok(Some((seg, members)))
+    Ok(Some((seg, covered)))
 }

@@ -201,6 +201,6 @@ mod tests {
             .filter(|t| t.op.contains("skipped"))
             .map(|t| t.id.as_str())
             .collect();
-        assert_eq!(skipped, ["raw", "bl", "wb", "dm"]);
+        assert_eq!(skipped, ["raw", "bl", "lsc", "wb", "dm"]);
     }
 }

@@ -293,6 +293,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
             white: white_why,
         },
         dng_opcodes: Vec::new(),
+        gain_maps: Vec::new(),
     };
     if meta.iso.is_none() {
         meta.iso = ciff.iso;
@@ -302,6 +303,9 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     if format == Format::Dng {
         apply_opcode_list2(decoder.as_ref(), &mut meta, &mut frame_data, (w, h, spp));
         meta.dng_opcodes = dng_opcodes(decoder.as_ref());
+        meta.gain_maps = opcode_list(decoder.as_ref(), rawler::tags::DngTag::OpcodeList2)
+            .map(|l| super::dng_opcodes::parse_gain_maps(&l))
+            .unwrap_or_default();
         if let Some(a) = dng_default_scale(decoder.as_ref()) {
             meta.pixel_aspect = a;
         }
@@ -399,18 +403,7 @@ fn apply_opcode_list2(
     data: &mut [f32],
     dims: (usize, usize, usize),
 ) {
-    let Some(list) = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
-        .ok()
-        .and_then(|r| r.ok())
-        .flatten()
-        .and_then(|ifd| {
-            ifd.get_entry(rawler::tags::DngTag::OpcodeList2)
-                .and_then(|e| match &e.value {
-                    TiffValue::Undefined(b) | TiffValue::Byte(b) => Some(b.clone()),
-                    _ => None,
-                })
-        })
-    else {
+    let Some(list) = opcode_list(decoder, rawler::tags::DngTag::OpcodeList2) else {
         return;
     };
     let (maps, other) = super::dng_opcodes::parse(&list);
@@ -422,6 +415,8 @@ fn apply_opcode_list2(
             maps.len()
         ));
     }
+    // GainMaps (9) are applied by the lens_shading stage.
+    let other: Vec<u32> = other.into_iter().filter(|&id| id != 9).collect();
     if !other.is_empty() {
         meta.provenance
             .white
@@ -429,31 +424,41 @@ fn apply_opcode_list2(
     }
 }
 
+/// The bytes of one of the raw IFD's opcode lists, when present.
+fn opcode_list(
+    decoder: &(dyn rawler::decoders::Decoder + '_),
+    tag: rawler::tags::DngTag,
+) -> Option<Vec<u8>> {
+    let ifd = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
+        .ok()?
+        .ok()??;
+    ifd.get_entry(tag).and_then(|e| match &e.value {
+        TiffValue::Undefined(b) | TiffValue::Byte(b) => Some(b.clone()),
+        _ => None,
+    })
+}
+
 /// The opcodes of the raw IFD's OpcodeList1/2/3, marking the
-/// MapPolynomials of list 2 that [`apply_opcode_list2`] applied.
+/// MapPolynomials of list 2 that [`apply_opcode_list2`] applied and the
+/// GainMaps of list 2 that the `lens_shading` stage applies.
 fn dng_opcodes(decoder: &(dyn rawler::decoders::Decoder + '_)) -> Vec<super::DngOpcode> {
     use rawler::tags::DngTag;
-    let Some(ifd) = guarded(|| decoder.ifd(rawler::decoders::WellKnownIFD::Raw))
-        .ok()
-        .and_then(|r| r.ok())
-        .flatten()
-    else {
-        return Vec::new();
-    };
     let mut out = Vec::new();
     for (list, tag) in [
         (1u8, DngTag::OpcodeList1),
         (2, DngTag::OpcodeList2),
         (3, DngTag::OpcodeList3),
     ] {
-        let Some(bytes) = ifd.get_entry(tag).and_then(|e| match &e.value {
-            TiffValue::Undefined(b) | TiffValue::Byte(b) => Some(b.clone()),
-            _ => None,
-        }) else {
+        let Some(bytes) = opcode_list(decoder, tag) else {
             continue;
         };
         let mut maps_left = if list == 2 {
             super::dng_opcodes::parse(&bytes).0.len()
+        } else {
+            0
+        };
+        let mut gain_maps_left = if list == 2 {
+            super::dng_opcodes::parse_gain_maps(&bytes).len()
         } else {
             0
         };
@@ -462,11 +467,17 @@ fn dng_opcodes(decoder: &(dyn rawler::decoders::Decoder + '_)) -> Vec<super::Dng
             if applied {
                 maps_left -= 1;
             }
+            // Well-formed GainMaps of list 2 go to the lens_shading stage.
+            let op = (id == 9 && gain_maps_left > 0).then(|| {
+                gain_maps_left -= 1;
+                "lens_shading".to_string()
+            });
             out.push(super::DngOpcode {
                 list,
                 id,
                 name: super::dng_opcodes::name(id).to_string(),
                 applied,
+                op,
             });
         }
     }

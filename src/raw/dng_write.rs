@@ -12,6 +12,7 @@
 //! | ColorMatrix1/2 + CalibrationIlluminant1/2 | XYZ -> camera, SRATIONAL /10^6 |
 //! | AsShotNeutral | 1 / WB gain per channel, RATIONAL /10^6 |
 //! | NoiseProfile | (S, O) per plane R, G, B as DOUBLE |
+//! | OpcodeList2 | the frame's GainMaps (`RawMeta::gain_maps`), UNDEFINED |
 //! | Make / Model / UniqueCameraModel / Software | ASCII |
 //! | Orientation, ISOSpeedRatings, ExposureTime, DefaultCropOrigin/Size | when known (ISO and exposure also in an Exif IFD) |
 //!
@@ -47,6 +48,23 @@ pub const MATRIX_DENOM: i32 = 1_000_000;
 pub const NEUTRAL_DENOM: u32 = 1_000_000;
 /// Denominator of a non-integral BlackLevel RATIONAL.
 pub const BLACK_DENOM: u32 = 1000;
+
+/// A TIFF UNDEFINED (type 7) byte string, as the DNG spec types the
+/// opcode lists.
+struct Undefined<'a>(&'a [u8]);
+
+impl tiff::encoder::TiffValue for Undefined<'_> {
+    const BYTE_LEN: u8 = 1;
+    const FIELD_TYPE: tiff::tags::Type = tiff::tags::Type::UNDEFINED;
+
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(self.0)
+    }
+}
 
 /// How the pixel data is split in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +183,8 @@ fn exposure_rational(t: f32) -> Option<Rational> {
 /// `cam_to_srgb` turned into a ColorMatrix, `bits` = 16 (the storage
 /// depth), a crop covering the whole frame dropped. Source, width, height,
 /// CFA, noise profile, other crops, orientation,
-/// make, model and ISO pass through unchanged.
+/// make, model, ISO and GainMaps pass through unchanged; the opcode list
+/// is the GainMaps' (other opcodes are not written).
 pub fn dng_representable(meta: &RawMeta) -> Result<RawMeta> {
     let mut m = meta.clone();
     // rawler keys the matrices by illuminant (a LightSource code it does
@@ -216,6 +235,18 @@ pub fn dng_representable(meta: &RawMeta) -> Result<RawMeta> {
     m.iso = meta.iso.filter(|&i| i > 0 && i <= u16::MAX as u32);
     m.bits = super::decode::significant_bits(white as f32);
     m.provenance = super::provenance::for_dng(m.wb_gains, white as f32);
+    // The file's only opcodes are the GainMaps, for lens_shading.
+    m.dng_opcodes = meta
+        .gain_maps
+        .iter()
+        .map(|_| super::DngOpcode {
+            list: 2,
+            id: 9,
+            name: super::dng_opcodes::name(9).to_string(),
+            applied: false,
+            op: Some("lens_shading".into()),
+        })
+        .collect();
     Ok(m)
 }
 
@@ -401,6 +432,10 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
             dir.write_tag(t(50714), &v[..]).map_err(e)?;
         }
         dir.write_tag(t(50717), white_level(meta)).map_err(e)?; // WhiteLevel
+        if !meta.gain_maps.is_empty() {
+            let list = super::dng_opcodes::gain_map_list(&meta.gain_maps);
+            dir.write_tag(t(51009), Undefined(&list)).map_err(e)?; // OpcodeList2
+        }
         for (i, cm) in matrices.iter().enumerate() {
             let r = matrix_rationals(&cm.xyz_to_cam, src)?;
             dir.write_tag(t(50721 + i as u16), &r[..]).map_err(e)?; // ColorMatrixN

@@ -326,6 +326,11 @@ pub struct RawMeta {
     /// whether rawgraph applies each (empty for other formats).
     #[serde(default)]
     pub dng_opcodes: Vec<DngOpcode>,
+    /// The GainMaps of the file's OpcodeList2 (lens shading, in the
+    /// coordinates of this frame's mosaic), applied by the `lens_shading`
+    /// stage, not at decode; empty when the file has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gain_maps: Vec<dng_opcodes::GainMap>,
 }
 
 /// One opcode of a DNG opcode list (DNG 1.6 spec, chapter 7).
@@ -338,8 +343,12 @@ pub struct DngOpcode {
     pub id: u32,
     /// Its name in the spec, or "unknown".
     pub name: String,
-    /// Whether decoding or a shipped stage applies it.
+    /// Whether decoding applies it.
     pub applied: bool,
+    /// The op that applies it when the pipeline has that stage (GainMap:
+    /// `lens_shading`); `None` when no op does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
 }
 
 fn one() -> f32 {
@@ -420,6 +429,7 @@ impl RawMeta {
             provenance: Provenance::default(),
             pixel_aspect: 1.0,
             dng_opcodes: Vec::new(),
+            gain_maps: Vec::new(),
         }
     }
 
@@ -434,6 +444,59 @@ impl RawMeta {
                     .into(),
             }),
         }
+    }
+
+    /// The correlated colour temperature (kelvin) of the as-shot white
+    /// balance: the camera neutral (1 / `wb_gains`) taken to XYZ through
+    /// the colour matrices (two matrices interpolated in 1/CCT, as the DNG
+    /// SDK does, by fixed-point iteration), then McCamy's formula.
+    /// `None` without as-shot gains or colour matrices (a direct
+    /// `cam_to_srgb` works on balanced data and says nothing about the
+    /// light), or for a result outside 1,000..40,000 K.
+    pub fn as_shot_cct(&self) -> Option<f32> {
+        let g = self.wb_gains?;
+        if self.cam_to_srgb.is_some() || g.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+            return None;
+        }
+        let neutral = [1.0 / g[0], 1.0 / g[1], 1.0 / g[2]];
+        let cct_of = |xyz_to_cam: &crate::color::Mat3| {
+            let cam_to_xyz = crate::color::invert(xyz_to_cam)?;
+            let (x, y) = crate::color::xy_of(crate::color::apply(&cam_to_xyz, neutral))?;
+            crate::color::cct_from_xy(x, y)
+        };
+        let mut ms: Vec<&ColorMatrix> = self.color_matrices.iter().take(2).collect();
+        ms.sort_by(|a, b| a.illuminant.cct().total_cmp(&b.illuminant.cct()));
+        let t = match ms.as_slice() {
+            [] => None,
+            [m] => cct_of(&m.xyz_to_cam),
+            [lo, hi] => {
+                let (t_lo, t_hi) = (lo.illuminant.cct(), hi.illuminant.cct());
+                let mut t = 0.5 * (t_lo + t_hi);
+                for _ in 0..20 {
+                    // Weight of the low-CCT matrix, linear in 1/CCT.
+                    let w = if (1.0 / t_lo - 1.0 / t_hi).abs() < 1e-12 {
+                        0.5
+                    } else {
+                        ((1.0 / t - 1.0 / t_hi) / (1.0 / t_lo - 1.0 / t_hi)).clamp(0.0, 1.0)
+                    };
+                    let mut m = lo.xyz_to_cam;
+                    for (r, row) in m.iter_mut().enumerate() {
+                        for (c, v) in row.iter_mut().enumerate() {
+                            *v = w * *v + (1.0 - w) * hi.xyz_to_cam[r][c];
+                        }
+                    }
+                    let next = cct_of(&m)?;
+                    let done = (next - t).abs() < 0.5;
+                    t = next;
+                    if done {
+                        break;
+                    }
+                }
+                Some(t)
+            }
+            _ => None,
+        }?;
+        (1000.0..=40000.0).contains(&t).then_some(t)
     }
 
     /// Samples per pixel (1 for Bayer, 3 for LinearRaw).
@@ -547,5 +610,41 @@ mod tests {
         assert!(check_dimensions("x", 100_000, 100_000, DEFAULT_MAX_MEGAPIXELS).is_err());
         assert!(check_dimensions("x", 4000, 3000, DEFAULT_MAX_MEGAPIXELS).is_ok());
         assert!(check_dimensions("x", 0, 3000, DEFAULT_MAX_MEGAPIXELS).is_err());
+    }
+
+    #[test]
+    fn as_shot_cct_from_neutral_and_matrices() {
+        let m65: crate::color::Mat3 = [
+            [0.62, -0.11, -0.05],
+            [-0.41, 1.32, 0.1],
+            [-0.06, 0.21, 0.61],
+        ];
+        let ma: crate::color::Mat3 = [[0.7, -0.15, -0.02], [-0.35, 1.25, 0.12], [-0.02, 0.15, 0.8]];
+        let white_a = [1.0985f32, 1.0, 0.35585];
+        // Camera gains that neutralise `white` seen through `m`.
+        let gains = |m: &crate::color::Mat3, white: [f32; 3]| {
+            let n = crate::color::apply(m, white);
+            [n[1] / n[0], 1.0, n[1] / n[2]]
+        };
+        let mut meta = RawMeta::bayer("t", 4, 4, CfaPattern::Rggb);
+        assert_eq!(meta.as_shot_cct(), None);
+        meta.color_matrices = vec![ColorMatrix {
+            illuminant: Illuminant::D65,
+            xyz_to_cam: m65,
+        }];
+        meta.wb_gains = Some(gains(&m65, crate::color::D65));
+        let t = meta.as_shot_cct().unwrap();
+        assert!((t - 6504.0).abs() < 20.0, "{t}");
+        // Two matrices: illuminant A light through A's matrix is 2856 K.
+        meta.color_matrices.push(ColorMatrix {
+            illuminant: Illuminant::StdA,
+            xyz_to_cam: ma,
+        });
+        meta.wb_gains = Some(gains(&ma, white_a));
+        let t = meta.as_shot_cct().unwrap();
+        assert!((t - 2856.0).abs() < 20.0, "{t}");
+        // A direct camera -> sRGB matrix says nothing about the light.
+        meta.cam_to_srgb = Some(crate::color::IDENTITY);
+        assert_eq!(meta.as_shot_cct(), None);
     }
 }

@@ -31,6 +31,7 @@ pub mod exposure;
 pub mod exposure_gain;
 pub mod false_color_suppress;
 pub mod hdrnet;
+pub mod lens_shading;
 pub mod local_laplacian;
 pub mod noise_estimate;
 pub mod orient;
@@ -84,6 +85,16 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     /// [`Stage::row_shape`]; their `run_cpu` runs the same kernel.
     fn row_kernel(&self, _input: &Header) -> Result<Option<(RowKernel, Header)>> {
         Ok(None)
+    }
+
+    /// Why the frame whose input is described by `input` passes through
+    /// this stage unchanged, when it does (a `lens_shading` stage with no
+    /// map for the frame). The executor then hands the input on as the
+    /// stage's value without running it, and its timing row reads `op
+    /// (skipped: why)`, as for the stages a LinearRaw frame skips. `None`,
+    /// the default: the stage runs.
+    fn skip_reason(&self, _input: &Header) -> Option<String> {
+        None
     }
 
     /// Whether [`Stage::run_cuda`] is implemented.

@@ -9,6 +9,7 @@ use super::*;
 pub const OPS: &[&str] = &[
     "raw_source",
     "black_level",
+    "lens_shading",
     "defect_correct",
     "denoise_profiled",
     "white_balance",
@@ -40,6 +41,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
     match op {
         "raw_source" => raw_source::compile(params),
         "black_level" => black_level::compile(params),
+        "lens_shading" => lens_shading::compile(params),
         "defect_correct" => defect_correct::compile(params),
         "denoise_profiled" => denoise_profiled::compile(params),
         "white_balance" => white_balance::compile(params),
