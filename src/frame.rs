@@ -37,6 +37,29 @@ pub struct Mosaic {
     pub meta: Arc<RawMeta>,
 }
 
+impl Mosaic {
+    /// A black-level-normalised mosaic (0 = black, 1.0 = white) without
+    /// white balance applied: `data` row-major, `width * height` samples,
+    /// `cfa` the phase of its top-left corner.
+    pub fn normalized(
+        width: usize,
+        height: usize,
+        cfa: CfaPattern,
+        data: Vec<f32>,
+        meta: RawMeta,
+    ) -> Mosaic {
+        Mosaic {
+            width,
+            height,
+            cfa,
+            data,
+            scale: MosaicScale::Normalized,
+            wb_applied: None,
+            meta: Arc::new(meta),
+        }
+    }
+}
+
 /// The colour encoding of an image's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -661,7 +661,7 @@ fn run_lsc(a: LscCalibArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::MosaicScale;
+
     use crate::raw::{CfaPattern, RawMeta};
 
     /// (1 + r^2)^-2 falloff per colour (R, Gr, Gb, B), at pixel-edge
@@ -696,15 +696,7 @@ mod tests {
                 });
             }
         }
-        let m = Mosaic {
-            width: w,
-            height: h,
-            cfa,
-            data,
-            scale: MosaicScale::Normalized,
-            wb_applied: None,
-            meta: std::sync::Arc::new(RawMeta::bayer("flat", w, h, cfa)),
-        };
+        let m = Mosaic::normalized(w, h, cfa, data, RawMeta::bayer("flat", w, h, cfa));
         let fit = fit_flat(&m, rows, cols).unwrap();
         let mut worst = 0f64;
         for c in 0..4 {
@@ -731,14 +723,14 @@ mod tests {
 
     #[test]
     fn clipped_dark_or_tiny_flats_are_refused() {
-        let flat = |w: usize, h: usize, v: f32| Mosaic {
-            width: w,
-            height: h,
-            cfa: CfaPattern::Rggb,
-            data: vec![v; w * h],
-            scale: MosaicScale::Normalized,
-            wb_applied: None,
-            meta: std::sync::Arc::new(RawMeta::bayer("flat", w, h, CfaPattern::Rggb)),
+        let flat = |w: usize, h: usize, v: f32| {
+            Mosaic::normalized(
+                w,
+                h,
+                CfaPattern::Rggb,
+                vec![v; w * h],
+                RawMeta::bayer("flat", w, h, CfaPattern::Rggb),
+            )
         };
         assert!(fit_flat(&flat(200, 150, 1.0), 13, 17)
             .unwrap_err()

@@ -25,9 +25,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One MapPolynomial.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MapPolynomial {
+/// The area an opcode works on (the first eight parameters of the
+/// MapPolynomial and GainMap opcodes): rows `top..bottom` stepping by
+/// `row_pitch`, columns `left..right` stepping by `col_pitch`, planes
+/// `plane..plane + planes`, in pixels of the stage-2 image (the active
+/// area). Pitches are at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpcodeArea {
     pub top: usize,
     pub left: usize,
     pub bottom: usize,
@@ -36,6 +40,48 @@ pub struct MapPolynomial {
     pub planes: usize,
     pub row_pitch: usize,
     pub col_pitch: usize,
+}
+
+impl OpcodeArea {
+    /// Bytes of the eight big-endian u32 parameters.
+    pub const BYTES: usize = 32;
+
+    /// Reads the eight parameters at the start of `p`; `None` if truncated.
+    fn read(p: &[u8]) -> Option<OpcodeArea> {
+        let u = |k: usize| be32(p, 4 * k).map(|v| v as usize);
+        Some(OpcodeArea {
+            top: u(0)?,
+            left: u(1)?,
+            bottom: u(2)?,
+            right: u(3)?,
+            plane: u(4)?,
+            planes: u(5)?,
+            row_pitch: u(6)?.max(1),
+            col_pitch: u(7)?.max(1),
+        })
+    }
+
+    /// The eight parameters as big-endian u32s.
+    fn write(&self, b: &mut Vec<u8>) {
+        for v in [
+            self.top,
+            self.left,
+            self.bottom,
+            self.right,
+            self.plane,
+            self.planes,
+            self.row_pitch,
+            self.col_pitch,
+        ] {
+            b.extend((v as u32).to_be_bytes());
+        }
+    }
+}
+
+/// One MapPolynomial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapPolynomial {
+    pub area: OpcodeArea,
     /// c_0 .. c_degree.
     pub coefficients: Vec<f64>,
 }
@@ -56,14 +102,7 @@ pub struct MapPolynomial {
 /// height, (col + 0.5) / width). Outside the points the edge values hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GainMap {
-    pub top: usize,
-    pub left: usize,
-    pub bottom: usize,
-    pub right: usize,
-    pub plane: usize,
-    pub planes: usize,
-    pub row_pitch: usize,
-    pub col_pitch: usize,
+    pub area: OpcodeArea,
     /// Map points vertically (rows of the grid), >= 1.
     pub points_v: usize,
     /// Map points horizontally (columns of the grid), >= 1.
@@ -114,14 +153,16 @@ impl GainMap {
         [(0, 0), (0, 1), (1, 0), (1, 1)]
             .iter()
             .map(|&(dy, dx)| GainMap {
-                top: dy,
-                left: dx,
-                bottom: height,
-                right: width,
-                plane: 0,
-                planes: 1,
-                row_pitch: 2,
-                col_pitch: 2,
+                area: OpcodeArea {
+                    top: dy,
+                    left: dx,
+                    bottom: height,
+                    right: width,
+                    plane: 0,
+                    planes: 1,
+                    row_pitch: 2,
+                    col_pitch: 2,
+                },
                 points_v: rows,
                 points_h: cols,
                 spacing_v: spacing(rows),
@@ -137,18 +178,8 @@ impl GainMap {
     /// The opcode's parameter bytes (what [`parse_gain_maps`] reads back).
     pub fn to_params(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(Self::HEADER_BYTES + 4 * self.gains.len());
-        for v in [
-            self.top,
-            self.left,
-            self.bottom,
-            self.right,
-            self.plane,
-            self.planes,
-            self.row_pitch,
-            self.col_pitch,
-            self.points_v,
-            self.points_h,
-        ] {
+        self.area.write(&mut b);
+        for v in [self.points_v, self.points_h] {
             b.extend((v as u32).to_be_bytes());
         }
         for v in [self.spacing_v, self.spacing_h, self.origin_v, self.origin_h] {
@@ -197,14 +228,7 @@ impl GainMap {
             })
             .collect();
         Some(GainMap {
-            top: u(0)?,
-            left: u(1)?,
-            bottom: u(2)?,
-            right: u(3)?,
-            plane: u(4)?,
-            planes: u(5)?,
-            row_pitch: u(6)?.max(1),
-            col_pitch: u(7)?.max(1),
+            area: OpcodeArea::read(p)?,
             points_v,
             points_h,
             spacing_v,
@@ -313,25 +337,17 @@ pub fn parse(list: &[u8]) -> (Vec<MapPolynomial>, Vec<u32>) {
             other.push(id);
             return;
         }
-        let u = |k: usize| be32(p, 4 * k).map(|v| v as usize);
-        let Some(f) = (0..9).map(u).collect::<Option<Vec<usize>>>() else {
+        let (Some(area), Some(degree)) = (OpcodeArea::read(p), be32(p, OpcodeArea::BYTES)) else {
             return;
         };
-        let degree = f[8];
+        let degree = degree as usize;
         if degree > 8 || 36 + 8 * (degree + 1) > p.len() {
             return;
         }
         let coefficients: Option<Vec<f64>> = (0..=degree).map(|k| be_f64(p, 36 + 8 * k)).collect();
         if let Some(c) = coefficients.filter(|c| c.iter().all(|v| v.is_finite())) {
             maps.push(MapPolynomial {
-                top: f[0],
-                left: f[1],
-                bottom: f[2],
-                right: f[3],
-                plane: f[4],
-                planes: f[5],
-                row_pitch: f[6].max(1),
-                col_pitch: f[7].max(1),
+                area,
                 coefficients: c,
             });
         }
@@ -349,10 +365,11 @@ pub fn apply(
     white: [f32; 3],
 ) {
     for m in maps {
-        for y in (m.top..m.bottom.min(h)).step_by(m.row_pitch) {
-            for x in (m.left..m.right.min(w)).step_by(m.col_pitch) {
+        let a = &m.area;
+        for y in (a.top..a.bottom.min(h)).step_by(a.row_pitch) {
+            for x in (a.left..a.right.min(w)).step_by(a.col_pitch) {
                 let b = black(y, x);
-                for p in m.plane..(m.plane + m.planes).min(spp) {
+                for p in a.plane..(a.plane + a.planes).min(spp) {
                     let i = (y * w + x) * spp + p;
                     let range = (white[p.min(2)] - b).max(1e-6);
                     let v = ((data[i] - b) / range) as f64;
@@ -454,8 +471,9 @@ mod tests {
         let maps = parse_gain_maps(&l);
         assert_eq!(maps.len(), 1);
         let m = &maps[0];
-        assert_eq!((m.top, m.left, m.bottom, m.right), (1, 0, 100, 200));
-        assert_eq!((m.plane, m.planes, m.row_pitch, m.col_pitch), (0, 1, 2, 2));
+        let a = &m.area;
+        assert_eq!((a.top, a.left, a.bottom, a.right), (1, 0, 100, 200));
+        assert_eq!((a.plane, a.planes, a.row_pitch, a.col_pitch), (0, 1, 2, 2));
         assert_eq!((m.points_v, m.points_h, m.map_planes), (2, 3, 1));
         assert_eq!((m.spacing_v, m.spacing_h), (1.0, 0.5));
         assert_eq!((m.origin_v, m.origin_h), (0.0, 0.0));

@@ -219,19 +219,16 @@ mod tests {
     use super::*;
     use crate::frame::Mosaic;
     use crate::raw::{CfaPattern, RawMeta};
-    use std::sync::Arc;
 
     fn mosaic(w: usize, h: usize, f: &dyn Fn(usize, usize) -> f32) -> Mosaic {
         let data = (0..w * h).map(|i| f(i % w, i / w)).collect();
-        Mosaic {
-            width: w,
-            height: h,
-            cfa: CfaPattern::ALL[0],
+        Mosaic::normalized(
+            w,
+            h,
+            CfaPattern::ALL[0],
             data,
-            scale: MosaicScale::Normalized,
-            wb_applied: None,
-            meta: Arc::new(RawMeta::bayer("t", w, h, CfaPattern::ALL[0])),
-        }
+            RawMeta::bayer("t", w, h, CfaPattern::ALL[0]),
+        )
     }
 
     fn run(p: serde_json::Value, m: Mosaic) -> Result<Mosaic> {

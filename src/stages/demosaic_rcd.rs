@@ -299,7 +299,7 @@ fn rcd_tile(t: &Tile) -> [Vec<f32>; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::{Mosaic, MosaicScale};
+    use crate::frame::Mosaic;
     use crate::raw::{CfaPattern, RawMeta};
     use std::sync::Arc;
 
@@ -315,15 +315,7 @@ mod tests {
                 data.push(rgb(x, y)[cfa.color_at(y, x)]);
             }
         }
-        Mosaic {
-            width: w,
-            height: h,
-            cfa,
-            data,
-            scale: MosaicScale::Normalized,
-            wb_applied: None,
-            meta: Arc::new(RawMeta::bayer("t", w, h, cfa)),
-        }
+        Mosaic::normalized(w, h, cfa, data, RawMeta::bayer("t", w, h, cfa))
     }
 
     fn run(m: Mosaic) -> Image {

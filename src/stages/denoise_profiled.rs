@@ -528,15 +528,7 @@ mod tests {
     ) -> Mosaic {
         let mut meta = RawMeta::bayer("test", w, h, cfa);
         meta.noise_profile = prof;
-        Mosaic {
-            width: w,
-            height: h,
-            cfa,
-            data,
-            scale: MosaicScale::Normalized,
-            wb_applied: None,
-            meta: Arc::new(meta),
-        }
+        Mosaic::normalized(w, h, cfa, data, meta)
     }
 
     fn run(m: Mosaic, params: serde_json::Value) -> Mosaic {

@@ -372,17 +372,18 @@ impl Layer {
     /// A layer for map plane 0 of a GainMap on a `width x height` mosaic;
     /// `None` when it covers no photosite of a one-plane (CFA) image.
     fn from_gain_map(g: &GainMap, width: usize, height: usize) -> Option<Layer> {
-        let (bottom, right) = (g.bottom.min(height), g.right.min(width));
-        let empty = g.points_v == 0 || g.points_h == 0 || g.top >= bottom || g.left >= right;
-        if g.plane != 0 || g.planes == 0 || empty {
+        let (bottom, right) = (g.area.bottom.min(height), g.area.right.min(width));
+        let empty =
+            g.points_v == 0 || g.points_h == 0 || g.area.top >= bottom || g.area.left >= right;
+        if g.area.plane != 0 || g.area.planes == 0 || empty {
             return None;
         }
         let gains: Vec<f32> = (0..g.points_v)
             .flat_map(|i| (0..g.points_h).map(move |j| g.at(i, j, 0)))
             .collect();
-        let col_pitch = g.col_pitch.max(1);
+        let col_pitch = g.area.col_pitch.max(1);
         let (mut fx, mut runs) = (Vec::new(), Vec::<(usize, usize, usize, usize)>::new());
-        for (k, x) in (g.left..right).step_by(col_pitch).enumerate() {
+        for (k, x) in (g.area.left..right).step_by(col_pitch).enumerate() {
             let rel = (x as f64 + 0.5) / width as f64;
             let (j0, j1, f) = grid_pos(rel, g.origin_h, g.spacing_h, g.points_h);
             fx.push(f);
@@ -392,10 +393,10 @@ impl Layer {
             }
         }
         Some(Layer {
-            top: g.top,
+            top: g.area.top,
             bottom,
-            row_pitch: g.row_pitch.max(1),
-            left: g.left,
+            row_pitch: g.area.row_pitch.max(1),
+            left: g.area.left,
             right,
             col_pitch,
             gains,
@@ -642,15 +643,7 @@ mod tests {
 
     /// A mosaic value of `data` (w x h) with `meta`.
     fn mosaic(cfa: CfaPattern, (w, h): (usize, usize), data: Vec<f32>, meta: RawMeta) -> Value {
-        Value::Mosaic(Arc::new(Mosaic {
-            width: w,
-            height: h,
-            cfa,
-            data,
-            scale: MosaicScale::Normalized,
-            wb_applied: None,
-            meta: Arc::new(meta),
-        }))
+        Value::Mosaic(Arc::new(Mosaic::normalized(w, h, cfa, data, meta)))
     }
 
     /// A normalised flat field of `level` under [`vignette`].
@@ -772,7 +765,7 @@ mod tests {
             assert!(e < 0.01, "{source:?}: max error {e}");
         }
         // A GainMap for another plane does not apply to a CFA mosaic.
-        meta.gain_maps.iter_mut().for_each(|g| g.plane = 1);
+        meta.gain_maps.iter_mut().for_each(|g| g.area.plane = 1);
         let stage = LensShading::with_calibration(params(Source::Dng), None).unwrap();
         let e = run(&stage, flat(cfa, w, h, 0.4, meta)).unwrap_err();
         assert!(e.to_string().contains("no DNG GainMap"), "{e}");
@@ -783,17 +776,20 @@ mod tests {
         // One 2x2 map over the whole 8x4 one-plane frame, pitch 1, origin
         // 0.25 / spacing 0.5: pixel centres before the first point keep
         // its value, the rest interpolate.
+        use crate::raw::dng_opcodes::OpcodeArea;
         let (w, h) = (8, 4);
         let mut meta = RawMeta::bayer("sdk", w, h, CfaPattern::Rggb);
         meta.gain_maps = vec![GainMap {
-            top: 0,
-            left: 0,
-            bottom: h,
-            right: w,
-            plane: 0,
-            planes: 1,
-            row_pitch: 1,
-            col_pitch: 1,
+            area: OpcodeArea {
+                top: 0,
+                left: 0,
+                bottom: h,
+                right: w,
+                plane: 0,
+                planes: 1,
+                row_pitch: 1,
+                col_pitch: 1,
+            },
             points_v: 2,
             points_h: 2,
             spacing_v: 0.5,
