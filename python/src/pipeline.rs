@@ -33,6 +33,9 @@ pub struct Pipeline {
     /// Overrides as given, normalised to {stage: {param: value}} JSON.
     params: serde_json::Map<String, serde_json::Value>,
     backend: Option<BackendChoice>,
+    /// Run chains of row-kernel stages as fused strip segments (default);
+    /// `false` runs every stage alone over whole frames (the reference).
+    fuse: bool,
     pool: ForkSafePool,
 }
 
@@ -185,6 +188,7 @@ impl Pipeline {
         params: serde_json::Map<String, serde_json::Value>,
         backend: Option<BackendChoice>,
         threads: usize,
+        fuse: bool,
     ) -> PyResult<Pipeline> {
         let inner = py
             .detach(|| CorePipeline::from_yaml_with(&yaml, &file, &params))
@@ -195,6 +199,7 @@ impl Pipeline {
             file,
             params,
             backend,
+            fuse,
             pool: ForkSafePool::new(threads),
         })
     }
@@ -202,7 +207,7 @@ impl Pipeline {
     fn opts(&self) -> RunOptions {
         RunOptions {
             backend: self.backend,
-            ..Default::default()
+            no_fuse: !self.fuse,
         }
     }
 
@@ -258,9 +263,13 @@ impl Pipeline {
     /// file by path, or YAML text with `yaml=`. `backend`: "cpu", "cuda"
     /// or "auto" for every stage; `params`: overrides, {"stage": {"param":
     /// value}} or {"stage.param": value}; `threads`: worker threads of
-    /// this pipeline's pool (default: all CPUs).
+    /// this pipeline's pool (default: all CPUs); `fuse`: run chains of
+    /// row-kernel stages as fused strip segments (default; timings then
+    /// give each member's share and name its segment in `fused`), or
+    /// `False` for every stage alone over whole frames (the CLI's
+    /// `--no-fuse`; same output).
     #[new]
-    #[pyo3(signature = (name_or_path = None, *, yaml = None, backend = None, params = None, threads = None))]
+    #[pyo3(signature = (name_or_path = None, *, yaml = None, backend = None, params = None, threads = None, fuse = true))]
     fn new(
         py: Python<'_>,
         name_or_path: Option<&Bound<'_, PyAny>>,
@@ -268,6 +277,7 @@ impl Pipeline {
         backend: Option<&str>,
         params: Option<&Bound<'_, PyAny>>,
         threads: Option<usize>,
+        fuse: bool,
     ) -> PyResult<Pipeline> {
         let (text, file) = match (name_or_path, yaml) {
             (Some(n), None) => {
@@ -294,7 +304,13 @@ impl Pipeline {
             None => serde_json::Map::new(),
         };
         let backend = parse_backend(py, backend)?;
-        Pipeline::build(py, text, file, params, backend, threads.unwrap_or(0))
+        Pipeline::build(py, text, file, params, backend, threads.unwrap_or(0), fuse)
+    }
+
+    /// Whether chains of row-kernel stages run as fused segments.
+    #[getter]
+    fn fuse(&self) -> bool {
+        self.fuse
     }
 
     /// The pipeline's name.
@@ -441,6 +457,7 @@ impl Pipeline {
             params,
             self.backend.map(backend_name),
             self.pool.threads(),
+            self.fuse,
         );
         PyTuple::new(py, [f.into_any(), args.into_pyobject(py)?.into_any()])
     }
@@ -452,6 +469,7 @@ impl Pipeline {
 
 /// Rebuilds a pickled pipeline.
 #[pyfunction]
+#[pyo3(signature = (yaml, file, params, backend, threads, fuse = true))]
 pub fn _pipeline_from_state(
     py: Python<'_>,
     yaml: String,
@@ -459,13 +477,14 @@ pub fn _pipeline_from_state(
     params: String,
     backend: Option<&str>,
     threads: usize,
+    fuse: bool,
 ) -> PyResult<Pipeline> {
     let params = match serde_json::from_str(&params) {
         Ok(serde_json::Value::Object(m)) => m,
         _ => return Err(invalid(py, "pickled pipeline: bad params")),
     };
     let backend = parse_backend(py, backend)?;
-    Pipeline::build(py, yaml, file, params, backend, threads)
+    Pipeline::build(py, yaml, file, params, backend, threads, fuse)
 }
 
 /// Writes an HxWx3 image (uint8, uint16 or float in [0, 1]) to a PNG,

@@ -197,6 +197,18 @@ def test_bench(bayer_raw: rg.RawImage) -> None:
     assert rep["total_median_ms"] > 0
 
 
+def test_fuse_false_runs_every_stage_alone_with_the_same_output(bayer_raw: rg.RawImage) -> None:
+    fused, alone = rg.Pipeline("fast"), rg.Pipeline("fast", fuse=False)
+    assert fused.fuse and not alone.fuse
+    a, b = fused.run(bayer_raw, bits=16), alone.run(bayer_raw, bits=16)
+    np.testing.assert_array_equal(a.image, b.image)
+    segs = {s["id"]: s.get("fused") for s in fused.bench(bayer_raw, warmup=0, iters=1)["stages"]}
+    assert segs["dm"] and "dm" in segs["dm"]
+    rep = alone.bench(bayer_raw, warmup=0, iters=1)
+    assert all(s.get("fused") is None for s in rep["stages"])
+    assert not pickle.loads(pickle.dumps(alone)).fuse
+
+
 def test_imwrite_dtypes(tmp_path: Path) -> None:
     f = np.random.default_rng(1).random((20, 30, 3), dtype=np.float32)
     rg.imwrite(tmp_path / "a.png", f)
