@@ -15,13 +15,12 @@ use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::raw::decode::decode_file;
 use rawgraph::raw::dng_opcodes::GainMap;
 use rawgraph::raw::dng_write::{write_dng, DngOptions};
-use rawgraph::raw::{BlackLevel, CfaPattern, RawFrame, RawMeta};
+use rawgraph::raw::{CfaPattern, RawFrame};
 use rawgraph::stages::lens_shading::{site_colour, LscCalibration};
 use rawgraph::stages::{self, RunCtx};
 use rawgraph::Value;
 
-const BLACK: f32 = 256.0;
-const WHITE: f32 = 4095.0;
+use common::{SYNTH_BLACK as BLACK, SYNTH_WHITE as WHITE};
 
 /// (1 + r^2)^-2 falloff ("cos^4") of colour `c` (R, Gr, Gb, B) at
 /// pixel-edge coordinates (px, py) of a w x h frame; `spread` widens it
@@ -37,12 +36,7 @@ fn vignette(c: usize, px: f64, py: f64, w: usize, h: usize, spread: f64) -> f64 
 /// A 12-bit flat field at `level` of white under [`vignette`], with a
 /// little deterministic noise (+-1%).
 fn flat_frame(cfa: CfaPattern, w: usize, h: usize, level: f64, spread: f64) -> RawFrame {
-    let mut meta = RawMeta::bayer("flat", w, h, cfa);
-    meta.black = BlackLevel::uniform(BLACK);
-    meta.white = [WHITE; 3];
-    meta.bits = 12;
-    meta.make = "Synth".into();
-    meta.model = "Flat".into();
+    let meta = common::synth_meta12("Flat", w, h, cfa);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(99);
     let mut noise = move || rng.random::<f64>() - 0.5;
     let data = (0..h)
@@ -86,16 +80,7 @@ fn calibrate(args: &[&str]) -> std::process::Output {
 /// Runs black_level then lens_shading (with `params`) on a frame and
 /// returns the corrected normalised mosaic.
 fn corrected(frame: RawFrame, params: serde_json::Value) -> Vec<f32> {
-    let ctx = RunCtx { stage_id: "t" };
-    let bl = stages::compile("black_level", serde_json::Value::Null).unwrap();
-    let lsc = stages::compile("lens_shading", params).unwrap();
-    let v = bl
-        .run_cpu(&ctx, vec![graph::exec::frame_to_value(frame).unwrap()])
-        .unwrap();
-    match lsc.run_cpu(&ctx, vec![v]).unwrap() {
-        Value::Mosaic(m) => m.data.clone(),
-        _ => panic!("not a mosaic"),
-    }
+    common::after_black_level(frame, "lens_shading", params).1
 }
 
 /// Largest relative deviation of 4x4-site box means from the site's

@@ -2,6 +2,10 @@
 //! fits lens-shading gain tables (the `lens_shading` op's `file:`) from
 //! flat-field frames; see [`fit_flat`].
 //!
+//! `rawgraph calibrate dpc DARKS... --out defects.txt [--flats FLATS...]`:
+//! finds hot, dead and stuck photosites for the `defect_correct` op's
+//! `map:`; see [`dpc`].
+//!
 //! `rawgraph calibrate noise IN... -o calibration/noise/NAME.yaml`: fits the
 //! Poisson-Gaussian noise model of a camera (a, b per colour as functions
 //! of ISO) from raw frames and writes a profile the `noise_estimate` stage
@@ -30,6 +34,8 @@ use crate::noise::{std_at, MID_GREY};
 use crate::raw::RawFrame;
 use crate::stages::{self, lens_shading, RunCtx};
 
+pub mod dpc;
+
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {
     #[command(subcommand)]
@@ -43,6 +49,9 @@ pub enum CalibrateWhat {
     /// Fit lens-shading gain tables (the lens_shading op's file) from
     /// flat-field frames.
     Lsc(LscCalibArgs),
+    /// Find hot, dead and stuck photosites (the defect_correct op's
+    /// `map:`) from dark frames and, optionally, flat frames.
+    Dpc(dpc::DpcCalibArgs),
 }
 
 /// How a calibration opens its input frames.
@@ -112,6 +121,7 @@ pub fn run(a: CalibrateArgs) -> Result<i32> {
     match a.what {
         CalibrateWhat::Noise(n) => run_noise(n),
         CalibrateWhat::Lsc(l) => run_lsc(l),
+        CalibrateWhat::Dpc(d) => dpc::run_dpc(d),
     }
 }
 
@@ -148,6 +158,14 @@ fn open_input(inputs: &[PathBuf], k: usize, frames: &CalibInputs) -> Result<RawF
         .map(PathBuf::as_path)
         .or(frames.input.sidecar.as_deref());
     input::open(path, sidecar, &frames.input.limits())
+}
+
+/// The file name of `path` (the whole path when it has none), for
+/// progress lines and file headers.
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// Writes `text` to `path` atomically, creating its folder.
@@ -238,10 +256,7 @@ fn run_noise(a: NoiseCalibArgs) -> Result<i32> {
         let fit =
             raw_estimator::estimate(&mosaic.data, mosaic.width, mosaic.height, mosaic.cfa, &ep)
                 .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| path.display().to_string());
+        let name = display_name(path);
         print_fit(&name, iso, &fit);
         frames.push(Measured { name, iso, fit });
     }
@@ -584,10 +599,7 @@ fn run_lsc(a: LscCalibArgs) -> Result<i32> {
         let mosaic = normalised_mosaic(frame)?;
         let fit = fit_flat(&mosaic, rows, cols)
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| path.display().to_string());
+        let name = display_name(path);
         println!("{name}  ({ct:.0} K, {:.2}% clipped)", 100.0 * fit.clipped);
         for (c, cn) in COLOURS.iter().enumerate() {
             let g = &fit.gains[c];

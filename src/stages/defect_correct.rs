@@ -10,7 +10,9 @@
 //! to its neighbours' range and so also flattens clean detail. A static
 //! map (`map: FILE`, one `x y` pair per line in mosaic coordinates, `#`
 //! comments; dcraw's `-P` format, a trailing third column is ignored)
-//! lists known defects that are always replaced.
+//! lists known defects that are always replaced; `rawgraph calibrate dpc`
+//! writes one from dark and flat frames
+//! ([`crate::cli::calibrate::dpc`]).
 //!
 //! Input and output: a black-level-corrected mosaic (1.0 = white), same
 //! size and phase; `threshold` is in those normalised units.

@@ -26,6 +26,53 @@ pub fn data(rel: &str) -> Option<PathBuf> {
     None
 }
 
+/// Black level (DN) of [`synth_meta12`].
+pub const SYNTH_BLACK: f32 = 256.0;
+/// White level (DN) of [`synth_meta12`].
+pub const SYNTH_WHITE: f32 = 4095.0;
+
+/// Metadata of a synthetic 12-bit Bayer capture by make "Synth": black
+/// [`SYNTH_BLACK`], white [`SYNTH_WHITE`] DN.
+pub fn synth_meta12(
+    model: &str,
+    w: usize,
+    h: usize,
+    cfa: rawgraph::raw::CfaPattern,
+) -> rawgraph::raw::RawMeta {
+    let mut meta = rawgraph::raw::RawMeta::bayer(&model.to_lowercase(), w, h, cfa);
+    meta.black = rawgraph::raw::BlackLevel::uniform(SYNTH_BLACK);
+    meta.white = [SYNTH_WHITE; 3];
+    meta.bits = 12;
+    meta.make = "Synth".into();
+    meta.model = model.into();
+    meta
+}
+
+/// Runs `black_level` then `op` (with `params`) on a frame: the
+/// normalised mosaic before and after `op`.
+pub fn after_black_level(
+    frame: rawgraph::raw::RawFrame,
+    op: &str,
+    params: serde_json::Value,
+) -> (Vec<f32>, Vec<f32>) {
+    use rawgraph::stages::{self, RunCtx};
+    let data = |v: &rawgraph::Value| match v {
+        rawgraph::Value::Mosaic(m) => m.data.clone(),
+        _ => panic!("not a mosaic"),
+    };
+    let ctx = RunCtx { stage_id: "t" };
+    let bl = stages::compile("black_level", serde_json::Value::Null).unwrap();
+    let stage = stages::compile(op, params).unwrap();
+    let v = bl
+        .run_cpu(
+            &ctx,
+            vec![rawgraph::graph::exec::frame_to_value(frame).unwrap()],
+        )
+        .unwrap();
+    let before = data(&v);
+    (before, data(&stage.run_cpu(&ctx, vec![v]).unwrap()))
+}
+
 /// The rawgraph binary built for this test run.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rawgraph"))
