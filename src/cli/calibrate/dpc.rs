@@ -502,8 +502,12 @@ fn map_text(
         map.bright.len(),
         all.len()
     ));
+    // `x y 0`: the third column is dcraw -P's timestamp (0 = always
+    // applies), so dcraw and LibRaw read the file too; defect_correct
+    // ignores it.
+    t.push_str("# x y timestamp (dcraw -P format)\n");
     for (x, y) in &all {
-        t.push_str(&format!("{x} {y}\n"));
+        t.push_str(&format!("{x} {y} 0\n"));
     }
     t
 }
