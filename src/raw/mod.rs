@@ -8,6 +8,8 @@ pub mod ciff;
 pub mod decode;
 pub mod dng_opcodes;
 pub mod dng_write;
+pub mod guard;
+mod preflight;
 pub mod provenance;
 pub mod sidecar;
 pub mod synth;
