@@ -18,7 +18,7 @@ use rawgraph::frame::Mosaic;
 use rawgraph::frame::Value;
 use rawgraph::graph::exec::{cuda_available, frame_to_value};
 use rawgraph::nn::{Activation, Padding, Tensor};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 
 fn mosaic(w: usize, h: usize) -> Mosaic {
     let f = mosaic_scene(&demo_scene(w, h), &CaptureParams::default(), "bench").unwrap();

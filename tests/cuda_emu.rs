@@ -28,9 +28,9 @@ use rawgraph::frame::{ColorSpace, Image, Mosaic, Value};
 use rawgraph::graph::exec::frame_to_value;
 use rawgraph::nn::hdrnet::GuideWeights;
 use rawgraph::nn::{Activation, Conv2d, Padding, Tensor};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::raw::CfaPattern;
 use rawgraph::stages::{compile, RunCtx};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph_cuda_emu::{DevBuf, Emu, EmuError, LaunchConfig};
 use serde_json::json;
 

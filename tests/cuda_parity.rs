@@ -26,9 +26,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rawgraph::frame::{ColorSpace, Image, Mosaic, Value};
 use rawgraph::graph::exec::{cuda_available, frame_to_value};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::raw::CfaPattern;
 use rawgraph::stages::{compile, RunCtx};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 use serde_json::json;
 
 /// `Some(())` when CUDA can run here; otherwise prints the skip line, or

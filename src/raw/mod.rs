@@ -1,8 +1,8 @@
 //! Raw captures: the mosaic plus typed metadata.
 //!
 //! A [`RawFrame`] is what every decoder (rawler for DNG and camera raws,
-//! [`sidecar`] for headerless sensor dumps, [`synth`] for synthetic scenes)
-//! produces and what the `raw_source` stage feeds into a pipeline.
+//! [`sidecar`] for headerless sensor dumps, [`crate::synth`] for synthetic
+//! scenes) produces and what the `raw_source` stage feeds into a pipeline.
 
 pub mod ciff;
 pub mod decode;
@@ -12,8 +12,6 @@ pub mod guard;
 mod preflight;
 pub mod provenance;
 pub mod sidecar;
-pub mod synth;
-pub mod unprocess;
 
 use serde::{Deserialize, Serialize};
 
