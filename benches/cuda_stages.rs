@@ -39,7 +39,7 @@ fn chain(m: &Mosaic, method: DemosaicMethod) -> ClassicalChain {
         },
         demosaic: method,
         color: ColorSteps {
-            matrix: Some(rawgraph::stages::color_correct::camera_to_srgb(&m.meta).unwrap()),
+            matrix: Some(m.meta.camera_to_srgb().unwrap()),
             gain: Some(1.0),
             tone_lut: Some(tone.lut()),
             tone_max: tone.lut_max(),

@@ -513,7 +513,7 @@ mod device_only {
                 },
                 demosaic: DemosaicMethod::Mhc,
                 color: ColorSteps {
-                    matrix: Some(rawgraph::stages::color_correct::camera_to_srgb(&m.meta).unwrap()),
+                    matrix: Some(m.meta.camera_to_srgb().unwrap()),
                     gain: Some(2f32.powf(0.5)),
                     tone_lut: Some(tone.lut()),
                     tone_max: tone.lut_max(),

@@ -446,6 +446,29 @@ impl RawMeta {
         }
     }
 
+    /// The camera -> linear sRGB matrix for this frame: the direct
+    /// `cam_to_srgb` when the source gives one, else
+    /// [`crate::color::camera_to_srgb`] of the colour matrix whose
+    /// illuminant is closest to D65, else identity (no colour information).
+    pub fn camera_to_srgb(&self) -> Result<crate::color::Mat3> {
+        if let Some(m) = self.cam_to_srgb {
+            return Ok(m);
+        }
+        let Some(cm) = self.color_matrices.iter().min_by(|a, b| {
+            let da = (a.illuminant.cct() - 6504.0).abs();
+            let db = (b.illuminant.cct() - 6504.0).abs();
+            da.total_cmp(&db)
+        }) else {
+            return Ok(crate::color::IDENTITY);
+        };
+        crate::color::camera_to_srgb(&cm.xyz_to_cam).ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: the camera colour matrix is singular",
+                self.source
+            ))
+        })
+    }
+
     /// The correlated colour temperature (kelvin) of the as-shot white
     /// balance: the camera neutral (1 / `wb_gains`) taken to XYZ through
     /// the colour matrices (two matrices interpolated in 1/CCT, as the DNG

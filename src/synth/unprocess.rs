@@ -580,7 +580,7 @@ pub fn ideal_rendering(truth: &[f32], meta: &RawMeta) -> Result<Image> {
     let g = meta.wb_gains.unwrap_or([1.0; 3]);
     let min = g.iter().cloned().fold(f32::MAX, f32::min);
     let g = [g[0] / min, g[1] / min, g[2] / min];
-    let m = crate::stages::color_correct::camera_to_srgb(meta)?;
+    let m = meta.camera_to_srgb()?;
     let n = w * h;
     let mut data = vec![0f32; 3 * n];
     {
