@@ -31,6 +31,7 @@ pub mod output;
 pub mod raw;
 pub mod stages;
 pub mod synth;
+pub mod yaml;
 
 pub use error::{Error, Result};
 pub use frame::{Image, Mosaic, Value};
