@@ -56,6 +56,7 @@ pub(super) fn check(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawSource>
     Ok(src)
 }
 
+/// The u16 at byte `o` (little-endian when `le`); `None` past the end.
 fn read_u16(bytes: &[u8], o: u64, le: bool) -> Option<u16> {
     let o = usize::try_from(o).ok()?;
     let b = bytes.get(o..o.checked_add(2)?)?;
@@ -67,6 +68,7 @@ fn read_u16(bytes: &[u8], o: u64, le: bool) -> Option<u16> {
     })
 }
 
+/// The u32 at byte `o` (little-endian when `le`); `None` past the end.
 fn read_u32(bytes: &[u8], o: u64, le: bool) -> Option<u32> {
     let o = usize::try_from(o).ok()?;
     let b = bytes.get(o..o.checked_add(4)?)?;
