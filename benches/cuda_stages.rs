@@ -18,7 +18,7 @@ use rawgraph::frame::Mosaic;
 use rawgraph::frame::Value;
 use rawgraph::graph::exec::{cuda_available, frame_to_value};
 use rawgraph::nn::{Activation, Padding, Tensor};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 
 fn mosaic(w: usize, h: usize) -> Mosaic {
     let f = mosaic_scene(&demo_scene(w, h), &CaptureParams::default(), "bench").unwrap();
@@ -39,7 +39,7 @@ fn chain(m: &Mosaic, method: DemosaicMethod) -> ClassicalChain {
         },
         demosaic: method,
         color: ColorSteps {
-            matrix: Some(rawgraph::stages::color_correct::camera_to_srgb(&m.meta).unwrap()),
+            matrix: Some(m.meta.camera_to_srgb().unwrap()),
             gain: Some(1.0),
             tone_lut: Some(tone.lut()),
             tone_max: tone.lut_max(),

@@ -4,9 +4,9 @@
 //! local_laplacian teacher. Run: `cargo bench --bench hdrnet`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use rawgraph::raw::synth::demo_scene;
 use rawgraph::stages::hdrnet::{coeffs, model_path, slice_apply, Hdrnet};
 use rawgraph::stages::local_laplacian::{tone_map, Params};
+use rawgraph::synth::demo_scene;
 
 fn bench_tonemap(c: &mut Criterion) {
     let model = rawgraph::nn::hdrnet::Hdrnet::load(model_path("default")).unwrap();

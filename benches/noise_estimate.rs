@@ -9,9 +9,9 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion};
 use rawgraph::frame::{Mosaic, MosaicScale, Value};
 use rawgraph::noise::awgn::{estimate_sigma, AwgnParams};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::raw::NoiseProfile;
 use rawgraph::stages::{self, RunCtx};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 
 fn normalised_mosaic(w: usize, h: usize) -> Mosaic {
     let cp = CaptureParams {

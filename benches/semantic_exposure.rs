@@ -7,8 +7,8 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use rawgraph::frame::Value;
 use rawgraph::graph::exec::frame_to_value;
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::stages::{self, RunCtx};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 
 fn linear_frame(w: usize, h: usize) -> Value {
     let frame = mosaic_scene(&demo_scene(w, h), &CaptureParams::default(), "bench").unwrap();

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use rawgraph::frame::Value;
 use rawgraph::graph::exec::frame_to_value;
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::stages::{self, RunCtx};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 
 /// Runs `ops` in order on a fresh frame; returns the input of the last op.
 fn prepare(w: usize, h: usize, ops: &[&str]) -> Value {

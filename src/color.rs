@@ -100,6 +100,15 @@ pub fn normalize_rows(m: &Mat3) -> Mat3 {
     o
 }
 
+/// Camera RGB -> linear sRGB (D65) from a DNG ColorMatrix (`xyz_to_cam`,
+/// XYZ -> camera), as dcraw builds it: cam_from_srgb = ColorMatrix x
+/// sRGB_to_XYZ with rows normalised to sum 1 (white-balanced camera white
+/// maps to sRGB white), inverted. `None` when that matrix is singular.
+pub fn camera_to_srgb(xyz_to_cam: &Mat3) -> Option<Mat3> {
+    let cam_from_srgb = normalize_rows(&mul(xyz_to_cam, &SRGB_TO_XYZ));
+    invert(&cam_from_srgb)
+}
+
 /// Bradford chromatic adaptation matrix (XYZ -> XYZ) from white `src` to
 /// white `dst` (XYZ, Y = 1).
 pub fn bradford(src: [f32; 3], dst: [f32; 3]) -> Mat3 {

@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use rawgraph::graph::{self, Pipeline, RunOptions};
-//! use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+//! use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 //!
 //! let scene = demo_scene(128, 96);
 //! let frame = mosaic_scene(&scene, &CaptureParams::default(), "doc").unwrap();
@@ -30,6 +30,8 @@ pub mod noise;
 pub mod output;
 pub mod raw;
 pub mod stages;
+pub mod synth;
+pub mod yaml;
 
 pub use error::{Error, Result};
 pub use frame::{Image, Mosaic, Value};

@@ -8,11 +8,11 @@ mod common;
 
 use rawgraph::eval::metrics::{cpsnr, Rgb8};
 use rawgraph::graph::{self, Pipeline, RunOptions};
-use rawgraph::raw::unprocess::{
+use rawgraph::raw::{CfaPattern, RawFrame};
+use rawgraph::synth::unprocess::{
     resolve_params, unprocess, CfaSpec, ExposureSpec, MatrixSpec, NoiseSpec, SrgbInput,
     SynthCapture, UnprocessConfig, WbSpec,
 };
-use rawgraph::raw::{CfaPattern, RawFrame};
 use rawgraph::Value;
 
 fn pipeline(name: &str) -> Pipeline {
@@ -261,7 +261,7 @@ fn video_nv12_writes_and_reads_back() {
 #[test]
 fn process_writes_nv12_files() {
     use rawgraph::raw::dng_write::DngOptions;
-    use rawgraph::raw::unprocess::write_capture;
+    use rawgraph::synth::unprocess::write_capture;
     let cap = capture(&smooth(96, 64), CfaPattern::ALL[2], 8);
     let dir = tempfile::tempdir().unwrap();
     let files = write_capture(&cap, dir.path(), "cap", &DngOptions::default()).unwrap();

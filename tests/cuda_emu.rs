@@ -28,9 +28,9 @@ use rawgraph::frame::{ColorSpace, Image, Mosaic, Value};
 use rawgraph::graph::exec::frame_to_value;
 use rawgraph::nn::hdrnet::GuideWeights;
 use rawgraph::nn::{Activation, Conv2d, Padding, Tensor};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::raw::CfaPattern;
 use rawgraph::stages::{compile, RunCtx};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph_cuda_emu::{DevBuf, Emu, EmuError, LaunchConfig};
 use serde_json::json;
 
@@ -681,7 +681,7 @@ fn color_pipeline_matches_cpu_stages() {
             Value::Image(i) => i.meta.clone(),
             _ => unreachable!(),
         };
-        let matrix = rawgraph::stages::color_correct::camera_to_srgb(&meta).unwrap();
+        let matrix = meta.camera_to_srgb().unwrap();
         let cases: Vec<(&str, serde_json::Value, &Value, ColorSteps, f32)> = vec![
             (
                 "color_correct",
@@ -853,7 +853,7 @@ fn classical_chain_matches_cpu_stages() {
             clip_highlights: true,
         };
         let steps = ColorSteps {
-            matrix: Some(rawgraph::stages::color_correct::camera_to_srgb(&m.meta).unwrap()),
+            matrix: Some(m.meta.camera_to_srgb().unwrap()),
             gain: Some(2f32.powf(0.5)),
             tone_lut: Some(tone.lut()),
             tone_max: tone.lut_max(),

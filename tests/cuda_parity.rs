@@ -26,9 +26,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rawgraph::frame::{ColorSpace, Image, Mosaic, Value};
 use rawgraph::graph::exec::{cuda_available, frame_to_value};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::raw::CfaPattern;
 use rawgraph::stages::{compile, RunCtx};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 use serde_json::json;
 
 /// `Some(())` when CUDA can run here; otherwise prints the skip line, or
@@ -513,7 +513,7 @@ mod device_only {
                 },
                 demosaic: DemosaicMethod::Mhc,
                 color: ColorSteps {
-                    matrix: Some(rawgraph::stages::color_correct::camera_to_srgb(&m.meta).unwrap()),
+                    matrix: Some(m.meta.camera_to_srgb().unwrap()),
                     gain: Some(2f32.powf(0.5)),
                     tone_lut: Some(tone.lut()),
                     tone_max: tone.lut_max(),

@@ -11,7 +11,7 @@ use std::process::Command;
 use rawgraph::backend::BackendChoice;
 use rawgraph::graph::exec::cuda_available;
 use rawgraph::graph::{self, Pipeline, RunOptions};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 
 fn frame(w: usize, h: usize) -> rawgraph::raw::RawFrame {
     mosaic_scene(&demo_scene(w, h), &CaptureParams::default(), "synthetic").unwrap()

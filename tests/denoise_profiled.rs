@@ -13,12 +13,12 @@ use rawgraph::eval::image_files;
 use rawgraph::eval::metrics::{cpsnr, Rgb8};
 use rawgraph::eval::synth_protocol::render_unprocessed;
 use rawgraph::graph::{self, Pipeline, RunOptions};
-use rawgraph::raw::synth::demo_scene;
-use rawgraph::raw::unprocess::{
+use rawgraph::raw::{CfaPattern, RawFrame};
+use rawgraph::synth::demo_scene;
+use rawgraph::synth::unprocess::{
     resolve_params, unprocess, CfaSpec, MatrixSpec, NoiseSpec, SrgbInput, SynthCapture,
     UnprocessConfig, WbSpec,
 };
-use rawgraph::raw::{CfaPattern, RawFrame};
 use rawgraph::Value;
 
 fn shipped(name: &str) -> Pipeline {

@@ -14,11 +14,11 @@ use rawgraph::eval::metrics::{cpsnr, Rgb8};
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::input;
 use rawgraph::raw::dng_write::{DngOptions, DngTiling};
-use rawgraph::raw::synth::demo_scene;
-use rawgraph::raw::unprocess::{
+use rawgraph::raw::CfaPattern;
+use rawgraph::synth::demo_scene;
+use rawgraph::synth::unprocess::{
     resolve_params, unprocess, write_capture, NoiseSpec, SrgbInput, UnprocessConfig,
 };
-use rawgraph::raw::CfaPattern;
 use rawgraph::Value;
 
 fn have(bin: &str) -> bool {
@@ -160,7 +160,7 @@ fn dcraw_and_libraw_match_our_ideal_rendering() {
     ];
     for (cfa, bits, tiling, with_peers) in cases {
         let cfg = UnprocessConfig {
-            cfa: rawgraph::raw::unprocess::CfaSpec::Fixed(cfa),
+            cfa: rawgraph::synth::unprocess::CfaSpec::Fixed(cfa),
             noise: NoiseSpec::None,
             bits,
             ..Default::default()

@@ -101,7 +101,7 @@ fn sidecar_matrix_becomes_a_color_matrix_that_renders_the_same() {
     f.meta.cam_to_srgb = Some(m);
     let q = dng_representable(&f.meta).unwrap();
     assert!(q.cam_to_srgb.is_none());
-    let back = rawgraph::stages::color_correct::camera_to_srgb(&q).unwrap();
+    let back = q.camera_to_srgb().unwrap();
     for i in 0..3 {
         for j in 0..3 {
             assert!((back[i][j] - m[i][j]).abs() < 1e-4, "{back:?}");

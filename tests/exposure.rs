@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use rawgraph::graph::{self, Pipeline, RunOptions};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams, LinearImage};
 use rawgraph::stages::exposure::{downcast, ExposureControl};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams, LinearImage};
 use rawgraph::Value;
 
 /// The shipped pipeline with the meter's control value as an extra output.

@@ -29,10 +29,10 @@ use std::path::{Path, PathBuf};
 
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::output::to_rgb16;
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams, LinearImage};
 use rawgraph::raw::{CfaPattern, NoiseProfile, RawFrame};
 use rawgraph::stages::exposure::downcast;
 use rawgraph::stages::yuv_encode::YuvFrame;
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams, LinearImage};
 use rawgraph::Value;
 use serde::{Deserialize, Serialize};
 

@@ -13,11 +13,11 @@ use rawgraph::frame::{ColorSpace, Image, Value, ValueDesc};
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::nn::hdrnet::Hdrnet as Model;
 use rawgraph::nn::Weights;
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::raw::{CfaPattern, RawMeta};
 use rawgraph::stages::hdrnet::slice_apply::COEFFS;
 use rawgraph::stages::hdrnet::{coeffs, Hdrnet};
 use rawgraph::stages::{compile, RunCtx};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
 use rawgraph::Error;
 
 fn fixture(name: &str) -> PathBuf {

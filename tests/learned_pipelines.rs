@@ -15,8 +15,8 @@ mod common;
 use rawgraph::eval::metrics::Rgb8;
 use rawgraph::eval::synth_protocol::render_unprocessed;
 use rawgraph::graph::Pipeline;
-use rawgraph::raw::unprocess::{CfaSpec, MatrixSpec, NoiseSpec, UnprocessConfig, WbSpec};
 use rawgraph::raw::CfaPattern;
+use rawgraph::synth::unprocess::{CfaSpec, MatrixSpec, NoiseSpec, UnprocessConfig, WbSpec};
 
 fn kodak(n: usize) -> Option<Vec<PathBuf>> {
     let dir = common::data("kodak24")?;

@@ -1,6 +1,6 @@
 //! Noise-estimation quality on the shared test sets (kodak24 + mcmaster18),
 //! measured through the project's own code paths:
-//! - raw: synthetic captures (`raw::synth::mosaic_scene`, Poisson-Gaussian
+//! - raw: synthetic captures (`synth::mosaic_scene`, Poisson-Gaussian
 //!   noise) of the test images run through `raw_source -> black_level ->
 //!   noise_estimate`; relative error of the noise std at mid-grey (x = 0.18)
 //!   per colour;
@@ -24,8 +24,8 @@ use rawgraph::frame::Value;
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::noise::awgn::{estimate_sigma, luma_bt601, AwgnParams};
 use rawgraph::noise::{std_at, MID_GREY};
-use rawgraph::raw::synth::{mosaic_scene, CaptureParams, LinearImage};
 use rawgraph::raw::NoiseProfile;
+use rawgraph::synth::{mosaic_scene, CaptureParams, LinearImage};
 
 fn data(rel: &str) -> Option<PathBuf> {
     let p = data_dir().join(rel);

@@ -10,8 +10,8 @@ use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::noise::raw_estimator::{estimate, EstimatorParams};
 use rawgraph::noise::{std_at, MID_GREY};
 use rawgraph::raw::sidecar::{decode_dump, BlackSpec, Packing, Sidecar};
-use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams, LinearImage};
 use rawgraph::raw::{decode, BlackLevel, CfaPattern, NoiseProfile, RawFrame, RawMeta};
+use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams, LinearImage};
 
 fn data(rel: &str) -> Option<PathBuf> {
     let p = data_dir().join(rel);

@@ -131,7 +131,7 @@ fn yaml_syntax_error_has_position() {
 
 #[test]
 fn dag_with_two_outputs_runs() {
-    use rawgraph::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+    use rawgraph::synth::{demo_scene, mosaic_scene, CaptureParams};
     let yaml = "version: 1\nstages:\n  - { id: raw, op: raw_source }\n  - { id: bl, op: black_level }\n  - { id: wb, op: white_balance }\n  - { id: a, op: demosaic_bilinear, in: [wb] }\n  - { id: b, op: demosaic_mhc, in: [wb] }\n  - { id: ea, op: srgb_encode, in: [a] }\n  - { id: eb, op: srgb_encode, in: [b] }\noutputs: [ea, eb]\n";
     let p = Pipeline::from_yaml(yaml, "dag.yaml").unwrap();
     let frame = mosaic_scene(&demo_scene(64, 48), &CaptureParams::default(), "t").unwrap();

@@ -4,10 +4,10 @@
 
 use rawgraph::raw::decode::decode_file;
 use rawgraph::raw::dng_write::{write_dng, DngOptions};
-use rawgraph::raw::unprocess::{
+use rawgraph::raw::{BlackLevel, CfaPattern, NoiseProfile, RawFrame, RawMeta};
+use rawgraph::synth::unprocess::{
     noisy_quantised, resolve_params, CfaSpec, NoiseSpec, UnprocessConfig,
 };
-use rawgraph::raw::{BlackLevel, CfaPattern, NoiseProfile, RawFrame, RawMeta};
 
 /// Intensity bins of the flat field, normalised signal.
 const LEVELS: [f32; 8] = [0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.85];

@@ -7,12 +7,12 @@ use rawgraph::eval::metrics::{cpsnr, Rgb8};
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::input;
 use rawgraph::raw::dng_write::DngOptions;
-use rawgraph::raw::synth::demo_scene;
-use rawgraph::raw::unprocess::{
+use rawgraph::raw::CfaPattern;
+use rawgraph::synth::demo_scene;
+use rawgraph::synth::unprocess::{
     ideal_rendering, read_npy_f32, read_params, resolve_params, unprocess, write_capture, CfaSpec,
     ExposureSpec, MatrixSpec, NoiseSpec, SrgbInput, UnprocessConfig, WbSpec,
 };
-use rawgraph::raw::CfaPattern;
 use rawgraph::Value;
 
 /// A smooth scene (no detail finer than ~16 px) so that demosaicking
@@ -46,7 +46,7 @@ fn render(path: &std::path::Path) -> Rgb8 {
     }
 }
 
-fn ideal8(cap: &rawgraph::raw::unprocess::SynthCapture) -> Rgb8 {
+fn ideal8(cap: &rawgraph::synth::unprocess::SynthCapture) -> Rgb8 {
     Rgb8::from_planar(cap.ideal.width, cap.ideal.height, &cap.ideal.data)
 }
 
@@ -162,7 +162,7 @@ fn written_truth_and_params_reproduce_the_ideal() {
 fn matrix_white_balance_matches_the_demo_capture_model() {
     // WbSpec::Matrix is camera_response()'s D65 model (mosaic_scene): away
     // from the highlights the two give the same raw samples.
-    use rawgraph::raw::synth::{mosaic_scene, CaptureParams};
+    use rawgraph::synth::{mosaic_scene, CaptureParams};
     let (w, h) = (128, 96);
     let scene = demo_scene(w, h);
     let cfg = UnprocessConfig {

@@ -444,7 +444,7 @@ def srgb_to_linear(x):
 
 
 # Brooks et al. 2019 (`random_ccm`): XYZ -> camera matrices of four cameras;
-# the same constants as BROOKS_XYZ_TO_CAMS in src/raw/unprocess.rs.
+# the same constants as BROOKS_XYZ_TO_CAMS in src/synth/unprocess.rs.
 BROOKS_XYZ_TO_CAMS = torch.tensor([
     [[1.0234, -0.2969, -0.2266], [-0.5625, 1.6328, -0.0469], [-0.0703, 0.2188, 0.6406]],
     [[0.4913, -0.0541, -0.0202], [-0.613, 1.3513, 0.2906], [-0.1564, 0.2151, 0.7183]],
@@ -501,7 +501,7 @@ def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None
     """The `raw` regime: what `demosaic_denoise_learned` receives in
     pipelines/learned.yaml (black_level -> white_balance(clip_highlights)).
 
-    rgb: (B,3,H,W) sRGB-encoded patches in [0,1]. Steps (as src/raw/unprocess.rs):
+    rgb: (B,3,H,W) sRGB-encoded patches in [0,1]. Steps (as src/synth/unprocess.rs):
     inverse sRGB, random camera matrix, inverse WB (red U(1.9,2.4), blue
     U(1.5,1.9)) and exposure with Brooks' highlight-safe inversion, clip to
     [0,1] (truth); mosaic; Poisson-Gaussian noise var = shot*x + read on the

@@ -209,7 +209,7 @@ mod tests {
     /// panic in debug builds (`demosaic_menon` uses a 12-pixel halo).
     #[test]
     fn tiles_of_a_frame_smaller_than_the_halo_keep_the_phase() {
-        use crate::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+        use crate::synth::{demo_scene, mosaic_scene, CaptureParams};
         let f = mosaic_scene(&demo_scene(8, 8), &CaptureParams::default(), "t").unwrap();
         let crate::frame::Value::Mosaic(m) = crate::graph::exec::frame_to_value(f).unwrap() else {
             panic!("not a mosaic")

@@ -11,8 +11,8 @@ use super::InputArgs;
 use crate::error::{Error, Result};
 use crate::graph::{self, Pipeline, RunOptions};
 use crate::input;
-use crate::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
 use crate::raw::RawFrame;
+use crate::synth::{demo_scene, mosaic_scene, CaptureParams};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {

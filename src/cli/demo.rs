@@ -7,7 +7,7 @@ use clap::Args;
 use crate::error::Result;
 use crate::graph::{self, Pipeline, RunOptions};
 use crate::output::{write_image, OutFormat};
-use crate::raw::synth::{demo_scene, mosaic_scene, CaptureParams};
+use crate::synth::{demo_scene, mosaic_scene, CaptureParams};
 use crate::Value;
 
 #[derive(Debug, Args)]

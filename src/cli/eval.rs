@@ -5,7 +5,7 @@
 //! - `srgb` (default): the literature's sRGB-domain demosaicking protocol
 //!   ([`crate::eval::srgb_protocol`]), noise levels `--sigma`;
 //! - `synth`: each sRGB image is unprocessed into a synthetic raw
-//!   ([`crate::raw::unprocess`]) at every `--noise` level, run through the
+//!   ([`crate::synth::unprocess`]) at every `--noise` level, run through the
 //!   pipeline and compared with its ideal rendering;
 //! - `dng`: a folder of synthetic DNGs written by `rawgraph synth`, each
 //!   compared with its `NAME.ideal.png`.
@@ -28,8 +28,8 @@ use crate::eval::srgb_protocol::{render_image, single_op_pipeline, ImageScore, S
 use crate::eval::synth_protocol::{dng_files, render_dng, render_unprocessed};
 use crate::eval::{data_dir, image_files};
 use crate::graph::Pipeline;
-use crate::raw::unprocess::NoiseSpec;
 use crate::raw::CfaPattern;
+use crate::synth::unprocess::NoiseSpec;
 
 /// Where the test inputs come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]

@@ -1,6 +1,6 @@
 //! `rawgraph synth`: sRGB images (files or folders) -> synthetic raw
 //! captures with ground truth, by unprocessing (Brooks et al. 2019; see
-//! [`crate::raw::unprocess`] for the model and the files written).
+//! [`crate::synth::unprocess`] for the model and the files written).
 //!
 //! A failing input is reported on its own line and the run goes on; the
 //! exit code is 1 when any input failed.
@@ -12,12 +12,12 @@ use clap::Args;
 use crate::color::Mat3;
 use crate::error::{Error, Result};
 use crate::raw::dng_write::{DngOptions, DngTiling};
-use crate::raw::synth::{demo_scene, DEFAULT_XYZ_TO_CAM};
-use crate::raw::unprocess::{
+use crate::raw::CfaPattern;
+use crate::synth::unprocess::{
     image_seed, resolve_params, unprocess, write_capture, CfaSpec, ExposureSpec, MatrixSpec,
     NoiseSpec, SrgbInput, UnprocessConfig, WbSpec,
 };
-use crate::raw::CfaPattern;
+use crate::synth::{demo_scene, DEFAULT_XYZ_TO_CAM};
 
 /// Camera and exposure options of unprocessing (shared by `synth` and
 /// `eval --protocol synth`).

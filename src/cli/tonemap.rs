@@ -36,9 +36,9 @@ use crate::eval::score_pair;
 use crate::eval::tonemap_protocol::{load_linear, to_hwc};
 use crate::eval::{data_dir, image_files};
 use crate::graph::Timings;
-use crate::raw::unprocess::{image_seed, write_npy_f32};
 use crate::stages::hdrnet::{model_path, Hdrnet};
 use crate::stages::local_laplacian::{tone_map, Params as LlfParams};
+use crate::synth::unprocess::{image_seed, write_npy_f32};
 
 #[derive(Debug, Args)]
 pub struct TonemapArgs {

@@ -6,7 +6,7 @@
 //! white, so offsets -3..+3 span 2^-6..2^0 of full scale and +3 puts the
 //! photo's white at the clipping point), mosaicked through the default
 //! camera matrix with Poisson-Gaussian noise at 14 bits
-//! ([`crate::raw::synth::mosaic_scene`]), and developed by a pipeline to
+//! ([`crate::synth::mosaic_scene`]), and developed by a pipeline to
 //! linear sRGB (black level, as-shot WB, bilinear demosaic, colour matrix);
 //! `face_detect` and `sky_segment` run on that frame, then every metering
 //! mode meters it.
@@ -30,12 +30,12 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::frame::Value;
 use crate::graph::{self, Pipeline, RunOptions};
-use crate::raw::synth::{mosaic_scene, CaptureParams, LinearImage};
 use crate::stages::exposure::exposure_meter::{meter, MeterMode};
 use crate::stages::exposure::face_detect::{FaceDetect, Params as FaceParams};
 use crate::stages::exposure::guided_filter::resize_bilinear;
 use crate::stages::exposure::tuning::Tuning;
 use crate::stages::exposure::{downcast, image_from_srgb8, FaceBox, Faces, SkyMap};
+use crate::synth::{mosaic_scene, CaptureParams, LinearImage};
 use crate::Image;
 
 /// The development pipeline of the protocol (outputs: linear frame, faces,

@@ -1,6 +1,6 @@
 //! Synthetic-raw evaluation: score a whole pipeline (decode to sRGB)
 //! against the ideal rendering of a synthetic capture
-//! ([`crate::raw::unprocess`]).
+//! ([`crate::synth::unprocess`]).
 //!
 //! Two sources of captures:
 //! - sRGB images, unprocessed in memory with a configuration (noise level,
@@ -20,7 +20,7 @@ use super::srgb_protocol::ImageScore;
 use crate::error::{Error, Result};
 use crate::graph::{self, Pipeline, RunOptions};
 use crate::input::{self, Limits};
-use crate::raw::unprocess::{image_seed, resolve_params, unprocess, SrgbInput, UnprocessConfig};
+use crate::synth::unprocess::{image_seed, resolve_params, unprocess, SrgbInput, UnprocessConfig};
 use crate::Value;
 
 /// Runs `pipeline` on `frame` and returns its first output as 8-bit RGB.

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::color::srgb_decode;
 use crate::error::{Error, Result};
-use crate::raw::unprocess::SrgbInput;
+use crate::synth::unprocess::SrgbInput;
 
 /// A planar linear RGB frame: `data.len() == 3 * width * height`.
 #[derive(Debug, Clone)]

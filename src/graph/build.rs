@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::spec::{yaml_from_str, PipelineSpec};
+use super::spec::PipelineSpec;
 use crate::backend::BackendChoice;
 use crate::error::{Error, Result};
 use crate::frame::{ValueDesc, ValueKind};
@@ -128,7 +128,7 @@ impl Pipeline {
             column,
             msg,
         };
-        let spec: PipelineSpec = yaml_from_str(text).map_err(|(l, c, m)| err(l, c, m))?;
+        let spec: PipelineSpec = crate::yaml::parse(text, file)?;
         if spec.version.value != 1 {
             return Err(err(
                 spec.version.referenced.line(),

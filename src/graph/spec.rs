@@ -11,7 +11,6 @@
 //! ```
 //! A stage without `in:` takes the previous stage as its input.
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -52,35 +51,4 @@ pub struct StageSpec {
     /// Backend override for this stage.
     #[serde(default)]
     pub backend: Option<BackendChoice>,
-}
-
-/// Parses YAML into `T` with strict booleans; errors are
-/// `(line, column, one-line message)` with 1-based positions (0 unknown).
-pub fn yaml_from_str<T: DeserializeOwned>(text: &str) -> Result<T, (u64, u64, String)> {
-    let options = serde_saphyr::options! {
-        strict_booleans: true,
-    };
-    serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        let (line, col) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        let full = e.without_snippet().to_string();
-        let msg = full
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .unwrap_or("invalid YAML")
-            .to_string();
-        (line, col, strip_location_suffix(&msg))
-    })
-}
-
-/// serde-saphyr appends " at line L, column C" to some messages; the
-/// caller prints the position itself.
-fn strip_location_suffix(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
 }

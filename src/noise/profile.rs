@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::raw::NoiseProfile;
+use crate::yaml;
 
 /// Current profile format version.
 pub const VERSION: u32 = 1;
@@ -104,21 +105,9 @@ impl CameraNoiseProfile {
 
     /// Parses profile YAML; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<CameraNoiseProfile> {
-        let p: CameraNoiseProfile =
-            crate::graph::spec::yaml_from_str(text).map_err(|(line, column, msg)| {
-                Error::Pipeline {
-                    file: path.display().to_string(),
-                    line,
-                    column,
-                    msg,
-                }
-            })?;
-        let bad = |msg: String| Error::Pipeline {
-            file: path.display().to_string(),
-            line: 0,
-            column: 0,
-            msg,
-        };
+        let file = path.display().to_string();
+        let p: CameraNoiseProfile = yaml::parse(text, &file)?;
+        let bad = |msg: String| yaml::invalid(&file, msg);
         if p.version != VERSION {
             return Err(bad(format!(
                 "noise profile version {} (this build reads {VERSION})",

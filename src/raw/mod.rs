@@ -1,17 +1,17 @@
 //! Raw captures: the mosaic plus typed metadata.
 //!
 //! A [`RawFrame`] is what every decoder (rawler for DNG and camera raws,
-//! [`sidecar`] for headerless sensor dumps, [`synth`] for synthetic scenes)
-//! produces and what the `raw_source` stage feeds into a pipeline.
+//! [`sidecar`] for headerless sensor dumps, [`crate::synth`] for synthetic
+//! scenes) produces and what the `raw_source` stage feeds into a pipeline.
 
 pub mod ciff;
 pub mod decode;
 pub mod dng_opcodes;
 pub mod dng_write;
+pub mod guard;
+mod preflight;
 pub mod provenance;
 pub mod sidecar;
-pub mod synth;
-pub mod unprocess;
 
 use serde::{Deserialize, Serialize};
 
@@ -444,6 +444,29 @@ impl RawMeta {
                     .into(),
             }),
         }
+    }
+
+    /// The camera -> linear sRGB matrix for this frame: the direct
+    /// `cam_to_srgb` when the source gives one, else
+    /// [`crate::color::camera_to_srgb`] of the colour matrix whose
+    /// illuminant is closest to D65, else identity (no colour information).
+    pub fn camera_to_srgb(&self) -> Result<crate::color::Mat3> {
+        if let Some(m) = self.cam_to_srgb {
+            return Ok(m);
+        }
+        let Some(cm) = self.color_matrices.iter().min_by(|a, b| {
+            let da = (a.illuminant.cct() - 6504.0).abs();
+            let db = (b.illuminant.cct() - 6504.0).abs();
+            da.total_cmp(&db)
+        }) else {
+            return Ok(crate::color::IDENTITY);
+        };
+        crate::color::camera_to_srgb(&cm.xyz_to_cam).ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: the camera colour matrix is singular",
+                self.source
+            ))
+        })
     }
 
     /// The correlated colour temperature (kelvin) of the as-shot white

@@ -114,13 +114,10 @@ impl Sidecar {
 
     /// Parses sidecar YAML text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Sidecar> {
-        let s: Sidecar =
-            crate::graph::spec::yaml_from_str(text).map_err(|(line, column, msg)| {
-                Error::Sidecar {
-                    path: path.into(),
-                    reason: format!("line {line}, column {column}: {msg}"),
-                }
-            })?;
+        let s: Sidecar = crate::yaml::from_str(text).map_err(|e| Error::Sidecar {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
         s.validate(path)?;
         Ok(s)
     }

@@ -6,6 +6,8 @@
 //! Kries adaptation in camera space to D65), then inverted. Where the
 //! source gives a camera -> sRGB matrix directly (sidecars), that is used.
 //! With two calibration illuminants, the one closest to D65 is taken.
+//! ([`RawMeta::camera_to_srgb`] picks the matrix; the maths is
+//! [`crate::color::camera_to_srgb`].)
 
 use serde::Deserialize;
 
@@ -58,28 +60,6 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
         _ => {}
     }
     Ok(Box::new(ColorCorrect { p }))
-}
-
-/// The camera -> linear sRGB matrix for a frame (identity when the frame
-/// carries no colour information).
-pub fn camera_to_srgb(meta: &RawMeta) -> Result<Mat3> {
-    if let Some(m) = meta.cam_to_srgb {
-        return Ok(m);
-    }
-    let Some(cm) = meta.color_matrices.iter().min_by(|a, b| {
-        let da = (a.illuminant.cct() - 6504.0).abs();
-        let db = (b.illuminant.cct() - 6504.0).abs();
-        da.total_cmp(&db)
-    }) else {
-        return Ok(color::IDENTITY);
-    };
-    let cam_from_srgb = color::normalize_rows(&color::mul(&cm.xyz_to_cam, &color::SRGB_TO_XYZ));
-    color::invert(&cam_from_srgb).ok_or_else(|| {
-        Error::invalid(format!(
-            "{}: the camera colour matrix is singular",
-            meta.source
-        ))
-    })
 }
 
 impl Stage for ColorCorrect {
@@ -167,7 +147,7 @@ impl ColorCorrect {
     /// The camera -> linear sRGB matrix this op applies to a frame.
     pub fn matrix(&self, meta: &RawMeta) -> Result<Mat3> {
         Ok(match self.p.source {
-            MatrixSource::Auto => camera_to_srgb(meta)?,
+            MatrixSource::Auto => meta.camera_to_srgb()?,
             MatrixSource::Identity => color::IDENTITY,
             MatrixSource::Custom => self.p.matrix.unwrap_or(color::IDENTITY),
         })

@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::frame::{MosaicScale, Value, ValueDesc, ValueKind};
 use crate::raw::dng_opcodes::GainMap;
 use crate::raw::CfaPattern;
+use crate::yaml;
 
 /// Colour temperature (kelvin) used for a calibration file when neither
 /// the `ct` param nor the frame's white balance gives one.
@@ -181,21 +182,8 @@ impl LscCalibration {
     /// by CT.
     pub fn parse(text: &str, path: &Path) -> Result<LscCalibration> {
         let file = path.display().to_string();
-        let mut c: LscCalibration =
-            crate::graph::spec::yaml_from_str(text).map_err(|(line, column, msg)| {
-                Error::Pipeline {
-                    file: file.clone(),
-                    line,
-                    column,
-                    msg,
-                }
-            })?;
-        c.validate().map_err(|msg| Error::Pipeline {
-            file,
-            line: 0,
-            column: 0,
-            msg,
-        })?;
+        let mut c: LscCalibration = yaml::parse(text, &file)?;
+        c.validate().map_err(|msg| yaml::invalid(file, msg))?;
         c.tables.sort_by(|a, b| a.ct.total_cmp(&b.ct));
         Ok(c)
     }

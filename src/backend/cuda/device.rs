@@ -3,7 +3,7 @@
 //!
 //! Creation is guarded: the driver and NVRTC libraries are looked for
 //! first (cudarc panics when they are missing), and every call that could
-//! still panic runs under [`crate::raw::decode::guarded`], so a machine
+//! still panic runs under [`crate::raw::guard::guarded`], so a machine
 //! without CUDA gets a typed "CUDA not available" error, never a panic.
 
 use std::collections::HashMap;
@@ -45,7 +45,7 @@ fn create() -> std::result::Result<Device, String> {
         return Err("the NVIDIA driver library (libcuda) was not found".into());
     }
     kernels::nvrtc_available()?;
-    let made = crate::raw::decode::guarded(|| -> std::result::Result<Device, String> {
+    let made = crate::raw::guard::guarded(|| -> std::result::Result<Device, String> {
         let n = CudaContext::device_count().map_err(|e| format!("no CUDA device ({e})"))?;
         if n < 1 {
             return Err("no CUDA device".into());

@@ -127,7 +127,7 @@ pub fn nvrtc_version() -> Option<(i32, i32)> {
     static V: OnceLock<Option<(i32, i32)>> = OnceLock::new();
     *V.get_or_init(|| {
         nvrtc_available().ok()?;
-        crate::raw::decode::guarded(|| {
+        crate::raw::guard::guarded(|| {
             let (mut major, mut minor) = (0, 0);
             // SAFETY: libnvrtc is present (checked above); nvrtcVersion
             // only writes the two integers it is given pointers to.
@@ -213,7 +213,7 @@ fn nvrtc(file: &str, src: &str, opts: Vec<String>, arch: &str) -> Result<Ptx> {
         name: Some(file.to_string()),
         ..Default::default()
     };
-    let compiled = crate::raw::decode::guarded(|| cudarc::nvrtc::compile_ptx_with_opts(src, copts))
+    let compiled = crate::raw::guard::guarded(|| cudarc::nvrtc::compile_ptx_with_opts(src, copts))
         .map_err(|panic| Error::CudaUnavailable(format!("NVRTC panicked: {panic}")))?;
     compiled.map_err(|e| {
         let log = match &e {

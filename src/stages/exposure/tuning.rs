@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::graph::spec::yaml_from_str;
+use crate::yaml;
 
 /// The shipped tuning file.
 pub const SHIPPED: &str = include_str!("../../../calibration/exposure/semantic.yaml");
@@ -105,18 +105,8 @@ impl Tuning {
 
     /// Parses and validates tuning YAML; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Tuning> {
-        let t: Tuning = yaml_from_str(text).map_err(|(line, column, msg)| Error::Pipeline {
-            file: file.to_string(),
-            line,
-            column,
-            msg,
-        })?;
-        t.validate().map_err(|msg| Error::Pipeline {
-            file: file.to_string(),
-            line: 0,
-            column: 0,
-            msg,
-        })?;
+        let t: Tuning = yaml::parse(text, file)?;
+        t.validate().map_err(|msg| yaml::invalid(file, msg))?;
         Ok(t)
     }
 

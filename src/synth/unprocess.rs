@@ -40,7 +40,7 @@
 //! (seed, y), so results do not depend on the thread count.
 //!
 //! Files written by [`write_capture`] for an input `NAME`:
-//! - `NAME.dng`: the raw capture (see [`super::dng_write`]);
+//! - `NAME.dng`: the raw capture (see [`crate::raw::dng_write`]);
 //! - `NAME.truth.npy`: linear camera RGB ground truth, NumPy v1.0 `.npy`,
 //!   little-endian float32, shape (height, width, 3), black level removed,
 //!   1.0 = white level, before noise and quantisation;
@@ -56,16 +56,16 @@ use rand_distr::{Distribution, Normal, Poisson};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::dng_write::{dng_representable, write_dng, DngOptions};
-use super::synth::{camera_response, DEFAULT_XYZ_TO_CAM};
-use super::{
-    BlackLevel, CfaPattern, ColorMatrix, Illuminant, NoiseProfile, RawFrame, RawMeta,
-    DEFAULT_MAX_MEGAPIXELS,
-};
+use super::{camera_response, DEFAULT_XYZ_TO_CAM};
 use crate::color::{self, Mat3};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image};
 use crate::output::{write_atomic, write_image, OutFormat};
+use crate::raw::dng_write::{dng_representable, write_dng, DngOptions};
+use crate::raw::{
+    BlackLevel, CfaPattern, ColorMatrix, Illuminant, NoiseProfile, RawFrame, RawMeta,
+    DEFAULT_MAX_MEGAPIXELS,
+};
 
 /// XYZ -> camera matrices Brooks et al. sample from (their `random_ccm`).
 pub const BROOKS_XYZ_TO_CAMS: [Mat3; 4] = [
@@ -309,7 +309,7 @@ impl SrgbInput {
         let (w, h) = reader
             .into_dimensions()
             .map_err(|e| Error::invalid(format!("{shown}: cannot read image: {e}")))?;
-        super::check_dimensions(&shown, w as u64, h as u64, DEFAULT_MAX_MEGAPIXELS)?;
+        crate::raw::check_dimensions(&shown, w as u64, h as u64, DEFAULT_MAX_MEGAPIXELS)?;
         let img = image::ImageReader::open(path)
             .map_err(|e| Error::io(path, e))?
             .with_guessed_format()
@@ -337,7 +337,7 @@ impl SrgbInput {
         })
     }
 
-    /// A linear sRGB image (e.g. [`super::synth::demo_scene`]) clipped to
+    /// A linear sRGB image (e.g. [`super::demo_scene`]) clipped to
     /// [0, 1] and sRGB-encoded.
     pub fn from_linear(width: usize, height: usize, linear: &[f32]) -> SrgbInput {
         SrgbInput {
@@ -580,7 +580,7 @@ pub fn ideal_rendering(truth: &[f32], meta: &RawMeta) -> Result<Image> {
     let g = meta.wb_gains.unwrap_or([1.0; 3]);
     let min = g.iter().cloned().fold(f32::MAX, f32::min);
     let g = [g[0] / min, g[1] / min, g[2] / min];
-    let m = crate::stages::color_correct::camera_to_srgb(meta)?;
+    let m = meta.camera_to_srgb()?;
     let n = w * h;
     let mut data = vec![0f32; 3 * n];
     {

@@ -1,19 +1,28 @@
-//! Synthetic raw captures with known ground truth.
+//! Synthetic raw captures with known ground truth (test, demo and
+//! training data; a layer above `raw`, which it produces [`RawFrame`]s
+//! for).
 //!
-//! [`demo_scene`] draws a built-in test scene (colour chart, grey ramp,
-//! zone plate, sky gradient) in linear sRGB; [`mosaic_scene`] turns a
-//! linear sRGB image into a raw Bayer capture through a camera matrix,
-//! as-shot white balance, Poisson-Gaussian noise and quantisation, so that
-//! the default pipeline's ideal output is known exactly.
+//! This file: [`demo_scene`] draws a built-in test scene (colour chart,
+//! grey ramp, zone plate, sky gradient) in linear sRGB; [`mosaic_scene`]
+//! turns a linear sRGB image into a raw Bayer capture through a camera
+//! matrix, as-shot white balance, Poisson-Gaussian noise and quantisation,
+//! so that the default pipeline's ideal output is known exactly.
+//!
+//! [`unprocess`]: sRGB images into realistic raw captures by inverting the
+//! default pipeline (Brooks et al., CVPR 2019), with the files it writes.
+
+pub mod unprocess;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rayon::prelude::*;
 
-use super::{BlackLevel, CfaPattern, ColorMatrix, Illuminant, NoiseProfile, RawFrame, RawMeta};
 use crate::color::{self, Mat3};
 use crate::error::{Error, Result};
+use crate::raw::{
+    BlackLevel, CfaPattern, ColorMatrix, Illuminant, NoiseProfile, RawFrame, RawMeta,
+};
 
 /// XYZ -> camera matrix of a typical DSLR under D65 (Adobe DNG
 /// ColorMatrix2 of the Canon EOS 5D Mark II).
