@@ -4,6 +4,8 @@
 //! 1.0 once black level has been applied. Images are planar (CHW): plane `c`
 //! is `data[c * width * height ..][.. width * height]`, rows top to bottom.
 
+pub mod quantize;
+
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
@@ -140,6 +142,10 @@ pub trait AnyValue: Any + Send + Sync + fmt::Debug {
 pub enum Value {
     Mosaic(Arc<Mosaic>),
     Image(Arc<Image>),
+    /// A finished image quantised to integer samples: what a run delivers
+    /// for its image outputs when asked to (`RunOptions::deliver`). Typed
+    /// as an image for graph checks; only pass-through stages see it.
+    Encoded(Arc<quantize::EncodedImage>),
     Noise(Arc<NoiseEstimate>),
     /// A scalar control value (e.g. an exposure gain in EV).
     Scalar(f64),
@@ -223,7 +229,7 @@ impl Value {
     pub fn kind(&self) -> ValueKind {
         match self {
             Value::Mosaic(_) => ValueKind::Mosaic,
-            Value::Image(_) => ValueKind::Image,
+            Value::Image(_) | Value::Encoded(_) => ValueKind::Image,
             Value::Noise(_) => ValueKind::Noise,
             Value::Scalar(_) => ValueKind::Scalar,
             Value::Other(o) => ValueKind::Other(o.kind()),
@@ -235,6 +241,7 @@ impl Value {
         match self {
             Value::Mosaic(m) => ValueDesc::mosaic(m.width, m.height),
             Value::Image(i) => ValueDesc::image(i.width, i.height, i.space),
+            Value::Encoded(e) => ValueDesc::image(e.width, e.height, e.space),
             v => ValueDesc::other(v.kind()),
         }
     }

@@ -50,8 +50,33 @@ fn apply() -> bool {
     false
 }
 
+/// Initialises `s` to zeros and returns it as plain values: the way to
+/// use part of a frame buffer taken from `Vec::spare_capacity_mut` while it
+/// is in cache, instead of zeroing the whole frame first in one serial
+/// pass (a 12 MP RGB f32 frame is 144 MB).
+pub fn zero_in_place(s: &mut [std::mem::MaybeUninit<f32>]) -> &mut [f32] {
+    s.fill(std::mem::MaybeUninit::new(0.0));
+    // SAFETY: every element was initialised just above, and
+    // `MaybeUninit<f32>` has the layout of `f32`.
+    unsafe { &mut *(s as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn zero_in_place_initialises_spare_capacity() {
+        let mut v: Vec<f32> = vec![7.0; 3];
+        v.reserve(10);
+        let spare = &mut v.spare_capacity_mut()[..10];
+        let z = super::zero_in_place(spare);
+        z[4] = 2.5;
+        // SAFETY: the 10 elements after the 3 were initialised above.
+        unsafe { v.set_len(13) };
+        assert_eq!(&v[..4], &[7.0, 7.0, 7.0, 0.0]);
+        assert_eq!(v[7], 2.5);
+        assert!(v[8..].iter().all(|&x| x == 0.0));
+    }
+
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn glibc_accepts_the_thresholds() {

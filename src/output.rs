@@ -10,6 +10,7 @@ use std::path::Path;
 use image::{ExtendedColorType, ImageEncoder};
 
 use crate::error::{Error, Result};
+use crate::frame::quantize::{quantize_image, Depth, EncodedImage, Samples};
 use crate::frame::Image;
 
 /// Version of the JSON the CLI writes (`schema_version` in every object
@@ -58,6 +59,16 @@ pub enum OutFormat {
 }
 
 impl OutFormat {
+    /// The sample depth this format stores; `None` for YUV (written by
+    /// `yuv_encode` itself).
+    pub fn depth(self) -> Option<Depth> {
+        match self {
+            OutFormat::Png8 | OutFormat::Jpeg(_) => Some(Depth::U8),
+            OutFormat::Png16 | OutFormat::Tiff16 => Some(Depth::U16),
+            OutFormat::Yuv => None,
+        }
+    }
+
     /// Picks the format from the file extension; `bits` (8 or 16) selects
     /// the PNG depth (default 8; TIFF is always 16, JPEG always 8).
     pub fn for_path(path: &Path, bits: Option<u8>) -> Result<OutFormat> {
@@ -84,31 +95,22 @@ impl OutFormat {
     }
 }
 
-/// Interleaved 8-bit RGB, values clamped to [0, 1] and rounded.
+/// Interleaved 8-bit RGB, values clamped to [0, 1] and rounded
+/// (`frame::quantize`).
 pub fn to_rgb8(img: &Image) -> Vec<u8> {
-    interleave(img, |v: f32| (v.clamp(0.0, 1.0) * 255.0 + 0.5) as u8)
+    match quantize_image(img, Depth::U8).samples {
+        Samples::U8(v) => v,
+        Samples::U16(v) => v.iter().map(|&s| (s >> 8) as u8).collect(),
+    }
 }
 
-/// Interleaved 16-bit RGB, values clamped to [0, 1] and rounded.
+/// Interleaved 16-bit RGB, values clamped to [0, 1] and rounded
+/// (`frame::quantize`).
 pub fn to_rgb16(img: &Image) -> Vec<u16> {
-    interleave(img, |v: f32| (v.clamp(0.0, 1.0) * 65535.0 + 0.5) as u16)
-}
-
-/// Planar RGB -> interleaved samples through `q`, in parallel over rows.
-fn interleave<T: Copy + Default + Send>(img: &Image, q: impl Fn(f32) -> T + Sync) -> Vec<T> {
-    use rayon::prelude::*;
-    let [r, g, b] = img.planes();
-    let w = img.width.max(1);
-    let mut out = vec![T::default(); 3 * r.len()];
-    out.par_chunks_mut(3 * w).enumerate().for_each(|(y, row)| {
-        for (x, px) in row.chunks_exact_mut(3).enumerate() {
-            let i = y * w + x;
-            px[0] = q(r[i]);
-            px[1] = q(g[i]);
-            px[2] = q(b[i]);
-        }
-    });
-    out
+    match quantize_image(img, Depth::U16).samples {
+        Samples::U16(v) => v,
+        Samples::U8(v) => v.iter().map(|&s| u16::from(s) * 257).collect(),
+    }
 }
 
 /// Interleaved RGB samples of an image about to be encoded.
@@ -135,6 +137,17 @@ pub fn write_image(img: &Image, path: &Path, fmt: OutFormat) -> Result<()> {
             path.display()
         ))),
     }
+}
+
+/// Writes an image already quantised for output (a delivered pipeline
+/// output, see `RunOptions::deliver`) to `path` atomically; its depth
+/// must be the format's.
+pub fn write_encoded(img: &EncodedImage, path: &Path, fmt: OutFormat) -> Result<()> {
+    let px = match &img.samples {
+        Samples::U8(v) => RgbSamples::U8(v),
+        Samples::U16(v) => RgbSamples::U16(v),
+    };
+    write_rgb(path, img.width, img.height, px, fmt)
 }
 
 /// Writes interleaved RGB samples (`width` x `height`, rows top to

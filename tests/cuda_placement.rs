@@ -85,6 +85,11 @@ fn auto_runs_on_cpu_and_marks_fallback_in_timings() {
     let out = graph::run(&p, frame(96, 64), &opts).unwrap();
     let cuda = cuda_available().is_ok();
     for t in &out.timings.stages {
+        if t.op.contains("(skipped") {
+            // Nothing to do for this frame (orient on an upright frame).
+            assert_eq!(t.host_ms, 0.0, "{t:?}");
+            continue;
+        }
         if t.op.starts_with("copy_") {
             assert!(cuda, "copies only exist on CUDA runs");
             continue;

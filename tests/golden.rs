@@ -27,8 +27,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use rawgraph::frame::quantize::{Depth, Samples};
 use rawgraph::graph::{self, Pipeline, RunOptions};
-use rawgraph::output::to_rgb16;
+use rawgraph::output::{to_rgb16, to_rgb8};
 use rawgraph::raw::{CfaPattern, NoiseProfile, RawFrame};
 use rawgraph::stages::exposure::downcast;
 use rawgraph::stages::yuv_encode::YuvFrame;
@@ -173,37 +174,13 @@ fn round2(v: f64) -> f64 {
 
 fn record(v: &Value) -> Record {
     match v {
-        Value::Image(img) => {
-            let q = to_rgb16(img);
-            let (w, h) = (img.width, img.height);
-            let lv = |s: u16| s as f64 * 255.0 / 65535.0;
-            let mut mean = [0f64; 3];
-            let mut grid = vec![[0f64; 3]; GRID_W * GRID_H];
-            let mut count = vec![0usize; GRID_W * GRID_H];
-            for y in 0..h {
-                for x in 0..w {
-                    let cell = (y * GRID_H / h) * GRID_W + x * GRID_W / w;
-                    count[cell] += 1;
-                    for c in 0..3 {
-                        let s = lv(q[3 * (y * w + x) + c]);
-                        mean[c] += s;
-                        grid[cell][c] += s;
-                    }
-                }
-            }
-            let n = (w * h).max(1) as f64;
-            Record::Image {
-                width: w,
-                height: h,
-                digest: fnv1a64(&q),
-                mean: mean.map(|m| round2(m / n)),
-                grid: grid
-                    .iter()
-                    .zip(&count)
-                    .map(|(g, &k)| g.map(|s| round2(s / k.max(1) as f64)))
-                    .collect(),
-            }
-        }
+        Value::Image(img) => image_record(&to_rgb16(img), img.width, img.height),
+        Value::Encoded(e) => match &e.samples {
+            Samples::U16(q) => image_record(q, e.width, e.height),
+            Samples::U8(q) => Record::Other {
+                what: format!("8-bit samples {}", fnv1a64(&widen(q))),
+            },
+        },
         v @ Value::Other(_) if downcast::<YuvFrame>(v).is_some() => {
             let f = downcast::<YuvFrame>(v).unwrap();
             let bytes = f.to_bytes();
@@ -226,6 +203,57 @@ fn record(v: &Value) -> Record {
     }
 }
 
+/// The record of interleaved 16-bit RGB samples (`w` x `h`).
+fn image_record(q: &[u16], w: usize, h: usize) -> Record {
+    let lv = |s: u16| s as f64 * 255.0 / 65535.0;
+    let mut mean = [0f64; 3];
+    let mut grid = vec![[0f64; 3]; GRID_W * GRID_H];
+    let mut count = vec![0usize; GRID_W * GRID_H];
+    for y in 0..h {
+        for x in 0..w {
+            let cell = (y * GRID_H / h) * GRID_W + x * GRID_W / w;
+            count[cell] += 1;
+            for c in 0..3 {
+                let s = lv(q[3 * (y * w + x) + c]);
+                mean[c] += s;
+                grid[cell][c] += s;
+            }
+        }
+    }
+    let n = (w * h).max(1) as f64;
+    Record::Image {
+        width: w,
+        height: h,
+        digest: fnv1a64(q),
+        mean: mean.map(|m| round2(m / n)),
+        grid: grid
+            .iter()
+            .zip(&count)
+            .map(|(g, &k)| g.map(|s| round2(s / k.max(1) as f64)))
+            .collect(),
+    }
+}
+
+/// 8-bit samples as 16-bit words (for the digest).
+fn widen(q: &[u8]) -> Vec<u16> {
+    q.iter().map(|&b| u16::from(b)).collect()
+}
+
+/// Each image output as a digest of its 8-bit samples (`to_rgb8` of a
+/// float image), by stage id.
+fn digests8(out: &BTreeMap<String, Value>) -> BTreeMap<String, String> {
+    out.iter()
+        .filter_map(|(id, v)| match v {
+            Value::Image(img) => Some((id.clone(), fnv1a64(&widen(&to_rgb8(img))))),
+            Value::Encoded(e) => match &e.samples {
+                Samples::U8(q) => Some((id.clone(), fnv1a64(&widen(q)))),
+                Samples::U16(_) => Some((id.clone(), "16-bit samples".into())),
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 /// Renders `c` through `p` on a rayon pool of `threads` threads; records
 /// every output by stage id.
 fn render(p: &Pipeline, c: &Case, threads: usize) -> BTreeMap<String, Record> {
@@ -235,21 +263,26 @@ fn render(p: &Pipeline, c: &Case, threads: usize) -> BTreeMap<String, Record> {
 /// As [`render`]; `no_fuse` runs every stage on its own (the reference
 /// path of the fused executor).
 fn render_with(p: &Pipeline, c: &Case, threads: usize, no_fuse: bool) -> BTreeMap<String, Record> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
     let opts = RunOptions {
         no_fuse,
         ..Default::default()
     };
-    let out = pool
-        .install(|| graph::run(p, capture(c), &opts))
-        .unwrap_or_else(|e| panic!("{} on {}: {e}", p.file, c.name));
-    out.outputs
+    outputs(p, c, threads, &opts)
         .iter()
         .map(|(id, v)| (id.clone(), record(v)))
         .collect()
+}
+
+/// The output values of `c` through `p` with `opts`, by stage id.
+fn outputs(p: &Pipeline, c: &Case, threads: usize, opts: &RunOptions) -> BTreeMap<String, Value> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let out = pool
+        .install(|| graph::run(p, capture(c), opts))
+        .unwrap_or_else(|e| panic!("{} on {}: {e}", p.file, c.name));
+    out.outputs.into_iter().collect()
 }
 
 /// The golden file: pipeline name -> case -> output id -> record.
@@ -412,6 +445,33 @@ fn every_shipped_pipeline_matches_its_golden_digests() {
                     c.name
                 ));
             }
+            // Delivered integer samples (written by the last fused segment
+            // where it feeds the output) equal the float output quantised.
+            let deliver = |depth, no_fuse| RunOptions {
+                deliver: Some(depth),
+                no_fuse,
+                ..Default::default()
+            };
+            let rec16: BTreeMap<String, Record> = outputs(&p, c, 3, &deliver(Depth::U16, false))
+                .iter()
+                .map(|(id, v)| (id.clone(), record(v)))
+                .collect();
+            if rec16 != three {
+                failures.push(format!(
+                    "{name}/{}: delivered 16-bit samples differ from the float output quantised",
+                    c.name
+                ));
+            }
+            let float8 = digests8(&outputs(&p, c, 1, &RunOptions::default()));
+            for no_fuse in [false, true] {
+                if digests8(&outputs(&p, c, 2, &deliver(Depth::U8, no_fuse))) != float8 {
+                    failures.push(format!(
+                        "{name}/{}: delivered 8-bit samples (no_fuse {no_fuse}) differ from the \
+                         float output quantised",
+                        c.name
+                    ));
+                }
+            }
             if !bless {
                 match golden.get(&name).and_then(|g| g.get(c.name)) {
                     None => failures.push(format!(
@@ -528,4 +588,25 @@ fn shipped_chains_run_fused_and_no_fuse_runs_every_stage_alone() {
         let json = serde_json::to_string(&fused.timings).unwrap();
         assert!(json.contains(&format!("\"fused\":\"{segment}\"")), "{json}");
     }
+    // Delivering 8-bit samples: fast's segment quantises as its last step
+    // (its own timing row, in the segment) and orient, with nothing to do
+    // on an upright frame, passes the samples on.
+    let p = Pipeline::resolve("fast").unwrap();
+    let opts = RunOptions {
+        deliver: Some(Depth::U8),
+        ..Default::default()
+    };
+    let run = graph::run(&p, capture(c), &opts).unwrap();
+    let row = |id: &str| run.timings.stages.iter().find(|t| t.id == id).cloned();
+    let q = row("out.deliver").expect("a delivery row");
+    assert_eq!(q.op, "quantize_u8");
+    assert_eq!(q.fused.as_deref(), Some("bl+wb+dm+cc+out"));
+    assert!(row("orient").unwrap().op.contains("skipped"));
+    let Value::Encoded(e) = &run.outputs[0].1 else {
+        panic!(
+            "fast delivers encoded samples, got {:?}",
+            run.outputs[0].1.kind()
+        );
+    };
+    assert_eq!(e.samples.len(), 3 * CASES[0].width * CASES[0].height);
 }

@@ -2,11 +2,14 @@
 //! to owned numpy arrays, serde values to plain Python data (through
 //! `json`, so a dict equals what the CLI's `--json` output parses to).
 
+use std::sync::Arc;
+
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use serde::Serialize;
 
+use rawgraph::frame::quantize::{EncodedImage, Samples};
 use rawgraph::frame::{ColorSpace, Image};
 use rawgraph::output::{to_rgb16, to_rgb8};
 
@@ -54,6 +57,18 @@ pub fn image_data(img: &Image, bits: u8) -> ArrayData {
             }
             Pixels::F32(v)
         }
+    };
+    ArrayData { pixels, shape }
+}
+
+/// A delivered (already quantised) sRGB output as HxWx3 (its samples
+/// move into the array when this is the last reference).
+pub fn encoded_data(e: Arc<EncodedImage>) -> ArrayData {
+    let shape = vec![e.height, e.width, 3];
+    let samples = Arc::try_unwrap(e).map_or_else(|a| a.samples.clone(), |e| e.samples);
+    let pixels = match samples {
+        Samples::U8(v) => Pixels::U8(v),
+        Samples::U16(v) => Pixels::U16(v),
     };
     ArrayData { pixels, shape }
 }

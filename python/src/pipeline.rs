@@ -10,13 +10,14 @@ use pyo3::types::{PyDict, PyTuple};
 
 use rawgraph::backend::BackendChoice;
 use rawgraph::cli::bench::bench_frame;
+use rawgraph::frame::quantize::Depth;
 use rawgraph::graph::{self, Pipeline as CorePipeline, RunOptions, Timings};
 use rawgraph::input::{self, Limits};
 use rawgraph::output::{write_rgb, OutFormat, RgbSamples};
 use rawgraph::raw::{RawFrame, DEFAULT_MAX_MEGAPIXELS};
 use rawgraph::{Error, Value};
 
-use crate::convert::{image_data, to_json, to_python, ArrayData, Pixels};
+use crate::convert::{encoded_data, image_data, to_json, to_python, ArrayData, Pixels};
 use crate::errors::{invalid, to_py_msg, PyResultExt};
 use crate::pool::{ForkSafePool, MODULE_POOL};
 use crate::raw::{as_bytes, as_path, decode_in_memory, RawImage};
@@ -155,6 +156,7 @@ fn convert_outputs(out: graph::RunOutput, bits: u8) -> rawgraph::Result<Ran> {
     for (id, v) in out.outputs {
         let d = match &v {
             Value::Image(img) => OutData::Array(image_data(img, bits)),
+            Value::Encoded(e) => OutData::Array(encoded_data(e.clone())),
             Value::Mosaic(m) => OutData::Array(ArrayData {
                 pixels: Pixels::F32(m.data.clone()),
                 shape: vec![m.height, m.width],
@@ -204,10 +206,13 @@ impl Pipeline {
         })
     }
 
-    fn opts(&self) -> RunOptions {
+    /// Run options; sRGB outputs are delivered as `bits`-bit samples (the
+    /// last fused segment quantises them as it goes).
+    fn opts(&self, bits: u8) -> RunOptions {
         RunOptions {
             backend: self.backend,
             no_fuse: !self.fuse,
+            deliver: Some(if bits == 16 { Depth::U16 } else { Depth::U8 }),
         }
     }
 
@@ -219,7 +224,7 @@ impl Pipeline {
         decode_ms: Option<f64>,
         bits: u8,
     ) -> rawgraph::Result<Ran> {
-        let (p, opts) = (self.inner.clone(), self.opts());
+        let (p, opts) = (self.inner.clone(), self.opts(bits));
         py.detach(|| {
             self.pool.install(|| {
                 let mut out = graph::run(&p, frame, &opts)?;
@@ -392,7 +397,7 @@ impl Pipeline {
             max_megapixels,
             max_file_bytes: max_file_mb.saturating_mul(1 << 20),
         };
-        let (p, opts) = (self.inner.clone(), self.opts());
+        let (p, opts) = (self.inner.clone(), self.opts(bits));
         let work =
             |decode: &(dyn Fn() -> rawgraph::Result<RawFrame> + Sync)| -> rawgraph::Result<Ran> {
                 self.pool.install(|| {
@@ -436,7 +441,8 @@ impl Pipeline {
         iters: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
         let frame = raw.get().frame.clone();
-        let (p, opts) = (self.inner.clone(), self.opts());
+        // As `rawgraph bench`: outputs delivered as 8-bit samples.
+        let (p, opts) = (self.inner.clone(), self.opts(8));
         let report = py
             .detach(|| {
                 self.pool

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::InputArgs;
 use crate::error::{Error, Result};
+use crate::frame::quantize::Depth;
 use crate::graph::{self, Pipeline, RunOptions};
 use crate::input;
 use crate::raw::RawFrame;
@@ -31,11 +32,36 @@ pub struct BenchArgs {
     /// Timed runs.
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
+    /// What the pipeline's image outputs are delivered as: 8-bit samples
+    /// (what `process` writes to PNG or JPEG; the last fused segment
+    /// quantises as it goes), 16-bit (16-bit PNG / TIFF), or planar f32
+    /// (the API's float frames).
+    #[arg(long, value_enum, default_value_t = Deliver::U8)]
+    pub deliver: Deliver,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
     pub inputs: InputArgs,
+}
+
+/// `bench --deliver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Deliver {
+    U8,
+    U16,
+    F32,
+}
+
+impl Deliver {
+    fn depth(self) -> Option<Depth> {
+        match self {
+            Deliver::U8 => Some(Depth::U8),
+            Deliver::U16 => Some(Depth::U16),
+            Deliver::F32 => None,
+        }
+    }
 }
 
 /// Summary statistics of one stage, milliseconds.
@@ -66,6 +92,8 @@ pub struct BenchReport {
     pub width: usize,
     pub height: usize,
     pub iters: usize,
+    /// What the image outputs were delivered as (`--deliver`).
+    pub deliver: Deliver,
     pub stages: Vec<StageStats>,
     pub total_median_ms: f64,
     pub total_p95_ms: f64,
@@ -127,6 +155,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
     let opts = RunOptions {
         backend: a.inputs.backend,
         no_fuse: false,
+        deliver: a.deliver.depth(),
     };
     let mut report = bench_frame(&pipeline, &frame, &opts, a.warmup, a.iters)?;
     if a.inputs.no_fuse {
@@ -147,14 +176,19 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         );
     } else {
         println!(
-            "pipeline '{}' on {} ({}x{}, {:.1} MP), {} iterations after {} warm-up",
+            "pipeline '{}' on {} ({}x{}, {:.1} MP), {} iterations after {} warm-up, output delivered as {}",
             report.pipeline,
             report.source,
             w,
             h,
             (w * h) as f64 / 1e6,
             a.iters,
-            a.warmup
+            a.warmup,
+            match a.deliver {
+                Deliver::U8 => "8-bit samples",
+                Deliver::U16 => "16-bit samples",
+                Deliver::F32 => "planar f32",
+            }
         );
         print_table(&report);
         if let Some(u) = &report.unfused {
@@ -280,6 +314,11 @@ pub fn bench_frame(
         width: w,
         height: h,
         iters,
+        deliver: match opts.deliver {
+            Some(Depth::U8) => Deliver::U8,
+            Some(Depth::U16) => Deliver::U16,
+            None => Deliver::F32,
+        },
         stages,
         total_median_ms: tm,
         total_p95_ms: tp,

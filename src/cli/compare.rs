@@ -233,6 +233,7 @@ pub fn run(a: CompareArgs) -> Result<i32> {
     let opts = RunOptions {
         backend: a.inputs_opts.backend,
         no_fuse: a.inputs_opts.no_fuse,
+        deliver: None,
     };
     let mut outs = Vec::new();
     for name in &a.pipelines {

@@ -20,7 +20,7 @@ use super::InputArgs;
 use crate::error::{Error, Result};
 use crate::graph::{self, Pipeline, RunOptions, Timings};
 use crate::input;
-use crate::output::{write_image, OutFormat};
+use crate::output::{write_encoded, write_image, OutFormat};
 use crate::Value;
 
 #[derive(Debug, Args)]
@@ -234,11 +234,13 @@ fn process_one(
     let opts = RunOptions {
         backend: a.inputs_opts.backend,
         no_fuse: a.inputs_opts.no_fuse,
+        deliver: fmt.depth(),
     };
     let mut res = graph::run(pipeline, frame, &opts)?;
     res.timings.decode_ms = Some(decode_ms);
     match res.outputs.first() {
         Some((_, Value::Image(img))) => write_image(img, out, fmt)?,
+        Some((_, Value::Encoded(img))) => write_encoded(img, out, fmt)?,
         Some((id, Value::Other(o))) if fmt == OutFormat::Yuv => {
             let f = o
                 .as_any()

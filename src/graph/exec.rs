@@ -9,7 +9,8 @@ use super::schedule;
 use super::timing::{StageTiming, Timings};
 use crate::backend::BackendChoice;
 use crate::error::{Error, Result};
-use crate::frame::{Mosaic, MosaicScale, Value, ValueDesc};
+use crate::frame::quantize::{quantize_image, Depth};
+use crate::frame::{ColorSpace, Mosaic, MosaicScale, Value, ValueDesc};
 use crate::raw::RawFrame;
 use crate::stages::row_kernel::Header;
 use crate::stages::RunCtx;
@@ -27,6 +28,16 @@ pub struct RunOptions {
     /// instead of fusing chains of row-kernel stages into strip-scheduled
     /// segments. Both give identical pixels.
     pub no_fuse: bool,
+    /// Deliver the pipeline's finished (sRGB-encoded) image outputs
+    /// quantised to these integer samples ([`Value::Encoded`], interleaved
+    /// RGB) instead of planar floats: what a file writer or an array
+    /// consumer needs. Images in other spaces stay floats. When the
+    /// last fused segment feeds an output directly (through stages with
+    /// nothing to do for the frame, such as `orient` on an upright frame),
+    /// the segment writes the samples itself and the float frame never
+    /// exists; otherwise the output is quantised after the run. Both give
+    /// identical samples (one rounding rule, `frame::quantize`).
+    pub deliver: Option<Depth>,
 }
 
 /// Results of one run: output values by stage id, plus timings.
@@ -124,6 +135,12 @@ fn run_steps(
         })
         .collect();
     let next = schedule::next_in_chain(p, &eligible);
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (k, nd) in p.nodes.iter().enumerate() {
+        for &j in &nd.inputs {
+            consumers[j].push(k);
+        }
+    }
     let mut done = vec![false; n];
     for (i, nd) in p.nodes.iter().enumerate() {
         if done[i] {
@@ -167,8 +184,16 @@ fn run_steps(
             })?);
         }
         if next[i].is_some() {
-            if let Some((seg, covered)) = prepare_segment(p, &schedule::chain_from(&next, i), &ins)?
+            if let Some((mut seg, covered)) =
+                prepare_segment(p, &schedule::chain_from(&next, i), &ins)?
             {
+                if let (Some(depth), Some(&(last, _))) = (opts.deliver, covered.last()) {
+                    if seg.out.space().is_some()
+                        && goes_to_output(p, &consumers, &steps, last, &seg.out)
+                    {
+                        seg.deliver = Some(depth);
+                    }
+                }
                 let t0 = Instant::now();
                 let input = ins.pop().ok_or_else(|| Error::invalid("no input"))?;
                 let (out, ns) = seg.run(input).map_err(|e| e.in_stage(&nd.id, nd.op))?;
@@ -200,6 +225,15 @@ fn run_steps(
                         fell_back: placement(member, opts)?.1,
                         fused: Some(label.clone()),
                     });
+                }
+                if let (Some(depth), Some(&t)) = (seg.deliver, ns.next()) {
+                    timings.stages.push(deliver_row(
+                        &p.nodes[covered.last().map_or(i, |c| c.0)].id,
+                        depth,
+                        wall_ms * t as f64 / total_ns,
+                        megapixels,
+                        Some(label.clone()),
+                    ));
                 }
                 if let Some(&(last, _)) = covered.last() {
                     values[last] = Some(out);
@@ -271,12 +305,48 @@ fn run_steps(
     timings.total_ms = timings.stages.iter().map(|t| t.host_ms).sum();
     let mut outputs = Vec::new();
     for &o in &p.outputs {
-        let v = values[o].clone().ok_or_else(|| {
+        let mut v = values[o].clone().ok_or_else(|| {
             Error::invalid(format!("output '{}' was not produced", p.nodes[o].id))
         })?;
+        if let (Some(depth), Value::Image(img)) = (opts.deliver, &v) {
+            if img.space != ColorSpace::Srgb {
+                outputs.push((p.nodes[o].id.clone(), v));
+                continue;
+            }
+            let t0 = Instant::now();
+            v = Value::Encoded(quantize_image(img, depth).into());
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let mp = v.desc().megapixels();
+            timings
+                .stages
+                .push(deliver_row(&p.nodes[o].id, depth, ms, mp, None));
+            timings.total_ms += ms;
+        }
         outputs.push((p.nodes[o].id.clone(), v));
     }
     Ok(RunOutput { outputs, timings })
+}
+
+/// Whether node `i`'s value (described by `hdr`) reaches a pipeline
+/// output unchanged: `i` is an output with no other consumer, or its one
+/// consumer is a stage with nothing to do for such a value (see
+/// [`crate::stages::Stage::skip_reason`]) whose value does so in turn.
+fn goes_to_output(
+    p: &Pipeline,
+    consumers: &[Vec<usize>],
+    steps: &[Step],
+    i: usize,
+    hdr: &Header,
+) -> bool {
+    match consumers[i].as_slice() {
+        [] => p.outputs.iter().filter(|&&o| o == i).count() == 1,
+        [k] if !p.outputs.contains(&i) => {
+            matches!(steps[*k], Step::Run)
+                && p.nodes[*k].stage.skip_reason(hdr).is_some()
+                && goes_to_output(p, consumers, steps, *k, hdr)
+        }
+        _ => false,
+    }
 }
 
 /// Where a node runs: `(use_cuda, fell_back)`. A run-wide `--backend
@@ -306,6 +376,32 @@ fn placement(nd: &Node, opts: &RunOptions) -> Result<(bool, bool)> {
             (ok, !ok)
         }
     })
+}
+
+/// The timing row of quantising the value of stage `id` for delivery
+/// (`RunOptions::deliver`): inside a fused segment (`fused` its label) or
+/// after the run.
+fn deliver_row(
+    id: &str,
+    depth: Depth,
+    ms: f64,
+    megapixels: f64,
+    fused: Option<String>,
+) -> StageTiming {
+    StageTiming {
+        id: format!("{id}.deliver"),
+        op: match depth {
+            Depth::U8 => "quantize_u8",
+            Depth::U16 => "quantize_u16",
+        }
+        .into(),
+        backend: "cpu".into(),
+        host_ms: ms,
+        device_ms: None,
+        megapixels,
+        fell_back: false,
+        fused,
+    }
 }
 
 /// The timing row of a stage that did not run for this frame.
@@ -343,6 +439,7 @@ fn prepare_segment(
     let mut seg = Segment {
         kernels: Vec::new(),
         out: hdr.clone(),
+        deliver: None,
     };
     let mut covered: Covered = Vec::new();
     for &k in chain {

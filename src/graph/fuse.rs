@@ -16,6 +16,7 @@
 //! member's time is measured per call and summed over threads; the
 //! segment's wall time is shared out in those proportions.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -23,7 +24,8 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::{reflect, Tile};
 use crate::error::{Error, Result};
-use crate::frame::{Mosaic, Value};
+use crate::frame::quantize::{quantize_rows, Depth, EncodedImage, RowsOut, Samples};
+use crate::frame::{ColorSpace, Mosaic, Value};
 use crate::stages::row_kernel::{Header, RowKernel};
 use crate::stages::{take_image, take_mosaic, ROWS_PER_TASK};
 
@@ -42,6 +44,10 @@ pub const BAND_STRIPS: usize = 8;
 pub struct Segment {
     pub kernels: Vec<RowKernel>,
     pub out: Header,
+    /// Quantise the segment's image output to integer samples as its last
+    /// step (the executor sets this when the value goes straight to a
+    /// pipeline output and the run asks for delivered samples).
+    pub deliver: Option<Depth>,
 }
 
 /// What the kernels of a segment take and give.
@@ -76,9 +82,10 @@ impl Segment {
 
     /// Runs the segment on `input` (the first member's input value).
     /// Returns the last member's value and each member's summed kernel
-    /// time in nanoseconds.
+    /// time in nanoseconds, then (with `deliver`) the quantisation's.
     pub fn run(&self, input: Value) -> Result<(Value, Vec<u64>)> {
-        let times: Vec<AtomicU64> = self.kernels.iter().map(|_| AtomicU64::new(0)).collect();
+        let slots = self.kernels.len() + usize::from(self.deliver.is_some());
+        let times: Vec<AtomicU64> = (0..slots).map(|_| AtomicU64::new(0)).collect();
         let shape = classify(&self.kernels)
             .ok_or_else(|| Error::invalid("fused segment has kernels in an order it cannot run"))?;
         let out = match shape {
@@ -90,23 +97,40 @@ impl Segment {
             }
             Shape::Image => {
                 let mut img = take_image(input)?;
-                let band = img.width.max(1) * ROWS_PER_TASK;
-                let [r, g, b] = img.planes_mut();
-                r.par_chunks_mut(band)
-                    .zip(g.par_chunks_mut(band))
-                    .zip(b.par_chunks_mut(band))
-                    .for_each(|((r, g), b)| self.run_image(0, [r, g, b], &times));
                 if let Some(space) = self.out.space() {
                     img.space = space;
                 }
                 img.wb_applied = self.out.wb_applied;
-                Value::Image(img.into())
+                match self.deliver {
+                    None => {
+                        let band = img.width.max(1) * ROWS_PER_TASK;
+                        let [r, g, b] = img.planes_mut();
+                        r.par_chunks_mut(band)
+                            .zip(g.par_chunks_mut(band))
+                            .zip(b.par_chunks_mut(band))
+                            .for_each(|((r, g), b)| self.run_image(0, [r, g, b], &times));
+                        Value::Image(img.into())
+                    }
+                    Some(depth) => Value::Encoded(self.image_encoded(img, depth, &times).into()),
+                }
             }
             Shape::Demosaic => {
                 let Value::Mosaic(m) = input else {
                     return Err(Error::invalid("fused demosaic segment needs a mosaic"));
                 };
-                Value::Image(self.out.image(self.run_demosaic(&m, &times)).into())
+                match self.run_demosaic(&m, &times, self.deliver) {
+                    Pixels::Planes(data) => Value::Image(self.out.image(data).into()),
+                    Pixels::Samples(samples) => Value::Encoded(
+                        EncodedImage {
+                            width: m.width,
+                            height: m.height,
+                            space: self.out.space().unwrap_or(ColorSpace::Camera),
+                            samples,
+                            meta: self.out.meta.clone(),
+                        }
+                        .into(),
+                    ),
+                }
             }
         };
         Ok((
@@ -136,6 +160,57 @@ impl Segment {
             });
     }
 
+    /// Image members over `img` band by band, each band copied into a
+    /// reused scratch strip, run there while in cache and quantised into
+    /// the output samples (the input frame is only read).
+    fn image_encoded(
+        &self,
+        img: crate::frame::Image,
+        depth: Depth,
+        times: &[AtomicU64],
+    ) -> EncodedImage {
+        let w = img.width.max(1);
+        let rows = ROWS_PER_TASK;
+        let [pr, pg, pb] = img.planes();
+        let band = |i: usize, out: RowsOut| {
+            let span = i * rows * w..((i + 1) * rows * w).min(pr.len());
+            let len = span.len();
+            let mut scratch = Vec::with_capacity(3 * len);
+            for p in [pr, pg, pb] {
+                scratch.extend_from_slice(&p[span.clone()]);
+            }
+            let (r, gb) = scratch.split_at_mut(len);
+            let (g, b) = gb.split_at_mut(len);
+            self.run_image(0, [&mut *r, &mut *g, &mut *b], times);
+            let t0 = Instant::now();
+            quantize_rows([&*r, &*g, &*b], out);
+            add(&times[self.kernels.len()], t0);
+        };
+        let samples = match depth {
+            Depth::U8 => {
+                let mut out = vec![0u8; 3 * pr.len()];
+                out.par_chunks_mut(3 * rows * w)
+                    .enumerate()
+                    .for_each(|(i, o)| band(i, RowsOut::U8(o)));
+                Samples::U8(out)
+            }
+            Depth::U16 => {
+                let mut out = vec![0u16; 3 * pr.len()];
+                out.par_chunks_mut(3 * rows * w)
+                    .enumerate()
+                    .for_each(|(i, o)| band(i, RowsOut::U16(o)));
+                Samples::U16(out)
+            }
+        };
+        EncodedImage {
+            width: img.width,
+            height: img.height,
+            space: img.space,
+            samples,
+            meta: img.meta.clone(),
+        }
+    }
+
     /// Image members from kernel index `from` on, over one band of rows.
     fn run_image(&self, from: usize, [r, g, b]: [&mut [f32]; 3], times: &[AtomicU64]) {
         for (k, kern) in self.kernels.iter().enumerate().skip(from) {
@@ -147,89 +222,198 @@ impl Segment {
     }
 
     /// Mosaic members, demosaic and image members, strip by strip; returns
-    /// the planar output.
-    fn run_demosaic(&self, m: &Mosaic, times: &[AtomicU64]) -> Vec<f32> {
+    /// the planar output, or the quantised samples when `deliver` is set
+    /// (the float rows then live only in a per-band scratch strip).
+    fn run_demosaic(&self, m: &Mosaic, times: &[AtomicU64], deliver: Option<Depth>) -> Pixels {
         let (w, h) = (m.width, m.height);
         let n = w * h;
-        let mut out = vec![0f32; 3 * n];
         let dm = self
             .kernels
             .iter()
             .position(|k| matches!(k, RowKernel::Demosaic { .. }))
             .unwrap_or(0);
-        let RowKernel::Demosaic { halo, f: demosaic } = &self.kernels[dm] else {
-            return out;
+        let (halo, demosaic) = match &self.kernels[dm] {
+            RowKernel::Demosaic { halo, f } if w > 0 && h > 0 => (*halo, f),
+            _ => return Pixels::empty(n, deliver),
         };
-        let halo = *halo;
-        if w == 0 || h == 0 {
-            return out;
-        }
-        // Bands of strips in parallel; inside a band the strips run in
-        // order and each tile takes its top halo rows from the bottom of
-        // the previous tile instead of recomputing them.
+        let run = |i: usize, sink: Sink| self.demosaic_band(m, times, dm, halo, demosaic, i, sink);
+        // Bands of strips in parallel (see `demosaic_band`).
         let band = w * STRIP_ROWS * BAND_STRIPS;
-        let (r, gb) = out.split_at_mut(n);
-        let (g, b) = gb.split_at_mut(n);
-        r.par_chunks_mut(band)
-            .zip(g.par_chunks_mut(band))
-            .zip(b.par_chunks_mut(band))
-            .enumerate()
-            .for_each(|(i, ((r, g), b))| {
-                let tw = w + 2 * halo;
-                let mut data: Vec<f32> = Vec::new();
-                let mut prev_rows = 0; // rows of the tile in `data`
-                let strip = w * STRIP_ROWS;
-                for (s, ((r, g), b)) in r
-                    .chunks_mut(strip)
-                    .zip(g.chunks_mut(strip))
-                    .zip(b.chunks_mut(strip))
+        match deliver {
+            None => {
+                // The output is not zeroed up front (one serial pass over
+                // 144 MB at 12 MP): each strip zeroes its rows just before
+                // the demosaic writes them, while they are in cache.
+                let mut out: Vec<f32> = Vec::with_capacity(3 * n);
+                let (r, gb) = out.spare_capacity_mut()[..3 * n].split_at_mut(n);
+                let (g, b) = gb.split_at_mut(n);
+                r.par_chunks_mut(band)
+                    .zip(g.par_chunks_mut(band))
+                    .zip(b.par_chunks_mut(band))
                     .enumerate()
-                {
-                    let y0 = i * STRIP_ROWS * BAND_STRIPS + s * STRIP_ROWS;
-                    let rows = r.len() / w;
-                    let th = rows + 2 * halo;
-                    // Carried rows: image rows y0 - halo .. y0 + halo.
-                    let carried = if prev_rows >= 2 * halo && s > 0 {
-                        data.copy_within((prev_rows - 2 * halo) * tw..prev_rows * tw, 0);
-                        2 * halo
-                    } else {
-                        0
-                    };
-                    data.resize(th * tw, 0.0);
-                    for ty in carried..th {
-                        let sy = reflect(y0 as isize + ty as isize - halo as isize, h as isize);
-                        let dst = &mut data[ty * tw..(ty + 1) * tw];
-                        dst[halo..halo + w].copy_from_slice(&m.data[sy * w..(sy + 1) * w]);
-                        for (k, kern) in self.kernels[..dm].iter().enumerate() {
-                            if let RowKernel::Mosaic(f) = kern {
-                                let t0 = Instant::now();
-                                f(sy, &mut dst[halo..halo + w]);
-                                add(&times[k], t0);
-                            }
-                        }
-                        for k in 0..halo {
-                            dst[halo - 1 - k] = dst[halo + reflect(-(k as isize) - 1, w as isize)];
-                            dst[halo + w + k] = dst[halo + reflect((w + k) as isize, w as isize)];
-                        }
+                    .for_each(|(i, ((r, g), b))| run(i, Sink::Planes([r, g, b])));
+                // SAFETY: the bands cover all 3 * n elements and every
+                // strip initialised its rows (`zero_in_place`) before
+                // writing them.
+                unsafe { out.set_len(3 * n) };
+                Pixels::Planes(out)
+            }
+            Some(Depth::U8) => {
+                let mut out = vec![0u8; 3 * n];
+                out.par_chunks_mut(3 * band)
+                    .enumerate()
+                    .for_each(|(i, o)| run(i, Sink::U8(o)));
+                Pixels::Samples(Samples::U8(out))
+            }
+            Some(Depth::U16) => {
+                let mut out = vec![0u16; 3 * n];
+                out.par_chunks_mut(3 * band)
+                    .enumerate()
+                    .for_each(|(i, o)| run(i, Sink::U16(o)));
+                Pixels::Samples(Samples::U16(out))
+            }
+        }
+    }
+
+    /// Band `i` of a demosaicking segment: its strips in order, each tile
+    /// taking its top halo rows from the bottom of the previous tile
+    /// instead of recomputing them, the strip's rows written to `sink`.
+    #[allow(clippy::too_many_arguments)]
+    fn demosaic_band(
+        &self,
+        m: &Mosaic,
+        times: &[AtomicU64],
+        dm: usize,
+        halo: usize,
+        demosaic: &crate::stages::row_kernel::DemosaicFn,
+        i: usize,
+        sink: Sink,
+    ) {
+        let (w, h) = (m.width, m.height);
+        let tw = w + 2 * halo;
+        let band_rows = sink.rows(w);
+        let mut data: Vec<f32> = Vec::new();
+        let mut scratch: Vec<f32> = Vec::new();
+        let mut prev_rows = 0; // rows of the tile in `data`
+        let mut sink = sink;
+        for s in 0..band_rows.div_ceil(STRIP_ROWS) {
+            let y0 = i * STRIP_ROWS * BAND_STRIPS + s * STRIP_ROWS;
+            let rows = STRIP_ROWS.min(band_rows - s * STRIP_ROWS);
+            let th = rows + 2 * halo;
+            // Carried rows: image rows y0 - halo .. y0 + halo.
+            let carried = if prev_rows >= 2 * halo && s > 0 {
+                data.copy_within((prev_rows - 2 * halo) * tw..prev_rows * tw, 0);
+                2 * halo
+            } else {
+                0
+            };
+            data.resize(th * tw, 0.0);
+            for ty in carried..th {
+                let sy = reflect(y0 as isize + ty as isize - halo as isize, h as isize);
+                let dst = &mut data[ty * tw..(ty + 1) * tw];
+                dst[halo..halo + w].copy_from_slice(&m.data[sy * w..(sy + 1) * w]);
+                for (k, kern) in self.kernels[..dm].iter().enumerate() {
+                    if let RowKernel::Mosaic(f) = kern {
+                        let t0 = Instant::now();
+                        f(sy, &mut dst[halo..halo + w]);
+                        add(&times[k], t0);
                     }
-                    // As backend::cpu::make_tile: the halo is even, so the
-                    // tile's phase follows from the strip's first row.
-                    let tile = Tile {
-                        w: tw,
-                        h: th,
-                        data: std::mem::take(&mut data),
-                        cfa: m.cfa.shifted(halo % 2, (y0 + halo) % 2),
-                        halo,
-                    };
-                    let t0 = Instant::now();
-                    demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
-                    add(&times[dm], t0);
-                    data = tile.data;
-                    prev_rows = th;
-                    self.run_image(dm + 1, [r, g, b], times);
                 }
-            });
-        out
+                for k in 0..halo {
+                    dst[halo - 1 - k] = dst[halo + reflect(-(k as isize) - 1, w as isize)];
+                    dst[halo + w + k] = dst[halo + reflect((w + k) as isize, w as isize)];
+                }
+            }
+            // As backend::cpu::make_tile: the halo is even, so the tile's
+            // phase follows from the strip's first row.
+            let tile = Tile {
+                w: tw,
+                h: th,
+                data: std::mem::take(&mut data),
+                cfa: m.cfa.shifted(halo % 2, (y0 + halo) % 2),
+                halo,
+            };
+            let span = s * STRIP_ROWS * w..(s * STRIP_ROWS + rows) * w;
+            let ([r, g, b], quantized) = sink.strip(span, &mut scratch);
+            let t0 = Instant::now();
+            demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
+            add(&times[dm], t0);
+            data = tile.data;
+            prev_rows = th;
+            self.run_image(dm + 1, [&mut *r, &mut *g, &mut *b], times);
+            if let Some(q) = quantized {
+                let t0 = Instant::now();
+                quantize_rows([&*r, &*g, &*b], q);
+                add(&times[self.kernels.len()], t0);
+            }
+        }
+    }
+}
+
+/// A segment's pixels: planar floats, or samples quantised for output.
+enum Pixels {
+    Planes(Vec<f32>),
+    Samples(Samples),
+}
+
+impl Pixels {
+    /// Zeroed pixels (`n` per plane) of the requested kind.
+    fn empty(n: usize, deliver: Option<Depth>) -> Pixels {
+        match deliver {
+            None => Pixels::Planes(vec![0.0; 3 * n]),
+            Some(Depth::U8) => Pixels::Samples(Samples::U8(vec![0; 3 * n])),
+            Some(Depth::U16) => Pixels::Samples(Samples::U16(vec![0; 3 * n])),
+        }
+    }
+}
+
+/// Where one band of a demosaicking segment writes its rows.
+enum Sink<'a> {
+    /// The band's rows of the three output planes (not yet initialised).
+    Planes([&'a mut [MaybeUninit<f32>]; 3]),
+    /// The band's interleaved 8-bit samples (3 per pixel).
+    U8(&'a mut [u8]),
+    /// The band's interleaved 16-bit samples.
+    U16(&'a mut [u16]),
+}
+
+impl Sink<'_> {
+    /// Rows in the band, for frame width `w`.
+    fn rows(&self, w: usize) -> usize {
+        match self {
+            Sink::Planes([r, _, _]) => r.len() / w,
+            Sink::U8(o) => o.len() / (3 * w),
+            Sink::U16(o) => o.len() / (3 * w),
+        }
+    }
+
+    /// The float planes for the pixels `span` of the band (row-major
+    /// offsets) and where their quantised samples go: the output's own
+    /// rows (zeroed) and nothing, or the reused scratch and the band's
+    /// samples for those pixels.
+    fn strip<'s>(
+        &'s mut self,
+        span: std::ops::Range<usize>,
+        scratch: &'s mut Vec<f32>,
+    ) -> ([&'s mut [f32]; 3], Option<RowsOut<'s>>) {
+        let out = 3 * span.start..3 * span.end;
+        let len = span.len();
+        let scratch_planes = |scratch: &'s mut Vec<f32>| {
+            scratch.resize(3 * len, 0.0);
+            let (r, gb) = scratch.split_at_mut(len);
+            let (g, b) = gb.split_at_mut(len);
+            [r, g, b]
+        };
+        match self {
+            Sink::Planes(planes) => (
+                planes
+                    .each_mut()
+                    .map(|p| crate::memory::zero_in_place(&mut p[span.clone()])),
+                None,
+            ),
+            Sink::U8(o) => (scratch_planes(scratch), Some(RowsOut::U8(&mut o[out]))),
+            Sink::U16(o) => (scratch_planes(scratch), Some(RowsOut::U16(&mut o[out]))),
+        }
     }
 }
 

@@ -133,14 +133,26 @@ impl Stage for ColorCorrect {
 
 /// The per-pixel kernel: `out = m * [r, g, b]`.
 fn matrix_kernel(m: Mat3) -> ImageRowFn {
-    Box::new(move |[r, g, b]| {
-        for i in 0..r.len() {
-            let o = color::apply(&m, [r[i], g[i], b[i]]);
-            r[i] = o[0];
-            g[i] = o[1];
-            b[i] = o[2];
-        }
-    })
+    Box::new(move |[r, g, b]| matrix_rows(&m, r, g, b))
+}
+
+crate::avx2_dispatch!(
+    /// `m` times every pixel of the planar runs `r`, `g`, `b` (equal
+    /// lengths), in place; 8 pixels at a time on AVX2 machines.
+    fn matrix_rows(m: &Mat3, r: &mut [f32], g: &mut [f32], b: &mut [f32]) => matrix_rows_body
+);
+
+/// The body of [`matrix_rows`].
+#[inline(always)]
+fn matrix_rows_body(m: &Mat3, r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
+    let n = r.len().min(g.len()).min(b.len());
+    let (r, g, b) = (&mut r[..n], &mut g[..n], &mut b[..n]);
+    for i in 0..n {
+        let o = color::apply(m, [r[i], g[i], b[i]]);
+        r[i] = o[0];
+        g[i] = o[1];
+        b[i] = o[2];
+    }
 }
 
 impl ColorCorrect {

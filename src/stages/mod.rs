@@ -194,6 +194,9 @@ pub(crate) fn take_mosaic(v: Value) -> Result<Mosaic> {
 pub(crate) fn take_image(v: Value) -> Result<Image> {
     match v {
         Value::Image(m) => Ok(Arc::try_unwrap(m).unwrap_or_else(|a| (*a).clone())),
+        Value::Encoded(_) => Err(Error::invalid(
+            "expected a float image, got one already quantised for output",
+        )),
         other => Err(Error::invalid(format!(
             "expected an image, got a {}",
             other.kind()

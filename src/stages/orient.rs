@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use super::row_kernel::Header;
 use super::{one_input, parse_params, take_image, RunCtx, Stage};
 use crate::error::{Error, Result};
 use crate::frame::{Image, Value, ValueDesc, ValueKind};
@@ -160,7 +161,39 @@ fn source_of(o: Orientation, ox: usize, oy: usize, w: usize, h: usize) -> (usize
     }
 }
 
+/// What `orient` does to a frame.
+struct Geometry {
+    /// The default crop, when applied and inside the frame.
+    crop: Option<crate::raw::Rect>,
+    /// The rotation / mirroring applied.
+    o: Orientation,
+    /// Whether non-square pixels are resampled.
+    stretch: bool,
+}
+
+impl Orient {
+    /// The work for a `width` x `height` image of a frame with `meta`.
+    fn geometry(&self, width: usize, height: usize, meta: &crate::raw::RawMeta) -> Geometry {
+        let crop = if self.p.crop { meta.crop } else { None }
+            .filter(|c| c.x + c.width <= width && c.y + c.height <= height);
+        let o = if self.p.rotate {
+            meta.orientation
+        } else {
+            Orientation::Normal
+        };
+        let aspect = meta.pixel_aspect;
+        let stretch = self.p.aspect && aspect.is_finite() && (aspect - 1.0).abs() > 1e-3;
+        Geometry { crop, o, stretch }
+    }
+}
+
 impl Stage for Orient {
+    fn skip_reason(&self, input: &Header) -> Option<String> {
+        let g = self.geometry(input.width, input.height, &input.meta);
+        (input.space().is_some() && g.crop.is_none() && g.o == Orientation::Normal && !g.stretch)
+            .then(|| "upright, no crop, square pixels".to_string())
+    }
+
     fn op(&self) -> &'static str {
         "orient"
     }
@@ -178,15 +211,8 @@ impl Stage for Orient {
                 .next()
                 .ok_or_else(|| Error::invalid("no input"))?,
         )?;
-        let crop = if self.p.crop { img.meta.crop } else { None }
-            .filter(|c| c.x + c.width <= img.width && c.y + c.height <= img.height);
-        let o = if self.p.rotate {
-            img.meta.orientation
-        } else {
-            Orientation::Normal
-        };
+        let Geometry { crop, o, stretch } = self.geometry(img.width, img.height, &img.meta);
         let aspect = img.meta.pixel_aspect;
-        let stretch = self.p.aspect && aspect.is_finite() && (aspect - 1.0).abs() > 1e-3;
         if crop.is_none() && o == Orientation::Normal && !stretch {
             return Ok(Value::Image(img.into()));
         }

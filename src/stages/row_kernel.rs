@@ -63,6 +63,13 @@ impl Header {
                 wb_applied: i.wb_applied,
                 meta: i.meta.clone(),
             }),
+            Value::Encoded(e) => Some(Header {
+                width: e.width,
+                height: e.height,
+                kind: HeaderKind::Image { space: e.space },
+                wb_applied: None,
+                meta: e.meta.clone(),
+            }),
             _ => None,
         }
     }

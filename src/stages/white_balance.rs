@@ -221,20 +221,43 @@ fn gain_kernel(cfa: CfaPattern, g: [f32; 3], clip: bool) -> MosaicRowFn {
         // 16 fixed lanes of alternating gains: the loop vectorises.
         let (g0, g1) = (g[cfa.color_at(y, 0)], g[cfa.color_at(y, 1)]);
         let gains: [f32; 16] = std::array::from_fn(|k| if k % 2 == 0 { g0 } else { g1 });
-        let apply = |v: &mut f32, g: f32| {
-            *v *= g;
-            if clip {
-                *v = v.min(1.0);
-            }
-        };
-        let mut chunks = row.chunks_exact_mut(16);
-        for vs in &mut chunks {
-            for k in 0..16 {
-                apply(&mut vs[k], gains[k]);
-            }
-        }
-        for (k, v) in chunks.into_remainder().iter_mut().enumerate() {
-            apply(v, gains[k]);
-        }
+        gain_row(row, &gains, clip)
     })
+}
+
+crate::avx2_dispatch!(
+    /// Multiplies `row` by the 16-lane repeating `gains`, clipped at 1.0
+    /// when `clip`, 8 lanes wide on AVX2 machines.
+    fn gain_row(row: &mut [f32], gains: &[f32; 16], clip: bool) => gain_row_body
+);
+
+/// The body of [`gain_row`]: a fixed lane count and no branch in the
+/// loops, so they vectorise.
+#[inline(always)]
+fn gain_row_body(row: &mut [f32], gains: &[f32; 16], clip: bool) {
+    if clip {
+        gain_row_lanes::<true>(row, gains)
+    } else {
+        gain_row_lanes::<false>(row, gains)
+    }
+}
+
+/// [`gain_row`] for one value of `clip`.
+#[inline(always)]
+fn gain_row_lanes<const CLIP: bool>(row: &mut [f32], gains: &[f32; 16]) {
+    let apply = |v: &mut f32, g: f32| {
+        *v *= g;
+        if CLIP {
+            *v = v.min(1.0);
+        }
+    };
+    let mut chunks = row.chunks_exact_mut(16);
+    for vs in &mut chunks {
+        for k in 0..16 {
+            apply(&mut vs[k], gains[k]);
+        }
+    }
+    for (k, v) in chunks.into_remainder().iter_mut().enumerate() {
+        apply(v, gains[k]);
+    }
 }
