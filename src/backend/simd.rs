@@ -22,19 +22,19 @@ pub fn has_avx2() -> bool {
     }
 }
 
-/// `avx2_dispatch!(fn name(a: A, b: B) => body);` defines `fn name(a: A,
-/// b: B)` calling `body(a, b)`: through a copy compiled with AVX2 where
+/// `avx2_dispatch!(fn name(a: A, b: B) -> R => body);` defines `fn name(a:
+/// A, b: B) -> R` (the return type is optional) calling `body(a, b)`: through a copy compiled with AVX2 where
 /// the CPU has it, else directly. `body` must be `#[inline(always)]` so
 /// that its loops are compiled into each copy.
 #[macro_export]
 macro_rules! avx2_dispatch {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) => $body:path) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
         $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
-                unsafe fn wide($($arg: $ty),*) {
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? {
                     $body($($arg),*)
                 }
                 if $crate::backend::simd::has_avx2() {
