@@ -209,13 +209,13 @@ fn bad_weights_are_typed_errors() {
         serde_json::json!({ "model": fixture("nn_dmdn_tiny.safetensors") }),
     )
     .unwrap_err();
-    assert!(e.contains("hdrnet"), "{e}");
+    assert!(e.to_string().contains("hdrnet"), "{e}");
     let e = compile(
         "hdrnet",
         serde_json::json!({ "model": "/nonexistent.safetensors" }),
     )
     .unwrap_err();
-    assert!(e.contains("nonexistent"), "{e}");
+    assert!(e.to_string().contains("nonexistent"), "{e}");
 }
 
 #[test]

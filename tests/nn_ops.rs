@@ -429,7 +429,7 @@ fn learned_stage_runs_and_checks_params() {
         serde_json::json!({"model": "/nonexistent.safetensors"}),
     )
     .unwrap_err();
-    assert!(e.contains("nonexistent"), "{e}");
+    assert!(e.to_string().contains("nonexistent"), "{e}");
     let tiny = fixture("nn_dmdn_tiny.safetensors");
     assert!(stages::compile(
         "demosaic_denoise_learned",

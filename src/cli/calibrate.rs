@@ -184,7 +184,8 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
 /// Helper shared with `rawgraph noise`: runs the `black_level` stage on a
 /// frame (as the `raw_source` value) and returns the normalised mosaic.
 pub(crate) fn normalised_mosaic(frame: RawFrame) -> Result<Arc<Mosaic>> {
-    let stage = stages::compile("black_level", serde_json::Value::Null).map_err(Error::invalid)?;
+    let stage = stages::compile("black_level", serde_json::Value::Null)
+        .map_err(|e| Error::invalid(e.to_string()))?;
     let ctx = RunCtx { stage_id: "bl" };
     match stage.run_cpu(&ctx, vec![graph::exec::frame_to_value(frame)?])? {
         Value::Mosaic(m) => Ok(m),

@@ -416,7 +416,7 @@ pub fn run(o: &Options) -> Result<(Vec<Case>, Vec<Summary>)> {
                         let curve = crate::stages::tone_curve::build(serde_json::json!({
                             "curve": "filmic", "knee": 0.6, "white_point": wp.min(64.0)
                         }))
-                        .map_err(Error::invalid)?;
+                        .map_err(|e| Error::invalid(e.to_string()))?;
                         let (mut tot, mut clip) = (0usize, 0usize);
                         for i in (0..n).filter(|&i| labels[i]) {
                             let mx = img.data[i].max(img.data[n + i]).max(img.data[2 * n + i]);

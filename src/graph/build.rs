@@ -190,13 +190,13 @@ impl Pipeline {
                 Some(o) => merge_params(params, o).map_err(at)?,
                 None => params,
             };
-            let stage = stages::compile(&st.op, params).map_err(|m| match &st.params {
-                Some(p) if m.starts_with("params") => err(
+            let stage = stages::compile(&st.op, params).map_err(|m| match (&st.params, &m) {
+                (Some(p), stages::CompileError::Params(_)) => err(
                     p.referenced.line(),
                     p.referenced.column(),
                     format!("stage '{}' ({}): {m}", st.id, st.op),
                 ),
-                _ => at(m),
+                _ => at(m.to_string()),
             })?;
             let inputs: Vec<usize> = match &st.inputs {
                 Some(list) => list

@@ -29,7 +29,7 @@ pub struct BlackLevel {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(BlackLevel {
         p: parse_params(params)?,
     }))

@@ -46,17 +46,23 @@ pub struct ColorCorrect {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     match (p.source, &p.matrix) {
         (MatrixSource::Custom, None) => {
-            return Err("params: source custom needs `matrix: [[..],[..],[..]]`".into())
+            return Err(crate::stages::CompileError::params(
+                "source custom needs `matrix: [[..],[..],[..]]`",
+            ))
         }
         (MatrixSource::Custom, Some(m)) if m.iter().flatten().any(|v| !v.is_finite()) => {
-            return Err("params: matrix must be finite".into())
+            return Err(crate::stages::CompileError::params("matrix must be finite"))
         }
         (MatrixSource::Custom, _) => {}
-        (_, Some(_)) => return Err("params: `matrix` is only used with source: custom".into()),
+        (_, Some(_)) => {
+            return Err(crate::stages::CompileError::params(
+                "`matrix` is only used with source: custom",
+            ))
+        }
         _ => {}
     }
     Ok(Box::new(ColorCorrect { p }))

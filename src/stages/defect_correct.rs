@@ -52,7 +52,7 @@ impl Default for Params {
 }
 
 impl Params {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         check_range("threshold", self.threshold, 0.0, 1.0)
     }
 }
@@ -65,14 +65,20 @@ pub struct DefectCorrect {
     map: Vec<(usize, usize)>,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     p.validate()?;
     let map = match &p.map {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("params: map: cannot read {}: {e}", path.display()))?;
-            parse_map(&text).map_err(|e| format!("params: map: {}: {e}", path.display()))?
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                crate::stages::CompileError::params(format!(
+                    "map: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?;
+            parse_map(&text).map_err(|e| {
+                crate::stages::CompileError::params(format!("map: {}: {e}", path.display()))
+            })?
         }
         None => Vec::new(),
     };
@@ -348,7 +354,7 @@ mod tests {
             .to_string();
         assert!(e.contains("outside"), "{e}");
         let e = compile(serde_json::json!({ "map": dir.path().join("none.txt") })).unwrap_err();
-        assert!(e.contains("cannot read"), "{e}");
+        assert!(e.to_string().contains("cannot read"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub struct Params {}
 #[derive(Debug)]
 pub struct DemosaicBilinear;
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let _: Params = parse_params(params)?;
     Ok(Box::new(DemosaicBilinear))
 }

@@ -82,14 +82,16 @@ pub struct DemosaicDenoiseLearned {
     model: Arc<DemosaicNet>,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     if let Some(s) = p.sigma {
         check_range("sigma", s, 0.0, 1.0)?;
     }
     if let Some(t) = p.tile {
         if !(16..=4096).contains(&t) {
-            return Err(format!("params: tile = {t} is outside [16, 4096]"));
+            return Err(super::CompileError::Params(format!(
+                "tile = {t} is outside [16, 4096]"
+            )));
         }
     }
     let model = DemosaicNet::load(model_path(&p.model)).map_err(|e| e.to_string())?;

@@ -38,7 +38,7 @@ pub struct DemosaicMenon {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(DemosaicMenon {
         p: parse_params(params)?,
     }))

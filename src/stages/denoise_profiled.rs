@@ -107,7 +107,7 @@ pub struct DenoiseProfiled {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     check_range("strength", p.strength, 0.0, 4.0)?;
     check_range("search_radius", p.search_radius as f32, 1.0, 12.0)?;

@@ -62,7 +62,7 @@ pub struct ExposureGain {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     check_range("ev", p.ev, -16.0, 16.0)?;
     check_range("target", p.target, 0.001, 1.0)?;

@@ -47,9 +47,12 @@ impl Default for Params {
 }
 
 impl Params {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         if self.window != 3 && self.window != 5 {
-            return Err(format!("params: window = {} must be 3 or 5", self.window));
+            return Err(crate::stages::CompileError::params(format!(
+                "window = {} must be 3 or 5",
+                self.window
+            )));
         }
         check_range("passes", self.passes as f32, 1.0, 5.0)
     }
@@ -61,7 +64,7 @@ pub struct FalseColorSuppress {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     p.validate()?;
     Ok(Box::new(FalseColorSuppress { p }))

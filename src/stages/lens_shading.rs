@@ -83,12 +83,14 @@ impl Default for Params {
 }
 
 impl Params {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         if let Some(ct) = self.ct {
             check_range("ct", ct, 1000.0, 40000.0)?;
         }
         if self.source == Source::Dng && self.file.is_some() {
-            return Err("params: `file` is not used with source: dng".into());
+            return Err(crate::stages::CompileError::params(
+                "`file` is not used with source: dng",
+            ));
         }
         Ok(())
     }
@@ -449,14 +451,19 @@ pub struct LensShading {
     calibration: Option<LscCalibration>,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     p.validate()?;
     if p.source == Source::File && p.file.is_none() {
-        return Err("params: source: file needs `file: PATH`".into());
+        return Err(crate::stages::CompileError::params(
+            "source: file needs `file: PATH`",
+        ));
     }
     let calibration = match &p.file {
-        Some(path) => Some(LscCalibration::load(path).map_err(|e| format!("params: file: {e}"))?),
+        Some(path) => Some(
+            LscCalibration::load(path)
+                .map_err(|e| crate::stages::CompileError::params(format!("file: {e}")))?,
+        ),
         None => None,
     };
     Ok(Box::new(LensShading { p, calibration }))
@@ -961,13 +968,21 @@ mod tests {
     #[test]
     fn bad_params_and_files_are_refused_at_build_time() {
         let c = |v: serde_json::Value| compile(v).map(|_| ()).unwrap_err();
-        assert!(c(serde_json::json!({"source": "file"})).contains("needs `file"));
-        assert!(c(serde_json::json!({"source": "dng", "file": "x.yaml"})).contains("not used"));
-        assert!(c(serde_json::json!({"ct": 200})).contains("ct"));
-        assert!(c(serde_json::json!({"strength": 1})).contains("unknown field"));
-        assert!(c(serde_json::json!({"source": "magic"})).contains("unknown variant"));
+        assert!(c(serde_json::json!({"source": "file"}))
+            .to_string()
+            .contains("needs `file"));
+        assert!(c(serde_json::json!({"source": "dng", "file": "x.yaml"}))
+            .to_string()
+            .contains("not used"));
+        assert!(c(serde_json::json!({"ct": 200})).to_string().contains("ct"));
+        assert!(c(serde_json::json!({"strength": 1}))
+            .to_string()
+            .contains("unknown field"));
+        assert!(c(serde_json::json!({"source": "magic"}))
+            .to_string()
+            .contains("unknown variant"));
         let e = c(serde_json::json!({"file": "/nonexistent/lsc.yaml"}));
-        assert!(e.contains("/nonexistent/lsc.yaml"), "{e}");
+        assert!(e.to_string().contains("/nonexistent/lsc.yaml"), "{e}");
         assert!(compile(serde_json::Value::Null).is_ok());
 
         let good = calibration(vec![

@@ -70,16 +70,16 @@ impl Default for Params {
 
 impl Params {
     /// Checks every range; the message names the field.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         check_range("detail", self.detail, 0.1, 4.0)?;
         check_range("contrast", self.contrast, 0.0, 1.0)?;
         check_range("exposure", self.exposure, -10.0, 10.0)?;
         check_range("sigma_r", self.sigma_r, 0.05, 8.0)?;
         if !(2..=64).contains(&self.levels) {
-            return Err(format!(
-                "params: levels = {} is outside [2, 64]",
+            return Err(crate::stages::CompileError::params(format!(
+                "levels = {} is outside [2, 64]",
                 self.levels
-            ));
+            )));
         }
         Ok(())
     }
@@ -91,7 +91,7 @@ pub struct LocalLaplacian {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     p.validate()?;
     Ok(Box::new(LocalLaplacian { p }))
@@ -99,7 +99,7 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
 
 impl LocalLaplacian {
     /// A compiled op from checked params.
-    pub fn new(p: Params) -> std::result::Result<Self, String> {
+    pub fn new(p: Params) -> std::result::Result<Self, crate::stages::CompileError> {
         p.validate()?;
         Ok(LocalLaplacian { p })
     }

@@ -122,26 +122,93 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
 /// unknown fields and wrong types.
 pub(crate) fn parse_params<P: DeserializeOwned + Default>(
     v: serde_json::Value,
-) -> std::result::Result<P, String> {
+) -> std::result::Result<P, CompileError> {
     if v.is_null() {
         return Ok(P::default());
     }
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." || path.is_empty() {
-            format!("params: {}", e.inner())
+        CompileError::Params(if path == "." || path.is_empty() {
+            e.inner().to_string()
         } else {
-            format!("params: {path}: {}", e.inner())
-        }
+            format!("{path}: {}", e.inner())
+        })
     })
 }
 
+/// Why an op could not be compiled from its YAML entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileError {
+    /// No op of this name exists.
+    UnknownOp(String),
+    /// The `params` mapping does not parse into the op's typed params
+    /// (unknown field, wrong type, value out of range); the message names
+    /// the field. Reported at the `params:` line of the YAML.
+    Params(String),
+    /// The params parse but cannot be used (a model file that does not
+    /// load, an inconsistent combination).
+    Invalid(String),
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CompileError::UnknownOp(op) => {
+                write!(
+                    f,
+                    "unknown op '{op}' (known ops: {})",
+                    registry::OPS.join(", ")
+                )
+            }
+            CompileError::Params(m) => write!(f, "params: {m}"),
+            CompileError::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl CompileError {
+    /// A [`CompileError::Params`] with this message (the field first).
+    pub fn params(m: impl Into<String>) -> Self {
+        CompileError::Params(m.into())
+    }
+}
+
+impl From<String> for CompileError {
+    fn from(m: String) -> Self {
+        CompileError::Invalid(m)
+    }
+}
+
+impl From<CompileError> for String {
+    fn from(e: CompileError) -> String {
+        e.to_string()
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+impl From<&str> for CompileError {
+    fn from(m: &str) -> Self {
+        CompileError::Invalid(m.to_string())
+    }
+}
+
+/// What an op's `compile` returns.
+pub type CompileResult = std::result::Result<Box<dyn Stage>, CompileError>;
+
 /// Checks a numeric parameter range.
-pub(crate) fn check_range(name: &str, v: f32, lo: f32, hi: f32) -> std::result::Result<(), String> {
+pub(crate) fn check_range(
+    name: &str,
+    v: f32,
+    lo: f32,
+    hi: f32,
+) -> std::result::Result<(), CompileError> {
     if v.is_finite() && v >= lo && v <= hi {
         Ok(())
     } else {
-        Err(format!("params: {name} = {v} is outside [{lo}, {hi}]"))
+        Err(CompileError::Params(format!(
+            "{name} = {v} is outside [{lo}, {hi}]"
+        )))
     }
 }
 

@@ -95,7 +95,7 @@ pub struct NoiseEstimateStage {
     file_profile: Option<(String, profile::CameraNoiseProfile)>,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     check_range("tile", p.tile as f32, 8.0, 1024.0)?;
     check_range("max_blocks", p.max_blocks as f32, 16.0, 1e7)?;
@@ -104,7 +104,7 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
         Some(f) => Some((
             f.display().to_string(),
             profile::CameraNoiseProfile::load(f)
-                .map_err(|e| format!("params: profile_file: {e}"))?,
+                .map_err(|e| crate::stages::CompileError::params(format!("profile_file: {e}")))?,
         )),
         None => None,
     };

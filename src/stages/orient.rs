@@ -42,7 +42,7 @@ pub struct Orient {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(Orient {
         p: parse_params(params)?,
     }))

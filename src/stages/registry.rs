@@ -37,7 +37,7 @@ pub const OPS: &[&str] = &[
 ];
 
 /// Compiles an op from its YAML params (`Null` when absent).
-pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(op: &str, params: serde_json::Value) -> crate::stages::CompileResult {
     match op {
         "raw_source" => raw_source::compile(params),
         "black_level" => black_level::compile(params),
@@ -66,7 +66,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> std::result::Result<Box<d
         "resize" => resize::compile(params),
         "yuv_encode" => yuv_encode::compile(params),
         "orient" => orient::compile(params),
-        _ => Err(format!("unknown op '{op}' (known ops: {})", OPS.join(", "))),
+        _ => Err(CompileError::UnknownOp(op.to_string())),
     }
 }
 
@@ -87,7 +87,7 @@ mod tests {
             // itself as listed.
             match compile(op, serde_json::Value::Null) {
                 Ok(stage) => assert_eq!(stage.op(), *op),
-                Err(e) => assert!(!e.contains("unknown op"), "{op}: {e}"),
+                Err(e) => assert!(!e.to_string().contains("unknown op"), "{op}: {e}"),
             }
             let found = [
                 dir.join(format!("{op}.rs")),
@@ -114,6 +114,7 @@ mod tests {
         }
         assert!(compile("no_such_op", serde_json::Value::Null)
             .unwrap_err()
+            .to_string()
             .contains("unknown op"));
     }
 }

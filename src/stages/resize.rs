@@ -62,14 +62,18 @@ pub struct Params {
 const MAX_SIDE: usize = 65_536;
 
 impl Params {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         if self.width.is_none() && self.height.is_none() {
-            return Err("params: give width and/or height".into());
+            return Err(crate::stages::CompileError::params(
+                "give width and/or height",
+            ));
         }
         for (name, v) in [("width", self.width), ("height", self.height)] {
             if let Some(v) = v {
                 if v == 0 || v > MAX_SIDE {
-                    return Err(format!("params: {name} = {v} is outside [1, {MAX_SIDE}]"));
+                    return Err(crate::stages::CompileError::params(format!(
+                        "{name} = {v} is outside [1, {MAX_SIDE}]"
+                    )));
                 }
             }
         }
@@ -104,7 +108,7 @@ pub struct Resize {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     p.validate()?;
     Ok(Box::new(Resize { p }))

@@ -48,7 +48,7 @@ impl Default for Params {
 }
 
 impl Params {
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         check_range("amount", self.amount, 0.0, 5.0)?;
         check_range("radius", self.radius, 0.3, 5.0)?;
         check_range("threshold", self.threshold, 0.0, 0.5)?;
@@ -64,7 +64,7 @@ pub struct Sharpen {
     kernel: Vec<f32>,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     p.validate()?;
     let kr = (3.0 * p.radius).ceil() as isize;

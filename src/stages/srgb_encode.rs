@@ -65,7 +65,7 @@ const POW2: [f32; 16] = [
     1.0,
 ];
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let _: Params = parse_params(params)?;
     Ok(Box::new(SrgbEncode))
 }

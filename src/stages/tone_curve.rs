@@ -58,21 +58,23 @@ pub struct ToneCurve {
     table: Arc<[f32]>,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(build(params)?))
 }
 
 /// The compiled op as its concrete type (for callers that need its LUT,
 /// e.g. the fused CUDA chain).
-pub fn build(params: serde_json::Value) -> std::result::Result<ToneCurve, String> {
+pub fn build(
+    params: serde_json::Value,
+) -> std::result::Result<ToneCurve, crate::stages::CompileError> {
     let p: Params = parse_params(params)?;
     check_range("knee", p.knee, 0.05, 0.95)?;
     check_range("white_point", p.white_point, 0.1, 64.0)?;
     if p.white_point <= p.knee {
-        return Err(format!(
-            "params: white_point {} must be above knee {}",
+        return Err(crate::stages::CompileError::Params(format!(
+            "white_point {} must be above knee {}",
             p.white_point, p.knee
-        ));
+        )));
     }
     Ok(ToneCurve::new(p))
 }

@@ -322,7 +322,7 @@ pub struct YuvEncode {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(YuvEncode {
         p: parse_params(params)?,
     }))

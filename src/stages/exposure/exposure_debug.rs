@@ -49,7 +49,7 @@ pub struct ExposureDebug {
     p: Params,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     check_range("sky_alpha", p.sky_alpha, 0.0, 1.0)?;
     for (name, c) in [("sky_color", p.sky_color), ("face_color", p.face_color)] {
@@ -58,7 +58,10 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
         }
     }
     if p.line > 64 {
-        return Err(format!("params: line = {} is outside [0, 64]", p.line));
+        return Err(crate::stages::CompileError::Params(format!(
+            "line = {} is outside [0, 64]",
+            p.line
+        )));
     }
     Ok(Box::new(ExposureDebug { p }))
 }

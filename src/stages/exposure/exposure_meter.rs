@@ -94,7 +94,7 @@ pub struct ExposureMeter {
     state: Mutex<Smoother>,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     check_range("bias_ev", p.bias_ev, -8.0, 8.0)?;
     let tuning = match &p.tuning {

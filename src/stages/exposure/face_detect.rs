@@ -119,24 +119,24 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(FaceDetect::new(parse_params(params)?)?))
 }
 
 impl FaceDetect {
     /// Validates params and loads the model.
-    pub fn new(p: Params) -> std::result::Result<FaceDetect, String> {
+    pub fn new(p: Params) -> std::result::Result<FaceDetect, crate::stages::CompileError> {
         if !(32..=4096).contains(&p.max_side) {
-            return Err(format!(
-                "params: max_side = {} is outside [32, 4096]",
+            return Err(crate::stages::CompileError::params(format!(
+                "max_side = {} is outside [32, 4096]",
                 p.max_side
-            ));
+            )));
         }
         if !(12..=1024).contains(&p.min_face) {
-            return Err(format!(
-                "params: min_face = {} is outside [12, 1024]",
+            return Err(crate::stages::CompileError::params(format!(
+                "min_face = {} is outside [12, 1024]",
                 p.min_face
-            ));
+            )));
         }
         check_range("nms_iou", p.nms_iou, 0.05, 0.95)?;
         check_range("extra_ev", p.extra_ev, 0.0, 6.0)?;
@@ -145,17 +145,18 @@ impl FaceDetect {
         let (engine, threshold) = match p.detector {
             Detector::Seetaface => {
                 if p.model.is_some() {
-                    return Err("params: model: seetaface uses its built-in model".into());
+                    return Err(crate::stages::CompileError::params(
+                        "model: seetaface uses its built-in model",
+                    ));
                 }
                 let m = rustface::read_model(std::io::Cursor::new(SEETA_MODEL))
                     .map_err(|e| format!("built-in SeetaFace model: {e}"))?;
                 (Engine::Seeta(m), p.score_threshold.unwrap_or(2.0))
             }
             Detector::Yunet => {
-                let path = p
-                    .model
-                    .as_ref()
-                    .ok_or("params: model: yunet needs the path of its ONNX file")?;
+                let path = p.model.as_ref().ok_or(crate::stages::CompileError::params(
+                    "model: yunet needs the path of its ONNX file",
+                ))?;
                 let y = super::yunet::YuNet::load(path).map_err(|e| e.to_string())?;
                 let t = p.score_threshold.unwrap_or(0.6);
                 check_range("score_threshold", t, 0.0, 1.0)?;
@@ -411,12 +412,12 @@ mod tests {
     #[test]
     fn bad_params_are_errors() {
         let e = compile(serde_json::json!({"detector": "yunet"})).unwrap_err();
-        assert!(e.contains("model"), "{e}");
+        assert!(e.to_string().contains("model"), "{e}");
         let e = compile(serde_json::json!({"max_side": 5})).unwrap_err();
-        assert!(e.contains("max_side"), "{e}");
+        assert!(e.to_string().contains("max_side"), "{e}");
         let e = compile(serde_json::json!({"extra_blur": -1.0})).unwrap_err();
-        assert!(e.contains("extra_blur"), "{e}");
+        assert!(e.to_string().contains("extra_blur"), "{e}");
         let e = compile(serde_json::json!({"extra_scale": 0.0})).unwrap_err();
-        assert!(e.contains("extra_scale"), "{e}");
+        assert!(e.to_string().contains("extra_scale"), "{e}");
     }
 }

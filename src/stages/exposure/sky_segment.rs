@@ -84,27 +84,30 @@ pub struct SkySegment {
     net: Option<Arc<SkySeg>>,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(SkySegment::new(parse_params(params)?)?))
 }
 
 impl SkySegment {
     /// Validates params and loads the network (unless classical).
-    pub fn new(p: Params) -> std::result::Result<SkySegment, String> {
+    pub fn new(p: Params) -> std::result::Result<SkySegment, crate::stages::CompileError> {
         if !(32..=4096).contains(&p.map_side) {
-            return Err(format!(
-                "params: map_side = {} is outside [32, 4096]",
+            return Err(crate::stages::CompileError::params(format!(
+                "map_side = {} is outside [32, 4096]",
                 p.map_side
-            ));
+            )));
         }
         if !(32..=1024).contains(&p.net_side) {
-            return Err(format!(
-                "params: net_side = {} is outside [32, 1024]",
+            return Err(crate::stages::CompileError::params(format!(
+                "net_side = {} is outside [32, 1024]",
                 p.net_side
-            ));
+            )));
         }
         if !(1..=64).contains(&p.radius) {
-            return Err(format!("params: radius = {} is outside [1, 64]", p.radius));
+            return Err(crate::stages::CompileError::params(format!(
+                "radius = {} is outside [1, 64]",
+                p.radius
+            )));
         }
         check_range("eps", p.eps, 1e-6, 1.0)?;
         let net = if p.model == "classical" {
@@ -298,6 +301,9 @@ mod tests {
             ..Params::default()
         })
         .unwrap_err();
-        assert!(e.contains("/nonexistent/sky.safetensors"), "{e}");
+        assert!(
+            e.to_string().contains("/nonexistent/sky.safetensors"),
+            "{e}"
+        );
     }
 }

@@ -106,21 +106,25 @@ impl Tuning {
     /// Parses and validates tuning YAML; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Tuning> {
         let t: Tuning = yaml::parse(text, file)?;
-        t.validate().map_err(|msg| yaml::invalid(file, msg))?;
+        t.validate()
+            .map_err(|msg| yaml::invalid(file, msg.to_string()))?;
         Ok(t)
     }
 
     /// Range checks; the message names the key.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         use super::super::check_range as r;
         if self.version != 1 {
-            return Err(format!(
+            return Err(crate::stages::CompileError::params(format!(
                 "unsupported tuning version {} (expected 1)",
                 self.version
-            ));
+            )));
         }
         if !(16..=4096).contains(&self.grid) {
-            return Err(format!("grid = {} is outside [16, 4096]", self.grid));
+            return Err(crate::stages::CompileError::params(format!(
+                "grid = {} is outside [16, 4096]",
+                self.grid
+            )));
         }
         r("mid_grey", self.mid_grey, 0.01, 0.9)?;
         r("face.target", self.face.target, 0.01, 0.9)?;

@@ -78,7 +78,7 @@ pub struct Hdrnet {
     guide: Guide,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     let model = HdrnetModel::load(model_path(&p.model)).map_err(|e| e.to_string())?;
     Ok(Box::new(Hdrnet::new(model)))
