@@ -27,20 +27,29 @@ pub(super) fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, 
     // Embedded TIFF headers (maker notes, vendor blocks): rawler's DNG
     // decoder reads none of them, and in a DNG they are most likely pixel
     // data (our own writer stores arbitrary samples), so a DNG skips them.
+    // The first 257 such offsets, in file order, found with SIMD substring
+    // search (a byte-by-byte scan of a 24 MB DNG took ~40 ms).
     let mut bases = Vec::new();
-    for (i, w) in bytes.windows(4).enumerate().skip(1) {
-        // CR3 metadata boxes: rawler takes any II/MM there as a TIFF
-        // (magic 42, 85 or Olympus' two), so a box's data is a base too.
-        let cmt = i >= 4
-            && matches!(&bytes[i - 4..i], b"CMT1" | b"CMT2" | b"CMT3" | b"CMT4")
-            && (w.starts_with(b"II") || w.starts_with(b"MM"));
-        if ((w == b"II*\0" || w == b"MM\0*") && !dng) || cmt {
-            bases.push(i);
-            if bases.len() > 256 {
-                break;
-            }
+    if !dng {
+        for pat in [b"II*\0", b"MM\0*"] {
+            bases.extend(memchr::memmem::find_iter(bytes, pat).filter(|&i| i >= 1).take(257));
         }
     }
+    // CR3 metadata boxes: rawler takes any II/MM there as a TIFF (magic
+    // 42, 85 or Olympus' two), so a box's data is a base too.
+    bases.extend(
+        memchr::memmem::find_iter(bytes, b"CMT")
+            .map(|j| j + 4)
+            .filter(|&i| {
+                matches!(bytes.get(i - 1), Some(b'1'..=b'4'))
+                    && i + 4 <= bytes.len()
+                    && matches!(bytes.get(i..i + 2), Some(b"II" | b"MM"))
+            })
+            .take(257),
+    );
+    bases.sort_unstable();
+    bases.dedup();
+    bases.truncate(257);
     for base in bases {
         let le = bytes.get(base..base + 2) == Some(b"II");
         // CR3 metadata boxes (CMT1..CMT4) hold a TIFF rawler always parses.
