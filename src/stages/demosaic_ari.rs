@@ -55,6 +55,9 @@ pub struct Params {
     /// Rounds of the iterative green step (1..=11). More rounds: larger
     /// windows to choose from per pixel, a wider halo, more time.
     pub iterations: usize,
+    /// Growth of the green windows' radius per round, pixels (1..=4; the
+    /// paper uses 1). Larger steps reach large windows in fewer rounds.
+    pub window_step: usize,
     /// Lattice radius of the red/blue guided filter windows (1..=4; a
     /// window spans (2r+1)² samples of the colour, (4r+1)² pixels).
     pub rb_radius: usize,
@@ -67,6 +70,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             iterations: 3,
+            window_step: 1,
             rb_radius: 2,
             rb_directional: false,
         }
@@ -82,6 +86,12 @@ impl Params {
                 self.iterations
             ));
         }
+        if !(1..=4).contains(&self.window_step) {
+            return Err(format!(
+                "demosaic_ari: window_step must be in 1..=4, got {}",
+                self.window_step
+            ));
+        }
         if !(1..=4).contains(&self.rb_radius) {
             return Err(format!(
                 "demosaic_ari: rb_radius must be in 1..=4, got {}",
@@ -93,12 +103,12 @@ impl Params {
 
     /// Dependency radius (pixels) of the method under these params.
     fn radius(&self) -> usize {
-        let k = self.iterations;
+        let (k, s) = (self.iterations, self.window_step);
         // Green: per round, MLRI's Laplacian (2) + two boxes of radius
-        // 4 + round + the residual interpolation (1); then the criterion
+        // 4 + step x round + the residual interpolation (1); then the criterion
         // smoothing (3). Red/blue: Laplacian (4) + two lattice boxes (4r)
         // + the bilinear step (2).
-        let green = 11 * k + k * (k - 1) + 3;
+        let green = 11 * k + s * k * (k - 1) + 3;
         let rb = 6 + 4 * self.rb_radius;
         if self.rb_directional {
             2 * green + rb
@@ -123,9 +133,9 @@ pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>,
 }
 
 /// Output rows per strip (one rayon task).
-const STRIP: usize = 128;
+const STRIP: usize = 256;
 /// Output columns per tile within a strip.
-const TILE_W: usize = 512;
+const TILE_W: usize = 1024;
 /// Floor of the local variance / Laplacian energy (normalised units²).
 const VAR_FLOOR: f32 = 1e-6;
 /// Floor of a window's RMS fit error (normalised units; 0.001 / 255).
@@ -232,13 +242,30 @@ fn box_sum(src: &[f32], w: usize, h: usize, win: Win, tmp: &mut [f32], dst: &mut
             continue;
         }
         // Interior: out[x] = sum row[x - rx ..= x + rx], x in rx..w-rx.
+        // Blocks of 16 outputs accumulate in registers (one store each),
+        // in the same order as a plain left-to-right sum.
         let n = w - 2 * rx;
         let inner = &mut out[rx..w - rx];
-        inner.copy_from_slice(&row[0..n]);
-        for d in 1..=2 * rx {
-            for (o, &v) in inner.iter_mut().zip(&row[d..d + n]) {
-                *o += v;
+        const B: usize = 16;
+        let full = n / B * B;
+        for (bi, ob) in inner[..full].chunks_exact_mut(B).enumerate() {
+            let x0 = bi * B;
+            let mut acc = [0f32; B];
+            acc.copy_from_slice(&row[x0..x0 + B]);
+            for d in 1..=2 * rx {
+                let src = &row[x0 + d..x0 + d + B];
+                for j in 0..B {
+                    acc[j] += src[j];
+                }
             }
+            ob.copy_from_slice(&acc);
+        }
+        for x in full..n {
+            let mut a = row[x];
+            for d in 1..=2 * rx {
+                a += row[x + d];
+            }
+            inner[x] = a;
         }
         for x in (0..rx).chain(w - rx..w) {
             let a = x.saturating_sub(rx);
@@ -253,6 +280,10 @@ struct Scratch {
     tmp: Vec<f32>,
     sums: Vec<Vec<f32>>,
     prod: Vec<f32>,
+    /// Set by the caller when the next [`guided`] call swaps the guide and
+    /// the input of the previous one over the same window: the window
+    /// moments are then reused instead of recomputed.
+    swapped: bool,
 }
 
 impl Scratch {
@@ -261,6 +292,7 @@ impl Scratch {
             tmp: vec![0.0; n],
             sums: (0..8).map(|_| vec![0.0; n]).collect(),
             prod: vec![0.0; n],
+            swapped: false,
         }
     }
 }
@@ -273,6 +305,13 @@ struct Lap<'a> {
     lp: &'a [f32],
     /// 1.0 where the input's Laplacian uses only observed samples.
     mask: &'a [f32],
+}
+
+/// Rounds of the iterative green step and the growth of their windows.
+#[derive(Clone, Copy)]
+struct Sched {
+    iters: usize,
+    step: usize,
 }
 
 /// Window of a guided filter: radii and vertical row step.
@@ -299,24 +338,35 @@ fn guided(
 ) -> (Vec<f32>, Vec<f32>) {
     let n = w * h;
     let Win { rx, ry, sy } = win;
-    let Scratch { tmp, sums, prod } = s;
+    if s.swapped {
+        s.sums.swap(0, 1);
+        s.sums.swap(2, 3);
+    }
+    let Scratch {
+        tmp,
+        sums,
+        prod,
+        swapped,
+    } = s;
     let [si, sp, sii, spp, sip, sl1, sl2, sln] = &mut sums[..] else {
         unreachable!("eight sum planes")
     };
-    box_sum(i, w, h, win, tmp, si);
-    box_sum(p, w, h, win, tmp, sp);
-    for (o, &v) in prod.iter_mut().zip(i) {
-        *o = v * v;
+    if !std::mem::take(swapped) {
+        box_sum(i, w, h, win, tmp, si);
+        box_sum(p, w, h, win, tmp, sp);
+        for (o, &v) in prod.iter_mut().zip(i) {
+            *o = v * v;
+        }
+        box_sum(prod, w, h, win, tmp, sii);
+        for (o, &v) in prod.iter_mut().zip(p) {
+            *o = v * v;
+        }
+        box_sum(prod, w, h, win, tmp, spp);
+        for ((o, &a), &b) in prod.iter_mut().zip(i).zip(p) {
+            *o = a * b;
+        }
+        box_sum(prod, w, h, win, tmp, sip);
     }
-    box_sum(prod, w, h, win, tmp, sii);
-    for (o, &v) in prod.iter_mut().zip(p) {
-        *o = v * v;
-    }
-    box_sum(prod, w, h, win, tmp, spp);
-    for ((o, &a), &b) in prod.iter_mut().zip(i).zip(p) {
-        *o = a * b;
-    }
-    box_sum(prod, w, h, win, tmp, sip);
     let mlri = lap.is_some();
     if let Some(l) = &lap {
         for (((o, &a), &b), &m) in prod.iter_mut().zip(l.li).zip(l.lp).zip(l.mask) {
@@ -330,31 +380,36 @@ fn guided(
         box_sum(l.mask, w, h, win, tmp, sln);
     }
     let cx: Vec<f32> = (0..w).map(|x| count_in(x, rx, 1, w) as f32).collect();
-    // a -> sl1, b -> sl2, weight -> sln (reused in place).
+    // a -> sl1, b -> sl2, weight -> sln (reused in place). Row slices of
+    // equal length let the compiler drop bounds checks and vectorise.
     for y in 0..h {
         let cy = count_in(y, ry, sy, h) as f32;
-        for (x, &cxx) in cx.iter().enumerate() {
-            let k = y * w + x;
-            let nn = cxx * cy;
+        let rr = y * w..(y + 1) * w;
+        let (si, sp) = (&si[rr.clone()], &sp[rr.clone()]);
+        let (sii, spp, sip) = (&sii[rr.clone()], &spp[rr.clone()], &sip[rr.clone()]);
+        let (l1, l2, ln) = (&mut sl1[rr.clone()], &mut sl2[rr.clone()], &mut sln[rr]);
+        let cx = &cx[..w];
+        for x in 0..w {
+            let nn = cx[x] * cy;
             let inv = 1.0 / nn;
-            let (mi, mp) = (si[k] * inv, sp[k] * inv);
+            let (mi, mp) = (si[x] * inv, sp[x] * inv);
             let a = if mlri {
-                let nl = sln[k].max(1.0);
-                sl1[k] / sl2[k].max(c.var_floor * nl)
+                let nl = ln[x].max(1.0);
+                l1[x] / l2[x].max(c.var_floor * nl)
             } else {
-                let cov = sip[k] * inv - mi * mp;
-                let var = sii[k] * inv - mi * mi;
+                let cov = sip[x] * inv - mi * mp;
+                let var = sii[x] * inv - mi * mi;
                 cov / var.max(c.var_floor)
             };
             let b = mp - a * mi;
-            let e = (a * a * sii[k] + b * b * nn + spp[k] + 2.0 * a * b * si[k]
-                - 2.0 * b * sp[k]
-                - 2.0 * a * sip[k])
+            let e = (a * a * sii[x] + b * b * nn + spp[x] + 2.0 * a * b * si[x]
+                - 2.0 * b * sp[x]
+                - 2.0 * a * sip[x])
                 * inv;
             let wt = 1.0 / e.max(0.0).sqrt().max(c.dif_floor);
-            sl1[k] = a * wt;
-            sl2[k] = b * wt;
-            sln[k] = wt;
+            l1[x] = a * wt;
+            l2[x] = b * wt;
+            ln[x] = wt;
         }
     }
     let mut ma = vec![0f32; n];
@@ -383,23 +438,35 @@ fn apply(a: &[f32], b: &[f32], i: &[f32]) -> Vec<f32> {
 fn gauss5(p: &mut [f32], w: usize, h: usize, tmp: &mut [f32]) {
     const K: [f32; 5] = [0.152_469, 0.221_841, 0.251_379, 0.221_841, 0.152_469];
     for y in 0..h {
-        for x in 0..w {
+        let row = &p[y * w..(y + 1) * w];
+        let out = &mut tmp[y * w..(y + 1) * w];
+        if w > 4 {
+            let n = w - 4;
+            let inner = &mut out[2..w - 2];
+            inner.fill(0.0);
+            for (d, &k) in K.iter().enumerate() {
+                for (o, &v) in inner.iter_mut().zip(&row[d..d + n]) {
+                    *o += k * v;
+                }
+            }
+        }
+        for x in (0..2.min(w)).chain(w.saturating_sub(2).max(2.min(w))..w) {
             let mut s = 0.0;
             for (d, &k) in K.iter().enumerate() {
                 let xx = (x + d).saturating_sub(2).min(w - 1);
-                s += k * p[y * w + xx];
+                s += k * row[xx];
             }
-            tmp[y * w + x] = s;
+            out[x] = s;
         }
     }
     for y in 0..h {
-        for x in 0..w {
-            let mut s = 0.0;
-            for (d, &k) in K.iter().enumerate() {
-                let yy = (y + d).saturating_sub(2).min(h - 1);
-                s += k * tmp[yy * w + x];
+        let out = &mut p[y * w..(y + 1) * w];
+        out.fill(0.0);
+        for (d, &k) in K.iter().enumerate() {
+            let yy = (y + d).saturating_sub(2).min(h - 1);
+            for (o, &v) in out.iter_mut().zip(&tmp[yy * w..(yy + 1) * w]) {
+                *o += k * v;
             }
-            p[y * w + x] = s;
         }
     }
 }
@@ -424,7 +491,7 @@ fn green_dir(
     guide: Option<&[f32]>,
     w: usize,
     h: usize,
-    iters: usize,
+    sched: Sched,
     c: Consts,
 ) -> [(Vec<f32>, Vec<f32>); 2] {
     let n = w * h;
@@ -466,17 +533,17 @@ fn green_dir(
         let (mut gg, mut cc) = (g0.clone(), c0.clone());
         let mut best = g0.clone();
         let mut crit = vec![f32::MAX; n];
-        for k in 0..iters {
+        for k in 0..sched.iters {
             let win = if mlri {
                 Win {
-                    rx: 4 + k,
-                    ry: k.div_ceil(2),
+                    rx: 4 + sched.step * k,
+                    ry: (sched.step * k).div_ceil(2),
                     sy: 2,
                 }
             } else {
                 Win {
-                    rx: 2 + k,
-                    ry: (k + 2) / 2,
+                    rx: 2 + sched.step * k,
+                    ry: (sched.step * k + 2) / 2,
                     sy: 2,
                 }
             };
@@ -499,6 +566,7 @@ fn green_dir(
                 if guide.is_some() {
                     (tg, cc.clone())
                 } else {
+                    s.swapped = true;
                     let (a, b) = guided(
                         &gg,
                         &cc,
@@ -520,6 +588,7 @@ fn green_dir(
                 if guide.is_some() {
                     (tg, cc.clone())
                 } else {
+                    s.swapped = true;
                     let (a, b) = guided(&gg, &cc, None, (w, h), win, c, &mut s);
                     (tg, apply(&a, &b, &gg))
                 }
@@ -698,7 +767,18 @@ fn ari_tile(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] {
     let is_g: Vec<f32> = (0..n)
         .map(|k| f32::from(u8::from(t.cfa.color_at(k / w, k % w) == 1)))
         .collect();
-    let g = adaptive_hv(m, &is_g, None, w, h, p.iterations, c);
+    let g = adaptive_hv(
+        m,
+        &is_g,
+        None,
+        w,
+        h,
+        Sched {
+            iters: p.iterations,
+            step: p.window_step,
+        },
+        c,
+    );
     // Red and blue by guided upsampling from their lattices.
     let site = |col: usize| -> (usize, usize) {
         for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
@@ -722,7 +802,18 @@ fn ari_tile(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] {
         let pm: Vec<f32> = (0..n)
             .map(|k| if is_g[k] > 0.5 { g[k] } else { plane[k] })
             .collect();
-        adaptive_hv(&pm, &not_g, Some(&g), w, h, p.iterations, c)
+        adaptive_hv(
+            &pm,
+            &not_g,
+            Some(&g),
+            w,
+            h,
+            Sched {
+                iters: p.iterations,
+                step: p.window_step,
+            },
+            c,
+        )
     };
     let (r, b) = (rb_at_g(&r), rb_at_g(&b));
     [r, g, b]
@@ -738,15 +829,15 @@ fn adaptive_hv(
     guide: Option<&[f32]>,
     w: usize,
     h: usize,
-    iters: usize,
+    sched: Sched,
     c: Consts,
 ) -> Vec<f32> {
     let n = w * h;
-    let [(ri_h, cr_ri_h), (ml_h, cr_ml_h)] = green_dir(m, is_t, guide, w, h, iters, c);
+    let [(ri_h, cr_ri_h), (ml_h, cr_ml_h)] = green_dir(m, is_t, guide, w, h, sched, c);
     let mt = transpose(m, w, h);
     let is_tt = transpose(is_t, w, h);
     let gt = guide.map(|g| transpose(g, w, h));
-    let [(ri_v, cr_ri_v), (ml_v, cr_ml_v)] = green_dir(&mt, &is_tt, gt.as_deref(), h, w, iters, c);
+    let [(ri_v, cr_ri_v), (ml_v, cr_ml_v)] = green_dir(&mt, &is_tt, gt.as_deref(), h, w, sched, c);
     let (ri_v, cr_ri_v) = (transpose(&ri_v, h, w), transpose(&cr_ri_v, h, w));
     let (ml_v, cr_ml_v) = (transpose(&ml_v, h, w), transpose(&cr_ml_v, h, w));
     let mut g = vec![0f32; n];
