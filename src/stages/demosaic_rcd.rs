@@ -94,12 +94,10 @@ fn hpf2(c: &[f32], i: usize, s: usize) -> f32 {
     v * v
 }
 
-/// The refined discrimination: the diagonal neighbours' mean when it is
-/// more decided (further from 0.5) than the centre.
+/// The refined discrimination: the diagonal neighbours' mean `nb` when
+/// it is more decided (further from 0.5) than the centre `c`.
 #[inline(always)]
-fn refined(d: &[f32], i: usize, w: usize) -> f32 {
-    let c = d[i];
-    let nb = 0.25 * (d[i - w - 1] + d[i - w + 1] + d[i + w - 1] + d[i + w + 1]);
+fn refine(c: f32, nb: f32) -> f32 {
     if (0.5 - c).abs() < (0.5 - nb).abs() {
         nb
     } else {
@@ -218,14 +216,9 @@ fn rcd_tile(t: &Tile) -> [Vec<f32>; 3] {
                 let ee = e1[k] * l2 / (EPS + lc[k] + le[k]);
                 let v_est = (sg * ne + ng * se) / (ng + sg);
                 let h_est = (wg * ee + eg * we) / (eg + wg);
-                // `refined(vh)`: the diagonal mean when more decided.
                 let dv = dc[k];
                 let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
-                let d = if (0.5 - dv).abs() < (0.5 - nb).abs() {
-                    nb
-                } else {
-                    dv
-                };
+                let d = refine(dv, nb);
                 est[k] = d * h_est + (1.0 - d) * v_est;
             }
             let mut x = first_at(5, rb_par(y));
@@ -236,7 +229,6 @@ fn rcd_tile(t: &Tile) -> [Vec<f32>; 3] {
         }
     }
     drop((bv, bh, lpf));
-    let (w2, w3) = (2 * w, 3 * w);
 
     // Step 4.0/4.1: P (NW-SE) / Q (NE-SW) discrimination at red/blue
     // sites (valid 4 in).
@@ -279,31 +271,73 @@ fn rcd_tile(t: &Tile) -> [Vec<f32>; 3] {
     }
 
     // Step 4.2: blue at red and red at blue sites (valid 7 in); the
-    // diagonal neighbours hold the missing colour in the mosaic.
-    for y in 7..h - 7 {
-        let mut x = first_at(7, rb_par(y));
-        while x < w - 7 {
-            let i = y * w + x;
-            let (nw, ne, sw, se) = (i - w - 1, i - w + 1, i + w - 1, i + w + 1);
-            let gc = g[i];
-            let pd = (cfa[nw] - cfa[se]).abs();
-            let qd = (cfa[ne] - cfa[sw]).abs();
-            let nwg = EPS + pd + (cfa[nw] - cfa[i - w3 - 3]).abs() + (gc - g[i - w2 - 2]).abs();
-            let neg = EPS + qd + (cfa[ne] - cfa[i - w3 + 3]).abs() + (gc - g[i - w2 + 2]).abs();
-            let swg = EPS + qd + (cfa[sw] - cfa[i + w3 - 3]).abs() + (gc - g[i + w2 - 2]).abs();
-            let seg = EPS + pd + (cfa[se] - cfa[i + w3 + 3]).abs() + (gc - g[i + w2 + 2]).abs();
-            let (nwe, nee) = (cfa[nw] - g[nw], cfa[ne] - g[ne]);
-            let (swe, see) = (cfa[sw] - g[sw], cfa[se] - g[se]);
-            let p_est = (nwg * see + seg * nwe) / (nwg + seg);
-            let q_est = (neg * swe + swg * nee) / (neg + swg);
-            let d = refined(&pq, i, w);
-            let v = gc + d * q_est + (1.0 - d) * p_est;
-            if t.cfa.color_at(y, x) == 0 {
-                b[i] = v;
-            } else {
-                r[i] = v;
+    // diagonal neighbours hold the missing colour in the mosaic. Row-wise
+    // at every column as in step 3 (reads only `cfa`, `g`, `pq`), kept at
+    // the red/blue columns.
+    if w > 14 {
+        let len = w - 14;
+        let mut est = vec![0f32; len];
+        for y in 7..h - 7 {
+            let row = |dy: isize, dx: isize| -> std::ops::Range<usize> {
+                let s = ((y as isize + dy) * w as isize + 7 + dx) as usize;
+                s..s + len
+            };
+            let gcr = &g[row(0, 0)];
+            let (cnw, cne, csw, cse) = (
+                &cfa[row(-1, -1)],
+                &cfa[row(-1, 1)],
+                &cfa[row(1, -1)],
+                &cfa[row(1, 1)],
+            );
+            let (gnw, gne, gsw, gse) = (
+                &g[row(-1, -1)],
+                &g[row(-1, 1)],
+                &g[row(1, -1)],
+                &g[row(1, 1)],
+            );
+            let (cnw3, cne3, csw3, cse3) = (
+                &cfa[row(-3, -3)],
+                &cfa[row(-3, 3)],
+                &cfa[row(3, -3)],
+                &cfa[row(3, 3)],
+            );
+            let (gnw2, gne2, gsw2, gse2) = (
+                &g[row(-2, -2)],
+                &g[row(-2, 2)],
+                &g[row(2, -2)],
+                &g[row(2, 2)],
+            );
+            let dc = &pq[row(0, 0)];
+            let (dnw, dne) = (&pq[row(-1, -1)], &pq[row(-1, 1)]);
+            let (dsw, dse) = (&pq[row(1, -1)], &pq[row(1, 1)]);
+            let est = &mut est[..len];
+            for k in 0..len {
+                let gc = gcr[k];
+                let pd = (cnw[k] - cse[k]).abs();
+                let qd = (cne[k] - csw[k]).abs();
+                let nwg = EPS + pd + (cnw[k] - cnw3[k]).abs() + (gc - gnw2[k]).abs();
+                let neg = EPS + qd + (cne[k] - cne3[k]).abs() + (gc - gne2[k]).abs();
+                let swg = EPS + qd + (csw[k] - csw3[k]).abs() + (gc - gsw2[k]).abs();
+                let seg = EPS + pd + (cse[k] - cse3[k]).abs() + (gc - gse2[k]).abs();
+                let (nwe, nee) = (cnw[k] - gnw[k], cne[k] - gne[k]);
+                let (swe, see) = (csw[k] - gsw[k], cse[k] - gse[k]);
+                let p_est = (nwg * see + seg * nwe) / (nwg + seg);
+                let q_est = (neg * swe + swg * nee) / (neg + swg);
+                let dv = dc[k];
+                let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
+                let d = refine(dv, nb);
+                est[k] = gc + d * q_est + (1.0 - d) * p_est;
             }
-            x += 2;
+            let mut x = first_at(7, rb_par(y));
+            while x < w - 7 {
+                let v = est[x - 7];
+                if t.cfa.color_at(y, x) == 0 {
+                    b[y * w + x] = v;
+                } else {
+                    r[y * w + x] = v;
+                }
+                x += 2;
+            }
         }
     }
     drop(pq);
@@ -337,11 +371,7 @@ fn rcd_tile(t: &Tile) -> [Vec<f32>; 3] {
                 for k in 0..len {
                     let dv = dc[k];
                     let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
-                    let d = if (0.5 - dv).abs() < (0.5 - nb).abs() {
-                        nb
-                    } else {
-                        dv
-                    };
+                    let d = refine(dv, nb);
                     let gc = gcr[k];
                     let (dn, ds) = ((gc - gn2[k]).abs(), (gc - gs2[k]).abs());
                     let (dw, de) = ((gc - gw2[k]).abs(), (gc - ge2[k]).abs());
