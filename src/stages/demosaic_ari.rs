@@ -36,6 +36,13 @@
 //! Input: a mosaic, normalised (1.0 = white) or in DN (the regularisation
 //! constants are scaled by the white level). Output: planar camera RGB,
 //! same size; native samples pass through unchanged.
+//!
+//! Quality (sRGB protocol, 10-px border, kodak24 / mcmaster18): 38.96 /
+//! 37.27 dB alone at the default 3 rounds (1 round 37.05 / 36.84, 2 rounds
+//! 38.17 / 37.10, 5 rounds 39.73 / 37.23); 40.11 / 37.15 followed by
+//! `false_color_suppress` at strength 0.5 (pipelines/quality_classical.yaml).
+//! Cost: about 13 s per 12 MP frame on one EPYC vCPU (SSE2 build): ARI
+//! is the slow, best-quality classical choice, not a preview path.
 
 use serde::Deserialize;
 
