@@ -72,6 +72,36 @@ fn demosaic_rcd_gate() {
     gate("demosaic_rcd", 36.91, 36.11, 36.5, 35.8);
 }
 
+/// ARI alone (`demosaic_ari`, default params): reference values measured
+/// here 38.96 / 37.27 (kodak24 / mcmaster18).
+#[test]
+fn demosaic_ari_gate() {
+    gate("demosaic_ari", 38.96, 37.27, 38.7, 37.0);
+}
+
+/// The best classical demosaic of issue 16 as shipped in
+/// pipelines/quality_classical.yaml: `demosaic_ari` followed by a half-strength
+/// `false_color_suppress`. Gate: >= 39.8 dB kodak24 and >= 36.5 dB
+/// mcmaster18 (measured 40.11 / 37.15; published ARI on Kodak 39.94).
+#[test]
+fn ari_with_half_false_color_gate() {
+    let (Some(k), Some(m)) = (common::data("kodak24"), common::data("mcmaster18")) else {
+        return;
+    };
+    let yaml = "version: 1\nstages:\n  - { id: raw, op: raw_source }\n  - { id: dm, op: demosaic_ari }\n  - { id: fc, op: false_color_suppress, params: { strength: 0.5 } }\n";
+    let p = Pipeline::from_yaml(yaml, "ari_fcs.yaml").unwrap();
+    let (pk, pm) = (mean_cpsnr_of(&k, &p), mean_cpsnr_of(&m, &p));
+    eprintln!(
+        "demosaic_ari + false_color_suppress(0.5): kodak24 {pk:.3} dB, mcmaster18 {pm:.3} dB"
+    );
+    assert!(pk >= 39.8, "kodak24 {pk:.3} < 39.8");
+    assert!(pm >= 36.5, "mcmaster18 {pm:.3} < 36.5");
+    assert!(
+        (pk - 40.11).abs() <= 0.3 && (pm - 37.15).abs() <= 0.3,
+        "{pk:.3} / {pm:.3} vs reference 40.11 / 37.15"
+    );
+}
+
 /// `false_color_suppress` (Freeman, 3x3, one pass) after MHC and after
 /// Menon adds >= 0.3 dB on kodak24 (measured +1.98 and +0.56).
 #[test]

@@ -34,6 +34,9 @@ pub struct Params {
     /// Keep each photosite's measured colour (Freeman); needs the image
     /// right after a demosaic.
     pub keep_native: bool,
+    /// How much of the filtered colour differences to use, 0..=1 (1 =
+    /// the full median; 0.5 = halfway between input and filtered).
+    pub strength: f32,
 }
 
 impl Default for Params {
@@ -42,6 +45,7 @@ impl Default for Params {
             window: 3,
             passes: 1,
             keep_native: true,
+            strength: 1.0,
         }
     }
 }
@@ -54,7 +58,8 @@ impl Params {
                 self.window
             )));
         }
-        check_range("passes", self.passes as f32, 1.0, 5.0)
+        check_range("passes", self.passes as f32, 1.0, 5.0)?;
+        check_range("strength", self.strength, 0.0, 1.0)
     }
 }
 
@@ -107,8 +112,15 @@ impl Stage for FalseColorSuppress {
             let [r, g, b] = img.planes();
             let mut dr: Vec<f32> = r.iter().zip(g).map(|(r, g)| r - g).collect();
             let mut db: Vec<f32> = b.iter().zip(g).map(|(b, g)| b - g).collect();
-            dr = median_plane(&dr, w, h, rad);
-            db = median_plane(&db, w, h, rad);
+            let (mr, mb) = (median_plane(&dr, w, h, rad), median_plane(&db, w, h, rad));
+            let s = self.p.strength;
+            if s >= 1.0 {
+                (dr, db) = (mr, mb);
+            } else {
+                for (d, m) in dr.iter_mut().zip(&mr).chain(db.iter_mut().zip(&mb)) {
+                    *d += s * (m - *d);
+                }
+            }
             let [r, g, b] = img.planes_mut();
             match cfa {
                 None => {
@@ -327,6 +339,29 @@ mod tests {
             }
         }
         assert!(changed > 0, "the filter must change interpolated colours");
+    }
+
+    #[test]
+    fn strength_blends_input_and_filtered_linearly() {
+        let f = |x: usize, y: usize| {
+            let v = ((x * 5 + y * 3) % 11) as f32 / 11.0;
+            [v, 0.5 * v + 0.1, 1.0 - v]
+        };
+        let img = image(17, 13, &f);
+        let full = run(serde_json::json!({}), img.clone());
+        let none = run(serde_json::json!({ "strength": 0.0 }), img.clone());
+        let half = run(serde_json::json!({ "strength": 0.5 }), img.clone());
+        for (a, b) in img.data.iter().zip(&none.data) {
+            assert!(
+                (a - b).abs() < 1e-6,
+                "strength 0 leaves the image as it is: {a} {b}"
+            );
+        }
+        assert_ne!(full.data, img.data);
+        for ((a, b), h) in img.data.iter().zip(&full.data).zip(&half.data) {
+            assert!((0.5 * (a + b) - h).abs() < 1e-6, "{a} {b} -> {h}");
+        }
+        assert!(compile(serde_json::json!({ "strength": 1.5 })).is_err());
     }
 
     #[test]

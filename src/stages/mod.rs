@@ -21,6 +21,7 @@ use row_kernel::{Header, RowKernel, RowShape};
 pub mod black_level;
 pub mod color_correct;
 pub mod defect_correct;
+pub mod demosaic_ari;
 pub mod demosaic_bilinear;
 pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
