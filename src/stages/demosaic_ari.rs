@@ -86,24 +86,24 @@ impl Default for Params {
 
 impl Params {
     /// Checks the ranges.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         if !(1..=MAX_ITERATIONS).contains(&self.iterations) {
-            return Err(format!(
-                "demosaic_ari: iterations must be in 1..={MAX_ITERATIONS}, got {}",
+            return Err(crate::stages::CompileError::params(format!(
+                "iterations must be in 1..={MAX_ITERATIONS}, got {}",
                 self.iterations
-            ));
+            )));
         }
         if !(1..=4).contains(&self.window_step) {
-            return Err(format!(
-                "demosaic_ari: window_step must be in 1..=4, got {}",
+            return Err(crate::stages::CompileError::params(format!(
+                "window_step must be in 1..=4, got {}",
                 self.window_step
-            ));
+            )));
         }
         if !(1..=4).contains(&self.rb_radius) {
-            return Err(format!(
-                "demosaic_ari: rb_radius must be in 1..=4, got {}",
+            return Err(crate::stages::CompileError::params(format!(
+                "rb_radius must be in 1..=4, got {}",
                 self.rb_radius
-            ));
+            )));
         }
         Ok(())
     }
@@ -132,7 +132,7 @@ pub struct DemosaicAri {
     halo: usize,
 }
 
-pub fn compile(params: serde_json::Value) -> std::result::Result<Box<dyn Stage>, String> {
+pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let params: Params = parse_params(params)?;
     params.validate()?;
     let halo = (params.radius() + 2) & !1;

@@ -32,7 +32,11 @@ pub(super) fn check_tiff_entries(bytes: &[u8]) -> std::result::Result<Vec<(u64, 
     let mut bases = Vec::new();
     if !dng {
         for pat in [b"II*\0", b"MM\0*"] {
-            bases.extend(memchr::memmem::find_iter(bytes, pat).filter(|&i| i >= 1).take(257));
+            bases.extend(
+                memchr::memmem::find_iter(bytes, pat)
+                    .filter(|&i| i >= 1)
+                    .take(257),
+            );
         }
     }
     // CR3 metadata boxes: rawler takes any II/MM there as a TIFF (magic
