@@ -53,6 +53,14 @@ pub fn decode_file(path: &Path, max_mp: f64, max_bytes: u64) -> Result<RawFrame>
 pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> {
     let shown = path.display().to_string();
     let src = preflight::check(bytes, path, max_mp)?;
+    // GoPro GPR: VC-5 tiles decoded here, the rest read as any DNG.
+    let gpr = guarded(|| super::gpr::transcode(bytes, max_mp))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|m| Error::decode(path, m))?;
+    let src = match &gpr {
+        Some(b) => rawler::rawsource::RawSource::new_from_slice(b),
+        None => src,
+    };
     let params = RawDecodeParams::default();
 
     // Header first: refuse absurd dimensions before the pixels are decoded.
@@ -246,6 +254,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     };
     if meta.iso.is_none() {
         meta.iso = ciff.iso;
+    }
+    if gpr.is_some() {
+        meta.provenance.white.push_str(&format!(
+            "; GoPro VC-5 tiles decoded to {} bits (inverse-log curve)",
+            meta.bits
+        ));
     }
     let mut frame_data = data;
     frame_data.truncate(expected);

@@ -8,6 +8,7 @@ pub mod ciff;
 pub mod decode;
 pub mod dng_opcodes;
 pub mod dng_write;
+pub mod gpr;
 pub mod guard;
 mod preflight;
 pub mod provenance;
