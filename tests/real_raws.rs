@@ -93,13 +93,6 @@ const KNOWN_GAPS: &[Gap] = &[
              SSIM 0.90",
         )
     },
-    Gap {
-        no_render: true,
-        ..gap(
-            "kodak_easyshare_c330_RAW_KODAK_C330_FORMAT_NONE_YRGB.raw",
-            "headerless Kodak raws are not recognised",
-        )
-    },
 ];
 
 fn real_dir() -> Option<PathBuf> {

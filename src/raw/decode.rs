@@ -64,9 +64,15 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     let params = RawDecodeParams::default();
 
     // Header first: refuse absurd dimensions before the pixels are decoded.
-    let decoder = guarded(|| rawler::get_decoder(&src))
-        .map_err(|m| Error::decode(path, m))?
-        .map_err(|e| Error::decode(path, clean_rawler_error(&e.to_string())))?;
+    let decoder = match guarded(|| rawler::get_decoder(&src)).map_err(|m| Error::decode(path, m))? {
+        Ok(d) => d,
+        // Headerless files LibRaw knows by their size (rawler has no
+        // decoder for them).
+        Err(e) => match super::headerless_kodak::identify(bytes.len() as u64) {
+            Some(k) => return super::headerless_kodak::decode(bytes, path, k, max_mp),
+            None => return Err(Error::decode(path, clean_rawler_error(&e.to_string()))),
+        },
+    };
     // A DNG's sizes are its TIFF directories' (checked above), and
     // rawler's header-only DNG decode decodes every pixel: skipping it
     // halves the decode time.

@@ -10,6 +10,7 @@ pub mod dng_opcodes;
 pub mod dng_write;
 pub mod gpr;
 pub mod guard;
+pub mod headerless_kodak;
 mod preflight;
 pub mod provenance;
 pub mod sidecar;
