@@ -740,3 +740,28 @@ fn gpr_corrupt_vc5_tiles_never_panic() {
     let e = decode_bytes(&b, Path::new("huge.gpr"), 16.0).unwrap_err();
     one_line(&e);
 }
+
+/// A GPR in several VC-5 tiles (offsets and counts stored out of line, the
+/// right-hand tiles padded past the image edge): each tile lands where its
+/// TileOffsets entry says, cropped to the image.
+#[test]
+fn gpr_tiles_land_in_place() {
+    let (w, h, t) = (96usize, 128usize, 64u16);
+    // Tiles row-major: 2 across (the second padded 32 px), 2 down; G sum
+    // differs per tile.
+    let sums = [1600u16, 1800, 2000, 2200];
+    let streams: Vec<Vec<u8>> = sums
+        .iter()
+        .map(|&g| vc5_flat_stream(t, t, [g, 2048, 2048, 2048]))
+        .collect();
+    let b = gpr_tiled_bytes(w, h, t as u32, &streams);
+    let f = decode_bytes(&b, Path::new("tiled.gpr"), 16.0).unwrap();
+    assert_eq!((f.meta.width, f.meta.height), (w, h));
+    for y in 0..h {
+        for x in 0..w {
+            let tile = (y / t as usize) * 2 + x / t as usize;
+            let want = vc5_curve(sums[tile], 14) as f32;
+            assert_eq!(f.data[y * w + x], want, "({x}, {y}) tile {tile}");
+        }
+    }
+}
