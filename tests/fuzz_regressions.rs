@@ -765,3 +765,12 @@ fn gpr_tiles_land_in_place() {
         }
     }
 }
+
+/// Found by fuzzing raw_decode from the GPR seeds: in a hostile GPR the
+/// rewritten tile offsets land on another directory's entry count, and
+/// rawler then allocated 2.9 GB for it. The transcoded bytes pass the
+/// pre-flight checks again and are refused there.
+#[test]
+fn gpr_rewritten_offsets_on_a_directory_are_refused_first() {
+    assert_refused("gpr-patched-offsets-overlap-entry", "TIFF directory");
+}

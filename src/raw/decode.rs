@@ -57,8 +57,11 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     let gpr = guarded(|| super::gpr::transcode(bytes, max_mp))
         .map_err(|m| Error::decode(path, m))?
         .map_err(|m| Error::decode(path, m))?;
+    // The rewritten offsets and counts of a hostile file can land on other
+    // entries (overlapping IFD structures): the new bytes pass the same
+    // pre-flight checks (found by fuzzing).
     let src = match &gpr {
-        Some(b) => rawler::rawsource::RawSource::new_from_slice(b),
+        Some(b) => preflight::check(b, path, max_mp)?,
         None => src,
     };
     let params = RawDecodeParams::default();
