@@ -192,6 +192,18 @@ fn generate_fuzz_seeds() {
         "huge_claim.dng",
         &huge_claim_dng(100_000, 100_000),
     );
+    // GoPro GPR: flat VC-5 tiles (gpr_vc5: size byte 0 = 64 px, stream).
+    for (i, side) in [64u16, 128].into_iter().enumerate() {
+        let s = vc5_flat_stream(side, side, GPR_FLAT);
+        put(
+            "raw_decode",
+            &format!("gpr_flat_{side}.gpr"),
+            &gpr_bytes(side as usize, side as usize, &s),
+        );
+        let mut v = vec![i as u8];
+        v.extend_from_slice(&s);
+        put("gpr_vc5", &format!("flat_{side}.vc5"), &v);
+    }
     let stubs = data_dir().join("raw/metadata_stubs");
     match std::fs::read_dir(&stubs) {
         Ok(rd) => {
@@ -636,4 +648,129 @@ fn second_campaign_raw_decode_finds_are_refused_first() {
     ] {
         assert_refused(name, needle);
     }
+}
+
+/// Lowpass values of the flat synthetic GPR: G sum 2000, R - G = +100,
+/// B - G = -100, G difference 0 (the last three offset by 2048).
+const GPR_FLAT: [u16; 4] = [2000, 2148, 1948, 2048];
+
+/// What the raw_decode target does with a GPR: a valid frame or a one-line
+/// error, never a panic.
+fn gpr_case(stream: &[u8]) -> bool {
+    let b = gpr_bytes(64, 64, stream);
+    match decode_bytes(&b, Path::new("fuzz.gpr"), 16.0) {
+        Ok(f) => {
+            f.validate().unwrap();
+            true
+        }
+        Err(e) => {
+            one_line(&e);
+            false
+        }
+    }
+}
+
+/// GoPro GPR (issue 18): a synthetic DNG whose tile is a flat VC-5 stream
+/// decodes through `raw::gpr` + the DNG path to exactly the samples VC-5
+/// predicts (R = G sum + 2 (R - G), B likewise, both greens the G sum,
+/// each through the inverse-log curve at the white level's 14 bits), in
+/// the RGGB positions of the DNG's CFA.
+#[test]
+fn gpr_flat_vc5_tile_decodes_exactly() {
+    let (w, h) = (64usize, 64usize);
+    let b = gpr_bytes(w, h, &vc5_flat_stream(w as u16, h as u16, GPR_FLAT));
+    let f = decode_bytes(&b, Path::new("flat.gpr"), 16.0).unwrap();
+    assert_eq!((f.meta.width, f.meta.height), (w, h));
+    assert!(
+        f.meta.provenance.white.contains("VC-5"),
+        "{:?}",
+        f.meta.provenance
+    );
+    let (r, g, bl) = (
+        vc5_curve(2000 + 200, 14) as f32,
+        vc5_curve(2000, 14) as f32,
+        vc5_curve(2000 - 200, 14) as f32,
+    );
+    assert!(r > g && g > bl, "{r} {g} {bl}");
+    for y in 0..h {
+        for x in 0..w {
+            let want = match (y % 2, x % 2) {
+                (0, 0) => r,
+                (1, 1) => bl,
+                _ => g,
+            };
+            assert_eq!(f.data[y * w + x], want, "({x}, {y})");
+        }
+    }
+}
+
+/// Corrupt VC-5 tiles (every truncation, garbage, thousands of seeded byte
+/// mutations, a stream for another size) give a one-line error or a valid
+/// frame, never a panic: the in-tree counterpart of the gpr_vc5 fuzz target.
+#[test]
+fn gpr_corrupt_vc5_tiles_never_panic() {
+    let good = vc5_flat_stream(64, 64, GPR_FLAT);
+    assert!(gpr_case(&good));
+    for cut in (0..good.len()).step_by(5) {
+        assert!(!gpr_case(&good[..cut]), "truncated at {cut} decoded");
+    }
+    assert!(!gpr_case(b"VC-5"));
+    assert!(!gpr_case(&[0xA5; 4096]));
+    // A stream for 128x128 in a 64x64 DNG.
+    assert!(!gpr_case(&vc5_flat_stream(128, 128, GPR_FLAT)));
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..10_000 {
+        let mut m = good.clone();
+        for _ in 0..1 + next() % 4 {
+            let at = (next() % m.len() as u64) as usize;
+            m[at] = next() as u8;
+        }
+        gpr_case(&m);
+    }
+    // Huge claims in the DNG are refused before the tile is decoded.
+    let mut b = gpr_bytes(64, 64, &good);
+    assert!(patch_tiff_tag(&mut b, 256, 100_000));
+    assert!(patch_tiff_tag(&mut b, 257, 100_000));
+    let e = decode_bytes(&b, Path::new("huge.gpr"), 16.0).unwrap_err();
+    one_line(&e);
+}
+
+/// A GPR in several VC-5 tiles (offsets and counts stored out of line, the
+/// right-hand tiles padded past the image edge): each tile lands where its
+/// TileOffsets entry says, cropped to the image.
+#[test]
+fn gpr_tiles_land_in_place() {
+    let (w, h, t) = (96usize, 128usize, 64u16);
+    // Tiles row-major: 2 across (the second padded 32 px), 2 down; G sum
+    // differs per tile.
+    let sums = [1600u16, 1800, 2000, 2200];
+    let streams: Vec<Vec<u8>> = sums
+        .iter()
+        .map(|&g| vc5_flat_stream(t, t, [g, 2048, 2048, 2048]))
+        .collect();
+    let b = gpr_tiled_bytes(w, h, t as u32, &streams);
+    let f = decode_bytes(&b, Path::new("tiled.gpr"), 16.0).unwrap();
+    assert_eq!((f.meta.width, f.meta.height), (w, h));
+    for y in 0..h {
+        for x in 0..w {
+            let tile = (y / t as usize) * 2 + x / t as usize;
+            let want = vc5_curve(sums[tile], 14) as f32;
+            assert_eq!(f.data[y * w + x], want, "({x}, {y}) tile {tile}");
+        }
+    }
+}
+
+/// Found by fuzzing raw_decode from the GPR seeds: in a hostile GPR the
+/// rewritten tile offsets land on another directory's entry count, and
+/// rawler then allocated 2.9 GB for it. The transcoded bytes pass the
+/// pre-flight checks again and are refused there.
+#[test]
+fn gpr_rewritten_offsets_on_a_directory_are_refused_first() {
+    assert_refused("gpr-patched-offsets-overlap-entry", "TIFF directory");
 }

@@ -53,12 +53,29 @@ pub fn decode_file(path: &Path, max_mp: f64, max_bytes: u64) -> Result<RawFrame>
 pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> {
     let shown = path.display().to_string();
     let src = preflight::check(bytes, path, max_mp)?;
+    // GoPro GPR: VC-5 tiles decoded here, the rest read as any DNG.
+    let gpr = guarded(|| super::gpr::transcode(bytes, max_mp))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|m| Error::decode(path, m))?;
+    // The rewritten offsets and counts of a hostile file can land on other
+    // entries (overlapping IFD structures): the new bytes pass the same
+    // pre-flight checks (found by fuzzing).
+    let src = match &gpr {
+        Some(b) => preflight::check(b, path, max_mp)?,
+        None => src,
+    };
     let params = RawDecodeParams::default();
 
     // Header first: refuse absurd dimensions before the pixels are decoded.
-    let decoder = guarded(|| rawler::get_decoder(&src))
-        .map_err(|m| Error::decode(path, m))?
-        .map_err(|e| Error::decode(path, clean_rawler_error(&e.to_string())))?;
+    let decoder = match guarded(|| rawler::get_decoder(&src)).map_err(|m| Error::decode(path, m))? {
+        Ok(d) => d,
+        // Headerless files LibRaw knows by their size (rawler has no
+        // decoder for them).
+        Err(e) => match super::headerless_kodak::identify(bytes.len() as u64) {
+            Some(k) => return super::headerless_kodak::decode(bytes, path, k, max_mp),
+            None => return Err(Error::decode(path, clean_rawler_error(&e.to_string()))),
+        },
+    };
     // A DNG's sizes are its TIFF directories' (checked above), and
     // rawler's header-only DNG decode decodes every pixel: skipping it
     // halves the decode time.
@@ -246,6 +263,12 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     };
     if meta.iso.is_none() {
         meta.iso = ciff.iso;
+    }
+    if gpr.is_some() {
+        meta.provenance.white.push_str(&format!(
+            "; GoPro VC-5 tiles decoded to {} bits (inverse-log curve)",
+            meta.bits
+        ));
     }
     let mut frame_data = data;
     frame_data.truncate(expected);

@@ -57,7 +57,7 @@ pub(super) fn check(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawSource>
 }
 
 /// The u16 at byte `o` (little-endian when `le`); `None` past the end.
-fn read_u16(bytes: &[u8], o: u64, le: bool) -> Option<u16> {
+pub(super) fn read_u16(bytes: &[u8], o: u64, le: bool) -> Option<u16> {
     let o = usize::try_from(o).ok()?;
     let b = bytes.get(o..o.checked_add(2)?)?;
     let a = [b[0], b[1]];
@@ -69,7 +69,7 @@ fn read_u16(bytes: &[u8], o: u64, le: bool) -> Option<u16> {
 }
 
 /// The u32 at byte `o` (little-endian when `le`); `None` past the end.
-fn read_u32(bytes: &[u8], o: u64, le: bool) -> Option<u32> {
+pub(super) fn read_u32(bytes: &[u8], o: u64, le: bool) -> Option<u32> {
     let o = usize::try_from(o).ok()?;
     let b = bytes.get(o..o.checked_add(4)?)?;
     let a = [b[0], b[1], b[2], b[3]];
