@@ -42,6 +42,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../pipelines/semantic_exposure_debug.yaml"),
     ),
     ("balanced", include_str!("../../pipelines/balanced.yaml")),
+    (
+        "quality_classical",
+        include_str!("../../pipelines/quality_classical.yaml"),
+    ),
     ("preview", include_str!("../../pipelines/preview.yaml")),
     (
         "video_nv12",
