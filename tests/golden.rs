@@ -609,4 +609,28 @@ fn shipped_chains_run_fused_and_no_fuse_runs_every_stage_alone() {
         );
     };
     assert_eq!(e.samples.len(), 3 * CASES[0].width * CASES[0].height);
+    // Only finished (sRGB) images are delivered: a linear output stays f32,
+    // fused or not.
+    let linear = Pipeline::from_yaml(
+        "version: 1\nstages:\n  - { id: raw, op: raw_source }\n  - { id: bl, op: black_level }\n  \
+         - { id: dm, op: demosaic_bilinear }\n",
+        "linear.yaml",
+    )
+    .unwrap();
+    for no_fuse in [false, true] {
+        let o = RunOptions {
+            no_fuse,
+            ..opts.clone()
+        };
+        let run = graph::run(&linear, capture(c), &o).unwrap();
+        assert!(
+            matches!(run.outputs[0].1, Value::Image(_)),
+            "no_fuse {no_fuse}"
+        );
+        assert!(run
+            .timings
+            .stages
+            .iter()
+            .all(|t| !t.id.ends_with(".deliver")));
+    }
 }

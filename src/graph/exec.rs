@@ -188,7 +188,7 @@ fn run_steps(
                 prepare_segment(p, &schedule::chain_from(&next, i), &ins)?
             {
                 if let (Some(depth), Some(&(last, _))) = (opts.deliver, covered.last()) {
-                    if seg.out.space().is_some()
+                    if seg.out.space() == Some(ColorSpace::Srgb)
                         && goes_to_output(p, &consumers, &steps, last, &seg.out)
                     {
                         seg.deliver = Some(depth);

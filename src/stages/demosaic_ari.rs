@@ -285,7 +285,7 @@ fn box_sum(src: &[f32], w: usize, h: usize, win: Win, tmp: &mut [f32], dst: &mut
 /// Scratch for [`guided`].
 struct Scratch {
     tmp: Vec<f32>,
-    sums: Vec<Vec<f32>>,
+    sums: [Vec<f32>; 8],
     prod: Vec<f32>,
     /// Set by the caller when the next [`guided`] call swaps the guide and
     /// the input of the previous one over the same window: the window
@@ -297,7 +297,7 @@ impl Scratch {
     fn new(n: usize) -> Scratch {
         Scratch {
             tmp: vec![0.0; n],
-            sums: (0..8).map(|_| vec![0.0; n]).collect(),
+            sums: std::array::from_fn(|_| vec![0.0; n]),
             prod: vec![0.0; n],
             swapped: false,
         }
@@ -355,9 +355,7 @@ fn guided(
         prod,
         swapped,
     } = s;
-    let [si, sp, sii, spp, sip, sl1, sl2, sln] = &mut sums[..] else {
-        unreachable!("eight sum planes")
-    };
+    let [si, sp, sii, spp, sip, sl1, sl2, sln] = sums;
     if !std::mem::take(swapped) {
         box_sum(i, w, h, win, tmp, si);
         box_sum(p, w, h, win, tmp, sp);
