@@ -192,6 +192,53 @@ where
     out
 }
 
+/// Runs a whole-tile demosaic over one full-width mirrored-halo band tile
+/// (as the fused executor builds them, see `graph::fuse`) in column tiles
+/// of `tile_w` output columns, and writes the interior into `out` (three
+/// planes of the band's rows, each `rows * width`, row-major, where
+/// `width = band.w - 2 * halo`).
+///
+/// Each column tile is cut from the band with its `halo` columns on both
+/// sides, so it holds the same samples as [`make_tile_2d`] would build
+/// from the frame: the result equals [`demosaic_tiles`]' for those rows.
+/// `tile_w` must be even (so every column tile keeps the band's phase).
+pub fn demosaic_band_tiles<F>(band: &Tile, tile_w: usize, kernel: F, out: [&mut [f32]; 3])
+where
+    F: Fn(&Tile) -> [Vec<f32>; 3],
+{
+    let halo = band.halo;
+    let w = band.w.saturating_sub(2 * halo);
+    let rows = band.h.saturating_sub(2 * halo);
+    let tile_w = tile_w.max(2) & !1;
+    let [r, g, b] = out;
+    let mut x0 = 0;
+    while x0 < w {
+        let x1 = (x0 + tile_w).min(w);
+        let tw = x1 - x0 + 2 * halo;
+        let mut data = Vec::with_capacity(tw * band.h);
+        for row in band.data.chunks_exact(band.w) {
+            data.extend_from_slice(&row[x0..x0 + tw]);
+        }
+        let tile = Tile {
+            w: tw,
+            h: band.h,
+            data,
+            cfa: band.cfa.shifted(x0 % 2, 0),
+            halo,
+        };
+        let [tr, tg, tb] = kernel(&tile);
+        let len = x1 - x0;
+        for oy in 0..rows {
+            let src = (oy + halo) * tw + halo;
+            let dst = oy * w + x0;
+            r[dst..dst + len].copy_from_slice(&tr[src..src + len]);
+            g[dst..dst + len].copy_from_slice(&tg[src..src + len]);
+            b[dst..dst + len].copy_from_slice(&tb[src..src + len]);
+        }
+        x0 = x1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

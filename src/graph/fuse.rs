@@ -5,7 +5,7 @@
 //! Three shapes of segment exist:
 //! - mosaic kernels only: every row through every member, in place;
 //! - mosaic kernels, a demosaic, image kernels: per strip of
-//!   [`STRIP_ROWS`] output rows, the mirrored-halo tile is built from the
+//!   output rows (the demosaic's `strip_rows`), the mirrored-halo tile is built from the
 //!   *input* rows run through the mosaic members, demosaiced straight into
 //!   the output planes, and the image members run on those rows while they
 //!   are in cache;
@@ -29,14 +29,12 @@ use crate::frame::{ColorSpace, Mosaic, Value};
 use crate::stages::row_kernel::{Header, RowKernel};
 use crate::stages::{take_image, take_mosaic, ROWS_PER_TASK};
 
-/// Output rows per strip of a demosaicking segment (even). 16 rows of a
-/// 4000-pixel frame keep the tile (~320 KB) and the strip's three output
-/// planes (~770 KB) near the L2 cache.
-pub const STRIP_ROWS: usize = 16;
-
-/// Strips per parallel work item of a demosaicking segment: a band of
-/// strips runs in order, carrying the halo rows from tile to tile.
-pub const BAND_STRIPS: usize = 8;
+/// Output rows per parallel work item of a demosaicking segment: a band
+/// of strips (each the demosaic's `strip_rows`: 16 rows of a 4000-pixel
+/// frame keep the bilinear tile, ~320 KB, and the strip's three output
+/// planes, ~770 KB, near the L2 cache) runs in order, carrying the halo
+/// rows from tile to tile.
+pub const BAND_ROWS: usize = 128;
 
 /// A prepared segment: each member's kernel, in order, and the header of
 /// the last member's output.
@@ -232,13 +230,22 @@ impl Segment {
             .iter()
             .position(|k| matches!(k, RowKernel::Demosaic { .. }))
             .unwrap_or(0);
-        let (halo, demosaic) = match &self.kernels[dm] {
-            RowKernel::Demosaic { halo, f } if w > 0 && h > 0 => (*halo, f),
+        let (halo, strip, demosaic) = match &self.kernels[dm] {
+            RowKernel::Demosaic {
+                halo,
+                strip_rows,
+                f,
+            } if w > 0 && h > 0 => (*halo, (*strip_rows).max(2) & !1, f),
             _ => return Pixels::empty(n, deliver),
         };
-        let run = |i: usize, sink: Sink| self.demosaic_band(m, times, dm, halo, demosaic, i, sink);
+        let cut = Cut {
+            halo,
+            strip,
+            band_rows: BAND_ROWS.div_ceil(strip) * strip,
+        };
+        let run = |i: usize, sink: Sink| self.demosaic_band(m, times, dm, cut, demosaic, i, sink);
         // Bands of strips in parallel (see `demosaic_band`).
-        let band = w * STRIP_ROWS * BAND_STRIPS;
+        let band = w * cut.band_rows;
         match deliver {
             None => {
                 // The output is not zeroed up front (one serial pass over
@@ -284,21 +291,22 @@ impl Segment {
         m: &Mosaic,
         times: &[AtomicU64],
         dm: usize,
-        halo: usize,
+        cut: Cut,
         demosaic: &crate::stages::row_kernel::DemosaicFn,
         i: usize,
         sink: Sink,
     ) {
         let (w, h) = (m.width, m.height);
+        let Cut { halo, strip, .. } = cut;
         let tw = w + 2 * halo;
         let band_rows = sink.rows(w);
         let mut data: Vec<f32> = Vec::new();
         let mut scratch: Vec<f32> = Vec::new();
         let mut prev_rows = 0; // rows of the tile in `data`
         let mut sink = sink;
-        for s in 0..band_rows.div_ceil(STRIP_ROWS) {
-            let y0 = i * STRIP_ROWS * BAND_STRIPS + s * STRIP_ROWS;
-            let rows = STRIP_ROWS.min(band_rows - s * STRIP_ROWS);
+        for s in 0..band_rows.div_ceil(strip) {
+            let y0 = i * cut.band_rows + s * strip;
+            let rows = strip.min(band_rows - s * strip);
             let th = rows + 2 * halo;
             // Carried rows: image rows y0 - halo .. y0 + halo.
             let carried = if prev_rows >= 2 * halo && s > 0 {
@@ -333,7 +341,7 @@ impl Segment {
                 cfa: m.cfa.shifted(halo % 2, (y0 + halo) % 2),
                 halo,
             };
-            let span = s * STRIP_ROWS * w..(s * STRIP_ROWS + rows) * w;
+            let span = s * strip * w..(s * strip + rows) * w;
             let ([r, g, b], quantized) = sink.strip(span, &mut scratch);
             let t0 = Instant::now();
             demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
@@ -348,6 +356,15 @@ impl Segment {
             }
         }
     }
+}
+
+/// How a demosaicking segment cuts the frame: the demosaic's halo and
+/// strip height, and the rows of one parallel band (whole strips).
+#[derive(Debug, Clone, Copy)]
+struct Cut {
+    halo: usize,
+    strip: usize,
+    band_rows: usize,
 }
 
 /// A segment's pixels: planar floats, or samples quantised for output.

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::row_kernel::{DemosaicFn, Header, HeaderKind, RowKernel, RowShape};
+use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, one_input, parse_params, RunCtx, Stage};
 use crate::backend::cpu::demosaic_strips;
 use crate::error::{Error, Result};
@@ -65,15 +65,16 @@ impl Stage for DemosaicBilinear {
     }
 
     fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
-        if input.mosaic().is_none() {
-            return Err(Error::invalid("expected a mosaic"));
-        }
-        let mut out = input.clone();
-        out.kind = HeaderKind::Image {
-            space: ColorSpace::Camera,
-        };
+        let out = input.demosaiced()?;
         let f: DemosaicFn = Box::new(fill);
-        Ok(Some((RowKernel::Demosaic { halo: HALO, f }, out)))
+        Ok(Some((
+            RowKernel::Demosaic {
+                halo: HALO,
+                strip_rows: 16,
+                f,
+            },
+            out,
+        )))
     }
 
     fn has_cuda(&self) -> bool {

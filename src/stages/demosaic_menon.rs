@@ -13,8 +13,9 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::demosaic_bilinear::infer_demosaic;
+use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
-use crate::backend::cpu::{make_tile_2d, Tile};
+use crate::backend::cpu::{demosaic_band_tiles, make_tile_2d, Tile};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -104,6 +105,32 @@ impl Stage for DemosaicMenon {
             }
             .into(),
         ))
+    }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape {
+            halo: HALO,
+            row_align: 2,
+        })
+    }
+
+    /// Fused: each full-width band tile of [`STRIP`] rows is worked in
+    /// [`TILE_W`]-column tiles, as `run_cpu` works the frame, so both give
+    /// the same pixels.
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        let out = input.demosaiced()?;
+        let refine = self.p.refine;
+        let f: DemosaicFn = Box::new(move |band, out| {
+            demosaic_band_tiles(band, TILE_W, |t| menon_tile(t, refine), out)
+        });
+        Ok(Some((
+            RowKernel::Demosaic {
+                halo: HALO,
+                strip_rows: STRIP,
+                f,
+            },
+            out,
+        )))
     }
 
     fn has_cuda(&self) -> bool {

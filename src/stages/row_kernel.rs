@@ -96,6 +96,19 @@ impl Header {
         }
     }
 
+    /// The header a demosaic gives for this mosaic: a camera-RGB image of
+    /// the same size and metadata; an error when this is not a mosaic.
+    pub fn demosaiced(&self) -> crate::error::Result<Header> {
+        if self.mosaic().is_none() {
+            return Err(crate::error::Error::invalid("expected a mosaic"));
+        }
+        let mut out = self.clone();
+        out.kind = HeaderKind::Image {
+            space: ColorSpace::Camera,
+        };
+        Ok(out)
+    }
+
     /// The image's colour space, or `None` for a mosaic.
     pub fn space(&self) -> Option<ColorSpace> {
         match self.kind {
@@ -142,9 +155,14 @@ pub type ImageRowFn = Box<dyn Fn([&mut [f32]; 3]) + Send + Sync>;
 /// A stage's per-strip work with its per-frame constants bound.
 pub enum RowKernel {
     Mosaic(MosaicRowFn),
-    /// `halo` rows and columns of mirrored context (even).
+    /// `halo` rows and columns of mirrored context (even); the runner
+    /// hands `f` tiles of `strip_rows` output rows (even; the last strip
+    /// of a frame may be shorter), the strip height the method works best
+    /// at (a wide halo wants taller strips, so less of each tile is
+    /// context).
     Demosaic {
         halo: usize,
+        strip_rows: usize,
         f: DemosaicFn,
     },
     Image(ImageRowFn),
@@ -154,7 +172,12 @@ impl std::fmt::Debug for RowKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RowKernel::Mosaic(_) => f.write_str("RowKernel::Mosaic"),
-            RowKernel::Demosaic { halo, .. } => write!(f, "RowKernel::Demosaic(halo {halo})"),
+            RowKernel::Demosaic {
+                halo, strip_rows, ..
+            } => write!(
+                f,
+                "RowKernel::Demosaic(halo {halo}, strips of {strip_rows} rows)"
+            ),
             RowKernel::Image(_) => f.write_str("RowKernel::Image"),
         }
     }
