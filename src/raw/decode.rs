@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use rawler::decoders::RawDecodeParams;
 use rawler::formats::tiff::Value as TiffValue;
@@ -46,13 +47,25 @@ pub fn decode_file(path: &Path, max_mp: f64, max_bytes: u64) -> Result<RawFrame>
         });
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_bytes(&bytes, path, max_mp)
+    let frame = decode_owned(Arc::new(bytes), path, max_mp);
+    // The file's bytes and the integer pixels are gone; their pages would
+    // stay resident beside the frame (see `memory::release_freed`).
+    crate::memory::release_freed();
+    frame
 }
 
 /// Decodes raw file contents already in memory; `path` names it in errors.
 pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> {
+    decode_owned(Arc::new(bytes.to_vec()), path, max_mp)
+}
+
+/// Decodes a file's contents, which rawler reads in place (no copy); the
+/// decoded integer pixels are released as soon as they are widened to
+/// f32.
+fn decode_owned(file: Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<RawFrame> {
+    let bytes: &[u8] = &file;
     let shown = path.display().to_string();
-    let src = preflight::check(bytes, path, max_mp)?;
+    let src = preflight::check(&file, path, max_mp)?;
     // GoPro GPR: VC-5 tiles decoded here, the rest read as any DNG.
     let gpr = guarded(|| super::gpr::transcode(bytes, max_mp))
         .map_err(|m| Error::decode(path, m))?
@@ -60,8 +73,9 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     // The rewritten offsets and counts of a hostile file can land on other
     // entries (overlapping IFD structures): the new bytes pass the same
     // pre-flight checks (found by fuzzing).
-    let src = match &gpr {
-        Some(b) => preflight::check(b, path, max_mp)?,
+    let transcoded = gpr.is_some();
+    let src = match gpr {
+        Some(b) => preflight::check(&Arc::new(b), path, max_mp)?,
         None => src,
     };
     let params = RawDecodeParams::default();
@@ -94,6 +108,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         .ok()
         .and_then(|r| r.ok())
         .map(|m| m.exif);
+    let mut img = img;
 
     let cpp = img.cpp;
     let layout = match &img.photometric {
@@ -144,12 +159,13 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
         .checked_mul(h)
         .and_then(|v| v.checked_mul(spp))
         .ok_or_else(|| Error::decode(path, "dimensions overflow"))?;
-    let data: Vec<f32> = match &img.data {
+    let data: Vec<f32> = match &mut img.data {
         RawImageData::Integer(v) => {
             use rayon::prelude::*;
+            let v = std::mem::take(v);
             v.par_iter().map(|&x| x as f32).collect()
         }
-        RawImageData::Float(v) => v.clone(),
+        RawImageData::Float(v) => std::mem::take(v),
     };
     if data.len() < expected {
         return Err(Error::decode(
@@ -264,7 +280,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
     if meta.iso.is_none() {
         meta.iso = ciff.iso;
     }
-    if gpr.is_some() {
+    if transcoded {
         meta.provenance.white.push_str(&format!(
             "; GoPro VC-5 tiles decoded to {} bits (inverse-log curve)",
             meta.bits

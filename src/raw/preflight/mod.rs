@@ -22,13 +22,18 @@ use std::path::Path;
 use rawler::rawsource::RawSource;
 
 use super::check_dimensions;
+use std::sync::Arc;
+
 use super::guard::guarded;
 use crate::error::{Error, Result};
 
 /// Runs every pre-flight check on the bytes of a raw file (`path` names it
 /// in errors; `max_mp` bounds every frame size found, in megapixels) and
 /// returns the [`RawSource`] rawler reads them from.
-pub(super) fn check(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawSource> {
+///
+/// The source shares `file` (no copy of the file's bytes is made).
+pub(super) fn check(file: &Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<RawSource> {
+    let bytes: &[u8] = file;
     let shown = path.display().to_string();
     // rawler's DNG decoder decodes (and allocates) the pixels even when
     // asked for the header only, so TIFF image sizes are checked here.
@@ -36,7 +41,7 @@ pub(super) fn check(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawSource>
     for (w, h) in sizes.into_iter().filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
-    let src = RawSource::new_from_slice(bytes);
+    let src = RawSource::new_from_shared_vec(Arc::clone(file));
     guarded(|| bmff::check_bmff_boxes(&src, bytes))
         .map_err(|m| Error::decode(path, m))?
         .map_err(|m| Error::decode(path, m))?;
