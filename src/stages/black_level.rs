@@ -29,6 +29,9 @@ pub struct BlackLevel {
     p: Params,
 }
 
+/// Every value serde accepts is valid.
+impl crate::stages::Validate for Params {}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(BlackLevel {
         p: parse_params(params)?,

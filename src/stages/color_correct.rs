@@ -46,25 +46,31 @@ pub struct ColorCorrect {
     p: Params,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        match (self.source, &self.matrix) {
+            (MatrixSource::Custom, None) => {
+                return Err(crate::stages::CompileError::params(
+                    "source custom needs `matrix: [[..],[..],[..]]`",
+                ))
+            }
+            (MatrixSource::Custom, Some(m)) if m.iter().flatten().any(|v| !v.is_finite()) => {
+                return Err(crate::stages::CompileError::params("matrix must be finite"))
+            }
+            (MatrixSource::Custom, _) => {}
+            (_, Some(_)) => {
+                return Err(crate::stages::CompileError::params(
+                    "`matrix` is only used with source: custom",
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    match (p.source, &p.matrix) {
-        (MatrixSource::Custom, None) => {
-            return Err(crate::stages::CompileError::params(
-                "source custom needs `matrix: [[..],[..],[..]]`",
-            ))
-        }
-        (MatrixSource::Custom, Some(m)) if m.iter().flatten().any(|v| !v.is_finite()) => {
-            return Err(crate::stages::CompileError::params("matrix must be finite"))
-        }
-        (MatrixSource::Custom, _) => {}
-        (_, Some(_)) => {
-            return Err(crate::stages::CompileError::params(
-                "`matrix` is only used with source: custom",
-            ))
-        }
-        _ => {}
-    }
     Ok(Box::new(ColorCorrect { p }))
 }
 

@@ -51,8 +51,8 @@ impl Default for Params {
     }
 }
 
-impl Params {
-    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         check_range("threshold", self.threshold, 0.0, 1.0)
     }
 }
@@ -67,7 +67,6 @@ pub struct DefectCorrect {
 
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    p.validate()?;
     let map = match &p.map {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {

@@ -84,9 +84,9 @@ impl Default for Params {
     }
 }
 
-impl Params {
+impl crate::stages::Validate for Params {
     /// Checks the ranges.
-    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         if !(1..=MAX_ITERATIONS).contains(&self.iterations) {
             return Err(crate::stages::CompileError::params(format!(
                 "iterations must be in 1..={MAX_ITERATIONS}, got {}",
@@ -107,7 +107,9 @@ impl Params {
         }
         Ok(())
     }
+}
 
+impl Params {
     /// Dependency radius (pixels) of the method under these params.
     fn radius(&self) -> usize {
         let (k, s) = (self.iterations, self.window_step);
@@ -134,7 +136,6 @@ pub struct DemosaicAri {
 
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let params: Params = parse_params(params)?;
-    params.validate()?;
     let halo = (params.radius() + 2) & !1;
     Ok(Box::new(DemosaicAri { params, halo }))
 }

@@ -82,18 +82,24 @@ pub struct DemosaicDenoiseLearned {
     model: Arc<DemosaicNet>,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        if let Some(s) = self.sigma {
+            check_range("sigma", s, 0.0, 1.0)?;
+        }
+        if let Some(t) = self.tile {
+            if !(16..=4096).contains(&t) {
+                return Err(super::CompileError::Params(format!(
+                    "tile = {t} is outside [16, 4096]"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    if let Some(s) = p.sigma {
-        check_range("sigma", s, 0.0, 1.0)?;
-    }
-    if let Some(t) = p.tile {
-        if !(16..=4096).contains(&t) {
-            return Err(super::CompileError::Params(format!(
-                "tile = {t} is outside [16, 4096]"
-            )));
-        }
-    }
     let model = DemosaicNet::load(model_path(&p.model)).map_err(|e| e.to_string())?;
     Ok(Box::new(DemosaicDenoiseLearned {
         params: p,

@@ -39,6 +39,9 @@ pub struct DemosaicMenon {
     p: Params,
 }
 
+/// Every value serde accepts is valid.
+impl crate::stages::Validate for Params {}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(DemosaicMenon {
         p: parse_params(params)?,

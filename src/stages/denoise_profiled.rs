@@ -107,11 +107,17 @@ pub struct DenoiseProfiled {
     p: Params,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        check_range("strength", self.strength, 0.0, 4.0)?;
+        check_range("search_radius", self.search_radius as f32, 1.0, 12.0)?;
+        check_range("patch_radius", self.patch_radius as f32, 1.0, 4.0)?;
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    check_range("strength", p.strength, 0.0, 4.0)?;
-    check_range("search_radius", p.search_radius as f32, 1.0, 12.0)?;
-    check_range("patch_radius", p.patch_radius as f32, 1.0, 4.0)?;
     Ok(Box::new(DenoiseProfiled { p }))
 }
 

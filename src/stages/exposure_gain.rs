@@ -62,13 +62,19 @@ pub struct ExposureGain {
     p: Params,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        check_range("ev", self.ev, -16.0, 16.0)?;
+        check_range("target", self.target, 0.001, 1.0)?;
+        check_range("min_ev", self.min_ev, -16.0, 0.0)?;
+        check_range("max_ev", self.max_ev, 0.0, 16.0)?;
+        check_range("protect_percentile", self.protect_percentile, 0.5, 1.0)?;
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    check_range("ev", p.ev, -16.0, 16.0)?;
-    check_range("target", p.target, 0.001, 1.0)?;
-    check_range("min_ev", p.min_ev, -16.0, 0.0)?;
-    check_range("max_ev", p.max_ev, 0.0, 16.0)?;
-    check_range("protect_percentile", p.protect_percentile, 0.5, 1.0)?;
     Ok(Box::new(ExposureGain { p }))
 }
 

@@ -50,8 +50,8 @@ impl Default for Params {
     }
 }
 
-impl Params {
-    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         if self.window != 3 && self.window != 5 {
             return Err(crate::stages::CompileError::params(format!(
                 "window = {} must be 3 or 5",
@@ -71,7 +71,6 @@ pub struct FalseColorSuppress {
 
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    p.validate()?;
     Ok(Box::new(FalseColorSuppress { p }))
 }
 

@@ -24,6 +24,7 @@
 //! white, white balance not yet applied), same size and phase. Place it
 //! after `black_level` and before `white_balance`.
 
+use crate::stages::Validate;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -82,8 +83,8 @@ impl Default for Params {
     }
 }
 
-impl Params {
-    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         if let Some(ct) = self.ct {
             check_range("ct", ct, 1000.0, 40000.0)?;
         }
@@ -453,7 +454,6 @@ pub struct LensShading {
 
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    p.validate()?;
     if p.source == Source::File && p.file.is_none() {
         return Err(crate::stages::CompileError::params(
             "source: file needs `file: PATH`",

@@ -24,6 +24,7 @@
 //! reproduce; it is also a stage in its own right. Rayon-parallel over rows
 //! in every pyramid pass.
 
+use crate::stages::Validate;
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -68,9 +69,9 @@ impl Default for Params {
     }
 }
 
-impl Params {
+impl crate::stages::Validate for Params {
     /// Checks every range; the message names the field.
-    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         check_range("detail", self.detail, 0.1, 4.0)?;
         check_range("contrast", self.contrast, 0.0, 1.0)?;
         check_range("exposure", self.exposure, -10.0, 10.0)?;
@@ -93,7 +94,6 @@ pub struct LocalLaplacian {
 
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    p.validate()?;
     Ok(Box::new(LocalLaplacian { p }))
 }
 

@@ -119,22 +119,38 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Deserialises a params block (absent = all defaults); serde reports
-/// unknown fields and wrong types.
-pub(crate) fn parse_params<P: DeserializeOwned + Default>(
+/// An op's typed params: what serde cannot check (ranges, sizes, paths
+/// that must come together), checked once when the pipeline is built.
+/// Every op's params type implements it ([`parse_params`] requires it),
+/// so a bad value is a [`CompileError::Params`] at the YAML line, never a
+/// failure in the middle of a run; a type whose every value is valid
+/// keeps the default (no checks).
+pub trait Validate {
+    /// `Err` names the offending field and its allowed values.
+    fn validate(&self) -> std::result::Result<(), CompileError> {
+        Ok(())
+    }
+}
+
+/// Deserialises a params block (absent = all defaults; serde reports
+/// unknown fields and wrong types), then validates it.
+pub(crate) fn parse_params<P: DeserializeOwned + Default + Validate>(
     v: serde_json::Value,
 ) -> std::result::Result<P, CompileError> {
-    if v.is_null() {
-        return Ok(P::default());
-    }
-    serde_path_to_error::deserialize(v).map_err(|e| {
-        let path = e.path().to_string();
-        CompileError::Params(if path == "." || path.is_empty() {
-            e.inner().to_string()
-        } else {
-            format!("{path}: {}", e.inner())
-        })
-    })
+    let p = if v.is_null() {
+        P::default()
+    } else {
+        serde_path_to_error::deserialize(v).map_err(|e| {
+            let path = e.path().to_string();
+            CompileError::Params(if path == "." || path.is_empty() {
+                e.inner().to_string()
+            } else {
+                format!("{path}: {}", e.inner())
+            })
+        })?
+    };
+    p.validate()?;
+    Ok(p)
 }
 
 /// Why an op could not be compiled from its YAML entry.

@@ -95,11 +95,17 @@ pub struct NoiseEstimateStage {
     file_profile: Option<(String, profile::CameraNoiseProfile)>,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        check_range("tile", self.tile as f32, 8.0, 1024.0)?;
+        check_range("max_blocks", self.max_blocks as f32, 16.0, 1e7)?;
+        check_range("keep_fraction", self.keep_fraction, 0.01, 1.0)?;
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    check_range("tile", p.tile as f32, 8.0, 1024.0)?;
-    check_range("max_blocks", p.max_blocks as f32, 16.0, 1e7)?;
-    check_range("keep_fraction", p.keep_fraction, 0.01, 1.0)?;
     let file_profile = match &p.profile_file {
         Some(f) => Some((
             f.display().to_string(),

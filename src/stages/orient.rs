@@ -42,6 +42,9 @@ pub struct Orient {
     p: Params,
 }
 
+/// Every value serde accepts is valid.
+impl crate::stages::Validate for Params {}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(Orient {
         p: parse_params(params)?,

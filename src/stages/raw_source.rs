@@ -16,6 +16,9 @@ pub struct Params {}
 #[derive(Debug)]
 pub struct RawSource;
 
+/// Every value serde accepts is valid.
+impl crate::stages::Validate for Params {}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let _: Params = parse_params(params)?;
     Ok(Box::new(RawSource))

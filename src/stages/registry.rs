@@ -119,4 +119,74 @@ mod tests {
             .to_string()
             .contains("unknown op"));
     }
+
+    /// Every op with bounded params refuses a value out of its range at
+    /// compile time as a `Params` error naming the field (parse_params
+    /// runs each op's `Validate`), and accepts its defaults.
+    #[test]
+    fn out_of_range_params_are_params_errors() {
+        use serde_json::json;
+        let bad = [
+            ("black_level", None),
+            (
+                "denoise_profiled",
+                Some(("search_radius", json!({ "search_radius": 40 }))),
+            ),
+            (
+                "white_balance",
+                Some(("gains", json!({ "mode": "manual", "gains": [1, -2, 1] }))),
+            ),
+            ("exposure_gain", Some(("ev", json!({ "ev": 99.0 })))),
+            (
+                "noise_estimate",
+                Some(("keep_fraction", json!({ "keep_fraction": 0.0 }))),
+            ),
+            (
+                "tone_curve",
+                Some(("white_point", json!({ "knee": 0.9, "white_point": 0.5 }))),
+            ),
+            (
+                "color_correct",
+                Some(("matrix", json!({ "source": "custom" }))),
+            ),
+            ("sharpen", Some(("radius", json!({ "radius": 50.0 })))),
+            ("resize", Some(("width", json!({ "width": 0 })))),
+            (
+                "demosaic_ari",
+                Some(("iterations", json!({ "iterations": 0 }))),
+            ),
+            (
+                "false_color_suppress",
+                Some(("strength", json!({ "strength": 3.0 }))),
+            ),
+            (
+                "exposure_meter",
+                Some(("bias_ev", json!({ "bias_ev": 40.0 }))),
+            ),
+            (
+                "sky_segment",
+                Some(("map_side", json!({ "map_side": 8, "model": "classical" }))),
+            ),
+            ("face_detect", Some(("nms_iou", json!({ "nms_iou": 2.0 })))),
+        ];
+        for (op, case) in bad {
+            // resize needs a size; the others load files or models.
+            if !matches!(
+                op,
+                "sky_segment" | "face_detect" | "exposure_meter" | "resize"
+            ) {
+                assert!(
+                    compile(op, serde_json::Value::Null).is_ok(),
+                    "{op}: defaults"
+                );
+            }
+            let Some((field, params)) = case else {
+                continue;
+            };
+            match compile(op, params) {
+                Err(CompileError::Params(m)) => assert!(m.contains(field), "{op}: {m}"),
+                other => panic!("{op}: expected a params error on {field}, got {other:?}"),
+            }
+        }
+    }
 }

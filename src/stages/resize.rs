@@ -61,8 +61,8 @@ pub struct Params {
 /// Largest output side accepted.
 const MAX_SIDE: usize = 65_536;
 
-impl Params {
-    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         if self.width.is_none() && self.height.is_none() {
             return Err(crate::stages::CompileError::params(
                 "give width and/or height",
@@ -79,7 +79,9 @@ impl Params {
         }
         Ok(())
     }
+}
 
+impl Params {
     /// Output size for a `w x h` input.
     pub fn out_size(&self, w: usize, h: usize) -> (usize, usize) {
         let (wf, hf) = (w.max(1) as f64, h.max(1) as f64);
@@ -110,7 +112,6 @@ pub struct Resize {
 
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    p.validate()?;
     Ok(Box::new(Resize { p }))
 }
 

@@ -47,8 +47,8 @@ impl Default for Params {
     }
 }
 
-impl Params {
-    pub fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
         check_range("amount", self.amount, 0.0, 5.0)?;
         check_range("radius", self.radius, 0.3, 5.0)?;
         check_range("threshold", self.threshold, 0.0, 0.5)?;
@@ -66,7 +66,6 @@ pub struct Sharpen {
 
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    p.validate()?;
     let kr = (3.0 * p.radius).ceil() as isize;
     let mut kernel: Vec<f32> = (-kr..=kr)
         .map(|k| (-(k * k) as f32 / (2.0 * p.radius * p.radius)).exp())

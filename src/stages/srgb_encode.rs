@@ -65,6 +65,9 @@ const POW2: [f32; 16] = [
     1.0,
 ];
 
+/// Every value serde accepts is valid.
+impl crate::stages::Validate for Params {}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let _: Params = parse_params(params)?;
     Ok(Box::new(SrgbEncode))

@@ -58,6 +58,20 @@ pub struct ToneCurve {
     table: Arc<[f32]>,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        check_range("knee", self.knee, 0.05, 0.95)?;
+        check_range("white_point", self.white_point, 0.1, 64.0)?;
+        if self.white_point <= self.knee {
+            return Err(crate::stages::CompileError::Params(format!(
+                "white_point {} must be above knee {}",
+                self.white_point, self.knee
+            )));
+        }
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(build(params)?))
 }
@@ -68,14 +82,6 @@ pub fn build(
     params: serde_json::Value,
 ) -> std::result::Result<ToneCurve, crate::stages::CompileError> {
     let p: Params = parse_params(params)?;
-    check_range("knee", p.knee, 0.05, 0.95)?;
-    check_range("white_point", p.white_point, 0.1, 64.0)?;
-    if p.white_point <= p.knee {
-        return Err(crate::stages::CompileError::Params(format!(
-            "white_point {} must be above knee {}",
-            p.white_point, p.knee
-        )));
-    }
     Ok(ToneCurve::new(p))
 }
 

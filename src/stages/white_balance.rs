@@ -56,26 +56,32 @@ pub struct WhiteBalance {
     p: Params,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        match (self.mode, self.gains) {
+            (WbMode::Manual, None) => {
+                return Err(crate::stages::CompileError::params(
+                    "mode manual needs `gains: [r, g, b]`",
+                ))
+            }
+            (WbMode::Manual, Some(g)) => {
+                for (i, v) in g.iter().enumerate() {
+                    check_range(&format!("gains[{i}]"), *v, 0.01, 100.0)?;
+                }
+            }
+            (_, Some(_)) => {
+                return Err(crate::stages::CompileError::params(
+                    "`gains` is only used with mode: manual",
+                ))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    match (p.mode, p.gains) {
-        (WbMode::Manual, None) => {
-            return Err(crate::stages::CompileError::params(
-                "mode manual needs `gains: [r, g, b]`",
-            ))
-        }
-        (WbMode::Manual, Some(g)) => {
-            for (i, v) in g.iter().enumerate() {
-                check_range(&format!("gains[{i}]"), *v, 0.01, 100.0)?;
-            }
-        }
-        (_, Some(_)) => {
-            return Err(crate::stages::CompileError::params(
-                "`gains` is only used with mode: manual",
-            ))
-        }
-        _ => {}
-    }
     Ok(Box::new(WhiteBalance { p }))
 }
 

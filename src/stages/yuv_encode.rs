@@ -322,6 +322,9 @@ pub struct YuvEncode {
     p: Params,
 }
 
+/// Every value serde accepts is valid.
+impl crate::stages::Validate for Params {}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(YuvEncode {
         p: parse_params(params)?,

@@ -49,20 +49,29 @@ pub struct ExposureDebug {
     p: Params,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        check_range("sky_alpha", self.sky_alpha, 0.0, 1.0)?;
+        for (name, c) in [
+            ("sky_color", self.sky_color),
+            ("face_color", self.face_color),
+        ] {
+            for v in c {
+                check_range(name, v, 0.0, 16.0)?;
+            }
+        }
+        if self.line > 64 {
+            return Err(crate::stages::CompileError::Params(format!(
+                "line = {} is outside [0, 64]",
+                self.line
+            )));
+        }
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    check_range("sky_alpha", p.sky_alpha, 0.0, 1.0)?;
-    for (name, c) in [("sky_color", p.sky_color), ("face_color", p.face_color)] {
-        for v in c {
-            check_range(name, v, 0.0, 16.0)?;
-        }
-    }
-    if p.line > 64 {
-        return Err(crate::stages::CompileError::Params(format!(
-            "line = {} is outside [0, 64]",
-            p.line
-        )));
-    }
     Ok(Box::new(ExposureDebug { p }))
 }
 

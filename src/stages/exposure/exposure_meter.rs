@@ -94,9 +94,15 @@ pub struct ExposureMeter {
     state: Mutex<Smoother>,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        check_range("bias_ev", self.bias_ev, -8.0, 8.0)?;
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
-    check_range("bias_ev", p.bias_ev, -8.0, 8.0)?;
     let tuning = match &p.tuning {
         Some(path) => Tuning::load(path),
         None => Tuning::shipped(),

@@ -18,6 +18,7 @@
 //!
 //! Input: a linear image. Output: a `faces` value ([`Faces`]).
 
+use crate::stages::Validate;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -119,6 +120,28 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        if !(32..=4096).contains(&self.max_side) {
+            return Err(crate::stages::CompileError::params(format!(
+                "max_side = {} is outside [32, 4096]",
+                self.max_side
+            )));
+        }
+        if !(12..=1024).contains(&self.min_face) {
+            return Err(crate::stages::CompileError::params(format!(
+                "min_face = {} is outside [12, 1024]",
+                self.min_face
+            )));
+        }
+        check_range("nms_iou", self.nms_iou, 0.05, 0.95)?;
+        check_range("extra_ev", self.extra_ev, 0.0, 6.0)?;
+        check_range("extra_scale", self.extra_scale, 0.1, 1.0)?;
+        check_range("extra_blur", self.extra_blur, 0.0, 8.0)?;
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(FaceDetect::new(parse_params(params)?)?))
 }
@@ -126,22 +149,7 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
 impl FaceDetect {
     /// Validates params and loads the model.
     pub fn new(p: Params) -> std::result::Result<FaceDetect, crate::stages::CompileError> {
-        if !(32..=4096).contains(&p.max_side) {
-            return Err(crate::stages::CompileError::params(format!(
-                "max_side = {} is outside [32, 4096]",
-                p.max_side
-            )));
-        }
-        if !(12..=1024).contains(&p.min_face) {
-            return Err(crate::stages::CompileError::params(format!(
-                "min_face = {} is outside [12, 1024]",
-                p.min_face
-            )));
-        }
-        check_range("nms_iou", p.nms_iou, 0.05, 0.95)?;
-        check_range("extra_ev", p.extra_ev, 0.0, 6.0)?;
-        check_range("extra_scale", p.extra_scale, 0.1, 1.0)?;
-        check_range("extra_blur", p.extra_blur, 0.0, 8.0)?;
+        p.validate()?;
         let (engine, threshold) = match p.detector {
             Detector::Seetaface => {
                 if p.model.is_some() {

@@ -21,6 +21,7 @@
 //!
 //! Input: a linear image. Output: a `sky_map` value ([`SkyMap`]).
 
+use crate::stages::Validate;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -84,6 +85,31 @@ pub struct SkySegment {
     net: Option<Arc<SkySeg>>,
 }
 
+impl crate::stages::Validate for Params {
+    fn validate(&self) -> std::result::Result<(), crate::stages::CompileError> {
+        if !(32..=4096).contains(&self.map_side) {
+            return Err(crate::stages::CompileError::params(format!(
+                "map_side = {} is outside [32, 4096]",
+                self.map_side
+            )));
+        }
+        if !(32..=1024).contains(&self.net_side) {
+            return Err(crate::stages::CompileError::params(format!(
+                "net_side = {} is outside [32, 1024]",
+                self.net_side
+            )));
+        }
+        if !(1..=64).contains(&self.radius) {
+            return Err(crate::stages::CompileError::params(format!(
+                "radius = {} is outside [1, 64]",
+                self.radius
+            )));
+        }
+        check_range("eps", self.eps, 1e-6, 1.0)?;
+        Ok(())
+    }
+}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(SkySegment::new(parse_params(params)?)?))
 }
@@ -91,25 +117,7 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
 impl SkySegment {
     /// Validates params and loads the network (unless classical).
     pub fn new(p: Params) -> std::result::Result<SkySegment, crate::stages::CompileError> {
-        if !(32..=4096).contains(&p.map_side) {
-            return Err(crate::stages::CompileError::params(format!(
-                "map_side = {} is outside [32, 4096]",
-                p.map_side
-            )));
-        }
-        if !(32..=1024).contains(&p.net_side) {
-            return Err(crate::stages::CompileError::params(format!(
-                "net_side = {} is outside [32, 1024]",
-                p.net_side
-            )));
-        }
-        if !(1..=64).contains(&p.radius) {
-            return Err(crate::stages::CompileError::params(format!(
-                "radius = {} is outside [1, 64]",
-                p.radius
-            )));
-        }
-        check_range("eps", p.eps, 1e-6, 1.0)?;
+        p.validate()?;
         let net = if p.model == "classical" {
             None
         } else {

@@ -78,6 +78,9 @@ pub struct Hdrnet {
     guide: Guide,
 }
 
+/// Every value serde accepts is valid.
+impl crate::stages::Validate for Params {}
+
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     let p: Params = parse_params(params)?;
     let model = HdrnetModel::load(model_path(&p.model)).map_err(|e| e.to_string())?;
