@@ -774,3 +774,21 @@ fn gpr_tiles_land_in_place() {
 fn gpr_rewritten_offsets_on_a_directory_are_refused_first() {
     assert_refused("gpr-patched-offsets-overlap-entry", "TIFF directory");
 }
+
+/// Fuzz find (raw_decode, GPR seeds run): 9 bytes `FF D8 FF E1 II*\0 08`
+/// made rawler's JFIF reader retry an unreadable APP1 segment forever
+/// (`info` hung). Refused by the pre-flight walk of EXIF JPEGs; run on a
+/// thread so that a regression fails after 60 s instead of hanging.
+#[test]
+fn exif_jpeg_with_unreadable_app1_is_refused_not_looped() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        assert_refused(
+            "jfif-app1-unreadable-loop",
+            "malformed EXIF JPEG: the APP1 segment at byte 2 cannot be read",
+        );
+        tx.send(()).ok();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("decode failed or hung (rawler's JFIF reader loops on an unreadable APP1)");
+}

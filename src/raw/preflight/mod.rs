@@ -10,11 +10,14 @@
 //! - [`tiff`]: TIFF directories (DNG, most camera raws, embedded TIFFs,
 //!   maker notes);
 //! - [`bmff`]: ISO BMFF boxes (CR3);
+//! - [`jfif`]: EXIF JPEG segments (rawler's JFIF reader loops on an
+//!   unreadable APP1);
 //! - [`header_sizes`]: frame sizes from headers rawler reads its own way
 //!   (IIQ, QuickTake, ARRIRAW, CRW).
 
 mod bmff;
 mod header_sizes;
+mod jfif;
 mod tiff;
 
 use std::path::Path;
@@ -36,6 +39,9 @@ pub(super) fn check(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawSource>
     for (w, h) in sizes.into_iter().filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
+    guarded(|| jfif::check_exif_jpeg(bytes))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|m| Error::decode(path, m))?;
     let src = RawSource::new_from_slice(bytes);
     guarded(|| bmff::check_bmff_boxes(&src, bytes))
         .map_err(|m| Error::decode(path, m))?
