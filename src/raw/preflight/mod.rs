@@ -13,7 +13,7 @@
 //! - [`jfif`]: EXIF JPEG segments (rawler's JFIF reader loops on an
 //!   unreadable APP1);
 //! - [`header_sizes`]: frame sizes from headers rawler reads its own way
-//!   (IIQ, QuickTake, ARRIRAW, CRW).
+//!   (IIQ, QuickTake, ARRIRAW, CRW, RAF).
 
 mod bmff;
 mod header_sizes;
@@ -55,7 +55,11 @@ pub(super) fn check(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawSource>
     let found = rawler_sizes
         .into_iter()
         .chain(header_sizes::ciff_sensor_size(bytes))
-        .chain(header_sizes::header_frame_size(&src, bytes));
+        .chain(header_sizes::header_frame_size(&src, bytes))
+        .chain(
+            guarded(|| header_sizes::raf_frame_sizes(&src, bytes))
+                .map_err(|m| Error::decode(path, m))?,
+        );
     for (w, h) in found.filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
