@@ -774,3 +774,78 @@ fn gpr_tiles_land_in_place() {
 fn gpr_rewritten_offsets_on_a_directory_are_refused_first() {
     assert_refused("gpr-patched-offsets-overlap-entry", "TIFF directory");
 }
+
+/// Fuzz find (raw_decode, GPR seeds run): 9 bytes `FF D8 FF E1 II*\0 08`
+/// made rawler's JFIF reader retry an unreadable APP1 segment forever
+/// (`info` hung). Refused by the pre-flight walk of EXIF JPEGs; run on a
+/// thread so that a regression fails after 60 s instead of hanging.
+#[test]
+fn exif_jpeg_with_unreadable_app1_is_refused_not_looped() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        assert_refused(
+            "jfif-app1-unreadable-loop",
+            "malformed EXIF JPEG: the APP1 segment at byte 2 cannot be read",
+        );
+        tx.send(()).ok();
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("decode failed or hung (rawler's JFIF reader loops on an unreadable APP1)");
+}
+
+/// A minimal Fujifilm RAF: the header, an embedded TIFF whose Model is
+/// `model` (main directory, offset at byte 84, + 12) and a RAF data block
+/// (offset at byte 92) whose RawImageFullSize is `w` x `h`.
+fn raf_stub(model: &str, w: u16, h: u16) -> Vec<u8> {
+    let mut b = vec![0u8; 0x200];
+    b[..16].copy_from_slice(b"FUJIFILMCCD-RAW ");
+    b[84..88].copy_from_slice(&(0x100u32 - 12).to_be_bytes());
+    b[92..96].copy_from_slice(&0x180u32.to_be_bytes());
+    // TIFF at 0x100: one entry, Model (ASCII) at base + 26.
+    let mut t = Vec::new();
+    t.extend_from_slice(b"MM\0\x2a");
+    t.extend_from_slice(&8u32.to_be_bytes());
+    t.extend_from_slice(&1u16.to_be_bytes());
+    t.extend_from_slice(&0x0110u16.to_be_bytes());
+    t.extend_from_slice(&2u16.to_be_bytes());
+    t.extend_from_slice(&(model.len() as u32 + 1).to_be_bytes());
+    t.extend_from_slice(&26u32.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(model.as_bytes());
+    t.push(0);
+    b[0x100..0x100 + t.len()].copy_from_slice(&t);
+    // RAF data block at 0x180: one entry, RawImageFullSize (h, w).
+    let mut r = Vec::new();
+    r.extend_from_slice(&1u32.to_be_bytes());
+    r.extend_from_slice(&0x100u16.to_be_bytes());
+    r.extend_from_slice(&4u16.to_be_bytes());
+    r.extend_from_slice(&h.to_be_bytes());
+    r.extend_from_slice(&w.to_be_bytes());
+    b[0x180..0x180 + r.len()].copy_from_slice(&r);
+    b
+}
+
+/// Fuzz find (raw_decode, whole corpus): a mutated Fuji S5Pro stub made
+/// rawler allocate 1.35 GB (3.7 GB with 20480x32768) in its header-only
+/// RAF decode: the RAF frame size, and for SuperCCD models the 45°-rotated
+/// frame rawler also allocates, were in no pre-flight check. Both are
+/// refused before rawler runs; other models are not held to the rotated
+/// size.
+#[test]
+fn raf_frame_and_superccd_rotation_sizes_are_refused_first() {
+    let p = Path::new("stub.raf");
+    let e = decode_bytes(&raf_stub("FinePix S5Pro", 0x5000, 0x8000), p, 16.0).unwrap_err();
+    one_line(&e);
+    assert!(
+        e.to_string()
+            .contains("20480x32768 is 671.1 MP, over the limit of 16 MP"),
+        "{e}"
+    );
+    // 6000x2000 (12 MP) fits; rotated, 7000x6999 (49 MP) does not.
+    let e = decode_bytes(&raf_stub("FinePix S5Pro", 6000, 2000), p, 16.0).unwrap_err();
+    one_line(&e);
+    assert!(e.to_string().contains("7000x6999 is 49.0 MP"), "{e}");
+    let e = decode_bytes(&raf_stub("X-T1", 6000, 2000), p, 16.0).unwrap_err();
+    one_line(&e);
+    assert!(!e.to_string().contains("7000x6999"), "{e}");
+}

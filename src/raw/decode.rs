@@ -213,11 +213,8 @@ fn decode_owned(file: Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<RawFrame
     let format = match hint {
         rawler::decoders::FormatHint::DNG => Format::Dng,
         rawler::decoders::FormatHint::CRW => Format::Crw,
-        rawler::decoders::FormatHint::KDC
-            if matches!(img.clean_model.as_str(), "DC120" | "DC50") =>
-        {
-            Format::KodakNoWb
-        }
+        rawler::decoders::FormatHint::KDC if img.clean_model == "DC50" => Format::KodakNoWb,
+        rawler::decoders::FormatHint::KDC if img.clean_model == "DC120" => Format::KodakDc120,
         _ => Format::Other,
     };
     let ciff = if format == Format::Crw {
@@ -358,6 +355,15 @@ fn decode_owned(file: Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<RawFrame
     if (meta.make.as_str(), meta.model.as_str()) == ("Kodak", "DC50") {
         meta.crop = None;
     }
+    // Kodak DC120: rawler's table crops 8 px per side and stretches by
+    // 80/52 (832x960 -> 1280x960); the whole 848x976 frame is picture
+    // (LibRaw's visible area; its edge rows and columns follow the scene),
+    // shown at 4:3 as LibRaw does: pixel aspect 976 / 0.75 / 848 (1.5346,
+    // 1301x976).
+    if (meta.make.as_str(), meta.model.as_str()) == ("Kodak", "DC120") {
+        meta.crop = None;
+        meta.pixel_aspect = dc120_pixel_aspect(meta.width, meta.height);
+    }
 
     let frame = RawFrame {
         meta,
@@ -482,6 +488,21 @@ fn pixel_aspect(s: &[[u32; 2]; 2]) -> f32 {
     }
 }
 
+/// The pixel aspect (width / height of one pixel) that shows a
+/// `width` x `height` frame at 4:3, as LibRaw's DC120 entry
+/// (`height / 0.75 / width`): 1.5346 for the DC120's 848x976.
+fn dc120_pixel_aspect(width: usize, height: usize) -> f32 {
+    if width == 0 {
+        return 1.0;
+    }
+    let a = height as f32 / 0.75 / width as f32;
+    if (0.25..=4.0).contains(&a) {
+        a
+    } else {
+        1.0
+    }
+}
+
 /// Kodak DC120 camera RGB -> linear sRGB (row-major), as dcraw / LibRaw
 /// use it (`raw-identify -v`: "Camera2RGB matrix").
 const KODAK_DC120_CAM_TO_SRGB: [[f32; 3]; 3] = [
@@ -522,7 +543,7 @@ fn white_level(
     data: &[f32],
     hint: rawler::decoders::FormatHint,
 ) -> ([f32; 3], String) {
-    if format == Format::KodakNoWb && img.clean_model == "DC120" && white[0] <= 255.0 {
+    if format == Format::KodakDc120 && white[0] <= 255.0 {
         let w = img.width;
         let cfa = match &img.photometric {
             RawPhotometricInterpretation::Cfa(c) => Some(c.cfa.clone()),

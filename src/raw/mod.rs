@@ -321,7 +321,8 @@ pub struct RawMeta {
     pub provenance: Provenance,
     /// Pixel aspect ratio, width / height of one photosite as displayed
     /// (DNG DefaultScale h / v, or the maker's equivalent): 1 for square
-    /// pixels; `orient` resamples the width by it (Kodak DC120: 80/52).
+    /// pixels; `orient` resamples the width by it (Kodak DC120: 976 / 0.75 / 848 =
+    /// 1.5346, its 848x976 frame shown at 4:3).
     #[serde(default = "one")]
     pub pixel_aspect: f32,
     /// The DNG opcodes in the file's OpcodeList1/2/3, in order, and
@@ -387,7 +388,7 @@ pub enum WbSource {
     /// No usable white balance in the file: `None` (gray world).
     Missing,
     /// No white balance in the file, and the format's convention (LibRaw's)
-    /// is unity multipliers: gains 1/1/1 (Kodak DC120 / DC50 KDC).
+    /// is unity multipliers: gains 1/1/1 (Kodak DC50 KDC).
     UnityDefault,
     /// Given by the producer of the frame (synthetic data, a sidecar).
     #[default]

@@ -43,9 +43,15 @@ pub fn for_dng(wb_gains: Option<[f32; 3]>, white: f32) -> Provenance {
 pub enum Format {
     Dng,
     Crw,
-    /// A Kodak DC120 / DC50 KDC: rawler stores 1/1/1 because the file has
-    /// no white balance.
+    /// A Kodak DC50 KDC: rawler stores 1/1/1 because the file has no white
+    /// balance; LibRaw keeps unity pre-multipliers (its `-w` output equals
+    /// its output without `-w`).
     KodakNoWb,
+    /// A Kodak DC120 KDC: no white balance in the file either, but LibRaw's
+    /// `-w` falls back to its automatic white balance for this camera (its
+    /// `-w` output equals its `-a` output, per-channel means equal within
+    /// 0.1 %, on both DC120 files of raw/real).
+    KodakDc120,
     Other,
 }
 
@@ -80,6 +86,15 @@ pub fn decide_wb(
             WbSource::UnityDefault,
             "the file stores no white balance; unity multipliers, as LibRaw (its table for \
              this camera has no XYZ matrix, so its daylight multipliers are 1/1/1)"
+                .into(),
+        );
+    }
+    if format == Format::KodakDc120 {
+        return (
+            None,
+            WbSource::Missing,
+            "the file stores no white balance; gray world, as LibRaw (its camera-WB \
+             render of a DC120 is its automatic white balance)"
                 .into(),
         );
     }
@@ -147,6 +162,8 @@ mod tests {
         assert_eq!((g, s), (None, WbSource::Missing));
         let (g, s, _) = decide_wb(Format::KodakNoWb, [1.0; 4], &none, &srgb_matrix());
         assert_eq!((g, s), (Some([1.0; 3]), WbSource::UnityDefault));
+        let (g, s, _) = decide_wb(Format::KodakDc120, [1.0; 4], &none, &srgb_matrix());
+        assert_eq!((g, s), (None, WbSource::Missing));
         // An sRGB "camera" has a 1/1/1 daylight neutral.
         let g = daylight_gains(&srgb_matrix()).unwrap();
         assert!(g.iter().all(|v| (v - 1.0).abs() < 2e-3), "{g:?}");

@@ -2,7 +2,7 @@
 //! orientation to an image (any colour space).
 //!
 //! Non-square pixels (`RawMeta::pixel_aspect` != 1, e.g. the Kodak DC120's
-//! 80/52) are corrected by resampling the sensor's x axis with a Lanczos-3
+//! 1.5346) are corrected by resampling the sensor's x axis with a Lanczos-3
 //! filter (Duchon 1979; support widened by the scale when shrinking),
 //! after the crop and before the rotation.
 

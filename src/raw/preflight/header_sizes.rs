@@ -197,3 +197,99 @@ pub(super) fn ciff_sensor_size(bytes: &[u8]) -> Option<(u64, u64)> {
     }
     found
 }
+
+/// Fujifilm models whose RAF rawler rotates 45° (SuperCCD: the cameras
+/// with a `fuji_rotation` / `fuji_rotation_alt` hint in rawler 0.8's
+/// camera table, by EXIF Model).
+const RAF_ROTATED_MODELS: &[&str] = &[
+    "DBP for GX680",
+    "FinePix E550",
+    "FinePix E900",
+    "FinePix F700",
+    "FinePix S100FS",
+    "FinePix S3Pro",
+    "FinePix S5000",
+    "FinePix S5200",
+    "FinePix S5600",
+    "FinePix S5Pro",
+    "FinePix S6500fd",
+    "FinePix S7000",
+    "FinePix S9500",
+    "FinePix S9600",
+    "FinePixS2Pro",
+];
+
+/// Frame sizes of a Fujifilm RAF as rawler's RAF decoder reads them, even
+/// for a header-only decode (found by fuzzing: a mutated S5Pro stub made it
+/// allocate gigabytes): RawImageFullSize (tag 0x100, height then width) of
+/// the RAF data block whose offset is at byte 92, and RawImageFullWidth /
+/// Height (0xF001 / 0xF002) of the Fuji directory at the offset at byte
+/// 100. For the SuperCCD models rawler also allocates the 45°-rotated
+/// frame, about (height + width / 2)² pixels: that size is returned too.
+pub(super) fn raf_frame_sizes(src: &RawSource, bytes: &[u8]) -> Vec<(u64, u64)> {
+    use rawler::formats::tiff::IFD;
+    use rawler::tags::TiffCommonTag;
+    if !rawler::decoders::raf::is_raf(src) {
+        return Vec::new();
+    }
+    let mut sizes = Vec::new();
+    // The RAF data block: u32 count, then (u16 tag, u16 length, data).
+    if let Some(off) = read_u32(bytes, 92, false) {
+        let n = read_u32(bytes, off as u64, false).unwrap_or(0).min(4000);
+        let mut p = off as u64 + 4;
+        for _ in 0..n {
+            let (Some(tag), Some(len)) = (read_u16(bytes, p, false), read_u16(bytes, p + 2, false))
+            else {
+                break;
+            };
+            if tag == 0x100 && len >= 4 {
+                if let (Some(h), Some(w)) =
+                    (read_u16(bytes, p + 4, false), read_u16(bytes, p + 6, false))
+                {
+                    sizes.push((w as u64, h as u64));
+                }
+            }
+            p += 4 + len as u64;
+        }
+    }
+    // The Fuji directory (0xF000) of the second TIFF structure.
+    if let Some(ioff) = read_u32(bytes, 100, false) {
+        if let Ok(ifd) = IFD::new_root_with_correction(&mut src.reader(), 0, ioff, 0, 10, &[0xF000])
+        {
+            let subs = ifd.sub_ifds().get(&0xF000).cloned().unwrap_or_default();
+            for d in std::iter::once(&ifd).chain(subs.iter()) {
+                let get = |t: u16| -> Option<u64> {
+                    Some(d.entries().get(&t)?.value.get_usize(0).ok()?? as u64)
+                };
+                if let (Some(w), Some(h)) = (get(0xF001), get(0xF002)) {
+                    sizes.push((w, h));
+                }
+            }
+        }
+    }
+    // The main IFD's Model (the embedded JPEG's TIFF at the offset at byte
+    // 84, plus 12), as rawler matches its camera table.
+    let rotated = read_u32(bytes, 84, false)
+        .and_then(|o| IFD::new_root(&mut src.reader(), o.checked_add(12)?).ok())
+        .and_then(|ifd| {
+            let m = ifd
+                .get_entry(TiffCommonTag::Model)?
+                .value
+                .as_string()?
+                .trim_end()
+                .to_string();
+            Some(RAF_ROTATED_MODELS.contains(&m.as_str()))
+        })
+        .unwrap_or(false);
+    if rotated {
+        let extra: Vec<(u64, u64)> = sizes
+            .iter()
+            .map(|&(w, h)| {
+                let r = (h + w / 2).max(w + h / 2);
+                (r, r.saturating_sub(1))
+            })
+            .collect();
+        sizes.extend(extra);
+    }
+    sizes
+}

@@ -10,11 +10,14 @@
 //! - [`tiff`]: TIFF directories (DNG, most camera raws, embedded TIFFs,
 //!   maker notes);
 //! - [`bmff`]: ISO BMFF boxes (CR3);
+//! - [`jfif`]: EXIF JPEG segments (rawler's JFIF reader loops on an
+//!   unreadable APP1);
 //! - [`header_sizes`]: frame sizes from headers rawler reads its own way
-//!   (IIQ, QuickTake, ARRIRAW, CRW).
+//!   (IIQ, QuickTake, ARRIRAW, CRW, RAF).
 
 mod bmff;
 mod header_sizes;
+mod jfif;
 mod tiff;
 
 use std::path::Path;
@@ -41,6 +44,9 @@ pub(super) fn check(file: &Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<Raw
     for (w, h) in sizes.into_iter().filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
+    guarded(|| jfif::check_exif_jpeg(bytes))
+        .map_err(|m| Error::decode(path, m))?
+        .map_err(|m| Error::decode(path, m))?;
     let src = RawSource::new_from_shared_vec(Arc::clone(file));
     guarded(|| bmff::check_bmff_boxes(&src, bytes))
         .map_err(|m| Error::decode(path, m))?
@@ -54,7 +60,11 @@ pub(super) fn check(file: &Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<Raw
     let found = rawler_sizes
         .into_iter()
         .chain(header_sizes::ciff_sensor_size(bytes))
-        .chain(header_sizes::header_frame_size(&src, bytes));
+        .chain(header_sizes::header_frame_size(&src, bytes))
+        .chain(
+            guarded(|| header_sizes::raf_frame_sizes(&src, bytes))
+                .map_err(|m| Error::decode(path, m))?,
+        );
     for (w, h) in found.filter(|&(w, h)| w > 0 && h > 0) {
         check_dimensions(&shown, w, h, max_mp)?;
     }
