@@ -189,21 +189,19 @@ fn menon_tile_body(t: &Tile, refine: bool, s: &mut Scratch) {
     let ch = plane(&mut s.ch, n);
     let cv = plane(&mut s.cv, n);
     for y in 2..h - 2 {
-        let mg = &masks[y & 1].g;
-        let (u2, u1, s0, d1, d2) = (
-            &src[(y - 2) * w..(y - 1) * w],
-            &src[(y - 1) * w..y * w],
-            &src[y * w..(y + 1) * w],
-            &src[(y + 1) * w..(y + 2) * w],
-            &src[(y + 2) * w..(y + 3) * w],
-        );
-        let row = y * w..(y + 1) * w;
-        let (gh_r, gv_r) = (&mut gh[row.clone()], &mut gv[row.clone()]);
-        let (ch_r, cv_r) = (&mut ch[row.clone()], &mut cv[row]);
-        for x in 2..w - 2 {
+        // Columns 2..w-2, as slices shifted by -2..=2.
+        let len = w - 4;
+        let mg = &masks[y & 1].g[2..2 + len];
+        let row = |dy: usize, x0: usize| &src[(y + dy - 2) * w + x0..][..len];
+        let (u2, u1, d1, d2) = (row(0, 2), row(1, 2), row(3, 2), row(4, 2));
+        let (l2, l1, s0, r1, r2) = (row(2, 0), row(2, 1), row(2, 2), row(2, 3), row(2, 4));
+        let out = y * w + 2..y * w + 2 + len;
+        let (gh_r, gv_r) = (&mut gh[out.clone()], &mut gv[out.clone()]);
+        let (ch_r, cv_r) = (&mut ch[out.clone()], &mut cv[out]);
+        for x in 0..len {
             let v = s0[x];
             let isg = mg[x];
-            let eh = 0.5 * (s0[x - 1] + s0[x + 1]) + 0.5 * v - 0.25 * (s0[x - 2] + s0[x + 2]);
+            let eh = 0.5 * (l1[x] + r1[x]) + 0.5 * v - 0.25 * (l2[x] + r2[x]);
             let ev = 0.5 * (u1[x] + d1[x]) + 0.5 * v - 0.25 * (u2[x] + d2[x]);
             let a = isg * v + (1.0 - isg) * eh;
             let b = isg * v + (1.0 - isg) * ev;
@@ -268,36 +266,33 @@ fn menon_tile_body(t: &Tile, refine: bool, s: &mut Scratch) {
     let b = plane(&mut s.b, n);
     for y in 0..h {
         let m = &masks[y & 1];
+        let row = y * w..(y + 1) * w;
+        let (r_r, b_r, s_r) = (&mut r[row.clone()], &mut b[row.clone()], &src[row]);
         for x in 0..w {
-            let i = y * w + x;
-            r[i] = m.r[x] * src[i];
-            b[i] = m.b[x] * src[i];
+            r_r[x] = m.r[x] * s_r[x];
+            b_r[x] = m.b[x] * s_r[x];
         }
     }
     for y in 7..h - 7 {
         let m = &masks[y & 1];
         let rr = red_row(y);
-        let (su, s0, sd) = (
-            &src[(y - 1) * w..y * w],
-            &src[y * w..(y + 1) * w],
-            &src[(y + 1) * w..(y + 2) * w],
-        );
-        let (gu, g0, gd) = (
-            &g[(y - 1) * w..y * w],
-            &g[y * w..(y + 1) * w],
-            &g[(y + 1) * w..(y + 2) * w],
-        );
-        let row = y * w..(y + 1) * w;
-        let (r_r, b_r) = (&mut r[row.clone()], &mut b[row]);
-        for x in 7..w - 7 {
-            let isg = m.g[x];
-            let hd = 0.5 * (s0[x - 1] + s0[x + 1]) - 0.5 * (g0[x - 1] + g0[x + 1]);
+        // Columns 7..w-7, as slices shifted by -1..=1.
+        let len = w - 14;
+        let mg = &m.g[7..7 + len];
+        let at = |dy: usize, x0: usize| (y + dy - 1) * w + x0..(y + dy - 1) * w + x0 + len;
+        let (su, sd) = (&src[at(0, 7)], &src[at(2, 7)]);
+        let (sw, se) = (&src[at(1, 6)], &src[at(1, 8)]);
+        let (gu, g0, gd) = (&g[at(0, 7)], &g[at(1, 7)], &g[at(2, 7)]);
+        let (gw, ge) = (&g[at(1, 6)], &g[at(1, 8)]);
+        let out = y * w + 7..y * w + 7 + len;
+        let (r_r, b_r) = (&mut r[out.clone()], &mut b[out]);
+        for x in 0..len {
+            let isg = mg[x];
+            let hd = 0.5 * (sw[x] + se[x]) - 0.5 * (gw[x] + ge[x]);
             let vd = 0.5 * (su[x] + sd[x]) - 0.5 * (gu[x] + gd[x]);
-            let (rn, bn) = if rr {
-                (g0[x] + hd, g0[x] + vd)
-            } else {
-                (g0[x] + vd, g0[x] + hd)
-            };
+            // Red rows take red from the row and blue from the column.
+            let (dr, db) = if rr { (hd, vd) } else { (vd, hd) };
+            let (rn, bn) = (g0[x] + dr, g0[x] + db);
             r_r[x] = isg * rn + (1.0 - isg) * r_r[x];
             b_r[x] = isg * bn + (1.0 - isg) * b_r[x];
         }
