@@ -51,10 +51,25 @@ impl Tile {
 /// (a 2-D tile keeps a stencil's intermediates in cache). `x0` and `halo`
 /// must be even so the tile's Bayer phase follows from the image's.
 pub fn make_tile_2d(m: &Mosaic, y0: usize, y1: usize, x0: usize, x1: usize, halo: usize) -> Tile {
+    make_tile_2d_in(m, y0, y1, x0, x1, halo, Vec::new())
+}
+
+/// [`make_tile_2d`] into the storage of `buf` (reused across tiles, so no
+/// allocation once it is large enough; every element is overwritten).
+pub fn make_tile_2d_in(
+    m: &Mosaic,
+    y0: usize,
+    y1: usize,
+    x0: usize,
+    x1: usize,
+    halo: usize,
+    buf: Vec<f32>,
+) -> Tile {
     let (w, h) = (m.width as isize, m.height as isize);
     let tw = (x1 - x0) + 2 * halo;
     let th = (y1 - y0) + 2 * halo;
-    let mut data = vec![0f32; tw * th];
+    let mut data = buf;
+    data.resize(tw * th, 0.0);
     let cols: Vec<usize> = (0..tw)
         .map(|tx| reflect(x0 as isize + tx as isize - halo as isize, w))
         .collect();
@@ -196,26 +211,36 @@ where
 /// (as the fused executor builds them, see `graph::fuse`) in column tiles
 /// of `tile_w` output columns, and writes the interior into `out` (three
 /// planes of the band's rows, each `rows * width`, row-major, where
-/// `width = band.w - 2 * halo`).
+/// `width = band.w - 2 * halo`). `kernel(tile, scratch)` leaves each
+/// tile's planes in `scratch`, as for [`demosaic_tiles_scratch`]; `buf` is
+/// the reused column-tile buffer.
 ///
 /// Each column tile is cut from the band with its `halo` columns on both
 /// sides, so it holds the same samples as [`make_tile_2d`] would build
-/// from the frame: the result equals [`demosaic_tiles`]' for those rows.
-/// `tile_w` must be even (so every column tile keeps the band's phase).
-pub fn demosaic_band_tiles<F>(band: &Tile, tile_w: usize, kernel: F, out: [&mut [f32]; 3])
-where
-    F: Fn(&Tile) -> [Vec<f32>; 3],
+/// from the frame: the result equals [`demosaic_tiles_scratch`]' for those
+/// rows. `tile_w` must be even (so every column tile keeps the band's
+/// phase).
+pub fn demosaic_band_tiles<S, F>(
+    band: &Tile,
+    tile_w: usize,
+    kernel: F,
+    scratch: &mut S,
+    buf: &mut Vec<f32>,
+    out: [&mut [f32]; 3],
+) where
+    S: TileScratch,
+    F: Fn(&Tile, &mut S),
 {
     let halo = band.halo;
     let w = band.w.saturating_sub(2 * halo);
     let rows = band.h.saturating_sub(2 * halo);
     let tile_w = tile_w.max(2) & !1;
-    let [r, g, b] = out;
     let mut x0 = 0;
     while x0 < w {
         let x1 = (x0 + tile_w).min(w);
         let tw = x1 - x0 + 2 * halo;
-        let mut data = Vec::with_capacity(tw * band.h);
+        let mut data = std::mem::take(buf);
+        data.clear();
         for row in band.data.chunks_exact(band.w) {
             data.extend_from_slice(&row[x0..x0 + tw]);
         }
@@ -226,17 +251,91 @@ where
             cfa: band.cfa.shifted(x0 % 2, 0),
             halo,
         };
-        let [tr, tg, tb] = kernel(&tile);
+        kernel(&tile, scratch);
         let len = x1 - x0;
-        for oy in 0..rows {
-            let src = (oy + halo) * tw + halo;
-            let dst = oy * w + x0;
-            r[dst..dst + len].copy_from_slice(&tr[src..src + len]);
-            g[dst..dst + len].copy_from_slice(&tg[src..src + len]);
-            b[dst..dst + len].copy_from_slice(&tb[src..src + len]);
+        for (c, src) in scratch.planes().into_iter().enumerate() {
+            for oy in 0..rows {
+                let s = (oy + halo) * tw + halo;
+                let d = oy * w + x0;
+                out[c][d..d + len].copy_from_slice(&src[s..s + len]);
+            }
         }
+        *buf = tile.data;
         x0 = x1;
     }
+}
+
+/// Per-task scratch of a tile kernel run by [`demosaic_tiles_scratch`]:
+/// its planes are reused from tile to tile.
+pub trait TileScratch: Default + Send {
+    /// The R, G, B planes of the last tile, each `tile.w * tile.h`,
+    /// row-major (at least that long; only the interior is read).
+    fn planes(&self) -> [&[f32]; 3];
+}
+
+/// [`demosaic_tiles`] without per-tile allocations: each rayon task keeps
+/// one scratch `S` and one tile buffer for all its tiles, `kernel(tile,
+/// scratch)` leaves the tile's planes in the scratch, and the output frame
+/// is written once, never zero-filled first.
+pub fn demosaic_tiles_scratch<S, F>(
+    m: &Mosaic,
+    halo: usize,
+    strip_rows: usize,
+    tile_w: usize,
+    kernel: F,
+) -> Vec<f32>
+where
+    S: TileScratch,
+    F: Fn(&Tile, &mut S) + Sync,
+{
+    let (w, h) = (m.width, m.height);
+    let strip_rows = strip_rows.max(2) & !1;
+    let tile_w = tile_w.max(2) & !1;
+    let n = w * h;
+    let mut out: Vec<f32> = Vec::with_capacity(3 * n);
+    if n == 0 {
+        return out;
+    }
+    let spare = &mut out.spare_capacity_mut()[..3 * n];
+    let (r, gb) = spare.split_at_mut(n);
+    let (g, b) = gb.split_at_mut(n);
+    r.par_chunks_mut(w * strip_rows)
+        .zip(g.par_chunks_mut(w * strip_rows))
+        .zip(b.par_chunks_mut(w * strip_rows))
+        .enumerate()
+        .for_each_init(
+            || (S::default(), Vec::new()),
+            |(scratch, buf), (i, ((r, g), b))| {
+                let y0 = i * strip_rows;
+                let y1 = (y0 + strip_rows).min(h);
+                let mut x0 = 0;
+                while x0 < w {
+                    let x1 = (x0 + tile_w).min(w);
+                    let tile = make_tile_2d_in(m, y0, y1, x0, x1, halo, std::mem::take(buf));
+                    kernel(&tile, scratch);
+                    let len = x1 - x0;
+                    for (dst, src) in [&mut *r, &mut *g, &mut *b]
+                        .into_iter()
+                        .zip(scratch.planes())
+                    {
+                        for oy in 0..y1 - y0 {
+                            let s = (oy + halo) * tile.w + halo;
+                            let d = oy * w + x0;
+                            for (d, s) in dst[d..d + len].iter_mut().zip(&src[s..s + len]) {
+                                d.write(*s);
+                            }
+                        }
+                    }
+                    *buf = tile.data;
+                    x0 = x1;
+                }
+            },
+        );
+    // SAFETY: the strips cover rows 0..h and each strip's tiles columns
+    // 0..w, so every one of the 3 * n elements was written above (a panic
+    // in a kernel propagates before this point and drops `out` empty).
+    unsafe { out.set_len(3 * n) };
+    out
 }
 
 #[cfg(test)]
