@@ -265,6 +265,17 @@ pub fn demosaic_band_tiles<S, F>(
     }
 }
 
+/// A tile kernel's scratch plane `v` resized to `n` samples. Old contents
+/// are kept, not cleared: the kernels using it write every sample a later
+/// pass reads before reading it (samples outside those regions are never
+/// read or only feed lanes that are discarded), so values of an earlier
+/// tile never reach the output.
+#[inline(always)]
+pub fn scratch_plane(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..n]
+}
+
 /// Per-task scratch of a tile kernel run by [`demosaic_tiles_scratch`]:
 /// its planes are reused from tile to tile.
 pub trait TileScratch: Default + Send {

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use super::demosaic_bilinear::infer_demosaic;
 use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
-use crate::backend::cpu::{demosaic_band_tiles, demosaic_tiles_scratch, Tile, TileScratch};
+use crate::backend::cpu::{
+    demosaic_band_tiles, demosaic_tiles_scratch, scratch_plane as plane, Tile, TileScratch,
+};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -165,16 +167,6 @@ fn row_masks(cfa: crate::raw::CfaPattern, y: usize, w: usize) -> RowMasks {
         g: m(1),
         b: m(2),
     }
-}
-
-/// `v` resized to `n` samples. Old contents are kept, not cleared: each
-/// pass writes every sample that a later pass reads for a kept output
-/// (see the margins below), so values of an earlier tile never reach the
-/// output.
-#[inline(always)]
-fn plane(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    v.resize(n, 0.0);
-    &mut v[..n]
 }
 
 /// Per-thread planes of [`menon_tile`], each `tile.w * tile.h` row-major,

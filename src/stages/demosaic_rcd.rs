@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use super::demosaic_bilinear::infer_demosaic;
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
-use crate::backend::cpu::{demosaic_tiles_scratch, Tile, TileScratch};
+use crate::backend::cpu::{demosaic_tiles_scratch, scratch_plane as plane, Tile, TileScratch};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -161,17 +161,6 @@ fn est43(
     let v_est = (ng * se + sg * ne) / (ng + sg);
     let h_est = (eg * we + wg * ee) / (eg + wg);
     gc + d * h_est + (1.0 - d) * v_est
-}
-
-/// `v` resized to `n` samples. Old contents are kept, not cleared: every
-/// pass below writes each sample a later pass reads before it is read
-/// (samples outside those regions are never read or only feed lanes
-/// that are discarded), so stale values of an earlier tile never reach
-/// the output.
-#[inline(always)]
-fn plane(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    v.resize(n, 0.0);
-    &mut v[..n]
 }
 
 /// Per-thread planes of [`rcd_tile`], each `tile.w * tile.h` row-major,
