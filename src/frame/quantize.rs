@@ -117,28 +117,66 @@ pub fn quantize_rows([r, g, b]: [&[f32]; 3], out: RowsOut) {
     }
 }
 
+/// Allocates `n` interleaved samples of `depth` and fills them in
+/// parallel: `fill(i, chunk)` writes chunk `i` (`chunk` samples; the last
+/// may be shorter). The one place the 8- and 16-bit outputs are built, for
+/// [`quantize_image`] and the fused executor.
+pub fn par_samples(
+    depth: Depth,
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, RowsOut) + Sync,
+) -> Samples {
+    let chunk = chunk.max(1);
+    match depth {
+        Depth::U8 => {
+            let mut out = vec![0u8; n];
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(i, o)| fill(i, RowsOut::U8(o)));
+            Samples::U8(out)
+        }
+        Depth::U16 => {
+            let mut out = vec![0u16; n];
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(i, o)| fill(i, RowsOut::U16(o)));
+            Samples::U16(out)
+        }
+    }
+}
+
+impl RowsOut<'_> {
+    /// Samples in this run.
+    pub fn len(&self) -> usize {
+        match self {
+            RowsOut::U8(o) => o.len(),
+            RowsOut::U16(o) => o.len(),
+        }
+    }
+
+    /// The samples `r` of this run.
+    pub fn range(&mut self, r: std::ops::Range<usize>) -> RowsOut<'_> {
+        match self {
+            RowsOut::U8(o) => RowsOut::U8(&mut o[r]),
+            RowsOut::U16(o) => RowsOut::U16(&mut o[r]),
+        }
+    }
+
+    /// Whether the run is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Quantises a whole planar image, rows in parallel.
 pub fn quantize_image(img: &Image, depth: Depth) -> EncodedImage {
     let [r, g, b] = img.planes();
     let w = img.width.max(1);
-    let samples = match depth {
-        Depth::U8 => {
-            let mut out = vec![0u8; 3 * r.len()];
-            out.par_chunks_mut(3 * w).enumerate().for_each(|(y, row)| {
-                let s = y * w..y * w + row.len() / 3;
-                quantize_rows([&r[s.clone()], &g[s.clone()], &b[s]], RowsOut::U8(row));
-            });
-            Samples::U8(out)
-        }
-        Depth::U16 => {
-            let mut out = vec![0u16; 3 * r.len()];
-            out.par_chunks_mut(3 * w).enumerate().for_each(|(y, row)| {
-                let s = y * w..y * w + row.len() / 3;
-                quantize_rows([&r[s.clone()], &g[s.clone()], &b[s]], RowsOut::U16(row));
-            });
-            Samples::U16(out)
-        }
-    };
+    let samples = par_samples(depth, 3 * r.len(), 3 * w, |y, row| {
+        let s = y * w..y * w + row.len() / 3;
+        quantize_rows([&r[s.clone()], &g[s.clone()], &b[s]], row);
+    });
     EncodedImage {
         width: img.width,
         height: img.height,

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use crate::backend::cpu::{reflect, Tile};
 use crate::error::{Error, Result};
-use crate::frame::quantize::{quantize_rows, Depth, EncodedImage, RowsOut, Samples};
+use crate::frame::quantize::{par_samples, quantize_rows, Depth, EncodedImage, RowsOut, Samples};
 use crate::frame::{ColorSpace, Mosaic, Value};
 use crate::stages::row_kernel::{Header, RowKernel};
 use crate::stages::{take_image, take_mosaic, ROWS_PER_TASK};
@@ -184,22 +184,7 @@ impl Segment {
             quantize_rows([&*r, &*g, &*b], out);
             add(&times[self.kernels.len()], t0);
         };
-        let samples = match depth {
-            Depth::U8 => {
-                let mut out = vec![0u8; 3 * pr.len()];
-                out.par_chunks_mut(3 * rows * w)
-                    .enumerate()
-                    .for_each(|(i, o)| band(i, RowsOut::U8(o)));
-                Samples::U8(out)
-            }
-            Depth::U16 => {
-                let mut out = vec![0u16; 3 * pr.len()];
-                out.par_chunks_mut(3 * rows * w)
-                    .enumerate()
-                    .for_each(|(i, o)| band(i, RowsOut::U16(o)));
-                Samples::U16(out)
-            }
-        };
+        let samples = par_samples(depth, 3 * pr.len(), 3 * rows * w, band);
         EncodedImage {
             width: img.width,
             height: img.height,
@@ -265,20 +250,9 @@ impl Segment {
                 unsafe { out.set_len(3 * n) };
                 Pixels::Planes(out)
             }
-            Some(Depth::U8) => {
-                let mut out = vec![0u8; 3 * n];
-                out.par_chunks_mut(3 * band)
-                    .enumerate()
-                    .for_each(|(i, o)| run(i, Sink::U8(o)));
-                Pixels::Samples(Samples::U8(out))
-            }
-            Some(Depth::U16) => {
-                let mut out = vec![0u16; 3 * n];
-                out.par_chunks_mut(3 * band)
-                    .enumerate()
-                    .for_each(|(i, o)| run(i, Sink::U16(o)));
-                Pixels::Samples(Samples::U16(out))
-            }
+            Some(depth) => Pixels::Samples(par_samples(depth, 3 * n, 3 * band, |i, o| {
+                run(i, Sink::Samples(o))
+            })),
         }
     }
 
@@ -388,10 +362,8 @@ impl Pixels {
 enum Sink<'a> {
     /// The band's rows of the three output planes (not yet initialised).
     Planes([&'a mut [MaybeUninit<f32>]; 3]),
-    /// The band's interleaved 8-bit samples (3 per pixel).
-    U8(&'a mut [u8]),
-    /// The band's interleaved 16-bit samples.
-    U16(&'a mut [u16]),
+    /// The band's interleaved 8- or 16-bit samples (3 per pixel).
+    Samples(RowsOut<'a>),
 }
 
 impl Sink<'_> {
@@ -399,8 +371,7 @@ impl Sink<'_> {
     fn rows(&self, w: usize) -> usize {
         match self {
             Sink::Planes([r, _, _]) => r.len() / w,
-            Sink::U8(o) => o.len() / (3 * w),
-            Sink::U16(o) => o.len() / (3 * w),
+            Sink::Samples(o) => o.len() / (3 * w),
         }
     }
 
@@ -428,8 +399,7 @@ impl Sink<'_> {
                     .map(|p| crate::memory::zero_in_place(&mut p[span.clone()])),
                 None,
             ),
-            Sink::U8(o) => (scratch_planes(scratch), Some(RowsOut::U8(&mut o[out]))),
-            Sink::U16(o) => (scratch_planes(scratch), Some(RowsOut::U16(&mut o[out]))),
+            Sink::Samples(o) => (scratch_planes(scratch), Some(o.range(out))),
         }
     }
 }
