@@ -3,6 +3,10 @@
 
 use clap::Parser;
 
+/// Frame-sized blocks on transparent huge pages (see `memory`).
+#[global_allocator]
+static ALLOC: rawgraph::memory::FrameAllocator = rawgraph::memory::FrameAllocator;
+
 fn main() {
     rawgraph::memory::keep_freed_frames();
     let cli = rawgraph::cli::Cli::parse();

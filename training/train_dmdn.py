@@ -935,6 +935,10 @@ def cmd_train(args):
         else:
             d = (out - target)[..., border:-border, border:-border]
         per = (d * d).mean((1, 2, 3))
+        if args.tint_weight > 0:
+            # colour cast: the squared per-channel mean error of each sample (already
+            # inside the MSE once; this weights it up so flat casts cost more than grain)
+            per = per + args.tint_weight * (d.mean((2, 3)) ** 2).mean(1)
         loss = per.mean()
         opt.zero_grad()
         loss.backward()
@@ -1089,6 +1093,8 @@ def main():
                     help="raw regime: fraction of samples whose chroma is boosted (saturated-colour training)")
     ap.add_argument("--dark-stops", type=float, default=4.0,
                     help="raw regime: 40 %% of samples are exposed up to this many stops under (low-light scenes)")
+    ap.add_argument("--tint-weight", type=float, default=0.0,
+                    help="extra weight on each sample's squared per-channel mean error (colour casts)")
     ap.add_argument("--lr-floor", type=float, default=0.05, help="cosine decays to lr * this")
     ap.add_argument("--val-every", type=float, default=15.0, help="minutes between validation points")
     ap.add_argument("--fresh", action="store_true", help="ignore shipped weights (start from scratch)")

@@ -19,6 +19,11 @@ mod raw;
 
 use pyo3::prelude::*;
 
+/// Frame-sized Rust blocks on transparent huge pages (see
+/// `rawgraph::memory`).
+#[global_allocator]
+static ALLOC: rawgraph::memory::FrameAllocator = rawgraph::memory::FrameAllocator;
+
 #[pymodule]
 fn _rawgraph(m: &Bound<'_, PyModule>) -> PyResult<()> {
     rawgraph::memory::keep_freed_frames();

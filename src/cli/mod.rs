@@ -102,6 +102,12 @@ impl InputArgs {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    if matches!(
+        cli.command,
+        Command::Process(_) | Command::Info(_) | Command::Bench(_) | Command::Compare(_)
+    ) {
+        crate::raw::decode::prewarm();
+    }
     match cli.command {
         Command::Process(a) => process::run(a),
         Command::Demo(a) => demo::run(a),
