@@ -1,8 +1,11 @@
 //! DNG writer -> our reader (rawler via src/raw/decode.rs): every tag we
-//! write comes back exactly, for all Bayer phases, strips and tiles.
+//! write comes back exactly, for all Bayer phases, strips and tiles,
+//! uncompressed and lossless JPEG.
 
 use rawgraph::raw::decode::decode_file;
-use rawgraph::raw::dng_write::{dng_representable, write_dng, DngOptions, DngTiling};
+use rawgraph::raw::dng_write::{
+    dng_representable, write_dng, DngCompression, DngOptions, DngTiling,
+};
 use rawgraph::raw::{
     BlackLevel, CfaPattern, ColorMatrix, Illuminant, NoiseProfile, Orientation, RawFrame, RawMeta,
     Rect, DEFAULT_MAX_MEGAPIXELS,
@@ -60,16 +63,24 @@ fn frame(w: usize, h: usize, cfa: CfaPattern) -> RawFrame {
 #[test]
 fn every_tag_roundtrips_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let tilings = [
-        DngTiling::Strips { rows_per_strip: 7 },
-        DngTiling::Tiles { size: 16 },
+    let layouts = [
+        (
+            DngTiling::Strips { rows_per_strip: 7 },
+            DngCompression::None,
+        ),
+        (DngTiling::Tiles { size: 16 }, DngCompression::None),
+        (DngTiling::Tiles { size: 16 }, DngCompression::LosslessJpeg),
+        (DngTiling::Tiles { size: 32 }, DngCompression::LosslessJpeg),
     ];
     for cfa in CfaPattern::ALL {
-        for tiling in tilings {
+        for (tiling, compression) in layouts {
             let f = frame(50, 38, cfa);
-            let path = dir.path().join(format!("{}_{tiling:?}.dng", cfa.name()));
+            let path = dir
+                .path()
+                .join(format!("{}_{tiling:?}_{compression:?}.dng", cfa.name()));
             let opts = DngOptions {
                 tiling,
+                compression,
                 ..Default::default()
             };
             write_dng(&f, &path, &opts).unwrap();
@@ -80,6 +91,53 @@ fn every_tag_roundtrips_exactly() {
             assert_eq!(back.data, f.data, "{cfa:?} {tiling:?}");
         }
     }
+}
+
+/// Lossless JPEG keeps every sample of a full 16-bit range frame and of a
+/// noisy 12-bit one, with edge tiles cut by the frame, and is smaller than
+/// the uncompressed file; it refuses strips.
+#[test]
+fn lossless_jpeg_keeps_every_sample() {
+    let (w, h) = (131, 77);
+    let mut full = frame(w, h, CfaPattern::Bggr);
+    full.meta.white = [65535.0; 3];
+    full.meta.bits = 16;
+    full.data = (0..w * h)
+        .map(|i| ((i * 7919 + (i / w) * 104_729) % 65536) as f32)
+        .collect();
+    let mut noisy = frame(w, h, CfaPattern::Gbrg);
+    noisy.meta.white = [4095.0; 3];
+    noisy.meta.bits = 12;
+    noisy.data = (0..w * h)
+        .map(|i| (1000 + (i % w) * 8 + (i * 2_654_435_761 % 97)) as f32)
+        .collect();
+    for f in [full, noisy] {
+        let lossless = DngOptions::from_cli(Some(48), true);
+        let bytes = rawgraph::raw::dng_write::encode_dng(&f, &lossless).unwrap();
+        let plain = rawgraph::raw::dng_write::encode_dng(&f, &DngOptions::default()).unwrap();
+        let back = rawgraph::raw::decode::decode_bytes(
+            &bytes,
+            std::path::Path::new("ljpeg.dng"),
+            DEFAULT_MAX_MEGAPIXELS,
+        )
+        .unwrap();
+        assert_eq!(back.data, f.data, "white {:?}", f.meta.white);
+        if f.meta.bits == 12 {
+            assert!(
+                bytes.len() < plain.len() * 3 / 4,
+                "{} vs {}",
+                bytes.len(),
+                plain.len()
+            );
+        }
+    }
+    let strips = DngOptions {
+        compression: DngCompression::LosslessJpeg,
+        ..Default::default()
+    };
+    let f = frame(16, 16, CfaPattern::Rggb);
+    let err = rawgraph::raw::dng_write::encode_dng(&f, &strips).unwrap_err();
+    assert!(err.to_string().contains("tiles"), "{err}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ use clap::Args;
 use super::InputArgs;
 use crate::error::{Error, Result};
 use crate::input;
-use crate::raw::dng_write::{write_dng, DngOptions, DngTiling};
+use crate::raw::dng_write::{write_dng, DngOptions};
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
@@ -22,6 +22,11 @@ pub struct ConvertArgs {
     /// do not).
     #[arg(long)]
     pub tiles: Option<u32>,
+    /// Compress the pixels with lossless JPEG, as cameras and DNG
+    /// converters do (in 256-px tiles unless --tiles is given; read by
+    /// rawler, LibRaw and dcraw).
+    #[arg(long)]
+    pub lossless: bool,
     #[command(flatten)]
     pub inputs_opts: InputArgs,
 }
@@ -52,13 +57,7 @@ pub fn run(a: ConvertArgs) -> Result<i32> {
         a.inputs_opts.sidecar.as_deref(),
         &a.inputs_opts.limits(),
     )?;
-    let opts = DngOptions {
-        tiling: match a.tiles {
-            Some(size) => DngTiling::Tiles { size },
-            None => DngOptions::default().tiling,
-        },
-        ..Default::default()
-    };
+    let opts = DngOptions::from_cli(a.tiles, a.lossless);
     write_dng(&frame, &a.output, &opts)?;
     let m = &frame.meta;
     println!(

@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::color::Mat3;
 use crate::error::{Error, Result};
-use crate::raw::dng_write::{DngOptions, DngTiling};
+use crate::raw::dng_write::DngOptions;
 use crate::raw::CfaPattern;
 use crate::synth::unprocess::{
     image_seed, resolve_params, unprocess, write_capture, CfaSpec, ExposureSpec, MatrixSpec,
@@ -78,6 +78,11 @@ pub struct SynthArgs {
     /// do not).
     #[arg(long)]
     pub tiles: Option<u32>,
+    /// Compress the pixels with lossless JPEG, as cameras and DNG
+    /// converters do (in 256-px tiles unless --tiles is given; read by
+    /// rawler, LibRaw and dcraw).
+    #[arg(long)]
+    pub lossless: bool,
 }
 
 /// Parses "WxH".
@@ -270,13 +275,7 @@ fn synth_one(
 
 pub fn run(a: SynthArgs) -> Result<i32> {
     let cfg = config_from_args(&a)?;
-    let opts = DngOptions {
-        tiling: match a.tiles {
-            Some(size) => DngTiling::Tiles { size },
-            None => DngOptions::default().tiling,
-        },
-        ..Default::default()
-    };
+    let opts = DngOptions::from_cli(a.tiles, a.lossless);
     let files = expand_images(&a.inputs)?;
     if files.is_empty() && !a.demo {
         return Err(Error::invalid(

@@ -1,8 +1,10 @@
-//! DNG writer: a Bayer [`RawFrame`] as an uncompressed DNG 1.4 file.
+//! DNG writer: a Bayer [`RawFrame`] as a DNG 1.4 file, uncompressed or
+//! lossless-JPEG compressed.
 //!
 //! Follows the Adobe DNG Specification 1.4 (2012): one IFD0 holding the raw
-//! CFA image (NewSubFileType 0, 16-bit samples, uncompressed strips or
-//! tiles) and the colour metadata:
+//! CFA image (NewSubFileType 0; 16-bit samples in uncompressed strips or
+//! tiles, or lossless JPEG tiles, [`DngCompression`]) and the colour
+//! metadata:
 //!
 //! | tag | value written |
 //! |---|---|
@@ -20,7 +22,8 @@
 //! rawler but not by dcraw 9.28 or LibRaw 0.20, which read uncompressed
 //! DNG pixels as one contiguous run (measured with Debian's packages).
 //!
-//! Samples are stored as 16-bit regardless of `RawMeta::bits`: the
+//! Uncompressed samples are stored as 16-bit regardless of `RawMeta::bits`
+//! (lossless JPEG at the precision the largest sample needs): the
 //! significant range is carried by WhiteLevel. A frame whose metadata has a
 //! direct camera -> sRGB matrix (sidecars) and no ColorMatrix gets
 //! `ColorMatrix1 = inverse(cam_to_srgb) x XYZ_to_sRGB` (D65), which renders
@@ -76,18 +79,67 @@ pub enum DngTiling {
     Tiles { size: u32 },
 }
 
+/// How the samples are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DngCompression {
+    /// 16-bit samples as they are (Compression 1).
+    #[default]
+    None,
+    /// Lossless JPEG (ITU T.81 process 14, predictor 1; Compression 7),
+    /// what cameras and Adobe's converter write: every tile one JPEG of two
+    /// interleaved components (each row's Bayer pairs), the precision the
+    /// frame's largest sample needs. Needs [`DngTiling::Tiles`].
+    LosslessJpeg,
+}
+
 /// Options of [`encode_dng`].
 #[derive(Debug, Clone)]
 pub struct DngOptions {
     pub tiling: DngTiling,
+    pub compression: DngCompression,
     /// Software tag.
     pub software: String,
+}
+
+impl DngOptions {
+    /// Tile size of lossless JPEG files when none is given, pixels (as
+    /// Adobe's converter and rawler's writer use).
+    pub const LJPEG_TILE: u32 = 256;
+
+    /// The options the `synth` and `convert` command lines give: strips,
+    /// or `tiles`-pixel tiles; lossless JPEG in tiles (256 px unless
+    /// `tiles` says otherwise).
+    pub fn from_cli(tiles: Option<u32>, lossless: bool) -> Self {
+        let (tiling, compression) = match (tiles, lossless) {
+            (Some(size), l) => (
+                DngTiling::Tiles { size },
+                if l {
+                    DngCompression::LosslessJpeg
+                } else {
+                    DngCompression::None
+                },
+            ),
+            (None, true) => (
+                DngTiling::Tiles {
+                    size: Self::LJPEG_TILE,
+                },
+                DngCompression::LosslessJpeg,
+            ),
+            (None, false) => (Self::default().tiling, DngCompression::None),
+        };
+        DngOptions {
+            tiling,
+            compression,
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for DngOptions {
     fn default() -> Self {
         DngOptions {
             tiling: DngTiling::Strips { rows_per_strip: 64 },
+            compression: DngCompression::None,
             software: format!("rawgraph {}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -299,6 +351,15 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
         .iter()
         .map(|v| v.round().clamp(0.0, 65535.0) as u16)
         .collect();
+    // Uncompressed samples are stored in 16 bits; a lossless JPEG's
+    // precision is what the largest sample needs.
+    let bits: u8 = match opts.compression {
+        DngCompression::None => 16,
+        DngCompression::LosslessJpeg => {
+            let max = samples.iter().copied().max().unwrap_or(0);
+            (16 - max.leading_zeros() as u8).max(2)
+        }
+    };
     let matrices = matrices_for(meta)?;
     let t = |n: u16| Tag::from_u16_exhaustive(n);
     let e = |err| tiff_err(src, err);
@@ -329,6 +390,11 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
 
         // Pixel data first, so the directory can point at it.
         match opts.tiling {
+            DngTiling::Strips { .. } if opts.compression != DngCompression::None => {
+                return Err(Error::invalid(format!(
+                    "{src}: lossless JPEG DNGs are written in tiles (give a tile size)"
+                )));
+            }
             DngTiling::Strips { rows_per_strip } => {
                 let rps = (rows_per_strip.max(1) as usize).min(h);
                 let mut offsets = Vec::new();
@@ -350,18 +416,19 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
                 let ts = size as usize;
                 let mut offsets = Vec::new();
                 let mut counts = Vec::new();
-                let mut tile = vec![0u16; ts * ts];
-                for ty in (0..h).step_by(ts) {
-                    for tx in (0..w).step_by(ts) {
-                        tile.iter_mut().for_each(|v| *v = 0);
-                        for y in ty..(ty + ts).min(h) {
-                            let n = (tx + ts).min(w) - tx;
-                            let dst = (y - ty) * ts;
-                            tile[dst..dst + n]
-                                .copy_from_slice(&samples[y * w + tx..y * w + tx + n]);
+                if opts.compression == DngCompression::LosslessJpeg {
+                    for t in ljpeg_tiles(&samples, w, h, ts, bits, src)? {
+                        offsets.push(dir.write_data(&t[..]).map_err(e)? as u32);
+                        counts.push(t.len() as u32);
+                    }
+                } else {
+                    let mut tile = vec![0u16; ts * ts];
+                    for ty in (0..h).step_by(ts) {
+                        for tx in (0..w).step_by(ts) {
+                            tile_of(&samples, w, h, tx, ty, ts, &mut tile);
+                            offsets.push(dir.write_data(&tile[..]).map_err(e)? as u32);
+                            counts.push((ts * ts * 2) as u32);
                         }
-                        offsets.push(dir.write_data(&tile[..]).map_err(e)? as u32);
-                        counts.push((ts * ts * 2) as u32);
                     }
                 }
                 dir.write_tag(t(322), size).map_err(e)?; // TileWidth
@@ -374,8 +441,12 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
         dir.write_tag(t(254), 0u32).map_err(e)?; // NewSubFileType: main image
         dir.write_tag(t(256), w as u32).map_err(e)?; // ImageWidth
         dir.write_tag(t(257), h as u32).map_err(e)?; // ImageLength
-        dir.write_tag(t(258), 16u16).map_err(e)?; // BitsPerSample
-        dir.write_tag(t(259), 1u16).map_err(e)?; // Compression: none
+        dir.write_tag(t(258), bits as u16).map_err(e)?; // BitsPerSample
+        let compression: u16 = match opts.compression {
+            DngCompression::None => 1,
+            DngCompression::LosslessJpeg => 7,
+        };
+        dir.write_tag(t(259), compression).map_err(e)?; // Compression
         dir.write_tag(t(262), 32803u16).map_err(e)?; // Photometric: CFA
         if !meta.make.is_empty() {
             dir.write_tag(t(271), meta.make.as_str()).map_err(e)?;
@@ -473,6 +544,51 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
         dir.finish().map_err(e)?;
     }
     Ok(buf.into_inner())
+}
+
+/// Copies the `ts` x `ts` tile at (`tx`, `ty`) of the `w` x `h` samples
+/// into `tile` (row-major), zero-padding past the frame's edges.
+fn tile_of(samples: &[u16], w: usize, h: usize, tx: usize, ty: usize, ts: usize, tile: &mut [u16]) {
+    tile.iter_mut().for_each(|v| *v = 0);
+    let n = (tx + ts).min(w) - tx;
+    for y in ty..(ty + ts).min(h) {
+        let dst = (y - ty) * ts;
+        tile[dst..dst + n].copy_from_slice(&samples[y * w + tx..y * w + tx + n]);
+    }
+}
+
+/// Every `ts` x `ts` tile of the samples (row-major tile order) as one
+/// lossless JPEG of `ts / 2` x `ts` two-component pixels at `bits`
+/// precision, encoded in parallel by rawler's LJPEG-92 encoder.
+fn ljpeg_tiles(
+    samples: &[u16],
+    w: usize,
+    h: usize,
+    ts: usize,
+    bits: u8,
+    src: &str,
+) -> Result<Vec<Vec<u8>>> {
+    use rayon::prelude::*;
+    let cols = w.div_ceil(ts);
+    let n = cols * h.div_ceil(ts);
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut tile = vec![0u16; ts * ts];
+            tile_of(
+                samples,
+                w,
+                h,
+                (i % cols) * ts,
+                (i / cols) * ts,
+                ts,
+                &mut tile,
+            );
+            rawler::ljpeg92::LjpegCompressor::new(&tile, ts / 2, ts, 2, bits, 1, 0, 0)
+                .and_then(|c| c.encode())
+                .map_err(|err| Error::invalid(format!("{src}: lossless JPEG encoding: {err}")))
+        })
+        .collect()
 }
 
 /// Writes `frame` to `path` as DNG, atomically (temp file + rename).
