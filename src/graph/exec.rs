@@ -23,11 +23,14 @@ pub struct RunOptions {
     /// usable device (else [`Error::CudaUnavailable`]) and runs every op
     /// that has a kernel on it; ops without one stay on the CPU, marked as
     /// fallbacks. A stage's own `backend: cuda` on an op without a kernel
-    /// is an error.
+    /// is an error. Chains of stages on CUDA that form a classical chain
+    /// run as device-resident segments ([`super::device_segment`]).
     pub backend: Option<BackendChoice>,
     /// Run every stage on its own over whole frames (the reference path)
     /// instead of fusing chains of row-kernel stages into strip-scheduled
-    /// segments. Both give identical pixels.
+    /// segments (on CUDA: instead of device-resident segments, every stage
+    /// with its own upload and download). CPU runs give identical pixels
+    /// either way.
     pub no_fuse: bool,
     /// Deliver the pipeline's finished (sRGB-encoded) image outputs
     /// quantised to these integer samples ([`Value::Encoded`], interleaved
