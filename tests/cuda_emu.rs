@@ -23,8 +23,11 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rawgraph::backend::cuda::{cfa_code, ColorSteps, RawPrep};
+use rawgraph::backend::cuda::{
+    cfa_code, ChainTimes, ClassicalChain, ColorSteps, DemosaicMethod, RawPrep,
+};
 use rawgraph::frame::{ColorSpace, Image, Mosaic, Value};
+use rawgraph::graph::device_segment::SegmentDevice;
 use rawgraph::graph::exec::frame_to_value;
 use rawgraph::nn::hdrnet::GuideWeights;
 use rawgraph::nn::{Activation, Conv2d, Padding, Tensor};
@@ -871,6 +874,221 @@ fn classical_chain_matches_cpu_stages() {
         assert_close(&what, data_of(&cpu), &got, 1e-4);
     }
     report("classical_chain_matches_cpu_stages");
+}
+
+/// The executor's device-resident segments (src/graph/device_segment.rs)
+/// on the emulator: each `ClassicalChain` the executor builds from a
+/// scheduled chain of stages is run as `PreparedChain` queues it (raw
+/// prep -> demosaic -> colour pipeline; the launches are the copies
+/// above), every other stage as the executor places it.
+struct EmuDevice(Emu);
+
+/// Device times the emulated chain reports (ms): distinct values, so the
+/// timing rows' shares can be checked.
+const EMU_TIMES: ChainTimes = ChainTimes {
+    upload_ms: 1.0,
+    raw_prep_ms: 2.0,
+    demosaic_ms: 3.0,
+    color_ms: 4.0,
+    download_ms: 5.0,
+};
+
+impl SegmentDevice for EmuDevice {
+    fn available(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn run_chain(
+        &self,
+        chain: &ClassicalChain,
+        m: &Mosaic,
+    ) -> rawgraph::error::Result<(Vec<f32>, ChainTimes)> {
+        let e = &self.0;
+        let run = || -> R<Vec<f32>> {
+            let prepped = Mosaic {
+                data: emu_raw_prep(e, m, &chain.prep)?,
+                ..m.clone()
+            };
+            let rgb = match chain.demosaic {
+                DemosaicMethod::Bilinear => emu_demosaic(e, "demosaic_bilinear_f32", &prepped)?,
+                DemosaicMethod::Mhc => emu_demosaic(e, "demosaic_mhc_f32", &prepped)?,
+                DemosaicMethod::Menon { refine } => emu_menon(e, &prepped, refine)?,
+            };
+            emu_color(e, &rgb, &chain.color)
+        };
+        let rgb = run().map_err(|err| rawgraph::error::Error::invalid(err.to_string()))?;
+        Ok((rgb, EMU_TIMES))
+    }
+}
+
+fn image_data(out: &rawgraph::graph::RunOutput) -> &[f32] {
+    match &out.outputs[0].1 {
+        Value::Image(i) => &i.data,
+        other => panic!("expected an image output, got {other:?}"),
+    }
+}
+
+/// A classical pipeline run with `--backend cuda` forms one
+/// device-resident segment (black level .. sRGB encode) whose launches,
+/// on the emulator, give the CPU fused output within 1e-4 (the tolerance
+/// of the fused chain above: LUT interpolation on both sides, a few ulps
+/// per step); the segment reports one upload and one download row and
+/// each member's share of the launch that does its work.
+#[test]
+fn device_segment_matches_cpu_fused_segment() {
+    use rawgraph::backend::BackendChoice;
+    use rawgraph::graph::exec::{run_value, run_value_on};
+    use rawgraph::graph::{Pipeline, RunOptions};
+    let cuda = RunOptions {
+        backend: Some(BackendChoice::Cuda),
+        ..Default::default()
+    };
+    for dm in [
+        "demosaic_bilinear",
+        "demosaic_mhc",
+        "demosaic_menon, params: { refine: false }",
+        "demosaic_menon, params: { refine: true }",
+    ] {
+        let yaml = format!(
+            "version: 1\nname: seg\nstages:\n  - {{ id: raw, op: raw_source }}\n  - {{ id: bl, op: black_level }}\n  - {{ id: wb, op: white_balance, params: {{ mode: manual, gains: [2.0, 1.0, 1.5], clip_highlights: true }} }}\n  - {{ id: dm, op: {dm} }}\n  - {{ id: cc, op: color_correct }}\n  - {{ id: exp, op: exposure_gain, params: {{ mode: manual, ev: 0.5 }} }}\n  - {{ id: tone, op: tone_curve }}\n  - {{ id: out, op: srgb_encode }}\noutputs: [out]\n"
+        );
+        let p = Pipeline::from_yaml(&yaml, "seg.yaml").unwrap();
+        for (label, v) in mosaics_dn(&[(33, 17), (67, 45)]) {
+            let what = format!("device segment ({dm}) on {label}");
+            let cpu = run_value(&p, v.clone(), "t", &RunOptions::default()).unwrap();
+            let [e0, e1] = Emu::BOTH;
+            let a = run_value_on(&p, v.clone(), "t", &cuda, &EmuDevice(e0))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let b = run_value_on(&p, v, "t", &cuda, &EmuDevice(e1))
+                .unwrap_or_else(|e| panic!("{what} (guard before, reverse order): {e}"));
+            let (ga, gb) = (image_data(&a), image_data(&b));
+            assert!(
+                ga.iter().zip(gb).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: forward and reverse thread order disagree"
+            );
+            assert_close(&what, image_data(&cpu), ga, 1e-4);
+            // Rows: raw_source on the CPU, then h2d, the seven members, d2h.
+            let rows = &a.timings.stages;
+            let ops: Vec<&str> = rows.iter().map(|t| t.op.as_str()).collect();
+            assert_eq!(
+                ops,
+                [
+                    "raw_source",
+                    "copy_h2d",
+                    "black_level",
+                    "white_balance",
+                    dm.split(',').next().unwrap(),
+                    "color_correct",
+                    "exposure_gain",
+                    "tone_curve",
+                    "srgb_encode",
+                    "copy_d2h"
+                ],
+                "{what}"
+            );
+            assert_eq!(
+                (rows[1].id.as_str(), rows[9].id.as_str()),
+                ("bl.h2d", "out.d2h")
+            );
+            let label = "bl+wb+dm+cc+exp+tone+out";
+            let device: Vec<f64> = rows[1..].iter().map(|t| t.device_ms.unwrap()).collect();
+            assert_eq!(
+                device,
+                [1.0, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0, 5.0],
+                "{what}"
+            );
+            for t in &rows[1..] {
+                assert_eq!(t.fused.as_deref(), Some(label), "{t:?}");
+                assert_eq!(t.backend, "cuda", "{t:?}");
+                assert!(!t.fell_back, "{t:?}");
+            }
+            // Host shares add up to the segment's wall time, in proportion
+            // to the device times.
+            let host: f64 = rows[1..].iter().map(|t| t.host_ms).sum();
+            assert!(host > 0.0);
+            assert!(
+                (rows[9].host_ms / host - 5.0 / 15.0).abs() < 1e-9,
+                "{rows:?}"
+            );
+            assert!(a
+                .timings
+                .fallback
+                .as_deref()
+                .unwrap()
+                .contains("no CUDA kernel"));
+        }
+    }
+    report("device_segment_matches_cpu_fused_segment");
+}
+
+/// Where a scheduled chain stops being one device segment: a gray-world
+/// white balance (its gains need the pixels) ends it before any demosaic,
+/// so the chain from the black level forms none; from the demosaic on, an
+/// exposure gain after the tone curve is out of the chain's launch order,
+/// so the segment is demosaic + matrix + tone and the rest runs after it.
+#[test]
+fn device_segment_splits_where_the_chain_cannot_follow() {
+    use rawgraph::graph::device_segment::prepare;
+    use rawgraph::graph::Pipeline;
+    let yaml = "version: 1\nname: split\nstages:\n  - { id: raw, op: raw_source }\n  - { id: bl, op: black_level }\n  - { id: lsc, op: lens_shading }\n  - { id: wb, op: white_balance, params: { mode: gray_world } }\n  - { id: dm, op: demosaic_bilinear }\n  - { id: cc, op: color_correct }\n  - { id: tone, op: tone_curve }\n  - { id: exp, op: exposure_gain, params: { mode: manual, ev: -0.5 } }\n  - { id: out, op: srgb_encode }\noutputs: [out]\n";
+    let p = Pipeline::from_yaml(yaml, "split.yaml").unwrap();
+    let at = |id: &str| p.nodes.iter().position(|n| n.id == id).unwrap();
+    let ids = |c: &[(usize, Option<String>)]| {
+        c.iter()
+            .map(|(k, skip)| {
+                format!(
+                    "{}{}",
+                    p.nodes[*k].id,
+                    if skip.is_some() { "(skipped)" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let chain: Vec<usize> = ["bl", "lsc", "wb", "dm", "cc", "tone", "exp", "out"]
+        .iter()
+        .map(|id| at(id))
+        .collect();
+    for (label, v) in mosaics_dn(&[(33, 17)]) {
+        assert!(
+            prepare(&p, &chain, std::slice::from_ref(&v))
+                .unwrap()
+                .is_none(),
+            "{label}: bl + lsc (skipped) is no segment"
+        );
+        let seg = prepare(&p, &chain[3..], std::slice::from_ref(&v))
+            .unwrap()
+            .unwrap_or_else(|| panic!("{label}: no segment from the demosaic"));
+        assert_eq!(ids(&seg.covered), ["dm", "cc", "tone"], "{label}");
+        assert!(seg.chain.color.matrix.is_some() && seg.chain.color.tone_lut.is_some());
+        assert!(seg.chain.color.gain.is_none() && seg.chain.color.srgb_lut.is_none());
+        assert_eq!(seg.chain.prep, RawPrep::default(), "{label}");
+        // With a lens-shading stage that has nothing to do for the frame
+        // (no map) passed over inside the segment, and the white balance
+        // as shot: one segment from the black level to the sRGB encode.
+        let yaml2 = yaml.replace(
+            "{ mode: gray_world }",
+            "{ mode: manual, gains: [2.0, 1.0, 1.5] }",
+        );
+        let p2 = Pipeline::from_yaml(&yaml2, "split2.yaml").unwrap();
+        let seg = prepare(&p2, &chain, std::slice::from_ref(&v))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            seg.covered
+                .iter()
+                .map(|(k, s)| (p2.nodes[*k].id.as_str(), s.is_some()))
+                .collect::<Vec<_>>(),
+            [
+                ("bl", false),
+                ("lsc", true),
+                ("wb", false),
+                ("dm", false),
+                ("cc", false),
+                ("tone", false)
+            ],
+            "{label}"
+        );
+    }
 }
 
 fn round16(v: &[f32]) -> Vec<f32> {

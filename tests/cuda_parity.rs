@@ -5,7 +5,7 @@
 //! The convolution kernels and the fused classical chain are checked the
 //! same way. Without a CUDA device every test prints
 //! "SKIPPED: no CUDA device" and passes, unless `RAWGRAPH_REQUIRE_GPU=1`
-//! is set (what `.ci/gpu_check.sh` does): then "no device" fails every
+//! is set (what `scripts/gpu_check.sh` does): then "no device" fails every
 //! test. tests/cuda_emu.rs runs the same kernels through the host
 //! emulator on every machine.
 //!
@@ -312,6 +312,78 @@ parity!(
 );
 
 parity!(hdrnet, "hdrnet", json!(null), images_linear(), 1e-5);
+
+/// The executor's device-resident segment (src/graph/device_segment.rs)
+/// against the CPU fused segment: `fast` and a full classical chain (black
+/// level .. sRGB encode, each demosaic with a kernel) with `--backend
+/// cuda`, one upload and one download per segment, pixels within 1e-4
+/// (the fused chain's tolerance). tests/cuda_emu.rs runs the same
+/// comparison through the host emulation.
+#[test]
+fn device_segment_matches_cpu_fused_segment() {
+    use rawgraph::backend::BackendChoice;
+    use rawgraph::graph::exec::run_value;
+    use rawgraph::graph::{Pipeline, RunOptions};
+    if device_or_skip("device_segment_matches_cpu_fused_segment").is_none() {
+        return;
+    }
+    let cuda = RunOptions {
+        backend: Some(BackendChoice::Cuda),
+        ..Default::default()
+    };
+    let mut pipelines = vec![("fast".to_string(), Pipeline::resolve("fast").unwrap())];
+    for dm in [
+        "demosaic_bilinear",
+        "demosaic_mhc",
+        "demosaic_menon, params: { refine: true }",
+    ] {
+        let yaml = format!(
+            "version: 1\nname: seg\nstages:\n  - {{ id: raw, op: raw_source }}\n  - {{ id: bl, op: black_level }}\n  - {{ id: wb, op: white_balance, params: {{ mode: manual, gains: [2.0, 1.0, 1.5], clip_highlights: true }} }}\n  - {{ id: dm, op: {dm} }}\n  - {{ id: cc, op: color_correct }}\n  - {{ id: exp, op: exposure_gain, params: {{ mode: manual, ev: 0.5 }} }}\n  - {{ id: tone, op: tone_curve }}\n  - {{ id: out, op: srgb_encode }}\noutputs: [out]\n"
+        );
+        pipelines.push((
+            dm.to_string(),
+            Pipeline::from_yaml(&yaml, "seg.yaml").unwrap(),
+        ));
+    }
+    let image = |o: &rawgraph::graph::RunOutput| match &o.outputs[0].1 {
+        Value::Image(i) => i.data.clone(),
+        other => panic!("expected an image, got {other:?}"),
+    };
+    for (name, p) in &pipelines {
+        for (label, v) in mosaics_dn() {
+            let cpu = run_value(p, v.clone(), "t", &RunOptions::default()).unwrap();
+            let gpu =
+                run_value(p, v, "t", &cuda).unwrap_or_else(|e| panic!("{name} on {label}: {e}"));
+            let rows = &gpu.timings.stages;
+            let count = |op: &str| rows.iter().filter(|t| t.op == op).count();
+            assert_eq!(
+                (count("copy_h2d"), count("copy_d2h")),
+                (1, 1),
+                "{name} on {label}: {rows:?}"
+            );
+            let seg: Vec<_> = rows.iter().filter(|t| t.fused.is_some()).collect();
+            assert!(seg.len() >= 4, "{name} on {label}: {rows:?}");
+            assert!(
+                seg.iter()
+                    .all(|t| t.backend == "cuda" && t.device_ms.is_some()),
+                "{rows:?}"
+            );
+            let worst = image(&cpu)
+                .iter()
+                .zip(&image(&gpu))
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            eprintln!(
+                "device segment {name} on {label}: max |cpu - cuda| = {worst:.2e}, {}",
+                seg.iter()
+                    .map(|t| format!("{} {:.3} ms", t.id, t.device_ms.unwrap_or(0.0)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            assert!(worst <= 1e-4, "{name} on {label}: {worst:e}");
+        }
+    }
+}
 
 #[cfg(feature = "cuda")]
 mod device_only {

@@ -170,3 +170,46 @@ fn availability_check_is_stable_and_does_not_panic() {
         }
     }
 }
+
+/// Without a device, `auto` runs the CPU fused segments: the same pixels
+/// as a CPU run, bit for bit, and the timings say why they fell back. With
+/// a device, `auto` makes the classical chain one device segment with one
+/// upload and one download.
+#[test]
+fn auto_without_a_device_is_the_cpu_fused_path_with_the_reason() {
+    let p = Pipeline::resolve("fast").unwrap();
+    let auto = RunOptions {
+        backend: Some(BackendChoice::Auto),
+        ..Default::default()
+    };
+    let out = graph::run(&p, frame(96, 64), &auto).unwrap();
+    match cuda_available() {
+        Err(why) => {
+            let cpu = graph::run(&p, frame(96, 64), &RunOptions::default()).unwrap();
+            let (rawgraph::frame::Value::Image(a), rawgraph::frame::Value::Image(b)) =
+                (&out.outputs[0].1, &cpu.outputs[0].1)
+            else {
+                panic!("expected images");
+            };
+            assert!(a
+                .data
+                .iter()
+                .zip(&b.data)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert!(out.timings.stages.iter().any(|t| t.fused.is_some()));
+            let reason = out.timings.fallback.as_deref().unwrap();
+            assert_eq!(reason, format!("CUDA not available: {why}"));
+            assert!(
+                out.timings.table().contains(reason),
+                "{}",
+                out.timings.table()
+            );
+            assert!(cpu.timings.fallback.is_none());
+        }
+        Ok(()) => {
+            let ops: Vec<&str> = out.timings.stages.iter().map(|t| t.op.as_str()).collect();
+            let n = |op: &str| ops.iter().filter(|o| **o == op).count();
+            assert_eq!((n("copy_h2d"), n("copy_d2h")), (1, 1), "{ops:?}");
+        }
+    }
+}

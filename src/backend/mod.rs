@@ -3,6 +3,7 @@
 //! "CUDA not available" in builds without it).
 
 pub mod cpu;
+pub mod device_step;
 pub mod simd;
 
 use serde::{Deserialize, Serialize};

@@ -99,6 +99,10 @@ pub struct BenchReport {
     pub total_p95_ms: f64,
     pub total_min_ms: f64,
     pub megapixels_per_s: f64,
+    /// Why stages marked `cpu*` fell back to the CPU (see
+    /// `Timings::fallback`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// With `--no-fuse`: the same frame through the unfused reference
     /// path (every stage on its own), measured right after.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -202,7 +206,13 @@ pub fn run(a: BenchArgs) -> Result<i32> {
             );
         }
         if report.stages.iter().any(|s| s.backend.ends_with('*')) {
-            println!("* fell back to the CPU (no CUDA device or no kernel for the op)");
+            println!(
+                "* fell back to the CPU: {}",
+                report
+                    .fallback
+                    .as_deref()
+                    .unwrap_or("no CUDA device or no kernel for the op")
+            );
         }
     }
     Ok(0)
@@ -263,11 +273,13 @@ pub fn bench_frame(
     type Row = (String, String, String, Vec<f64>, Vec<f64>, Option<String>);
     let mut per_stage: BTreeMap<usize, Row> = BTreeMap::new();
     let mut totals = Vec::new();
+    let mut fallback = None;
     for it in 0..warmup + iters {
         let out = graph::run(pipeline, frame.clone(), opts)?;
         if it < warmup {
             continue;
         }
+        fallback = out.timings.fallback;
         totals.push(out.timings.total_ms);
         for (k, t) in out.timings.stages.iter().enumerate() {
             let row = per_stage.entry(k).or_insert_with(|| {
@@ -324,6 +336,7 @@ pub fn bench_frame(
         total_p95_ms: tp,
         total_min_ms: tmin,
         megapixels_per_s: (w * h) as f64 / 1e6 / (tm / 1e3),
+        fallback,
         unfused: None,
     };
     Ok(report)

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::build::{Node, Pipeline};
+use super::device_segment::{self, Covered, Cuda, SegmentDevice};
 use super::fuse::Segment;
 use super::schedule;
 use super::timing::{StageTiming, Timings};
@@ -22,11 +23,14 @@ pub struct RunOptions {
     /// usable device (else [`Error::CudaUnavailable`]) and runs every op
     /// that has a kernel on it; ops without one stay on the CPU, marked as
     /// fallbacks. A stage's own `backend: cuda` on an op without a kernel
-    /// is an error.
+    /// is an error. Chains of stages on CUDA that form a classical chain
+    /// run as device-resident segments ([`super::device_segment`]).
     pub backend: Option<BackendChoice>,
     /// Run every stage on its own over whole frames (the reference path)
     /// instead of fusing chains of row-kernel stages into strip-scheduled
-    /// segments. Both give identical pixels.
+    /// segments (on CUDA: instead of device-resident segments, every stage
+    /// with its own upload and download). CPU runs give identical pixels
+    /// either way.
     pub no_fuse: bool,
     /// Deliver the pipeline's finished (sRGB-encoded) image outputs
     /// quantised to these integer samples ([`Value::Encoded`], interleaved
@@ -71,13 +75,26 @@ pub fn frame_to_value(frame: RawFrame) -> Result<Value> {
 /// Runs `p` on `frame`. A LinearRaw frame (already demosaiced) skips the
 /// mosaic-only stages, see [`super::linear_raw`].
 pub fn run(p: &Pipeline, frame: RawFrame, opts: &RunOptions) -> Result<RunOutput> {
+    run_on(p, frame, opts, &Cuda)
+}
+
+/// [`run`] with the stages and segments placed on CUDA going to `dev`
+/// (the CUDA backend in [`run`]; the tests' host emulation of the same
+/// kernels in tests/cuda_emu.rs). Stages run one by one on CUDA still
+/// call the CUDA backend.
+pub fn run_on(
+    p: &Pipeline,
+    frame: RawFrame,
+    opts: &RunOptions,
+    dev: &dyn SegmentDevice,
+) -> Result<RunOutput> {
     let source = frame.meta.source.clone();
     if frame.meta.layout == crate::raw::PixelLayout::LinearRgb {
         let (input, steps) = super::linear_raw::prepare(p, frame)?;
-        return run_steps(p, input, &source, opts, steps);
+        return run_steps(p, input, &source, opts, steps, dev);
     }
     let input = frame_to_value(frame)?;
-    run_value(p, input, &source, opts)
+    run_value_on(p, input, &source, opts, dev)
 }
 
 /// What the executor does with one node.
@@ -93,9 +110,20 @@ pub enum Step {
 
 /// Runs `p` with `input` as the `raw_source` value (a mosaic).
 pub fn run_value(p: &Pipeline, input: Value, source: &str, opts: &RunOptions) -> Result<RunOutput> {
+    run_value_on(p, input, source, opts, &Cuda)
+}
+
+/// [`run_value`] on `dev` (see [`run_on`]).
+pub fn run_value_on(
+    p: &Pipeline,
+    input: Value,
+    source: &str,
+    opts: &RunOptions,
+    dev: &dyn SegmentDevice,
+) -> Result<RunOutput> {
     p.plan(input.desc())?;
     let steps = vec![Step::Run; p.nodes.len()];
-    run_steps(p, input, source, opts, steps)
+    run_steps(p, input, source, opts, steps, dev)
 }
 
 fn run_steps(
@@ -104,6 +132,7 @@ fn run_steps(
     source: &str,
     opts: &RunOptions,
     mut steps: Vec<Step>,
+    dev: &dyn SegmentDevice,
 ) -> Result<RunOutput> {
     let n = p.nodes.len();
     // Remaining consumers per value: the last one takes ownership.
@@ -131,10 +160,33 @@ fn run_steps(
         .map(|(nd, st)| {
             !opts.no_fuse
                 && matches!(st, Step::Run)
-                && matches!(placement(nd, opts), Ok((false, _)))
+                && matches!(placement(nd, opts, dev), Ok((false, _)))
         })
         .collect();
     let next = schedule::next_in_chain(p, &eligible);
+    // Chains of stages placed on CUDA run as device-resident segments;
+    // members falling back to the CPU may only be passed over (a stage
+    // with nothing to do for the frame).
+    let device_ok = !opts.no_fuse
+        && p.nodes
+            .iter()
+            .any(|nd| opts.backend.unwrap_or(nd.backend) != BackendChoice::Cpu)
+        && dev.available().is_ok();
+    let on_device: Vec<bool> = p
+        .nodes
+        .iter()
+        .zip(&steps)
+        .map(|(nd, st)| {
+            device_ok
+                && matches!(st, Step::Run)
+                && match placement(nd, opts, dev) {
+                    Ok((true, _)) => true,
+                    Ok((false, fell_back)) => fell_back && nd.stage.row_shape().is_some(),
+                    Err(_) => false,
+                }
+        })
+        .collect();
+    let device_next = schedule::next_member(p, &on_device);
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (k, nd) in p.nodes.iter().enumerate() {
         for &j in &nd.inputs {
@@ -183,6 +235,24 @@ fn run_steps(
                 ))
             })?);
         }
+        if device_next[i].is_some() {
+            let chain = schedule::chain_from(&device_next, i);
+            if let Some(seg) = device_segment::prepare(p, &chain, &ins)? {
+                let input = ins.pop().ok_or_else(|| Error::invalid("no input"))?;
+                let t0 = Instant::now();
+                let (out, t) = seg.run(dev, input).map_err(|e| e.in_stage(&nd.id, nd.op))?;
+                let wall_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let megapixels = out.desc().megapixels();
+                timings.stages.extend(seg.rows(p, &t, wall_ms, megapixels));
+                for &(k, _) in &seg.covered {
+                    done[k] = true;
+                }
+                if let Some(&(last, _)) = seg.covered.last() {
+                    values[last] = Some(out);
+                }
+                continue;
+            }
+        }
         if next[i].is_some() {
             if let Some((mut seg, covered)) =
                 prepare_segment(p, &schedule::chain_from(&next, i), &ins)?
@@ -222,7 +292,7 @@ fn run_steps(
                         host_ms: wall_ms * t as f64 / total_ns,
                         device_ms: None,
                         megapixels,
-                        fell_back: placement(member, opts)?.1,
+                        fell_back: placement(member, opts, dev)?.1,
                         fused: Some(label.clone()),
                     });
                 }
@@ -250,7 +320,7 @@ fn run_steps(
             }
         }
         let ctx = RunCtx { stage_id: &nd.id };
-        let (use_cuda, fell_back) = placement(nd, opts)?;
+        let (use_cuda, fell_back) = placement(nd, opts, dev)?;
         let t0 = Instant::now();
         if use_cuda {
             // Clear anything a failed earlier stage left behind.
@@ -289,7 +359,7 @@ fn run_steps(
                 if bytes > 0 {
                     timings.stages.push(StageTiming {
                         id: format!("{}.{what}", nd.id),
-                        op: format!("copy_{what} {:.1} MB", bytes as f64 / 1e6),
+                        op: format!("copy_{what}"),
                         backend: "cuda".into(),
                         host_ms: 0.0,
                         device_ms: Some(ms),
@@ -303,6 +373,12 @@ fn run_steps(
         values[i] = Some(out);
     }
     timings.total_ms = timings.stages.iter().map(|t| t.host_ms).sum();
+    if timings.stages.iter().any(|t| t.fell_back) {
+        timings.fallback = Some(match dev.available() {
+            Err(why) => format!("CUDA not available: {why}"),
+            Ok(()) => "the op has no CUDA kernel".into(),
+        });
+    }
     let mut outputs = Vec::new();
     for &o in &p.outputs {
         let mut v = values[o].clone().ok_or_else(|| {
@@ -353,12 +429,12 @@ fn goes_to_output(
 /// cuda` keeps ops without a kernel (raw_source, orient, ...) on the CPU,
 /// marked as fallbacks; a stage's own `backend: cuda` on an op without a
 /// kernel is an error.
-fn placement(nd: &Node, opts: &RunOptions) -> Result<(bool, bool)> {
+fn placement(nd: &Node, opts: &RunOptions, dev: &dyn SegmentDevice) -> Result<(bool, bool)> {
     let want = opts.backend.unwrap_or(nd.backend);
     Ok(match want {
         BackendChoice::Cpu => (false, false),
         BackendChoice::Cuda => {
-            cuda_available().map_err(Error::CudaUnavailable)?;
+            dev.available().map_err(Error::CudaUnavailable)?;
             if !nd.stage.has_cuda() && opts.backend == Some(BackendChoice::Cuda) {
                 (false, true)
             } else if !nd.stage.has_cuda() {
@@ -372,7 +448,7 @@ fn placement(nd: &Node, opts: &RunOptions) -> Result<(bool, bool)> {
             }
         }
         BackendChoice::Auto => {
-            let ok = nd.stage.has_cuda() && cuda_available().is_ok();
+            let ok = nd.stage.has_cuda() && dev.available().is_ok();
             (ok, !ok)
         }
     })
@@ -405,7 +481,7 @@ fn deliver_row(
 }
 
 /// The timing row of a stage that did not run for this frame.
-fn skipped_row(nd: &Node, why: &str) -> StageTiming {
+pub(super) fn skipped_row(nd: &Node, why: &str) -> StageTiming {
     StageTiming {
         id: nd.id.clone(),
         op: format!("{} (skipped: {why})", nd.op),
@@ -417,11 +493,6 @@ fn skipped_row(nd: &Node, why: &str) -> StageTiming {
         fused: None,
     }
 }
-
-/// The nodes of a prepared segment in chain order, each with the reason
-/// it is skipped for this frame (no kernel in the segment) or `None` (a
-/// member with a kernel).
-type Covered = Vec<(usize, Option<String>)>;
 
 /// The longest prefix of `chain` whose row kernels are available for
 /// this frame (two kernels or more; members that skip this frame, see

@@ -3,6 +3,7 @@
 //! with fused segments from [`fuse`]) and per-stage timings ([`timing`]).
 
 pub mod build;
+pub mod device_segment;
 pub mod exec;
 pub mod fuse;
 pub mod linear_raw;

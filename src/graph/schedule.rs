@@ -15,6 +15,21 @@ use super::build::Pipeline;
 /// ends or the node is not in one). `eligible[i]` false keeps node `i`
 /// out of every chain (skipped nodes, stages placed on CUDA).
 pub fn next_in_chain(p: &Pipeline, eligible: &[bool]) -> Vec<Option<usize>> {
+    let members: Vec<bool> = p
+        .nodes
+        .iter()
+        .zip(eligible)
+        .map(|(nd, &e)| e && nd.stage.row_shape().is_some())
+        .collect();
+    next_member(p, &members)
+}
+
+/// As [`next_in_chain`] for any membership rule: `member[i]` says whether
+/// node `i` may be in a chain at all (for device-resident segments, the
+/// stages placed on CUDA; see `super::device_segment`). A chain still
+/// needs one input per member and no value but the last one's used
+/// elsewhere or as an output.
+pub fn next_member(p: &Pipeline, member: &[bool]) -> Vec<Option<usize>> {
     let n = p.nodes.len();
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (k, nd) in p.nodes.iter().enumerate() {
@@ -22,12 +37,7 @@ pub fn next_in_chain(p: &Pipeline, eligible: &[bool]) -> Vec<Option<usize>> {
             consumers[j].push(k);
         }
     }
-    let row_stage = |i: usize| {
-        eligible[i]
-            && i != p.source
-            && p.nodes[i].inputs.len() == 1
-            && p.nodes[i].stage.row_shape().is_some()
-    };
+    let row_stage = |i: usize| member[i] && i != p.source && p.nodes[i].inputs.len() == 1;
     (0..n)
         .map(|i| {
             if !row_stage(i) || p.outputs.contains(&i) {

@@ -37,6 +37,10 @@ pub struct Timings {
     /// Decode time, milliseconds (when the run decoded a file).
     pub decode_ms: Option<f64>,
     pub stages: Vec<StageTiming>,
+    /// Why stages marked `fell_back` ran on the CPU (CUDA not available
+    /// here, and why; or ops without a CUDA kernel). Absent when none did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// Sum of stage host times, milliseconds.
     pub total_ms: f64,
 }
@@ -74,7 +78,12 @@ impl Timings {
             "total", "", "", self.total_ms
         );
         if self.stages.iter().any(|t| t.fell_back) {
-            s += "* fell back to the CPU (no CUDA device or no kernel for the op)\n";
+            s += &format!(
+                "* fell back to the CPU: {}\n",
+                self.fallback
+                    .as_deref()
+                    .unwrap_or("no CUDA device or no kernel for the op")
+            );
         }
         s
     }

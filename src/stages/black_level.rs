@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::row_kernel::{run_mosaic_rows, Header, HeaderKind, MosaicRowFn, RowKernel, RowShape};
 use super::{one_input, parse_params, take_mosaic, RunCtx, Stage};
+use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
 use crate::frame::{MosaicScale, Value, ValueDesc, ValueKind};
 
@@ -158,6 +159,15 @@ impl Stage for BlackLevel {
     fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
         let (f, out) = self.kernel(input)?;
         Ok(Some((RowKernel::Mosaic(f), out)))
+    }
+
+    /// Raw prep's black-level step, as [`Stage::run_cuda`].
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let (_, out) = self.kernel(input)?;
+        let step = DeviceStep::BlackLevel {
+            clip_negative: self.p.clip_negative,
+        };
+        Ok(Some((step, out)))
     }
 
     fn has_cuda(&self) -> bool {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::row_kernel::{run_image_rows, Header, HeaderKind, ImageRowFn, RowKernel, RowShape};
 use super::{one_input, parse_params, take_image, RunCtx, Stage};
+use crate::backend::device_step::DeviceStep;
 use crate::color::{self, Mat3};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Value, ValueDesc, ValueKind};
@@ -119,6 +120,14 @@ impl Stage for ColorCorrect {
             RowKernel::Image(matrix_kernel(self.matrix(&input.meta)?)),
             out,
         )))
+    }
+
+    /// The colour pipeline's matrix step, as [`Stage::run_cuda`].
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let Some((_, out)) = self.row_kernel(input)? else {
+            return Ok(None);
+        };
+        Ok(Some((DeviceStep::Matrix(self.matrix(&input.meta)?), out)))
     }
 
     fn has_cuda(&self) -> bool {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, one_input, parse_params, RunCtx, Stage};
 use crate::backend::cpu::demosaic_strips;
+use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc, ValueKind};
 
@@ -78,6 +79,12 @@ impl Stage for DemosaicBilinear {
             },
             out,
         )))
+    }
+
+    /// `demosaic_bilinear_f32`, as [`Stage::run_cuda`].
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let method = crate::backend::cuda::DemosaicMethod::Bilinear;
+        Ok(Some((DeviceStep::Demosaic(method), input.demosaiced()?)))
     }
 
     fn has_cuda(&self) -> bool {

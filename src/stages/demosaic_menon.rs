@@ -17,6 +17,7 @@ use super::{mosaic_ref, parse_params, RunCtx, Stage};
 use crate::backend::cpu::{
     demosaic_band_tiles, demosaic_tiles_scratch, scratch_plane as plane, Tile, TileScratch,
 };
+use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -121,6 +122,14 @@ impl Stage for DemosaicMenon {
             },
             out,
         )))
+    }
+
+    /// The Menon passes, as [`Stage::run_cuda`].
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let method = crate::backend::cuda::DemosaicMethod::Menon {
+            refine: self.p.refine,
+        };
+        Ok(Some((DeviceStep::Demosaic(method), input.demosaiced()?)))
     }
 
     fn has_cuda(&self) -> bool {

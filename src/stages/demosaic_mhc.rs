@@ -6,8 +6,10 @@
 use serde::Deserialize;
 
 use super::demosaic_bilinear::{infer_demosaic, site, Site};
+use super::row_kernel::Header;
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
 use crate::backend::cpu::demosaic_strips;
+use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -69,6 +71,12 @@ impl Stage for DemosaicMhc {
             .into(),
         ))
     }
+    /// `demosaic_mhc_f32`, as [`Stage::run_cuda`].
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let method = crate::backend::cuda::DemosaicMethod::Mhc;
+        Ok(Some((DeviceStep::Demosaic(method), input.demosaiced()?)))
+    }
+
     fn has_cuda(&self) -> bool {
         true
     }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::row_kernel::{run_image_rows, Header, ImageRowFn, RowKernel, RowShape};
 use super::{check_range, parse_params, take_image, RunCtx, Stage};
+use crate::backend::device_step::DeviceStep;
 use crate::color::luminance;
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc, ValueKind};
@@ -185,6 +186,21 @@ impl Stage for ExposureGain {
             RowKernel::Image(gain_kernel(2f32.powf(ev))),
             input.clone(),
         )))
+    }
+
+    /// The colour pipeline's gain step (manual mode; auto exposure meters
+    /// the pixels on the host first), as [`Stage::run_cuda`].
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let Some((_, out)) = self.row_kernel(input)? else {
+            return Ok(None);
+        };
+        let gain = 2f32.powf(self.p.ev);
+        let step = if gain == 1.0 {
+            DeviceStep::Nothing
+        } else {
+            DeviceStep::Gain(gain)
+        };
+        Ok(Some((step, out)))
     }
 
     fn has_cuda(&self) -> bool {

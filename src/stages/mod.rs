@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
 use crate::frame::{Image, Mosaic, Value, ValueDesc};
 pub use registry::{compile, OPS};
@@ -96,6 +97,18 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     /// the default: the stage runs.
     fn skip_reason(&self, _input: &Header) -> Option<String> {
         None
+    }
+
+    /// This op's step of a device-resident classical segment (see
+    /// [`crate::backend::device_step`]) for a frame whose input is
+    /// described by `input`, with its per-frame constants, plus the header
+    /// of its output. `Ok(None)`, the default: the op has no such step, or
+    /// this frame needs host work first (a gray-world white balance, auto
+    /// exposure); the segment then ends before this member. The step does
+    /// what [`Stage::run_cuda`] does, so a segment's pixels equal the
+    /// member-by-member CUDA run.
+    fn device_step(&self, _input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        Ok(None)
     }
 
     /// Whether [`Stage::run_cuda`] is implemented.

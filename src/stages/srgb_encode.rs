@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::row_kernel::{run_image_rows, Header, HeaderKind, ImageRowFn, RowKernel, RowShape};
 use super::{one_input, parse_params, take_image, RunCtx, Stage};
+use crate::backend::device_step::DeviceStep;
 use crate::color::srgb_encode;
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Value, ValueDesc, ValueKind};
@@ -228,6 +229,15 @@ impl Stage for SrgbEncode {
             space: ColorSpace::Srgb,
         };
         Ok(Some((RowKernel::Image(self.kernel()), out)))
+    }
+
+    /// The colour pipeline's sRGB step with the stage's own table, as
+    /// [`Stage::run_cuda`].
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let Some((_, out)) = self.row_kernel(input)? else {
+            return Ok(None);
+        };
+        Ok(Some((DeviceStep::Srgb { lut: self.lut() }, out)))
     }
 
     fn has_cuda(&self) -> bool {

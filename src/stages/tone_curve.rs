@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use super::row_kernel::{run_image_rows, Header, ImageRowFn, RowKernel, RowShape};
 use super::{check_range, parse_params, take_image, RunCtx, Stage};
+use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Value, ValueDesc, ValueKind};
 
@@ -160,6 +161,23 @@ impl Stage for ToneCurve {
             self.kernel()
         };
         Ok(Some((RowKernel::Image(f), input.clone())))
+    }
+
+    /// The colour pipeline's tone step with the stage's own LUT, as
+    /// [`Stage::run_cuda`].
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let Some((_, out)) = self.row_kernel(input)? else {
+            return Ok(None);
+        };
+        let step = if self.p.curve == Curve::Linear {
+            DeviceStep::Nothing
+        } else {
+            DeviceStep::Tone {
+                lut: self.table.to_vec(),
+                max: self.p.white_point,
+            }
+        };
+        Ok(Some((step, out)))
     }
 
     fn has_cuda(&self) -> bool {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::row_kernel::{run_mosaic_rows, Header, MosaicRowFn, RowKernel, RowShape};
 use super::{check_range, one_input, parse_params, take_mosaic, RunCtx, Stage};
+use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
 use crate::frame::{Mosaic, Value, ValueDesc, ValueKind};
 use crate::raw::{CfaPattern, RawMeta};
@@ -166,6 +167,22 @@ impl Stage for WhiteBalance {
             RowKernel::Mosaic(gain_kernel(cfa, g, self.p.clip_highlights)),
             out,
         )))
+    }
+
+    /// Raw prep's gain step, as [`Stage::run_cuda`]; `None` where the
+    /// gains need the pixels (gray world).
+    fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
+        let Some((_, out)) = self.row_kernel(input)? else {
+            return Ok(None);
+        };
+        let step = match (self.p.mode, out.wb_applied) {
+            (WbMode::None, _) | (_, None) => DeviceStep::Nothing,
+            (_, Some(gains)) => DeviceStep::WhiteBalance {
+                gains,
+                clip_highlights: self.p.clip_highlights,
+            },
+        };
+        Ok(Some((step, out)))
     }
 
     fn has_cuda(&self) -> bool {
