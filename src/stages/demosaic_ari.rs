@@ -41,8 +41,9 @@
 //! 37.27 dB alone at the default 3 rounds (1 round 37.05 / 36.84, 2 rounds
 //! 38.17 / 37.10, 5 rounds 39.73 / 37.23); 40.11 / 37.15 followed by
 //! `false_color_suppress` at strength 0.5 (pipelines/quality_classical.yaml).
-//! Cost: about 13 s per 12 MP frame on one EPYC vCPU (SSE2 build): ARI
-//! is the slow, best-quality classical choice, not a preview path.
+//! Cost: about 10-13 s per 12 MP frame on one shared EPYC vCPU (AVX2
+//! copy, 512-row strips; 13.5-19 s before): ARI is the slow,
+//! best-quality classical choice, not a preview path.
 
 use serde::Deserialize;
 
@@ -140,8 +141,9 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(DemosaicAri { params, halo }))
 }
 
-/// Output rows per strip (one rayon task).
-const STRIP: usize = 256;
+/// Output rows per strip (one rayon task; tall, as the halo is about 60
+/// rows).
+const STRIP: usize = 512;
 /// Output columns per tile within a strip.
 const TILE_W: usize = 1024;
 /// Floor of the local variance / Laplacian energy (normalised units²).
@@ -205,7 +207,7 @@ impl Consts {
 // Plane helpers (row-major w x h f32 planes).
 
 /// Number of `j` in `-r..=r` with `0 <= y + s * j < n`.
-#[inline]
+#[inline(always)]
 fn count_in(y: usize, r: usize, s: usize, n: usize) -> usize {
     let below = (y / s).min(r);
     let above = ((n - 1 - y) / s).min(r);
@@ -215,6 +217,7 @@ fn count_in(y: usize, r: usize, s: usize, n: usize) -> usize {
 /// Box sum with zero padding: horizontal radius `rx` over adjacent
 /// columns, vertical radius `ry` over rows `sy` apart (`sy` = 2 keeps a
 /// row-parity family). `tmp` and `dst` are `w * h`.
+#[inline(always)]
 fn box_sum(src: &[f32], w: usize, h: usize, win: Win, tmp: &mut [f32], dst: &mut [f32]) {
     let Win { rx, ry, sy } = win;
     // Vertical pass into tmp.
@@ -335,6 +338,7 @@ struct Win {
 /// MLRI when `lap` is given), then `a`, `b` averaged over the windows
 /// covering a pixel, weighted by 1 / the window's RMS fit error.
 /// Returns the averaged `(a, b)` planes.
+#[inline(always)]
 fn guided(
     i: &[f32],
     p: &[f32],
@@ -432,6 +436,7 @@ fn guided(
 }
 
 /// `a * i + b`, element-wise.
+#[inline(always)]
 fn apply(a: &[f32], b: &[f32], i: &[f32]) -> Vec<f32> {
     a.iter()
         .zip(b)
@@ -441,6 +446,7 @@ fn apply(a: &[f32], b: &[f32], i: &[f32]) -> Vec<f32> {
 }
 
 /// Separable 5x5 Gaussian (sigma 2) with clamped borders, in place.
+#[inline(always)]
 fn gauss5(p: &mut [f32], w: usize, h: usize, tmp: &mut [f32]) {
     const K: [f32; 5] = [0.152_469, 0.221_841, 0.251_379, 0.221_841, 0.152_469];
     for y in 0..h {
@@ -491,6 +497,7 @@ fn hmean(v: &[f32], w: usize, y: usize, x: usize) -> f32 {
 /// whose rows alternate green and one other colour. `is_g[k]` is 1.0 at
 /// green sites. Returns the RI and MLRI green planes (valid at non-green
 /// sites) and their selection criteria.
+#[inline(always)]
 fn green_dir(
     m: &[f32],
     is_g: &[f32],
@@ -647,6 +654,7 @@ fn green_dir(
 }
 
 /// Transposes a `w x h` plane into `h x w`.
+#[inline(always)]
 fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut o = vec![0f32; w * h];
     const B: usize = 32;
@@ -665,6 +673,7 @@ fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
 /// Red or blue at full resolution by MLRI guided upsampling: the colour's
 /// samples sit on the lattice `(2Y + oy, 2X + ox)`; `g` is the full green
 /// plane.
+#[inline(always)]
 fn rb_plane(
     m: &[f32],
     g: &[f32],
@@ -763,9 +772,17 @@ fn rb_plane(
     out
 }
 
+crate::avx2_dispatch!(
+    /// [`ari_tile_body`], 8 lanes wide on AVX2 machines.
+    fn ari_tile(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] => ari_tile_body
+);
+
 /// Demosaics one padded tile; returns full-tile R, G, B planes valid
-/// `radius()` pixels in from every side.
-fn ari_tile(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] {
+/// `radius()` pixels in from every side. Every helper it calls is
+/// `#[inline(always)]`, so that [`ari_tile`]'s AVX2 copy compiles them
+/// all (no FMA: the same bits as the baseline copy).
+#[inline(always)]
+fn ari_tile_body(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] {
     let (w, h) = (t.w, t.h);
     let n = w * h;
     let m = &t.data;
@@ -829,6 +846,7 @@ fn ari_tile(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] {
 /// estimates of the channel observed where `is_t` is 1.0 (kept there),
 /// weighted by 1 / criterion. `guide`: the other channel when it is known
 /// everywhere (else it is interpolated from `m` too).
+#[inline(always)]
 fn adaptive_hv(
     m: &[f32],
     is_t: &[f32],
@@ -1035,6 +1053,30 @@ mod tests {
                         "{cfa:?} ({x}, {y}): {got} vs {want}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Strips and column tiles much smaller than the shipped ones (and a
+    /// short last strip, a narrow last tile) give the bits of one tile
+    /// holding the whole frame: the halo covers the dependency radius.
+    #[test]
+    fn tiling_does_not_change_the_bits() {
+        let scene = |x: usize, y: usize| -> [f32; 3] {
+            let (xf, yf) = (x as f32, y as f32);
+            let v = 0.5 + 0.4 * (xf * 0.37 + yf * yf * 0.011).sin();
+            let edge = if x * 2 + y > 180 { 0.3 } else { 0.0 };
+            [v * 0.8 + edge, 0.6 * v + 0.1, (1.0 - v) * 0.7 + edge * 0.5]
+        };
+        let p = Params::default();
+        let halo = (p.radius() + 2) & !1;
+        for cfa in [CfaPattern::ALL[0], CfaPattern::ALL[3]] {
+            let m = mosaic_of(&scene, 230, 150, cfa);
+            let whole = demosaic_tiles(&m, halo, 1 << 20, 1 << 20, |t| ari_tile(t, &p, 1.0));
+            let tiled = demosaic_tiles(&m, halo, 64, 96, |t| ari_tile(t, &p, 1.0));
+            assert_eq!(whole.len(), tiled.len());
+            for (i, (a, b)) in whole.iter().zip(&tiled).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{cfa:?} sample {i}: {a} vs {b}");
             }
         }
     }

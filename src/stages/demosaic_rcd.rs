@@ -106,39 +106,6 @@ fn refine(c: f32, nb: f32) -> f32 {
     }
 }
 
-/// Copies `src[x]` into `dst[x]` at the columns `x` of the parity of
-/// `first` (0 or 1): a select with a constant lane pattern over blocks of
-/// 8, so it vectorises to blends.
-#[inline(always)]
-fn keep_alternate(dst: &mut [f32], src: &[f32], first: usize) {
-    #[inline(always)]
-    fn go<const F: usize>(dst: &mut [f32], src: &[f32]) {
-        let src = &src[..dst.len()];
-        let mut d8 = dst.chunks_exact_mut(8);
-        let mut s8 = src.chunks_exact(8);
-        for (o, e) in (&mut d8).zip(&mut s8) {
-            for j in 0..8 {
-                o[j] = if j & 1 == F { e[j] } else { o[j] };
-            }
-        }
-        for (j, (o, e)) in d8
-            .into_remainder()
-            .iter_mut()
-            .zip(s8.remainder())
-            .enumerate()
-        {
-            if j & 1 == F {
-                *o = *e;
-            }
-        }
-    }
-    if first & 1 == 0 {
-        go::<0>(dst, src)
-    } else {
-        go::<1>(dst, src)
-    }
-}
-
 /// Step 4.3 at one green site for one colour: `[gc, dn, ds, dw, de, d]`
 /// (green, its absolute differences two sites N/S/W/E, the refined V/H
 /// discrimination), green one site N/S/W/E, the colour one site and three
@@ -163,10 +130,46 @@ fn est43(
     gc + d * h_est + (1.0 - d) * v_est
 }
 
-/// Per-thread planes of [`rcd_tile`], each `tile.w * tile.h` row-major,
-/// reused from tile to tile.
+/// Deinterleaves one mosaic row into its even columns `e` and odd
+/// columns `o` (`o` one longer than the odd columns when the row length
+/// is odd: that pad sample is set to 0).
+#[inline(always)]
+fn split_row(src: &[f32], e: &mut [f32], o: &mut [f32]) {
+    let mut pairs = src.chunks_exact(2);
+    for ((p, e), o) in (&mut pairs).zip(e.iter_mut()).zip(o.iter_mut()) {
+        *e = p[0];
+        *o = p[1];
+    }
+    if let [last] = pairs.remainder() {
+        let k = src.len() / 2;
+        e[k] = *last;
+        o[k] = 0.0;
+    }
+}
+
+/// Interleaves even columns `e` and odd columns `o` into one row `dst`
+/// (the inverse of [`split_row`]).
+#[inline(always)]
+fn merge_row(e: &[f32], o: &[f32], dst: &mut [f32]) {
+    let mut pairs = dst.chunks_exact_mut(2);
+    for ((p, e), o) in (&mut pairs).zip(e).zip(o) {
+        p[0] = *e;
+        p[1] = *o;
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = e[e.len() - 1];
+    }
+}
+
+/// Per-thread planes of [`rcd_tile`], reused from tile to tile. The
+/// working planes use the column-split layout of a `w x h` tile: with
+/// `half = ceil(w / 2)`, row `y`'s even columns are at `[2 * y * half,
+/// 2 * y * half + half)` and its odd columns follow at `[(2 * y + 1) *
+/// half, ..)`, so the sites of one Bayer colour in a row are contiguous.
 #[derive(Debug, Default)]
 pub struct Scratch {
+    /// The tile's mosaic, split.
+    cfa: Vec<f32>,
     /// Vertical high-pass squares (step 1), then the P diagonal ones.
     a: Vec<f32>,
     /// The low-pass (step 2), then the Q diagonal high-pass squares.
@@ -175,17 +178,19 @@ pub struct Scratch {
     vh: Vec<f32>,
     /// P/Q discrimination.
     pq: Vec<f32>,
-    /// Output planes.
+    /// Output planes, split.
     r: Vec<f32>,
     g: Vec<f32>,
     b: Vec<f32>,
-    /// One or two rows of intermediates.
+    /// One or two split rows of intermediates.
     row: Vec<f32>,
+    /// Output planes, `w * h` row-major (interleaved back).
+    out: [Vec<f32>; 3],
 }
 
 impl TileScratch for Scratch {
     fn planes(&self) -> [&[f32]; 3] {
-        [&self.r, &self.g, &self.b]
+        [&self.out[0], &self.out[1], &self.out[2]]
     }
 }
 
@@ -194,12 +199,13 @@ crate::avx2_dispatch!(
     fn rcd_tile(t: &Tile, s: &mut Scratch) => rcd_tile_body
 );
 
-/// Demosaics one padded tile into the R, G, B planes of `s` (full tile
-/// size; values valid 10 pixels in from every side). Every pass runs over
-/// whole rows of equal-length shifted slices so that it vectorises; a
-/// value needed at red/blue (or green) sites only is computed at every
-/// column and kept at those sites, which gives each site the arithmetic
-/// of a site-by-site loop, so the same bits.
+/// Demosaics one padded tile into the R, G, B planes `s.out` (full tile
+/// size; values valid 10 pixels in from every side, and written only in
+/// rows 10..h-10). Every pass runs over the column-split planes (see
+/// [`Scratch`]): a value needed at red/blue (or green) sites only is
+/// computed at those sites only, over contiguous equal-length slices so
+/// that it vectorises, with the arithmetic of a site-by-site loop, so the
+/// same bits.
 #[inline(always)]
 fn rcd_tile_body(t: &Tile, s: &mut Scratch) {
     let (w, h) = (t.w, t.h);
@@ -207,7 +213,7 @@ fn rcd_tile_body(t: &Tile, s: &mut Scratch) {
     if w < 21 || h < 21 {
         // Unreachable with the 10-pixel halo (tiles are at least 21 px):
         // the native samples only.
-        for (p, c) in [&mut s.r, &mut s.g, &mut s.b].into_iter().zip(0..) {
+        for (p, c) in s.out.iter_mut().zip(0..) {
             let p = plane(p, n);
             for y in 0..h {
                 for x in 0..w {
@@ -222,56 +228,88 @@ fn rcd_tile_body(t: &Tile, s: &mut Scratch) {
         }
         return;
     }
-    let cfa = &t.data[..n];
-    // Row `y` of a plane, `len` samples from column `x0`.
-    let at = |y: usize, x0: usize, len: usize| y * w + x0..y * w + x0 + len;
+    let half = w.div_ceil(2);
+    // Samples per split row and per split plane.
+    let stride = 2 * half;
+    let n_split = stride * h;
+    // Split-plane range of `len` sites of row `y` from column `x`, every
+    // other column.
+    let sp = |y: usize, x: usize, len: usize| {
+        let s = (2 * y + (x & 1)) * half + (x >> 1);
+        s..s + len
+    };
+    // First column and count of the sites of column parity `q` in
+    // columns `from..to`.
+    let sites = |from: usize, to: usize, q: usize| {
+        let x0 = first_at(from, q);
+        (x0, to.saturating_sub(x0).div_ceil(2))
+    };
     // Column parity of the red/blue sites of row y.
     let rb_par = |y: usize| usize::from(t.cfa.color_at(y, 0) == 1);
 
-    // Step 1: vertical/horizontal discrimination (valid 4 in).
-    let bv = plane(&mut s.a, n);
+    let cfa = plane(&mut s.cfa, n_split);
+    for (src, dst) in t.data[..n]
+        .chunks_exact(w)
+        .zip(cfa.chunks_exact_mut(stride))
+    {
+        let (e, o) = dst.split_at_mut(half);
+        split_row(src, e, o);
+    }
+    let cfa = &*cfa;
+
+    // Step 1: vertical/horizontal discrimination (valid 4 in). The
+    // vertical taps of both parities are whole split rows.
+    let bv = plane(&mut s.a, n_split);
     for y in 3..h - 3 {
-        let r = |dy: usize| &cfa[at(y + dy - 3, 0, w)];
+        let r = |dy: usize| &cfa[(y + dy - 3) * stride..][..stride];
         let (m3, m2, m1, c0, p1, p2, p3) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6));
-        for (x, o) in bv[at(y, 0, w)].iter_mut().enumerate() {
+        for (x, o) in bv[y * stride..][..stride].iter_mut().enumerate() {
             *o = hp2(m3[x], m2[x], m1[x], c0[x], p1[x], p2[x], p3[x]);
         }
     }
-    let vh = plane(&mut s.vh, n);
-    let bh = plane(&mut s.row, w);
+    let vh = plane(&mut s.vh, n_split);
+    let bh = plane(&mut s.row, stride);
     for y in 4..h - 4 {
-        // Horizontal high-pass of row y at columns 3..w-3 (bh[x - 3]).
-        let len = w - 6;
-        let c = |dx: usize| &cfa[at(y, dx, len)];
-        let (m3, m2, m1, c0, p1, p2, p3) = (c(0), c(1), c(2), c(3), c(4), c(5), c(6));
-        for (x, o) in bh[..len].iter_mut().enumerate() {
-            *o = hp2(m3[x], m2[x], m1[x], c0[x], p1[x], p2[x], p3[x]);
+        // Horizontal high-pass of row y at columns 3..w-3.
+        for q in 0..2 {
+            let (x0, len) = sites(3, w - 3, q);
+            let c = |dx: usize| &cfa[sp(y, x0 + dx - 3, len)];
+            let (m3, m2, m1, c0, p1, p2, p3) = (c(0), c(1), c(2), c(3), c(4), c(5), c(6));
+            for (x, o) in bh[sp(0, x0, len)].iter_mut().enumerate() {
+                *o = hp2(m3[x], m2[x], m1[x], c0[x], p1[x], p2[x], p3[x]);
+            }
         }
-        let len = w - 8;
-        let (hw, hc, he) = (&bh[0..len], &bh[1..1 + len], &bh[2..2 + len]);
-        let (vn, vc, vs) = (
-            &bv[at(y - 1, 4, len)],
-            &bv[at(y, 4, len)],
-            &bv[at(y + 1, 4, len)],
-        );
-        for (x, o) in vh[at(y, 4, len)].iter_mut().enumerate() {
-            let vsum = (vn[x] + vc[x] + vs[x]).max(EPSSQ);
-            let hsum = (hw[x] + hc[x] + he[x]).max(EPSSQ);
-            *o = vsum / (vsum + hsum);
+        for q in 0..2 {
+            let (x0, len) = sites(4, w - 4, q);
+            let (hw, hc, he) = (
+                &bh[sp(0, x0 - 1, len)],
+                &bh[sp(0, x0, len)],
+                &bh[sp(0, x0 + 1, len)],
+            );
+            let (vn, vc, vs) = (
+                &bv[sp(y - 1, x0, len)],
+                &bv[sp(y, x0, len)],
+                &bv[sp(y + 1, x0, len)],
+            );
+            for (x, o) in vh[sp(y, x0, len)].iter_mut().enumerate() {
+                let vsum = (vn[x] + vc[x] + vs[x]).max(EPSSQ);
+                let hsum = (hw[x] + hc[x] + he[x]).max(EPSSQ);
+                *o = vsum / (vsum + hsum);
+            }
         }
     }
 
-    // Step 2: low-pass (read at red/blue sites), from the mosaic clamped
-    // at zero so the ratios below stay bounded (valid 1 in; step 3 reads
-    // rows and columns 3..-3).
-    let lpf = plane(&mut s.lq, n);
+    // Step 2: low-pass at red/blue sites, from the mosaic clamped at zero
+    // so the ratios below stay bounded (valid 1 in; step 3 reads rows and
+    // columns 3..-3).
+    let lpf = plane(&mut s.lq, n_split);
     for y in 2..h - 2 {
-        let len = w - 2;
-        let r = |dy: usize, dx: usize| &cfa[at(y + dy - 1, dx, len)];
+        let (x0, len) = sites(1, w - 1, rb_par(y));
+        let r = |dy: usize, dx: usize| &cfa[sp(y + dy - 1, x0 + dx - 1, len)];
         let (nw, nn, ne) = (r(0, 0), r(0, 1), r(0, 2));
         let (ww, cc, ee) = (r(1, 0), r(1, 1), r(1, 2));
         let (sw, ss, se) = (r(2, 0), r(2, 1), r(2, 2));
-        for (x, o) in lpf[at(y, 1, len)].iter_mut().enumerate() {
+        for (x, o) in lpf[sp(y, x0, len)].iter_mut().enumerate() {
             let z = |v: &[f32]| v[x].max(0.0);
             *o = z(cc)
                 + 0.5 * (z(nn) + z(ss) + z(ww) + z(ee))
@@ -280,120 +318,113 @@ fn rcd_tile_body(t: &Tile, s: &mut Scratch) {
     }
 
     // Step 3: green at red/blue sites (valid 5 in).
-    let g = plane(&mut s.g, n);
+    let g = plane(&mut s.g, n_split);
     g.copy_from_slice(cfa);
-    {
-        let len = w - 10;
-        let est = plane(&mut s.row, len);
-        for y in 5..h - 5 {
-            // Row `y + dy` from column 5 + dx, `len` long.
-            let row = |dy: isize, dx: isize| -> std::ops::Range<usize> {
-                let s = ((y as isize + dy) * w as isize + 5 + dx) as usize;
-                s..s + len
-            };
-            let c = &cfa[row(0, 0)];
-            let (n1, n2, n3, n4) = (
-                &cfa[row(-1, 0)],
-                &cfa[row(-2, 0)],
-                &cfa[row(-3, 0)],
-                &cfa[row(-4, 0)],
-            );
-            let (s1, s2, s3, s4) = (
-                &cfa[row(1, 0)],
-                &cfa[row(2, 0)],
-                &cfa[row(3, 0)],
-                &cfa[row(4, 0)],
-            );
-            let (w1, w2, w3, w4) = (
-                &cfa[row(0, -1)],
-                &cfa[row(0, -2)],
-                &cfa[row(0, -3)],
-                &cfa[row(0, -4)],
-            );
-            let (e1, e2, e3, e4) = (
-                &cfa[row(0, 1)],
-                &cfa[row(0, 2)],
-                &cfa[row(0, 3)],
-                &cfa[row(0, 4)],
-            );
-            let lc = &lpf[row(0, 0)];
-            let (ln, ls) = (&lpf[row(-2, 0)], &lpf[row(2, 0)]);
-            let (lw, le) = (&lpf[row(0, -2)], &lpf[row(0, 2)]);
-            let dc = &vh[row(0, 0)];
-            let (dnw, dne) = (&vh[row(-1, -1)], &vh[row(-1, 1)]);
-            let (dsw, dse) = (&vh[row(1, -1)], &vh[row(1, 1)]);
-            for k in 0..len {
-                let cc = c[k];
-                let sn = (n1[k] - s1[k]).abs();
-                let ew = (w1[k] - e1[k]).abs();
-                let ng =
-                    EPS + sn + (cc - n2[k]).abs() + (n1[k] - n3[k]).abs() + (n2[k] - n4[k]).abs();
-                let sg =
-                    EPS + sn + (cc - s2[k]).abs() + (s1[k] - s3[k]).abs() + (s2[k] - s4[k]).abs();
-                let wg =
-                    EPS + ew + (cc - w2[k]).abs() + (w1[k] - w3[k]).abs() + (w2[k] - w4[k]).abs();
-                let eg =
-                    EPS + ew + (cc - e2[k]).abs() + (e1[k] - e3[k]).abs() + (e2[k] - e4[k]).abs();
-                let l2 = 2.0 * lc[k];
-                let ne = n1[k] * l2 / (EPS + lc[k] + ln[k]);
-                let se = s1[k] * l2 / (EPS + lc[k] + ls[k]);
-                let we = w1[k] * l2 / (EPS + lc[k] + lw[k]);
-                let ee = e1[k] * l2 / (EPS + lc[k] + le[k]);
-                let v_est = (sg * ne + ng * se) / (ng + sg);
-                let h_est = (wg * ee + eg * we) / (eg + wg);
-                let dv = dc[k];
-                let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
-                let d = refine(dv, nb);
-                est[k] = d * h_est + (1.0 - d) * v_est;
-            }
-            keep_alternate(&mut g[at(y, 5, len)], est, first_at(5, rb_par(y)) - 5);
+    for y in 5..h - 5 {
+        let (x0, len) = sites(5, w - 5, rb_par(y));
+        // Sites of row `y + dy` from column x0 + dx.
+        let row =
+            |dy: isize, dx: isize| sp((y as isize + dy) as usize, (x0 as isize + dx) as usize, len);
+        let c = &cfa[row(0, 0)];
+        let (n1, n2, n3, n4) = (
+            &cfa[row(-1, 0)],
+            &cfa[row(-2, 0)],
+            &cfa[row(-3, 0)],
+            &cfa[row(-4, 0)],
+        );
+        let (s1, s2, s3, s4) = (
+            &cfa[row(1, 0)],
+            &cfa[row(2, 0)],
+            &cfa[row(3, 0)],
+            &cfa[row(4, 0)],
+        );
+        let (w1, w2, w3, w4) = (
+            &cfa[row(0, -1)],
+            &cfa[row(0, -2)],
+            &cfa[row(0, -3)],
+            &cfa[row(0, -4)],
+        );
+        let (e1, e2, e3, e4) = (
+            &cfa[row(0, 1)],
+            &cfa[row(0, 2)],
+            &cfa[row(0, 3)],
+            &cfa[row(0, 4)],
+        );
+        let lc = &lpf[row(0, 0)];
+        let (ln, ls) = (&lpf[row(-2, 0)], &lpf[row(2, 0)]);
+        let (lw, le) = (&lpf[row(0, -2)], &lpf[row(0, 2)]);
+        let dc = &vh[row(0, 0)];
+        let (dnw, dne) = (&vh[row(-1, -1)], &vh[row(-1, 1)]);
+        let (dsw, dse) = (&vh[row(1, -1)], &vh[row(1, 1)]);
+        for (k, o) in g[row(0, 0)].iter_mut().enumerate() {
+            let cc = c[k];
+            let sn = (n1[k] - s1[k]).abs();
+            let ew = (w1[k] - e1[k]).abs();
+            let ng = EPS + sn + (cc - n2[k]).abs() + (n1[k] - n3[k]).abs() + (n2[k] - n4[k]).abs();
+            let sg = EPS + sn + (cc - s2[k]).abs() + (s1[k] - s3[k]).abs() + (s2[k] - s4[k]).abs();
+            let wg = EPS + ew + (cc - w2[k]).abs() + (w1[k] - w3[k]).abs() + (w2[k] - w4[k]).abs();
+            let eg = EPS + ew + (cc - e2[k]).abs() + (e1[k] - e3[k]).abs() + (e2[k] - e4[k]).abs();
+            let l2 = 2.0 * lc[k];
+            let ne = n1[k] * l2 / (EPS + lc[k] + ln[k]);
+            let se = s1[k] * l2 / (EPS + lc[k] + ls[k]);
+            let we = w1[k] * l2 / (EPS + lc[k] + lw[k]);
+            let ee = e1[k] * l2 / (EPS + lc[k] + le[k]);
+            let v_est = (sg * ne + ng * se) / (ng + sg);
+            let h_est = (wg * ee + eg * we) / (eg + wg);
+            let dv = dc[k];
+            let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
+            let d = refine(dv, nb);
+            *o = d * h_est + (1.0 - d) * v_est;
         }
     }
+    let g = &*g;
 
-    // Step 4.0/4.1: P (NW-SE) / Q (NE-SW) diagonal high-pass squares
-    // (valid 3 in) and their discrimination (valid 4 in; read at
-    // red/blue sites, whose diagonal neighbours are red/blue sites).
-    let p = plane(&mut s.a, n);
-    let q = plane(&mut s.lq, n);
+    // Step 4.0/4.1: P (NW-SE) / Q (NE-SW) diagonal high-pass squares at
+    // red/blue sites (valid 3 in) and their discrimination there (valid
+    // 4 in; the diagonal neighbours of a red/blue site are red/blue
+    // sites).
+    let p = plane(&mut s.a, n_split);
+    let q = plane(&mut s.lq, n_split);
     for y in 3..h - 3 {
-        let len = w - 6;
-        let r = |dy: usize, x0: usize| &cfa[at(y + dy - 3, x0, len)];
+        let (x0, len) = sites(3, w - 3, rb_par(y));
+        // Sites of row y + dy - 3 from column x0 + dx - 3.
+        let r = |dy: usize, dx: usize| &cfa[sp(y + dy - 3, x0 + dx - 3, len)];
         let c0 = r(3, 3);
         let (a3, a2, a1) = (r(0, 0), r(1, 1), r(2, 2));
         let (a4, a5, a6) = (r(4, 4), r(5, 5), r(6, 6));
-        for (x, o) in p[at(y, 3, len)].iter_mut().enumerate() {
+        for (x, o) in p[sp(y, x0, len)].iter_mut().enumerate() {
             *o = hp2(a3[x], a2[x], a1[x], c0[x], a4[x], a5[x], a6[x]);
         }
         let (b3, b2, b1) = (r(0, 6), r(1, 5), r(2, 4));
         let (b4, b5, b6) = (r(4, 2), r(5, 1), r(6, 0));
-        for (x, o) in q[at(y, 3, len)].iter_mut().enumerate() {
+        for (x, o) in q[sp(y, x0, len)].iter_mut().enumerate() {
             *o = hp2(b3[x], b2[x], b1[x], c0[x], b4[x], b5[x], b6[x]);
         }
     }
-    let pq = plane(&mut s.pq, n);
+    let pq = plane(&mut s.pq, n_split);
     for y in 4..h - 4 {
-        let len = w - 8;
+        let (x0, len) = sites(4, w - 4, rb_par(y));
         let (pnw, pc, pse) = (
-            &p[at(y - 1, 3, len)],
-            &p[at(y, 4, len)],
-            &p[at(y + 1, 5, len)],
+            &p[sp(y - 1, x0 - 1, len)],
+            &p[sp(y, x0, len)],
+            &p[sp(y + 1, x0 + 1, len)],
         );
         let (qne, qc, qsw) = (
-            &q[at(y - 1, 5, len)],
-            &q[at(y, 4, len)],
-            &q[at(y + 1, 3, len)],
+            &q[sp(y - 1, x0 + 1, len)],
+            &q[sp(y, x0, len)],
+            &q[sp(y + 1, x0 - 1, len)],
         );
-        for (x, o) in pq[at(y, 4, len)].iter_mut().enumerate() {
+        for (x, o) in pq[sp(y, x0, len)].iter_mut().enumerate() {
             let ps = (pnw[x] + pc[x] + pse[x]).max(EPSSQ);
             let qs = (qne[x] + qc[x] + qsw[x]).max(EPSSQ);
             *o = ps / (ps + qs);
         }
     }
 
-    // R and B start as the mosaic at their own sites (the other sites are
-    // all written below before the output reads them).
-    let r = plane(&mut s.r, n);
-    let b = plane(&mut s.b, n);
+    // R and B start as the mosaic at their own sites (the green sites
+    // are all written below before the output reads them).
+    let r = plane(&mut s.r, n_split);
+    let b = plane(&mut s.b, n_split);
     for y in 0..h {
         let par = rb_par(y);
         let dst = if t.cfa.color_at(y, par) == 0 {
@@ -401,136 +432,131 @@ fn rcd_tile_body(t: &Tile, s: &mut Scratch) {
         } else {
             &mut *b
         };
-        let row = at(y, 0, w);
-        keep_alternate(&mut dst[row.clone()], &cfa[row], par);
+        let (x0, len) = sites(0, w, par);
+        dst[sp(y, x0, len)].copy_from_slice(&cfa[sp(y, x0, len)]);
     }
 
     // Step 4.2: blue at red and red at blue sites (valid 7 in); the
     // diagonal neighbours hold the missing colour in the mosaic.
-    {
-        let len = w - 14;
-        let est = plane(&mut s.row, len);
-        for y in 7..h - 7 {
-            let row = |dy: isize, dx: isize| -> std::ops::Range<usize> {
-                let s = ((y as isize + dy) * w as isize + 7 + dx) as usize;
-                s..s + len
-            };
-            let gcr = &g[row(0, 0)];
-            let (cnw, cne, csw, cse) = (
-                &cfa[row(-1, -1)],
-                &cfa[row(-1, 1)],
-                &cfa[row(1, -1)],
-                &cfa[row(1, 1)],
-            );
-            let (gnw, gne, gsw, gse) = (
-                &g[row(-1, -1)],
-                &g[row(-1, 1)],
-                &g[row(1, -1)],
-                &g[row(1, 1)],
-            );
-            let (cnw3, cne3, csw3, cse3) = (
-                &cfa[row(-3, -3)],
-                &cfa[row(-3, 3)],
-                &cfa[row(3, -3)],
-                &cfa[row(3, 3)],
-            );
-            let (gnw2, gne2, gsw2, gse2) = (
-                &g[row(-2, -2)],
-                &g[row(-2, 2)],
-                &g[row(2, -2)],
-                &g[row(2, 2)],
-            );
-            let dc = &pq[row(0, 0)];
-            let (dnw, dne) = (&pq[row(-1, -1)], &pq[row(-1, 1)]);
-            let (dsw, dse) = (&pq[row(1, -1)], &pq[row(1, 1)]);
-            for k in 0..len {
-                let gc = gcr[k];
-                let pd = (cnw[k] - cse[k]).abs();
-                let qd = (cne[k] - csw[k]).abs();
-                let nwg = EPS + pd + (cnw[k] - cnw3[k]).abs() + (gc - gnw2[k]).abs();
-                let neg = EPS + qd + (cne[k] - cne3[k]).abs() + (gc - gne2[k]).abs();
-                let swg = EPS + qd + (csw[k] - csw3[k]).abs() + (gc - gsw2[k]).abs();
-                let seg = EPS + pd + (cse[k] - cse3[k]).abs() + (gc - gse2[k]).abs();
-                let (nwe, nee) = (cnw[k] - gnw[k], cne[k] - gne[k]);
-                let (swe, see) = (csw[k] - gsw[k], cse[k] - gse[k]);
-                let p_est = (nwg * see + seg * nwe) / (nwg + seg);
-                let q_est = (neg * swe + swg * nee) / (neg + swg);
-                let dv = dc[k];
-                let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
-                let d = refine(dv, nb);
-                est[k] = gc + d * q_est + (1.0 - d) * p_est;
-            }
-            let par = rb_par(y);
-            // Blue is missing in a red row, red in a blue row.
-            let dst = if t.cfa.color_at(y, par) == 0 {
-                &mut *b
-            } else {
-                &mut *r
-            };
-            keep_alternate(&mut dst[at(y, 7, len)], est, first_at(7, par) - 7);
+    for y in 7..h - 7 {
+        let par = rb_par(y);
+        let (x0, len) = sites(7, w - 7, par);
+        let row =
+            |dy: isize, dx: isize| sp((y as isize + dy) as usize, (x0 as isize + dx) as usize, len);
+        let gcr = &g[row(0, 0)];
+        let (cnw, cne, csw, cse) = (
+            &cfa[row(-1, -1)],
+            &cfa[row(-1, 1)],
+            &cfa[row(1, -1)],
+            &cfa[row(1, 1)],
+        );
+        let (gnw, gne, gsw, gse) = (
+            &g[row(-1, -1)],
+            &g[row(-1, 1)],
+            &g[row(1, -1)],
+            &g[row(1, 1)],
+        );
+        let (cnw3, cne3, csw3, cse3) = (
+            &cfa[row(-3, -3)],
+            &cfa[row(-3, 3)],
+            &cfa[row(3, -3)],
+            &cfa[row(3, 3)],
+        );
+        let (gnw2, gne2, gsw2, gse2) = (
+            &g[row(-2, -2)],
+            &g[row(-2, 2)],
+            &g[row(2, -2)],
+            &g[row(2, 2)],
+        );
+        let dc = &pq[row(0, 0)];
+        let (dnw, dne) = (&pq[row(-1, -1)], &pq[row(-1, 1)]);
+        let (dsw, dse) = (&pq[row(1, -1)], &pq[row(1, 1)]);
+        // Blue is missing in a red row, red in a blue row.
+        let dst = if t.cfa.color_at(y, par) == 0 {
+            &mut *b
+        } else {
+            &mut *r
+        };
+        for (k, o) in dst[row(0, 0)].iter_mut().enumerate() {
+            let gc = gcr[k];
+            let pd = (cnw[k] - cse[k]).abs();
+            let qd = (cne[k] - csw[k]).abs();
+            let nwg = EPS + pd + (cnw[k] - cnw3[k]).abs() + (gc - gnw2[k]).abs();
+            let neg = EPS + qd + (cne[k] - cne3[k]).abs() + (gc - gne2[k]).abs();
+            let swg = EPS + qd + (csw[k] - csw3[k]).abs() + (gc - gsw2[k]).abs();
+            let seg = EPS + pd + (cse[k] - cse3[k]).abs() + (gc - gse2[k]).abs();
+            let (nwe, nee) = (cnw[k] - gnw[k], cne[k] - gne[k]);
+            let (swe, see) = (csw[k] - gsw[k], cse[k] - gse[k]);
+            let p_est = (nwg * see + seg * nwe) / (nwg + seg);
+            let q_est = (neg * swe + swg * nee) / (neg + swg);
+            let dv = dc[k];
+            let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
+            let d = refine(dv, nb);
+            *o = gc + d * q_est + (1.0 - d) * p_est;
         }
     }
 
-    // Step 4.3: red and blue at green sites (valid 10 in), kept at the
-    // green columns; the sites it reads (red/blue ones) are never written
-    // here, so evaluating a row before writing it gives the site-by-site
-    // loop's bits. Red and blue share the direction and green terms.
-    {
-        let len = w - 20;
-        let (est_r, est_b) = plane(&mut s.row, 2 * len).split_at_mut(len);
+    // Step 4.3: red and blue at green sites (valid 10 in); the sites it
+    // reads (red/blue ones) are never written here, and red and blue
+    // share the direction and green terms.
+    let (est_r, est_b) = plane(&mut s.row, stride).split_at_mut(half);
+    for y in 10..h - 10 {
+        let (x0, len) = sites(10, w - 10, 1 - rb_par(y));
+        let row =
+            |dy: isize, dx: isize| sp((y as isize + dy) as usize, (x0 as isize + dx) as usize, len);
+        let gcr = &g[row(0, 0)];
+        let (gn, gs, gw, ge) = (&g[row(-1, 0)], &g[row(1, 0)], &g[row(0, -1)], &g[row(0, 1)]);
+        let (gn2, gs2, gw2, ge2) = (&g[row(-2, 0)], &g[row(2, 0)], &g[row(0, -2)], &g[row(0, 2)]);
+        let dc = &vh[row(0, 0)];
+        let (dnw, dne) = (&vh[row(-1, -1)], &vh[row(-1, 1)]);
+        let (dsw, dse) = (&vh[row(1, -1)], &vh[row(1, 1)]);
+        let taps = [
+            row(-1, 0),
+            row(1, 0),
+            row(0, -1),
+            row(0, 1),
+            row(-3, 0),
+            row(3, 0),
+            row(0, -3),
+            row(0, 3),
+        ];
+        let [rn, rs, rw, re, rn3, rs3, rw3, re3] = taps.clone().map(|t| &r[t]);
+        let [bn, bs, bw, be, bn3, bs3, bw3, be3] = taps.map(|t| &b[t]);
+        for (k, (or, ob)) in est_r[..len].iter_mut().zip(&mut est_b[..len]).enumerate() {
+            let dv = dc[k];
+            let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
+            let d = refine(dv, nb);
+            let gc = gcr[k];
+            let (dn, ds) = ((gc - gn2[k]).abs(), (gc - gs2[k]).abs());
+            let (dw, de) = ((gc - gw2[k]).abs(), (gc - ge2[k]).abs());
+            let gt = [gn[k], gs[k], gw[k], ge[k]];
+            let gd = [gc, dn, ds, dw, de, d];
+            *or = est43(
+                gd,
+                gt,
+                [rn[k], rs[k], rw[k], re[k]],
+                [rn3[k], rs3[k], rw3[k], re3[k]],
+            );
+            *ob = est43(
+                gd,
+                gt,
+                [bn[k], bs[k], bw[k], be[k]],
+                [bn3[k], bs3[k], bw3[k], be3[k]],
+            );
+        }
+        r[row(0, 0)].copy_from_slice(&est_r[..len]);
+        b[row(0, 0)].copy_from_slice(&est_b[..len]);
+    }
+
+    // Back to row-major planes, in the rows the caller reads.
+    for (out, split) in s.out.iter_mut().zip([&*r, g, &*b]) {
+        let out = plane(out, n);
         for y in 10..h - 10 {
-            let row = |dy: isize, dx: isize| -> std::ops::Range<usize> {
-                let s = ((y as isize + dy) * w as isize + 10 + dx) as usize;
-                s..s + len
-            };
-            let gcr = &g[row(0, 0)];
-            let (gn, gs, gw, ge) = (&g[row(-1, 0)], &g[row(1, 0)], &g[row(0, -1)], &g[row(0, 1)]);
-            let (gn2, gs2, gw2, ge2) =
-                (&g[row(-2, 0)], &g[row(2, 0)], &g[row(0, -2)], &g[row(0, 2)]);
-            let dc = &vh[row(0, 0)];
-            let (dnw, dne) = (&vh[row(-1, -1)], &vh[row(-1, 1)]);
-            let (dsw, dse) = (&vh[row(1, -1)], &vh[row(1, 1)]);
-            let taps = [
-                row(-1, 0),
-                row(1, 0),
-                row(0, -1),
-                row(0, 1),
-                row(-3, 0),
-                row(3, 0),
-                row(0, -3),
-                row(0, 3),
-            ];
-            let [rn, rs, rw, re, rn3, rs3, rw3, re3] = taps.clone().map(|t| &r[t]);
-            let [bn, bs, bw, be, bn3, bs3, bw3, be3] = taps.map(|t| &b[t]);
-            for k in 0..len {
-                let dv = dc[k];
-                let nb = 0.25 * (dnw[k] + dne[k] + dsw[k] + dse[k]);
-                let d = refine(dv, nb);
-                let gc = gcr[k];
-                let (dn, ds) = ((gc - gn2[k]).abs(), (gc - gs2[k]).abs());
-                let (dw, de) = ((gc - gw2[k]).abs(), (gc - ge2[k]).abs());
-                let gt = [gn[k], gs[k], gw[k], ge[k]];
-                let gd = [gc, dn, ds, dw, de, d];
-                est_r[k] = est43(
-                    gd,
-                    gt,
-                    [rn[k], rs[k], rw[k], re[k]],
-                    [rn3[k], rs3[k], rw3[k], re3[k]],
-                );
-                est_b[k] = est43(
-                    gd,
-                    gt,
-                    [bn[k], bs[k], bw[k], be[k]],
-                    [bn3[k], bs3[k], bw3[k], be3[k]],
-                );
-            }
-            let first = first_at(10, 1 - rb_par(y)) - 10;
-            keep_alternate(&mut r[at(y, 10, len)], est_r, first);
-            keep_alternate(&mut b[at(y, 10, len)], est_b, first);
+            let (e, o) = split[y * stride..][..stride].split_at(half);
+            merge_row(e, &o[..w / 2], &mut out[y * w..][..w]);
         }
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
