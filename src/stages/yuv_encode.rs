@@ -130,28 +130,123 @@ fn quant(range: Range, bits: u32) -> ((f32, f32), (f32, f32)) {
     }
 }
 
+/// Per-frame constants of the encode: luma weights, the chroma divisors
+/// and the quantisation (offset, scale, code maximum).
+#[derive(Clone, Copy)]
+struct Coeffs {
+    kr: f32,
+    kg: f32,
+    kb: f32,
+    /// `2 (1 - kb)` and `2 (1 - kr)`.
+    db: f32,
+    dr: f32,
+    yo: f32,
+    ys: f32,
+    co: f32,
+    cs: f32,
+    max: f32,
+}
+
+impl Coeffs {
+    #[inline(always)]
+    fn q(&self, v: f32) -> u16 {
+        (v.round().clamp(0.0, self.max)) as u16
+    }
+
+    #[inline(always)]
+    fn luma(&self, r: f32, g: f32, b: f32) -> f32 {
+        self.kr * r.clamp(0.0, 1.0) + self.kg * g.clamp(0.0, 1.0) + self.kb * b.clamp(0.0, 1.0)
+    }
+
+    /// (Cb, Cr) of one pixel, before averaging and quantisation.
+    #[inline(always)]
+    fn chroma(&self, r: f32, g: f32, b: f32) -> (f32, f32) {
+        let (rv, gv, bv) = (r.clamp(0.0, 1.0), g.clamp(0.0, 1.0), b.clamp(0.0, 1.0));
+        let l = self.kr * rv + self.kg * gv + self.kb * bv;
+        ((bv - l) / self.db, (rv - l) / self.dr)
+    }
+
+    /// Quantised (Cb, Cr) of the chroma sample (`cx`, `cy`): the mean over
+    /// its 2x2 block, cut by the frame's edge (planes `w` x `h`).
+    fn chroma_block(&self, p: [&[f32]; 3], w: usize, h: usize, cx: usize, cy: usize) -> (u16, u16) {
+        let (mut sb, mut sr, mut n) = (0f32, 0f32, 0f32);
+        for yy in 2 * cy..(2 * cy + 2).min(h) {
+            for xx in 2 * cx..(2 * cx + 2).min(w) {
+                let i = yy * w + xx;
+                let (b, r) = self.chroma(p[0][i], p[1][i], p[2][i]);
+                sb += b;
+                sr += r;
+                n += 1.0;
+            }
+        }
+        (
+            self.q(self.co + self.cs * sb / n),
+            self.q(self.co + self.cs * sr / n),
+        )
+    }
+}
+
+/// One row of quantised luma from the R', G', B' rows.
+#[inline(always)]
+fn luma_row(r: &[f32], g: &[f32], b: &[f32], out: &mut [u16], k: &Coeffs) {
+    let n = out.len();
+    let (r, g, b) = (&r[..n], &g[..n], &b[..n]);
+    for i in 0..n {
+        out[i] = k.q(k.yo + k.ys * k.luma(r[i], g[i], b[i]));
+    }
+}
+
+crate::avx2_dispatch!(fn luma_row_wide(r: &[f32], g: &[f32], b: &[f32], out: &mut [u16], k: &Coeffs) => luma_row);
+
+/// The whole 2x2 blocks of one chroma row: `top` and `bottom` are the
+/// (R', G', B') rows `2 cy` and `2 cy + 1`, each at least `2 ob.len()`
+/// wide. Sums in [`Coeffs::chroma_block`]'s order, so the codes are the
+/// same.
+#[inline(always)]
+fn chroma_row(top: [&[f32]; 3], bottom: [&[f32]; 3], ob: &mut [u16], or: &mut [u16], k: &Coeffs) {
+    let n = ob.len().min(or.len());
+    for cx in 0..n {
+        let (mut sb, mut sr) = (0f32, 0f32);
+        for p in [&top, &bottom] {
+            for xx in [2 * cx, 2 * cx + 1] {
+                let (b, r) = k.chroma(p[0][xx], p[1][xx], p[2][xx]);
+                sb += b;
+                sr += r;
+            }
+        }
+        ob[cx] = k.q(k.co + k.cs * sb / 4.0);
+        or[cx] = k.q(k.co + k.cs * sr / 4.0);
+    }
+}
+
+crate::avx2_dispatch!(fn chroma_row_wide(top: [&[f32]; 3], bottom: [&[f32]; 3], ob: &mut [u16], or: &mut [u16], k: &Coeffs) => chroma_row);
+
 impl YuvFrame {
     /// Encodes an R'G'B' image.
     pub fn encode(img: &Image, matrix: Matrix, range: Range, format: YuvFormat) -> YuvFrame {
         let (w, h) = (img.width, img.height);
         let (kr, kb) = matrix.coeffs();
-        let kg = 1.0 - kr - kb;
         let bits = format.bits();
-        let max = ((1u32 << bits) - 1) as f32;
         let ((yo, ys), (co, cs)) = quant(range, bits);
-        let q = |v: f32| (v.round().clamp(0.0, max)) as u16;
+        let k = Coeffs {
+            kr,
+            kg: 1.0 - kr - kb,
+            kb,
+            db: 2.0 * (1.0 - kb),
+            dr: 2.0 * (1.0 - kr),
+            yo,
+            ys,
+            co,
+            cs,
+            max: ((1u32 << bits) - 1) as f32,
+        };
         let [r, g, b] = img.planes();
         let mut y = vec![0u16; w * h];
         y.par_chunks_mut(w.max(1))
             .enumerate()
             .for_each(|(row, out)| {
-                for (x, o) in out.iter_mut().enumerate() {
-                    let i = row * w + x;
-                    let l = kr * r[i].clamp(0.0, 1.0)
-                        + kg * g[i].clamp(0.0, 1.0)
-                        + kb * b[i].clamp(0.0, 1.0);
-                    *o = q(yo + ys * l);
-                }
+                let s = row * w..(row + 1) * w;
+                luma_row_wide(&r[s.clone()], &g[s.clone()], &b[s], out, &k);
             });
         let (cw, ch) = chroma_size(w, h);
         let mut cb = vec![0u16; cw * ch];
@@ -160,24 +255,24 @@ impl YuvFrame {
             .zip(cr.par_chunks_mut(cw.max(1)))
             .enumerate()
             .for_each(|(cy, (ob, or))| {
-                for cx in 0..cw {
-                    let (mut sb, mut sr, mut n) = (0f32, 0f32, 0f32);
-                    for yy in 2 * cy..(2 * cy + 2).min(h) {
-                        for xx in 2 * cx..(2 * cx + 2).min(w) {
-                            let i = yy * w + xx;
-                            let (rv, gv, bv) = (
-                                r[i].clamp(0.0, 1.0),
-                                g[i].clamp(0.0, 1.0),
-                                b[i].clamp(0.0, 1.0),
-                            );
-                            let l = kr * rv + kg * gv + kb * bv;
-                            sb += (bv - l) / (2.0 * (1.0 - kb));
-                            sr += (rv - l) / (2.0 * (1.0 - kr));
-                            n += 1.0;
-                        }
-                    }
-                    ob[cx] = q(co + cs * sb / n);
-                    or[cx] = q(co + cs * sr / n);
+                // Whole blocks eight lanes wide; the cut ones at the
+                // right and bottom edges one by one.
+                let full = if 2 * cy + 1 < h { w / 2 } else { 0 };
+                if full > 0 {
+                    let rows = |y: usize| {
+                        let s = y * w..(y + 1) * w;
+                        [&r[s.clone()], &g[s.clone()], &b[s]]
+                    };
+                    chroma_row_wide(
+                        rows(2 * cy),
+                        rows(2 * cy + 1),
+                        &mut ob[..full],
+                        &mut or[..full],
+                        &k,
+                    );
+                }
+                for cx in full..cw {
+                    (ob[cx], or[cx]) = k.chroma_block([r, g, b], w, h, cx, cy);
                 }
             });
         YuvFrame {
@@ -386,6 +481,56 @@ mod tests {
             space: ColorSpace::Srgb,
             wb_applied: None,
             meta: meta(w, h),
+        }
+    }
+
+    /// The row kernels give the codes of the per-block definition at every
+    /// sample, odd sizes (cut edge blocks) included.
+    #[test]
+    fn row_kernels_equal_per_block_encoding() {
+        for (w, h) in [(1, 1), (2, 3), (33, 17), (64, 9)] {
+            let img = image(w, h, &|x, y| {
+                let t = (x * 7 + y * 13) as f32;
+                [
+                    (t * 0.013).sin().abs() * 1.1 - 0.05,
+                    (t * 0.029).cos().abs(),
+                    (t * 0.007).fract(),
+                ]
+            });
+            for format in [YuvFormat::Nv12, YuvFormat::P010] {
+                for range in [Range::Full, Range::Limited] {
+                    let f = YuvFrame::encode(&img, Matrix::Bt709, range, format);
+                    let (kr, kb) = Matrix::Bt709.coeffs();
+                    let ((yo, ys), (co, cs)) = quant(range, format.bits());
+                    let k = Coeffs {
+                        kr,
+                        kg: 1.0 - kr - kb,
+                        kb,
+                        db: 2.0 * (1.0 - kb),
+                        dr: 2.0 * (1.0 - kr),
+                        yo,
+                        ys,
+                        co,
+                        cs,
+                        max: ((1u32 << format.bits()) - 1) as f32,
+                    };
+                    let p = img.planes();
+                    for (i, &code) in f.y.iter().enumerate() {
+                        assert_eq!(code, k.q(yo + ys * k.luma(p[0][i], p[1][i], p[2][i])));
+                    }
+                    let (cw, ch) = chroma_size(w, h);
+                    for cy in 0..ch {
+                        for cx in 0..cw {
+                            let want = k.chroma_block(p, w, h, cx, cy);
+                            assert_eq!(
+                                (f.cb[cy * cw + cx], f.cr[cy * cw + cx]),
+                                want,
+                                "{w}x{h} ({cx},{cy})"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
