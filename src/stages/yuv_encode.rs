@@ -148,6 +148,25 @@ struct Coeffs {
 }
 
 impl Coeffs {
+    /// The constants of one matrix, range and sample format.
+    fn new(matrix: Matrix, range: Range, format: YuvFormat) -> Self {
+        let (kr, kb) = matrix.coeffs();
+        let bits = format.bits();
+        let ((yo, ys), (co, cs)) = quant(range, bits);
+        Coeffs {
+            kr,
+            kg: 1.0 - kr - kb,
+            kb,
+            db: 2.0 * (1.0 - kb),
+            dr: 2.0 * (1.0 - kr),
+            yo,
+            ys,
+            co,
+            cs,
+            max: ((1u32 << bits) - 1) as f32,
+        }
+    }
+
     #[inline(always)]
     fn q(&self, v: f32) -> u16 {
         (v.round().clamp(0.0, self.max)) as u16
@@ -225,21 +244,7 @@ impl YuvFrame {
     /// Encodes an R'G'B' image.
     pub fn encode(img: &Image, matrix: Matrix, range: Range, format: YuvFormat) -> YuvFrame {
         let (w, h) = (img.width, img.height);
-        let (kr, kb) = matrix.coeffs();
-        let bits = format.bits();
-        let ((yo, ys), (co, cs)) = quant(range, bits);
-        let k = Coeffs {
-            kr,
-            kg: 1.0 - kr - kb,
-            kb,
-            db: 2.0 * (1.0 - kb),
-            dr: 2.0 * (1.0 - kr),
-            yo,
-            ys,
-            co,
-            cs,
-            max: ((1u32 << bits) - 1) as f32,
-        };
+        let k = Coeffs::new(matrix, range, format);
         let [r, g, b] = img.planes();
         let mut y = vec![0u16; w * h];
         y.par_chunks_mut(w.max(1))
@@ -500,23 +505,10 @@ mod tests {
             for format in [YuvFormat::Nv12, YuvFormat::P010] {
                 for range in [Range::Full, Range::Limited] {
                     let f = YuvFrame::encode(&img, Matrix::Bt709, range, format);
-                    let (kr, kb) = Matrix::Bt709.coeffs();
-                    let ((yo, ys), (co, cs)) = quant(range, format.bits());
-                    let k = Coeffs {
-                        kr,
-                        kg: 1.0 - kr - kb,
-                        kb,
-                        db: 2.0 * (1.0 - kb),
-                        dr: 2.0 * (1.0 - kr),
-                        yo,
-                        ys,
-                        co,
-                        cs,
-                        max: ((1u32 << format.bits()) - 1) as f32,
-                    };
+                    let k = Coeffs::new(Matrix::Bt709, range, format);
                     let p = img.planes();
                     for (i, &code) in f.y.iter().enumerate() {
-                        assert_eq!(code, k.q(yo + ys * k.luma(p[0][i], p[1][i], p[2][i])));
+                        assert_eq!(code, k.q(k.yo + k.ys * k.luma(p[0][i], p[1][i], p[2][i])));
                     }
                     let (cw, ch) = chroma_size(w, h);
                     for cy in 0..ch {
