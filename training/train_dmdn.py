@@ -473,11 +473,17 @@ def random_srgb_to_cam(b, gen):
     return m / m.sum(2, keepdim=True)
 
 
-def sample_noise(b, gen, clean_frac=0.08):
+def sample_noise(b, gen, clean_frac=0.08, high_iso_frac=0.0):
     """(shot, read) per sample: shot log-uniform over ISO 50..16000 on
     rawgraph's scale (shot = 1e-4 * ISO / 100), read from Brooks' log-linear
-    fit with N(0, 0.26) jitter; `clean_frac` of the samples noise-free."""
+    fit with N(0, 0.26) jitter; `high_iso_frac` of the samples redrawn
+    log-uniform over ISO 1600..12800 (the low-light end, where the model has
+    the most to win); `clean_frac` of the samples noise-free."""
     shot = torch.exp(urand(gen, b, lo=math.log(5e-5), hi=math.log(1.6e-2)))
+    if high_iso_frac > 0:
+        high = torch.exp(urand(gen, b, lo=math.log(1.6e-3), hi=math.log(1.28e-2)))
+        pick = torch.rand(b, generator=gen, device=gen.device) < high_iso_frac
+        shot = torch.where(pick, high, shot)
     read = torch.exp(2.18 * torch.log(shot) + 1.20 + 0.26 * torch.randn(b, generator=gen, device=gen.device))
     clean = torch.rand(b, generator=gen, device=gen.device) < clean_frac
     shot[clean] = 0.0
@@ -497,7 +503,8 @@ def saturate(lin, gen, frac, lo=1.2, hi=2.5):
     return (y + s[:, None, None, None] * (lin - y)).clamp(0.0, 1.0)
 
 
-def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None, sat_frac=0.0, dark_stops=4.0):
+def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None, sat_frac=0.0, dark_stops=4.0,
+              high_iso_frac=0.0):
     """The `raw` regime: what `demosaic_denoise_learned` receives in
     pipelines/learned.yaml (black_level -> white_balance(clip_highlights)).
 
@@ -534,7 +541,7 @@ def raw_batch(rgb, phase, noise_channels, gen, clean_frac=0.08, fixed_noise=None
     masks = cfa_masks(h, w, phase, dev)
     clean = (truth * masks).sum(1, keepdim=True)
     if fixed_noise is None:
-        shot, read = sample_noise(b, gen, clean_frac)
+        shot, read = sample_noise(b, gen, clean_frac, high_iso_frac)
     else:
         shot, read = torch.full((b,), fixed_noise[0], device=dev), torch.full((b,), fixed_noise[1], device=dev)
     # Poisson photon counts (shot = signal per photon) plus Gaussian read noise
@@ -608,7 +615,7 @@ def sample_patches(patches, idx, psize, gen):
 
 
 def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2, idx=None, sat_frac=0.0,
-               dark_stops=4.0):
+               dark_stops=4.0, high_iso_frac=0.0):
     if idx is None:
         idx = torch.randint(0, patches.shape[0], (batch,), generator=gen, device=gen.device).tolist()
     rgb = sample_patches(patches, idx, psize, gen)
@@ -623,7 +630,7 @@ def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_f
         nmap = sig[:, None, None, None].expand(b, noise_channels, h // 2, w // 2).contiguous()
         return noisy, nmap, target, None
     return raw_batch(rgb, phase, noise_channels, gen, clean_frac=min(zero_frac, 0.08), sat_frac=sat_frac,
-                     dark_stops=dark_stops)
+                     dark_stops=dark_stops, high_iso_frac=high_iso_frac)
 
 
 def bilinear_hardness(patches, chunk=512):
@@ -927,7 +934,8 @@ def cmd_train(args):
             idx += hard_pool[pick].tolist()
         noisy, nmap, target, ccm = make_batch(patches, args.batch, args.patch, args.regime, hp["phase"],
                                               hp["noise_channels"], gen, args.zero_frac, idx=idx,
-                                              sat_frac=args.sat_frac, dark_stops=args.dark_stops)
+                                              sat_frac=args.sat_frac, dark_stops=args.dark_stops,
+                                              high_iso_frac=args.high_iso_frac)
         out = model(noisy, nmap)
         if ccm is not None and args.loss == "rendered":
             # the error as the eval sees it: after colour correction and sRGB encoding
@@ -1093,6 +1101,8 @@ def main():
                     help="raw regime: fraction of samples whose chroma is boosted (saturated-colour training)")
     ap.add_argument("--dark-stops", type=float, default=4.0,
                     help="raw regime: 40 %% of samples are exposed up to this many stops under (low-light scenes)")
+    ap.add_argument("--high-iso-frac", type=float, default=0.0,
+                    help="raw regime: fraction of samples whose noise is drawn from ISO 1600..12800 only")
     ap.add_argument("--tint-weight", type=float, default=0.0,
                     help="extra weight on each sample's squared per-channel mean error (colour casts)")
     ap.add_argument("--lr-floor", type=float, default=0.05, help="cosine decays to lr * this")
