@@ -9,6 +9,7 @@ mod common;
 use rawgraph::eval::metrics::{cpsnr, Rgb8};
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::raw::{CfaPattern, RawFrame};
+use rawgraph::synth::charts::{dead_leaves, zone_plate};
 use rawgraph::synth::unprocess::{
     resolve_params, unprocess, CfaSpec, ExposureSpec, MatrixSpec, NoiseSpec, SrgbInput,
     SynthCapture, UnprocessConfig, WbSpec,
@@ -76,61 +77,6 @@ fn smooth(w: usize, h: usize) -> SrgbInput {
             0.2 + 0.7 * u * (1.0 - v),
         ]
     })
-}
-
-/// Grey zone plate reaching the sampling Nyquist frequency at the
-/// corners.
-fn zone_plate(w: usize, h: usize) -> SrgbInput {
-    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
-    let rmax = (cx * cx + cy * cy).sqrt();
-    let k = 0.5 * std::f32::consts::PI / rmax;
-    srgb(w, h, |x, y| {
-        let (dx, dy) = (x as f32 - cx, y as f32 - cy);
-        let v = 0.5 + 0.4 * (k * (dx * dx + dy * dy)).cos();
-        [v, v, v]
-    })
-}
-
-/// Dead-leaves chart: overlapping discs of random colours with radii
-/// drawn from a 1/r^3 law (scale-invariant statistics, as natural images).
-fn dead_leaves(w: usize, h: usize, seed: u64) -> SrgbInput {
-    let mut s = seed
-        .wrapping_mul(2862933555777941757)
-        .wrapping_add(3037000493);
-    let mut rnd = move || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (s >> 40) as f32 / (1u64 << 24) as f32
-    };
-    let n = w * h;
-    let mut data = vec![0.5f32; 3 * n];
-    let (rmin, rmax) = (2.0f32, 40.0f32);
-    for _ in 0..2500 {
-        let (cx, cy) = (rnd() * w as f32, rnd() * h as f32);
-        // Inverse CDF of p(r) ~ r^-3 on [rmin, rmax].
-        let u = rnd();
-        let r =
-            1.0 / (1.0 / (rmin * rmin) - u * (1.0 / (rmin * rmin) - 1.0 / (rmax * rmax))).sqrt();
-        let col = [0.05 + 0.9 * rnd(), 0.05 + 0.9 * rnd(), 0.05 + 0.9 * rnd()];
-        let (x0, x1) = ((cx - r).max(0.0) as usize, ((cx + r) as usize + 1).min(w));
-        let (y0, y1) = ((cy - r).max(0.0) as usize, ((cy + r) as usize + 1).min(h));
-        for y in y0..y1 {
-            for x in x0..x1 {
-                let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
-                if dx * dx + dy * dy <= r * r {
-                    for c in 0..3 {
-                        data[c * n + y * w + x] = col[c];
-                    }
-                }
-            }
-        }
-    }
-    SrgbInput {
-        width: w,
-        height: h,
-        data,
-    }
 }
 
 #[test]

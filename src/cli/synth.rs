@@ -13,6 +13,7 @@ use crate::color::Mat3;
 use crate::error::{Error, Result};
 use crate::raw::dng_write::DngOptions;
 use crate::raw::CfaPattern;
+use crate::synth::charts::Chart;
 use crate::synth::unprocess::{
     image_seed, resolve_params, unprocess, write_capture, CfaSpec, ExposureSpec, MatrixSpec,
     NoiseSpec, SrgbInput, UnprocessConfig, WbSpec,
@@ -61,6 +62,13 @@ pub struct SynthArgs {
     /// Demo scene size, WIDTHxHEIGHT.
     #[arg(long, default_value = "768x512")]
     pub demo_size: String,
+    /// Also synthesise procedural demosaic test charts: `zone_plate`,
+    /// `dead_leaves` or `all` (repeatable; written as NAME.*).
+    #[arg(long = "chart", value_name = "NAME")]
+    pub charts: Vec<String>,
+    /// Chart size, WIDTHxHEIGHT.
+    #[arg(long, default_value = "512x384")]
+    pub chart_size: String,
     /// Run seed (each image mixes it with its file name).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -273,32 +281,64 @@ fn synth_one(
     ))
 }
 
+/// The charts named on the command line (`all` = every chart), each once,
+/// in the order given.
+fn parse_charts(names: &[String]) -> Result<Vec<Chart>> {
+    let mut out = Vec::new();
+    for n in names {
+        let add: Vec<Chart> = if n.trim().eq_ignore_ascii_case("all") {
+            Chart::ALL.to_vec()
+        } else {
+            vec![Chart::parse(n).map_err(|e| Error::invalid(format!("--chart: {e}")))?]
+        };
+        for c in add {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn run(a: SynthArgs) -> Result<i32> {
     let cfg = config_from_args(&a)?;
     let opts = DngOptions::from_cli(a.tiles, a.lossless);
     let files = expand_images(&a.inputs)?;
-    if files.is_empty() && !a.demo {
+    let charts = parse_charts(&a.charts)?;
+    if files.is_empty() && !a.demo && charts.is_empty() {
         return Err(Error::invalid(
-            "synth: no input images (give files or folders, or --demo)",
+            "synth: no input images (give files or folders, --demo or --chart)",
         ));
     }
-    let target = SynthTarget::resolve(&a.output, files.len() + usize::from(a.demo))?;
-    std::fs::create_dir_all(target.dir()).map_err(|e| Error::io(target.dir(), e))?;
-    let mut failed = 0usize;
-    let mut ok = 0usize;
+    // Built-in scenes: (image, label, stem).
+    let mut scenes: Vec<(SrgbInput, String, &str)> = Vec::new();
     if a.demo {
         let (w, h) = parse_size(&a.demo_size)?;
         let scene = demo_scene(w, h);
         let img = SrgbInput::from_linear(w, h, &scene.data);
-        let (dir, stem) = target.place("demo");
-        match synth_one(&img, "demo scene", "demo", stem, &cfg, dir, &opts) {
+        scenes.push((img, "demo scene".into(), "demo"));
+    }
+    if !charts.is_empty() {
+        let (w, h) = parse_size(&a.chart_size)?;
+        for c in &charts {
+            let img = c.draw(w, h, a.seed);
+            scenes.push((img, format!("{} chart", c.name()), c.name()));
+        }
+    }
+    let target = SynthTarget::resolve(&a.output, files.len() + scenes.len())?;
+    std::fs::create_dir_all(target.dir()).map_err(|e| Error::io(target.dir(), e))?;
+    let mut failed = 0usize;
+    let mut ok = 0usize;
+    for (img, label, own) in &scenes {
+        let (dir, stem) = target.place(own);
+        match synth_one(img, label, own, stem, &cfg, dir, &opts) {
             Ok(line) => {
                 ok += 1;
                 println!("{line}");
             }
             Err(e) => {
                 failed += 1;
-                eprintln!("error: demo scene: {e}");
+                eprintln!("error: {label}: {e}");
             }
         }
     }

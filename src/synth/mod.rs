@@ -11,6 +11,7 @@
 //! [`unprocess`]: sRGB images into realistic raw captures by inverting the
 //! default pipeline (Brooks et al., CVPR 2019), with the files it writes.
 
+pub mod charts;
 pub mod unprocess;
 
 use rand::SeedableRng;
