@@ -25,6 +25,7 @@ fn normalised_mosaic(w: usize, h: usize) -> Mosaic {
     let (black, white) = (f.meta.black.mean(), f.meta.white[0]);
     let data = f
         .data
+        .f32()
         .iter()
         .map(|v| (v - black) / (white - black))
         .collect();

@@ -1,10 +1,14 @@
 //! Values that travel on graph edges: mosaics, images, statistics.
 //!
 //! Pixel buffers are `f32`, normalised so that the sensor's white level is
-//! 1.0 once black level has been applied. Images are planar (CHW): plane `c`
+//! 1.0 once black level has been applied; a mosaic still in DN may hold its
+//! samples as the decoder's `u16` ([`SensorSamples`]). Images are planar (CHW): plane `c`
 //! is `data[c * width * height ..][.. width * height]`, rows top to bottom.
 
 pub mod quantize;
+pub mod sensor_samples;
+
+pub use sensor_samples::SensorSamples;
 
 use std::any::Any;
 use std::fmt;
@@ -31,8 +35,10 @@ pub struct Mosaic {
     pub height: usize,
     /// Bayer phase of `data`'s top-left corner.
     pub cfa: CfaPattern,
-    /// One sample per pixel, row-major, len = width * height.
-    pub data: Vec<f32>,
+    /// One sample per pixel, row-major, len = width * height: `u16` DN
+    /// straight from an integer decoder (only while `scale` is `Dn`), else
+    /// f32 in the units of `scale`.
+    pub data: SensorSamples,
     pub scale: MosaicScale,
     /// White-balance multipliers (R, G, B) already applied to `data`.
     pub wb_applied: Option<[f32; 3]>,
@@ -54,7 +60,7 @@ impl Mosaic {
             width,
             height,
             cfa,
-            data,
+            data: data.into(),
             scale: MosaicScale::Normalized,
             wb_applied: None,
             meta: Arc::new(meta),

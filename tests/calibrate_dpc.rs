@@ -27,7 +27,7 @@ const READ_NOISE: f64 = 3.0;
 fn frame(w: usize, h: usize, data: Vec<f32>) -> RawFrame {
     RawFrame {
         meta: common::synth_meta12("Dark", w, h, CfaPattern::Rggb),
-        data,
+        data: data.into(),
     }
 }
 

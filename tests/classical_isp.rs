@@ -130,7 +130,7 @@ fn preview_removes_injected_defects_and_fits_the_box() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let i = (s >> 33) as usize % (w * h);
-        bad.data[i] = if k % 2 == 0 { white } else { black };
+        bad.data.f32_mut()[i] = if k % 2 == 0 { white } else { black };
     }
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/preview.yaml"),

@@ -162,10 +162,10 @@ fn run_cpu(op: &str, params: serde_json::Value, v: Value) -> Value {
         .unwrap_or_else(|e| panic!("CPU {op}: {e}"))
 }
 
-fn data_of(v: &Value) -> &[f32] {
+fn data_of(v: &Value) -> std::borrow::Cow<'_, [f32]> {
     match v {
-        Value::Mosaic(m) => &m.data,
-        Value::Image(i) => &i.data,
+        Value::Mosaic(m) => m.data.f32(),
+        Value::Image(i) => std::borrow::Cow::Borrowed(&i.data),
         other => panic!("unexpected value {other:?}"),
     }
 }
@@ -283,7 +283,7 @@ fn emu_raw_prep(emu: &Emu, m: &Mosaic, p: &RawPrep) -> R<Vec<f32>> {
     let [gr, gg, gb] = p.gains.unwrap_or([1.0; 3]);
     let cfa = cfa_code(m.cfa);
     let (w, h) = (m.width as i32, m.height as i32);
-    let input = emu.upload(&m.data)?;
+    let input = emu.upload(&m.data.f32())?;
     let out = emu.zeros::<f32>(m.data.len())?;
     let mut l = emu.launch_builder("raw_prep.cu", "raw_prep_f32");
     l.arg(&input).arg(&out).arg(&w).arg(&h);
@@ -309,6 +309,7 @@ fn emu_raw_prep_u16(emu: &Emu, m: &Mosaic, p: &RawPrep) -> R<Vec<f32>> {
     let (w, h) = (m.width as i32, m.height as i32);
     let dn: Vec<u16> = m
         .data
+        .f32()
         .iter()
         .map(|&v| v.clamp(0.0, 65535.0) as u16)
         .collect();
@@ -326,7 +327,7 @@ fn emu_raw_prep_u16(emu: &Emu, m: &Mosaic, p: &RawPrep) -> R<Vec<f32>> {
 /// `launch_demosaic` of ops.rs for bilinear / MHC.
 fn emu_demosaic(emu: &Emu, entry: &str, m: &Mosaic) -> R<Vec<f32>> {
     let (w, h, cfa) = (m.width as i32, m.height as i32, cfa_code(m.cfa));
-    let input = emu.upload(&m.data)?;
+    let input = emu.upload(&m.data.f32())?;
     let out = emu.zeros::<f32>(3 * m.data.len())?;
     let mut l = emu.launch_builder("demosaic.cu", entry);
     l.arg(&input).arg(&out).arg(&w).arg(&h).arg(&cfa);
@@ -341,7 +342,7 @@ fn emu_menon(emu: &Emu, m: &Mosaic, refine: bool) -> R<Vec<f32>> {
     let (w, h, cfa) = (m.width as i32, m.height as i32, cfa_code(m.cfa));
     let (wp, hp) = (w + 2 * PAD, h + 2 * PAD);
     let np = wp as usize * hp as usize;
-    let input = emu.upload(&m.data)?;
+    let input = emu.upload(&m.data.f32())?;
     let out = emu.zeros::<f32>(3 * m.data.len())?;
     let plane = || emu.zeros::<f32>(np);
     let (p, gh, gv, ch, cv) = (plane()?, plane()?, plane()?, plane()?, plane()?);
@@ -616,17 +617,17 @@ fn raw_prep_matches_black_level_and_white_balance() {
             let m = mosaic_of(v);
             let what = format!("raw_prep_f32 as {op} {params} on {label}");
             let got = both(&what, |e| emu_raw_prep(e, m, &prep));
-            assert_close(&what, data_of(&cpu), &got, 1e-5);
+            assert_close(&what, &data_of(&cpu), &got, 1e-5);
             if !on_norm {
                 // 16-bit DN: the same mosaic with negatives clamped to 0.
                 let m16 = Mosaic {
-                    data: m.data.iter().map(|v| v.clamp(0.0, 65535.0)).collect(),
+                    data: m.data.f32().iter().map(|v| v.clamp(0.0, 65535.0)).collect(),
                     ..m.clone()
                 };
                 let cpu = run_cpu(op, params.clone(), Value::Mosaic(Arc::new(m16.clone())));
                 let what = format!("raw_prep_u16 as {op} {params} on {label}");
                 let got = both(&what, |e| emu_raw_prep_u16(e, &m16, &prep));
-                assert_close(&what, data_of(&cpu), &got, 1e-5);
+                assert_close(&what, &data_of(&cpu), &got, 1e-5);
             }
         }
     }
@@ -644,7 +645,7 @@ fn demosaic_bilinear_and_mhc_match_cpu() {
             let cpu = run_cpu(op, json!(null), v.clone());
             let what = format!("{entry} on {label}");
             let got = both(&what, |e| emu_demosaic(e, entry, m));
-            assert_close(&what, data_of(&cpu), &got, 1e-5);
+            assert_close(&what, &data_of(&cpu), &got, 1e-5);
         }
     }
     report("demosaic_bilinear_and_mhc_match_cpu");
@@ -659,7 +660,7 @@ fn demosaic_menon_matches_cpu() {
             let cpu = run_cpu("demosaic_menon", json!({ "refine": refine }), v.clone());
             let what = format!("demosaic_menon (refine {refine}) on {label}");
             let got = both(&what, |e| emu_menon(e, m, refine));
-            assert_close(&what, data_of(&cpu), &got, 1e-5);
+            assert_close(&what, &data_of(&cpu), &got, 1e-5);
         }
     }
     report("demosaic_menon_matches_cpu");
@@ -742,8 +743,8 @@ fn color_pipeline_matches_cpu_stages() {
         for (op, params, input, steps, tol) in cases {
             let cpu = run_cpu(op, params.clone(), input.clone());
             let what = format!("color_pipeline_f32 as {op} {params} on {w}x{h}");
-            let got = both(&what, |e| emu_color(e, data_of(input), &steps));
-            assert_close(&what, data_of(&cpu), &got, tol);
+            let got = both(&what, |e| emu_color(e, &data_of(input), &steps));
+            assert_close(&what, &data_of(&cpu), &got, tol);
         }
         // All four steps fused, against the four CPU stages in a row.
         let mut v = cam.clone();
@@ -763,8 +764,8 @@ fn color_pipeline_matches_cpu_stages() {
             srgb_lut: Some(srgb.clone()),
         };
         let what = format!("color_pipeline_f32 fused on {w}x{h}");
-        let got = both(&what, |e| emu_color(e, data_of(&cam), &steps));
-        assert_close(&what, data_of(&v), &got, 1e-4);
+        let got = both(&what, |e| emu_color(e, &data_of(&cam), &steps));
+        assert_close(&what, &data_of(&v), &got, 1e-4);
     }
     report("color_pipeline_matches_cpu_stages");
 }
@@ -865,13 +866,13 @@ fn classical_chain_matches_cpu_stages() {
         let what = format!("classical chain on {label}");
         let got = both(&what, |e| {
             let prepped = Mosaic {
-                data: emu_raw_prep(e, &m, &prep)?,
+                data: emu_raw_prep(e, &m, &prep)?.into(),
                 ..m.clone()
             };
             let rgb = emu_demosaic(e, "demosaic_mhc_f32", &prepped)?;
             emu_color(e, &rgb, &steps)
         });
-        assert_close(&what, data_of(&cpu), &got, 1e-4);
+        assert_close(&what, &data_of(&cpu), &got, 1e-4);
     }
     report("classical_chain_matches_cpu_stages");
 }
@@ -906,7 +907,7 @@ impl SegmentDevice for EmuDevice {
         let e = &self.0;
         let run = || -> R<Vec<f32>> {
             let prepped = Mosaic {
-                data: emu_raw_prep(e, m, &chain.prep)?,
+                data: emu_raw_prep(e, m, &chain.prep)?.into(),
                 ..m.clone()
             };
             let rgb = match chain.demosaic {

@@ -171,10 +171,10 @@ fn images_linear() -> Vec<(String, Value)> {
         .collect()
 }
 
-fn data_of(v: &Value) -> &[f32] {
+fn data_of(v: &Value) -> std::borrow::Cow<'_, [f32]> {
     match v {
-        Value::Mosaic(m) => &m.data,
-        Value::Image(i) => &i.data,
+        Value::Mosaic(m) => m.data.f32(),
+        Value::Image(i) => std::borrow::Cow::Borrowed(&i.data),
         other => panic!("unexpected value {other:?}"),
     }
 }
@@ -193,7 +193,7 @@ fn check(op: &str, params: serde_json::Value, label: &str, input: Value, tol: f3
     let (a, b) = (data_of(&cpu), data_of(&gpu));
     assert_eq!(a.len(), b.len());
     let (mut worst, mut at) = (0f32, 0usize);
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+    for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
         let d = (x - y).abs();
         if d > worst || d.is_nan() {
             worst = d;
@@ -595,7 +595,7 @@ mod device_only {
             let (rgb, t) = chain.run(m).unwrap();
             let worst = rgb
                 .iter()
-                .zip(data_of(&v))
+                .zip(data_of(&v).iter())
                 .map(|(a, b)| (a - b).abs())
                 .fold(0f32, f32::max);
             eprintln!("fused chain on {label}: max diff {worst:.2e}, {t:?}");

@@ -176,7 +176,7 @@ fn linear_raw_and_bad_tiles_are_refused() {
     };
     assert!(rawgraph::raw::dng_write::encode_dng(&f, &opts).is_err());
     f.meta.layout = rawgraph::raw::PixelLayout::LinearRgb;
-    f.data = vec![0.0; 16 * 16 * 3];
+    f.data = vec![0.0; 16 * 16 * 3].into();
     let e = rawgraph::raw::dng_write::encode_dng(&f, &DngOptions::default()).unwrap_err();
     assert!(e.to_string().contains("Bayer"), "{e}");
 }

@@ -155,7 +155,7 @@ fn calibrate_lsc_fits_the_injected_map_and_the_op_flattens_the_flat() {
         let bl = stages::compile("black_level", serde_json::Value::Null).unwrap();
         let v = graph::exec::frame_to_value(frame).unwrap();
         match bl.run_cpu(&RunCtx { stage_id: "bl" }, vec![v]).unwrap() {
-            Value::Mosaic(m) => flatness(&m.data, w, h),
+            Value::Mosaic(m) => flatness(&m.data.f32(), w, h),
             _ => unreachable!(),
         }
     };

@@ -448,7 +448,7 @@ fn learned_stage_runs_and_checks_params() {
             width: w,
             height: h,
             cfa,
-            data: vec![0.5; w * h],
+            data: vec![0.5; w * h].into(),
             scale: MosaicScale::Normalized,
             wb_applied: Some([1.0; 3]),
             meta: Arc::new(RawMeta::bayer("test", w, h, cfa)),

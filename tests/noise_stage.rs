@@ -209,7 +209,7 @@ fn degenerate_frames_never_nan_or_panic() {
     let mut k = 0u64;
     let uni = frame_from(256, 256, |_, _| 0.0);
     let mut uni = uni;
-    for v in uni.data.iter_mut() {
+    for v in uni.data.f32_mut().iter_mut() {
         k = k
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -401,7 +401,7 @@ fn estimator_split_half_consistency_on_p9() {
     };
     let (_, f) = &frames[0];
     let (w, h) = (f.meta.width, f.meta.height);
-    let norm: Vec<f32> = f.data.iter().map(|v| v / 1023.0).collect();
+    let norm: Vec<f32> = f.data.f32().iter().map(|v| v / 1023.0).collect();
     let half = |y0: usize| -> NoiseProfile {
         let d = &norm[y0 * w..(y0 + h / 2) * w];
         estimate(d, w, h / 2, CfaPattern::Rggb, &EstimatorParams::default())

@@ -35,7 +35,15 @@ fn check(spec: NoiseSpec, bits: u32, seed: u64) {
     });
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flat.dng");
-    write_dng(&RawFrame { meta, data }, &path, &DngOptions::default()).unwrap();
+    write_dng(
+        &RawFrame {
+            meta,
+            data: data.into(),
+        },
+        &path,
+        &DngOptions::default(),
+    )
+    .unwrap();
     let back = decode_file(&path, 100.0, 1 << 30).unwrap();
     let np = back.meta.noise_profile.expect("noise profile read back");
     assert_eq!((np.a[1], np.b[1]), (p.shot, p.read));
@@ -50,7 +58,7 @@ fn check(spec: NoiseSpec, bits: u32, seed: u64) {
         if x + 5.0 * sd > 1.0 || x - 5.0 * sd < -(p.black as f64) / range {
             continue;
         }
-        let v: Vec<f64> = back.data[k * BAND * W..(k + 1) * BAND * W]
+        let v: Vec<f64> = back.data.f32()[k * BAND * W..(k + 1) * BAND * W]
             .iter()
             .map(|&dn| (dn as f64 - p.black as f64) / range)
             .collect();

@@ -158,7 +158,7 @@ fn convert_outputs(out: graph::RunOutput, bits: u8) -> rawgraph::Result<Ran> {
             Value::Image(img) => OutData::Array(image_data(img, bits)),
             Value::Encoded(e) => OutData::Array(encoded_data(e.clone())),
             Value::Mosaic(m) => OutData::Array(ArrayData {
-                pixels: Pixels::F32(m.data.clone()),
+                pixels: Pixels::F32(m.data.clone().into_f32()),
                 shape: vec![m.height, m.width],
             }),
             Value::Scalar(s) => OutData::Scalar(*s),

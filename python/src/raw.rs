@@ -7,6 +7,7 @@ use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyMemoryView};
 
+use rawgraph::frame::SensorSamples;
 use rawgraph::input::{self, Limits};
 use rawgraph::output::Versioned;
 use rawgraph::raw::dng_write::{encode_dng, write_dng, DngOptions};
@@ -250,7 +251,10 @@ pub fn from_bayer(
             .map_err(|_| invalid(py, "cam_to_srgb must be a 3x3 matrix"))?;
         meta.cam_to_srgb = Some(m);
     }
-    let frame = RawFrame { meta, data };
+    let frame = RawFrame {
+        meta,
+        data: data.into(),
+    };
     frame.validate().py_err(py)?;
     Ok(RawImage {
         frame: Arc::new(frame),
@@ -277,11 +281,13 @@ impl RawImage {
     fn mosaic<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let f = self.frame.clone();
         let data = py.detach(move || {
-            let v: Vec<u16> = f
-                .data
-                .iter()
-                .map(|&x| x.round().clamp(0.0, 65535.0) as u16)
-                .collect();
+            let v: Vec<u16> = match &f.data {
+                SensorSamples::U16(v) => v.clone(),
+                SensorSamples::F32(v) => v
+                    .iter()
+                    .map(|&x| x.round().clamp(0.0, 65535.0) as u16)
+                    .collect(),
+            };
             let m = &f.meta;
             let shape = match m.samples_per_pixel() {
                 1 => vec![m.height, m.width],

@@ -75,7 +75,7 @@ pub fn make_tile_2d_in(
         .collect();
     for ty in 0..th {
         let sy = reflect(y0 as isize + ty as isize - halo as isize, h);
-        let src = &m.data[sy * m.width..(sy + 1) * m.width];
+        let src = m.data.f32_range(sy * m.width, m.width);
         let dst = &mut data[ty * tw..(ty + 1) * tw];
         if x0 >= halo && x1 + halo <= m.width {
             dst.copy_from_slice(&src[x0 - halo..x1 + halo]);
@@ -106,9 +106,9 @@ pub fn make_tile(m: &Mosaic, y0: usize, y1: usize, halo: usize) -> Tile {
     let mut data = vec![0f32; tw * th];
     for ty in 0..th {
         let sy = reflect(y0 as isize + ty as isize - halo as isize, h);
-        let src = &m.data[sy * m.width..(sy + 1) * m.width];
+        let src = m.data.f32_range(sy * m.width, m.width);
         let dst = &mut data[ty * tw..(ty + 1) * tw];
-        dst[halo..halo + m.width].copy_from_slice(src);
+        dst[halo..halo + m.width].copy_from_slice(&src);
         for k in 0..halo {
             dst[halo - 1 - k] = src[reflect(-(k as isize) - 1, w)];
             dst[halo + m.width + k] = src[reflect(w + k as isize, w)];
@@ -376,7 +376,7 @@ mod tests {
                 width: 2,
                 height: 2,
                 cfa,
-                data: vec![1.0, 2.0, 3.0, 4.0],
+                data: vec![1.0, 2.0, 3.0, 4.0].into(),
                 ..(*m).clone()
             };
             for halo in [2usize, 12] {

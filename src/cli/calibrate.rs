@@ -254,9 +254,14 @@ fn run_noise(a: NoiseCalibArgs) -> Result<i32> {
             max_blocks: usize::MAX,
             ..EstimatorParams::default()
         };
-        let fit =
-            raw_estimator::estimate(&mosaic.data, mosaic.width, mosaic.height, mosaic.cfa, &ep)
-                .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        let fit = raw_estimator::estimate(
+            &mosaic.data.f32(),
+            mosaic.width,
+            mosaic.height,
+            mosaic.cfa,
+            &ep,
+        )
+        .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
         let name = display_name(path);
         print_fit(&name, iso, &fit);
         frames.push(Measured { name, iso, fit });
@@ -398,7 +403,7 @@ pub fn fit_flat(m: &Mosaic, rows: usize, cols: usize) -> std::result::Result<Fla
             let mut totals = vec![0usize; 4 * nbh];
             let mut clipped = 0usize;
             for y in (0..h).filter(|&y| by[y] == bi) {
-                let row = &m.data[y * w..(y + 1) * w];
+                let row = m.data.f32_range(y * w, w);
                 for (x, &v) in row.iter().enumerate() {
                     let k = lens_shading::site_colour(m.cfa, y & 1, x & 1) * nbh + bx[x];
                     totals[k] += 1;

@@ -109,7 +109,7 @@ fn run_raw(path: &Path, a: &NoiseArgs) -> Result<()> {
     }
     let m = super::calibrate::normalised_mosaic(frame)?;
     let fit = raw_estimator::estimate(
-        &m.data,
+        &m.data.f32(),
         m.width,
         m.height,
         m.cfa,

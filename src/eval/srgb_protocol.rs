@@ -86,7 +86,7 @@ pub fn mosaic_of(img: &Rgb8, p: &SrgbProtocol, name: &str) -> Result<Mosaic> {
         width: w,
         height: h,
         cfa: p.cfa,
-        data,
+        data: data.into(),
         scale: MosaicScale::Normalized,
         wb_applied: Some([1.0; 3]),
         meta: Arc::new(meta),

@@ -13,9 +13,8 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::{ColorSpace, Image};
+use crate::memory::par_filled;
 use crate::raw::RawMeta;
 
 /// Bits per sample of a quantised image.
@@ -127,22 +126,11 @@ pub fn par_samples(
     chunk: usize,
     fill: impl Fn(usize, RowsOut) + Sync,
 ) -> Samples {
-    let chunk = chunk.max(1);
+    // Each chunk is zeroed by its own task just before `fill` (no serial
+    // pass over the whole output: 72 MB of fresh pages at 12 MP, 16-bit).
     match depth {
-        Depth::U8 => {
-            let mut out = vec![0u8; n];
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(i, o)| fill(i, RowsOut::U8(o)));
-            Samples::U8(out)
-        }
-        Depth::U16 => {
-            let mut out = vec![0u16; n];
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(i, o)| fill(i, RowsOut::U16(o)));
-            Samples::U16(out)
-        }
+        Depth::U8 => Samples::U8(par_filled(n, chunk, |i, o| fill(i, RowsOut::U8(o)))),
+        Depth::U16 => Samples::U16(par_filled(n, chunk, |i, o| fill(i, RowsOut::U16(o)))),
     }
 }
 

@@ -6,7 +6,7 @@
 //! - mosaic kernels only: every row through every member, in place;
 //! - mosaic kernels, a demosaic, image kernels: per strip of
 //!   output rows (the demosaic's `strip_rows`), the mirrored-halo tile is built from the
-//!   *input* rows run through the mosaic members, demosaiced straight into
+//!   *input* rows (integer samples widened to f32 on the way) run through the mosaic members, demosaiced straight into
 //!   the output planes, and the image members run on those rows while they
 //!   are in cache;
 //! - image kernels only: every band of rows through every member.
@@ -144,6 +144,7 @@ impl Segment {
             return;
         }
         m.data
+            .f32_mut()
             .par_chunks_mut(w * ROWS_PER_TASK)
             .enumerate()
             .for_each(|(chunk, rows)| {
@@ -293,7 +294,8 @@ impl Segment {
             for ty in carried..th {
                 let sy = reflect(y0 as isize + ty as isize - halo as isize, h as isize);
                 let dst = &mut data[ty * tw..(ty + 1) * tw];
-                dst[halo..halo + w].copy_from_slice(&m.data[sy * w..(sy + 1) * w]);
+                // u16 DN are widened here, row by row (exact).
+                m.data.copy_f32(sy * w, &mut dst[halo..halo + w]);
                 for (k, kern) in self.kernels[..dm].iter().enumerate() {
                     if let RowKernel::Mosaic(f) = kern {
                         let t0 = Instant::now();
@@ -408,4 +410,80 @@ impl Sink<'_> {
 #[inline]
 fn add(counter: &AtomicU64, t0: Instant) {
     counter.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::quantize::Depth;
+    use crate::frame::SensorSamples;
+    use crate::graph::{run, Pipeline, RunOptions};
+    use crate::raw::{CfaPattern, RawFrame};
+    use crate::synth::{demo_scene, mosaic_scene, CaptureParams};
+
+    /// Every output of `p` on `frame`, as bits (floats) or samples.
+    fn render(p: &Pipeline, frame: RawFrame, opts: &RunOptions) -> Vec<(String, Vec<u32>)> {
+        let out = run(p, frame, opts).unwrap();
+        out.outputs
+            .into_iter()
+            .map(|(id, v)| {
+                let bits = match v {
+                    Value::Image(i) => i.data.iter().map(|x| x.to_bits()).collect(),
+                    Value::Mosaic(m) => m.data.f32().iter().map(|x| x.to_bits()).collect(),
+                    Value::Encoded(e) => match &e.samples {
+                        Samples::U8(s) => s.iter().map(|&x| u32::from(x)).collect(),
+                        Samples::U16(s) => s.iter().map(|&x| u32::from(x)).collect(),
+                    },
+                    other => panic!("unexpected output {other:?}"),
+                };
+                (id, bits)
+            })
+            .collect()
+    }
+
+    /// Integer (u16) and float storage of the same DN give the same
+    /// pixels, fused (the tile rows widened as they are read) and unfused
+    /// (the first stage widening the frame), delivered or not.
+    #[test]
+    fn u16_and_f32_mosaics_render_identically() {
+        // A demosaic without a row kernel straight on the DN mosaic.
+        let dn_demosaic = "version: 1\nstages:\n  - { id: raw, op: raw_source }\n  \
+             - { id: dm, op: demosaic_rcd }\noutputs: [dm]\n";
+        let mut pipes: Vec<Pipeline> = ["default", "fast", "balanced", "preview"]
+            .iter()
+            .map(|n| Pipeline::resolve(n).unwrap())
+            .collect();
+        pipes.push(Pipeline::from_yaml(dn_demosaic, "dn.yaml").unwrap());
+        for (cfa, (w, h)) in [(CfaPattern::Grbg, (67, 45)), (CfaPattern::Rggb, (40, 34))] {
+            let p = CaptureParams {
+                cfa,
+                ..Default::default()
+            };
+            let ints = mosaic_scene(&demo_scene(w, h), &p, "t").unwrap();
+            assert!(matches!(ints.data, SensorSamples::U16(_)));
+            let floats = RawFrame {
+                meta: ints.meta.clone(),
+                data: ints.data.f32().into_owned().into(),
+            };
+            for pipe in &pipes {
+                for no_fuse in [false, true] {
+                    for deliver in [None, Some(Depth::U16)] {
+                        let opts = RunOptions {
+                            no_fuse,
+                            deliver,
+                            ..Default::default()
+                        };
+                        let a = render(pipe, ints.clone(), &opts);
+                        let b = render(pipe, floats.clone(), &opts);
+                        assert!(!a.is_empty());
+                        assert!(
+                            a == b,
+                            "{} {cfa:?} no_fuse {no_fuse} deliver {deliver:?}",
+                            pipe.name
+                        );
+                    }
+                }
+            }
+        }
+    }
 }

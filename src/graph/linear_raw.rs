@@ -94,6 +94,7 @@ pub fn to_image(frame: RawFrame) -> Result<Image> {
             ),
         ));
     }
+    let src = frame.data.f32();
     let mut data = vec![0f32; 3 * n];
     for y in 0..h {
         for x in 0..w {
@@ -101,7 +102,7 @@ pub fn to_image(frame: RawFrame) -> Result<Image> {
             let black = m.black.at(y, x);
             for c in 0..3 {
                 let range = (m.white[c] - black).max(1e-6);
-                data[c * n + i] = ((frame.data[3 * i + c] - black) / range).max(0.0);
+                data[c * n + i] = ((src[3 * i + c] - black) / range).max(0.0);
             }
         }
     }
@@ -155,7 +156,7 @@ mod tests {
         meta.black = crate::raw::BlackLevel::uniform(16.0);
         meta.white = [1023.0; 3];
         meta.wb_gains = gains;
-        let data = (0..w * h).flat_map(|_| rgb).collect();
+        let data = (0..w * h).flat_map(|_| rgb).collect::<Vec<f32>>().into();
         RawFrame { meta, data }
     }
 

@@ -24,6 +24,7 @@ use super::{
     Orientation, PixelLayout, Provenance, RawFrame, RawMeta, Rect,
 };
 use crate::error::{Error, Result};
+use crate::frame::SensorSamples;
 
 /// Builds rawler's camera table (its ~300 KB TOML, parsed once per
 /// process on the first decode: ~25 ms of one core) on a background thread,
@@ -66,8 +67,8 @@ pub fn decode_file(path: &Path, max_mp: f64, max_bytes: u64) -> Result<RawFrame>
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let frame = decode_owned(Arc::new(bytes), path, max_mp);
-    // The file's bytes and the integer pixels are gone; their pages would
-    // stay resident beside the frame (see `memory::release_freed`).
+    // The file's bytes are gone; their pages would stay resident beside
+    // the frame (see `memory::release_freed`).
     crate::memory::release_freed();
     frame
 }
@@ -78,8 +79,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, max_mp: f64) -> Result<RawFrame> 
 }
 
 /// Decodes a file's contents, which rawler reads in place (no copy); the
-/// decoded integer pixels are released as soon as they are widened to
-/// f32.
+/// decoded integer pixels become the frame's samples as they are (u16).
 fn decode_owned(file: Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<RawFrame> {
     let bytes: &[u8] = &file;
     let shown = path.display().to_string();
@@ -177,13 +177,11 @@ fn decode_owned(file: Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<RawFrame
         .checked_mul(h)
         .and_then(|v| v.checked_mul(spp))
         .ok_or_else(|| Error::decode(path, "dimensions overflow"))?;
-    let data: Vec<f32> = match &mut img.data {
-        RawImageData::Integer(v) => {
-            use rayon::prelude::*;
-            let v = std::mem::take(v);
-            v.par_iter().map(|&x| x as f32).collect()
-        }
-        RawImageData::Float(v) => std::mem::take(v),
+    // Integer samples stay u16 (no widening pass, half the memory); the
+    // stages widen them as they read them.
+    let data: SensorSamples = match &mut img.data {
+        RawImageData::Integer(v) => std::mem::take(v).into(),
+        RawImageData::Float(v) => std::mem::take(v).into(),
     };
     if data.len() < expected {
         return Err(Error::decode(
@@ -327,12 +325,7 @@ fn decode_owned(file: Arc<Vec<u8>>, path: &Path, max_mp: f64) -> Result<RawFrame
         .filter(|r| r.fits_in(w, h));
     if let Some(a) = active {
         if (a.x, a.y, a.width, a.height) != (0, 0, w, h) {
-            let mut out = Vec::with_capacity(a.width * a.height * spp);
-            for y in a.y..a.y + a.height {
-                let row = (y * w + a.x) * spp;
-                out.extend_from_slice(&frame_data[row..row + a.width * spp]);
-            }
-            frame_data = out;
+            frame_data = frame_data.window(w, spp, (a.x, a.y), (a.width, a.height));
             if let PixelLayout::Bayer(p) = meta.layout {
                 meta.layout = PixelLayout::Bayer(p.shifted(a.x, a.y));
             }
@@ -412,7 +405,7 @@ fn dng_default_scale(decoder: &(dyn rawler::decoders::Decoder + '_)) -> Option<f
 fn apply_opcode_list2(
     decoder: &(dyn rawler::decoders::Decoder + '_),
     meta: &mut RawMeta,
-    data: &mut [f32],
+    data: &mut SensorSamples,
     dims: (usize, usize, usize),
 ) {
     let Some(list) = opcode_list(decoder, rawler::tags::DngTag::OpcodeList2) else {
@@ -421,6 +414,8 @@ fn apply_opcode_list2(
     let (maps, other) = super::dng_opcodes::parse(&list);
     if !maps.is_empty() {
         let black = meta.black.clone();
+        // The polynomials give fractional DN: the samples become floats.
+        let data = data.f32_mut();
         super::dng_opcodes::apply(&maps, data, dims, &|y, x| black.at(y, x), meta.white);
         meta.provenance.white.push_str(&format!(
             "; OpcodeList2: {} MapPolynomial applied",
@@ -558,7 +553,7 @@ fn white_level(
     img: &rawler::RawImage,
     white: [f32; 3],
     format: Format,
-    data: &[f32],
+    data: &SensorSamples,
     hint: rawler::decoders::FormatHint,
 ) -> ([f32; 3], String) {
     if format == Format::KodakDc120 && white[0] <= 255.0 {
@@ -570,7 +565,7 @@ fn white_level(
         let jpeg = cfa.is_some_and(|c| {
             let mut any_odd = false;
             let mut over = false;
-            for (i, &v) in data.iter().enumerate() {
+            for (i, v) in (0..data.len()).filter_map(|i| Some((i, data.get(i)?))) {
                 over |= v > 255.0;
                 if c.color_at(i / w.max(1), i % w.max(1)) == 1 && (v as u32) & 1 == 1 {
                     any_odd = true;

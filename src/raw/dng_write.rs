@@ -44,6 +44,7 @@ use tiff::tags::Tag;
 use super::{BlackLevel, ColorMatrix, Illuminant, PixelLayout, RawFrame, RawMeta};
 use crate::color::{self, Mat3};
 use crate::error::{Error, Result};
+use crate::frame::SensorSamples;
 
 /// Denominator of the ColorMatrix SRATIONALs.
 pub const MATRIX_DENOM: i32 = 1_000_000;
@@ -346,11 +347,13 @@ pub fn encode_dng(frame: &RawFrame, opts: &DngOptions) -> Result<Vec<u8>> {
     if w > u32::MAX as usize || h > u32::MAX as usize {
         return Err(Error::invalid(format!("{src}: frame too large for TIFF")));
     }
-    let samples: Vec<u16> = frame
-        .data
-        .iter()
-        .map(|v| v.round().clamp(0.0, 65535.0) as u16)
-        .collect();
+    let samples: Vec<u16> = match &frame.data {
+        SensorSamples::U16(v) => v.clone(),
+        SensorSamples::F32(v) => v
+            .iter()
+            .map(|v| v.round().clamp(0.0, 65535.0) as u16)
+            .collect(),
+    };
     // Uncompressed samples are stored in 16 bits; a lossless JPEG's
     // precision is what the largest sample needs.
     let bits: u8 = match opts.compression {

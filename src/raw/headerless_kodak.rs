@@ -149,7 +149,10 @@ pub fn decode(bytes: &[u8], path: &Path, known: &KnownSize, max_mp: f64) -> Resu
             known.make, known.model
         ),
     };
-    let frame = RawFrame { meta, data };
+    let frame = RawFrame {
+        meta,
+        data: data.into(),
+    };
     frame.validate()?;
     Ok(frame)
 }

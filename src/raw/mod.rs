@@ -539,8 +539,9 @@ impl RawMeta {
 pub struct RawFrame {
     pub meta: RawMeta,
     /// Samples in DN, row-major; `samples_per_pixel` interleaved values per
-    /// pixel; len = width * height * samples_per_pixel.
-    pub data: Vec<f32>,
+    /// pixel; len = width * height * samples_per_pixel. Integer decoders
+    /// deliver `u16`, float DNGs and synthetic frames f32.
+    pub data: crate::frame::SensorSamples,
 }
 
 impl RawFrame {

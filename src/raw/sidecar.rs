@@ -254,7 +254,10 @@ pub fn decode_dump_bytes(
     meta.make = sidecar.make.clone().unwrap_or_default();
     meta.model = sidecar.model.clone().unwrap_or_default();
     meta.iso = sidecar.iso;
-    let frame = RawFrame { meta, data };
+    let frame = RawFrame {
+        meta,
+        data: data.into(),
+    };
     frame.validate()?;
     Ok(frame)
 }

@@ -231,7 +231,7 @@ impl Stage for DefectCorrect {
                 ctx.stage_id
             )));
         }
-        let src = &m.data;
+        let src = m.data.f32_mut();
         let thr = self.p.threshold;
         let (wi, hi) = (w as isize, h as isize);
         let neighbours = |x: usize, y: usize| -> [f32; 8] {
@@ -296,8 +296,9 @@ impl Stage for DefectCorrect {
                 }
             }
         }
+        let data = m.data.f32_mut();
         for (i, v) in fixes {
-            m.data[i] = v;
+            data[i] = v;
         }
         Ok(Value::Mosaic(m.into()))
     }
@@ -371,9 +372,9 @@ mod tests {
                 }
             }
             let out = run(serde_json::json!({}), mosaic(w, h, &|x, y| data[y * w + x])).unwrap();
-            assert_eq!(out.data, expect, "{w}x{h}");
+            assert_eq!(*out.data.f32(), *expect, "{w}x{h}");
             if w * h > 1000 {
-                assert_ne!(out.data, data, "{w}x{h}: nothing was fixed");
+                assert_ne!(*out.data.f32(), *data, "{w}x{h}: nothing was fixed");
             }
         }
     }
@@ -413,13 +414,13 @@ mod tests {
         let cfa = CfaPattern::ALL[0];
         let flat = move |x: usize, y: usize| [0.3f32, 0.5, 0.2][cfa.color_at(y, x)];
         let mut m = mosaic(40, 30, &flat);
-        m.data[10 * 40 + 11] = 1.0; // hot
-        m.data[20 * 40 + 20] = 0.0; // dead
-        m.data[0] = 0.9; // hot in the corner
+        m.data.f32_mut()[10 * 40 + 11] = 1.0; // hot
+        m.data.f32_mut()[20 * 40 + 20] = 0.0; // dead
+        m.data.f32_mut()[0] = 0.9; // hot in the corner
         let out = run(serde_json::Value::Null, m).unwrap();
         for y in 0..30 {
             for x in 0..40 {
-                assert_eq!(out.data[y * 40 + x], flat(x, y), "({x},{y})");
+                assert_eq!(out.data.f32()[y * 40 + x], flat(x, y), "({x},{y})");
             }
         }
     }
@@ -455,7 +456,7 @@ mod tests {
             bad.insert((rnd() * (w * h) as f32) as usize % (w * h));
         }
         for (k, &i) in bad.iter().enumerate() {
-            m.data[i] = if k % 2 == 0 { 0.6 + 0.4 * rnd() } else { 0.0 };
+            m.data.f32_mut()[i] = if k % 2 == 0 { 0.6 + 0.4 * rnd() } else { 0.0 };
         }
         // Adjacent same-colour pairs: hot next to a brighter hot, dead
         // next to dead, hot next to dead.
@@ -464,19 +465,19 @@ mod tests {
             (80 * w + 81, 0.0, 0.0),
             (120 * w + 9, 1.0, 0.0),
         ] {
-            m.data[i] = a;
-            m.data[i + 2] = b;
+            m.data.f32_mut()[i] = a;
+            m.data.f32_mut()[i + 2] = b;
             bad.insert(i);
             bad.insert(i + 2);
         }
         let out = run(serde_json::Value::Null, m).unwrap();
-        for (i, (&o, &c)) in out.data.iter().zip(&clean).enumerate() {
+        for (i, (&o, &c)) in out.data.f32().iter().zip(&clean).enumerate() {
             let d = (o - c).abs();
             if bad.contains(&i) {
                 assert!(
                     d < 8.0 * dn,
                     "defect {i} not fixed: {} vs {}",
-                    out.data[i],
+                    out.data.f32()[i],
                     clean[i]
                 );
             } else {
@@ -491,12 +492,12 @@ mod tests {
         let path = dir.path().join("bad.txt");
         std::fs::write(&path, "5 5\n").unwrap();
         let mut m = mosaic(16, 16, &|_, _| 0.4);
-        m.data[5 * 16 + 5] = 0.43; // below the dynamic threshold
-        m.data[9 * 16 + 9] = 0.43;
+        m.data.f32_mut()[5 * 16 + 5] = 0.43; // below the dynamic threshold
+        m.data.f32_mut()[9 * 16 + 9] = 0.43;
         let p = serde_json::json!({ "map": path });
         let out = run(p, m).unwrap();
-        assert_eq!(out.data[5 * 16 + 5], 0.4);
-        assert_eq!(out.data[9 * 16 + 9], 0.43);
+        assert_eq!(out.data.f32()[5 * 16 + 5], 0.4);
+        assert_eq!(out.data.f32()[9 * 16 + 9], 0.43);
         let big = dir.path().join("big.txt");
         std::fs::write(&big, "16 0\n").unwrap();
         let m = mosaic(16, 16, &|_, _| 0.4);

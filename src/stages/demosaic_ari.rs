@@ -961,7 +961,7 @@ mod tests {
         let cfa = CfaPattern::Grbg;
         let norm = run(mosaic_of(&scene, 40, 30, cfa));
         let mut m = mosaic_of(&scene, 40, 30, cfa);
-        m.data.iter_mut().for_each(|v| *v *= 4000.0);
+        m.data.f32_mut().iter_mut().for_each(|v| *v *= 4000.0);
         m.scale = MosaicScale::Dn;
         let mut meta = (*m.meta).clone();
         meta.white = [4000.0; 3];
@@ -1041,7 +1041,7 @@ mod tests {
         };
         for cfa in CfaPattern::ALL {
             let m = mosaic_of(&scene, 33, 21, cfa);
-            let raw = m.data.clone();
+            let raw = m.data.clone().into_f32();
             let img = run(m);
             let p = img.planes();
             for y in 0..21 {

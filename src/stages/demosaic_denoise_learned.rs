@@ -116,11 +116,12 @@ impl DemosaicDenoiseLearned {
 
 /// Per-pixel std from a Poisson-Gaussian model: sqrt(a_c·max(x, 0) + b_c).
 fn std_map(m: &Mosaic, p: &NoiseProfile) -> Vec<f32> {
-    let mut out = vec![0.0f32; m.data.len()];
+    let data = m.data.f32();
+    let mut out = vec![0.0f32; data.len()];
     for (y, row) in out.chunks_mut(m.width.max(1)).enumerate() {
         for (x, o) in row.iter_mut().enumerate() {
             let c = m.cfa.color_at(y, x);
-            let v = m.data[y * m.width + x].max(0.0) as f64;
+            let v = data[y * m.width + x].max(0.0) as f64;
             *o = (p.a[c] * v + p.b[c]).max(0.0).sqrt() as f32;
         }
     }
@@ -165,7 +166,7 @@ impl Stage for DemosaicDenoiseLearned {
             .unwrap_or_else(|| self.model.default_tile());
         let out = self
             .model
-            .run(&m.data, m.height, m.width, cfa, noise, tile)?;
+            .run(&m.data.f32(), m.height, m.width, cfa, noise, tile)?;
         Ok(Value::Image(
             Image {
                 width: m.width,

@@ -663,7 +663,7 @@ mod tests {
         };
         let cfa = CfaPattern::ALL[2];
         let m = mosaic_of(&scene, 33, 21, cfa);
-        let raw = m.data.clone();
+        let raw = m.data.clone().into_f32();
         let img = run(m);
         let p = img.planes();
         for y in 0..21 {

@@ -146,7 +146,7 @@ fn model(m: &Mosaic, noise: Option<&Value>) -> Result<(NoiseProfile, &'static st
         white: m.wb_applied.unwrap_or([1.0; 3]),
         ..EstimatorParams::default()
     };
-    let fit = raw_estimator::estimate(&m.data, m.width, m.height, m.cfa, &ep)?;
+    let fit = raw_estimator::estimate(&m.data.f32(), m.width, m.height, m.cfa, &ep)?;
     Ok((fit.profile, "estimate"))
 }
 
@@ -172,13 +172,14 @@ fn pack(m: &Mosaic, vst: &[Vst; 4], pad: usize) -> [Vec<f32>; 4] {
     let (hw, hh) = (m.width / 2, m.height / 2);
     let (pw, ph) = (hw + 2 * pad, hh + 2 * pad);
     let w = m.width;
+    let data = m.data.f32();
     std::array::from_fn(|k| {
         let (dy, dx) = (k / 2, k % 2);
         let v = vst[k];
         let mut out = vec![0f32; pw * ph];
         out.par_chunks_mut(pw).enumerate().for_each(|(py, row)| {
             let sy = mirror(py as isize - pad as isize, hh);
-            let src = &m.data[(2 * sy + dy) * w..];
+            let src = &data[(2 * sy + dy) * w..];
             for (px, o) in row.iter_mut().enumerate() {
                 let sx = mirror(px as isize - pad as isize, hw);
                 *o = v.forward(src[2 * sx + dx]);
@@ -399,6 +400,7 @@ fn denoise(m: &mut Mosaic, prof: &NoiseProfile, p: &Params) -> Option<f64> {
     let results: Vec<([Vec<f32>; 4], f64)> = tiles.par_iter().map(|&t| nlm_tile(&cx, t)).collect();
     drop(planes);
     let w = m.width;
+    let data = m.data.f32_mut();
     let mut resid = 0f64;
     for (&Tile { y0, x0, th, tw }, (out, r)) in tiles.iter().zip(&results) {
         resid += r;
@@ -406,7 +408,7 @@ fn denoise(m: &mut Mosaic, prof: &NoiseProfile, p: &Params) -> Option<f64> {
             let (dy, dx) = (k / 2, k % 2);
             let v = vst[k];
             for r in 0..th {
-                let row = &mut m.data[(2 * (y0 + r) + dy) * w..];
+                let row = &mut data[(2 * (y0 + r) + dy) * w..];
                 for (i, &d) in plane[r * tw..][..tw].iter().enumerate() {
                     row[2 * (x0 + i) + dx] = v.inverse(d);
                 }
@@ -455,7 +457,7 @@ impl Stage for DenoiseProfiled {
                 m.height
             )));
         }
-        if m.data.par_iter().any(|v| !v.is_finite()) {
+        if m.data.f32_mut().par_iter().any(|v| !v.is_finite()) {
             return Err(Error::invalid(
                 "denoise_profiled: the mosaic holds NaN or infinite samples",
             ));
@@ -570,7 +572,7 @@ mod tests {
                 mosaic(noisy.clone(), w, h, cfa, Some(prof)),
                 serde_json::Value::Null,
             );
-            let (before, after) = (rms(&noisy, &clean), rms(&out.data, &clean));
+            let (before, after) = (rms(&noisy, &clean), rms(&out.data.f32(), &clean));
             assert!(after < before / 2.5, "{cfa:?}: rms {before} -> {after}");
             // The residual profile is lower than the sensor's.
             let rp = out.meta.noise_profile.unwrap();
@@ -611,10 +613,10 @@ mod tests {
                 mosaic(data.clone(), w, h, CfaPattern::Rggb, Some(prof)),
                 serde_json::Value::Null,
             );
-            let mean = out.data.iter().map(|&v| v as f64).sum::<f64>() / (w * h) as f64;
+            let mean = out.data.f32().iter().map(|&v| v as f64).sum::<f64>() / (w * h) as f64;
             let rel = mean / x as f64 - 1.0;
             assert!(rel.abs() < 0.005, "{counts} counts: mean off by {rel}");
-            assert!(rms(&out.data, &clean) < rms(&data, &clean) / 3.0);
+            assert!(rms(&out.data.f32(), &clean) < rms(&data, &clean) / 3.0);
         }
     }
 
@@ -630,7 +632,7 @@ mod tests {
             mosaic(noisy.clone(), w, h, cfa, None),
             serde_json::json!({"profile_out": "clear"}),
         );
-        assert!(rms(&est.data, &clean) < before / 2.0);
+        assert!(rms(&est.data.f32(), &clean) < before / 2.0);
         assert!(est.meta.noise_profile.is_none());
         // A noise input with a tiny model barely changes the frame.
         let tiny = crate::frame::NoiseEstimate {
@@ -656,7 +658,7 @@ mod tests {
             )
             .unwrap();
         let Value::Mosaic(out) = out else { panic!() };
-        assert!(rms(&out.data, &noisy) < before / 10.0);
+        assert!(rms(&out.data.f32(), &noisy) < before / 10.0);
     }
 
     #[test]
@@ -675,10 +677,10 @@ mod tests {
                 serde_json::Value::Null,
             );
             assert_eq!(out.data.len(), w * h);
-            assert!(out.data.iter().all(|v| v.is_finite()));
+            assert!(out.data.f32().iter().all(|v| v.is_finite()));
             if w % 2 == 1 {
                 for y in 0..h {
-                    assert_eq!(out.data[y * w + w - 1], data[y * w + w - 1]);
+                    assert_eq!(out.data.f32()[y * w + w - 1], data[y * w + w - 1]);
                 }
             }
         }
@@ -693,7 +695,7 @@ mod tests {
             mosaic(clean.clone(), w, h, CfaPattern::Rggb, Some(zero)),
             serde_json::Value::Null,
         );
-        assert_eq!(out.data, clean);
+        assert_eq!(*out.data.f32(), *clean);
         // NaN, a DN-scale mosaic and bad params are typed errors.
         let st = compile(serde_json::Value::Null).unwrap();
         let ctx = RunCtx { stage_id: "dn" };

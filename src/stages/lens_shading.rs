@@ -691,7 +691,7 @@ mod tests {
 
     fn run(stage: &LensShading, v: Value) -> Result<Vec<f32>> {
         match stage.run_cpu(&RunCtx { stage_id: "lsc" }, vec![v])? {
-            Value::Mosaic(m) => Ok(m.data.clone()),
+            Value::Mosaic(m) => Ok(m.data.clone().into_f32()),
             _ => panic!("not a mosaic"),
         }
     }
@@ -726,7 +726,7 @@ mod tests {
             let Value::Mosaic(m) = &input else {
                 unreachable!()
             };
-            let raw = flatness(&m.data, 0.5);
+            let raw = flatness(&m.data.f32(), 0.5);
             assert!(raw > 0.4, "{cfa:?}: the test frame is vignetted ({raw})");
             let after = flatness(&run(&stage, input).unwrap(), 0.5);
             assert!(after < 0.01, "{cfa:?} {w}x{h}: max error {after}");
@@ -934,7 +934,7 @@ mod tests {
                 width: w,
                 height: h,
                 cfa,
-                data: vec![0.1; w * h],
+                data: vec![0.1; w * h].into(),
                 scale,
                 wb_applied: wb,
                 meta: Arc::new(meta.clone()),

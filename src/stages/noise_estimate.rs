@@ -165,7 +165,7 @@ impl Stage for NoiseEstimateStage {
                 white: m.wb_applied.unwrap_or([1.0; 3]),
                 ..EstimatorParams::default()
             };
-            let fit = raw_estimator::estimate(&m.data, m.width, m.height, m.cfa, &ep)?;
+            let fit = raw_estimator::estimate(&m.data.f32(), m.width, m.height, m.cfa, &ep)?;
             let mut s = "estimate".to_string();
             if !fit.notes.is_empty() {
                 s.push_str(&format!(" ({})", fit.notes.join("; ")));
@@ -209,7 +209,7 @@ impl Stage for NoiseEstimateStage {
             }
         };
         let (mw, mh, map) =
-            raw_estimator::sigma_map(&m.data, m.width, m.height, m.cfa, &prof, self.p.tile);
+            raw_estimator::sigma_map(&m.data.f32(), m.width, m.height, m.cfa, &prof, self.p.tile);
         Ok(Value::Noise(Arc::new(NoiseEstimate {
             profile: prof,
             source,

@@ -191,6 +191,7 @@ pub fn run_mosaic_rows(m: &mut Mosaic, f: &MosaicRowFn) {
         return;
     }
     m.data
+        .f32_mut()
         .par_chunks_mut(w * super::ROWS_PER_TASK)
         .enumerate()
         .for_each(|(chunk, rows)| {

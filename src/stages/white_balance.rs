@@ -89,8 +89,8 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
 /// Gray-world multipliers (G = 1) from the unsaturated photosites.
 pub fn gray_world(m: &Mosaic) -> [f32; 3] {
     let (w, cfa) = (m.width, m.cfa);
-    let sums = m
-        .data
+    let data = m.data.f32();
+    let sums = data
         .par_chunks(w)
         .enumerate()
         .map(|(y, row)| {

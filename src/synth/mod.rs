@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 use crate::color::{self, Mat3};
 use crate::error::{Error, Result};
+use crate::frame::SensorSamples;
 use crate::raw::{
     BlackLevel, CfaPattern, ColorMatrix, Illuminant, NoiseProfile, RawFrame, RawMeta,
 };
@@ -182,6 +183,8 @@ pub fn camera_response(xyz_to_cam: &Mat3) -> Result<(Mat3, [f32; 3])> {
 }
 
 /// Turns a linear sRGB image into a raw Bayer capture (see module docs).
+/// The samples are whole DN; up to 16 bits they are held as `u16`, as a
+/// decoded camera raw's are.
 pub fn mosaic_scene(img: &LinearImage, p: &CaptureParams, source: &str) -> Result<RawFrame> {
     let (w, h) = (img.width, img.height);
     if w < 2 || h < 2 || img.data.len() != 3 * w * h {
@@ -229,6 +232,15 @@ pub fn mosaic_scene(img: &LinearImage, p: &CaptureParams, source: &str) -> Resul
     meta.make = "rawgraph".into();
     meta.model = "synthetic".into();
     meta.iso = Some(100);
+    // Whole numbers in 0..=white: exact in u16 when white fits.
+    let data: SensorSamples = if white <= f32::from(u16::MAX) {
+        data.par_iter()
+            .map(|&v| v as u16)
+            .collect::<Vec<u16>>()
+            .into()
+    } else {
+        data.into()
+    };
     let frame = RawFrame { meta, data };
     frame.validate()?;
     Ok(frame)
@@ -248,7 +260,8 @@ mod tests {
         let a = mosaic_scene(&scene, &p, "t").unwrap();
         let b = mosaic_scene(&scene, &p, "t").unwrap();
         assert_eq!(a.data, b.data);
-        assert!(a.data.iter().all(|v| (256.0..=4095.0).contains(v)));
+        assert!(matches!(a.data, SensorSamples::U16(_)));
+        assert!(a.data.f32().iter().all(|v| (256.0..=4095.0).contains(v)));
         let wb = a.meta.wb_gains.unwrap();
         assert!(wb[0] > 1.0 && wb[2] > 1.0, "{wb:?}");
     }

@@ -672,7 +672,10 @@ pub fn unprocess(img: &SrgbInput, p: &SynthParams) -> Result<SynthCapture> {
     let data = noisy_quantised(&clean, w, p.shot, p.read, p.black, p.white, p.seed);
     let meta = capture_meta(p);
     let ideal = ideal_rendering(&truth, &meta)?;
-    let frame = RawFrame { meta, data };
+    let frame = RawFrame {
+        meta,
+        data: data.into(),
+    };
     frame.validate()?;
     Ok(SynthCapture {
         params: p.clone(),

@@ -57,7 +57,7 @@ pub fn after_black_level(
 ) -> (Vec<f32>, Vec<f32>) {
     use rawgraph::stages::{self, RunCtx};
     let data = |v: &rawgraph::Value| match v {
-        rawgraph::Value::Mosaic(m) => m.data.clone(),
+        rawgraph::Value::Mosaic(m) => m.data.clone().into_f32(),
         _ => panic!("not a mosaic"),
     };
     let ctx = RunCtx { stage_id: "t" };

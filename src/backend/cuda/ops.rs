@@ -162,12 +162,12 @@ pub fn raw_prep(m: &mut Mosaic, p: &RawPrep) -> Result<DeviceTimes> {
     let (w, h) = dims(m.width, m.height)?;
     let mut clock = StageClock::default();
     let args = PrepArgs::new(dev, &mut clock, m, p)?;
-    let input = dev.upload(&mut clock, &m.data)?;
+    let input = dev.upload(&mut clock, m.data.f32_mut())?;
     let mut out = dev.zeros::<f32>(m.data.len())?;
     dev.kernel(&mut clock, |st| {
         args.launch(st, dev, &input, &mut out, w, h)
     })?;
-    dev.download(&mut clock, &out, &mut m.data)?;
+    dev.download(&mut clock, &out, m.data.f32_mut())?;
     clock.finish()
 }
 
@@ -326,7 +326,7 @@ pub fn demosaic(m: &Mosaic, method: DemosaicMethod) -> Result<(Vec<f32>, DeviceT
     let dev = device()?;
     let (w, h) = dims(m.width, m.height)?;
     let mut clock = StageClock::default();
-    let input = dev.upload(&mut clock, &m.data)?;
+    let input = dev.upload(&mut clock, &m.data.f32())?;
     let mut out = dev.zeros::<f32>(3 * m.data.len())?;
     dev.kernel(&mut clock, |st| {
         launch_demosaic(st, dev, method, &input, &mut out, (w, h, cfa_code(m.cfa)))
@@ -483,7 +483,7 @@ impl ClassicalChain {
         let prep = PrepArgs::new(dev, &mut consts, m, &self.prep)?;
         let color = ColorArgs::new(dev, &mut consts, &self.color)?;
         let mut raw = StageClock::default();
-        let input = dev.upload(&mut raw, &m.data)?;
+        let input = dev.upload(&mut raw, &m.data.f32())?;
         let mosaic = dev.zeros::<f32>(n)?;
         let rgb = dev.zeros::<f32>(3 * n)?;
         dev.sync()?;

@@ -277,6 +277,7 @@ fn predicted_level(nb: &[[f32; FLAT_SIDE]; FLAT_SIDE]) -> Option<f32> {
 pub fn flat_residuals(m: &Mosaic) -> Vec<f32> {
     let (w, h) = (m.width, m.height);
     let r = FLAT_RADIUS;
+    let data = m.data.f32();
     let mut out = vec![0f32; w * h];
     out.par_chunks_mut(w.max(1))
         .enumerate()
@@ -291,12 +292,12 @@ pub fn flat_residuals(m: &Mosaic) -> Vec<f32> {
                     for (i, v) in nrow.iter_mut().enumerate() {
                         let sx = x as isize + 2 * (i as isize - r);
                         if (i as isize, j as isize) != (r, r) && sx >= 0 && sx < w as isize {
-                            *v = m.data[sy as usize * w + sx as usize];
+                            *v = data[sy as usize * w + sx as usize];
                         }
                     }
                 }
                 if let Some(p) = predicted_level(&nb).filter(|&p| p > 1e-4) {
-                    *o = m.data[y * w + x] / p - 1.0;
+                    *o = data[y * w + x] / p - 1.0;
                 }
             }
         });
@@ -339,14 +340,21 @@ impl Detector {
     pub fn add_dark(&mut self, m: &Mosaic) -> std::result::Result<FrameStats, String> {
         self.check(m)?;
         let site = sites(m);
-        let mut stats = site_stats(&m.data, m.width, site, self.sigma, DARK_FLOOR);
+        let mut stats = site_stats(&m.data.f32(), m.width, site, self.sigma, DARK_FLOOR);
         if let Some(c) = (0..4).find(|&c| stats.median[c] > DARK_MAX_LEVEL) {
             return Err(format!(
                 "not a dark frame: the {} sites' median is {:.4} of white (> {DARK_MAX_LEVEL}; lens cap on?)",
                 COLOURS[c], stats.median[c]
             ));
         }
-        flag_outliers(&m.data, m.width, site, &mut stats, &mut self.hot, None);
+        flag_outliers(
+            &m.data.f32(),
+            m.width,
+            site,
+            &mut stats,
+            &mut self.hot,
+            None,
+        );
         self.darks += 1;
         Ok(stats)
     }
@@ -356,7 +364,7 @@ impl Detector {
     pub fn add_flat(&mut self, m: &Mosaic) -> std::result::Result<FrameStats, String> {
         self.check(m)?;
         let site = sites(m);
-        let levels = site_stats(&m.data, m.width, site, 0.0, 0.0).median;
+        let levels = site_stats(&m.data.f32(), m.width, site, 0.0, 0.0).median;
         for (c, &level) in levels.iter().enumerate() {
             if level < FLAT_MIN_LEVEL {
                 return Err(format!(
