@@ -638,3 +638,63 @@ fn shipped_chains_run_fused_and_no_fuse_runs_every_stage_alone() {
             .all(|t| !t.id.ends_with(".deliver")));
     }
 }
+
+/// Segments that end in an image stencil (`sharpen`) or an encoder
+/// (`yuv_encode`) after the demosaic: the member joins the segment, and on
+/// every capture (all Bayer phases, odd sizes) at 1 and 3 threads the
+/// fused output equals the reference path's, float and delivered (8-bit
+/// images; a YUV frame stays the encoder's value).
+#[test]
+fn stencil_and_encoder_members_fuse_and_equal_no_fuse() {
+    let head =
+        "version: 1\nstages:\n  - { id: raw, op: raw_source }\n  - { id: bl, op: black_level }\n  \
+                - { id: wb, op: white_balance, params: { mode: auto, clip_highlights: true } }\n  \
+                - { id: dm, op: demosaic_bilinear }\n  - { id: cc, op: color_correct }\n  \
+                - { id: out, op: srgb_encode }\n";
+    for (tail, member) in [
+        (
+            "  - { id: sharp, op: sharpen, params: { amount: 0.8, radius: 1.3, threshold: 0.002 } }\n",
+            "sharp",
+        ),
+        (
+            "  - { id: sharp, op: sharpen, params: { amount: 0.5, radius: 0.3, threshold: 0.0, overshoot: 0.0 } }\n",
+            "sharp",
+        ),
+        (
+            "  - { id: yuv, op: yuv_encode, params: { matrix: bt709, range: limited, format: nv12 } }\n",
+            "yuv",
+        ),
+        (
+            "  - { id: yuv, op: yuv_encode, params: { matrix: bt2020, range: full, format: p010 } }\n",
+            "yuv",
+        ),
+    ] {
+        let p = Pipeline::from_yaml(&format!("{head}{tail}"), "t.yaml").unwrap();
+        for c in CASES {
+            let fused = graph::run(&p, capture(c), &RunOptions::default()).unwrap();
+            let label = fused
+                .timings
+                .stages
+                .iter()
+                .find(|t| t.id == member)
+                .and_then(|t| t.fused.clone());
+            assert_eq!(label.as_deref(), Some(&*format!("bl+wb+dm+cc+out+{member}")), "{}", c.name);
+            let reference = render_with(&p, c, 3, true);
+            for threads in [1, 3] {
+                assert_eq!(render_with(&p, c, threads, false), reference, "{} {tail}", c.name);
+            }
+            let float8 = digests8(&outputs(&p, c, 1, &RunOptions::default()));
+            let opts = RunOptions {
+                deliver: Some(Depth::U8),
+                ..Default::default()
+            };
+            let delivered = outputs(&p, c, 2, &opts);
+            assert_eq!(digests8(&delivered), float8, "{} delivered", c.name);
+            if member == "yuv" {
+                let got: BTreeMap<String, Record> =
+                    delivered.iter().map(|(id, v)| (id.clone(), record(v))).collect();
+                assert_eq!(got, reference, "{} delivered", c.name);
+            }
+        }
+    }
+}

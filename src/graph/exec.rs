@@ -259,6 +259,7 @@ fn run_steps(
             {
                 if let (Some(depth), Some(&(last, _))) = (opts.deliver, covered.last()) {
                     if seg.out.space() == Some(ColorSpace::Srgb)
+                        && seg.makes_image()
                         && goes_to_output(p, &consumers, &steps, last, &seg.out)
                     {
                         seg.deliver = Some(depth);

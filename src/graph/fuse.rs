@@ -11,6 +11,12 @@
 //!   are in cache;
 //! - image kernels only: every band of rows through every member.
 //!
+//! A demosaicking segment may end in an image stencil (`sharpen`): each
+//! band then also demosaics the stencil's halo rows beyond its ends, keeps
+//! the strips of the members before the stencil while the stencil still
+//! needs them, and the stencil writes the band's output rows once their
+//! context below exists.
+//!
 //! Members run the same kernels as their unfused `run_cpu`, so the output
 //! is identical to the unfused path (checked by tests/golden.rs). Each
 //! member's time is measured per call and summed over threads; the
@@ -26,7 +32,7 @@ use crate::backend::cpu::{reflect, Tile};
 use crate::error::{Error, Result};
 use crate::frame::quantize::{par_samples, quantize_rows, Depth, EncodedImage, RowsOut, Samples};
 use crate::frame::{ColorSpace, Mosaic, Value};
-use crate::stages::row_kernel::{Header, RowKernel};
+use crate::stages::row_kernel::{Encoder, Header, RowKernel, RowSource};
 use crate::stages::{take_image, take_mosaic, ROWS_PER_TASK};
 
 /// Output rows per parallel work item of a demosaicking segment: a band
@@ -54,6 +60,10 @@ enum Shape {
     Mosaic,
     Demosaic,
     Image,
+    /// A demosaic segment ending in an image stencil.
+    Stencil,
+    /// A demosaic segment ending in an encoder.
+    Encode,
 }
 
 /// Which shape a run of kernels forms; `None` for an order the runner
@@ -66,6 +76,8 @@ fn classify<'a>(kernels: impl IntoIterator<Item = &'a RowKernel>) -> Option<Shap
             (Shape::Mosaic, RowKernel::Demosaic { .. }) => Shape::Demosaic,
             (Shape::Mosaic, RowKernel::Image(_)) if k == 0 => Shape::Image,
             (Shape::Demosaic | Shape::Image, RowKernel::Image(_)) => shape,
+            (Shape::Demosaic, RowKernel::Stencil { .. }) => Shape::Stencil,
+            (Shape::Demosaic, RowKernel::Encode(_)) => Shape::Encode,
             _ => return None,
         };
     }
@@ -73,6 +85,12 @@ fn classify<'a>(kernels: impl IntoIterator<Item = &'a RowKernel>) -> Option<Shap
 }
 
 impl Segment {
+    /// Whether the segment's value is an image (not an encoder's value),
+    /// which the runner may deliver as quantised samples.
+    pub fn makes_image(&self) -> bool {
+        !matches!(self.kernels.last(), Some(RowKernel::Encode(_)))
+    }
+
     /// Whether `next` may follow the kernels already here.
     pub fn accepts(&self, next: &RowKernel) -> bool {
         classify(self.kernels.iter().chain(std::iter::once(next))).is_some()
@@ -112,12 +130,13 @@ impl Segment {
                     Some(depth) => Value::Encoded(self.image_encoded(img, depth, &times).into()),
                 }
             }
-            Shape::Demosaic => {
+            Shape::Demosaic | Shape::Stencil | Shape::Encode => {
                 let Value::Mosaic(m) = input else {
                     return Err(Error::invalid("fused demosaic segment needs a mosaic"));
                 };
                 match self.run_demosaic(&m, &times, self.deliver) {
                     Pixels::Planes(data) => Value::Image(self.out.image(data).into()),
+                    Pixels::Value(v) => v,
                     Pixels::Samples(samples) => Value::Encoded(
                         EncodedImage {
                             width: m.width,
@@ -222,7 +241,14 @@ impl Segment {
                 strip_rows,
                 f,
             } if w > 0 && h > 0 => (*halo, (*strip_rows).max(2) & !1, f),
-            _ => return Pixels::empty(n, deliver),
+            _ => {
+                return match self.kernels.last() {
+                    Some(RowKernel::Encode(enc)) => Pixels::Value((enc.finish)(
+                        enc.planes.iter().map(|&(_, n)| vec![0; n]).collect(),
+                    )),
+                    _ => Pixels::empty(n, deliver),
+                }
+            }
         };
         let cut = Cut {
             halo,
@@ -230,6 +256,22 @@ impl Segment {
             band_rows: BAND_ROWS.div_ceil(strip) * strip,
         };
         let run = |i: usize, sink: Sink| self.demosaic_band(m, times, dm, cut, demosaic, i, sink);
+        if let Some(RowKernel::Encode(enc)) = self.kernels.last() {
+            // The encoder's planes, cut into the parts each band owns.
+            let mut planes: Vec<Vec<u16>> = enc.planes.iter().map(|&(_, n)| vec![0; n]).collect();
+            let bands = h.div_ceil(cut.band_rows);
+            let mut parts: Vec<Vec<&mut [u16]>> = (0..bands).map(|_| Vec::new()).collect();
+            for (plane, span) in planes.iter_mut().zip(enc.span(0, cut.band_rows)) {
+                for (band, part) in parts.iter_mut().zip(plane.chunks_mut(span.len().max(1))) {
+                    band.push(part);
+                }
+            }
+            parts.into_par_iter().enumerate().for_each(|(i, parts)| {
+                let rows = cut.band_rows.min(h - i * cut.band_rows);
+                run(i, Sink::Encode { rows, parts, enc })
+            });
+            return Pixels::Value((enc.finish)(planes));
+        }
         // Bands of strips in parallel (see `demosaic_band`).
         let band = w * cut.band_rows;
         match deliver {
@@ -259,7 +301,8 @@ impl Segment {
 
     /// Band `i` of a demosaicking segment: its strips in order, each tile
     /// taking its top halo rows from the bottom of the previous tile
-    /// instead of recomputing them, the strip's rows written to `sink`.
+    /// instead of recomputing them, the strip's rows written to `sink`
+    /// (through the stencil, when the segment ends in one).
     #[allow(clippy::too_many_arguments)]
     fn demosaic_band(
         &self,
@@ -274,17 +317,29 @@ impl Segment {
         let (w, h) = (m.width, m.height);
         let Cut { halo, strip, .. } = cut;
         let tw = w + 2 * halo;
-        let band_rows = sink.rows(w);
+        let b0 = i * cut.band_rows;
+        let b1 = b0 + sink.rows(w);
+        let last = self.kernels.len() - 1;
+        let stencil = match &self.kernels[last] {
+            RowKernel::Stencil { halo, f } => Some((*halo, f)),
+            _ => None,
+        };
+        // Rows demosaiced: the band's, plus the stencil's context beyond
+        // its ends (even, so strips keep their Bayer row parity).
+        let extra = stencil.map_or(0, |(sh, _)| sh + sh % 2);
+        let (ys, ye) = (b0.saturating_sub(extra), (b1 + extra).min(h));
         let mut data: Vec<f32> = Vec::new();
         let mut scratch: Vec<f32> = Vec::new();
         let mut prev_rows = 0; // rows of the tile in `data`
         let mut sink = sink;
-        for s in 0..band_rows.div_ceil(strip) {
-            let y0 = i * cut.band_rows + s * strip;
-            let rows = strip.min(band_rows - s * strip);
+        let mut kept = Strips::default();
+        let mut next_out = b0; // first band row the stencil has not written
+        let mut y0 = ys;
+        while y0 < ye {
+            let rows = strip.min(ye - y0);
             let th = rows + 2 * halo;
             // Carried rows: image rows y0 - halo .. y0 + halo.
-            let carried = if prev_rows >= 2 * halo && s > 0 {
+            let carried = if prev_rows >= 2 * halo && y0 > ys {
                 data.copy_within((prev_rows - 2 * halo) * tw..prev_rows * tw, 0);
                 2 * halo
             } else {
@@ -317,20 +372,136 @@ impl Segment {
                 cfa: m.cfa.shifted(halo % 2, (y0 + halo) % 2),
                 halo,
             };
-            let span = s * strip * w..(s * strip + rows) * w;
-            let ([r, g, b], quantized) = sink.strip(span, &mut scratch);
-            let t0 = Instant::now();
-            demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
-            add(&times[dm], t0);
+            let Some((sh, f)) = stencil else {
+                if let Sink::Encode { parts, enc, .. } = &mut sink {
+                    // The strip's rows in the scratch, then encoded.
+                    let [r, g, b] = planes3(&mut scratch, rows * w);
+                    let t0 = Instant::now();
+                    demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
+                    add(&times[dm], t0);
+                    self.run_image(dm + 1, [&mut *r, &mut *g, &mut *b], times);
+                    let t0 = Instant::now();
+                    let spans = enc.span(y0 - b0, rows);
+                    let mut sub: Vec<&mut [u16]> = parts
+                        .iter_mut()
+                        .zip(spans)
+                        .map(|(p, s)| {
+                            let n = p.len();
+                            &mut p[s.start.min(n)..s.end.min(n)]
+                        })
+                        .collect();
+                    (enc.f)(y0, [&*r, &*g, &*b], &mut sub);
+                    add(&times[last], t0);
+                } else {
+                    let span = (y0 - b0) * w..(y0 - b0 + rows) * w;
+                    let ([r, g, b], quantized) = sink.strip(span, &mut scratch);
+                    let t0 = Instant::now();
+                    demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
+                    add(&times[dm], t0);
+                    self.run_image(dm + 1, [&mut *r, &mut *g, &mut *b], times);
+                    if let Some(q) = quantized {
+                        let t0 = Instant::now();
+                        quantize_rows([&*r, &*g, &*b], q);
+                        add(&times[last + 1], t0);
+                    }
+                }
+                data = tile.data;
+                prev_rows = th;
+                y0 += rows;
+                continue;
+            };
+            {
+                let [r, g, b] = kept.push(y0, rows, w);
+                let t0 = Instant::now();
+                demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
+                add(&times[dm], t0);
+                self.run_image(dm + 1, [&mut *r, &mut *g, &mut *b], times);
+            }
             data = tile.data;
             prev_rows = th;
-            self.run_image(dm + 1, [&mut *r, &mut *g, &mut *b], times);
-            if let Some(q) = quantized {
+            y0 += rows;
+            // Band rows whose context is all here (the frame's last rows
+            // mirror rows above them).
+            let ready = if y0 >= h {
+                b1
+            } else {
+                b1.min(y0.saturating_sub(sh))
+            };
+            if ready > next_out {
+                let span = (next_out - b0) * w..(ready - b0) * w;
+                let ([r, g, b], quantized) = sink.strip(span, &mut scratch);
                 let t0 = Instant::now();
-                quantize_rows([&*r, &*g, &*b], q);
-                add(&times[self.kernels.len()], t0);
+                let rows = Rows { kept: &kept, w, h };
+                f(&rows, next_out, [&mut *r, &mut *g, &mut *b]);
+                add(&times[last], t0);
+                if let Some(q) = quantized {
+                    let t0 = Instant::now();
+                    quantize_rows([&*r, &*g, &*b], q);
+                    add(&times[last + 1], t0);
+                }
+                next_out = ready;
+                kept.drop_below(ready.saturating_sub(sh));
             }
         }
+    }
+}
+
+/// The strips of a band's image rows (before its stencil) that the
+/// stencil may still read, in row order, with spent buffers for reuse.
+#[derive(Default)]
+struct Strips {
+    /// (first image row, rows, planar R, G, B rows of the strip)
+    strips: std::collections::VecDeque<(usize, usize, Vec<f32>)>,
+    spare: Vec<Vec<f32>>,
+}
+
+impl Strips {
+    /// Room for a strip of `rows` rows of `w` pixels from image row `y0`.
+    fn push(&mut self, y0: usize, rows: usize, w: usize) -> [&mut [f32]; 3] {
+        let n = rows * w;
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.resize(3 * n, 0.0);
+        self.strips.push_back((y0, rows, buf));
+        match self.strips.back_mut() {
+            Some((_, _, buf)) => {
+                let (r, gb) = buf.split_at_mut(n);
+                let (g, b) = gb.split_at_mut(n);
+                [r, g, b]
+            }
+            None => [&mut [], &mut [], &mut []],
+        }
+    }
+
+    /// Lets go of the strips wholly above image row `y`.
+    fn drop_below(&mut self, y: usize) {
+        while matches!(self.strips.front(), Some(&(y0, rows, _)) if y0 + rows <= y) {
+            if let Some((_, _, buf)) = self.strips.pop_front() {
+                self.spare.push(buf);
+            }
+        }
+    }
+}
+
+/// A stencil's view of the kept strips of a `w` x `h` frame.
+struct Rows<'a> {
+    kept: &'a Strips,
+    w: usize,
+    h: usize,
+}
+
+impl RowSource for Rows<'_> {
+    /// The row from the strip holding it; empty if none does (the runner
+    /// keeps every row within the stencil's halo).
+    fn row(&self, c: usize, y: isize) -> &[f32] {
+        let y = reflect(y, self.h as isize);
+        let w = self.w;
+        for (y0, rows, buf) in &self.kept.strips {
+            if (*y0..y0 + rows).contains(&y) {
+                let at = (c * rows + y - y0) * w;
+                return &buf[at..at + w];
+            }
+        }
+        &[]
     }
 }
 
@@ -343,10 +514,12 @@ struct Cut {
     band_rows: usize,
 }
 
-/// A segment's pixels: planar floats, or samples quantised for output.
+/// A segment's pixels: planar floats, samples quantised for output, or
+/// the value its encoder made.
 enum Pixels {
     Planes(Vec<f32>),
     Samples(Samples),
+    Value(Value),
 }
 
 impl Pixels {
@@ -366,6 +539,13 @@ enum Sink<'a> {
     Planes([&'a mut [MaybeUninit<f32>]; 3]),
     /// The band's interleaved 8- or 16-bit samples (3 per pixel).
     Samples(RowsOut<'a>),
+    /// The band's `rows` rows go to the segment's encoder, which writes
+    /// its own planes: `parts` are the samples of each that the band owns.
+    Encode {
+        rows: usize,
+        parts: Vec<&'a mut [u16]>,
+        enc: &'a Encoder,
+    },
 }
 
 impl Sink<'_> {
@@ -374,6 +554,7 @@ impl Sink<'_> {
         match self {
             Sink::Planes([r, _, _]) => r.len() / w,
             Sink::Samples(o) => o.len() / (3 * w),
+            Sink::Encode { rows, .. } => *rows,
         }
     }
 
@@ -388,12 +569,6 @@ impl Sink<'_> {
     ) -> ([&'s mut [f32]; 3], Option<RowsOut<'s>>) {
         let out = 3 * span.start..3 * span.end;
         let len = span.len();
-        let scratch_planes = |scratch: &'s mut Vec<f32>| {
-            scratch.resize(3 * len, 0.0);
-            let (r, gb) = scratch.split_at_mut(len);
-            let (g, b) = gb.split_at_mut(len);
-            [r, g, b]
-        };
         match self {
             Sink::Planes(planes) => (
                 planes
@@ -401,9 +576,18 @@ impl Sink<'_> {
                     .map(|p| crate::memory::zero_in_place(&mut p[span.clone()])),
                 None,
             ),
-            Sink::Samples(o) => (scratch_planes(scratch), Some(o.range(out))),
+            Sink::Samples(o) => (planes3(scratch, len), Some(o.range(out))),
+            Sink::Encode { .. } => (planes3(scratch, len), None),
         }
     }
+}
+
+/// `scratch` as three planes of `len` samples.
+fn planes3(scratch: &mut Vec<f32>, len: usize) -> [&mut [f32]; 3] {
+    scratch.resize(3 * len, 0.0);
+    let (r, gb) = scratch.split_at_mut(len);
+    let (g, b) = gb.split_at_mut(len);
+    [r, g, b]
 }
 
 /// Adds the time since `t0` to a member's counter.

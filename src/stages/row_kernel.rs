@@ -152,6 +152,59 @@ pub type DemosaicFn = Box<dyn Fn(&Tile, [&mut [f32]; 3]) + Send + Sync>;
 /// the three planes in place.
 pub type ImageRowFn = Box<dyn Fn([&mut [f32]; 3]) + Send + Sync>;
 
+/// Read access to the rows an image stencil works from (the output of the
+/// segment member before it, or a whole frame).
+pub trait RowSource {
+    /// Plane `c` (0 R, 1 G, 2 B) of image row `y`, mirrored into the frame
+    /// as [`crate::backend::cpu::reflect`] does (`-1` is row 1): `width`
+    /// samples. Every row within the stencil's halo of the strip it is
+    /// asked for is available.
+    fn row(&self, c: usize, y: isize) -> &[f32];
+}
+
+/// Image -> image over a neighbourhood: `f(rows, y0, [r, g, b])` writes
+/// every sample of output rows `y0 ..` (each plane `rows * width`,
+/// row-major) from the input's rows within the kernel's halo, read
+/// through `rows`.
+pub type StencilFn = Box<dyn Fn(&dyn RowSource, usize, [&mut [f32]; 3]) + Send + Sync>;
+
+/// Image -> encoded planes: `f(y0, [r, g, b], parts)` encodes image rows
+/// `y0 ..` (each plane `rows * width`; `y0` and `rows` whole groups of
+/// [`Encoder::group`] rows, but for the frame's last rows) into `parts[k]`,
+/// the samples of output plane `k` that those groups own.
+pub type EncodeFn = Box<dyn Fn(usize, [&[f32]; 3], &mut [&mut [u16]]) + Send + Sync>;
+
+/// Builds the stage's value from its filled output planes.
+pub type FinishFn = Box<dyn Fn(Vec<Vec<u16>>) -> Value + Send + Sync>;
+
+/// A stage that turns image rows into integer sample planes of its own
+/// layout (`yuv_encode`): the last member of a segment, writing its
+/// planes from each strip while the strip is in cache.
+pub struct Encoder {
+    /// Image rows per group (2 for 4:2:0 chroma); strips start on a
+    /// multiple of it.
+    pub group: usize,
+    /// Per output plane: (samples per group of rows, samples in all).
+    /// Group `g` owns samples `g * per .. (g + 1) * per`, cut at the end.
+    pub planes: Vec<(usize, usize)>,
+    pub f: EncodeFn,
+    pub finish: FinishFn,
+}
+
+impl Encoder {
+    /// The samples of each plane that rows `y0 .. y0 + rows` own (`y0` a
+    /// group boundary), counted from row 0 of the part of the frame they
+    /// are in (cut where the plane ends).
+    pub fn span(&self, y0: usize, rows: usize) -> Vec<std::ops::Range<usize>> {
+        let g = self.group.max(1);
+        let (g0, g1) = (y0 / g, (y0 + rows).div_ceil(g));
+        self.planes
+            .iter()
+            .map(|&(per, _)| g0 * per..g1 * per)
+            .collect()
+    }
+}
+
 /// A stage's per-strip work with its per-frame constants bound.
 pub enum RowKernel {
     Mosaic(MosaicRowFn),
@@ -166,6 +219,17 @@ pub enum RowKernel {
         f: DemosaicFn,
     },
     Image(ImageRowFn),
+    /// `halo` rows of context above and below each output row (mirrored
+    /// at the frame's top and bottom; columns are the kernel's own
+    /// business). In a segment it comes after a demosaic, as the last
+    /// member.
+    Stencil {
+        halo: usize,
+        f: StencilFn,
+    },
+    /// The segment's last member after a demosaic, making a non-image
+    /// value.
+    Encode(Encoder),
 }
 
 impl std::fmt::Debug for RowKernel {
@@ -179,6 +243,8 @@ impl std::fmt::Debug for RowKernel {
                 "RowKernel::Demosaic(halo {halo}, strips of {strip_rows} rows)"
             ),
             RowKernel::Image(_) => f.write_str("RowKernel::Image"),
+            RowKernel::Stencil { halo, .. } => write!(f, "RowKernel::Stencil(halo {halo})"),
+            RowKernel::Encode(e) => write!(f, "RowKernel::Encode(groups of {} rows)", e.group),
         }
     }
 }

@@ -22,6 +22,7 @@ use std::any::Any;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::row_kernel::{EncodeFn, Encoder, FinishFn, Header, RowKernel, RowShape};
 use super::{one_input, parse_params, take_image, RunCtx, Stage};
 use crate::error::{Error, Result};
 use crate::frame::{AnyValue, ColorSpace, Image, Value, ValueDesc, ValueKind};
@@ -81,7 +82,7 @@ impl YuvFormat {
 }
 
 /// YAML params of `yuv_encode`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Params {
     pub matrix: Matrix,
@@ -167,9 +168,17 @@ impl Coeffs {
         }
     }
 
+    /// `v` rounded (half away from zero) and clamped to `0 ..= max`; NaN
+    /// gives 0. Written with selects and the integer read from the bits
+    /// of `v + 2^23` (exact for integers below 2^23), not `f32::clamp`
+    /// and `as` (a bounds check and a saturating conversion that keep
+    /// the row loops from vectorising); the same codes.
     #[inline(always)]
     fn q(&self, v: f32) -> u16 {
-        (v.round().clamp(0.0, self.max)) as u16
+        let v = v.round();
+        let v = if v >= 0.0 { v } else { 0.0 };
+        let v = if v > self.max { self.max } else { v };
+        ((v + 8_388_608.0).to_bits() & 0xffff) as u16
     }
 
     #[inline(always)]
@@ -219,26 +228,79 @@ crate::avx2_dispatch!(fn luma_row_wide(r: &[f32], g: &[f32], b: &[f32], out: &mu
 
 /// The whole 2x2 blocks of one chroma row: `top` and `bottom` are the
 /// (R', G', B') rows `2 cy` and `2 cy + 1`, each at least `2 ob.len()`
-/// wide. Sums in [`Coeffs::chroma_block`]'s order, so the codes are the
-/// same.
+/// wide. Per run of [`CHUNK`] blocks, every pixel's (Cb, Cr) in one
+/// contiguous pass, then the block sums in [`Coeffs::chroma_block`]'s
+/// order, so the codes are the same.
 #[inline(always)]
 fn chroma_row(top: [&[f32]; 3], bottom: [&[f32]; 3], ob: &mut [u16], or: &mut [u16], k: &Coeffs) {
     let n = ob.len().min(or.len());
-    for cx in 0..n {
-        let (mut sb, mut sr) = (0f32, 0f32);
-        for p in [&top, &bottom] {
-            for xx in [2 * cx, 2 * cx + 1] {
-                let (b, r) = k.chroma(p[0][xx], p[1][xx], p[2][xx]);
-                sb += b;
-                sr += r;
+    // Per-pixel chroma of the two rows: [row][pixel].
+    let mut cb = [[0f32; 2 * CHUNK]; 2];
+    let mut cr = [[0f32; 2 * CHUNK]; 2];
+    for c0 in (0..n).step_by(CHUNK) {
+        let m = CHUNK.min(n - c0);
+        let xs = 2 * c0..2 * (c0 + m);
+        for (row, [pr, pg, pb]) in [top, bottom].into_iter().enumerate() {
+            let (pr, pg, pb) = (&pr[xs.clone()], &pg[xs.clone()], &pb[xs.clone()]);
+            for (i, ((&r, &g), &b)) in pr.iter().zip(pg).zip(pb).enumerate() {
+                (cb[row][i], cr[row][i]) = k.chroma(r, g, b);
             }
         }
-        ob[cx] = k.q(k.co + k.cs * sb / 4.0);
-        or[cx] = k.q(k.co + k.cs * sr / 4.0);
+        for j in 0..m {
+            let sb = 0f32 + cb[0][2 * j] + cb[0][2 * j + 1] + cb[1][2 * j] + cb[1][2 * j + 1];
+            let sr = 0f32 + cr[0][2 * j] + cr[0][2 * j + 1] + cr[1][2 * j] + cr[1][2 * j + 1];
+            ob[c0 + j] = k.q(k.co + k.cs * sb / 4.0);
+            or[c0 + j] = k.q(k.co + k.cs * sr / 4.0);
+        }
     }
 }
 
+/// Blocks per step of [`chroma_row`] (its per-pixel chroma stays in L1).
+const CHUNK: usize = 128;
+
 crate::avx2_dispatch!(fn chroma_row_wide(top: [&[f32]; 3], bottom: [&[f32]; 3], ob: &mut [u16], or: &mut [u16], k: &Coeffs) => chroma_row);
+
+/// Encodes rows of an image `w` wide (`rgb` each `rows * w`, starting on
+/// an even image row; an odd `rows` only at the frame's bottom edge) into
+/// their luma rows and their chroma rows (`ceil(rows / 2)` rows of
+/// `ceil(w / 2)` samples in each of `[y, cb, cr]`).
+fn encode_rows(k: &Coeffs, w: usize, [r, g, b]: [&[f32]; 3], [oy, ob, or]: [&mut [u16]; 3]) {
+    if w == 0 {
+        return;
+    }
+    let rows = r.len() / w;
+    for (row, out) in oy.chunks_mut(w).enumerate().take(rows) {
+        let s = row * w..(row + 1) * w;
+        luma_row_wide(&r[s.clone()], &g[s.clone()], &b[s], out, k);
+    }
+    let cw = w.div_ceil(2);
+    for (cy, (ob, or)) in ob
+        .chunks_mut(cw)
+        .zip(or.chunks_mut(cw))
+        .enumerate()
+        .take(rows.div_ceil(2))
+    {
+        // Whole blocks eight lanes wide; the cut ones at the right and
+        // bottom edges one by one.
+        let full = if 2 * cy + 1 < rows { w / 2 } else { 0 };
+        if full > 0 {
+            let at = |y: usize| {
+                let s = y * w..(y + 1) * w;
+                [&r[s.clone()], &g[s.clone()], &b[s]]
+            };
+            chroma_row_wide(
+                at(2 * cy),
+                at(2 * cy + 1),
+                &mut ob[..full],
+                &mut or[..full],
+                k,
+            );
+        }
+        for cx in full..ob.len().min(or.len()) {
+            (ob[cx], or[cx]) = k.chroma_block([r, g, b], w, rows, cx, cy);
+        }
+    }
+}
 
 impl YuvFrame {
     /// Encodes an R'G'B' image.
@@ -246,46 +308,41 @@ impl YuvFrame {
         let (w, h) = (img.width, img.height);
         let k = Coeffs::new(matrix, range, format);
         let [r, g, b] = img.planes();
-        let mut y = vec![0u16; w * h];
-        y.par_chunks_mut(w.max(1))
-            .enumerate()
-            .for_each(|(row, out)| {
-                let s = row * w..(row + 1) * w;
-                luma_row_wide(&r[s.clone()], &g[s.clone()], &b[s], out, &k);
-            });
         let (cw, ch) = chroma_size(w, h);
+        let mut y = vec![0u16; w * h];
         let mut cb = vec![0u16; cw * ch];
         let mut cr = vec![0u16; cw * ch];
-        cb.par_chunks_mut(cw.max(1))
-            .zip(cr.par_chunks_mut(cw.max(1)))
+        // Bands of BAND rows (whole 2x2 blocks but at the bottom edge).
+        const BAND: usize = 16;
+        y.par_chunks_mut((BAND * w).max(1))
+            .zip(cb.par_chunks_mut((BAND / 2 * cw).max(1)))
+            .zip(cr.par_chunks_mut((BAND / 2 * cw).max(1)))
             .enumerate()
-            .for_each(|(cy, (ob, or))| {
-                // Whole blocks eight lanes wide; the cut ones at the
-                // right and bottom edges one by one.
-                let full = if 2 * cy + 1 < h { w / 2 } else { 0 };
-                if full > 0 {
-                    let rows = |y: usize| {
-                        let s = y * w..(y + 1) * w;
-                        [&r[s.clone()], &g[s.clone()], &b[s]]
-                    };
-                    chroma_row_wide(
-                        rows(2 * cy),
-                        rows(2 * cy + 1),
-                        &mut ob[..full],
-                        &mut or[..full],
-                        &k,
-                    );
-                }
-                for cx in full..cw {
-                    (ob[cx], or[cx]) = k.chroma_block([r, g, b], w, h, cx, cy);
-                }
+            .for_each(|(i, ((oy, ob), or))| {
+                let s = i * BAND * w..((i + 1) * BAND * w).min(r.len());
+                let rows = [&r[s.clone()], &g[s.clone()], &b[s]];
+                encode_rows(&k, w, rows, [oy, ob, or]);
             });
+        YuvFrame::from_planes(
+            w,
+            h,
+            Params {
+                matrix,
+                range,
+                format,
+            },
+            [y, cb, cr],
+        )
+    }
+
+    /// A `w` x `h` frame of `p`'s kind from its Y, Cb and Cr planes.
+    fn from_planes(w: usize, h: usize, p: Params, [y, cb, cr]: [Vec<u16>; 3]) -> YuvFrame {
         YuvFrame {
             width: w,
             height: h,
-            matrix,
-            range,
-            format,
+            matrix: p.matrix,
+            range: p.range,
+            format: p.format,
             y,
             cb,
             cr,
@@ -456,6 +513,45 @@ impl Stage for YuvEncode {
         let f = YuvFrame::encode(&img, self.p.matrix, self.p.range, self.p.format);
         Ok(Value::Other(std::sync::Arc::new(f)))
     }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape {
+            halo: 0,
+            row_align: 2,
+        })
+    }
+
+    /// The encoder as a segment's last member: each strip's luma rows and
+    /// chroma rows by [`encode_rows`], as [`YuvFrame::encode`] does them.
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        if input.space() != Some(ColorSpace::Srgb) {
+            return Err(Error::invalid(
+                "expects a transfer-encoded image (place it after srgb_encode)",
+            ));
+        }
+        let (w, h) = (input.width, input.height);
+        let (cw, ch) = chroma_size(w, h);
+        let p = self.p;
+        let k = Coeffs::new(p.matrix, p.range, p.format);
+        let f: EncodeFn = Box::new(move |_y0, rows, parts| {
+            if let [oy, ob, or] = parts {
+                encode_rows(&k, w, rows, [&mut **oy, &mut **ob, &mut **or]);
+            }
+        });
+        let finish: FinishFn = Box::new(move |planes| {
+            let mut planes = planes.into_iter();
+            let mut next = || planes.next().unwrap_or_default();
+            let planes = [next(), next(), next()];
+            Value::Other(std::sync::Arc::new(YuvFrame::from_planes(w, h, p, planes)))
+        });
+        let enc = Encoder {
+            group: 2,
+            planes: vec![(2 * w, w * h), (cw, cw * ch), (cw, cw * ch)],
+            f,
+            finish,
+        };
+        Ok(Some((RowKernel::Encode(enc), input.clone())))
+    }
 }
 
 #[cfg(test)]
@@ -489,11 +585,34 @@ mod tests {
         }
     }
 
+    /// The vectorisable quantiser gives the codes of `round`, `clamp` and
+    /// `as` on any value.
+    #[test]
+    fn quantisation_equals_round_clamp_and_cast() {
+        for format in [YuvFormat::Nv12, YuvFormat::P010] {
+            let k = Coeffs::new(Matrix::Bt709, Range::Full, format);
+            let mut vals = vec![
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                -0.0,
+                0.0,
+                -0.5,
+                0.5,
+            ];
+            vals.extend((0..20000).map(|i| i as f32 * 0.0625 - 100.0));
+            for v in vals {
+                let want = v.round().clamp(0.0, k.max) as u16;
+                assert_eq!(k.q(v), want, "{v}");
+            }
+        }
+    }
+
     /// The row kernels give the codes of the per-block definition at every
     /// sample, odd sizes (cut edge blocks) included.
     #[test]
     fn row_kernels_equal_per_block_encoding() {
-        for (w, h) in [(1, 1), (2, 3), (33, 17), (64, 9)] {
+        for (w, h) in [(1, 1), (2, 3), (33, 17), (64, 9), (301, 5)] {
             let img = image(w, h, &|x, y| {
                 let t = (x * 7 + y * 13) as f32;
                 [
