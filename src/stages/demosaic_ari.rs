@@ -969,21 +969,75 @@ fn green_dir(
     out
 }
 
-/// Transposes a `w x h` plane into `h x w`.
+/// Transposes a `w x h` plane into `h x w`: 16 source columns at a
+/// time, so that the writes go to 16 contiguous destination rows.
 #[inline(always)]
 fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut o = vec![0f32; w * h];
-    const B: usize = 32;
-    for y0 in (0..h).step_by(B) {
-        for x0 in (0..w).step_by(B) {
-            for y in y0..(y0 + B).min(h) {
-                for x in x0..(x0 + B).min(w) {
-                    o[x * h + y] = src[y * w + x];
-                }
+    const B: usize = 16;
+    for (bi, dst) in o.chunks_mut(B * h).enumerate() {
+        let x0 = bi * B;
+        let bw = dst.len() / h;
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            for (j, &v) in row[x0..x0 + bw].iter().enumerate() {
+                dst[j * h + y] = v;
             }
         }
     }
     o
+}
+
+/// 2-D Laplacian `4 v - (4 neighbours)` of a `wl x hl` lattice plane,
+/// mirrored at its edges.
+#[inline(always)]
+fn lap_lattice(v: &[f32], wl: usize, hl: usize) -> Vec<f32> {
+    let nl = wl * hl;
+    let mut o = vec![0f32; nl];
+    for yy in 0..hl {
+        let (u, d) = (
+            if yy > 0 { yy - 1 } else { (yy + 1).min(hl - 1) },
+            if yy + 1 < hl {
+                yy + 1
+            } else {
+                yy.saturating_sub(1)
+            },
+        );
+        for xx in 0..wl {
+            let (l, rr) = (
+                if xx > 0 { xx - 1 } else { (xx + 1).min(wl - 1) },
+                if xx + 1 < wl {
+                    xx + 1
+                } else {
+                    xx.saturating_sub(1)
+                },
+            );
+            let k = yy * wl + xx;
+            o[k] = 4.0 * v[k] - v[u * wl + xx] - v[d * wl + xx] - v[yy * wl + l] - v[yy * wl + rr];
+        }
+    }
+    o
+}
+
+/// Lattice taps of full-resolution coordinate `v` for samples at
+/// `o + 2 q`, `q < nlat`: (q, q) on a sample, its two neighbours between.
+#[inline(always)]
+fn taps(v: usize, o: usize, nlat: usize) -> (usize, usize) {
+    if v < o {
+        (0, 0)
+    } else if (v - o) % 2 == 0 {
+        let q = ((v - o) / 2).min(nlat - 1);
+        (q, q)
+    } else {
+        let q = ((v - o) / 2).min(nlat - 1);
+        (q, (q + 1).min(nlat - 1))
+    }
+}
+
+/// Bilinear value of lattice plane `p` from the taps `(row offset y0,
+/// row offset y1, x0, x1)`.
+#[inline(always)]
+fn bil(p: &[f32], (r0, r1, x0, x1): (usize, usize, usize, usize)) -> f32 {
+    0.25 * (p[r0 + x0] + p[r0 + x1] + p[r1 + x0] + p[r1 + x1])
 }
 
 /// Red or blue at full resolution by MLRI guided upsampling: the colour's
@@ -1011,35 +1065,7 @@ fn rb_plane(
             cl[yy * wl + xx] = m[at(yy, xx)];
         }
     }
-    // 2-D Laplacians on the lattice (mirrored at its edges).
-    let lap = |v: &[f32]| -> Vec<f32> {
-        let mut o = vec![0f32; nl];
-        for yy in 0..hl {
-            let (u, d) = (
-                if yy > 0 { yy - 1 } else { (yy + 1).min(hl - 1) },
-                if yy + 1 < hl {
-                    yy + 1
-                } else {
-                    yy.saturating_sub(1)
-                },
-            );
-            for xx in 0..wl {
-                let (l, rr) = (
-                    if xx > 0 { xx - 1 } else { (xx + 1).min(wl - 1) },
-                    if xx + 1 < wl {
-                        xx + 1
-                    } else {
-                        xx.saturating_sub(1)
-                    },
-                );
-                let k = yy * wl + xx;
-                o[k] =
-                    4.0 * v[k] - v[u * wl + xx] - v[d * wl + xx] - v[yy * wl + l] - v[yy * wl + rr];
-            }
-        }
-        o
-    };
-    let (lg, lc) = (lap(&gl), lap(&cl));
+    let (lg, lc) = (lap_lattice(&gl, wl, hl), lap_lattice(&cl, wl, hl));
     let ones = vec![1f32; nl];
     let win = Win {
         rx: r,
@@ -1060,27 +1086,14 @@ fn rb_plane(
     guided_rows(&gl, &cl, &fit, (wl, hl), win, c, &mut sink);
     let res: Vec<f32> = (0..nl).map(|k| cl[k] - (ma[k] * gl[k] + mb[k])).collect();
     // Bilinear interpolation of (a, b, residual) to full resolution.
-    let taps = |v: usize, o: usize, nlat: usize| -> (usize, usize) {
-        if v < o {
-            (0, 0)
-        } else if (v - o) % 2 == 0 {
-            let q = ((v - o) / 2).min(nlat - 1);
-            (q, q)
-        } else {
-            let q = ((v - o) / 2).min(nlat - 1);
-            (q, (q + 1).min(nlat - 1))
-        }
-    };
     let xt: Vec<(usize, usize)> = (0..w).map(|x| taps(x, ox, wl)).collect();
     let mut out = vec![0f32; w * h];
     for y in 0..h {
         let (y0, y1) = taps(y, oy, hl);
         for (x, &(x0, x1)) in xt.iter().enumerate() {
-            let bil = |p: &[f32]| {
-                0.25 * (p[y0 * wl + x0] + p[y0 * wl + x1] + p[y1 * wl + x0] + p[y1 * wl + x1])
-            };
+            let t = (y0 * wl, y1 * wl, x0, x1);
             let k = y * w + x;
-            out[k] = bil(&ma) * g[k] + bil(&mb) + bil(&res);
+            out[k] = bil(&ma, t) * g[k] + bil(&mb, t) + bil(&res, t);
         }
     }
     out
