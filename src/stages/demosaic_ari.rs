@@ -29,9 +29,19 @@
 //!    ("guided upsampling"). The windows' coefficients are averaged with
 //!    the inverse-fit-error weights of ARI's guided filter.
 //!
-//! All box sums are separable O(window) row passes over f32 planes of a
-//! tile; tiles (`backend::cpu::demosaic_tiles`) carry a mirrored halo
-//! that covers the dependency radius, which grows with `iterations`.
+//! The guided filters stream row by row: per input row the window sums
+//! along the row (doubling partial sums, `log2(window)` adds per sample)
+//! of all moments a filter pair needs (RI / MLRI of green from the other
+//! channel and back share i, p, i², p², i p) go into rings of rows, the
+//! per-window fits follow a window's height behind, and their weighted
+//! coefficients are averaged the same way; a round's criterion and guide
+//! update follow row by row behind the filters. No box-sum plane is
+//! held; a round touches each full plane a few times. Hot helpers are
+//! functions or `#[inline(always)]` trait methods, not closures: a
+//! closure that is not inlined loses [`ari_tile`]'s AVX2 code
+//! generation. Tiles (`backend::cpu::demosaic_tiles`, full-width strips)
+//! carry a mirrored halo that covers the dependency radius, which grows
+//! with `iterations`.
 //!
 //! Input: a mosaic, normalised (1.0 = white) or in DN (the regularisation
 //! constants are scaled by the white level). Output: planar camera RGB,
@@ -41,9 +51,12 @@
 //! 37.27 dB alone at the default 3 rounds (1 round 37.05 / 36.84, 2 rounds
 //! 38.17 / 37.10, 5 rounds 39.73 / 37.23); 40.11 / 37.15 followed by
 //! `false_color_suppress` at strength 0.5 (pipelines/quality_classical.yaml).
-//! Cost: about 10-13 s per 12 MP frame on one shared EPYC vCPU (AVX2
-//! copy, 512-row strips; 13.5-19 s before): ARI is the slow,
-//! best-quality classical choice, not a preview path.
+//! Cost (`rawgraph bench --synthetic 4000x3000 -p quality_classical`,
+//! median of 9, AMD EPYC with AVX2, heavily shared machine, load ~7 on
+//! 2 vCPUs): 8.0 s with 1 thread, 4.3 s with 2 (the previous
+//! separable-box-sum version, same run: 17.1 s / 14.4 s); still far above
+//! issue 16's 400 ms: ARI is the slow, best-quality classical choice,
+//! not a preview path.
 
 use serde::Deserialize;
 
@@ -987,6 +1000,18 @@ fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
     o
 }
 
+/// The indices before and after `i` in `0..n`, mirrored at the ends.
+#[inline(always)]
+fn mirrored_neighbours(i: usize, n: usize) -> (usize, usize) {
+    let before = if i > 0 { i - 1 } else { (i + 1).min(n - 1) };
+    let after = if i + 1 < n {
+        i + 1
+    } else {
+        i.saturating_sub(1)
+    };
+    (before, after)
+}
+
 /// 2-D Laplacian `4 v - (4 neighbours)` of a `wl x hl` lattice plane,
 /// mirrored at its edges.
 #[inline(always)]
@@ -994,23 +1019,9 @@ fn lap_lattice(v: &[f32], wl: usize, hl: usize) -> Vec<f32> {
     let nl = wl * hl;
     let mut o = vec![0f32; nl];
     for yy in 0..hl {
-        let (u, d) = (
-            if yy > 0 { yy - 1 } else { (yy + 1).min(hl - 1) },
-            if yy + 1 < hl {
-                yy + 1
-            } else {
-                yy.saturating_sub(1)
-            },
-        );
+        let (u, d) = mirrored_neighbours(yy, hl);
         for xx in 0..wl {
-            let (l, rr) = (
-                if xx > 0 { xx - 1 } else { (xx + 1).min(wl - 1) },
-                if xx + 1 < wl {
-                    xx + 1
-                } else {
-                    xx.saturating_sub(1)
-                },
-            );
+            let (l, rr) = mirrored_neighbours(xx, wl);
             let k = yy * wl + xx;
             o[k] = 4.0 * v[k] - v[u * wl + xx] - v[d * wl + xx] - v[yy * wl + l] - v[yy * wl + rr];
         }
