@@ -29,9 +29,19 @@
 //!    ("guided upsampling"). The windows' coefficients are averaged with
 //!    the inverse-fit-error weights of ARI's guided filter.
 //!
-//! All box sums are separable O(window) row passes over f32 planes of a
-//! tile; tiles (`backend::cpu::demosaic_tiles`) carry a mirrored halo
-//! that covers the dependency radius, which grows with `iterations`.
+//! The guided filters stream row by row: per input row the window sums
+//! along the row (doubling partial sums, `log2(window)` adds per sample)
+//! of all moments a filter pair needs (RI / MLRI of green from the other
+//! channel and back share i, p, i², p², i p) go into rings of rows, the
+//! per-window fits follow a window's height behind, and their weighted
+//! coefficients are averaged the same way; a round's criterion and guide
+//! update follow row by row behind the filters. No box-sum plane is
+//! held; a round touches each full plane a few times. Hot helpers are
+//! functions or `#[inline(always)]` trait methods, not closures: a
+//! closure that is not inlined loses [`ari_tile`]'s AVX2 code
+//! generation. Tiles (`backend::cpu::demosaic_tiles`, full-width strips)
+//! carry a mirrored halo that covers the dependency radius, which grows
+//! with `iterations`.
 //!
 //! Input: a mosaic, normalised (1.0 = white) or in DN (the regularisation
 //! constants are scaled by the white level). Output: planar camera RGB,
@@ -41,9 +51,12 @@
 //! 37.27 dB alone at the default 3 rounds (1 round 37.05 / 36.84, 2 rounds
 //! 38.17 / 37.10, 5 rounds 39.73 / 37.23); 40.11 / 37.15 followed by
 //! `false_color_suppress` at strength 0.5 (pipelines/quality_classical.yaml).
-//! Cost: about 10-13 s per 12 MP frame on one shared EPYC vCPU (AVX2
-//! copy, 512-row strips; 13.5-19 s before): ARI is the slow,
-//! best-quality classical choice, not a preview path.
+//! Cost (`rawgraph bench --synthetic 4000x3000 -p quality_classical`,
+//! median of 9, AMD EPYC with AVX2, heavily shared machine, load ~7 on
+//! 2 vCPUs): 8.0 s with 1 thread, 4.3 s with 2 (the previous
+//! separable-box-sum version, same run: 17.1 s / 14.4 s); still far above
+//! issue 16's 400 ms: ARI is the slow, best-quality classical choice,
+//! not a preview path.
 
 use serde::Deserialize;
 
@@ -144,8 +157,9 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
 /// Output rows per strip (one rayon task; tall, as the halo is about 60
 /// rows).
 const STRIP: usize = 512;
-/// Output columns per tile within a strip.
-const TILE_W: usize = 1024;
+/// Output columns per tile within a strip (the full width of a 12 MP
+/// frame: the halo costs less than on narrower tiles).
+const TILE_W: usize = 4096;
 /// Floor of the local variance / Laplacian energy (normalised units²).
 const VAR_FLOOR: f32 = 1e-6;
 /// Floor of a window's RMS fit error (normalised units; 0.001 / 255).
@@ -214,101 +228,47 @@ fn count_in(y: usize, r: usize, s: usize, n: usize) -> usize {
     below + above + 1
 }
 
-/// Box sum with zero padding: horizontal radius `rx` over adjacent
-/// columns, vertical radius `ry` over rows `sy` apart (`sy` = 2 keeps a
-/// row-parity family). `tmp` and `dst` are `w * h`.
+/// `out[x] = buf[x] + ... + buf[x + len - 1]` for `x < out.len()`
+/// (`buf.len() == out.len() + len - 1`), by doubling partial sums:
+/// `log2(len) + popcount(len)` adds per output, in an order fixed per
+/// output (so the bits do not depend on where a row starts). `buf` and
+/// `t` (same length) are overwritten.
 #[inline(always)]
-fn box_sum(src: &[f32], w: usize, h: usize, win: Win, tmp: &mut [f32], dst: &mut [f32]) {
-    let Win { rx, ry, sy } = win;
-    // Vertical pass into tmp.
-    for y in 0..h {
-        let out = &mut tmp[y * w..(y + 1) * w];
-        out.copy_from_slice(&src[y * w..(y + 1) * w]);
-        for j in 1..=ry {
-            let d = j * sy;
-            if y >= d {
-                let r = &src[(y - d) * w..(y - d + 1) * w];
-                for (o, &v) in out.iter_mut().zip(r) {
-                    *o += v;
+fn window_sum(buf: &mut [f32], len: usize, t: &mut [f32], out: &mut [f32]) {
+    let w = out.len();
+    let total = buf.len();
+    let mut cur: &mut [f32] = buf;
+    let mut nxt: &mut [f32] = t;
+    let (mut pow, mut off, mut first) = (1usize, 0usize, true);
+    loop {
+        if len & pow != 0 {
+            let src = &cur[off..off + w];
+            if first {
+                out.copy_from_slice(src);
+                first = false;
+            } else {
+                for (o, &s) in out.iter_mut().zip(src) {
+                    *o += s;
                 }
             }
-            if y + d < h {
-                let r = &src[(y + d) * w..(y + d + 1) * w];
-                for (o, &v) in out.iter_mut().zip(r) {
-                    *o += v;
-                }
-            }
+            off += pow;
         }
-    }
-    // Horizontal pass into dst.
-    for y in 0..h {
-        let row = &tmp[y * w..(y + 1) * w];
-        let out = &mut dst[y * w..(y + 1) * w];
-        if w <= 2 * rx {
-            for (x, o) in out.iter_mut().enumerate() {
-                let a = x.saturating_sub(rx);
-                let b = (x + rx).min(w - 1);
-                *o = row[a..=b].iter().sum();
-            }
-            continue;
+        if pow * 2 > len {
+            break;
         }
-        // Interior: out[x] = sum row[x - rx ..= x + rx], x in rx..w-rx.
-        // Blocks of 16 outputs accumulate in registers (one store each),
-        // in the same order as a plain left-to-right sum.
-        let n = w - 2 * rx;
-        let inner = &mut out[rx..w - rx];
-        const B: usize = 16;
-        let full = n / B * B;
-        for (bi, ob) in inner[..full].chunks_exact_mut(B).enumerate() {
-            let x0 = bi * B;
-            let mut acc = [0f32; B];
-            acc.copy_from_slice(&row[x0..x0 + B]);
-            for d in 1..=2 * rx {
-                let src = &row[x0 + d..x0 + d + B];
-                for j in 0..B {
-                    acc[j] += src[j];
-                }
-            }
-            ob.copy_from_slice(&acc);
+        // Sums of 2 * pow adjacent samples from sums of pow.
+        let nv = total + 1 - 2 * pow;
+        let (lo, hi) = (&cur[..nv], &cur[pow..pow + nv]);
+        for ((o, &a), &b) in nxt[..nv].iter_mut().zip(lo).zip(hi) {
+            *o = a + b;
         }
-        for x in full..n {
-            let mut a = row[x];
-            for d in 1..=2 * rx {
-                a += row[x + d];
-            }
-            inner[x] = a;
-        }
-        for x in (0..rx).chain(w - rx..w) {
-            let a = x.saturating_sub(rx);
-            let b = (x + rx).min(w - 1);
-            out[x] = row[a..=b].iter().sum();
-        }
-    }
-}
-
-/// Scratch for [`guided`].
-struct Scratch {
-    tmp: Vec<f32>,
-    sums: [Vec<f32>; 8],
-    prod: Vec<f32>,
-    /// Set by the caller when the next [`guided`] call swaps the guide and
-    /// the input of the previous one over the same window: the window
-    /// moments are then reused instead of recomputed.
-    swapped: bool,
-}
-
-impl Scratch {
-    fn new(n: usize) -> Scratch {
-        Scratch {
-            tmp: vec![0.0; n],
-            sums: std::array::from_fn(|_| vec![0.0; n]),
-            prod: vec![0.0; n],
-            swapped: false,
-        }
+        std::mem::swap(&mut cur, &mut nxt);
+        pow *= 2;
     }
 }
 
 /// The minimized-Laplacian terms of an MLRI guided filter.
+#[derive(Clone, Copy)]
 struct Lap<'a> {
     /// Laplacian of the guide.
     li: &'a [f32],
@@ -316,6 +276,70 @@ struct Lap<'a> {
     lp: &'a [f32],
     /// 1.0 where the input's Laplacian uses only observed samples.
     mask: &'a [f32],
+}
+
+/// How a guided filter fits its slope: covariance (RI) or Laplacian
+/// energy (MLRI).
+#[derive(Clone, Copy)]
+enum Fit<'a> {
+    Ri,
+    Mlri(Lap<'a>),
+}
+
+/// A per-pixel quantity whose window sums a guided filter needs (planes
+/// of one size).
+#[derive(Clone, Copy)]
+enum Moment<'a> {
+    /// `a`.
+    Copy(&'a [f32]),
+    /// `a²`.
+    Sq(&'a [f32]),
+    /// `a b`.
+    Mul(&'a [f32], &'a [f32]),
+    /// `a b m`.
+    Mul3(&'a [f32], &'a [f32], &'a [f32]),
+    /// `a² m`.
+    SqMask(&'a [f32], &'a [f32]),
+}
+
+impl Moment<'_> {
+    /// Writes the quantity over the samples `rr` of its planes into `o`.
+    #[inline(always)]
+    fn row(&self, rr: std::ops::Range<usize>, o: &mut [f32]) {
+        match *self {
+            Moment::Copy(a) => o.copy_from_slice(&a[rr]),
+            Moment::Sq(a) => {
+                for (o, &a) in o.iter_mut().zip(&a[rr]) {
+                    *o = a * a;
+                }
+            }
+            Moment::Mul(a, b) => {
+                for ((o, &a), &b) in o.iter_mut().zip(&a[rr.clone()]).zip(&b[rr]) {
+                    *o = a * b;
+                }
+            }
+            Moment::Mul3(a, b, m) => {
+                let it = o.iter_mut().zip(&a[rr.clone()]).zip(&b[rr.clone()]);
+                for (((o, &a), &b), &m) in it.zip(&m[rr]) {
+                    *o = a * b * m;
+                }
+            }
+            Moment::SqMask(a, m) => {
+                for ((o, &a), &m) in o.iter_mut().zip(&a[rr.clone()]).zip(&m[rr]) {
+                    *o = a * a * m;
+                }
+            }
+        }
+    }
+}
+
+/// Zeroes the `rx` samples at both ends of `buf` (`w + 2 rx` long) and
+/// returns the `w` between them.
+#[inline(always)]
+fn padded(buf: &mut [f32], rx: usize, w: usize) -> &mut [f32] {
+    buf[..rx].fill(0.0);
+    buf[rx + w..].fill(0.0);
+    &mut buf[rx..rx + w]
 }
 
 /// Rounds of the iterative green step and the growth of their windows.
@@ -333,153 +357,251 @@ struct Win {
     sy: usize,
 }
 
-/// Guided filter of `p` by guide `i` (ARI's form): per window the linear
-/// fit `p ~ a * i + b` (covariance fit for RI, Laplacian-energy fit for
-/// MLRI when `lap` is given), then `a`, `b` averaged over the windows
-/// covering a pixel, weighted by 1 / the window's RMS fit error.
-/// Returns the averaged `(a, b)` planes.
-#[inline(always)]
-fn guided(
-    i: &[f32],
-    p: &[f32],
-    lap: Option<Lap>,
-    (w, h): (usize, usize),
-    win: Win,
-    c: Consts,
-    s: &mut Scratch,
-) -> (Vec<f32>, Vec<f32>) {
-    let n = w * h;
-    let Win { rx, ry, sy } = win;
-    if s.swapped {
-        s.sums.swap(0, 1);
-        s.sums.swap(2, 3);
-    }
-    let Scratch {
-        tmp,
-        sums,
-        prod,
-        swapped,
-    } = s;
-    let [si, sp, sii, spp, sip, sl1, sl2, sln] = sums;
-    if !std::mem::take(swapped) {
-        box_sum(i, w, h, win, tmp, si);
-        box_sum(p, w, h, win, tmp, sp);
-        for (o, &v) in prod.iter_mut().zip(i) {
-            *o = v * v;
-        }
-        box_sum(prod, w, h, win, tmp, sii);
-        for (o, &v) in prod.iter_mut().zip(p) {
-            *o = v * v;
-        }
-        box_sum(prod, w, h, win, tmp, spp);
-        for ((o, &a), &b) in prod.iter_mut().zip(i).zip(p) {
-            *o = a * b;
-        }
-        box_sum(prod, w, h, win, tmp, sip);
-    }
-    let mlri = lap.is_some();
-    if let Some(l) = &lap {
-        for (((o, &a), &b), &m) in prod.iter_mut().zip(l.li).zip(l.lp).zip(l.mask) {
-            *o = a * b * m;
-        }
-        box_sum(prod, w, h, win, tmp, sl1);
-        for ((o, &a), &m) in prod.iter_mut().zip(l.li).zip(l.mask) {
-            *o = a * a * m;
-        }
-        box_sum(prod, w, h, win, tmp, sl2);
-        box_sum(l.mask, w, h, win, tmp, sln);
-    }
-    let cx: Vec<f32> = (0..w).map(|x| count_in(x, rx, 1, w) as f32).collect();
-    // a -> sl1, b -> sl2, weight -> sln (reused in place). Row slices of
-    // equal length let the compiler drop bounds checks and vectorise.
-    for y in 0..h {
-        let cy = count_in(y, ry, sy, h) as f32;
-        let rr = y * w..(y + 1) * w;
-        let (si, sp) = (&si[rr.clone()], &sp[rr.clone()]);
-        let (sii, spp, sip) = (&sii[rr.clone()], &spp[rr.clone()], &sip[rr.clone()]);
-        let (l1, l2, ln) = (&mut sl1[rr.clone()], &mut sl2[rr.clone()], &mut sln[rr]);
-        let cx = &cx[..w];
-        for x in 0..w {
-            let nn = cx[x] * cy;
-            let inv = 1.0 / nn;
-            let (mi, mp) = (si[x] * inv, sp[x] * inv);
-            let a = if mlri {
-                let nl = ln[x].max(1.0);
-                l1[x] / l2[x].max(c.var_floor * nl)
-            } else {
-                let cov = sip[x] * inv - mi * mp;
-                let var = sii[x] * inv - mi * mi;
-                cov / var.max(c.var_floor)
-            };
-            let b = mp - a * mi;
-            let e = (a * a * sii[x] + b * b * nn + spp[x] + 2.0 * a * b * si[x]
-                - 2.0 * b * sp[x]
-                - 2.0 * a * sip[x])
-                * inv;
-            let wt = 1.0 / e.max(0.0).sqrt().max(c.dif_floor);
-            l1[x] = a * wt;
-            l2[x] = b * wt;
-            ln[x] = wt;
-        }
-    }
-    let mut ma = vec![0f32; n];
-    let mut mb = vec![0f32; n];
-    box_sum(sl1, w, h, win, tmp, &mut ma);
-    box_sum(sl2, w, h, win, tmp, &mut mb);
-    box_sum(sln, w, h, win, tmp, prod);
-    for ((a, b), &wt) in ma.iter_mut().zip(mb.iter_mut()).zip(prod.iter()) {
-        let inv = 1.0 / wt;
-        *a *= inv;
-        *b *= inv;
-    }
-    (ma, mb)
+/// Ring of `rows` row buffers of `w` samples per quantity, indexed by
+/// the image row modulo `rows`.
+struct Ring {
+    w: usize,
+    rows: usize,
+    data: Vec<f32>,
 }
 
-/// `a * i + b`, element-wise.
-#[inline(always)]
-fn apply(a: &[f32], b: &[f32], i: &[f32]) -> Vec<f32> {
-    a.iter()
-        .zip(b)
-        .zip(i)
-        .map(|((&a, &b), &i)| a * i + b)
-        .collect()
-}
+impl Ring {
+    fn new(quantities: usize, rows: usize, w: usize) -> Ring {
+        Ring {
+            w,
+            rows,
+            data: vec![0.0; quantities * rows * w],
+        }
+    }
 
-/// Separable 5x5 Gaussian (sigma 2) with clamped borders, in place.
-#[inline(always)]
-fn gauss5(p: &mut [f32], w: usize, h: usize, tmp: &mut [f32]) {
-    const K: [f32; 5] = [0.152_469, 0.221_841, 0.251_379, 0.221_841, 0.152_469];
-    for y in 0..h {
-        let row = &p[y * w..(y + 1) * w];
-        let out = &mut tmp[y * w..(y + 1) * w];
-        if w > 4 {
-            let n = w - 4;
-            let inner = &mut out[2..w - 2];
-            inner.fill(0.0);
-            for (d, &k) in K.iter().enumerate() {
-                for (o, &v) in inner.iter_mut().zip(&row[d..d + n]) {
-                    *o += k * v;
+    #[inline(always)]
+    fn row(&self, q: usize, y: usize) -> &[f32] {
+        let o = (q * self.rows + y % self.rows) * self.w;
+        &self.data[o..o + self.w]
+    }
+
+    #[inline(always)]
+    fn row_mut(&mut self, q: usize, y: usize) -> &mut [f32] {
+        let o = (q * self.rows + y % self.rows) * self.w;
+        &mut self.data[o..o + self.w]
+    }
+
+    /// Zero-padded vertical window sum of quantity `q` at row `y` (rows
+    /// `y + j * win.sy`, `|j| <= win.ry`, inside `0..h`) into `out`.
+    #[inline(always)]
+    fn vsum(&self, q: usize, y: usize, h: usize, win: Win, out: &mut [f32]) {
+        out.copy_from_slice(self.row(q, y));
+        for j in 1..=win.ry {
+            let d = j * win.sy;
+            if y >= d {
+                for (o, &v) in out.iter_mut().zip(self.row(q, y - d)) {
+                    *o += v;
+                }
+            }
+            if y + d < h {
+                for (o, &v) in out.iter_mut().zip(self.row(q, y + d)) {
+                    *o += v;
                 }
             }
         }
-        for x in (0..2.min(w)).chain(w.saturating_sub(2).max(2.min(w))..w) {
-            let mut s = 0.0;
-            for (d, &k) in K.iter().enumerate() {
-                let xx = (x + d).saturating_sub(2).min(w - 1);
-                s += k * row[xx];
-            }
-            out[x] = s;
+    }
+}
+
+/// Receiver of a guided filter's averaged coefficient rows (a trait
+/// with `#[inline(always)]` methods rather than a closure: closures do not
+/// inherit [`ari_tile`]'s AVX2 code generation).
+trait CoefSink {
+    /// Filter `k`'s coefficient rows `a`, `b` of image row `y`.
+    fn row(&mut self, y: usize, k: usize, a: &[f32], b: &[f32]);
+}
+
+/// Collects the coefficients of a single filter into `w`-wide planes.
+struct Planes<'a> {
+    w: usize,
+    a: &'a mut [f32],
+    b: &'a mut [f32],
+}
+
+impl CoefSink for Planes<'_> {
+    #[inline(always)]
+    fn row(&mut self, y: usize, _k: usize, a: &[f32], b: &[f32]) {
+        let rr = y * self.w..(y + 1) * self.w;
+        self.a[rr.clone()].copy_from_slice(a);
+        self.b[rr].copy_from_slice(b);
+    }
+}
+
+/// Guided filters of ARI's form over one window, streamed row by row:
+/// per window the linear fit `p ~ a * i + b` (covariance fit for RI,
+/// Laplacian-energy fit for MLRI), then `a`, `b` averaged over the
+/// windows covering a pixel, weighted by 1 / the window's RMS fit error.
+/// Filter 0 predicts `p` from the guide `i`; filter 1, when `fits` has
+/// two entries, predicts `i` from the guide `p` (the window moments are
+/// shared). Box sums are zero-padded: horizontal radius `rx` over
+/// adjacent columns, vertical radius `ry` over rows `sy` apart (`sy` = 2
+/// keeps a row-parity family). Only rings of `4 ry sy + 2` rows are
+/// held, never a plane. `sink.row(y, k, a, b)` receives filter `k`'s averaged
+/// coefficient rows for image row `y` (each `w` long), rows in order.
+#[inline(always)]
+fn guided_rows(
+    i: &[f32],
+    p: &[f32],
+    fits: &[Fit],
+    (w, h): (usize, usize),
+    win: Win,
+    c: Consts,
+    sink: &mut impl CoefSink,
+) {
+    let Win { rx, ry, sy } = win;
+    let len = 2 * rx + 1;
+    let d = ry * sy;
+    let span = 2 * d + 1;
+    // Quantities: 0 sum i, 1 sum p, 2 sum i², 3 sum p², 4 sum i p, then per
+    // MLRI filter: sum li lp m, sum li² m, sum m.
+    let lap_at: Vec<Option<usize>> = {
+        let mut next = 5;
+        fits.iter()
+            .map(|f| match f {
+                Fit::Ri => None,
+                Fit::Mlri(_) => {
+                    next += 3;
+                    Some(next - 3)
+                }
+            })
+            .collect()
+    };
+    let nq = 5 + 3 * lap_at.iter().flatten().count();
+    let nf = fits.len();
+    let mut ra = Ring::new(nq, span, w);
+    let mut rb = Ring::new(3 * nf, span, w);
+    let mut buf = vec![0f32; w + 2 * rx];
+    let mut tmp = vec![0f32; w + 2 * rx];
+    let mut vs = vec![0f32; nq * w];
+    let mut coef = vec![0f32; 3 * nf * w];
+    let cx: Vec<f32> = (0..w).map(|x| count_in(x, rx, 1, w) as f32).collect();
+    // The quantities whose window sums stage 1 takes.
+    let mut srcs = vec![
+        Moment::Copy(i),
+        Moment::Copy(p),
+        Moment::Sq(i),
+        Moment::Sq(p),
+    ];
+    srcs.push(Moment::Mul(i, p));
+    for f in fits {
+        if let Fit::Mlri(l) = f {
+            srcs.push(Moment::Mul3(l.li, l.lp, l.mask));
+            srcs.push(Moment::SqMask(l.li, l.mask));
+            srcs.push(Moment::Copy(l.mask));
         }
     }
-    for y in 0..h {
-        let out = &mut p[y * w..(y + 1) * w];
-        out.fill(0.0);
-        for (d, &k) in K.iter().enumerate() {
-            let yy = (y + d).saturating_sub(2).min(h - 1);
-            for (o, &v) in out.iter_mut().zip(&tmp[yy * w..(yy + 1) * w]) {
-                *o += k * v;
+    for t in 0..h + 2 * d {
+        // Stage 1: horizontal sums of the moments of row t.
+        if t < h {
+            for (q, src) in srcs.iter().enumerate() {
+                src.row(t * w..(t + 1) * w, padded(&mut buf, rx, w));
+                window_sum(&mut buf, len, &mut tmp, ra.row_mut(q, t));
             }
         }
+        // Stage 2: window moments of row t - d, the per-window fits and
+        // their weighted coefficients, summed along the row.
+        if t >= d && t - d < h {
+            let y = t - d;
+            for q in 0..nq {
+                ra.vsum(q, y, h, win, &mut vs[q * w..(q + 1) * w]);
+            }
+            let cy = count_in(y, ry, sy, h) as f32;
+            let (s_i, rest) = vs.split_at(w);
+            let (s_p, rest) = rest.split_at(w);
+            let (s_ii, rest) = rest.split_at(w);
+            let (s_pp, rest) = rest.split_at(w);
+            let (s_ip, laps) = rest.split_at(w);
+            for (k, (f, q)) in fits.iter().zip(&lap_at).enumerate() {
+                // Filter 1 swaps the roles of i and p.
+                let (si, sp, sii, spp) = if k == 0 {
+                    (s_i, s_p, s_ii, s_pp)
+                } else {
+                    (s_p, s_i, s_pp, s_ii)
+                };
+                let cf = &mut coef[3 * k * w..3 * (k + 1) * w];
+                let (ca, rest) = cf.split_at_mut(w);
+                let (cb, cw) = rest.split_at_mut(w);
+                let mo = [&si[..w], &sp[..w], &sii[..w], &spp[..w], &s_ip[..w]];
+                match (f, q) {
+                    (Fit::Mlri(_), Some(q)) => {
+                        let l1 = &laps[(q - 5) * w..(q - 4) * w];
+                        let l2 = &laps[(q - 4) * w..(q - 3) * w];
+                        let ln = &laps[(q - 3) * w..(q - 2) * w];
+                        fit_row::<true>(mo, [l1, l2, ln], &cx, cy, c, (ca, cb, cw));
+                    }
+                    _ => fit_row::<false>(mo, [si; 3], &cx, cy, c, (ca, cb, cw)),
+                }
+                for j in 0..3 {
+                    let src = &coef[(3 * k + j) * w..(3 * k + j + 1) * w];
+                    padded(&mut buf, rx, w).copy_from_slice(src);
+                    window_sum(&mut buf, len, &mut tmp, rb.row_mut(3 * k + j, y));
+                }
+            }
+        }
+        // Stage 3: the coefficients of row t - 2d averaged over the
+        // windows covering each pixel.
+        if t >= 2 * d && t - 2 * d < h {
+            let y = t - 2 * d;
+            for k in 0..nf {
+                let (sa, rest) = vs.split_at_mut(w);
+                let (sb, rest) = rest.split_at_mut(w);
+                let sw = &mut rest[..w];
+                rb.vsum(3 * k, y, h, win, sa);
+                rb.vsum(3 * k + 1, y, h, win, sb);
+                rb.vsum(3 * k + 2, y, h, win, sw);
+                for ((a, b), &wt) in sa.iter_mut().zip(sb.iter_mut()).zip(sw.iter()) {
+                    let inv = 1.0 / wt;
+                    *a *= inv;
+                    *b *= inv;
+                }
+                sink.row(y, k, sa, sb);
+            }
+        }
+    }
+}
+
+/// The per-window fits of one row: window sums `[i, p, i², p², i p]`,
+/// window sizes `cx[x] * cy`; the slope by the covariance (RI) or, with
+/// `MLRI`, from the window sums `[li lp m, li² m, m]` of the Laplacian
+/// terms; writes `a * wt`, `b * wt` and `wt` (`wt` = 1 / the window's RMS
+/// fit error).
+#[inline(always)]
+fn fit_row<const MLRI: bool>(
+    [si, sp, sii, spp, sip]: [&[f32]; 5],
+    [l1, l2, ln]: [&[f32]; 3],
+    cx: &[f32],
+    cy: f32,
+    c: Consts,
+    (ca, cb, cw): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    let w = ca.len();
+    let (si, sp, sii, spp, sip) = (&si[..w], &sp[..w], &sii[..w], &spp[..w], &sip[..w]);
+    let (l1, l2, ln, cx) = (&l1[..w], &l2[..w], &ln[..w], &cx[..w]);
+    let (cb, cw) = (&mut cb[..w], &mut cw[..w]);
+    for x in 0..w {
+        let nn = cx[x] * cy;
+        let inv = 1.0 / nn;
+        let (mi, mp) = (si[x] * inv, sp[x] * inv);
+        let a = if MLRI {
+            l1[x] / l2[x].max(c.var_floor * ln[x].max(1.0))
+        } else {
+            let cov = sip[x] * inv - mi * mp;
+            let var = sii[x] * inv - mi * mi;
+            cov / var.max(c.var_floor)
+        };
+        let b = mp - a * mi;
+        let e = (a * a * sii[x] + b * b * nn + spp[x] + 2.0 * a * b * si[x]
+            - 2.0 * b * sp[x]
+            - 2.0 * a * sip[x])
+            * inv;
+        let wt = 1.0 / e.max(0.0).sqrt().max(c.dif_floor);
+        ca[x] = a * wt;
+        cb[x] = b * wt;
+        cw[x] = wt;
     }
 }
 
@@ -493,10 +615,274 @@ fn hmean(v: &[f32], w: usize, y: usize, x: usize) -> f32 {
     0.5 * (l + r)
 }
 
+/// [`hmean`] of a whole row: `out[x] = (v[x-1] + v[x+1]) / 2`, mirrored
+/// at the ends (`v.len() >= 2`).
+#[inline(always)]
+fn hmean_row(v: &[f32], out: &mut [f32]) {
+    let w = v.len().min(out.len());
+    if w < 2 {
+        out[..w].copy_from_slice(&v[..w]);
+        return;
+    }
+    out[0] = 0.5 * (v[1] + v[1]);
+    out[w - 1] = 0.5 * (v[w - 2] + v[w - 2]);
+    let it = out[1..w - 1]
+        .iter_mut()
+        .zip(v[..w - 2].iter().zip(&v[2..w]));
+    for (o, (&l, &r)) in it {
+        *o = 0.5 * (l + r);
+    }
+}
+
+/// Taps of the 5-tap Gaussian (sigma 2) that smooths the criterion.
+const GAUSS5: [f32; 5] = [0.152_469, 0.221_841, 0.251_379, 0.221_841, 0.152_469];
+
+/// Horizontal pass of the separable 5x5 Gaussian on one row, with
+/// clamped ends: `out[x] = sum_d K[d] row[clamp(x + d - 2)]`, summed in
+/// the order of `d`.
+#[inline(always)]
+fn gauss5_row(row: &[f32], out: &mut [f32]) {
+    let w = row.len().min(out.len());
+    if w > 4 {
+        let n = w - 4;
+        let inner = &mut out[2..w - 2];
+        inner.fill(0.0);
+        for (d, &k) in GAUSS5.iter().enumerate() {
+            for (o, &v) in inner.iter_mut().zip(&row[d..d + n]) {
+                *o += k * v;
+            }
+        }
+    }
+    for x in (0..2.min(w)).chain(w.saturating_sub(2).max(2.min(w))..w) {
+        let mut s = 0.0;
+        for (d, &k) in GAUSS5.iter().enumerate() {
+            let xx = (x + d).saturating_sub(2).min(w - 1);
+            s += k * row[xx];
+        }
+        out[x] = s;
+    }
+}
+
+/// Horizontal Laplacian `2 v[x] - v[x-2] - v[x+2]` of every `w`-sample
+/// row of `v` into `o` (0 within 2 px of the row ends).
+#[inline(always)]
+fn lap_rows(v: &[f32], w: usize, o: &mut [f32]) {
+    for (orow, row) in o.chunks_exact_mut(w).zip(v.chunks_exact(w)) {
+        orow.fill(0.0);
+        if w > 4 {
+            let it = orow[2..w - 2].iter_mut().zip(&row[2..w - 2]);
+            for ((o, &v), (&l, &r)) in it.zip(row[..w - 4].iter().zip(&row[4..])) {
+                *o = 2.0 * v - l - r;
+            }
+        }
+    }
+}
+
+/// The per-round state of [`green_dir`] after the guided filters: the
+/// selection criterion, smoothed in rolling rings of 5 rows, and the
+/// guides' update, both row by row behind the filters' output.
+struct RoundRows {
+    w: usize,
+    h: usize,
+    /// Horizontally smoothed |guide - tentative| rows, ring of 5.
+    cri: Vec<f32>,
+    /// Horizontally smoothed gradient rows of it, ring of 5.
+    dif: Vec<f32>,
+    /// Row scratch (`w` each).
+    r0: Vec<f32>,
+    r1: Vec<f32>,
+    r2: Vec<f32>,
+    r3: Vec<f32>,
+    r4: Vec<f32>,
+    r5: Vec<f32>,
+}
+
+impl RoundRows {
+    fn new(w: usize, h: usize) -> RoundRows {
+        RoundRows {
+            w,
+            h,
+            cri: vec![0.0; 5 * w],
+            dif: vec![0.0; 5 * w],
+            r0: vec![0.0; w],
+            r1: vec![0.0; w],
+            r2: vec![0.0; w],
+            r3: vec![0.0; w],
+            r4: vec![0.0; w],
+            r5: vec![0.0; w],
+        }
+    }
+
+    /// Criterion rows of image row `y`: |guide - tentative| summed over
+    /// both channels and its horizontal central gradient, each smoothed
+    /// horizontally into the rings. `rows` = (gg, tg, cc, tc) rows of `y`.
+    #[inline(always)]
+    fn criterion(&mut self, y: usize, (gr, tgr, cr, tcr): (&[f32], &[f32], &[f32], &[f32])) {
+        let w = self.w;
+        let (eg, ec) = (&mut self.r0[..w], &mut self.r1[..w]);
+        let (crow, drow) = (&mut self.r2[..w], &mut self.r3[..w]);
+        let (gr, tgr, cr, tcr) = (&gr[..w], &tgr[..w], &cr[..w], &tcr[..w]);
+        for x in 0..w {
+            eg[x] = gr[x] - tgr[x];
+            ec[x] = cr[x] - tcr[x];
+            crow[x] = eg[x].abs() + ec[x].abs();
+        }
+        let d = |l: usize, r: usize| (eg[r] - eg[l]).abs() + (ec[r] - ec[l]).abs();
+        drow[0] = d(0, 1.min(w - 1));
+        if w > 1 {
+            drow[w - 1] = d(w - 2, w - 1);
+        }
+        if w > 2 {
+            let it = drow[1..w - 1]
+                .iter_mut()
+                .zip(eg[..w - 2].iter().zip(&eg[2..]));
+            for ((o, (&gl, &gr)), (&cl, &cr)) in it.zip(ec[..w - 2].iter().zip(&ec[2..])) {
+                *o = (gr - gl).abs() + (cr - cl).abs();
+            }
+        }
+        let s = (y % 5) * w;
+        gauss5_row(crow, &mut self.cri[s..s + w]);
+        gauss5_row(drow, &mut self.dif[s..s + w]);
+    }
+
+    /// Row `y` of the next round: the guides (observed samples +
+    /// interpolated residuals) into `gg2` and, when `both`, `cc2`; where
+    /// the smoothed criterion of this round beats `crit`, `crit` and
+    /// `best` take it and the new green. Needs the criterion rows up to
+    /// `y + 2`. `inp` = planes (mosaic, is_g, is_c, tg, tc).
+    #[inline(always)]
+    #[allow(clippy::type_complexity)]
+    fn update(
+        &mut self,
+        y: usize,
+        (m, is_g, is_c, tg, tc): (&[f32], &[f32], &[f32], &[f32], &[f32]),
+        both: bool,
+        (gg2, cc2, crit, best): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let (w, h) = (self.w, self.h);
+        let rr = y * w..(y + 1) * w;
+        let (sc, sd) = (&mut self.r2[..w], &mut self.r3[..w]);
+        RoundRows::smooth(&self.cri, w, h, y, sc);
+        RoundRows::smooth(&self.dif, w, h, y, sd);
+        let (mr, gmask, cmask) = (&m[rr.clone()], &is_g[rr.clone()], &is_c[rr.clone()]);
+        let (tgr, tcr) = (&tg[rr.clone()], &tc[rr.clone()]);
+        let (rg, rc) = (&mut self.r0[..w], &mut self.r1[..w]);
+        for x in 0..w {
+            rg[x] = (mr[x] - tgr[x]) * gmask[x];
+            rc[x] = (mr[x] - tcr[x]) * cmask[x];
+        }
+        let (hg, hc) = (&mut self.r4[..w], &mut self.r5[..w]);
+        hmean_row(rg, hg);
+        hmean_row(rc, hc);
+        let ggr = &mut gg2[rr.clone()];
+        for x in 0..w {
+            let site = gmask[x] > 0.5;
+            ggr[x] = if site { mr[x] } else { tgr[x] + hg[x] };
+        }
+        if both {
+            let ccr = &mut cc2[rr.clone()];
+            for x in 0..w {
+                let site = gmask[x] > 0.5;
+                ccr[x] = if site { tcr[x] + hc[x] } else { mr[x] };
+            }
+        }
+        let (crit, best) = (&mut crit[rr.clone()], &mut best[rr]);
+        for x in 0..w {
+            let cr = sc[x] * sc[x] * sd[x];
+            let take = cr < crit[x];
+            crit[x] = if take { cr } else { crit[x] };
+            best[x] = if take { ggr[x] } else { best[x] };
+        }
+    }
+
+    /// Vertical Gaussian pass of ring `r` at row `y` (rows clamped to the
+    /// plane) into `out`.
+    #[inline(always)]
+    fn smooth(ring: &[f32], w: usize, h: usize, y: usize, out: &mut [f32]) {
+        out.fill(0.0);
+        for (d, &k) in GAUSS5.iter().enumerate() {
+            let s = ((y + d).saturating_sub(2).min(h - 1) % 5) * w;
+            for (o, &v) in out.iter_mut().zip(&ring[s..s + w]) {
+                *o += k * v;
+            }
+        }
+    }
+}
+
+/// One round of [`green_dir`] as the guided filters' row sink: the
+/// tentative rows `a * guide + b`, then the criterion of the row and the
+/// next round's row two behind it.
+struct Round<'a> {
+    rows: &'a mut RoundRows,
+    /// Filters per round (2; 1 when the other channel is a given guide).
+    nf: usize,
+    /// The other channel is estimated too (no guide given).
+    both: bool,
+    /// This round's guides (green, other channel).
+    old: (&'a [f32], &'a [f32]),
+    /// Mosaic, is_g, is_c planes.
+    inp: (&'a [f32], &'a [f32], &'a [f32]),
+    /// Tentative green and other channel.
+    tent: (&'a mut [f32], &'a mut [f32]),
+    /// Next round's guides, the running criterion minimum and its green.
+    next: (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]),
+}
+
+impl Round<'_> {
+    /// Row `y` of the next round (criterion rows up to `y + 2` done).
+    #[inline(always)]
+    fn finish(&mut self, y: usize) {
+        let (m, is_g, is_c) = self.inp;
+        let (tg, tc) = (&*self.tent.0, &*self.tent.1);
+        let (gg2, cc2, crit, best) = &mut self.next;
+        let planes = (&mut **gg2, &mut **cc2, &mut **crit, &mut **best);
+        self.rows
+            .update(y, (m, is_g, is_c, tg, tc), self.both, planes);
+    }
+}
+
+impl CoefSink for Round<'_> {
+    #[inline(always)]
+    fn row(&mut self, y: usize, f: usize, a: &[f32], b: &[f32]) {
+        let w = self.rows.w;
+        let rr = y * w..(y + 1) * w;
+        let (gg, cc) = self.old;
+        let (dst, src) = if f == 0 {
+            (&mut self.tent.0[rr.clone()], &cc[rr.clone()])
+        } else {
+            (&mut self.tent.1[rr.clone()], &gg[rr.clone()])
+        };
+        for (((d, &s), &a), &b) in dst.iter_mut().zip(src).zip(a).zip(b) {
+            *d = a * s + b;
+        }
+        if f + 1 < self.nf {
+            return;
+        }
+        if !self.both {
+            self.tent.1[rr.clone()].copy_from_slice(&cc[rr.clone()]);
+        }
+        let cur = (
+            &gg[rr.clone()],
+            &self.tent.0[rr.clone()],
+            &cc[rr.clone()],
+            &self.tent.1[rr],
+        );
+        self.rows.criterion(y, cur);
+        if y >= 2 {
+            self.finish(y - 2);
+        }
+    }
+}
+
 /// Horizontal-direction green of the ARI green step on a `w x h` plane
 /// whose rows alternate green and one other colour. `is_g[k]` is 1.0 at
 /// green sites. Returns the RI and MLRI green planes (valid at non-green
 /// sites) and their selection criteria.
+///
+/// Each round streams: the guided filters emit rows of the tentative
+/// planes, the criterion of a row follows at once and the guides' update
+/// two rows behind it (the criterion's smoothing radius), written to the
+/// next round's planes.
 #[inline(always)]
 fn green_dir(
     m: &[f32],
@@ -508,8 +894,6 @@ fn green_dir(
     c: Consts,
 ) -> [(Vec<f32>, Vec<f32>); 2] {
     let n = w * h;
-    let mut s = Scratch::new(n);
-    let mut tmp = vec![0f32; n];
     let is_c: Vec<f32> = is_g.iter().map(|&g| 1.0 - g).collect();
     // Initial guides: 1-D linear interpolation along the rows.
     let mut g0 = vec![0f32; n];
@@ -530,16 +914,11 @@ fn green_dir(
     if let Some(gd) = guide {
         c0.copy_from_slice(gd);
     }
-    let lap = |v: &[f32]| -> Vec<f32> {
-        let mut o = vec![0f32; n];
-        for y in 0..h {
-            for x in 2..w.saturating_sub(2) {
-                let k = y * w + x;
-                o[k] = 2.0 * v[k] - v[k - 2] - v[k + 2];
-            }
-        }
-        o
-    };
+    let (mut lg, mut lc) = (vec![0f32; n], vec![0f32; n]);
+    let (mut tg, mut tc) = (vec![0f32; n], vec![0f32; n]);
+    let (mut gg2, mut cc2) = (vec![0f32; n], vec![0f32; n]);
+    let mut rows = RoundRows::new(w, h);
+    let nf = if guide.is_some() { 1 } else { 2 };
     let mut out: [(Vec<f32>, Vec<f32>); 2] = Default::default();
     for (method, slot) in out.iter_mut().enumerate() {
         let mlri = method == 1;
@@ -560,92 +939,42 @@ fn green_dir(
                     sy: 2,
                 }
             };
-            let (tg, tc) = if mlri {
-                let (lg, lc) = (lap(&gg), lap(&cc));
-                let (a, b) = guided(
-                    &cc,
-                    &gg,
-                    Some(Lap {
+            // Tentative green from the other channel (filter 0) and, with
+            // no guide given, the other channel from green (filter 1).
+            let fits: [Fit; 2] = if mlri {
+                lap_rows(&gg, w, &mut lg);
+                lap_rows(&cc, w, &mut lc);
+                [
+                    Fit::Mlri(Lap {
                         li: &lc,
                         lp: &lg,
                         mask: is_g,
                     }),
-                    (w, h),
-                    win,
-                    c,
-                    &mut s,
-                );
-                let tg = apply(&a, &b, &cc);
-                if guide.is_some() {
-                    (tg, cc.clone())
-                } else {
-                    s.swapped = true;
-                    let (a, b) = guided(
-                        &gg,
-                        &cc,
-                        Some(Lap {
-                            li: &lg,
-                            lp: &lc,
-                            mask: &is_c,
-                        }),
-                        (w, h),
-                        win,
-                        c,
-                        &mut s,
-                    );
-                    (tg, apply(&a, &b, &gg))
-                }
+                    Fit::Mlri(Lap {
+                        li: &lg,
+                        lp: &lc,
+                        mask: &is_c,
+                    }),
+                ]
             } else {
-                let (a, b) = guided(&cc, &gg, None, (w, h), win, c, &mut s);
-                let tg = apply(&a, &b, &cc);
-                if guide.is_some() {
-                    (tg, cc.clone())
-                } else {
-                    s.swapped = true;
-                    let (a, b) = guided(&gg, &cc, None, (w, h), win, c, &mut s);
-                    (tg, apply(&a, &b, &gg))
-                }
+                [Fit::Ri, Fit::Ri]
             };
-            // Residuals at the observed sites.
-            let rg: Vec<f32> = (0..n).map(|k| (m[k] - tg[k]) * is_g[k]).collect();
-            let rc: Vec<f32> = (0..n).map(|k| (m[k] - tc[k]) * is_c[k]).collect();
-            // Criterion: |guide - tentative| and its horizontal gradient.
-            let eg: Vec<f32> = (0..n).map(|k| gg[k] - tg[k]).collect();
-            let ec: Vec<f32> = (0..n).map(|k| cc[k] - tc[k]).collect();
-            let mut cri = vec![0f32; n];
-            let mut dif = vec![0f32; n];
-            for y in 0..h {
-                for x in 0..w {
-                    let k = y * w + x;
-                    cri[k] = eg[k].abs() + ec[k].abs();
-                    let (l, r) = (x.saturating_sub(1), (x + 1).min(w - 1));
-                    let row = y * w;
-                    dif[k] = (eg[row + r] - eg[row + l]).abs() + (ec[row + r] - ec[row + l]).abs();
-                }
+            let mut sink = Round {
+                rows: &mut rows,
+                nf,
+                both: guide.is_none(),
+                old: (&gg, &cc),
+                inp: (m, is_g, &is_c),
+                tent: (&mut tg, &mut tc),
+                next: (&mut gg2, &mut cc2, &mut crit, &mut best),
+            };
+            guided_rows(&cc, &gg, &fits[..nf], (w, h), win, c, &mut sink);
+            for y in h.saturating_sub(2)..h {
+                sink.finish(y);
             }
-            gauss5(&mut cri, w, h, &mut tmp);
-            gauss5(&mut dif, w, h, &mut tmp);
-            // Updated guides: observed samples + interpolated residuals.
-            for y in 0..h {
-                for x in 0..w {
-                    let k = y * w + x;
-                    if is_g[k] > 0.5 {
-                        gg[k] = m[k];
-                        if guide.is_none() {
-                            cc[k] = tc[k] + hmean(&rc, w, y, x);
-                        }
-                    } else {
-                        gg[k] = tg[k] + hmean(&rg, w, y, x);
-                        if guide.is_none() {
-                            cc[k] = m[k];
-                        }
-                    }
-                    let cr = cri[k] * cri[k] * dif[k];
-                    if cr < crit[k] {
-                        crit[k] = cr;
-                        best[k] = gg[k];
-                    }
-                }
+            std::mem::swap(&mut gg, &mut gg2);
+            if guide.is_none() {
+                std::mem::swap(&mut cc, &mut cc2);
             }
         }
         *slot = (best, crit);
@@ -653,21 +982,73 @@ fn green_dir(
     out
 }
 
-/// Transposes a `w x h` plane into `h x w`.
+/// Transposes a `w x h` plane into `h x w`: 16 source columns at a
+/// time, so that the writes go to 16 contiguous destination rows.
 #[inline(always)]
 fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
     let mut o = vec![0f32; w * h];
-    const B: usize = 32;
-    for y0 in (0..h).step_by(B) {
-        for x0 in (0..w).step_by(B) {
-            for y in y0..(y0 + B).min(h) {
-                for x in x0..(x0 + B).min(w) {
-                    o[x * h + y] = src[y * w + x];
-                }
+    const B: usize = 16;
+    for (bi, dst) in o.chunks_mut(B * h).enumerate() {
+        let x0 = bi * B;
+        let bw = dst.len() / h;
+        for (y, row) in src.chunks_exact(w).enumerate() {
+            for (j, &v) in row[x0..x0 + bw].iter().enumerate() {
+                dst[j * h + y] = v;
             }
         }
     }
     o
+}
+
+/// The indices before and after `i` in `0..n`, mirrored at the ends.
+#[inline(always)]
+fn mirrored_neighbours(i: usize, n: usize) -> (usize, usize) {
+    let before = if i > 0 { i - 1 } else { (i + 1).min(n - 1) };
+    let after = if i + 1 < n {
+        i + 1
+    } else {
+        i.saturating_sub(1)
+    };
+    (before, after)
+}
+
+/// 2-D Laplacian `4 v - (4 neighbours)` of a `wl x hl` lattice plane,
+/// mirrored at its edges.
+#[inline(always)]
+fn lap_lattice(v: &[f32], wl: usize, hl: usize) -> Vec<f32> {
+    let nl = wl * hl;
+    let mut o = vec![0f32; nl];
+    for yy in 0..hl {
+        let (u, d) = mirrored_neighbours(yy, hl);
+        for xx in 0..wl {
+            let (l, rr) = mirrored_neighbours(xx, wl);
+            let k = yy * wl + xx;
+            o[k] = 4.0 * v[k] - v[u * wl + xx] - v[d * wl + xx] - v[yy * wl + l] - v[yy * wl + rr];
+        }
+    }
+    o
+}
+
+/// Lattice taps of full-resolution coordinate `v` for samples at
+/// `o + 2 q`, `q < nlat`: (q, q) on a sample, its two neighbours between.
+#[inline(always)]
+fn taps(v: usize, o: usize, nlat: usize) -> (usize, usize) {
+    if v < o {
+        (0, 0)
+    } else if (v - o) % 2 == 0 {
+        let q = ((v - o) / 2).min(nlat - 1);
+        (q, q)
+    } else {
+        let q = ((v - o) / 2).min(nlat - 1);
+        (q, (q + 1).min(nlat - 1))
+    }
+}
+
+/// Bilinear value of lattice plane `p` from the taps `(row offset y0,
+/// row offset y1, x0, x1)`.
+#[inline(always)]
+fn bil(p: &[f32], (r0, r1, x0, x1): (usize, usize, usize, usize)) -> f32 {
+    0.25 * (p[r0 + x0] + p[r0 + x1] + p[r1 + x0] + p[r1 + x1])
 }
 
 /// Red or blue at full resolution by MLRI guided upsampling: the colour's
@@ -695,78 +1076,35 @@ fn rb_plane(
             cl[yy * wl + xx] = m[at(yy, xx)];
         }
     }
-    // 2-D Laplacians on the lattice (mirrored at its edges).
-    let lap = |v: &[f32]| -> Vec<f32> {
-        let mut o = vec![0f32; nl];
-        for yy in 0..hl {
-            let (u, d) = (
-                if yy > 0 { yy - 1 } else { (yy + 1).min(hl - 1) },
-                if yy + 1 < hl {
-                    yy + 1
-                } else {
-                    yy.saturating_sub(1)
-                },
-            );
-            for xx in 0..wl {
-                let (l, rr) = (
-                    if xx > 0 { xx - 1 } else { (xx + 1).min(wl - 1) },
-                    if xx + 1 < wl {
-                        xx + 1
-                    } else {
-                        xx.saturating_sub(1)
-                    },
-                );
-                let k = yy * wl + xx;
-                o[k] =
-                    4.0 * v[k] - v[u * wl + xx] - v[d * wl + xx] - v[yy * wl + l] - v[yy * wl + rr];
-            }
-        }
-        o
-    };
-    let (lg, lc) = (lap(&gl), lap(&cl));
+    let (lg, lc) = (lap_lattice(&gl, wl, hl), lap_lattice(&cl, wl, hl));
     let ones = vec![1f32; nl];
-    let mut s = Scratch::new(nl);
     let win = Win {
         rx: r,
         ry: r,
         sy: 1,
     };
-    let (ma, mb) = guided(
-        &gl,
-        &cl,
-        Some(Lap {
-            li: &lg,
-            lp: &lc,
-            mask: &ones,
-        }),
-        (wl, hl),
-        win,
-        c,
-        &mut s,
-    );
+    let (mut ma, mut mb) = (vec![0f32; nl], vec![0f32; nl]);
+    let fit = [Fit::Mlri(Lap {
+        li: &lg,
+        lp: &lc,
+        mask: &ones,
+    })];
+    let mut sink = Planes {
+        w: wl,
+        a: &mut ma,
+        b: &mut mb,
+    };
+    guided_rows(&gl, &cl, &fit, (wl, hl), win, c, &mut sink);
     let res: Vec<f32> = (0..nl).map(|k| cl[k] - (ma[k] * gl[k] + mb[k])).collect();
     // Bilinear interpolation of (a, b, residual) to full resolution.
-    let taps = |v: usize, o: usize, nlat: usize| -> (usize, usize) {
-        if v < o {
-            (0, 0)
-        } else if (v - o) % 2 == 0 {
-            let q = ((v - o) / 2).min(nlat - 1);
-            (q, q)
-        } else {
-            let q = ((v - o) / 2).min(nlat - 1);
-            (q, (q + 1).min(nlat - 1))
-        }
-    };
     let xt: Vec<(usize, usize)> = (0..w).map(|x| taps(x, ox, wl)).collect();
     let mut out = vec![0f32; w * h];
     for y in 0..h {
         let (y0, y1) = taps(y, oy, hl);
         for (x, &(x0, x1)) in xt.iter().enumerate() {
-            let bil = |p: &[f32]| {
-                0.25 * (p[y0 * wl + x0] + p[y0 * wl + x1] + p[y1 * wl + x0] + p[y1 * wl + x1])
-            };
+            let t = (y0 * wl, y1 * wl, x0, x1);
             let k = y * w + x;
-            out[k] = bil(&ma) * g[k] + bil(&mb) + bil(&res);
+            out[k] = bil(&ma, t) * g[k] + bil(&mb, t) + bil(&res, t);
         }
     }
     out
@@ -968,8 +1306,9 @@ mod tests {
         m.meta = Arc::new(meta);
         let dn = run(m);
         for (a, b) in norm.data.iter().zip(&dn.data) {
-            // f32 rounding of the box sums: 1e-4 relative to white.
-            assert!((a * 4000.0 - b).abs() < 0.4, "{a} x 4000 vs {b}");
+            // f32 rounding of the window moments (the variance is a
+            // difference of them): 2.5e-4 relative to white.
+            assert!((a * 4000.0 - b).abs() < 1.0, "{a} x 4000 vs {b}");
         }
     }
 

@@ -189,6 +189,27 @@ fn median9(mut p: [f32; 9]) -> f32 {
     v[4]
 }
 
+/// 3x3 medians along one row: `out[i]` is the median of `r0`, `r1`, `r2`
+/// at columns `i..i + 3` (rows `out.len() + 2` long; the values in the
+/// order [`median_plane`] takes them, so the same bits).
+#[inline(always)]
+fn median3_row(r0: &[f32], r1: &[f32], r2: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    let (a0, b0, c0) = (&r0[..n], &r0[1..n + 1], &r0[2..n + 2]);
+    let (a1, b1, c1) = (&r1[..n], &r1[1..n + 1], &r1[2..n + 2]);
+    let (a2, b2, c2) = (&r2[..n], &r2[1..n + 1], &r2[2..n + 2]);
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = median9([
+            a0[i], b0[i], c0[i], a1[i], b1[i], c1[i], a2[i], b2[i], c2[i],
+        ]);
+    }
+}
+
+crate::avx2_dispatch!(
+    /// [`median3_row`], 8 lanes wide on AVX2 machines.
+    fn median3_row_wide(r0: &[f32], r1: &[f32], r2: &[f32], out: &mut [f32]) => median3_row
+);
+
 /// Median over a `(2 rad + 1)^2` window of a `w x h` plane, mirrored at
 /// the borders; NaN-free inputs assumed (NaN sorts arbitrarily).
 pub(crate) fn median_plane(src: &[f32], w: usize, h: usize, rad: usize) -> Vec<f32> {
@@ -207,9 +228,15 @@ pub(crate) fn median_plane(src: &[f32], w: usize, h: usize, rad: usize) -> Vec<f
                         &src[sy * w..(sy + 1) * w]
                     })
                     .collect();
+                if rad == 1 && w >= 3 {
+                    median3_row_wide(rows[0], rows[1], rows[2], &mut row[1..w - 1]);
+                }
                 for (x, o) in row.iter_mut().enumerate() {
                     let xi = x as isize;
                     let interior = x >= rad && x + rad < w;
+                    if rad == 1 && w >= 3 && interior {
+                        continue;
+                    }
                     if rad == 1 {
                         let (a, b, c) = if interior {
                             (x - 1, x, x + 1)
