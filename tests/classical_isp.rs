@@ -9,7 +9,7 @@ mod common;
 use rawgraph::eval::metrics::{cpsnr, Rgb8};
 use rawgraph::graph::{self, Pipeline, RunOptions};
 use rawgraph::raw::{CfaPattern, RawFrame};
-use rawgraph::synth::charts::{dead_leaves, zone_plate};
+use rawgraph::synth::charts::{dead_leaves, from_fn, zone_plate};
 use rawgraph::synth::unprocess::{
     resolve_params, unprocess, CfaSpec, ExposureSpec, MatrixSpec, NoiseSpec, SrgbInput,
     SynthCapture, UnprocessConfig, WbSpec,
@@ -49,27 +49,9 @@ fn ideal8(cap: &SynthCapture) -> Rgb8 {
     Rgb8::from_planar(cap.ideal.width, cap.ideal.height, &cap.ideal.data)
 }
 
-fn srgb(w: usize, h: usize, f: impl Fn(usize, usize) -> [f32; 3]) -> SrgbInput {
-    let n = w * h;
-    let mut data = vec![0f32; 3 * n];
-    for y in 0..h {
-        for x in 0..w {
-            let v = f(x, y);
-            for c in 0..3 {
-                data[c * n + y * w + x] = v[c];
-            }
-        }
-    }
-    SrgbInput {
-        width: w,
-        height: h,
-        data,
-    }
-}
-
 /// Smooth colour scene (no detail finer than ~16 px).
 fn smooth(w: usize, h: usize) -> SrgbInput {
-    srgb(w, h, |x, y| {
+    from_fn(w, h, |x, y| {
         let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
         [
             0.5 + 0.4 * (6.0 * u).sin() * v,

@@ -73,21 +73,6 @@ fn render(p: &Pipeline, dng: &Path) -> Rgb8 {
     }
 }
 
-fn load16(path: &Path) -> Rgb8 {
-    let img = image::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into_rgb32f();
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let n = w * h;
-    let mut planar = vec![0f32; 3 * n];
-    for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            planar[c * n + i] = p.0[c];
-        }
-    }
-    Rgb8::from_planar(w, h, &planar)
-}
-
 fn libraw(dng: &Path, q: &str, out: &Path) -> Rgb8 {
     let st = Command::new("dcraw_emu")
         .args([
@@ -104,7 +89,7 @@ fn libraw(dng: &Path, q: &str, out: &Path) -> Rgb8 {
         dng.display(),
         String::from_utf8_lossy(&st.stderr)
     );
-    load16(out)
+    common::load16(out)
 }
 
 /// One scored capture: ours, bilinear, LibRaw's three.

@@ -7,6 +7,8 @@
 //! runs it with `RAWGRAPH_REQUIRE_PEERS=1`, which turns a missing binary
 //! into a failure.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -28,21 +30,6 @@ fn have(bin: &str) -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
-}
-
-fn load16(path: &Path) -> Rgb8 {
-    let img = image::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .into_rgb32f();
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let n = w * h;
-    let mut planar = vec![0f32; 3 * n];
-    for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            planar[c * n + i] = p.0[c];
-        }
-    }
-    Rgb8::from_planar(w, h, &planar)
 }
 
 /// Separable Gaussian blur of a planar 3-channel image.
@@ -173,7 +160,7 @@ fn dcraw_and_libraw_match_our_ideal_rendering() {
             ..Default::default()
         };
         let files = write_capture(&cap, dir.path(), &stem, &opts).unwrap();
-        let ideal = load16(&files.ideal);
+        let ideal = common::load16(&files.ideal);
 
         // Our own default pipeline on the DNG.
         let frame = input::open(&files.dng, None, &Default::default()).unwrap();
@@ -190,7 +177,7 @@ fn dcraw_and_libraw_match_our_ideal_rendering() {
             continue;
         }
         for (name, path) in peers(&files.dng, dir.path()) {
-            let rendered = load16(&path);
+            let rendered = common::load16(&path);
             let db = cpsnr(&rendered, &ideal, 10).unwrap();
             println!("{stem}: {name} (AHD) vs ideal: {db:.2} dB");
             assert!(db > 40.0, "{name}: {db:.2} dB, the colour path disagrees");

@@ -58,8 +58,9 @@ impl Chart {
     }
 }
 
-/// A planar sRGB image from a per-pixel function returning (R, G, B).
-fn from_fn(w: usize, h: usize, f: impl Fn(usize, usize) -> [f32; 3]) -> SrgbInput {
+/// A planar sRGB image from a per-pixel function of (x, y) returning
+/// sRGB-encoded (R, G, B) in [0, 1].
+pub fn from_fn(w: usize, h: usize, f: impl Fn(usize, usize) -> [f32; 3]) -> SrgbInput {
     let n = w * h;
     let mut data = vec![0f32; 3 * n];
     for y in 0..h {
@@ -103,8 +104,7 @@ pub fn dead_leaves(w: usize, h: usize, seed: u64) -> SrgbInput {
             .wrapping_add(1442695040888963407);
         (s >> 40) as f32 / (1u64 << 24) as f32
     };
-    let n = w * h;
-    let mut data = vec![0.5f32; 3 * n];
+    let mut paint = vec![[0.5f32; 3]; w * h];
     let (rmin, rmax) = (2.0f32, 40.0f32);
     for _ in 0..2500 {
         let (cx, cy) = (rnd() * w as f32, rnd() * h as f32);
@@ -119,18 +119,12 @@ pub fn dead_leaves(w: usize, h: usize, seed: u64) -> SrgbInput {
             for x in x0..x1 {
                 let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
                 if dx * dx + dy * dy <= r * r {
-                    for (c, &vc) in col.iter().enumerate() {
-                        data[c * n + y * w + x] = vc;
-                    }
+                    paint[y * w + x] = col;
                 }
             }
         }
     }
-    SrgbInput {
-        width: w,
-        height: h,
-        data,
-    }
+    from_fn(w, h, |x, y| paint[y * w + x])
 }
 
 #[cfg(test)]

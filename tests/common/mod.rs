@@ -105,3 +105,20 @@ pub fn write_st(
         .collect();
     safetensors::serialize(views, Some(meta.clone())).unwrap()
 }
+
+/// Loads an 8- or 16-bit RGB image (a peer's TIFF, an ideal PNG) as 8-bit
+/// sRGB for [`rawgraph::eval::metrics::cpsnr`].
+pub fn load16(path: &std::path::Path) -> rawgraph::eval::metrics::Rgb8 {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_rgb32f();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let n = w * h;
+    let mut planar = vec![0f32; 3 * n];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            planar[c * n + i] = p.0[c];
+        }
+    }
+    rawgraph::eval::metrics::Rgb8::from_planar(w, h, &planar)
+}
