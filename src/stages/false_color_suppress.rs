@@ -11,7 +11,8 @@
 //! Bayer phase (from the image's raw metadata) and an image of the
 //! mosaic's size, i.e. the op placed right after a demosaic. With
 //! `keep_native: false` (dcraw's form) R and B are rebuilt from G at every
-//! pixel.
+//! pixel. LinearRaw frames (demosaiced in the camera) have no native
+//! samples, so every pixel is rebuilt whatever `keep_native` says.
 //!
 //! Input and output: planar RGB of any colour space, same size.
 
@@ -22,6 +23,7 @@ use super::{check_range, one_input, parse_params, take_image, RunCtx, Stage, ROW
 use crate::backend::cpu::reflect;
 use crate::error::{Error, Result};
 use crate::frame::{Value, ValueDesc, ValueKind};
+use crate::raw::PixelLayout;
 
 /// YAML params of `false_color_suppress`.
 #[derive(Debug, Clone, Deserialize)]
@@ -93,7 +95,10 @@ impl Stage for FalseColorSuppress {
         if w < 2 || h < 2 {
             return Ok(Value::Image(img.into()));
         }
-        let cfa = if self.p.keep_native {
+        // A LinearRaw frame (demosaiced in the camera) has no native
+        // samples to keep: every pixel is rebuilt, as with keep_native off.
+        let linear_raw = img.meta.layout == PixelLayout::LinearRgb;
+        let cfa = if self.p.keep_native && !linear_raw {
             if img.meta.width != w || img.meta.height != h {
                 return Err(Error::invalid(format!(
                     "stage '{}': false_color_suppress with keep_native needs the image right \
@@ -314,6 +319,22 @@ mod tests {
             Value::Image(i) => (*i).clone(),
             _ => panic!("not an image"),
         }
+    }
+
+    #[test]
+    fn linear_raw_images_are_filtered_without_native_samples() {
+        let flat = |_x: usize, _y: usize| [0.4, 0.5, 0.3];
+        let mut img = image(12, 10, &flat);
+        let mut meta = (*img.meta).clone();
+        meta.layout = PixelLayout::LinearRgb;
+        img.meta = Arc::new(meta);
+        // A spike on red at (4, 4): a red site of the RGGB phase, which
+        // keep_native would keep on a Bayer frame.
+        img.data[4 * 12 + 4] += 0.3;
+        let out = run(serde_json::json!({ "keep_native": true }), img.clone());
+        let plain = run(serde_json::json!({ "keep_native": false }), img);
+        assert_eq!(out.data, plain.data);
+        assert!((out.planes()[0][4 * 12 + 4] - 0.4).abs() < 1e-6);
     }
 
     #[test]
