@@ -264,9 +264,12 @@ def mosaic_of(rgb, phase):
     return (rgb * cfa_masks(h, w, phase, rgb.device)).sum(1, keepdim=True)
 
 
-def build(size, arch="flat"):
+def build(size, arch="flat", bottom=None):
     if arch == "unet":
-        return DMDNUNet(**UNET_SIZES[size])
+        hp = dict(UNET_SIZES[size])
+        if bottom is not None:
+            hp["bottom"] = bottom
+        return DMDNUNet(**hp)
     return DMDN(**SIZES[size])
 
 
@@ -767,17 +770,34 @@ def export(model, size, regime, path, extra_meta=None):
 
 
 def load_unet_weights(model, path):
-    """Loads shipped `dmdn_unet` weights into `model`; returns the metadata."""
+    """Loads shipped `dmdn_unet` weights into `model`; returns the metadata.
+
+    A model deeper at 1/8 resolution than the file (`--bottom` above the
+    file's `bottom`) is grown without changing its function: each extra
+    bottom conv is the identity (centre tap 1 on its own channel, bias 0),
+    which ReLU passes unchanged because its input is already non-negative."""
     from safetensors import safe_open
     with safe_open(path, "pt") as f:
         meta = f.metadata() or {}
         if meta.get("arch") != "dmdn_unet":
             raise ValueError(f"{path}: arch {meta.get('arch')!r} is not dmdn_unet")
+        file_bottom = int(meta.get("bottom", model.bottom))
+        if file_bottom > model.bottom:
+            raise ValueError(f"{path}: bottom {file_bottom} is deeper than the model's {model.bottom}")
         with torch.no_grad():
             for name in unet_tensor_names(model):
                 m = unet_module(model, name)
+                if name.startswith("e3.") and int(name[3:]) >= file_bottom:
+                    c = m.weight.shape[0]
+                    m.weight.zero_()
+                    m.weight[torch.arange(c), torch.arange(c), 1, 1] = 1.0
+                    m.bias.zero_()
+                    continue
                 m.weight.copy_(f.get_tensor(f"{name}.weight"))
                 m.bias.copy_(f.get_tensor(f"{name}.bias"))
+        if file_bottom < model.bottom:
+            meta["grown"] = f"bottom {file_bottom} -> {model.bottom} (identity-initialised)"
+            print(f"grew {path}: {meta['grown']}", flush=True)
     return meta
 
 
@@ -798,7 +818,13 @@ def load_model(args):
     shipped weights in calibration/models (the resume point that travels with
     the repository: step, patches and minutes come from its metadata, the
     optimiser restarts), else a fresh model."""
-    model = build(args.size, args.arch)
+    bottom = args.bottom
+    if bottom is None and args.arch == "unet" and os.path.exists(shipped_path(args)) and not args.fresh:
+        from safetensors import safe_open
+        with safe_open(shipped_path(args), "pt") as f:
+            b = (f.metadata() or {}).get("bottom")
+        bottom = int(b) if b is not None else None
+    model = build(args.size, args.arch, bottom)
     if args.noise_lr:
         model.split_noise_weights()
     p = ckpt_path(args)
@@ -816,6 +842,9 @@ def load_model(args):
                  "total_minutes": float(meta.get("train_minutes", 0)),
                  "curve": json.loads(meta.get("eval_curve", "[]")), "elapsed": 0.0,
                  "gen": None, "hard": None, "session": int(meta.get("sessions", 0))}
+        if "grown" in meta:
+            state["curve"].append({"step": state["step"], "patches": state["patches"],
+                                   "minutes": round(state["total_minutes"], 1), "note": meta["grown"]})
         print(f"resuming from shipped weights {shipped_path(args)} (step {state['step']})", flush=True)
     elif args.size == "quality" and args.arch == "flat":
         load_demosaicnet_into(model)
@@ -1105,6 +1134,9 @@ def main():
                     help="raw regime: fraction of samples whose noise is drawn from ISO 1600..12800 only")
     ap.add_argument("--tint-weight", type=float, default=0.0,
                     help="extra weight on each sample's squared per-channel mean error (colour casts)")
+    ap.add_argument("--bottom", type=int, default=None,
+                    help="unet: 3x3 convs at 1/8 resolution (default: the shipped weights' or the size's); "
+                         "more than the shipped weights grows them by identity convs")
     ap.add_argument("--lr-floor", type=float, default=0.05, help="cosine decays to lr * this")
     ap.add_argument("--val-every", type=float, default=15.0, help="minutes between validation points")
     ap.add_argument("--fresh", action="store_true", help="ignore shipped weights (start from scratch)")
