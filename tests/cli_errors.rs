@@ -401,3 +401,24 @@ fn every_json_the_cli_writes_has_schema_version() {
         assert_eq!(v["schema_version"], 1, "no schema_version in: {t:.300}");
     }
 }
+
+/// A whole raw pipeline under the sRGB protocol (whose input is an already
+/// normalised mosaic) is refused once, before any image, with the reason
+/// and the way out, instead of failing on every image.
+#[test]
+fn srgb_eval_of_a_raw_pipeline_fails_once_up_front() {
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("a.png");
+    image::RgbImage::from_pixel(64, 64, image::Rgb([90, 120, 200]))
+        .save(&img)
+        .unwrap();
+    let o = run(&["eval", t.path().to_str().unwrap(), "-p", "default"]);
+    assert_clean_failure(&o, &["'default'", "black_level", "--protocol synth"]);
+    let o = run(&[
+        "eval",
+        t.path().to_str().unwrap(),
+        "--op",
+        "demosaic_bilinear",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+}

@@ -260,6 +260,22 @@ pub fn stage_means<'a>(scores: impl Iterator<Item = &'a ImageScore> + Clone) -> 
     out
 }
 
+/// The sRGB protocol feeds the pipeline an already normalised mosaic
+/// (black level subtracted, 1.0 = white, white-balanced): a pipeline that
+/// starts from raw DN would fail on every image with the same error, so it
+/// is refused once, before any image, with the reason and the way out.
+fn srgb_protocol_accepts(pipeline: &Pipeline) -> Result<()> {
+    match pipeline.nodes.iter().find(|n| n.op == "black_level") {
+        Some(n) => Err(Error::invalid(format!(
+            "pipeline '{}' starts from raw sensor values (stage '{}' is black_level), but the \
+             srgb protocol feeds a normalised, white-balanced mosaic: use --protocol synth for \
+             whole raw pipelines, or --op/a pipeline of raw_source -> demosaic for the srgb protocol",
+            pipeline.name, n.id
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn file_name(p: &str) -> String {
     Path::new(p)
         .file_name()
@@ -289,6 +305,9 @@ pub fn evaluate_with_crops(
             "--cfa '{}' is not RGGB, BGGR, GRBG or GBRG",
             a.cfa
         )));
+    }
+    if a.protocol == Protocol::Srgb {
+        srgb_protocol_accepts(&pipeline)?;
     }
     // Validate the camera options once, before any image.
     if a.protocol == Protocol::Synth {
