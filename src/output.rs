@@ -3,6 +3,7 @@
 //! place, so a failure never leaves a half-written file.
 
 pub mod png;
+pub mod writeback;
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -180,7 +181,7 @@ pub fn write_rgb(
         u32::try_from(height).map_err(|_| Error::invalid("image too tall"))?,
     );
     write_atomic(path, |file| {
-        let mut bw = BufWriter::new(file);
+        let mut bw = BufWriter::new(writeback::Writeback::new(file));
         let res = match (fmt, px) {
             (OutFormat::Png8, RgbSamples::U8(v)) => {
                 png::encode(&mut bw, w, h, png::Samples::U8(v))?;
