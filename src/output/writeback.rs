@@ -107,7 +107,9 @@ mod tests {
             for part in data[10..].chunks(1_000_003) {
                 w.write_all(part).expect("write");
             }
-            assert_eq!(w.requested, 3 * CHUNK);
+            // Requested up to a write boundary less than a chunk short
+            // of the end.
+            assert!(w.requested >= 2 * CHUNK && w.pos - w.requested < CHUNK);
             w.seek(SeekFrom::Start(4)).expect("seek");
             w.write_all(b"abcd").expect("patch");
             assert_eq!(w.pos, 8);
