@@ -719,4 +719,70 @@ mod tests {
             }
         }
     }
+
+    /// Collects a stream's bands in row order.
+    #[derive(Default)]
+    struct Collect {
+        size: std::sync::Mutex<Option<(usize, usize, Depth)>>,
+        bands: std::sync::Mutex<Vec<(usize, Samples)>>,
+    }
+
+    impl SampleStream for Collect {
+        fn begin(&self, width: usize, height: usize, depth: Depth) {
+            *self.size.lock().unwrap() = Some((width, height, depth));
+        }
+        fn rows(&self, y0: usize, samples: Samples) {
+            self.bands.lock().unwrap().push((y0, samples));
+        }
+    }
+
+    /// A streamed run hands over exactly the samples a delivered run
+    /// returns (bands in any order, a short last band), and returns the
+    /// output with its size but no samples; shapes that do not stream
+    /// never begin the stream.
+    #[test]
+    fn streamed_bands_are_the_delivered_samples() {
+        let frame = mosaic_scene(&demo_scene(150, 300), &CaptureParams::default(), "t").unwrap();
+        for name in ["default", "fast", "balanced", "preview"] {
+            let pipe = Pipeline::resolve(name).unwrap();
+            let whole = RunOptions {
+                deliver: Some(Depth::U16),
+                ..Default::default()
+            };
+            let want = render(&pipe, frame.clone(), &whole);
+            let collect = Arc::new(Collect::default());
+            let streamed = RunOptions {
+                stream: Some(collect.clone()),
+                ..whole.clone()
+            };
+            let out = run(&pipe, frame.clone(), &streamed).unwrap();
+            let Some((w, h, depth)) = *collect.size.lock().unwrap() else {
+                // Not streamed: the output came back whole. `default`
+                // (demosaic to sRGB in one segment) streams.
+                assert_ne!(name, "default");
+                assert_eq!(render(&pipe, frame.clone(), &streamed), want, "{name}");
+                continue;
+            };
+            assert_eq!((w, h, depth), (150, 300, Depth::U16), "{name}");
+            match &out.outputs[0].1 {
+                Value::Encoded(e) => {
+                    assert_eq!((e.width, e.height), (w, h));
+                    assert!(e.samples.is_empty(), "{name}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            let mut bands = std::mem::take(&mut *collect.bands.lock().unwrap());
+            assert!(bands.len() > 2, "{name}");
+            bands.sort_by_key(|b| b.0);
+            let mut got = Vec::new();
+            for (y0, b) in bands {
+                assert_eq!(y0, got.len() / (3 * w), "{name}");
+                let Samples::U16(v) = b else {
+                    panic!("{name}: 8-bit band")
+                };
+                got.extend(v.iter().map(|&x| u32::from(x)));
+            }
+            assert_eq!(got, want[0].1, "{name}");
+        }
+    }
 }
