@@ -3,6 +3,8 @@
 //! place, so a failure never leaves a half-written file.
 
 pub mod png;
+pub mod tiff_stream;
+pub mod writeback;
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -180,7 +182,7 @@ pub fn write_rgb(
         u32::try_from(height).map_err(|_| Error::invalid("image too tall"))?,
     );
     write_atomic(path, |file| {
-        let mut bw = BufWriter::new(file);
+        let mut bw = BufWriter::new(writeback::Writeback::new(file));
         let res = match (fmt, px) {
             (OutFormat::Png8, RgbSamples::U8(v)) => {
                 png::encode(&mut bw, w, h, png::Samples::U8(v))?;
@@ -220,6 +222,14 @@ pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<()> {
+    let mut tmp = atomic_temp(path)?;
+    write(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
+    commit_atomic(tmp, path)
+}
+
+/// The temporary file an atomic write of `path` goes to: hidden
+/// (`.rawgraph-*.partial`) in `path`'s folder, removed when dropped.
+pub fn atomic_temp(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -230,12 +240,16 @@ pub fn write_atomic(
             path.display()
         )));
     }
-    let mut tmp = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(".rawgraph-")
         .suffix(".partial")
         .tempfile_in(dir)
-        .map_err(|e| Error::io(path, e))?;
-    write(tmp.as_file_mut()).map_err(|e| Error::io(path, e))?;
+        .map_err(|e| Error::io(path, e))
+}
+
+/// Finishes an atomic write: flushes the written temporary file to the
+/// disk, gives it the usual permissions and renames it over `path`.
+pub fn commit_atomic(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     // Temporary files are created private (0600); outputs get the usual
     // permissions.

@@ -213,6 +213,7 @@ impl Pipeline {
             backend: self.backend,
             no_fuse: !self.fuse,
             deliver: Some(if bits == 16 { Depth::U16 } else { Depth::U8 }),
+            stream: None,
         }
     }
 

@@ -160,6 +160,7 @@ pub fn run(a: BenchArgs) -> Result<i32> {
         backend: a.inputs.backend,
         no_fuse: false,
         deliver: a.deliver.depth(),
+        stream: None,
     };
     let mut report = bench_frame(&pipeline, &frame, &opts, a.warmup, a.iters)?;
     if a.inputs.no_fuse {

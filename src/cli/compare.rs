@@ -234,6 +234,7 @@ pub fn run(a: CompareArgs) -> Result<i32> {
         backend: a.inputs_opts.backend,
         no_fuse: a.inputs_opts.no_fuse,
         deliver: None,
+        stream: None,
     };
     let mut outs = Vec::new();
     for name in &a.pipelines {

@@ -102,11 +102,17 @@ impl InputArgs {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
-    if matches!(
-        cli.command,
-        Command::Process(_) | Command::Info(_) | Command::Bench(_) | Command::Compare(_)
-    ) {
-        crate::raw::decode::prewarm();
+    // rawler's camera table, built while the command starts; `process`
+    // names its first input, which may not need it (a DNG of a camera the
+    // table does not list).
+    let first = match &cli.command {
+        Command::Process(a) => Some(a.inputs.first().cloned()),
+        Command::Info(a) => Some(Some(a.input.clone())),
+        Command::Bench(_) | Command::Compare(_) => Some(None),
+        _ => None,
+    };
+    if let Some(first) = first {
+        crate::raw::decode::prewarm(first);
     }
     match cli.command {
         Command::Process(a) => process::run(a),

@@ -20,6 +20,7 @@ use super::InputArgs;
 use crate::error::{Error, Result};
 use crate::graph::{self, Pipeline, RunOptions, Timings};
 use crate::input;
+use crate::output::tiff_stream::TiffStream;
 use crate::output::{write_encoded, write_image, OutFormat};
 use crate::Value;
 
@@ -224,6 +225,12 @@ fn process_one(
             out.display()
         )));
     }
+    // A 16-bit TIFF is written while the pipeline runs when its last
+    // fused segment makes the output (see `output::tiff_stream`).
+    let stream = match fmt {
+        OutFormat::Tiff16 => Some(Arc::new(TiffStream::create(out)?)),
+        _ => None,
+    };
     let t0 = Instant::now();
     let frame = input::open(
         input_path,
@@ -235,9 +242,18 @@ fn process_one(
         backend: a.inputs_opts.backend,
         no_fuse: a.inputs_opts.no_fuse,
         deliver: fmt.depth(),
+        stream: stream
+            .clone()
+            .map(|s| -> Arc<dyn crate::frame::quantize::SampleStream> { s }),
     };
     let mut res = graph::run(pipeline, frame, &opts)?;
+    drop(opts);
     res.timings.decode_ms = Some(decode_ms);
+    if let Some(s) = stream {
+        if s.finish()? {
+            return Ok(res.timings);
+        }
+    }
     match res.outputs.first() {
         Some((_, Value::Image(img))) => write_image(img, out, fmt)?,
         Some((_, Value::Encoded(img))) => write_encoded(img, out, fmt)?,

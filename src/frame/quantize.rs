@@ -72,6 +72,29 @@ pub struct EncodedImage {
     pub meta: Arc<RawMeta>,
 }
 
+/// A consumer of a delivered output's samples while they are made. With
+/// [`crate::graph::RunOptions::stream`] set, the fused segment that
+/// quantises the pipeline's first output hands each band of rows over as
+/// soon as it is quantised instead of keeping the whole frame, so a file
+/// writer can write them while the rest are computed (a 12 MP 16-bit frame
+/// is 72 MB).
+pub trait SampleStream: Send + Sync {
+    /// The frame about to come: `width` x `height` pixels, interleaved RGB
+    /// samples of `depth`. Called once, before any [`SampleStream::rows`].
+    fn begin(&self, width: usize, height: usize, depth: Depth);
+
+    /// Rows from `y0` on, whole rows of 3 samples per pixel (`samples.len()
+    /// / (3 * width)` of them). Bands come from several threads, roughly
+    /// but not strictly in row order; every row comes exactly once.
+    fn rows(&self, y0: usize, samples: Samples);
+}
+
+impl std::fmt::Debug for dyn SampleStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SampleStream")
+    }
+}
+
 /// One float sample to 8 bits (the rule in the module docs).
 #[inline(always)]
 pub fn q8(v: f32) -> u8 {

@@ -10,7 +10,7 @@ use super::schedule;
 use super::timing::{StageTiming, Timings};
 use crate::backend::BackendChoice;
 use crate::error::{Error, Result};
-use crate::frame::quantize::{quantize_image, Depth};
+use crate::frame::quantize::{quantize_image, Depth, SampleStream};
 use crate::frame::{ColorSpace, Mosaic, MosaicScale, Value, ValueDesc};
 use crate::raw::RawFrame;
 use crate::stages::row_kernel::Header;
@@ -42,6 +42,14 @@ pub struct RunOptions {
     /// exists; otherwise the output is quantised after the run. Both give
     /// identical samples (one rounding rule, `frame::quantize`).
     pub deliver: Option<Depth>,
+    /// With `deliver`: where the pipeline's first output goes band by band
+    /// when the last fused segment quantises it (see [`SampleStream`]).
+    /// That output then comes back with its size but no samples
+    /// ([`crate::frame::quantize::EncodedImage::samples`] empty): the
+    /// stream got every row. When no fused segment quantises the first
+    /// output (another pipeline shape, `no_fuse`, an orientation still to
+    /// apply), the stream is never begun and the output comes back whole.
+    pub stream: Option<Arc<dyn SampleStream>>,
 }
 
 /// Results of one run: output values by stage id, plus timings.
@@ -258,11 +266,15 @@ fn run_steps(
                 prepare_segment(p, &schedule::chain_from(&next, i), &ins)?
             {
                 if let (Some(depth), Some(&(last, _))) = (opts.deliver, covered.last()) {
+                    let output = output_fed(p, &consumers, &steps, last, &seg.out);
                     if seg.out.space() == Some(ColorSpace::Srgb)
                         && seg.makes_image()
-                        && goes_to_output(p, &consumers, &steps, last, &seg.out)
+                        && output.is_some()
                     {
                         seg.deliver = Some(depth);
+                        if output == p.outputs.first().copied() {
+                            seg.stream = opts.stream.clone();
+                        }
                     }
                 }
                 let t0 = Instant::now();
@@ -404,25 +416,28 @@ fn run_steps(
     Ok(RunOutput { outputs, timings })
 }
 
-/// Whether node `i`'s value (described by `hdr`) reaches a pipeline
-/// output unchanged: `i` is an output with no other consumer, or its one
-/// consumer is a stage with nothing to do for such a value (see
-/// [`crate::stages::Stage::skip_reason`]) whose value does so in turn.
-fn goes_to_output(
+/// The pipeline output that node `i`'s value (described by `hdr`) reaches
+/// unchanged, if any: `i` itself when it is an output with no other
+/// consumer, or the one its one consumer reaches when that is a stage with
+/// nothing to do for such a value (see
+/// [`crate::stages::Stage::skip_reason`]).
+fn output_fed(
     p: &Pipeline,
     consumers: &[Vec<usize>],
     steps: &[Step],
     i: usize,
     hdr: &Header,
-) -> bool {
+) -> Option<usize> {
     match consumers[i].as_slice() {
-        [] => p.outputs.iter().filter(|&&o| o == i).count() == 1,
+        [] => (p.outputs.iter().filter(|&&o| o == i).count() == 1).then_some(i),
         [k] if !p.outputs.contains(&i) => {
-            matches!(steps[*k], Step::Run)
-                && p.nodes[*k].stage.skip_reason(hdr).is_some()
-                && goes_to_output(p, consumers, steps, *k, hdr)
+            if matches!(steps[*k], Step::Run) && p.nodes[*k].stage.skip_reason(hdr).is_some() {
+                output_fed(p, consumers, steps, *k, hdr)
+            } else {
+                None
+            }
         }
-        _ => false,
+        _ => None,
     }
 }
 
@@ -512,6 +527,7 @@ fn prepare_segment(
         kernels: Vec::new(),
         out: hdr.clone(),
         deliver: None,
+        stream: None,
     };
     let mut covered: Covered = Vec::new();
     for &k in chain {

@@ -24,13 +24,16 @@
 
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
 use crate::backend::cpu::{reflect, Tile};
 use crate::error::{Error, Result};
-use crate::frame::quantize::{par_samples, quantize_rows, Depth, EncodedImage, RowsOut, Samples};
+use crate::frame::quantize::{
+    par_samples, quantize_rows, Depth, EncodedImage, RowsOut, SampleStream, Samples,
+};
 use crate::frame::{ColorSpace, Mosaic, Value};
 use crate::stages::row_kernel::{Encoder, Header, RowKernel, RowSource};
 use crate::stages::{take_image, take_mosaic, ROWS_PER_TASK};
@@ -52,6 +55,10 @@ pub struct Segment {
     /// step (the executor sets this when the value goes straight to a
     /// pipeline output and the run asks for delivered samples).
     pub deliver: Option<Depth>,
+    /// With `deliver`: hand the quantised bands to this stream as they are
+    /// made instead of keeping the frame (see
+    /// [`crate::graph::RunOptions::stream`]; demosaicking segments only).
+    pub stream: Option<Arc<dyn SampleStream>>,
 }
 
 /// What the kernels of a segment take and give.
@@ -137,6 +144,19 @@ impl Segment {
                 match self.run_demosaic(&m, &times, self.deliver) {
                     Pixels::Planes(data) => Value::Image(self.out.image(data).into()),
                     Pixels::Value(v) => v,
+                    Pixels::Streamed(depth) => Value::Encoded(
+                        EncodedImage {
+                            width: m.width,
+                            height: m.height,
+                            space: self.out.space().unwrap_or(ColorSpace::Camera),
+                            samples: match depth {
+                                Depth::U8 => Samples::U8(Vec::new()),
+                                Depth::U16 => Samples::U16(Vec::new()),
+                            },
+                            meta: self.out.meta.clone(),
+                        }
+                        .into(),
+                    ),
                     Pixels::Samples(samples) => Value::Encoded(
                         EncodedImage {
                             width: m.width,
@@ -293,9 +313,36 @@ impl Segment {
                 unsafe { out.set_len(3 * n) };
                 Pixels::Planes(out)
             }
-            Some(depth) => Pixels::Samples(par_samples(depth, 3 * n, 3 * band, |i, o| {
-                run(i, Sink::Samples(o))
-            })),
+            Some(depth) => match &self.stream {
+                None => Pixels::Samples(par_samples(depth, 3 * n, 3 * band, |i, o| {
+                    run(i, Sink::Samples(o))
+                })),
+                Some(stream) => {
+                    // Bands are taken in row order (`par_bridge` hands
+                    // them out one at a time), each quantised into its own
+                    // buffer and passed on; the frame's samples never
+                    // exist whole.
+                    stream.begin(w, h, depth);
+                    (0..h.div_ceil(cut.band_rows)).par_bridge().for_each(|i| {
+                        let y0 = i * cut.band_rows;
+                        let len = 3 * w * cut.band_rows.min(h - y0);
+                        let samples = match depth {
+                            Depth::U8 => {
+                                let mut o = vec![0u8; len];
+                                run(i, Sink::Samples(RowsOut::U8(&mut o)));
+                                Samples::U8(o)
+                            }
+                            Depth::U16 => {
+                                let mut o = vec![0u16; len];
+                                run(i, Sink::Samples(RowsOut::U16(&mut o)));
+                                Samples::U16(o)
+                            }
+                        };
+                        stream.rows(y0, samples);
+                    });
+                    Pixels::Streamed(depth)
+                }
+            },
         }
     }
 
@@ -520,6 +567,8 @@ enum Pixels {
     Planes(Vec<f32>),
     Samples(Samples),
     Value(Value),
+    /// Samples of this depth, all handed to the segment's stream.
+    Streamed(Depth),
 }
 
 impl Pixels {
@@ -668,6 +717,72 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Collects a stream's bands in row order.
+    #[derive(Default)]
+    struct Collect {
+        size: std::sync::Mutex<Option<(usize, usize, Depth)>>,
+        bands: std::sync::Mutex<Vec<(usize, Samples)>>,
+    }
+
+    impl SampleStream for Collect {
+        fn begin(&self, width: usize, height: usize, depth: Depth) {
+            *self.size.lock().unwrap() = Some((width, height, depth));
+        }
+        fn rows(&self, y0: usize, samples: Samples) {
+            self.bands.lock().unwrap().push((y0, samples));
+        }
+    }
+
+    /// A streamed run hands over exactly the samples a delivered run
+    /// returns (bands in any order, a short last band), and returns the
+    /// output with its size but no samples; shapes that do not stream
+    /// never begin the stream.
+    #[test]
+    fn streamed_bands_are_the_delivered_samples() {
+        let frame = mosaic_scene(&demo_scene(150, 300), &CaptureParams::default(), "t").unwrap();
+        for name in ["default", "fast", "balanced", "preview"] {
+            let pipe = Pipeline::resolve(name).unwrap();
+            let whole = RunOptions {
+                deliver: Some(Depth::U16),
+                ..Default::default()
+            };
+            let want = render(&pipe, frame.clone(), &whole);
+            let collect = Arc::new(Collect::default());
+            let streamed = RunOptions {
+                stream: Some(collect.clone()),
+                ..whole.clone()
+            };
+            let out = run(&pipe, frame.clone(), &streamed).unwrap();
+            let Some((w, h, depth)) = *collect.size.lock().unwrap() else {
+                // Not streamed: the output came back whole. `default`
+                // (demosaic to sRGB in one segment) streams.
+                assert_ne!(name, "default");
+                assert_eq!(render(&pipe, frame.clone(), &streamed), want, "{name}");
+                continue;
+            };
+            assert_eq!((w, h, depth), (150, 300, Depth::U16), "{name}");
+            match &out.outputs[0].1 {
+                Value::Encoded(e) => {
+                    assert_eq!((e.width, e.height), (w, h));
+                    assert!(e.samples.is_empty(), "{name}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            let mut bands = std::mem::take(&mut *collect.bands.lock().unwrap());
+            assert!(bands.len() > 2, "{name}");
+            bands.sort_by_key(|b| b.0);
+            let mut got = Vec::new();
+            for (y0, b) in bands {
+                assert_eq!(y0, got.len() / (3 * w), "{name}");
+                let Samples::U16(v) = b else {
+                    panic!("{name}: 8-bit band")
+                };
+                got.extend(v.iter().map(|&x| u32::from(x)));
+            }
+            assert_eq!(got, want[0].1, "{name}");
         }
     }
 }
