@@ -184,6 +184,15 @@ fn is_defect(c: f32, nb: &[f32; 8], thr: f32) -> bool {
 /// number of defects. Written over equal-length slices with 32-bit lanes
 /// throughout so that it vectorises ([`flag_row_wide`] runs it 8 lanes
 /// wide on AVX2).
+///
+/// Most photosites are ruled out by a cheaper necessary test first, a
+/// block of [`BLOCK`] at a time: a hot one has at most one neighbour at
+/// or above `c - thr`, so neither both of its left and right same-colour
+/// neighbours nor both of its upper and lower ones are; likewise for a
+/// dead one and `c + thr`. Only blocks with a photosite that passes it
+/// get the eight-neighbour count. The comparisons are those of
+/// [`is_defect`] (false on NaN), so a sample it would flag always passes:
+/// the flags are the same.
 #[inline(always)]
 fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) -> u32 {
     let n = flags.len();
@@ -191,6 +200,56 @@ fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) 
     let (u0, u1, u2) = (&up[..n], &up[2..2 + n], &up[4..4 + n]);
     let (m0, m2) = (&mid[..n], &mid[4..4 + n]);
     let (d0, d1, d2) = (&down[..n], &down[2..2 + n], &down[4..4 + n]);
+    let mut count = 0u32;
+    let mut x0 = 0;
+    while x0 < n {
+        let m = BLOCK.min(n - x0);
+        let s = x0..x0 + m;
+        let (cb, l, r, u, d) = (
+            &c[s.clone()],
+            &m0[s.clone()],
+            &m2[s.clone()],
+            &u1[s.clone()],
+            &d1[s.clone()],
+        );
+        let mut cand = 0u32;
+        for ((((&c, &l), &r), &u), &d) in cb.iter().zip(l).zip(r).zip(u).zip(d) {
+            let (lo, hi) = (c - thr, c + thr);
+            let hot = !(l >= lo && r >= lo) & !(u >= lo && d >= lo);
+            let dead = !(l <= hi && r <= hi) & !(u <= hi && d <= hi);
+            cand |= u32::from(hot | dead);
+        }
+        let f = &mut flags[s.clone()];
+        if cand == 0 {
+            f.fill(0);
+        } else {
+            let nb = [
+                &u0[s.clone()],
+                u,
+                &u2[s.clone()],
+                l,
+                r,
+                &d0[s.clone()],
+                d,
+                &d2[s.clone()],
+            ];
+            count = count.wrapping_add(flag_exact(cb, nb, thr, f));
+        }
+        x0 += m;
+    }
+    count
+}
+
+/// Photosites per block of [`flag_row`]'s first test.
+const BLOCK: usize = 16;
+
+/// [`is_defect`] of each `c[i]` against `nb[k][i]` (the neighbours in
+/// [`NB`] order, each slice at least `c.len()` long): `flags[i]` 1 or 0.
+/// Returns the number of defects.
+#[inline(always)]
+fn flag_exact(c: &[f32], nb: [&[f32]; 8], thr: f32, flags: &mut [u32]) -> u32 {
+    let n = c.len().min(flags.len());
+    let [u0, u1, u2, m0, m2, d0, d1, d2] = nb.map(|s| &s[..n]);
     let mut count = 0u32;
     for i in 0..n {
         let nb = [u0[i], u1[i], u2[i], m0[i], m2[i], d0[i], d1[i], d2[i]];
