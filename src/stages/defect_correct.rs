@@ -267,7 +267,7 @@ fn for_each_flag(flags: &[u32], mut f: impl FnMut(usize)) {
 }
 
 /// Photosites per block of [`flag_row`]'s first test.
-const BLOCK: usize = 16;
+const BLOCK: usize = 64;
 
 /// [`is_defect`] of each `c[i]` against `nb[k][i]` (the neighbours in
 /// [`NB`] order, each slice at least `c.len()` long): `flags[i]` 1 or 0.
