@@ -15,14 +15,21 @@
 //! ([`crate::cli::calibrate::dpc`]).
 //!
 //! Input and output: a black-level-corrected mosaic (1.0 = white), same
-//! size and phase; `threshold` is in those normalised units.
+//! size and phase; `threshold` is in those normalised units. In a fused
+//! segment the op is a mosaic stencil ([`RowKernel::MosaicStencil`], two
+//! rows of context): each row is corrected from the rows two above and
+//! below while they are in cache, by [`fix_row`], which gives the
+//! whole-frame path's values (checked by a test).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::row_kernel::{Header, MosaicStencilFn, RowKernel, RowShape};
 use super::{check_range, one_input, parse_params, take_mosaic, RunCtx, Stage, ROWS_PER_TASK};
 use crate::backend::cpu::reflect;
 use crate::error::{Error, Result};
@@ -62,7 +69,7 @@ impl crate::stages::Validate for Params {
 pub struct DefectCorrect {
     p: Params,
     /// Static defects as (x, y), sorted by row.
-    map: Vec<(usize, usize)>,
+    map: Arc<Vec<(usize, usize)>>,
 }
 
 pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
@@ -81,7 +88,10 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
         }
         None => Vec::new(),
     };
-    Ok(Box::new(DefectCorrect { p, map }))
+    Ok(Box::new(DefectCorrect {
+        p,
+        map: Arc::new(map),
+    }))
 }
 
 /// Parses a defect list: `x y [anything]` per line, `#` comments.
@@ -132,34 +142,36 @@ fn median8(v: [f32; 8]) -> f32 {
         b ^ (((b >> 31) as u32) >> 1) as i32
     };
     let unkey = |k: i32| f32::from_bits((k ^ (((k >> 31) as u32) >> 1) as i32) as u32);
-    let mut k = v.map(key);
-    const NET: [(usize, usize); 19] = [
-        (0, 1),
-        (2, 3),
-        (4, 5),
-        (6, 7),
-        (0, 2),
-        (1, 3),
-        (4, 6),
-        (5, 7),
-        (1, 2),
-        (5, 6),
-        (0, 4),
-        (1, 5),
-        (2, 6),
-        (3, 7),
-        (2, 4),
-        (3, 5),
-        (1, 2),
-        (3, 4),
-        (5, 6),
-    ];
-    for (a, b) in NET {
-        let (lo, hi) = (k[a].min(k[b]), k[a].max(k[b]));
-        k[a] = lo;
-        k[b] = hi;
+    let [mut k0, mut k1, mut k2, mut k3, mut k4, mut k5, mut k6, mut k7] = v.map(key);
+    // One compare-exchange; written out (not a loop over a table of
+    // pairs) so that the keys stay in registers.
+    macro_rules! cx {
+        ($a:ident, $b:ident) => {
+            ($a, $b) = ($a.min($b), $a.max($b));
+        };
     }
-    0.5 * (unkey(k[3]) + unkey(k[4]))
+    cx!(k0, k1);
+    cx!(k2, k3);
+    cx!(k4, k5);
+    cx!(k6, k7);
+    cx!(k0, k2);
+    cx!(k1, k3);
+    cx!(k4, k6);
+    cx!(k5, k7);
+    cx!(k1, k2);
+    cx!(k5, k6);
+    cx!(k0, k4);
+    cx!(k1, k5);
+    cx!(k2, k6);
+    cx!(k3, k7);
+    cx!(k2, k4);
+    cx!(k3, k5);
+    cx!(k1, k2);
+    cx!(k3, k4);
+    cx!(k5, k6);
+    // Only the middle two are needed.
+    let _ = (k0, k1, k2, k5, k6, k7);
+    0.5 * (unkey(k3) + unkey(k4))
 }
 
 /// Whether a photosite of value `c` is defective against its eight
@@ -184,6 +196,15 @@ fn is_defect(c: f32, nb: &[f32; 8], thr: f32) -> bool {
 /// number of defects. Written over equal-length slices with 32-bit lanes
 /// throughout so that it vectorises ([`flag_row_wide`] runs it 8 lanes
 /// wide on AVX2).
+///
+/// Most photosites are ruled out by a cheaper necessary test first, a
+/// block of [`BLOCK`] at a time: a hot one has at most one neighbour at
+/// or above `c - thr`, so neither both of its left and right same-colour
+/// neighbours nor both of its upper and lower ones are; likewise for a
+/// dead one and `c + thr`. Only blocks with a photosite that passes it
+/// get the eight-neighbour count. The comparisons are those of
+/// [`is_defect`] (false on NaN), so a sample it would flag always passes:
+/// the flags are the same.
 #[inline(always)]
 fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) -> u32 {
     let n = flags.len();
@@ -191,6 +212,70 @@ fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) 
     let (u0, u1, u2) = (&up[..n], &up[2..2 + n], &up[4..4 + n]);
     let (m0, m2) = (&mid[..n], &mid[4..4 + n]);
     let (d0, d1, d2) = (&down[..n], &down[2..2 + n], &down[4..4 + n]);
+    let mut count = 0u32;
+    let mut x0 = 0;
+    while x0 < n {
+        let m = BLOCK.min(n - x0);
+        let s = x0..x0 + m;
+        let (cb, l, r, u, d) = (
+            &c[s.clone()],
+            &m0[s.clone()],
+            &m2[s.clone()],
+            &u1[s.clone()],
+            &d1[s.clone()],
+        );
+        let mut cand = 0u32;
+        for ((((&c, &l), &r), &u), &d) in cb.iter().zip(l).zip(r).zip(u).zip(d) {
+            let (lo, hi) = (c - thr, c + thr);
+            let hot = !(l >= lo && r >= lo) & !(u >= lo && d >= lo);
+            let dead = !(l <= hi && r <= hi) & !(u <= hi && d <= hi);
+            cand |= u32::from(hot | dead);
+        }
+        let f = &mut flags[s.clone()];
+        if cand == 0 {
+            f.fill(0);
+        } else {
+            let nb = [
+                &u0[s.clone()],
+                u,
+                &u2[s.clone()],
+                l,
+                r,
+                &d0[s.clone()],
+                d,
+                &d2[s.clone()],
+            ];
+            count = count.wrapping_add(flag_exact(cb, nb, thr, f));
+        }
+        x0 += m;
+    }
+    count
+}
+
+/// Calls `f(i)` for every `i` with `flags[i] != 0`, in order, testing
+/// [`BLOCK`] flags at a time first (most blocks hold none).
+#[inline]
+fn for_each_flag(flags: &[u32], mut f: impl FnMut(usize)) {
+    for (b, blk) in flags.chunks(BLOCK).enumerate() {
+        if blk.iter().fold(0, |a, &g| a | g) == 0 {
+            continue;
+        }
+        for (i, _) in blk.iter().enumerate().filter(|(_, &g)| g != 0) {
+            f(b * BLOCK + i);
+        }
+    }
+}
+
+/// Photosites per block of [`flag_row`]'s first test.
+const BLOCK: usize = 64;
+
+/// [`is_defect`] of each `c[i]` against `nb[k][i]` (the neighbours in
+/// [`NB`] order, each slice at least `c.len()` long): `flags[i]` 1 or 0.
+/// Returns the number of defects.
+#[inline(always)]
+fn flag_exact(c: &[f32], nb: [&[f32]; 8], thr: f32, flags: &mut [u32]) -> u32 {
+    let n = c.len().min(flags.len());
+    let [u0, u1, u2, m0, m2, d0, d1, d2] = nb.map(|s| &s[..n]);
     let mut count = 0u32;
     for i in 0..n {
         let nb = [u0[i], u1[i], u2[i], m0[i], m2[i], d0[i], d1[i], d2[i]];
@@ -202,6 +287,80 @@ fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) 
 }
 
 crate::avx2_dispatch!(fn flag_row_wide(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) -> u32 => flag_row);
+
+thread_local! {
+    /// Per-thread scratch of [`fix_row`]: a row's defect flags.
+    static FLAGS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Corrects mosaic row `y` of a `w` x `h` mosaic into `out` (`w` wide)
+/// from `up`, `mid` and `down`, the input rows `y - 2`, `y` and `y + 2`
+/// (mirrored at the frame's top and bottom): dynamic detection (when
+/// `thr` is `Some`) and the static defects `map` of this row (their `x`),
+/// each defect replaced by the median of its neighbours, mirrored at the
+/// left and right edges. The same tests and medians as
+/// [`DefectCorrect::run_cpu`], so the same values.
+#[allow(clippy::too_many_arguments)]
+fn fix_row(
+    [up, mid, down]: [&[f32]; 3],
+    w: usize,
+    h: usize,
+    thr: Option<f32>,
+    map: &[(usize, usize)],
+    out: &mut [f32],
+) {
+    out.copy_from_slice(&mid[..w]);
+    if w < 3 || h < 3 {
+        return;
+    }
+    let wi = w as isize;
+    let nb_at = |x: usize| -> [f32; 8] {
+        NB.map(|(dx, dy)| {
+            let row = match dy {
+                -2 => up,
+                0 => mid,
+                _ => down,
+            };
+            row[reflect(x as isize + dx, wi)]
+        })
+    };
+    if let Some(thr) = thr {
+        let (left, right) = if w >= 5 {
+            FLAGS.with(|f| {
+                let mut flags = f.borrow_mut();
+                flags.resize(w - 4, 0);
+                if flag_row_wide(up, mid, down, thr, &mut flags) > 0 {
+                    // Interior: no mirroring.
+                    for_each_flag(&flags, |i| {
+                        let nb = [
+                            up[i],
+                            up[i + 2],
+                            up[i + 4],
+                            mid[i],
+                            mid[i + 4],
+                            down[i],
+                            down[i + 2],
+                            down[i + 4],
+                        ];
+                        out[i + 2] = median8(nb);
+                    });
+                }
+            });
+            (2, w - 2)
+        } else {
+            (w, w)
+        };
+        for x in (0..left).chain(right..w) {
+            let nb = nb_at(x);
+            if is_defect(mid[x], &nb, thr) {
+                out[x] = median8(nb);
+            }
+        }
+    }
+    for &(x, _) in map {
+        out[x] = median8(nb_at(x));
+    }
+}
 
 impl Stage for DefectCorrect {
     fn op(&self) -> &'static str {
@@ -266,9 +425,9 @@ impl Stage for DefectCorrect {
                             let row = |r: usize| &src[r * w..(r + 1) * w];
                             let n = flag_row_wide(row(y - 2), row(y), row(y + 2), thr, &mut flags);
                             if n > 0 {
-                                for (i, _) in flags.iter().enumerate().filter(|(_, &g)| g != 0) {
+                                for_each_flag(&flags, |i| {
                                     f.push((y * w + i + 2, median8(neighbours(i + 2, y))));
-                                }
+                                });
                             }
                         }
                         // The columns the row kernel did not cover: all of
@@ -289,7 +448,7 @@ impl Stage for DefectCorrect {
         };
         if !self.map.is_empty() && w >= 3 && h >= 3 {
             let dynamic: HashSet<usize> = fixes.iter().map(|f| f.0).collect();
-            for &(x, y) in &self.map {
+            for &(x, y) in self.map.iter() {
                 let i = y * w + x;
                 if !dynamic.contains(&i) {
                     fixes.push((i, median8(neighbours(x, y))));
@@ -301,6 +460,46 @@ impl Stage for DefectCorrect {
             data[i] = v;
         }
         Ok(Value::Mosaic(m.into()))
+    }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape {
+            halo: 2,
+            row_align: 1,
+        })
+    }
+
+    /// The correction as a mosaic stencil: each row by [`fix_row`] from
+    /// the rows two above and below.
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        let (_, scale) = input
+            .mosaic()
+            .ok_or_else(|| Error::invalid("expected a mosaic"))?;
+        if scale != MosaicScale::Normalized {
+            return Err(Error::invalid(
+                "defect_correct needs a black-level-corrected mosaic (place it after black_level)",
+            ));
+        }
+        let (w, h) = (input.width, input.height);
+        if let Some(&(x, y)) = self.map.iter().find(|&&(x, y)| x >= w || y >= h) {
+            return Err(Error::invalid(format!(
+                "defect map entry ({x}, {y}) lies outside the {w}x{h} mosaic"
+            )));
+        }
+        let thr = self.p.dynamic.then_some(self.p.threshold);
+        let map = self.map.clone();
+        let f: MosaicStencilFn = Box::new(move |y, rows, out| {
+            if let [up, _, mid, _, down] = rows {
+                // This row's static defects (the map is sorted by row).
+                let a = map.partition_point(|&(_, my)| my < y);
+                let b = map.partition_point(|&(_, my)| my <= y);
+                fix_row([up, mid, down], w, h, thr, &map[a..b], out);
+            }
+        });
+        Ok(Some((
+            RowKernel::MosaicStencil { halo: 2, f },
+            input.clone(),
+        )))
     }
 }
 
@@ -375,6 +574,62 @@ mod tests {
             assert_eq!(*out.data.f32(), *expect, "{w}x{h}");
             if w * h > 1000 {
                 assert_ne!(*out.data.f32(), *data, "{w}x{h}: nothing was fixed");
+            }
+        }
+    }
+
+    /// The mosaic-stencil kernel (row by row from mirrored rows, as a
+    /// fused segment runs it) gives the whole-frame path's values bit for
+    /// bit, with and without dynamic detection and a static map, at sizes
+    /// down to the smallest.
+    #[test]
+    fn stencil_kernel_equals_the_whole_frame_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.txt");
+        std::fs::write(&path, "0 0\n2 1\n1 2\n").unwrap();
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for (w, h) in [(3, 3), (4, 7), (5, 5), (6, 9), (37, 29), (130, 20)] {
+            let data: Vec<f32> = (0..w * h)
+                .map(|i| match (rnd() * 30.0) as u32 {
+                    0 => 1.0,
+                    1 => 0.0,
+                    2 => f32::NAN,
+                    _ => 0.3 + 0.2 * ((i % w) as f32 * 0.7).sin() + 0.05 * rnd(),
+                })
+                .collect();
+            for p in [
+                serde_json::json!({}),
+                serde_json::json!({ "map": path }),
+                serde_json::json!({ "dynamic": false, "map": path }),
+                serde_json::json!({ "threshold": 0.01 }),
+            ] {
+                let m = mosaic(w, h, &|x, y| data[y * w + x]);
+                let st = compile(p.clone()).unwrap();
+                let hdr = Header::of_mosaic(&m);
+                let Some((RowKernel::MosaicStencil { halo, f }, _)) = st.row_kernel(&hdr).unwrap()
+                else {
+                    panic!("defect_correct has a mosaic stencil kernel");
+                };
+                assert_eq!(Some(halo), st.row_shape().map(|s| s.halo));
+                let mut got = vec![-1f32; w * h];
+                for (y, out) in got.chunks_exact_mut(w).enumerate() {
+                    let rows: Vec<&[f32]> = (0..=2 * halo)
+                        .map(|t| {
+                            let r = reflect(y as isize + t as isize - halo as isize, h as isize);
+                            &data[r * w..(r + 1) * w]
+                        })
+                        .collect();
+                    f(y, &rows, out);
+                }
+                let want = run(p.clone(), m).unwrap();
+                let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want.data.f32()), "{w}x{h} {p}");
             }
         }
     }

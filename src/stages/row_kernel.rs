@@ -144,6 +144,14 @@ impl Header {
 /// (full width, row-major samples) in place.
 pub type MosaicRowFn = Box<dyn Fn(usize, &mut [f32]) + Send + Sync>;
 
+/// Mosaic -> mosaic over a neighbourhood of rows: `f(y, rows, out)`
+/// writes mosaic row `y` (full width, row-major samples) into `out` from
+/// `rows`, the input rows `y - halo ..= y + halo` (`2 halo + 1` of them,
+/// mirrored at the frame's top and bottom as
+/// [`crate::backend::cpu::reflect`] does; columns are the kernel's own
+/// business).
+pub type MosaicStencilFn = Box<dyn Fn(usize, &[&[f32]], &mut [f32]) + Send + Sync>;
+
 /// Mosaic -> camera RGB from a mirrored-halo tile: `f(tile, [r, g, b])`
 /// fills the tile's interior rows (each plane `rows * width`, row-major).
 pub type DemosaicFn = Box<dyn Fn(&Tile, [&mut [f32]; 3]) + Send + Sync>;
@@ -208,6 +216,14 @@ impl Encoder {
 /// A stage's per-strip work with its per-frame constants bound.
 pub enum RowKernel {
     Mosaic(MosaicRowFn),
+    /// `halo` rows of context above and below each row (see
+    /// [`MosaicStencilFn`]). In a segment it is one of the mosaic members
+    /// (at most one per segment): the runner keeps the rows the members
+    /// before it made while the stencil still needs them.
+    MosaicStencil {
+        halo: usize,
+        f: MosaicStencilFn,
+    },
     /// `halo` rows and columns of mirrored context (even); the runner
     /// hands `f` tiles of `strip_rows` output rows (even; the last strip
     /// of a frame may be shorter), the strip height the method works best
@@ -236,6 +252,9 @@ impl std::fmt::Debug for RowKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RowKernel::Mosaic(_) => f.write_str("RowKernel::Mosaic"),
+            RowKernel::MosaicStencil { halo, .. } => {
+                write!(f, "RowKernel::MosaicStencil(halo {halo})")
+            }
             RowKernel::Demosaic {
                 halo, strip_rows, ..
             } => write!(

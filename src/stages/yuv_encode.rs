@@ -226,13 +226,23 @@ fn luma_row(r: &[f32], g: &[f32], b: &[f32], out: &mut [u16], k: &Coeffs) {
 
 crate::avx2_dispatch!(fn luma_row_wide(r: &[f32], g: &[f32], b: &[f32], out: &mut [u16], k: &Coeffs) => luma_row);
 
-/// The whole 2x2 blocks of one chroma row: `top` and `bottom` are the
-/// (R', G', B') rows `2 cy` and `2 cy + 1`, each at least `2 ob.len()`
-/// wide. Per run of [`CHUNK`] blocks, every pixel's (Cb, Cr) in one
-/// contiguous pass, then the block sums in [`Coeffs::chroma_block`]'s
-/// order, so the codes are the same.
+/// One pair of rows `2 cy`, `2 cy + 1` in one pass: `top` and `bottom`
+/// are their (R', G', B') rows, each at least `2 ob.len()` wide; the
+/// luma codes of their first `2 ob.len()` pixels go to `yt` and `yb`
+/// (at least that long) and the chroma codes of their whole 2x2 blocks
+/// to `ob` and `or`. Per run of [`CHUNK`] blocks, every pixel's clamped
+/// R'G'B', Y' (hence its luma code, as [`luma_row`]) and (Cb, Cr) are
+/// computed once in one contiguous pass, then the block sums in
+/// [`Coeffs::chroma_block`]'s order, so the codes are the same.
 #[inline(always)]
-fn chroma_row(top: [&[f32]; 3], bottom: [&[f32]; 3], ob: &mut [u16], or: &mut [u16], k: &Coeffs) {
+fn pair_row(
+    top: [&[f32]; 3],
+    bottom: [&[f32]; 3],
+    [yt, yb]: [&mut [u16]; 2],
+    ob: &mut [u16],
+    or: &mut [u16],
+    k: &Coeffs,
+) {
     let n = ob.len().min(or.len());
     // Per-pixel chroma of the two rows: [row][pixel].
     let mut cb = [[0f32; 2 * CHUNK]; 2];
@@ -240,10 +250,27 @@ fn chroma_row(top: [&[f32]; 3], bottom: [&[f32]; 3], ob: &mut [u16], or: &mut [u
     for c0 in (0..n).step_by(CHUNK) {
         let m = CHUNK.min(n - c0);
         let xs = 2 * c0..2 * (c0 + m);
-        for (row, [pr, pg, pb]) in [top, bottom].into_iter().enumerate() {
+        for (row, ([pr, pg, pb], oy)) in [(top, &mut *yt), (bottom, &mut *yb)]
+            .into_iter()
+            .enumerate()
+        {
             let (pr, pg, pb) = (&pr[xs.clone()], &pg[xs.clone()], &pb[xs.clone()]);
-            for (i, ((&r, &g), &b)) in pr.iter().zip(pg).zip(pb).enumerate() {
-                (cb[row][i], cr[row][i]) = k.chroma(r, g, b);
+            let oy = &mut oy[xs.clone()];
+            let (cb, cr) = (&mut cb[row][..2 * m], &mut cr[row][..2 * m]);
+            for (((((o, b_), r_), &r), &g), &b) in oy
+                .iter_mut()
+                .zip(cb.iter_mut())
+                .zip(cr.iter_mut())
+                .zip(pr)
+                .zip(pg)
+                .zip(pb)
+            {
+                let (rv, gv, bv) = (r.clamp(0.0, 1.0), g.clamp(0.0, 1.0), b.clamp(0.0, 1.0));
+                // `Coeffs::luma` and `Coeffs::chroma`, sharing the clamps
+                // and Y'.
+                let l = k.kr * rv + k.kg * gv + k.kb * bv;
+                *o = k.q(k.yo + k.ys * l);
+                (*b_, *r_) = ((bv - l) / k.db, (rv - l) / k.dr);
             }
         }
         for j in 0..m {
@@ -255,10 +282,10 @@ fn chroma_row(top: [&[f32]; 3], bottom: [&[f32]; 3], ob: &mut [u16], or: &mut [u
     }
 }
 
-/// Blocks per step of [`chroma_row`] (its per-pixel chroma stays in L1).
+/// Blocks per step of [`pair_row`] (its per-pixel chroma stays in L1).
 const CHUNK: usize = 128;
 
-crate::avx2_dispatch!(fn chroma_row_wide(top: [&[f32]; 3], bottom: [&[f32]; 3], ob: &mut [u16], or: &mut [u16], k: &Coeffs) => chroma_row);
+crate::avx2_dispatch!(fn pair_row_wide(top: [&[f32]; 3], bottom: [&[f32]; 3], oy: [&mut [u16]; 2], ob: &mut [u16], or: &mut [u16], k: &Coeffs) => pair_row);
 
 /// Encodes rows of an image `w` wide (`rgb` each `rows * w`, starting on
 /// an even image row; an odd `rows` only at the frame's bottom edge) into
@@ -268,33 +295,41 @@ fn encode_rows(k: &Coeffs, w: usize, [r, g, b]: [&[f32]; 3], [oy, ob, or]: [&mut
     if w == 0 {
         return;
     }
-    let rows = r.len() / w;
-    for (row, out) in oy.chunks_mut(w).enumerate().take(rows) {
-        let s = row * w..(row + 1) * w;
-        luma_row_wide(&r[s.clone()], &g[s.clone()], &b[s], out, k);
-    }
+    let rows = (r.len() / w).min(oy.len() / w);
     let cw = w.div_ceil(2);
+    let at = |y: usize| {
+        let s = y * w..(y + 1) * w;
+        [&r[s.clone()], &g[s.clone()], &b[s]]
+    };
     for (cy, (ob, or)) in ob
         .chunks_mut(cw)
         .zip(or.chunks_mut(cw))
         .enumerate()
         .take(rows.div_ceil(2))
     {
-        // Whole blocks eight lanes wide; the cut ones at the right and
-        // bottom edges one by one.
-        let full = if 2 * cy + 1 < rows { w / 2 } else { 0 };
-        if full > 0 {
-            let at = |y: usize| {
-                let s = y * w..(y + 1) * w;
-                [&r[s.clone()], &g[s.clone()], &b[s]]
-            };
-            chroma_row_wide(
-                at(2 * cy),
-                at(2 * cy + 1),
-                &mut ob[..full],
-                &mut or[..full],
-                k,
-            );
+        // Row pairs: luma and whole blocks eight lanes wide in one pass;
+        // the luma of a last odd column and of a last odd row, and the
+        // cut blocks at the right and bottom edges, after.
+        let y0 = 2 * cy;
+        let (full, luma_from) = if y0 + 1 < rows && w >= 2 {
+            let (yt, yb) = oy[y0 * w..(y0 + 2) * w].split_at_mut(w);
+            let n = w / 2;
+            pair_row_wide(at(y0), at(y0 + 1), [yt, yb], &mut ob[..n], &mut or[..n], k);
+            (n, 2 * n)
+        } else {
+            (0, 0)
+        };
+        for y in y0..(y0 + 2).min(rows) {
+            if luma_from < w {
+                let [pr, pg, pb] = at(y);
+                luma_row_wide(
+                    &pr[luma_from..],
+                    &pg[luma_from..],
+                    &pb[luma_from..],
+                    &mut oy[y * w + luma_from..(y + 1) * w],
+                    k,
+                );
+            }
         }
         for cx in full..ob.len().min(or.len()) {
             (ob[cx], or[cx]) = k.chroma_block([r, g, b], w, rows, cx, cy);
