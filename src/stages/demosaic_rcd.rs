@@ -21,8 +21,11 @@
 use serde::Deserialize;
 
 use super::demosaic_bilinear::infer_demosaic;
+use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
-use crate::backend::cpu::{demosaic_tiles_scratch, scratch_plane as plane, Tile, TileScratch};
+use crate::backend::cpu::{
+    demosaic_band_tiles, demosaic_tiles_scratch, scratch_plane as plane, Tile, TileScratch,
+};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -79,6 +82,42 @@ impl Stage for DemosaicRcd {
             .into(),
         ))
     }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape {
+            halo: HALO,
+            row_align: 2,
+        })
+    }
+
+    /// Fused: each full-width band tile of [`STRIP`] rows is worked in
+    /// [`TILE_W`]-column tiles by the same [`rcd_tile`] as `run_cpu`; every
+    /// output pixel depends only on the mosaic within [`HALO`] pixels of
+    /// it, so both paths give the same pixels.
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        let out = input.demosaiced()?;
+        let f: DemosaicFn = Box::new(move |band, out| {
+            SCRATCH.with(|s| {
+                let (scratch, buf) = &mut *s.borrow_mut();
+                demosaic_band_tiles(band, TILE_W, rcd_tile, scratch, buf, out)
+            })
+        });
+        Ok(Some((
+            RowKernel::Demosaic {
+                halo: HALO,
+                strip_rows: STRIP,
+                f,
+            },
+            out,
+        )))
+    }
+}
+
+thread_local! {
+    /// Per-thread planes of the fused kernel and its column-tile buffer,
+    /// reused across strips and frames (no allocation per strip).
+    static SCRATCH: std::cell::RefCell<(Scratch, Vec<f32>)> =
+        std::cell::RefCell::new((Scratch::default(), Vec::new()));
 }
 
 /// First column at or after `from` whose parity is `parity`.
@@ -132,11 +171,25 @@ fn est43(
 
 /// Deinterleaves one mosaic row into its even columns `e` and odd
 /// columns `o` (`o` one longer than the odd columns when the row length
-/// is odd: that pad sample is set to 0).
+/// is odd: that pad sample is set to 0). Works in blocks of 16 samples,
+/// which compile to shuffles.
 #[inline(always)]
 fn split_row(src: &[f32], e: &mut [f32], o: &mut [f32]) {
-    let mut pairs = src.chunks_exact(2);
-    for ((p, e), o) in (&mut pairs).zip(e.iter_mut()).zip(o.iter_mut()) {
+    let mut blocks = src.chunks_exact(16);
+    let (mut eb, mut ob) = (e.chunks_exact_mut(8), o.chunks_exact_mut(8));
+    for ((p, e), o) in (&mut blocks).zip(&mut eb).zip(&mut ob) {
+        for k in 0..8 {
+            e[k] = p[2 * k];
+            o[k] = p[2 * k + 1];
+        }
+    }
+    let done = src.len() / 16 * 8;
+    let rest = blocks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for ((p, e), o) in (&mut pairs)
+        .zip(e[done..].iter_mut())
+        .zip(o[done..].iter_mut())
+    {
         *e = p[0];
         *o = p[1];
     }
@@ -148,11 +201,19 @@ fn split_row(src: &[f32], e: &mut [f32], o: &mut [f32]) {
 }
 
 /// Interleaves even columns `e` and odd columns `o` into one row `dst`
-/// (the inverse of [`split_row`]).
+/// (the inverse of [`split_row`]), in blocks of 16 samples.
 #[inline(always)]
 fn merge_row(e: &[f32], o: &[f32], dst: &mut [f32]) {
-    let mut pairs = dst.chunks_exact_mut(2);
-    for ((p, e), o) in (&mut pairs).zip(e).zip(o) {
+    let done = dst.len() / 16 * 8;
+    let mut blocks = dst.chunks_exact_mut(16);
+    for ((p, e), o) in (&mut blocks).zip(e.chunks_exact(8)).zip(o.chunks_exact(8)) {
+        for k in 0..8 {
+            p[2 * k] = e[k];
+            p[2 * k + 1] = o[k];
+        }
+    }
+    let mut pairs = blocks.into_remainder().chunks_exact_mut(2);
+    for ((p, e), o) in (&mut pairs).zip(&e[done..]).zip(&o[done..]) {
         p[0] = *e;
         p[1] = *o;
     }
