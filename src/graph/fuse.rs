@@ -341,11 +341,16 @@ impl Segment {
         // its ends (even, so strips keep their Bayer row parity).
         let extra = stencil.map_or(0, |(_, sh, _)| sh + sh % 2);
         let (ys, ye) = (b0.saturating_sub(extra), (b1 + extra).min(h));
-        let mut data: Vec<f32> = Vec::new();
-        let mut scratch: Vec<f32> = Vec::new();
+        // This thread's buffers from its last band (taken, so a band run
+        // re-entrantly on the same thread starts with empty ones).
+        let (mut data, mut scratch, spare) =
+            BAND_BUFS.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let mut prev_rows = 0; // rows of the tile in `data`
         let mut sink = sink;
-        let mut kept = Strips::default();
+        let mut kept = Strips {
+            strips: Default::default(),
+            spare,
+        };
         let mut next_out = b0; // first band row the stencil has not written
         let mut y0 = ys;
         while y0 < ye {
@@ -457,7 +462,20 @@ impl Segment {
                 kept.drop_below(ready.saturating_sub(sh));
             }
         }
+        let mut spare = kept.spare;
+        spare.extend(kept.strips.into_iter().map(|(_, _, buf)| buf));
+        BAND_BUFS.with(|b| *b.borrow_mut() = (data, scratch, spare));
     }
+}
+
+/// The band buffers of [`Segment::demosaic_band`]: the tile rows, the
+/// scratch strip and the stencil's spare strips. Kept per thread from band
+/// to band and frame to frame, so a band does not allocate and zero them
+/// again (every sample is written before it is read).
+type BandBufs = (Vec<f32>, Vec<f32>, Vec<Vec<f32>>);
+
+thread_local! {
+    static BAND_BUFS: std::cell::RefCell<BandBufs> = std::cell::RefCell::new(Default::default());
 }
 
 /// The strips of a band's image rows (before its stencil) that the
