@@ -354,7 +354,15 @@ impl Segment {
         let mut next_out = b0; // first band row the stencil has not written
         let mut y0 = ys;
         while y0 < ye {
-            let rows = strip.min(ye - y0);
+            // A short last strip (the stencil's extra rows below a band)
+            // would cost a whole halo for a few rows: fold it into this
+            // one.
+            let left = ye - y0;
+            let rows = if left < strip + strip / 4 {
+                left
+            } else {
+                strip
+            };
             let th = rows + 2 * halo;
             // Carried rows: image rows y0 - halo .. y0 + halo.
             let carried = if prev_rows >= 2 * halo && y0 > ys {
