@@ -11,11 +11,12 @@
 //!   are in cache;
 //! - image kernels only: every band of rows through every member.
 //!
-//! A demosaicking segment may end in an image stencil (`sharpen`): each
-//! band then also demosaics the stencil's halo rows beyond its ends, keeps
-//! the strips of the members before the stencil while the stencil still
-//! needs them, and the stencil writes the band's output rows once their
-//! context below exists.
+//! A demosaicking segment may hold one image stencil (`sharpen`,
+//! `false_color_suppress`), followed by image kernels only: each band then
+//! also demosaics the stencil's halo rows beyond its ends, keeps the
+//! strips of the members before the stencil while the stencil still needs
+//! them, and the stencil writes the band's output rows once their context
+//! below exists; the image kernels after it run on those rows.
 //!
 //! A mosaic stencil (`defect_correct`) may be one of the mosaic members:
 //! the rows the members before it made are kept ([`MosaicRows`]) while
@@ -74,7 +75,8 @@ enum Shape {
     MosaicStencil,
     Demosaic,
     Image,
-    /// A demosaic segment ending in an image stencil.
+    /// A demosaic segment with an image stencil, then image kernels
+    /// only.
     Stencil,
     /// A demosaic segment ending in an encoder.
     Encode,
@@ -93,6 +95,7 @@ fn classify<'a>(kernels: impl IntoIterator<Item = &'a RowKernel>) -> Option<Shap
             (Shape::Mosaic, RowKernel::Image(_)) if k == 0 => Shape::Image,
             (Shape::Demosaic | Shape::Image, RowKernel::Image(_)) => shape,
             (Shape::Demosaic, RowKernel::Stencil { .. }) => Shape::Stencil,
+            (Shape::Stencil, RowKernel::Image(_)) => Shape::Stencil,
             (Shape::Demosaic, RowKernel::Encode(_)) => Shape::Encode,
             _ => return None,
         };
@@ -140,7 +143,9 @@ impl Segment {
                         r.par_chunks_mut(band)
                             .zip(g.par_chunks_mut(band))
                             .zip(b.par_chunks_mut(band))
-                            .for_each(|((r, g), b)| self.run_image(0, [r, g, b], &times));
+                            .for_each(|((r, g), b)| {
+                                self.run_image(0, usize::MAX, [r, g, b], &times)
+                            });
                         Value::Image(img.into())
                     }
                     Some(depth) => Value::Encoded(self.image_encoded(img, depth, &times).into()),
@@ -245,7 +250,7 @@ impl Segment {
             }
             let (r, gb) = scratch.split_at_mut(len);
             let (g, b) = gb.split_at_mut(len);
-            self.run_image(0, [&mut *r, &mut *g, &mut *b], times);
+            self.run_image(0, usize::MAX, [&mut *r, &mut *g, &mut *b], times);
             let t0 = Instant::now();
             quantize_rows([&*r, &*g, &*b], out);
             add(&times[self.kernels.len()], t0);
@@ -260,9 +265,9 @@ impl Segment {
         }
     }
 
-    /// Image members from kernel index `from` on, over one band of rows.
-    fn run_image(&self, from: usize, [r, g, b]: [&mut [f32]; 3], times: &[AtomicU64]) {
-        for (k, kern) in self.kernels.iter().enumerate().skip(from) {
+    /// Image members of kernel indices `from..to`, over one band of rows.
+    fn run_image(&self, from: usize, to: usize, [r, g, b]: [&mut [f32]; 3], times: &[AtomicU64]) {
+        for (k, kern) in self.kernels.iter().enumerate().take(to).skip(from) {
             let RowKernel::Image(f) = kern else { continue };
             let t0 = Instant::now();
             f([&mut *r, &mut *g, &mut *b]);
@@ -405,7 +410,8 @@ impl Segment {
     /// Band `i` of a demosaicking segment: its strips in order, each tile
     /// taking its top halo rows from the bottom of the previous tile
     /// instead of recomputing them, the strip's rows written to `sink`
-    /// (through the stencil, when the segment ends in one).
+    /// (through the stencil and the image kernels after it, when the
+    /// segment has one).
     #[allow(clippy::too_many_arguments)]
     fn demosaic_band(
         &self,
@@ -423,24 +429,44 @@ impl Segment {
         let b0 = i * cut.band_rows;
         let b1 = b0 + sink.rows(w);
         let last = self.kernels.len() - 1;
-        let stencil = match &self.kernels[last] {
-            RowKernel::Stencil { halo, f } => Some((*halo, f)),
-            _ => None,
-        };
+        // The stencil's index, halo and kernel, if the segment has one.
+        let stencil = self
+            .kernels
+            .iter()
+            .enumerate()
+            .find_map(|(k, kern)| match kern {
+                RowKernel::Stencil { halo, f } => Some((k, *halo, f)),
+                _ => None,
+            });
+        // Image members before the stencil (all of them without one).
+        let pre = stencil.map_or(self.kernels.len(), |(st, _, _)| st);
         // Rows demosaiced: the band's, plus the stencil's context beyond
         // its ends (even, so strips keep their Bayer row parity).
-        let extra = stencil.map_or(0, |(sh, _)| sh + sh % 2);
+        let extra = stencil.map_or(0, |(_, sh, _)| sh + sh % 2);
         let (ys, ye) = (b0.saturating_sub(extra), (b1 + extra).min(h));
         let mut made = MosaicRows::new(&self.kernels[..dm], m);
-        let mut data: Vec<f32> = Vec::new();
-        let mut scratch: Vec<f32> = Vec::new();
+        // This thread's buffers from its last band (taken, so a band run
+        // re-entrantly on the same thread starts with empty ones).
+        let (mut data, mut scratch, spare) =
+            BAND_BUFS.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let mut prev_rows = 0; // rows of the tile in `data`
         let mut sink = sink;
-        let mut kept = Strips::default();
+        let mut kept = Strips {
+            strips: Default::default(),
+            spare,
+        };
         let mut next_out = b0; // first band row the stencil has not written
         let mut y0 = ys;
         while y0 < ye {
-            let rows = strip.min(ye - y0);
+            // A short last strip (the stencil's extra rows below a band)
+            // would cost a whole halo for a few rows: fold it into this
+            // one.
+            let left = ye - y0;
+            let rows = if left < strip + strip / 4 {
+                left
+            } else {
+                strip
+            };
             let th = rows + 2 * halo;
             // Carried rows: image rows y0 - halo .. y0 + halo.
             let carried = if prev_rows >= 2 * halo && y0 > ys {
@@ -469,14 +495,14 @@ impl Segment {
                 cfa: m.cfa.shifted(halo % 2, (y0 + halo) % 2),
                 halo,
             };
-            let Some((sh, f)) = stencil else {
+            let Some((st, sh, f)) = stencil else {
                 if let Sink::Encode { parts, enc, .. } = &mut sink {
                     // The strip's rows in the scratch, then encoded.
                     let [r, g, b] = planes3(&mut scratch, rows * w);
                     let t0 = Instant::now();
                     demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
                     add(&times[dm], t0);
-                    self.run_image(dm + 1, [&mut *r, &mut *g, &mut *b], times);
+                    self.run_image(dm + 1, pre, [&mut *r, &mut *g, &mut *b], times);
                     let t0 = Instant::now();
                     let spans = enc.span(y0 - b0, rows);
                     let mut sub: Vec<&mut [u16]> = parts
@@ -495,7 +521,7 @@ impl Segment {
                     let t0 = Instant::now();
                     demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
                     add(&times[dm], t0);
-                    self.run_image(dm + 1, [&mut *r, &mut *g, &mut *b], times);
+                    self.run_image(dm + 1, pre, [&mut *r, &mut *g, &mut *b], times);
                     if let Some(q) = quantized {
                         let t0 = Instant::now();
                         quantize_rows([&*r, &*g, &*b], q);
@@ -512,7 +538,7 @@ impl Segment {
                 let t0 = Instant::now();
                 demosaic(&tile, [&mut *r, &mut *g, &mut *b]);
                 add(&times[dm], t0);
-                self.run_image(dm + 1, [&mut *r, &mut *g, &mut *b], times);
+                self.run_image(dm + 1, pre, [&mut *r, &mut *g, &mut *b], times);
             }
             data = tile.data;
             prev_rows = th;
@@ -530,7 +556,8 @@ impl Segment {
                 let t0 = Instant::now();
                 let rows = Rows { kept: &kept, w, h };
                 f(&rows, next_out, [&mut *r, &mut *g, &mut *b]);
-                add(&times[last], t0);
+                add(&times[st], t0);
+                self.run_image(st + 1, usize::MAX, [&mut *r, &mut *g, &mut *b], times);
                 if let Some(q) = quantized {
                     let t0 = Instant::now();
                     quantize_rows([&*r, &*g, &*b], q);
@@ -540,7 +567,20 @@ impl Segment {
                 kept.drop_below(ready.saturating_sub(sh));
             }
         }
+        let mut spare = kept.spare;
+        spare.extend(kept.strips.into_iter().map(|(_, _, buf)| buf));
+        BAND_BUFS.with(|b| *b.borrow_mut() = (data, scratch, spare));
     }
+}
+
+/// The band buffers of [`Segment::demosaic_band`]: the tile rows, the
+/// scratch strip and the stencil's spare strips. Kept per thread from band
+/// to band and frame to frame, so a band does not allocate and zero them
+/// again (every sample is written before it is read).
+type BandBufs = (Vec<f32>, Vec<f32>, Vec<Vec<f32>>);
+
+thread_local! {
+    static BAND_BUFS: std::cell::RefCell<BandBufs> = std::cell::RefCell::new(Default::default());
 }
 
 /// The strips of a band's image rows (before its stencil) that the
@@ -874,6 +914,65 @@ mod tests {
                     let b = render(&pipe, frame.clone(), &opts(true));
                     assert!(!a.is_empty());
                     assert!(a == b, "{cfa:?} {tail} deliver {deliver:?}");
+                }
+            }
+        }
+    }
+
+    /// RCD then false-colour suppression (a stencil followed by image
+    /// kernels) fused into one segment with the colour pipeline gives the
+    /// unfused pixels, delivered or not, for both windows and both forms
+    /// of the filter, on every Bayer phase.
+    #[test]
+    fn rcd_and_false_color_fused_render_as_unfused() {
+        let yaml = |fc: &str| {
+            format!(
+                "version: 1\nstages:\n  - {{ id: raw, op: raw_source }}\n  \
+                 - {{ id: bl, op: black_level }}\n  \
+                 - {{ id: wb, op: white_balance, params: {{ mode: auto, clip_highlights: true }} }}\n  \
+                 - {{ id: dm, op: demosaic_rcd }}\n  \
+                 - {{ id: fc, op: false_color_suppress, params: {{ {fc} }} }}\n  \
+                 - {{ id: cc, op: color_correct }}\n  \
+                 - {{ id: exp, op: exposure_gain, params: {{ mode: manual, ev: 0.0 }} }}\n  \
+                 - {{ id: out, op: srgb_encode }}\noutputs: [out]\n"
+            )
+        };
+        let pipes: Vec<Pipeline> = [
+            "strength: 0.5",
+            "strength: 1.0, keep_native: false",
+            "window: 5, strength: 0.75",
+        ]
+        .iter()
+        .map(|fc| Pipeline::from_yaml(&yaml(fc), "rcd_fc.yaml").unwrap())
+        .collect();
+        for (cfa, (w, h)) in [
+            (CfaPattern::Grbg, (67, 45)),
+            (CfaPattern::Rggb, (40, 34)),
+            (CfaPattern::Bggr, (150, 301)),
+            (CfaPattern::Gbrg, (33, 290)),
+        ] {
+            let p = CaptureParams {
+                cfa,
+                ..Default::default()
+            };
+            let frame = mosaic_scene(&demo_scene(w, h), &p, "t").unwrap();
+            for pipe in &pipes {
+                for deliver in [None, Some(Depth::U8)] {
+                    let fused = RunOptions {
+                        deliver,
+                        ..Default::default()
+                    };
+                    let unfused = RunOptions {
+                        no_fuse: true,
+                        ..fused.clone()
+                    };
+                    let out = run(pipe, frame.clone(), &fused).unwrap();
+                    let fc = out.timings.stages.iter().find(|t| t.id == "fc").unwrap();
+                    assert_eq!(fc.fused.as_deref(), Some("bl+wb+dm+fc+cc+exp+out"));
+                    let a = render(pipe, frame.clone(), &fused);
+                    let b = render(pipe, frame.clone(), &unfused);
+                    assert!(!a.is_empty());
+                    assert!(a == b, "{cfa:?} {w}x{h} {} deliver {deliver:?}", pipe.name);
                 }
             }
         }

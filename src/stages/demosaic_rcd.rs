@@ -21,8 +21,11 @@
 use serde::Deserialize;
 
 use super::demosaic_bilinear::infer_demosaic;
+use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
-use crate::backend::cpu::{demosaic_tiles_scratch, scratch_plane as plane, Tile, TileScratch};
+use crate::backend::cpu::{
+    demosaic_band_tiles, demosaic_tiles_scratch, scratch_plane as plane, Tile, TileScratch,
+};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, Value, ValueDesc};
 
@@ -79,6 +82,42 @@ impl Stage for DemosaicRcd {
             .into(),
         ))
     }
+
+    fn row_shape(&self) -> Option<RowShape> {
+        Some(RowShape {
+            halo: HALO,
+            row_align: 2,
+        })
+    }
+
+    /// Fused: each full-width band tile of [`STRIP`] rows is worked in
+    /// [`TILE_W`]-column tiles by the same [`rcd_tile`] as `run_cpu`; every
+    /// output pixel depends only on the mosaic within [`HALO`] pixels of
+    /// it, so both paths give the same pixels.
+    fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
+        let out = input.demosaiced()?;
+        let f: DemosaicFn = Box::new(move |band, out| {
+            SCRATCH.with(|s| {
+                let (scratch, buf) = &mut *s.borrow_mut();
+                demosaic_band_tiles(band, TILE_W, rcd_tile, scratch, buf, out)
+            })
+        });
+        Ok(Some((
+            RowKernel::Demosaic {
+                halo: HALO,
+                strip_rows: STRIP,
+                f,
+            },
+            out,
+        )))
+    }
+}
+
+thread_local! {
+    /// Per-thread planes of the fused kernel and its column-tile buffer,
+    /// reused across strips and frames (no allocation per strip).
+    static SCRATCH: std::cell::RefCell<(Scratch, Vec<f32>)> =
+        std::cell::RefCell::new((Scratch::default(), Vec::new()));
 }
 
 /// First column at or after `from` whose parity is `parity`.
@@ -132,11 +171,16 @@ fn est43(
 
 /// Deinterleaves one mosaic row into its even columns `e` and odd
 /// columns `o` (`o` one longer than the odd columns when the row length
-/// is odd: that pad sample is set to 0).
+/// is odd: that pad sample is set to 0). Blocks of 16 samples go through
+/// AVX2 shuffles where the CPU has them (a pure data move, same bits).
 #[inline(always)]
 fn split_row(src: &[f32], e: &mut [f32], o: &mut [f32]) {
-    let mut pairs = src.chunks_exact(2);
-    for ((p, e), o) in (&mut pairs).zip(e.iter_mut()).zip(o.iter_mut()) {
+    let done = split_wide(src, e, o);
+    let mut pairs = src[2 * done..].chunks_exact(2);
+    for ((p, e), o) in (&mut pairs)
+        .zip(e[done..].iter_mut())
+        .zip(o[done..].iter_mut())
+    {
         *e = p[0];
         *o = p[1];
     }
@@ -148,16 +192,91 @@ fn split_row(src: &[f32], e: &mut [f32], o: &mut [f32]) {
 }
 
 /// Interleaves even columns `e` and odd columns `o` into one row `dst`
-/// (the inverse of [`split_row`]).
+/// (the inverse of [`split_row`]; AVX2 shuffles as there).
 #[inline(always)]
 fn merge_row(e: &[f32], o: &[f32], dst: &mut [f32]) {
-    let mut pairs = dst.chunks_exact_mut(2);
-    for ((p, e), o) in (&mut pairs).zip(e).zip(o) {
+    let done = merge_wide(e, o, dst);
+    let mut pairs = dst[2 * done..].chunks_exact_mut(2);
+    for ((p, e), o) in (&mut pairs).zip(&e[done..]).zip(&o[done..]) {
         p[0] = *e;
         p[1] = *o;
     }
     if let [last] = pairs.into_remainder() {
         *last = e[e.len() - 1];
+    }
+}
+
+/// The first pairs of [`split_row`] (whole blocks of 8) on AVX2; returns
+/// how many pairs it split (0 without AVX2).
+#[inline(always)]
+fn split_wide(src: &[f32], e: &mut [f32], o: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::simd::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { avx2::split(src, e, o) };
+    }
+    let _ = (src, e, o);
+    0
+}
+
+/// The first pairs of [`merge_row`] (whole blocks of 8) on AVX2; returns
+/// how many pairs it merged (0 without AVX2).
+#[inline(always)]
+fn merge_wide(e: &[f32], o: &[f32], dst: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::simd::has_avx2() {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { avx2::merge(e, o, dst) };
+    }
+    let _ = (e, o, dst);
+    0
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Splits 8 pairs per step: from `a = e0 o0 e1 o1 | e2 o2 e3 o3` and
+    /// `b = e4 o4 e5 o5 | e6 o6 e7 o7`, a shuffle per 128-bit half gives
+    /// `e0 e1 e4 e5 | e2 e3 e6 e7` (and the odd ones alike), a 64-bit
+    /// permutation puts them in order. Returns the pairs split.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn split(src: &[f32], e: &mut [f32], o: &mut [f32]) -> usize {
+        let blocks = (src.len() / 16).min(e.len() / 8).min(o.len() / 8);
+        for k in 0..blocks {
+            // SAFETY: samples 16k..16k + 16 of `src` and 8k..8k + 8 of `e`
+            // and `o` are inside the slices (k < blocks).
+            let a = _mm256_loadu_ps(src.as_ptr().add(16 * k));
+            let b = _mm256_loadu_ps(src.as_ptr().add(16 * k + 8));
+            let ev = _mm256_shuffle_ps(a, b, 0b10_00_10_00);
+            let od = _mm256_shuffle_ps(a, b, 0b11_01_11_01);
+            let order = |v: __m256| {
+                _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0b11_01_10_00))
+            };
+            _mm256_storeu_ps(e.as_mut_ptr().add(8 * k), order(ev));
+            _mm256_storeu_ps(o.as_mut_ptr().add(8 * k), order(od));
+        }
+        8 * blocks
+    }
+
+    /// Merges 8 pairs per step: the unpacks give `e0 o0 e1 o1 | e4 o4 e5
+    /// o5` and `e2 o2 e3 o3 | e6 o6 e7 o7`, two 128-bit permutations put
+    /// the halves in order. Returns the pairs merged.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn merge(e: &[f32], o: &[f32], dst: &mut [f32]) -> usize {
+        let blocks = (dst.len() / 16).min(e.len() / 8).min(o.len() / 8);
+        for k in 0..blocks {
+            // SAFETY: samples 8k..8k + 8 of `e` and `o` and 16k..16k + 16
+            // of `dst` are inside the slices (k < blocks).
+            let ev = _mm256_loadu_ps(e.as_ptr().add(8 * k));
+            let od = _mm256_loadu_ps(o.as_ptr().add(8 * k));
+            let lo = _mm256_unpacklo_ps(ev, od);
+            let hi = _mm256_unpackhi_ps(ev, od);
+            let out = dst.as_mut_ptr().add(16 * k);
+            _mm256_storeu_ps(out, _mm256_permute2f128_ps(lo, hi, 0x20));
+            _mm256_storeu_ps(out.add(8), _mm256_permute2f128_ps(lo, hi, 0x31));
+        }
+        8 * blocks
     }
 }
 
@@ -1055,6 +1174,28 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The AVX2 split and merge move the same samples as pair-by-pair
+    /// loops, for every row length up to a few blocks (odd ones included).
+    #[test]
+    fn split_and_merge_match_pairwise_loops() {
+        for w in 1..70usize {
+            let src: Vec<f32> = (0..w).map(|i| i as f32 * 1.5 - 3.0).collect();
+            let half = w.div_ceil(2);
+            let (mut e, mut o) = (vec![9.0f32; half], vec![9.0f32; half]);
+            split_row(&src, &mut e, &mut o);
+            for x in 0..w {
+                let v = if x % 2 == 0 { e[x / 2] } else { o[x / 2] };
+                assert_eq!(v.to_bits(), src[x].to_bits(), "split w {w} x {x}");
+            }
+            if w % 2 == 1 {
+                assert_eq!(o[w / 2], 0.0);
+            }
+            let mut back = vec![7.0f32; w];
+            merge_row(&e, &o[..w / 2], &mut back);
+            assert_eq!(back, src, "merge w {w}");
         }
     }
 

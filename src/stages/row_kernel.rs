@@ -237,8 +237,8 @@ pub enum RowKernel {
     Image(ImageRowFn),
     /// `halo` rows of context above and below each output row (mirrored
     /// at the frame's top and bottom; columns are the kernel's own
-    /// business). In a segment it comes after a demosaic, as the last
-    /// member.
+    /// business). In a segment it comes after a demosaic, followed by
+    /// image kernels only (at most one stencil per segment).
     Stencil {
         halo: usize,
         f: StencilFn,
