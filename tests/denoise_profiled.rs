@@ -96,7 +96,10 @@ fn estimated_model_and_noise_input_work_without_a_profile() {
 
 /// `rawgraph eval kodak24 --protocol synth --matrix brooks --wb brooks
 /// --noise iso:N` on the first 6 images: denoise.yaml against default.
-/// Measured on the first 8: ISO 1600 30.06 vs 27.43 dB, 6400 27.80 vs 22.50.
+/// Measured on the first 8 with the Menon default: ISO 1600 30.06 vs 27.43
+/// dB, 6400 27.80 vs 22.50; on the first 6 with the RCD + false-colour
+/// default (whose colour-difference median also removes some chroma
+/// noise): 1600 30.10 vs 28.15.
 #[test]
 fn kodak_synth_gate() {
     let Some(dir) = common::data("kodak24") else {
@@ -104,7 +107,7 @@ fn kodak_synth_gate() {
     };
     let files: Vec<_> = image_files(&dir).unwrap().into_iter().take(6).collect();
     let (dn, df) = (shipped("denoise.yaml"), shipped("default.yaml"));
-    for (iso, margin, floor) in [(1600, 2.0, 29.0), (6400, 4.0, 26.5)] {
+    for (iso, margin, floor) in [(1600, 1.5, 29.0), (6400, 4.0, 26.5)] {
         let cfg = UnprocessConfig {
             matrix: MatrixSpec::Brooks,
             wb: WbSpec::Brooks,

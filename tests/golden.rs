@@ -552,10 +552,11 @@ fn shipped_chains_run_fused_and_no_fuse_runs_every_stage_alone() {
     let c = &CASES[0];
     // fast and default: the whole classical chain is one segment (as-shot
     // WB; default's lens_shading has no map here and is skipped), with
-    // bilinear and Menon demosaicking strips inside it.
+    // bilinear and RCD demosaicking strips inside it, and default's
+    // false-colour stencil.
     for (name, segment) in [
         ("fast", "bl+wb+dm+cc+out"),
-        ("default", "bl+wb+dm+cc+exp+out"),
+        ("default", "bl+wb+dm+fc+cc+exp+out"),
     ] {
         let p = Pipeline::resolve(name).unwrap();
         let fused = graph::run(&p, capture(c), &RunOptions::default()).unwrap();
