@@ -529,19 +529,23 @@ mod tests {
         }
     }
 
+    /// Deterministic uniform samples in [0, 1) (xorshift64).
+    fn uniform(mut seed: u64) -> impl FnMut() -> f32 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 40) as f32 / (1u64 << 24) as f32
+        }
+    }
+
     /// The row-vectorised detection equals the per-photosite definition
     /// (every neighbour gathered with reflection, the first
     /// implementation) bit for bit, on textured frames with defects of
     /// every kind, at sizes where the interior is empty, thin or wide.
     #[test]
     fn row_kernel_equals_per_pixel_reference() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut rnd = uniform(0x2545_f491_4f6c_dd1d);
         for (w, h) in [(3, 3), (4, 7), (5, 5), (6, 9), (37, 29), (130, 20)] {
             let data: Vec<f32> = (0..w * h)
                 .map(|i| {
@@ -587,13 +591,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.txt");
         std::fs::write(&path, "0 0\n2 1\n1 2\n").unwrap();
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut rnd = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut rnd = uniform(0x1234_5678_9abc_def1);
         for (w, h) in [(3, 3), (4, 7), (5, 5), (6, 9), (37, 29), (130, 20)] {
             let data: Vec<f32> = (0..w * h)
                 .map(|i| match (rnd() * 30.0) as u32 {
