@@ -618,11 +618,17 @@ def sample_patches(patches, idx, psize, gen):
 
 
 def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_frac=0.2, idx=None, sat_frac=0.0,
-               dark_stops=4.0, high_iso_frac=0.0):
+               dark_stops=4.0, high_iso_frac=0.0, n_proc=0, proc_pool=None):
+    """A training batch; `n_proc` crops of the procedural pool (uint8 like the
+    cache, from `procedural_patches`) are appended after the cached patches
+    `idx`, so they are the batch's last rows."""
     if idx is None:
-        idx = torch.randint(0, patches.shape[0], (batch,), generator=gen, device=gen.device).tolist()
+        idx = torch.randint(0, patches.shape[0], (batch - n_proc,), generator=gen, device=gen.device).tolist()
     rgb = sample_patches(patches, idx, psize, gen)
-    b = len(idx)
+    if n_proc:
+        pidx = torch.randint(0, proc_pool.shape[0], (n_proc,), generator=gen, device=gen.device).tolist()
+        rgb = torch.cat([rgb, sample_patches(proc_pool, pidx, psize, gen)], 0)
+    b = len(idx) + n_proc
     h = w = psize
     if regime == "srgb":
         target = rgb
@@ -634,6 +640,68 @@ def make_batch(patches, batch, psize, regime, phase, noise_channels, gen, zero_f
         return noisy, nmap, target, None
     return raw_batch(rgb, phase, noise_channels, gen, clean_frac=min(zero_frac, 0.08), sat_frac=sat_frac,
                      dark_stops=dark_stops, high_iso_frac=high_iso_frac)
+
+
+def hsv_colours(n, rng, sat_lo=0.0):
+    """n random colours (n,3) in sRGB [0,1] (NumPy `rng`): hue U(0,1),
+    saturation U(sat_lo,1), value U(0.05,1) (HSV, the hexcone model)."""
+    h = rng.random(n) * 6.0
+    s = sat_lo + (1.0 - sat_lo) * rng.random(n)
+    v = 0.05 + 0.95 * rng.random(n)
+    k = (np.array([5.0, 3.0, 1.0])[None, :] + h[:, None]) % 6.0
+    f = np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    return (v[:, None] * (1.0 - s[:, None] * f)).astype(np.float32)
+
+
+def procedural_patches(n, size, gen, shapes=250, strokes=12):
+    """`n` procedural "paint" patches (n,3,size,size) on the generator's
+    device, sRGB-encoded in [0,1]: a dead-leaves picture (250 discs of radius
+    density ~ r^-3 between 1.5 and size/2 pixels, drawn over each other,
+    random colours, 70 % of them strongly saturated) with up to 12 thin paint
+    strokes on top (straight segments 0.6-3 px wide). Edges are anti-aliased
+    over one pixel. They put sharp, saturated colour edges and thin coloured
+    lines into every batch: the content where the learned model lost to
+    residual-interpolation demosaics on McMaster (paint splatter, thin
+    leaves). Not a data source: the generator is procedural (NumPy, seeded
+    from `gen`, so runs stay reproducible)."""
+    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen, device=gen.device))
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = np.empty((n, 3, size, size), np.float32)
+    rmin, rmax = 1.5, size / 2.0
+    for i in range(n):
+        img = np.repeat(np.repeat(hsv_colours(1, rng)[0][:, None, None], size, 1), size, 2)
+        u = rng.random(shapes)
+        r = (rmin ** -2 - u * (rmin ** -2 - rmax ** -2)) ** -0.5
+        cx = rng.random(shapes) * (size + 2 * r) - r
+        cy = rng.random(shapes) * (size + 2 * r) - r
+        sat = rng.random(shapes) < 0.7
+        col = np.where(sat[:, None], hsv_colours(shapes, rng, sat_lo=0.6), hsv_colours(shapes, rng))
+        box = np.clip(np.stack([cy - r - 1, cy + r + 2, cx - r - 1, cx + r + 2], 1), 0, size).astype(int)
+        for j in range(shapes):
+            y0, y1, x0, x1 = box[j]
+            if y1 <= y0 or x1 <= x0:
+                continue
+            d = np.sqrt((xx[y0:y1, x0:x1] - cx[j]) ** 2 + (yy[y0:y1, x0:x1] - cy[j]) ** 2)
+            a = np.clip(r[j] - d + 0.5, 0.0, 1.0)
+            sub = img[:, y0:y1, x0:x1]
+            sub += a[None] * (col[j][:, None, None] - sub)
+        m = int(rng.integers(0, strokes + 1))
+        if m:
+            p0 = rng.random((m, 2)) * size
+            ang = rng.random(m) * math.pi
+            ln = (0.1 + 0.9 * rng.random(m)) * size
+            p1 = p0 + ln[:, None] * np.stack([np.cos(ang), np.sin(ang)], 1)
+            wid = 0.6 + 2.4 * rng.random(m)
+            scol = hsv_colours(m, rng, sat_lo=0.5)
+            for j in range(m):
+                dx, dy = p1[j, 0] - p0[j, 0], p1[j, 1] - p0[j, 1]
+                t = np.clip(((xx - p0[j, 0]) * dx + (yy - p0[j, 1]) * dy) / (dx * dx + dy * dy + 1e-6), 0.0, 1.0)
+                d = np.sqrt((xx - p0[j, 0] - t * dx) ** 2 + (yy - p0[j, 1] - t * dy) ** 2)
+                a = np.clip(wid[j] / 2 - d + 0.5, 0.0, 1.0).astype(np.float32)
+                img += a[None] * (scol[j][:, None, None] - img)
+        out[i] = img
+    return torch.from_numpy(out).to(gen.device)
 
 
 def bilinear_hardness(patches, chunk=512):
@@ -943,6 +1011,20 @@ def cmd_train(args):
     run_loss, n_loss = 0.0, 0
     border = args.border
     n_hard = int(round(args.batch * args.hard_frac))
+    n_proc = int(round(args.batch * args.proc_frac))
+    if n_hard + n_proc > args.batch:
+        sys.exit("--hard-frac + --proc-frac exceed the batch")
+    proc_pool = None
+    if n_proc:
+        # a pool of procedural patches, made once per run from the run's generator
+        t_pool = time.time()
+        full = patches.shape[-1]
+        proc_pool = torch.cat([(procedural_patches(64, full, gen) * 255.0).round().to(torch.uint8)
+                               for _ in range(args.proc_pool // 64)], 0)
+        if dev.type == "cpu":
+            proc_pool = proc_pool.numpy()
+        print(f"procedural pool: {proc_pool.shape[0]} patches of {full} px in {time.time() - t_pool:.0f} s",
+              flush=True)
     hard_pool = None
     while True:
         elapsed = time.time() - t0
@@ -955,7 +1037,7 @@ def cmd_train(args):
         lr = lr0 * warm * (args.lr_floor + (1 - args.lr_floor) * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = g["base"] * lr / lr0
-        idx = torch.randint(0, n_patches, (args.batch - n_hard,), generator=gen, device=dev).tolist()
+        idx = torch.randint(0, n_patches, (args.batch - n_hard - n_proc,), generator=gen, device=dev).tolist()
         if n_hard:
             if hard_pool is None or step % 100 == 0:
                 hard_pool = hard.topk(max(n_patches // 10, n_hard)).indices
@@ -964,7 +1046,8 @@ def cmd_train(args):
         noisy, nmap, target, ccm = make_batch(patches, args.batch, args.patch, args.regime, hp["phase"],
                                               hp["noise_channels"], gen, args.zero_frac, idx=idx,
                                               sat_frac=args.sat_frac, dark_stops=args.dark_stops,
-                                              high_iso_frac=args.high_iso_frac)
+                                              high_iso_frac=args.high_iso_frac, n_proc=n_proc,
+                                              proc_pool=proc_pool)
         out = model(noisy, nmap)
         if ccm is not None and args.loss == "rendered":
             # the error as the eval sees it: after colour correction and sRGB encoding
@@ -983,7 +1066,7 @@ def cmd_train(args):
         if hard is not None:
             # model-driven mining: a patch's score becomes its loss relative to the
             # batch mean (noise-level independent enough for ranking)
-            rel = (per.detach() / per.detach().mean().clamp(min=1e-12)).float().cpu()
+            rel = (per.detach() / per.detach().mean().clamp(min=1e-12)).float().cpu()[: len(idx)]
             hard[torch.tensor(idx)] = 0.5 * hard[torch.tensor(idx)] + 0.5 * rel
         step += 1
         patches_seen += args.batch
@@ -1128,6 +1211,11 @@ def main():
                     help="fraction of each batch drawn from the hardest 10 %% of patches")
     ap.add_argument("--sat-frac", type=float, default=0.0,
                     help="raw regime: fraction of samples whose chroma is boosted (saturated-colour training)")
+    ap.add_argument("--proc-frac", type=float, default=0.0,
+                    help="raw regime: fraction of each batch that is procedural paint patches "
+                         "(dead leaves + thin strokes, saturated colours; see procedural_patches)")
+    ap.add_argument("--proc-pool", type=int, default=2048,
+                    help="procedural patches made at the start of a run (multiple of 64)")
     ap.add_argument("--dark-stops", type=float, default=4.0,
                     help="raw regime: 40 %% of samples are exposed up to this many stops under (low-light scenes)")
     ap.add_argument("--high-iso-frac", type=float, default=0.0,
