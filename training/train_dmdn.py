@@ -1132,6 +1132,15 @@ def cmd_export(args):
             "train_data": "train/{cbsd432,urban100,sunhays80}, patches_128_32_0 (19,360 crops)",
             "train_command": f"train_dmdn.py train --arch unet --size {args.size} --regime {args.regime}",
         })
+        last = state.get("args") or {}
+        if last:
+            # the flags of the run that wrote the checkpoint (earlier runs: training/README.md)
+            flags = ("minutes", "batch", "patch", "seed", "lr", "sat_frac", "dark_stops", "tint_weight",
+                     "high_iso_frac", "hard_frac", "proc_frac", "bottom")
+            extra["train_command"] += "".join(f" --{k.replace('_', '-')} {last[k]}" for k in flags
+                                              if last.get(k) not in (None, 0, 0.0))
+            if last.get("proc_frac"):
+                extra["train_data"] += f" + procedural paint patches ({last['proc_frac']:g} of each batch)"
     export(model, args.size, args.regime, path, extra)
 
 
