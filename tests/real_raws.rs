@@ -78,8 +78,9 @@ const KNOWN_GAPS: &[Gap] = &[
     // ones (sd < 4: 0.97-0.98); at 1/2 and 1/4 size 0.979 / 0.993, so the
     // difference is pixel-scale texture, AHD's own rendering of the noise.
     // Our AHD (`demosaic_ahd`, pipelines/libraw_like.yaml) matches it:
-    // 0.9804 / 0.9804 (`libraw_like_matches_libraw`); no other demosaic
-    // of ours or LibRaw's comes within 0.02 of it.
+    // 0.9804 / 0.9804 (`libraw_like_matches_libraw`); the best other
+    // demosaic, ours or LibRaw's, 0.960 (LibRaw VNG) / 0.974 (LibRaw AAHD);
+    // ours ARI + false-colour suppression 0.959 / 0.970.
     Gap {
         min_ssim: 0.945,
         ..gap(
@@ -309,22 +310,6 @@ fn ab(p: &[f64; 3]) -> (f64, f64) {
 /// SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01,
 /// K2 0.03) of two luma planes in 0..255, averaged over the valid area.
 fn ssim(a: &[f64], b: &[f64], w: usize, h: usize) -> f64 {
-    match ssim_map(a, b, w, h) {
-        Some((m, ..)) => m.iter().sum::<f64>() / m.len() as f64,
-        None => 0.0,
-    }
-}
-
-/// The SSIM map of [`ssim`] over the valid area (`w - 10` x `h - 10`),
-/// with the reference's (`b`'s) local standard deviation per window;
-/// `None` below 11 x 11.
-#[allow(clippy::type_complexity)]
-fn ssim_map(
-    a: &[f64],
-    b: &[f64],
-    w: usize,
-    h: usize,
-) -> Option<(Vec<f64>, Vec<f64>, usize, usize)> {
     let g: Vec<f64> = (-5..=5)
         .map(|i: i32| (-(i * i) as f64 / (2.0 * 1.5 * 1.5)).exp())
         .collect();
@@ -348,7 +333,7 @@ fn ssim_map(
         (o, ow, oh)
     };
     if w < 11 || h < 11 {
-        return None;
+        return 0.0;
     }
     let prod = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(x, y)| x * y).collect::<Vec<_>>();
     let (ma, ..) = blur(a);
@@ -357,18 +342,14 @@ fn ssim_map(
     let (sbb, ..) = blur(&prod(b, b));
     let (sab, ow, oh) = blur(&prod(a, b));
     let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
-    let mut map = Vec::with_capacity(ow * oh);
-    let mut sd = Vec::with_capacity(ow * oh);
+    let mut total = 0.0;
     for i in 0..ow * oh {
         let (va, vb) = (saa[i] - ma[i] * ma[i], sbb[i] - mb[i] * mb[i]);
         let cov = sab[i] - ma[i] * mb[i];
-        map.push(
-            ((2.0 * ma[i] * mb[i] + c1) * (2.0 * cov + c2))
-                / ((ma[i] * ma[i] + mb[i] * mb[i] + c1) * (va + vb + c2)),
-        );
-        sd.push(vb.max(0.0).sqrt());
+        total += ((2.0 * ma[i] * mb[i] + c1) * (2.0 * cov + c2))
+            / ((ma[i] * ma[i] + mb[i] * mb[i] + c1) * (va + vb + c2));
     }
-    Some((map, sd, ow, oh))
+    total / (ow * oh) as f64
 }
 
 /// Mean luminance of the 2-px strip at each edge over the strip 4..12 px
@@ -520,20 +501,6 @@ fn compare(
     geom: (usize, usize, usize, usize),
     theirs_curve: fn(f64) -> f64,
 ) -> Score {
-    compare_curves(ours, theirs, geom, srgb_to_linear, theirs_curve).0
-}
-
-/// [`compare`] with `ours` decoded by `ours_curve` (to compare two LibRaw
-/// renders), also returning the two luma planes SSIM was computed on and
-/// their size.
-#[allow(clippy::type_complexity)]
-fn compare_curves(
-    ours: &Rgb,
-    theirs: &Rgb,
-    geom: (usize, usize, usize, usize),
-    ours_curve: fn(f64) -> f64,
-    theirs_curve: fn(f64) -> f64,
-) -> (Score, (Vec<f64>, Vec<f64>, usize, usize)) {
     let sizes = ((ours.w, ours.h), (theirs.w, theirs.h));
     // Align (known-gap files only): LibRaw's window that our crop covers,
     // resampled to our size where LibRaw also corrected the pixel aspect.
@@ -548,7 +515,7 @@ fn compare_curves(
         let win = centre(theirs, ww, wh);
         (centre(ours, ours.w, ours.h), resample(&win, ours.w, ours.h))
     };
-    let (la, lb) = (linear(&a, ours_curve), linear(&b, theirs_curve));
+    let (la, lb) = (linear(&a, srgb_to_linear), linear(&b, theirs_curve));
     // Exposure normalisation: LibRaw brightens so that 1 % of the pixels
     // clip; scale ours by the median luminance ratio over the pixels that
     // are neither dark nor near clipping in both.
@@ -567,25 +534,21 @@ fn compare_curves(
             .map(|p| linear_to_srgb(luminance(p)))
             .collect::<Vec<_>>()
     };
-    let (ya, yb) = (luma(&la), luma(&lb));
-    let s = ssim(&ya, &yb, a.w, a.h);
+    let s = ssim(&luma(&la), &luma(&lb), a.w, a.h);
     let mut chroma = 0.0;
     for (p, q) in la.iter().zip(&lb) {
         let clip = |p: &[f64; 3]| [p[0].min(1.0), p[1].min(1.0), p[2].min(1.0)];
         let ((a1, b1), (a2, b2)) = (ab(&clip(p)), ab(&clip(q)));
         chroma += ((a1 - a2).powi(2) + (b1 - b2).powi(2)).sqrt();
     }
-    (
-        Score {
-            ours: sizes.0,
-            theirs: sizes.1,
-            ssim: s,
-            chroma: chroma / la.len() as f64,
-            edges_ours: edge_ratios(&la, a.w, a.h),
-            edges_theirs: edge_ratios(&lb, b.w, b.h),
-        },
-        (ya, yb, a.w, a.h),
-    )
+    Score {
+        ours: sizes.0,
+        theirs: sizes.1,
+        ssim: s,
+        chroma: chroma / la.len() as f64,
+        edges_ours: edge_ratios(&la, a.w, a.h),
+        edges_theirs: edge_ratios(&lb, b.w, b.h),
+    }
 }
 
 #[test]
@@ -896,245 +859,4 @@ fn gpr_renders_like_rawspeed() {
         "border {:?} vs {:?}",
         s.edges_ours, s.edges_theirs
     );
-}
-
-/// Throwaway study of the DC120 gap (issue 18): every demosaic of ours
-/// and LibRaw's against LibRaw AHD, where the SSIM is lost.
-#[test]
-#[ignore]
-fn dc120_probe() {
-    let Some(dir) = real_dir() else { return };
-    let text = std::fs::read_to_string(common::root().join("pipelines/default.yaml")).unwrap();
-    let fc = "  - { id: fc, op: false_color_suppress, params: { strength: 0.5 } }\n";
-    let variant = |dm: &str, keep_fc: bool, aspect: bool, extra: &str| -> String {
-        let mut t = text.replace(
-            "{ id: dm, op: demosaic_rcd }",
-            &format!("{{ id: dm, op: {dm} }}"),
-        );
-        if !keep_fc {
-            t = t.replace(fc, "");
-        }
-        if !aspect {
-            t = t.replace(
-                "{ id: orient, op: orient }",
-                "{ id: orient, op: orient, params: { aspect: false } }",
-            );
-        }
-        if !extra.is_empty() {
-            t = t.replace(
-                "  - { id: cc, op: color_correct }\n",
-                &format!("{extra}  - {{ id: cc, op: color_correct }}\n"),
-            );
-        }
-        t
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let files: Vec<String> = std::env::var("PROBE_FILES")
-        .map(|v| v.split(',').map(String::from).collect())
-        .unwrap_or_else(|_| {
-            vec![
-                "kodak_dc120_P003908.kdc".into(),
-                "kodak_dc120_P003911.kdc".into(),
-            ]
-        });
-    let ours_list: Vec<(&str, String)> = vec![
-        ("bilinear", variant("demosaic_bilinear", false, true, "")),
-        ("mhc", variant("demosaic_mhc", false, true, "")),
-        ("menon", variant("demosaic_menon", false, true, "")),
-        ("rcd", variant("demosaic_rcd", false, true, "")),
-        ("rcd+fc (default)", variant("demosaic_rcd", true, true, "")),
-        ("ari", variant("demosaic_ari", false, true, "")),
-        ("ari+fc", variant("demosaic_ari", true, true, "")),
-    ];
-    let qs: &[(&str, &[&str])] = &[
-        ("lr bilinear -q0", &["-q", "0"]),
-        ("lr VNG -q1", &["-q", "1"]),
-        ("lr PPG -q2", &["-q", "2"]),
-        ("lr AHD -q3", &["-q", "3"]),
-        ("lr DCB -q4", &["-q", "4"]),
-        ("lr DHT -q11", &["-q", "11"]),
-        ("lr AAHD -q12", &["-q", "12"]),
-    ];
-    // SSIM in bins of the reference's local contrast (sd of 8-bit luma in
-    // the window), and at 1/2 and 1/4 size.
-    let bins = [0.0, 2.0, 4.0, 8.0, 16.0, f64::MAX];
-    let report = |name: &str, ya: &[f64], yb: &[f64], w: usize, h: usize, s: &Score| {
-        let (map, sd, ow, oh) = ssim_map(ya, yb, w, h).unwrap();
-        let mut line = format!("  {name:<22} ssim {:.4} chroma {:.2} |", s.ssim, s.chroma);
-        for b in bins.windows(2) {
-            let v: Vec<f64> = map
-                .iter()
-                .zip(&sd)
-                .filter(|(_, d)| (b[0]..b[1]).contains(*d))
-                .map(|(m, _)| *m)
-                .collect();
-            line += &format!(
-                " sd<{:>3}: {:.3} ({:>4.1}%)",
-                b[1].min(999.0),
-                v.iter().sum::<f64>() / v.len().max(1) as f64,
-                100.0 * v.len() as f64 / map.len() as f64
-            );
-        }
-        // 3x3 regions
-        line += " | regions";
-        for ry in 0..3 {
-            for rx in 0..3 {
-                let (mut t, mut n) = (0.0, 0);
-                for y in ry * oh / 3..(ry + 1) * oh / 3 {
-                    for x in rx * ow / 3..(rx + 1) * ow / 3 {
-                        t += map[y * ow + x];
-                        n += 1;
-                    }
-                }
-                line += &format!(" {:.3}", t / n as f64);
-            }
-        }
-        let down = |v: &[f64], f: usize| -> (Vec<f64>, usize, usize) {
-            let (dw, dh) = (w / f, h / f);
-            let mut o = vec![0.0; dw * dh];
-            for y in 0..dh * f {
-                for x in 0..dw * f {
-                    o[(y / f) * dw + x / f] += v[y * w + x] / (f * f) as f64;
-                }
-            }
-            (o, dw, dh)
-        };
-        for f in [2, 4] {
-            let (da, dw, dh) = down(ya, f);
-            let (db, ..) = down(yb, f);
-            line += &format!(" | 1/{f}: {:.4}", ssim(&da, &db, dw, dh));
-        }
-        eprintln!("{line}");
-    };
-    for file in &files {
-        let path = dir.join(file);
-        eprintln!("== {file}");
-        let ahd = libraw_with(&path, tmp.path(), &["-q", "3"]).unwrap();
-        let ahd_j = libraw_with(&path, tmp.path(), &["-j", "-q", "3"]).unwrap();
-        // Ours with the aspect stretch, vs LibRaw AHD.
-        let mut geom = (0, 0, 0, 0);
-        let mut ours_sensor = Vec::new();
-        for (name, yaml) in &ours_list {
-            let pl = Pipeline::from_yaml(yaml, "probe.yaml").unwrap();
-            let (o, g) = render_with(&path, &pl).unwrap();
-            geom = g;
-            let (s, (ya, yb, w, h)) = compare_curves(&o, &ahd, g, srgb_to_linear, bt709_to_linear);
-            report(&format!("ours {name}"), &ya, &yb, w, h, &s);
-        }
-        eprintln!(" LibRaw's others vs its AHD (both stretched):");
-        for (name, q) in qs {
-            let t = libraw_with(&path, tmp.path(), q).unwrap();
-            let (s, (ya, yb, w, h)) =
-                compare_curves(&t, &ahd, geom, bt709_to_linear, bt709_to_linear);
-            report(name, &ya, &yb, w, h, &s);
-        }
-        eprintln!(" At sensor size (ours aspect: false, LibRaw -j) vs LibRaw AHD -j:");
-        for (name, dm, fc) in [
-            ("bilinear", "demosaic_bilinear", false),
-            ("rcd", "demosaic_rcd", false),
-            ("rcd+fc", "demosaic_rcd", true),
-            ("menon", "demosaic_menon", false),
-            ("ari", "demosaic_ari", false),
-        ] {
-            let pl = Pipeline::from_yaml(&variant(dm, fc, false, ""), "probe.yaml").unwrap();
-            let (o, g) = render_with(&path, &pl).unwrap();
-            let (s, (ya, yb, w, h)) =
-                compare_curves(&o, &ahd_j, g, srgb_to_linear, bt709_to_linear);
-            report(&format!("ours {name} (sensor)"), &ya, &yb, w, h, &s);
-            if dm == "demosaic_rcd" && fc {
-                ours_sensor.push(o);
-            }
-        }
-        for (name, q) in [
-            ("lr bilinear -j -q0", &["-j", "-q", "0"][..]),
-            ("lr DHT -j", &["-j", "-q", "11"][..]),
-            ("lr VNG -j", &["-j", "-q", "1"][..]),
-        ] {
-            let t = libraw_with(&path, tmp.path(), q).unwrap();
-            let (s, (ya, yb, w, h)) =
-                compare_curves(&t, &ahd_j, geom, bt709_to_linear, bt709_to_linear);
-            report(name, &ya, &yb, w, h, &s);
-        }
-        // Stretch: bilinear vs bilinear, both stretched (ours Lanczos-3 in
-        // sRGB code values, LibRaw linear interpolation in linear light).
-        let lb0 = libraw_with(&path, tmp.path(), &["-q", "0"]).unwrap();
-        let pl = Pipeline::from_yaml(&variant("demosaic_bilinear", false, true, ""), "probe.yaml")
-            .unwrap();
-        let (o, g) = render_with(&path, &pl).unwrap();
-        let (s, (ya, yb, w, h)) = compare_curves(&o, &lb0, g, srgb_to_linear, bt709_to_linear);
-        report("bil vs lr bil, stretched", &ya, &yb, w, h, &s);
-        // Ours RCD+fc at sensor size, stretched like dcraw (linear light,
-        // 2-tap linear interpolation along x).
-        if let Some(os) = ours_sensor.first() {
-            let st = stretch_like_dcraw(os, ahd.w);
-            let (s, (ya, yb, w, h)) = compare_curves(&st, &ahd, g, srgb_to_linear, bt709_to_linear);
-            report("rcd+fc dcraw-stretch", &ya, &yb, w, h, &s);
-            let pl = Pipeline::from_yaml(
-                &variant("demosaic_bilinear", false, false, ""),
-                "probe.yaml",
-            )
-            .unwrap();
-            let (ob, _) = render_with(&path, &pl).unwrap();
-            let st = stretch_like_dcraw(&ob, ahd.w);
-            let (s, (ya, yb, w, h)) = compare_curves(&st, &lb0, g, srgb_to_linear, bt709_to_linear);
-            report("bil dcraw-stretch v lr", &ya, &yb, w, h, &s);
-        }
-        // Extra ops before colour correction (noise handling probes).
-        if let Ok(extra) = std::env::var("PROBE_EXTRA") {
-            let pl =
-                Pipeline::from_yaml(&variant("demosaic_rcd", true, true, &extra), "probe.yaml")
-                    .unwrap();
-            let (o, g) = render_with(&path, &pl).unwrap();
-            let (s, (ya, yb, w, h)) = compare_curves(&o, &ahd, g, srgb_to_linear, bt709_to_linear);
-            report("rcd+fc +extra", &ya, &yb, w, h, &s);
-        }
-        if let Ok(dms) = std::env::var("PROBE_DM") {
-            for dm in dms.split(',') {
-                for fcs in [false, true] {
-                    let pl =
-                        Pipeline::from_yaml(&variant(dm, fcs, true, ""), "probe.yaml").unwrap();
-                    let (o, g) = render_with(&path, &pl).unwrap();
-                    let (s, (ya, yb, w, h)) =
-                        compare_curves(&o, &ahd, g, srgb_to_linear, bt709_to_linear);
-                    report(&format!("{dm} fc={fcs}"), &ya, &yb, w, h, &s);
-                }
-                // At sensor size, and stretched as dcraw does.
-                let pl = Pipeline::from_yaml(&variant(dm, false, false, ""), "probe.yaml").unwrap();
-                let (o, g) = render_with(&path, &pl).unwrap();
-                let (s, (ya, yb, w, h)) =
-                    compare_curves(&o, &ahd_j, g, srgb_to_linear, bt709_to_linear);
-                report(&format!("{dm} (sensor)"), &ya, &yb, w, h, &s);
-                let st = stretch_like_dcraw(&o, ahd.w);
-                let (s, (ya, yb, w, h)) =
-                    compare_curves(&st, &ahd, g, srgb_to_linear, bt709_to_linear);
-                report(&format!("{dm} dcraw-stretch"), &ya, &yb, w, h, &s);
-            }
-        }
-    }
-}
-
-/// Stretches an 8-bit sRGB image along x to `new_w` as dcraw's
-/// `stretch()` does (2-tap linear interpolation at x / aspect, in linear
-/// light).
-fn stretch_like_dcraw(img: &Rgb, new_w: usize) -> Rgb {
-    let lin = linear(img, srgb_to_linear);
-    let aspect = new_w as f64 / img.w as f64;
-    let mut px = Vec::with_capacity(3 * new_w * img.h);
-    for y in 0..img.h {
-        for x in 0..new_w {
-            let c = x as f64 / aspect;
-            let ic = c as usize;
-            let fr = c - ic as f64;
-            let p0 = lin[y * img.w + ic.min(img.w - 1)];
-            let p1 = lin[y * img.w + (ic + 1).min(img.w - 1)];
-            for ch in 0..3 {
-                px.push(linear_to_srgb(p0[ch] * (1.0 - fr) + p1[ch] * fr).round() as u8);
-            }
-        }
-    }
-    Rgb {
-        w: new_w,
-        h: img.h,
-        px,
-    }
 }
