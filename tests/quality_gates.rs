@@ -72,6 +72,13 @@ fn demosaic_rcd_gate() {
     gate("demosaic_rcd", 36.91, 36.11, 36.5, 35.8);
 }
 
+/// AHD (`demosaic_ahd`, Hirakawa & Parks 2005): reference values measured
+/// here 37.10 / 35.06 (kodak24 / mcmaster18).
+#[test]
+fn demosaic_ahd_gate() {
+    gate("demosaic_ahd", 37.10, 35.06, 36.8, 34.8);
+}
+
 /// ARI alone (`demosaic_ari`, default params): reference values measured
 /// here 38.96 / 37.27 (kodak24 / mcmaster18).
 #[test]

@@ -73,7 +73,14 @@ const KNOWN_GAPS: &[Gap] = &[
     // score SSIM 0.953 / 0.960 / 0.955 / 0.907 (P003908) and 0.963 /
     // 0.973 / 0.970 / 0.920 (P003911), chroma 2.2-4.3; ours (RCD + false-
     // colour suppression, the default) vs AHD 0.952 / 0.970 (Menon, the
-    // previous default: 0.919 / 0.953).
+    // previous default: 0.919 / 0.953). Where it is lost: textured areas
+    // (window sd of 8-bit luma 4..16: SSIM 0.88-0.93) more than flat noisy
+    // ones (sd < 4: 0.97-0.98); at 1/2 and 1/4 size 0.979 / 0.993, so the
+    // difference is pixel-scale texture, AHD's own rendering of the noise.
+    // Our AHD (`demosaic_ahd`, pipelines/libraw_like.yaml) matches it:
+    // 0.9804 / 0.9804 (`libraw_like_matches_libraw`); the best other
+    // demosaic, ours or LibRaw's, 0.960 (LibRaw VNG) / 0.974 (LibRaw AAHD);
+    // ours ARI + false-colour suppression 0.959 / 0.970.
     Gap {
         min_ssim: 0.945,
         ..gap(
@@ -626,6 +633,57 @@ fn renders_like_libraw() {
     }
     eprintln!("{}", table.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `pipelines/libraw_like.yaml` (the default with AHD, `demosaic_ahd`,
+/// and no false-colour suppression) renders like LibRaw's default on every
+/// file LibRaw decodes, the DC120 gaps included: same size, luminance
+/// SSIM >= 0.98, chroma <= 3, no border. Measured (SSIM / chroma):
+/// Canon G2 0.9983 / 0.41, Canon S40 0.9980 / 0.42, DC120 P003908 0.9804
+/// / 1.25, P003911 0.9804 / 1.66, DC50 0.9976 / 1.98, EasyShare C330
+/// 0.9992 / 0.33, LG G4 DNG 0.9993 / 0.34 (the GPR is LibRaw-less). On the
+/// DC120 what is left is mostly the aspect stretch: at sensor size (ours
+/// `aspect: false`, LibRaw `-j`) 0.9877 / 0.9857, and ours stretched like
+/// dcraw's `stretch()` (2-tap linear interpolation in linear light, where
+/// `orient` uses Lanczos-3 on the encoded values) 0.9854 / 0.9844.
+#[test]
+fn libraw_like_matches_libraw() {
+    let Some(dir) = real_dir() else { return };
+    if Command::new("dcraw_emu").arg("-h").output().is_err() {
+        eprintln!("SKIPPED: dcraw_emu (LibRaw, apt libraw-bin) is not installed");
+        return;
+    }
+    let pl = Pipeline::resolve("libraw_like").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut bad, mut compared) = (Vec::new(), 0);
+    for file in FILES {
+        let path = dir.join(file);
+        let Ok(theirs) = libraw(&path, tmp.path()) else {
+            // GPR: LibRaw does not decode it (gpr_renders_like_rawspeed).
+            eprintln!("{file}: LibRaw does not render it");
+            continue;
+        };
+        let (ours, geom) = render_with(&path, &pl).unwrap();
+        let s = compare(&ours, &theirs, geom, bt709_to_linear);
+        let border_ok = s
+            .edges_ours
+            .iter()
+            .zip(&s.edges_theirs)
+            .all(|(a, b)| (a - b).abs() < 0.25);
+        eprintln!(
+            "{file}: libraw_like vs LibRaw SSIM {:.4}, chroma {:.2}",
+            s.ssim, s.chroma
+        );
+        compared += 1;
+        if s.ours != s.theirs || s.ssim < 0.98 || s.chroma > 3.0 || !border_ok {
+            bad.push(format!("{file}: {s:?}"));
+        }
+    }
+    assert!(
+        compared >= FILES.len() - 1,
+        "LibRaw rendered {compared} files"
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
 /// The known SSIM gaps are the demosaic's alone: with the demosaic made

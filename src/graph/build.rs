@@ -48,6 +48,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("preview", include_str!("../../pipelines/preview.yaml")),
     (
+        "libraw_like",
+        include_str!("../../pipelines/libraw_like.yaml"),
+    ),
+    (
         "video_nv12",
         include_str!("../../pipelines/video_nv12.yaml"),
     ),

@@ -22,6 +22,7 @@ use row_kernel::{Header, RowKernel, RowShape};
 pub mod black_level;
 pub mod color_correct;
 pub mod defect_correct;
+pub mod demosaic_ahd;
 pub mod demosaic_ari;
 pub mod demosaic_bilinear;
 pub mod demosaic_denoise_learned;
