@@ -30,8 +30,8 @@
 //!    the inverse-fit-error weights of ARI's guided filter.
 //!
 //! The guided filters stream row by row: per input row the window sums
-//! along the row (doubling partial sums, `log2(window)` adds per sample)
-//! of all moments a filter pair needs (RI / MLRI of green from the other
+//! along the row (one pass of `window - 1` adds per sample for windows up
+//! to 13 wide, doubling partial sums above) of all moments a filter pair needs (RI / MLRI of green from the other
 //! channel and back share i, p, i², p², i p) go into rings of rows, the
 //! per-window fits follow a window's height behind, and their weighted
 //! coefficients are averaged the same way; a round's criterion and guide
@@ -39,9 +39,11 @@
 //! held; a round touches each full plane a few times. Hot helpers are
 //! functions or `#[inline(always)]` trait methods, not closures: a
 //! closure that is not inlined loses [`ari_tile`]'s AVX2 code
-//! generation. Tiles (`backend::cpu::demosaic_tiles`, full-width strips)
-//! carry a mirrored halo that covers the dependency radius, which grows
-//! with `iterations`.
+//! generation. Tiles (`backend::cpu::demosaic_tiles_scratch`, 768 x 2048
+//! output pixels) carry a mirrored halo that covers the dependency
+//! radius, which grows with `iterations`; all planes, rings and row
+//! buffers come from one [`Pool`] per worker thread and frame, so a tile
+//! allocates nothing once the first has run.
 //!
 //! Input: a mosaic, normalised (1.0 = white) or in DN (the regularisation
 //! constants are scaled by the white level). Output: planar camera RGB,
@@ -51,12 +53,18 @@
 //! 37.27 dB alone at the default 3 rounds (1 round 37.05 / 36.84, 2 rounds
 //! 38.17 / 37.10, 5 rounds 39.73 / 37.23); 40.11 / 37.15 followed by
 //! `false_color_suppress` at strength 0.5 (pipelines/quality_classical.yaml).
-//! Cost (`rawgraph bench --synthetic 4000x3000 -p quality_classical`,
-//! median of 9, AMD EPYC with AVX2, heavily shared machine, load ~7 on
-//! 2 vCPUs): 8.0 s with 1 thread, 4.3 s with 2 (the previous
-//! separable-box-sum version, same run: 17.1 s / 14.4 s); still far above
-//! issue 16's 400 ms: ARI is the slow, best-quality classical choice,
-//! not a preview path.
+//! Cost: about 3.3 s of CPU per 12 MP frame on one thread (AMD EPYC with
+//! AVX-512, `perf stat` task-clock of `bench --synthetic 4000x3000`, the
+//! previous version 4.3 s), so still about 8x above issue 16's 400 ms:
+//! ARI is the slow, best-quality classical choice, not a preview path.
+//! Where the time goes (perf, one thread): the horizontal window sums
+//! ~15 %, the per-round guide update and criterion ~15 %, the vertical
+//! window sums ~8 %, the fits ~6 %; about 70 row passes per round and
+//! 12 rounds (RI / MLRI x H / V x 3) at ~0.3 ns per sample and pass. The
+//! 400 ms needs a different structure, not more of this one: each round
+//! fused into a few register-resident passes (moments, running vertical
+//! sums and fits per 8-lane block), or window fits on a subsampled grid
+//! (He and Sun's fast guided filter).
 
 use serde::Deserialize;
 
@@ -187,10 +195,7 @@ impl Stage for DemosaicAri {
             MosaicScale::Normalized => 1.0,
             MosaicScale::Dn => m.meta.white.iter().fold(1.0f32, |a, &b| a.max(b)),
         };
-        let p = &self.params;
-        let data = demosaic_tiles_scratch(m, self.halo, STRIP, TILE_W, |t, s: &mut Scratch| {
-            ari_tile(t, p, unit, s)
-        });
+        let data = run_tiles(m, self.halo, (STRIP, TILE_W), &self.params, unit);
         Ok(Value::Image(
             Image {
                 width: m.width,
@@ -203,6 +208,28 @@ impl Stage for DemosaicAri {
             .into(),
         ))
     }
+}
+
+/// Demosaics `m` in strips of `strip` rows and tiles of `tile_w` columns
+/// (padded by `halo`), in parallel; returns the R, G, B planes. One
+/// buffer pool per worker thread serves the whole frame (rayon may start
+/// a fresh task scratch per split; the pools outlive them).
+fn run_tiles(
+    m: &crate::frame::Mosaic,
+    halo: usize,
+    (strip, tile_w): (usize, usize),
+    p: &Params,
+    unit: f32,
+) -> Vec<f32> {
+    let pools: Vec<std::sync::Mutex<Pool>> = (0..rayon::current_num_threads().max(1))
+        .map(|_| std::sync::Mutex::new(Pool::default()))
+        .collect();
+    demosaic_tiles_scratch(m, halo, strip, tile_w, |t, s: &mut Scratch| {
+        let i = rayon::current_thread_index().unwrap_or(0) % pools.len();
+        // Each worker locks only its own pool: never contended.
+        let mut pool = pools[i].lock().unwrap_or_else(|e| e.into_inner());
+        ari_tile(t, p, unit, s, &mut pool)
+    })
 }
 
 /// Regularisation constants in the data's units.
@@ -268,11 +295,10 @@ impl Pool {
     }
 }
 
-/// Per-task scratch of [`ari_tile`]: the buffer pool and the last tile's
-/// R, G, B planes (each `tile.w * tile.h`, row-major).
+/// Per-task scratch of [`ari_tile`]: the last tile's R, G, B planes
+/// (each `tile.w * tile.h`, row-major).
 #[derive(Default)]
-pub struct Scratch {
-    pool: Pool,
+struct Scratch {
     out: [Vec<f32>; 3],
 }
 
@@ -620,7 +646,9 @@ fn guided_rows(
     let mut buf = pool.filled(w + 2 * rx, 0.0);
     let mut tmp = pool.filled(w + 2 * rx, 0.0);
     let mut vs = pool.filled(nq * w, 0.0);
-    let mut coef = pool.filled(3 * nf * w, 0.0);
+    // Coefficient rows, zero-padded by `rx` at both ends (`wp` each).
+    let wp = w + 2 * rx;
+    let mut coef = pool.filled(3 * nf * wp, 0.0);
     // 1 / the horizontal window sizes.
     let mut icx = pool.get(w);
     for (x, v) in icx.iter_mut().enumerate() {
@@ -669,9 +697,10 @@ fn guided_rows(
                 } else {
                     (s_p, s_i, s_pp, s_ii)
                 };
-                let cf = &mut coef[3 * k * w..3 * (k + 1) * w];
-                let (ca, rest) = cf.split_at_mut(w);
-                let (cb, cw) = rest.split_at_mut(w);
+                let cf = &mut coef[3 * k * wp..3 * (k + 1) * wp];
+                let (ca, rest) = cf.split_at_mut(wp);
+                let (cb, cw) = rest.split_at_mut(wp);
+                let (ca, cb, cw) = (padded(ca, rx, w), padded(cb, rx, w), padded(cw, rx, w));
                 let mo = [&si[..w], &sp[..w], &sii[..w], &spp[..w], &s_ip[..w]];
                 match (f, q) {
                     (Fit::Mlri(_), Some(q)) => {
@@ -683,9 +712,8 @@ fn guided_rows(
                     _ => fit_row::<false>(mo, [si; 3], &icx, icy, c, (ca, cb, cw)),
                 }
                 for j in 0..3 {
-                    let src = &coef[(3 * k + j) * w..(3 * k + j + 1) * w];
-                    padded(&mut buf, rx, w).copy_from_slice(src);
-                    window_sum(&mut buf, len, &mut tmp, rb.row_mut(3 * k + j, y));
+                    let row = &mut coef[(3 * k + j) * wp..(3 * k + j + 1) * wp];
+                    window_sum(row, len, &mut tmp, rb.row_mut(3 * k + j, y));
                 }
             }
         }
@@ -782,13 +810,13 @@ const GAUSS5: [f32; 5] = [0.152_469, 0.221_841, 0.251_379, 0.221_841, 0.152_469]
 fn gauss5_row(row: &[f32], out: &mut [f32]) {
     let w = row.len().min(out.len());
     if w > 4 {
+        let [k0, k1, k2, k3, k4] = GAUSS5;
         let n = w - 4;
-        let inner = &mut out[2..w - 2];
-        inner.fill(0.0);
-        for (d, &k) in GAUSS5.iter().enumerate() {
-            for (o, &v) in inner.iter_mut().zip(&row[d..d + n]) {
-                *o += k * v;
-            }
+        let (v0, v1, v2) = (&row[..n], &row[1..n + 1], &row[2..n + 2]);
+        let (v3, v4) = (&row[3..n + 3], &row[4..n + 4]);
+        let out = &mut out[2..n + 2];
+        for x in 0..n {
+            out[x] = 0.0 + k0 * v0[x] + k1 * v1[x] + k2 * v2[x] + k3 * v3[x] + k4 * v4[x];
         }
     }
     for x in (0..2.min(w)).chain(w.saturating_sub(2).max(2.min(w))..w) {
@@ -939,12 +967,15 @@ impl RoundRows {
     /// plane) into `out`.
     #[inline(always)]
     fn smooth(ring: &[f32], w: usize, h: usize, y: usize, out: &mut [f32]) {
-        out.fill(0.0);
-        for (d, &k) in GAUSS5.iter().enumerate() {
+        let row = |d: usize| {
             let s = ((y + d).saturating_sub(2).min(h - 1) % 5) * w;
-            for (o, &v) in out.iter_mut().zip(&ring[s..s + w]) {
-                *o += k * v;
-            }
+            &ring[s..s + w]
+        };
+        let [k0, k1, k2, k3, k4] = GAUSS5;
+        let (r0, r1, r2, r3, r4) = (row(0), row(1), row(2), row(3), row(4));
+        let out = &mut out[..w];
+        for x in 0..w {
+            out[x] = 0.0 + k0 * r0[x] + k1 * r1[x] + k2 * r2[x] + k3 * r3[x] + k4 * r4[x];
         }
     }
 }
@@ -1278,21 +1309,21 @@ fn rb_plane(
 
 crate::avx2_dispatch!(
     /// [`ari_tile_body`], 8 lanes wide on AVX2 machines.
-    fn ari_tile(t: &Tile, p: &Params, unit: f32, s: &mut Scratch) => ari_tile_body
+    fn ari_tile(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Pool) => ari_tile_body
 );
 
-/// Demosaics one padded tile into `s.out`: full-tile R, G, B planes
+/// Demosaics one padded tile into `s.out` (buffers from `pool`; the
+/// previous tile's planes go back to it): full-tile R, G, B planes
 /// (each `t.w * t.h`, row-major) valid `radius()` pixels in from every
 /// side. Every helper it calls is `#[inline(always)]`, so that
 /// [`ari_tile`]'s AVX2 copy compiles them all (no FMA: the same bits as
 /// the baseline copy).
 #[inline(always)]
-fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch) {
+fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Pool) {
     let (w, h) = (t.w, t.h);
     let n = w * h;
     let m = &t.data;
     let c = Consts::new(unit);
-    let pool = &mut s.pool;
     pool.put(std::mem::take(&mut s.out));
     let mut is_g = pool.get(n);
     for (y, row) in is_g.chunks_exact_mut(w).enumerate() {
@@ -1589,12 +1620,50 @@ mod tests {
         let halo = (p.radius() + 2) & !1;
         for cfa in [CfaPattern::ALL[0], CfaPattern::ALL[3]] {
             let m = mosaic_of(&scene, 230, 150, cfa);
-            let run = |t: &Tile, s: &mut Scratch| ari_tile(t, &p, 1.0, s);
-            let whole = demosaic_tiles_scratch(&m, halo, 1 << 20, 1 << 20, run);
-            let tiled = demosaic_tiles_scratch(&m, halo, 64, 96, run);
+            let whole = run_tiles(&m, halo, (1 << 20, 1 << 20), &p, 1.0);
+            let tiled = run_tiles(&m, halo, (64, 96), &p, 1.0);
             assert_eq!(whole.len(), tiled.len());
             for (i, (a, b)) in whole.iter().zip(&tiled).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{cfa:?} sample {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The one-pass window sums (lengths up to 13) and the doubling
+    /// partial sums (longer windows) against a plain f64 sum.
+    #[test]
+    fn window_sums_match_a_plain_sum() {
+        let w = 37;
+        for len in 1..=19 {
+            let src: Vec<f32> = (0..w + len - 1)
+                .map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.3)
+                .collect();
+            let (mut buf, mut t) = (src.clone(), vec![0f32; src.len()]);
+            let mut out = vec![0f32; w];
+            window_sum(&mut buf, len, &mut t, &mut out);
+            for (x, &o) in out.iter().enumerate() {
+                let want: f64 = src[x..x + len].iter().map(|&v| v as f64).sum();
+                assert!(
+                    (o as f64 - want).abs() < 1e-5,
+                    "len {len} x {x}: {o} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn row_sums_match_a_plain_sum() {
+        let w = 21;
+        let rows: Vec<Vec<f32>> = (0..8)
+            .map(|r| (0..w).map(|x| (r * 31 + x * 17) as f32 * 0.01).collect())
+            .collect();
+        for k in 1..=rows.len() {
+            let refs: Vec<&[f32]> = rows[..k].iter().map(|r| r.as_slice()).collect();
+            let mut out = vec![0f32; w];
+            sum_rows(&refs, &mut out);
+            for (x, &o) in out.iter().enumerate() {
+                let want: f32 = rows[..k].iter().map(|r| r[x]).sum();
+                assert!((o - want).abs() < 1e-4, "{k} rows x {x}: {o} vs {want}");
             }
         }
     }
