@@ -53,9 +53,11 @@
 //! 37.27 dB alone at the default 3 rounds (1 round 37.05 / 36.84, 2 rounds
 //! 38.17 / 37.10, 5 rounds 39.73 / 37.23); 40.11 / 37.15 followed by
 //! `false_color_suppress` at strength 0.5 (pipelines/quality_classical.yaml).
-//! Cost: about 3.3 s of CPU per 12 MP frame on one thread (AMD EPYC with
-//! AVX-512, `perf stat` task-clock of `bench --synthetic 4000x3000`, the
-//! previous version 4.3 s), so still about 8x above issue 16's 400 ms:
+//! Cost: about 3.0 s of CPU per 12 MP frame on one thread (AMD EPYC with
+//! AVX-512, `perf stat` task-clock of `bench --synthetic 4000x3000 -p
+//! quality_classical --iters 5 --warmup 1`, the previous version 4.1 s;
+//! wall medians on the shared 2-vCPU machine at load ~4.5: 4.5-4.8 s with
+//! 1 or 2 threads, before 5.9-6.1 s), so still ~8x above issue 16's 400 ms:
 //! ARI is the slow, best-quality classical choice, not a preview path.
 //! Where the time goes (perf, one thread): the horizontal window sums
 //! ~15 %, the per-round guide update and criterion ~15 %, the vertical
