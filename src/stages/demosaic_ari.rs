@@ -30,8 +30,8 @@
 //!    the inverse-fit-error weights of ARI's guided filter.
 //!
 //! The guided filters stream row by row: per input row the window sums
-//! along the row (doubling partial sums, `log2(window)` adds per sample)
-//! of all moments a filter pair needs (RI / MLRI of green from the other
+//! along the row (one pass of `window - 1` adds per sample for windows up
+//! to 13 wide, doubling partial sums above) of all moments a filter pair needs (RI / MLRI of green from the other
 //! channel and back share i, p, i², p², i p) go into rings of rows, the
 //! per-window fits follow a window's height behind, and their weighted
 //! coefficients are averaged the same way; a round's criterion and guide
@@ -39,9 +39,11 @@
 //! held; a round touches each full plane a few times. Hot helpers are
 //! functions or `#[inline(always)]` trait methods, not closures: a
 //! closure that is not inlined loses [`ari_tile`]'s AVX2 code
-//! generation. Tiles (`backend::cpu::demosaic_tiles`, full-width strips)
-//! carry a mirrored halo that covers the dependency radius, which grows
-//! with `iterations`.
+//! generation. Tiles (`backend::cpu::demosaic_tiles_scratch`, 768 x 2048
+//! output pixels) carry a mirrored halo that covers the dependency
+//! radius, which grows with `iterations`; all planes, rings and row
+//! buffers come from one [`Pool`] per worker thread and frame, so a tile
+//! allocates nothing once the first has run.
 //!
 //! Input: a mosaic, normalised (1.0 = white) or in DN (the regularisation
 //! constants are scaled by the white level). Output: planar camera RGB,
@@ -51,23 +53,35 @@
 //! 37.27 dB alone at the default 3 rounds (1 round 37.05 / 36.84, 2 rounds
 //! 38.17 / 37.10, 5 rounds 39.73 / 37.23); 40.11 / 37.15 followed by
 //! `false_color_suppress` at strength 0.5 (pipelines/quality_classical.yaml).
-//! Cost (`rawgraph bench --synthetic 4000x3000 -p quality_classical`,
-//! median of 9, AMD EPYC with AVX2, heavily shared machine, load ~7 on
-//! 2 vCPUs): 8.0 s with 1 thread, 4.3 s with 2 (the previous
-//! separable-box-sum version, same run: 17.1 s / 14.4 s); still far above
-//! issue 16's 400 ms: ARI is the slow, best-quality classical choice,
-//! not a preview path.
+//! Cost: about 3.0 s of CPU per 12 MP frame on one thread (AMD EPYC with
+//! AVX-512, `perf stat` task-clock of `bench --synthetic 4000x3000 -p
+//! quality_classical --iters 5 --warmup 1`, the previous version 4.1 s;
+//! wall medians on the shared 2-vCPU machine at load ~4.5: 4.5-4.8 s with
+//! 1 or 2 threads, before 5.9-6.1 s), so still ~8x above issue 16's 400 ms:
+//! ARI is the slow, best-quality classical choice, not a preview path.
+//! Where the time goes (perf, one thread): the horizontal window sums
+//! ~15 %, the per-round guide update and criterion ~15 %, the vertical
+//! window sums ~8 %, the fits ~6 %; about 70 row passes per round and
+//! 12 rounds (RI / MLRI x H / V x 3) at ~0.3 ns per sample and pass. The
+//! 400 ms needs a different structure, not more of this one: each round
+//! fused into a few register-resident passes (moments, running vertical
+//! sums and fits per 8-lane block), or window fits on a subsampled grid
+//! (He and Sun's fast guided filter).
 
 use serde::Deserialize;
 
 use super::demosaic_bilinear::infer_demosaic;
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
-use crate::backend::cpu::{demosaic_tiles, Tile};
+use crate::backend::cpu::{demosaic_tiles_scratch, Tile, TileScratch};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Image, MosaicScale, Value, ValueDesc};
 
 /// Largest accepted `iterations` (the paper's green step uses 11).
 pub const MAX_ITERATIONS: usize = 11;
+
+/// Largest vertical window radius of a guided filter (rows): green's
+/// `(window_step * (iterations - 1) + 2) / 2` and red/blue's `rb_radius`.
+const MAX_RY: usize = (4 * (MAX_ITERATIONS - 1) + 2) / 2;
 
 /// YAML params of `demosaic_ari`.
 #[derive(Debug, Clone, Deserialize)]
@@ -155,11 +169,11 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
 }
 
 /// Output rows per strip (one rayon task; tall, as the halo is about 60
-/// rows).
-const STRIP: usize = 512;
-/// Output columns per tile within a strip (the full width of a 12 MP
-/// frame: the halo costs less than on narrower tiles).
-const TILE_W: usize = 4096;
+/// rows: a 3000-row frame is 4 strips, 2 per thread on 2 threads).
+const STRIP: usize = 768;
+/// Output columns per tile within a strip (2 tiles across a 4000-wide
+/// frame; narrower tiles measured slower, the halo outweighs the cache).
+const TILE_W: usize = 2048;
 /// Floor of the local variance / Laplacian energy (normalised units²).
 const VAR_FLOOR: f32 = 1e-6;
 /// Floor of a window's RMS fit error (normalised units; 0.001 / 255).
@@ -183,8 +197,7 @@ impl Stage for DemosaicAri {
             MosaicScale::Normalized => 1.0,
             MosaicScale::Dn => m.meta.white.iter().fold(1.0f32, |a, &b| a.max(b)),
         };
-        let p = &self.params;
-        let data = demosaic_tiles(m, self.halo, STRIP, TILE_W, |t| ari_tile(t, p, unit));
+        let data = run_tiles(m, self.halo, (STRIP, TILE_W), &self.params, unit);
         Ok(Value::Image(
             Image {
                 width: m.width,
@@ -197,6 +210,28 @@ impl Stage for DemosaicAri {
             .into(),
         ))
     }
+}
+
+/// Demosaics `m` in strips of `strip` rows and tiles of `tile_w` columns
+/// (padded by `halo`), in parallel; returns the R, G, B planes. One
+/// buffer pool per worker thread serves the whole frame (rayon may start
+/// a fresh task scratch per split; the pools outlive them).
+fn run_tiles(
+    m: &crate::frame::Mosaic,
+    halo: usize,
+    (strip, tile_w): (usize, usize),
+    p: &Params,
+    unit: f32,
+) -> Vec<f32> {
+    let pools: Vec<std::sync::Mutex<Pool>> = (0..rayon::current_num_threads().max(1))
+        .map(|_| std::sync::Mutex::new(Pool::default()))
+        .collect();
+    demosaic_tiles_scratch(m, halo, strip, tile_w, |t, s: &mut Scratch| {
+        let i = rayon::current_thread_index().unwrap_or(0) % pools.len();
+        // Each worker locks only its own pool: never contended.
+        let mut pool = pools[i].lock().unwrap_or_else(|e| e.into_inner());
+        ari_tile(t, p, unit, s, &mut pool)
+    })
 }
 
 /// Regularisation constants in the data's units.
@@ -214,6 +249,64 @@ impl Consts {
             dif_floor: DIF_FLOOR * unit,
             crit_eps: CRIT_EPS * unit * unit * unit,
         }
+    }
+}
+
+/// Reusable `f32` buffers of one rayon task: planes and rings are taken
+/// from here and given back, so that a tile allocates (and the kernel
+/// zero-fills fresh pages) only on a task's first tile.
+#[derive(Default)]
+struct Pool {
+    free: Vec<Vec<f32>>,
+}
+
+impl Pool {
+    /// A buffer of `n` samples with arbitrary contents: the caller writes
+    /// every sample before it reads it.
+    fn get(&mut self, n: usize) -> Vec<f32> {
+        // The smallest free buffer that holds `n` (else the largest, grown).
+        let fit = (0..self.free.len())
+            .filter(|&i| self.free[i].capacity() >= n)
+            .min_by_key(|&i| self.free[i].capacity());
+        let pick = fit.or_else(|| (0..self.free.len()).max_by_key(|&i| self.free[i].capacity()));
+        let mut v = match pick {
+            Some(i) => self.free.swap_remove(i),
+            None => Vec::new(),
+        };
+        v.resize(n, 0.0);
+        v
+    }
+
+    /// A buffer of `n` samples, all `value`.
+    fn filled(&mut self, n: usize, value: f32) -> Vec<f32> {
+        let mut v = self.get(n);
+        v.fill(value);
+        v
+    }
+
+    /// A buffer holding a copy of `src`.
+    fn copy_of(&mut self, src: &[f32]) -> Vec<f32> {
+        let mut v = self.get(src.len());
+        v.copy_from_slice(src);
+        v
+    }
+
+    /// Gives buffers back.
+    fn put<const N: usize>(&mut self, vs: [Vec<f32>; N]) {
+        self.free.extend(vs);
+    }
+}
+
+/// Per-task scratch of [`ari_tile`]: the last tile's R, G, B planes
+/// (each `tile.w * tile.h`, row-major).
+#[derive(Default)]
+struct Scratch {
+    out: [Vec<f32>; 3],
+}
+
+impl TileScratch for Scratch {
+    fn planes(&self) -> [&[f32]; 3] {
+        [&self.out[0], &self.out[1], &self.out[2]]
     }
 }
 
@@ -235,6 +328,15 @@ fn count_in(y: usize, r: usize, s: usize, n: usize) -> usize {
 /// `t` (same length) are overwritten.
 #[inline(always)]
 fn window_sum(buf: &mut [f32], len: usize, t: &mut [f32], out: &mut [f32]) {
+    match len {
+        3 => return window_sum_n::<3>(buf, out),
+        5 => return window_sum_n::<5>(buf, out),
+        7 => return window_sum_n::<7>(buf, out),
+        9 => return window_sum_n::<9>(buf, out),
+        11 => return window_sum_n::<11>(buf, out),
+        13 => return window_sum_n::<13>(buf, out),
+        _ => {}
+    }
     let w = out.len();
     let total = buf.len();
     let mut cur: &mut [f32] = buf;
@@ -264,6 +366,68 @@ fn window_sum(buf: &mut [f32], len: usize, t: &mut [f32], out: &mut [f32]) {
         }
         std::mem::swap(&mut cur, &mut nxt);
         pow *= 2;
+    }
+}
+
+/// [`window_sum`] for a fixed `N`: `out[x] = buf[x] + ... + buf[x + N - 1]`
+/// summed left to right in one pass (`buf.len() >= out.len() + N - 1`).
+#[inline(always)]
+fn window_sum_n<const N: usize>(buf: &[f32], out: &mut [f32]) {
+    let w = out.len();
+    let buf = &buf[..w + N - 1];
+    for (x, o) in out.iter_mut().enumerate() {
+        let win = &buf[x..x + N];
+        let mut s = win[0];
+        for &v in &win[1..] {
+            s += v;
+        }
+        *o = s;
+    }
+}
+
+/// `out[x] = sum of rows[j][x]` over the `rows` (at least one), in one
+/// pass per three rows.
+#[inline(always)]
+fn sum_rows(rows: &[&[f32]], out: &mut [f32]) {
+    let w = out.len();
+    let mut it = rows.chunks(3);
+    if let Some(first) = it.next() {
+        match *first {
+            [a] => out.copy_from_slice(&a[..w]),
+            [a, b] => {
+                for ((o, &a), &b) in out.iter_mut().zip(&a[..w]).zip(&b[..w]) {
+                    *o = a + b;
+                }
+            }
+            [a, b, c, ..] => {
+                let it = out.iter_mut().zip(&a[..w]).zip(&b[..w]);
+                for (((o, &a), &b), &c) in it.zip(&c[..w]) {
+                    *o = a + b + c;
+                }
+            }
+            [] => {}
+        }
+    }
+    for more in it {
+        match *more {
+            [a] => {
+                for (o, &a) in out.iter_mut().zip(&a[..w]) {
+                    *o += a;
+                }
+            }
+            [a, b] => {
+                for ((o, &a), &b) in out.iter_mut().zip(&a[..w]).zip(&b[..w]) {
+                    *o += a + b;
+                }
+            }
+            [a, b, c, ..] => {
+                let it = out.iter_mut().zip(&a[..w]).zip(&b[..w]);
+                for (((o, &a), &b), &c) in it.zip(&c[..w]) {
+                    *o += a + b + c;
+                }
+            }
+            [] => {}
+        }
     }
 }
 
@@ -366,11 +530,11 @@ struct Ring {
 }
 
 impl Ring {
-    fn new(quantities: usize, rows: usize, w: usize) -> Ring {
+    fn new(quantities: usize, rows: usize, w: usize, pool: &mut Pool) -> Ring {
         Ring {
             w,
             rows,
-            data: vec![0.0; quantities * rows * w],
+            data: pool.filled(quantities * rows * w, 0.0),
         }
     }
 
@@ -390,20 +554,25 @@ impl Ring {
     /// `y + j * win.sy`, `|j| <= win.ry`, inside `0..h`) into `out`.
     #[inline(always)]
     fn vsum(&self, q: usize, y: usize, h: usize, win: Win, out: &mut [f32]) {
-        out.copy_from_slice(self.row(q, y));
-        for j in 1..=win.ry {
+        let mut rows: [&[f32]; 2 * MAX_RY + 1] = [&[]; 2 * MAX_RY + 1];
+        let mut k = 0;
+        for j in (1..=win.ry.min(MAX_RY)).rev() {
             let d = j * win.sy;
             if y >= d {
-                for (o, &v) in out.iter_mut().zip(self.row(q, y - d)) {
-                    *o += v;
-                }
-            }
-            if y + d < h {
-                for (o, &v) in out.iter_mut().zip(self.row(q, y + d)) {
-                    *o += v;
-                }
+                rows[k] = self.row(q, y - d);
+                k += 1;
             }
         }
+        rows[k] = self.row(q, y);
+        k += 1;
+        for j in 1..=win.ry.min(MAX_RY) {
+            let d = j * win.sy;
+            if y + d < h {
+                rows[k] = self.row(q, y + d);
+                k += 1;
+            }
+        }
+        sum_rows(&rows[..k], out);
     }
 }
 
@@ -443,6 +612,7 @@ impl CoefSink for Planes<'_> {
 /// held, never a plane. `sink.row(y, k, a, b)` receives filter `k`'s averaged
 /// coefficient rows for image row `y` (each `w` long), rows in order.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn guided_rows(
     i: &[f32],
     p: &[f32],
@@ -451,6 +621,7 @@ fn guided_rows(
     win: Win,
     c: Consts,
     sink: &mut impl CoefSink,
+    pool: &mut Pool,
 ) {
     let Win { rx, ry, sy } = win;
     let len = 2 * rx + 1;
@@ -472,13 +643,19 @@ fn guided_rows(
     };
     let nq = 5 + 3 * lap_at.iter().flatten().count();
     let nf = fits.len();
-    let mut ra = Ring::new(nq, span, w);
-    let mut rb = Ring::new(3 * nf, span, w);
-    let mut buf = vec![0f32; w + 2 * rx];
-    let mut tmp = vec![0f32; w + 2 * rx];
-    let mut vs = vec![0f32; nq * w];
-    let mut coef = vec![0f32; 3 * nf * w];
-    let cx: Vec<f32> = (0..w).map(|x| count_in(x, rx, 1, w) as f32).collect();
+    let mut ra = Ring::new(nq, span, w, pool);
+    let mut rb = Ring::new(3 * nf, span, w, pool);
+    let mut buf = pool.filled(w + 2 * rx, 0.0);
+    let mut tmp = pool.filled(w + 2 * rx, 0.0);
+    let mut vs = pool.filled(nq * w, 0.0);
+    // Coefficient rows, zero-padded by `rx` at both ends (`wp` each).
+    let wp = w + 2 * rx;
+    let mut coef = pool.filled(3 * nf * wp, 0.0);
+    // 1 / the horizontal window sizes.
+    let mut icx = pool.get(w);
+    for (x, v) in icx.iter_mut().enumerate() {
+        *v = 1.0 / count_in(x, rx, 1, w) as f32;
+    }
     // The quantities whose window sums stage 1 takes.
     let mut srcs = vec![
         Moment::Copy(i),
@@ -509,7 +686,7 @@ fn guided_rows(
             for q in 0..nq {
                 ra.vsum(q, y, h, win, &mut vs[q * w..(q + 1) * w]);
             }
-            let cy = count_in(y, ry, sy, h) as f32;
+            let icy = 1.0 / count_in(y, ry, sy, h) as f32;
             let (s_i, rest) = vs.split_at(w);
             let (s_p, rest) = rest.split_at(w);
             let (s_ii, rest) = rest.split_at(w);
@@ -522,23 +699,23 @@ fn guided_rows(
                 } else {
                     (s_p, s_i, s_pp, s_ii)
                 };
-                let cf = &mut coef[3 * k * w..3 * (k + 1) * w];
-                let (ca, rest) = cf.split_at_mut(w);
-                let (cb, cw) = rest.split_at_mut(w);
+                let cf = &mut coef[3 * k * wp..3 * (k + 1) * wp];
+                let (ca, rest) = cf.split_at_mut(wp);
+                let (cb, cw) = rest.split_at_mut(wp);
+                let (ca, cb, cw) = (padded(ca, rx, w), padded(cb, rx, w), padded(cw, rx, w));
                 let mo = [&si[..w], &sp[..w], &sii[..w], &spp[..w], &s_ip[..w]];
                 match (f, q) {
                     (Fit::Mlri(_), Some(q)) => {
                         let l1 = &laps[(q - 5) * w..(q - 4) * w];
                         let l2 = &laps[(q - 4) * w..(q - 3) * w];
                         let ln = &laps[(q - 3) * w..(q - 2) * w];
-                        fit_row::<true>(mo, [l1, l2, ln], &cx, cy, c, (ca, cb, cw));
+                        fit_row::<true>(mo, [l1, l2, ln], &icx, icy, c, (ca, cb, cw));
                     }
-                    _ => fit_row::<false>(mo, [si; 3], &cx, cy, c, (ca, cb, cw)),
+                    _ => fit_row::<false>(mo, [si; 3], &icx, icy, c, (ca, cb, cw)),
                 }
                 for j in 0..3 {
-                    let src = &coef[(3 * k + j) * w..(3 * k + j + 1) * w];
-                    padded(&mut buf, rx, w).copy_from_slice(src);
-                    window_sum(&mut buf, len, &mut tmp, rb.row_mut(3 * k + j, y));
+                    let row = &mut coef[(3 * k + j) * wp..(3 * k + j + 1) * wp];
+                    window_sum(row, len, &mut tmp, rb.row_mut(3 * k + j, y));
                 }
             }
         }
@@ -562,10 +739,11 @@ fn guided_rows(
             }
         }
     }
+    pool.put([ra.data, rb.data, buf, tmp, vs, coef, icx]);
 }
 
 /// The per-window fits of one row: window sums `[i, p, i², p², i p]`,
-/// window sizes `cx[x] * cy`; the slope by the covariance (RI) or, with
+/// 1 / window sizes `icx[x] * icy`; the slope by the covariance (RI) or, with
 /// `MLRI`, from the window sums `[li lp m, li² m, m]` of the Laplacian
 /// terms; writes `a * wt`, `b * wt` and `wt` (`wt` = 1 / the window's RMS
 /// fit error).
@@ -573,18 +751,17 @@ fn guided_rows(
 fn fit_row<const MLRI: bool>(
     [si, sp, sii, spp, sip]: [&[f32]; 5],
     [l1, l2, ln]: [&[f32]; 3],
-    cx: &[f32],
-    cy: f32,
+    icx: &[f32],
+    icy: f32,
     c: Consts,
     (ca, cb, cw): (&mut [f32], &mut [f32], &mut [f32]),
 ) {
     let w = ca.len();
     let (si, sp, sii, spp, sip) = (&si[..w], &sp[..w], &sii[..w], &spp[..w], &sip[..w]);
-    let (l1, l2, ln, cx) = (&l1[..w], &l2[..w], &ln[..w], &cx[..w]);
+    let (l1, l2, ln, icx) = (&l1[..w], &l2[..w], &ln[..w], &icx[..w]);
     let (cb, cw) = (&mut cb[..w], &mut cw[..w]);
     for x in 0..w {
-        let nn = cx[x] * cy;
-        let inv = 1.0 / nn;
+        let inv = icx[x] * icy;
         let (mi, mp) = (si[x] * inv, sp[x] * inv);
         let a = if MLRI {
             l1[x] / l2[x].max(c.var_floor * ln[x].max(1.0))
@@ -594,10 +771,11 @@ fn fit_row<const MLRI: bool>(
             cov / var.max(c.var_floor)
         };
         let b = mp - a * mi;
-        let e = (a * a * sii[x] + b * b * nn + spp[x] + 2.0 * a * b * si[x]
-            - 2.0 * b * sp[x]
-            - 2.0 * a * sip[x])
-            * inv;
+        // Mean squared fit error over the window (`b² n / n` = `b²`).
+        let e =
+            (a * a * sii[x] + spp[x] + 2.0 * a * b * si[x] - 2.0 * b * sp[x] - 2.0 * a * sip[x])
+                * inv
+                + b * b;
         let wt = 1.0 / e.max(0.0).sqrt().max(c.dif_floor);
         ca[x] = a * wt;
         cb[x] = b * wt;
@@ -605,17 +783,7 @@ fn fit_row<const MLRI: bool>(
     }
 }
 
-/// Horizontal neighbour mean `(v[x-1] + v[x+1]) / 2`, mirrored at the
-/// row ends.
-#[inline(always)]
-fn hmean(v: &[f32], w: usize, y: usize, x: usize) -> f32 {
-    let row = &v[y * w..(y + 1) * w];
-    let l = if x > 0 { row[x - 1] } else { row[1] };
-    let r = if x + 1 < w { row[x + 1] } else { row[w - 2] };
-    0.5 * (l + r)
-}
-
-/// [`hmean`] of a whole row: `out[x] = (v[x-1] + v[x+1]) / 2`, mirrored
+/// Horizontal neighbour means of a row: `out[x] = (v[x-1] + v[x+1]) / 2`, mirrored
 /// at the ends (`v.len() >= 2`).
 #[inline(always)]
 fn hmean_row(v: &[f32], out: &mut [f32]) {
@@ -644,13 +812,13 @@ const GAUSS5: [f32; 5] = [0.152_469, 0.221_841, 0.251_379, 0.221_841, 0.152_469]
 fn gauss5_row(row: &[f32], out: &mut [f32]) {
     let w = row.len().min(out.len());
     if w > 4 {
+        let [k0, k1, k2, k3, k4] = GAUSS5;
         let n = w - 4;
-        let inner = &mut out[2..w - 2];
-        inner.fill(0.0);
-        for (d, &k) in GAUSS5.iter().enumerate() {
-            for (o, &v) in inner.iter_mut().zip(&row[d..d + n]) {
-                *o += k * v;
-            }
+        let (v0, v1, v2) = (&row[..n], &row[1..n + 1], &row[2..n + 2]);
+        let (v3, v4) = (&row[3..n + 3], &row[4..n + 4]);
+        let out = &mut out[2..n + 2];
+        for x in 0..n {
+            out[x] = 0.0 + k0 * v0[x] + k1 * v1[x] + k2 * v2[x] + k3 * v3[x] + k4 * v4[x];
         }
     }
     for x in (0..2.min(w)).chain(w.saturating_sub(2).max(2.min(w))..w) {
@@ -787,11 +955,13 @@ impl RoundRows {
             }
         }
         let (crit, best) = (&mut crit[rr.clone()], &mut best[rr]);
-        for x in 0..w {
-            let cr = sc[x] * sc[x] * sd[x];
-            let take = cr < crit[x];
-            crit[x] = if take { cr } else { crit[x] };
-            best[x] = if take { ggr[x] } else { best[x] };
+        let (sc, sd, ggr) = (&sc[..w], &sd[..w], &ggr[..w]);
+        let it = crit.iter_mut().zip(best.iter_mut());
+        for (((cv, bv), (&s, &d)), &g) in it.zip(sc.iter().zip(sd)).zip(ggr) {
+            let cr = s * s * d;
+            let take = cr < *cv;
+            *cv = if take { cr } else { *cv };
+            *bv = if take { g } else { *bv };
         }
     }
 
@@ -799,12 +969,15 @@ impl RoundRows {
     /// plane) into `out`.
     #[inline(always)]
     fn smooth(ring: &[f32], w: usize, h: usize, y: usize, out: &mut [f32]) {
-        out.fill(0.0);
-        for (d, &k) in GAUSS5.iter().enumerate() {
+        let row = |d: usize| {
             let s = ((y + d).saturating_sub(2).min(h - 1) % 5) * w;
-            for (o, &v) in out.iter_mut().zip(&ring[s..s + w]) {
-                *o += k * v;
-            }
+            &ring[s..s + w]
+        };
+        let [k0, k1, k2, k3, k4] = GAUSS5;
+        let (r0, r1, r2, r3, r4) = (row(0), row(1), row(2), row(3), row(4));
+        let out = &mut out[..w];
+        for x in 0..w {
+            out[x] = 0.0 + k0 * r0[x] + k1 * r1[x] + k2 * r2[x] + k3 * r3[x] + k4 * r4[x];
         }
     }
 }
@@ -884,6 +1057,7 @@ impl CoefSink for Round<'_> {
 /// two rows behind it (the criterion's smoothing radius), written to the
 /// next round's planes.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn green_dir(
     m: &[f32],
     is_g: &[f32],
@@ -892,39 +1066,42 @@ fn green_dir(
     h: usize,
     sched: Sched,
     c: Consts,
+    pool: &mut Pool,
 ) -> [(Vec<f32>, Vec<f32>); 2] {
     let n = w * h;
-    let is_c: Vec<f32> = is_g.iter().map(|&g| 1.0 - g).collect();
+    let mut is_c = pool.get(n);
+    for (o, &g) in is_c.iter_mut().zip(is_g) {
+        *o = 1.0 - g;
+    }
     // Initial guides: 1-D linear interpolation along the rows.
-    let mut g0 = vec![0f32; n];
-    let mut c0 = vec![0f32; n];
+    let mut g0 = pool.get(n);
+    let mut c0 = pool.get(n);
+    let mut lin = pool.get(w);
     for y in 0..h {
+        let rr = y * w..(y + 1) * w;
+        hmean_row(&m[rr.clone()], &mut lin);
+        let (mr, gm) = (&m[rr.clone()], &is_g[rr.clone()]);
+        let (g0r, c0r) = (&mut g0[rr.clone()], &mut c0[rr]);
         for x in 0..w {
-            let k = y * w + x;
-            let lin = hmean(m, w, y, x);
-            if is_g[k] > 0.5 {
-                g0[k] = m[k];
-                c0[k] = lin;
-            } else {
-                g0[k] = lin;
-                c0[k] = m[k];
-            }
+            let site = gm[x] > 0.5;
+            g0r[x] = if site { mr[x] } else { lin[x] };
+            c0r[x] = if site { lin[x] } else { mr[x] };
         }
     }
     if let Some(gd) = guide {
         c0.copy_from_slice(gd);
     }
-    let (mut lg, mut lc) = (vec![0f32; n], vec![0f32; n]);
-    let (mut tg, mut tc) = (vec![0f32; n], vec![0f32; n]);
-    let (mut gg2, mut cc2) = (vec![0f32; n], vec![0f32; n]);
+    let (mut lg, mut lc) = (pool.get(n), pool.get(n));
+    let (mut tg, mut tc) = (pool.get(n), pool.get(n));
+    let (mut gg2, mut cc2) = (pool.get(n), pool.get(n));
     let mut rows = RoundRows::new(w, h);
     let nf = if guide.is_some() { 1 } else { 2 };
     let mut out: [(Vec<f32>, Vec<f32>); 2] = Default::default();
     for (method, slot) in out.iter_mut().enumerate() {
         let mlri = method == 1;
-        let (mut gg, mut cc) = (g0.clone(), c0.clone());
-        let mut best = g0.clone();
-        let mut crit = vec![f32::MAX; n];
+        let (mut gg, mut cc) = (pool.copy_of(&g0), pool.copy_of(&c0));
+        let mut best = pool.copy_of(&g0);
+        let mut crit = pool.filled(n, f32::MAX);
         for k in 0..sched.iters {
             let win = if mlri {
                 Win {
@@ -968,7 +1145,7 @@ fn green_dir(
                 tent: (&mut tg, &mut tc),
                 next: (&mut gg2, &mut cc2, &mut crit, &mut best),
             };
-            guided_rows(&cc, &gg, &fits[..nf], (w, h), win, c, &mut sink);
+            guided_rows(&cc, &gg, &fits[..nf], (w, h), win, c, &mut sink, pool);
             for y in h.saturating_sub(2)..h {
                 sink.finish(y);
             }
@@ -977,16 +1154,18 @@ fn green_dir(
                 std::mem::swap(&mut cc, &mut cc2);
             }
         }
+        pool.put([gg, cc]);
         *slot = (best, crit);
     }
+    pool.put([is_c, g0, c0, lin, lg, lc, tg, tc, gg2, cc2]);
     out
 }
 
 /// Transposes a `w x h` plane into `h x w`: 16 source columns at a
 /// time, so that the writes go to 16 contiguous destination rows.
 #[inline(always)]
-fn transpose(src: &[f32], w: usize, h: usize) -> Vec<f32> {
-    let mut o = vec![0f32; w * h];
+fn transpose(src: &[f32], w: usize, h: usize, pool: &mut Pool) -> Vec<f32> {
+    let mut o = pool.get(w * h);
     const B: usize = 16;
     for (bi, dst) in o.chunks_mut(B * h).enumerate() {
         let x0 = bi * B;
@@ -1015,9 +1194,9 @@ fn mirrored_neighbours(i: usize, n: usize) -> (usize, usize) {
 /// 2-D Laplacian `4 v - (4 neighbours)` of a `wl x hl` lattice plane,
 /// mirrored at its edges.
 #[inline(always)]
-fn lap_lattice(v: &[f32], wl: usize, hl: usize) -> Vec<f32> {
+fn lap_lattice(v: &[f32], wl: usize, hl: usize, pool: &mut Pool) -> Vec<f32> {
     let nl = wl * hl;
-    let mut o = vec![0f32; nl];
+    let mut o = pool.get(nl);
     for yy in 0..hl {
         let (u, d) = mirrored_neighbours(yy, hl);
         for xx in 0..wl {
@@ -1044,17 +1223,11 @@ fn taps(v: usize, o: usize, nlat: usize) -> (usize, usize) {
     }
 }
 
-/// Bilinear value of lattice plane `p` from the taps `(row offset y0,
-/// row offset y1, x0, x1)`.
-#[inline(always)]
-fn bil(p: &[f32], (r0, r1, x0, x1): (usize, usize, usize, usize)) -> f32 {
-    0.25 * (p[r0 + x0] + p[r0 + x1] + p[r1 + x0] + p[r1 + x1])
-}
-
 /// Red or blue at full resolution by MLRI guided upsampling: the colour's
 /// samples sit on the lattice `(2Y + oy, 2X + ox)`; `g` is the full green
 /// plane.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn rb_plane(
     m: &[f32],
     g: &[f32],
@@ -1063,27 +1236,31 @@ fn rb_plane(
     (oy, ox): (usize, usize),
     r: usize,
     c: Consts,
+    pool: &mut Pool,
 ) -> Vec<f32> {
     let hl = (h - oy).div_ceil(2);
     let wl = (w - ox).div_ceil(2);
     let nl = hl * wl;
     let at = |yy: usize, xx: usize| (2 * yy + oy) * w + 2 * xx + ox;
-    let mut gl = vec![0f32; nl];
-    let mut cl = vec![0f32; nl];
+    let mut gl = pool.get(nl);
+    let mut cl = pool.get(nl);
     for yy in 0..hl {
         for xx in 0..wl {
             gl[yy * wl + xx] = g[at(yy, xx)];
             cl[yy * wl + xx] = m[at(yy, xx)];
         }
     }
-    let (lg, lc) = (lap_lattice(&gl, wl, hl), lap_lattice(&cl, wl, hl));
-    let ones = vec![1f32; nl];
+    let (lg, lc) = (
+        lap_lattice(&gl, wl, hl, pool),
+        lap_lattice(&cl, wl, hl, pool),
+    );
+    let ones = pool.filled(nl, 1.0);
     let win = Win {
         rx: r,
         ry: r,
         sy: 1,
     };
-    let (mut ma, mut mb) = (vec![0f32; nl], vec![0f32; nl]);
+    let (mut ma, mut mb) = (pool.get(nl), pool.get(nl));
     let fit = [Fit::Mlri(Lap {
         li: &lg,
         lp: &lc,
@@ -1094,52 +1271,74 @@ fn rb_plane(
         a: &mut ma,
         b: &mut mb,
     };
-    guided_rows(&gl, &cl, &fit, (wl, hl), win, c, &mut sink);
-    let res: Vec<f32> = (0..nl).map(|k| cl[k] - (ma[k] * gl[k] + mb[k])).collect();
+    guided_rows(&gl, &cl, &fit, (wl, hl), win, c, &mut sink, pool);
+    let mut res = pool.get(nl);
+    for (k, o) in res.iter_mut().enumerate() {
+        *o = cl[k] - (ma[k] * gl[k] + mb[k]);
+    }
     // Bilinear interpolation of (a, b, residual) to full resolution.
     let xt: Vec<(usize, usize)> = (0..w).map(|x| taps(x, ox, wl)).collect();
-    let mut out = vec![0f32; w * h];
+    let mut out = pool.get(w * h);
+    // Per row: the three lattice planes blended vertically (`wl` each),
+    // then horizontally to full width (`w` each).
+    let mut vrow = pool.get(3 * wl);
+    let mut hrow = pool.get(3 * w);
     for y in 0..h {
         let (y0, y1) = taps(y, oy, hl);
-        for (x, &(x0, x1)) in xt.iter().enumerate() {
-            let t = (y0 * wl, y1 * wl, x0, x1);
-            let k = y * w + x;
-            out[k] = bil(&ma, t) * g[k] + bil(&mb, t) + bil(&res, t);
+        let (r0, r1) = (y0 * wl..(y0 + 1) * wl, y1 * wl..(y1 + 1) * wl);
+        for (plane, v) in [&ma, &mb, &res].into_iter().zip(vrow.chunks_exact_mut(wl)) {
+            for ((o, &p0), &p1) in v.iter_mut().zip(&plane[r0.clone()]).zip(&plane[r1.clone()]) {
+                *o = 0.5 * (p0 + p1);
+            }
+        }
+        for (v, hr) in vrow.chunks_exact(wl).zip(hrow.chunks_exact_mut(w)) {
+            for (o, &(x0, x1)) in hr.iter_mut().zip(&xt) {
+                *o = 0.5 * (v[x0] + v[x1]);
+            }
+        }
+        let (ha, rest) = hrow.split_at(w);
+        let (hb, hres) = rest.split_at(w);
+        let it = out[y * w..(y + 1) * w]
+            .iter_mut()
+            .zip(&g[y * w..(y + 1) * w]);
+        for (((o, &gv), &a), (&b, &r)) in it.zip(ha).zip(hb.iter().zip(hres)) {
+            *o = a * gv + b + r;
         }
     }
+    pool.put([gl, cl, lg, lc, ones, ma, mb, res, vrow, hrow]);
     out
 }
 
 crate::avx2_dispatch!(
     /// [`ari_tile_body`], 8 lanes wide on AVX2 machines.
-    fn ari_tile(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] => ari_tile_body
+    fn ari_tile(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Pool) => ari_tile_body
 );
 
-/// Demosaics one padded tile; returns full-tile R, G, B planes valid
-/// `radius()` pixels in from every side. Every helper it calls is
-/// `#[inline(always)]`, so that [`ari_tile`]'s AVX2 copy compiles them
-/// all (no FMA: the same bits as the baseline copy).
+/// Demosaics one padded tile into `s.out` (buffers from `pool`; the
+/// previous tile's planes go back to it): full-tile R, G, B planes
+/// (each `t.w * t.h`, row-major) valid `radius()` pixels in from every
+/// side. Every helper it calls is `#[inline(always)]`, so that
+/// [`ari_tile`]'s AVX2 copy compiles them all (no FMA: the same bits as
+/// the baseline copy).
 #[inline(always)]
-fn ari_tile_body(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] {
+fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Pool) {
     let (w, h) = (t.w, t.h);
     let n = w * h;
     let m = &t.data;
     let c = Consts::new(unit);
-    let is_g: Vec<f32> = (0..n)
-        .map(|k| f32::from(u8::from(t.cfa.color_at(k / w, k % w) == 1)))
-        .collect();
-    let g = adaptive_hv(
-        m,
-        &is_g,
-        None,
-        w,
-        h,
-        Sched {
-            iters: p.iterations,
-            step: p.window_step,
-        },
-        c,
-    );
+    pool.put(std::mem::take(&mut s.out));
+    let mut is_g = pool.get(n);
+    for (y, row) in is_g.chunks_exact_mut(w).enumerate() {
+        let par = [0, 1].map(|x| f32::from(u8::from(t.cfa.color_at(y, x) == 1)));
+        for (x, v) in row.iter_mut().enumerate() {
+            *v = par[x & 1];
+        }
+    }
+    let sched = Sched {
+        iters: p.iterations,
+        step: p.window_step,
+    };
+    let g = adaptive_hv(m, &is_g, None, w, h, sched, c, pool);
     // Red and blue by guided upsampling from their lattices.
     let site = |col: usize| -> (usize, usize) {
         for (oy, ox) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
@@ -1151,33 +1350,32 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] {
     };
     let (ry, rx) = site(0);
     let (by, bx) = site(2);
-    let r = rb_plane(m, &g, w, h, (ry, rx), p.rb_radius, c);
-    let b = rb_plane(m, &g, w, h, (by, bx), p.rb_radius, c);
+    let r = rb_plane(m, &g, w, h, (ry, rx), p.rb_radius, c, pool);
+    let b = rb_plane(m, &g, w, h, (by, bx), p.rb_radius, c, pool);
     if !p.rb_directional {
-        return [r, g, b];
+        pool.put([is_g]);
+        s.out = [r, g, b];
+        return;
     }
     // Second step: R (B) at green sites by the directional adaptive
     // residual interpolation, R (B) now known at every non-green site.
-    let not_g: Vec<f32> = is_g.iter().map(|&v| 1.0 - v).collect();
-    let rb_at_g = |plane: &[f32]| -> Vec<f32> {
-        let pm: Vec<f32> = (0..n)
-            .map(|k| if is_g[k] > 0.5 { g[k] } else { plane[k] })
-            .collect();
-        adaptive_hv(
-            &pm,
-            &not_g,
-            Some(&g),
-            w,
-            h,
-            Sched {
-                iters: p.iterations,
-                step: p.window_step,
-            },
-            c,
-        )
+    let mut not_g = pool.get(n);
+    for (o, &v) in not_g.iter_mut().zip(&is_g) {
+        *o = 1.0 - v;
+    }
+    let rb_at_g = |plane: Vec<f32>, pool: &mut Pool| -> Vec<f32> {
+        let mut pm = pool.get(n);
+        for (k, o) in pm.iter_mut().enumerate() {
+            *o = if is_g[k] > 0.5 { g[k] } else { plane[k] };
+        }
+        let out = adaptive_hv(&pm, &not_g, Some(&g), w, h, sched, c, pool);
+        pool.put([pm, plane]);
+        out
     };
-    let (r, b) = (rb_at_g(&r), rb_at_g(&b));
-    [r, g, b]
+    let r = rb_at_g(r, pool);
+    let b = rb_at_g(b, pool);
+    pool.put([is_g, not_g]);
+    s.out = [r, g, b];
 }
 
 /// ARI's adaptive combination of the horizontal and vertical RI / MLRI
@@ -1185,6 +1383,7 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32) -> [Vec<f32>; 3] {
 /// weighted by 1 / criterion. `guide`: the other channel when it is known
 /// everywhere (else it is interpolated from `m` too).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn adaptive_hv(
     m: &[f32],
     is_t: &[f32],
@@ -1193,30 +1392,42 @@ fn adaptive_hv(
     h: usize,
     sched: Sched,
     c: Consts,
+    pool: &mut Pool,
 ) -> Vec<f32> {
     let n = w * h;
-    let [(ri_h, cr_ri_h), (ml_h, cr_ml_h)] = green_dir(m, is_t, guide, w, h, sched, c);
-    let mt = transpose(m, w, h);
-    let is_tt = transpose(is_t, w, h);
-    let gt = guide.map(|g| transpose(g, w, h));
-    let [(ri_v, cr_ri_v), (ml_v, cr_ml_v)] = green_dir(&mt, &is_tt, gt.as_deref(), h, w, sched, c);
-    let (ri_v, cr_ri_v) = (transpose(&ri_v, h, w), transpose(&cr_ri_v, h, w));
-    let (ml_v, cr_ml_v) = (transpose(&ml_v, h, w), transpose(&cr_ml_v, h, w));
-    let mut g = vec![0f32; n];
-    for k in 0..n {
-        if is_t[k] > 0.5 {
-            g[k] = m[k];
-            continue;
-        }
-        let ws = [cr_ri_h[k], cr_ri_v[k], cr_ml_h[k], cr_ml_v[k]].map(|cr| 1.0 / (cr + c.crit_eps));
-        let vs = [ri_h[k], ri_v[k], ml_h[k], ml_v[k]];
+    let [(ri_h, cr_ri_h), (ml_h, cr_ml_h)] = green_dir(m, is_t, guide, w, h, sched, c, pool);
+    let mt = transpose(m, w, h, pool);
+    let is_tt = transpose(is_t, w, h, pool);
+    let gt = guide.map(|g| transpose(g, w, h, pool));
+    let [(ri_vt, cr_ri_vt), (ml_vt, cr_ml_vt)] =
+        green_dir(&mt, &is_tt, gt.as_deref(), h, w, sched, c, pool);
+    pool.put([mt, is_tt]);
+    if let Some(gt) = gt {
+        pool.put([gt]);
+    }
+    let (ri_v, cr_ri_v) = (
+        transpose(&ri_vt, h, w, pool),
+        transpose(&cr_ri_vt, h, w, pool),
+    );
+    let (ml_v, cr_ml_v) = (
+        transpose(&ml_vt, h, w, pool),
+        transpose(&cr_ml_vt, h, w, pool),
+    );
+    pool.put([ri_vt, cr_ri_vt, ml_vt, cr_ml_vt]);
+    let mut g = pool.get(n);
+    let (m, is_t) = (&m[..n], &is_t[..n]);
+    let ests = [&ri_h[..n], &ri_v[..n], &ml_h[..n], &ml_v[..n]];
+    let crits = [&cr_ri_h[..n], &cr_ri_v[..n], &cr_ml_h[..n], &cr_ml_v[..n]];
+    for (k, o) in g.iter_mut().enumerate() {
         let (mut num, mut den) = (0f32, 0f32);
-        for (wt, v) in ws.iter().zip(vs) {
-            num += wt * v;
+        for (e, cr) in ests.iter().zip(&crits) {
+            let wt = 1.0 / (cr[k] + c.crit_eps);
+            num += wt * e[k];
             den += wt;
         }
-        g[k] = num / den;
+        *o = if is_t[k] > 0.5 { m[k] } else { num / den };
     }
+    pool.put([ri_h, cr_ri_h, ml_h, cr_ml_h, ri_v, cr_ri_v, ml_v, cr_ml_v]);
     g
 }
 
@@ -1411,11 +1622,50 @@ mod tests {
         let halo = (p.radius() + 2) & !1;
         for cfa in [CfaPattern::ALL[0], CfaPattern::ALL[3]] {
             let m = mosaic_of(&scene, 230, 150, cfa);
-            let whole = demosaic_tiles(&m, halo, 1 << 20, 1 << 20, |t| ari_tile(t, &p, 1.0));
-            let tiled = demosaic_tiles(&m, halo, 64, 96, |t| ari_tile(t, &p, 1.0));
+            let whole = run_tiles(&m, halo, (1 << 20, 1 << 20), &p, 1.0);
+            let tiled = run_tiles(&m, halo, (64, 96), &p, 1.0);
             assert_eq!(whole.len(), tiled.len());
             for (i, (a, b)) in whole.iter().zip(&tiled).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{cfa:?} sample {i}: {a} vs {b}");
+            }
+        }
+    }
+
+    /// The one-pass window sums (lengths up to 13) and the doubling
+    /// partial sums (longer windows) against a plain f64 sum.
+    #[test]
+    fn window_sums_match_a_plain_sum() {
+        let w = 37;
+        for len in 1..=19 {
+            let src: Vec<f32> = (0..w + len - 1)
+                .map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.3)
+                .collect();
+            let (mut buf, mut t) = (src.clone(), vec![0f32; src.len()]);
+            let mut out = vec![0f32; w];
+            window_sum(&mut buf, len, &mut t, &mut out);
+            for (x, &o) in out.iter().enumerate() {
+                let want: f64 = src[x..x + len].iter().map(|&v| v as f64).sum();
+                assert!(
+                    (o as f64 - want).abs() < 1e-5,
+                    "len {len} x {x}: {o} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn row_sums_match_a_plain_sum() {
+        let w = 21;
+        let rows: Vec<Vec<f32>> = (0..8)
+            .map(|r| (0..w).map(|x| (r * 31 + x * 17) as f32 * 0.01).collect())
+            .collect();
+        for k in 1..=rows.len() {
+            let refs: Vec<&[f32]> = rows[..k].iter().map(|r| r.as_slice()).collect();
+            let mut out = vec![0f32; w];
+            sum_rows(&refs, &mut out);
+            for (x, &o) in out.iter().enumerate() {
+                let want: f32 = rows[..k].iter().map(|r| r[x]).sum();
+                assert!((o - want).abs() < 1e-4, "{k} rows x {x}: {o} vs {want}");
             }
         }
     }
