@@ -517,12 +517,12 @@ mod avx2 {
         let mut x = 0;
         while x + 8 <= w {
             let mut bl = _mm256_mul_ps(_mm256_loadu_ps(v.add(x)), hv[0]);
-            for j in 1..=KR {
+            for (j, &h) in hv.iter().enumerate().take(KR + 1).skip(1) {
                 let s = _mm256_add_ps(
                     _mm256_loadu_ps(v.add(x).sub(j)),
                     _mm256_loadu_ps(v.add(x + j)),
                 );
-                bl = _mm256_add_ps(bl, _mm256_mul_ps(s, hv[j]));
+                bl = _mm256_add_ps(bl, _mm256_mul_ps(s, h));
             }
             let y = _mm256_loadu_ps(yp.add(x));
             let d = _mm256_sub_ps(y, bl);

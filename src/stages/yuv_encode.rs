@@ -872,15 +872,18 @@ mod tests {
                             .collect();
                         let top = [&rows[0][..], &rows[1][..], &rows[2][..]];
                         let bottom = [&rows[3][..], &rows[4][..], &rows[5][..]];
-                        let run = |f: &dyn Fn([&mut [u16]; 2], &mut [u16], &mut [u16])| {
+                        let run = |wide: bool| {
                             let (mut y, mut cb, mut cr) =
                                 (vec![0u16; 4 * n], vec![0u16; n], vec![0u16; n]);
                             let (yt, yb) = y.split_at_mut(2 * n);
-                            f([yt, yb], &mut cb, &mut cr);
+                            if wide {
+                                pair_row_wide(top, bottom, [yt, yb], &mut cb, &mut cr, &k);
+                            } else {
+                                pair_row(top, bottom, [yt, yb], &mut cb, &mut cr, &k);
+                            }
                             (y, cb, cr)
                         };
-                        let want = run(&|oy, ob, or| pair_row(top, bottom, oy, ob, or, &k));
-                        let got = run(&|oy, ob, or| pair_row_wide(top, bottom, oy, ob, or, &k));
+                        let (want, got) = (run(false), run(true));
                         assert_eq!(got, want, "{format:?} {range:?} {matrix:?} {n} blocks");
                     }
                 }
