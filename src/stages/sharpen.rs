@@ -517,12 +517,15 @@ mod avx2 {
         let mut x = 0;
         while x + 8 <= w {
             let mut bl = _mm256_mul_ps(_mm256_loadu_ps(v.add(x)), hv[0]);
-            for (j, &h) in hv.iter().enumerate().take(KR + 1).skip(1) {
+            // Indexed (not an iterator over `hv`): the loop stays unrolled
+            // with the taps in registers.
+            #[allow(clippy::needless_range_loop)]
+            for j in 1..=KR {
                 let s = _mm256_add_ps(
                     _mm256_loadu_ps(v.add(x).sub(j)),
                     _mm256_loadu_ps(v.add(x + j)),
                 );
-                bl = _mm256_add_ps(bl, _mm256_mul_ps(s, h));
+                bl = _mm256_add_ps(bl, _mm256_mul_ps(s, hv[j]));
             }
             let y = _mm256_loadu_ps(yp.add(x));
             let d = _mm256_sub_ps(y, bl);
