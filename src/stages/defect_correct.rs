@@ -193,7 +193,9 @@ fn is_defect(c: f32, nb: &[f32; 8], thr: f32) -> bool {
 /// [`is_defect`] for the interior photosites `x = 2 .. w - 2` of a row:
 /// `up`, `mid` and `down` are the full rows `y - 2`, `y`, `y + 2` (width
 /// `w`), `flags[x - 2]` becomes 1 for a defect and 0 otherwise. Returns the
-/// number of defects. Written over equal-length slices with 32-bit lanes
+/// number of defects. `copy[x - 2]` becomes `mid[x]` (the row's
+/// uncorrected values, stored while they are in registers). Written over
+/// equal-length slices with 32-bit lanes
 /// throughout so that it vectorises ([`flag_row_wide`] runs it 8 lanes
 /// wide on AVX2).
 ///
@@ -206,8 +208,15 @@ fn is_defect(c: f32, nb: &[f32; 8], thr: f32) -> bool {
 /// [`is_defect`] (false on NaN), so a sample it would flag always passes:
 /// the flags are the same.
 #[inline(always)]
-fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) -> u32 {
-    let n = flags.len();
+fn flag_row(
+    up: &[f32],
+    mid: &[f32],
+    down: &[f32],
+    thr: f32,
+    flags: &mut [u32],
+    copy: &mut [f32],
+) -> u32 {
+    let n = flags.len().min(copy.len());
     let c = &mid[2..2 + n];
     let (u0, u1, u2) = (&up[..n], &up[2..2 + n], &up[4..4 + n]);
     let (m0, m2) = (&mid[..n], &mid[4..4 + n]);
@@ -225,7 +234,15 @@ fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) 
             &d1[s.clone()],
         );
         let mut cand = 0u32;
-        for ((((&c, &l), &r), &u), &d) in cb.iter().zip(l).zip(r).zip(u).zip(d) {
+        for (((((&c, &l), &r), &u), &d), o) in cb
+            .iter()
+            .zip(l)
+            .zip(r)
+            .zip(u)
+            .zip(d)
+            .zip(&mut copy[s.clone()])
+        {
+            *o = c;
             let (lo, hi) = (c - thr, c + thr);
             let hot = !(l >= lo && r >= lo) & !(u >= lo && d >= lo);
             let dead = !(l <= hi && r <= hi) & !(u <= hi && d <= hi);
@@ -286,7 +303,7 @@ fn flag_exact(c: &[f32], nb: [&[f32]; 8], thr: f32, flags: &mut [u32]) -> u32 {
     count
 }
 
-crate::avx2_dispatch!(fn flag_row_wide(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32]) -> u32 => flag_row);
+crate::avx2_dispatch!(fn flag_row_wide(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32], copy: &mut [f32]) -> u32 => flag_row);
 
 thread_local! {
     /// Per-thread scratch of [`fix_row`]: a row's defect flags.
@@ -309,7 +326,13 @@ fn fix_row(
     map: &[(usize, usize)],
     out: &mut [f32],
 ) {
-    out.copy_from_slice(&mid[..w]);
+    if w < 3 || h < 3 || thr.is_none() || w < 5 {
+        out.copy_from_slice(&mid[..w]);
+    } else {
+        // The interior is copied by flag_row_wide as it tests it.
+        out[..2].copy_from_slice(&mid[..2]);
+        out[w - 2..].copy_from_slice(&mid[w - 2..w]);
+    }
     if w < 3 || h < 3 {
         return;
     }
@@ -329,7 +352,7 @@ fn fix_row(
             FLAGS.with(|f| {
                 let mut flags = f.borrow_mut();
                 flags.resize(w - 4, 0);
-                if flag_row_wide(up, mid, down, thr, &mut flags) > 0 {
+                if flag_row_wide(up, mid, down, thr, &mut flags, &mut out[2..w - 2]) > 0 {
                     // Interior: no mirroring.
                     for_each_flag(&flags, |i| {
                         let nb = [
@@ -416,6 +439,8 @@ impl Stage for DefectCorrect {
                     let y0 = k * ROWS_PER_TASK;
                     let mut f = Vec::new();
                     let mut flags = vec![0u32; w.saturating_sub(4)];
+                    // flag_row_wide's copy of the row (unused here).
+                    let mut copy = vec![0f32; w.saturating_sub(4)];
                     for oy in 0..chunk.len() / w {
                         let y = y0 + oy;
                         let interior = y >= 2 && y + 2 < h && w >= 5;
@@ -423,7 +448,14 @@ impl Stage for DefectCorrect {
                         // neighbours gathered only where one is set.
                         if interior {
                             let row = |r: usize| &src[r * w..(r + 1) * w];
-                            let n = flag_row_wide(row(y - 2), row(y), row(y + 2), thr, &mut flags);
+                            let n = flag_row_wide(
+                                row(y - 2),
+                                row(y),
+                                row(y + 2),
+                                thr,
+                                &mut flags,
+                                &mut copy,
+                            );
                             if n > 0 {
                                 for_each_flag(&flags, |i| {
                                     f.push((y * w + i + 2, median8(neighbours(i + 2, y))));
