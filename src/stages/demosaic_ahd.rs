@@ -44,7 +44,7 @@
 
 use serde::Deserialize;
 
-use super::demosaic_bilinear::infer_demosaic;
+use super::demosaic_bilinear::{demosaiced, infer_demosaic};
 use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
 use crate::backend::cpu::{
@@ -52,7 +52,7 @@ use crate::backend::cpu::{
 };
 use crate::color::{self, Mat3};
 use crate::error::{Error, Result};
-use crate::frame::{ColorSpace, Image, MosaicScale, Value, ValueDesc};
+use crate::frame::{MosaicScale, Value, ValueDesc};
 use crate::raw::RawMeta;
 
 /// YAML params of `demosaic_ahd` (none: the paper's thresholds adapt per
@@ -117,17 +117,7 @@ impl Stage for DemosaicAhd {
         let data = demosaic_tiles_scratch(m, HALO, STRIP, TILE_W, |t, s: &mut Scratch| {
             ahd_tile(t, &lab, s)
         });
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
 
     fn row_shape(&self) -> Option<RowShape> {
@@ -394,73 +384,17 @@ fn ahd_tile(t: &Tile, lab_m: &Mat3, s: &mut Scratch) {
 mod tests {
     use super::*;
     use crate::backend::cpu::demosaic_tiles;
-    use crate::frame::Mosaic;
+    use crate::frame::{Image, Mosaic};
     use crate::raw::CfaPattern;
-    use std::sync::Arc;
-
-    fn mosaic_of(
-        rgb: &dyn Fn(usize, usize) -> [f32; 3],
-        w: usize,
-        h: usize,
-        cfa: CfaPattern,
-    ) -> Mosaic {
-        let mut data = Vec::with_capacity(w * h);
-        for y in 0..h {
-            for x in 0..w {
-                data.push(rgb(x, y)[cfa.color_at(y, x)]);
-            }
-        }
-        Mosaic::normalized(w, h, cfa, data, RawMeta::bayer("t", w, h, cfa))
-    }
-
-    fn run_op(op: &str, m: Mosaic) -> Image {
-        let st = crate::stages::registry::compile(op, serde_json::Value::Null).unwrap();
-        let ctx = RunCtx { stage_id: "dm" };
-        match st.run_cpu(&ctx, vec![Value::Mosaic(Arc::new(m))]).unwrap() {
-            Value::Image(i) => (*i).clone(),
-            _ => panic!("not an image"),
-        }
-    }
+    use crate::stages::demosaic_testing::{assert_flat_fields_exact, mosaic_of, mse, run_op};
 
     fn run(m: Mosaic) -> Image {
-        run_op("demosaic_ahd", m)
-    }
-
-    /// Mean squared error against the truth, `border` px excluded.
-    fn mse(img: &Image, truth: &dyn Fn(usize, usize) -> [f32; 3], border: usize) -> f64 {
-        let (w, h) = (img.width, img.height);
-        let p = img.planes();
-        let (mut s, mut k) = (0f64, 0usize);
-        for y in border..h - border {
-            for x in border..w - border {
-                let t = truth(x, y);
-                for c in 0..3 {
-                    let d = (p[c][y * w + x] - t[c]) as f64;
-                    s += d * d;
-                    k += 1;
-                }
-            }
-        }
-        s / k as f64
+        run_op("demosaic_ahd", serde_json::Value::Null, m)
     }
 
     #[test]
     fn flat_colour_fields_are_exact_in_every_phase_and_odd_sizes() {
-        let col = [0.31f32, 0.55, 0.18];
-        for cfa in CfaPattern::ALL {
-            for (w, h) in [(64, 48), (37, 29), (5, 3), (2, 2)] {
-                let img = run(mosaic_of(&|_, _| col, w, h, cfa));
-                for (c, plane) in img.planes().iter().enumerate() {
-                    for (k, &v) in plane.iter().enumerate() {
-                        assert!(
-                            (v - col[c]).abs() < 1e-5,
-                            "{cfa:?} {w}x{h} plane {c} px {k}: {v} vs {}",
-                            col[c]
-                        );
-                    }
-                }
-            }
-        }
+        assert_flat_fields_exact("demosaic_ahd", 1e-5);
     }
 
     #[test]
@@ -522,7 +456,11 @@ mod tests {
             for (name, scene) in scenes {
                 let ahd = mse(&run(mosaic_of(scene, 64, 48, cfa)), scene, 4);
                 let bil = mse(
-                    &run_op("demosaic_bilinear", mosaic_of(scene, 64, 48, cfa)),
+                    &run_op(
+                        "demosaic_bilinear",
+                        serde_json::Value::Null,
+                        mosaic_of(scene, 64, 48, cfa),
+                    ),
                     scene,
                     4,
                 );

@@ -70,11 +70,11 @@
 
 use serde::Deserialize;
 
-use super::demosaic_bilinear::infer_demosaic;
+use super::demosaic_bilinear::{demosaiced, infer_demosaic};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
 use crate::backend::cpu::{demosaic_tiles_scratch, Tile, TileScratch};
 use crate::error::{Error, Result};
-use crate::frame::{ColorSpace, Image, MosaicScale, Value, ValueDesc};
+use crate::frame::{MosaicScale, Value, ValueDesc};
 
 /// Largest accepted `iterations` (the paper's green step uses 11).
 pub const MAX_ITERATIONS: usize = 11;
@@ -198,17 +198,7 @@ impl Stage for DemosaicAri {
             MosaicScale::Dn => m.meta.white.iter().fold(1.0f32, |a, &b| a.max(b)),
         };
         let data = run_tiles(m, self.halo, (STRIP, TILE_W), &self.params, unit);
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
 }
 
@@ -1434,70 +1424,18 @@ fn adaptive_hv(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Mosaic;
-    use crate::raw::{CfaPattern, RawMeta};
+    use crate::frame::{Image, Mosaic};
+    use crate::raw::CfaPattern;
+    use crate::stages::demosaic_testing::{assert_flat_fields_exact, mosaic_of, mse, run_op};
     use std::sync::Arc;
-
-    type Scene<'a> = &'a dyn Fn(usize, usize) -> [f32; 3];
-
-    fn mosaic_of(rgb: Scene, w: usize, h: usize, cfa: CfaPattern) -> Mosaic {
-        let mut data = Vec::with_capacity(w * h);
-        for y in 0..h {
-            for x in 0..w {
-                data.push(rgb(x, y)[cfa.color_at(y, x)]);
-            }
-        }
-        Mosaic::normalized(w, h, cfa, data, RawMeta::bayer("t", w, h, cfa))
-    }
-
-    fn run_op(op: &str, params: serde_json::Value, m: Mosaic) -> Image {
-        let st = crate::stages::registry::compile(op, params).unwrap();
-        let ctx = RunCtx { stage_id: "dm" };
-        match st.run_cpu(&ctx, vec![Value::Mosaic(Arc::new(m))]).unwrap() {
-            Value::Image(i) => (*i).clone(),
-            _ => panic!("not an image"),
-        }
-    }
 
     fn run(m: Mosaic) -> Image {
         run_op("demosaic_ari", serde_json::Value::Null, m)
     }
 
-    /// Mean squared error against the truth, `border` px excluded.
-    fn mse(img: &Image, truth: Scene, border: usize) -> f64 {
-        let (w, h) = (img.width, img.height);
-        let p = img.planes();
-        let (mut s, mut k) = (0f64, 0usize);
-        for y in border..h - border {
-            for x in border..w - border {
-                let t = truth(x, y);
-                for c in 0..3 {
-                    let d = (p[c][y * w + x] - t[c]) as f64;
-                    s += d * d;
-                }
-                k += 3;
-            }
-        }
-        s / k as f64
-    }
-
     #[test]
     fn flat_colour_fields_are_exact_in_every_phase_and_odd_sizes() {
-        let col = [0.31f32, 0.55, 0.18];
-        for cfa in CfaPattern::ALL {
-            for (w, h) in [(64, 48), (37, 29), (5, 3), (2, 2)] {
-                let img = run(mosaic_of(&|_, _| col, w, h, cfa));
-                for (c, plane) in img.planes().iter().enumerate() {
-                    for (k, &v) in plane.iter().enumerate() {
-                        assert!(
-                            (v - col[c]).abs() < 1e-4,
-                            "{cfa:?} {w}x{h} plane {c} px {k}: {v} vs {}",
-                            col[c]
-                        );
-                    }
-                }
-            }
-        }
+        assert_flat_fields_exact("demosaic_ari", 1e-4);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::{mosaic_ref, one_input, parse_params, RunCtx, Stage};
 use crate::backend::cpu::demosaic_strips;
 use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
-use crate::frame::{ColorSpace, Image, Value, ValueDesc, ValueKind};
+use crate::frame::{ColorSpace, Image, Mosaic, Value, ValueDesc, ValueKind};
 
 /// YAML params of `demosaic_bilinear` (none yet).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -35,6 +35,23 @@ pub(crate) fn infer_demosaic(inputs: &[ValueDesc]) -> std::result::Result<ValueD
     Ok(ValueDesc::image(d.width, d.height, ColorSpace::Camera))
 }
 
+/// The image a demosaic op returns for mosaic `m`: `data` is three planes
+/// (R, G, B, each `m.width * m.height` row-major) in camera RGB and the
+/// mosaic's units; white balance state and metadata carry over.
+pub(crate) fn demosaiced(m: &Mosaic, data: Vec<f32>) -> Value {
+    Value::Image(
+        Image {
+            width: m.width,
+            height: m.height,
+            data,
+            space: ColorSpace::Camera,
+            wb_applied: m.wb_applied,
+            meta: m.meta.clone(),
+        }
+        .into(),
+    )
+}
+
 impl Stage for DemosaicBilinear {
     fn op(&self) -> &'static str {
         "demosaic_bilinear"
@@ -48,17 +65,7 @@ impl Stage for DemosaicBilinear {
         let v = inputs.first().ok_or_else(|| Error::invalid("no input"))?;
         let m = mosaic_ref(v)?;
         let data = demosaic_strips(m, HALO, 32, |t, _y0, out| fill(t, out));
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
 
     fn row_shape(&self) -> Option<RowShape> {
@@ -97,17 +104,7 @@ impl Stage for DemosaicBilinear {
         let m = mosaic_ref(v)?;
         let (data, _) =
             crate::backend::cuda::demosaic(m, crate::backend::cuda::DemosaicMethod::Bilinear)?;
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
 }
 

@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::demosaic_bilinear::demosaiced;
 use super::{check_range, mosaic_and_optional_noise, mosaic_ref, parse_params, RunCtx, Stage};
 use crate::error::{Error, Result};
-use crate::frame::{ColorSpace, Image, Mosaic, Value, ValueDesc};
+use crate::frame::{ColorSpace, Mosaic, Value, ValueDesc};
 use crate::nn::{DemosaicNet, NoiseInput};
 use crate::noise::scale_profile;
 use crate::raw::NoiseProfile;
@@ -167,16 +168,6 @@ impl Stage for DemosaicDenoiseLearned {
         let out = self
             .model
             .run(&m.data.f32(), m.height, m.width, cfa, noise, tile)?;
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data: out.into_vec(),
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, out.into_vec()))
     }
 }

@@ -11,7 +11,7 @@
 
 use serde::Deserialize;
 
-use super::demosaic_bilinear::infer_demosaic;
+use super::demosaic_bilinear::{demosaiced, infer_demosaic};
 use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
 use crate::backend::cpu::{
@@ -19,7 +19,7 @@ use crate::backend::cpu::{
 };
 use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
-use crate::frame::{ColorSpace, Image, Value, ValueDesc};
+use crate::frame::{Value, ValueDesc};
 
 /// YAML params of `demosaic_menon`.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,22 +70,11 @@ impl Stage for DemosaicMenon {
     fn run_cpu(&self, _ctx: &RunCtx, inputs: Vec<Value>) -> Result<Value> {
         let v = inputs.first().ok_or_else(|| Error::invalid("no input"))?;
         let m = mosaic_ref(v)?;
-        let (w, h) = (m.width, m.height);
         let refine = self.p.refine;
         let data = demosaic_tiles_scratch(m, HALO, STRIP, TILE_W, |t, s: &mut Scratch| {
             menon_tile(t, refine, s)
         });
-        Ok(Value::Image(
-            Image {
-                width: w,
-                height: h,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
 
     fn row_shape(&self) -> Option<RowShape> {
@@ -144,17 +133,7 @@ impl Stage for DemosaicMenon {
             refine: self.p.refine,
         };
         let (data, _) = crate::backend::cuda::demosaic(m, method)?;
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
 }
 

@@ -5,13 +5,13 @@
 
 use serde::Deserialize;
 
-use super::demosaic_bilinear::{infer_demosaic, site, Site};
+use super::demosaic_bilinear::{demosaiced, infer_demosaic, site, Site};
 use super::row_kernel::Header;
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
 use crate::backend::cpu::demosaic_strips;
 use crate::backend::device_step::DeviceStep;
 use crate::error::{Error, Result};
-use crate::frame::{ColorSpace, Image, Value, ValueDesc};
+use crate::frame::{Value, ValueDesc};
 
 /// YAML params of `demosaic_mhc` (none yet).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -59,17 +59,7 @@ impl Stage for DemosaicMhc {
                 }
             }
         });
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
     /// `demosaic_mhc_f32`, as [`Stage::run_cuda`].
     fn device_step(&self, input: &Header) -> Result<Option<(DeviceStep, Header)>> {
@@ -87,17 +77,7 @@ impl Stage for DemosaicMhc {
         let m = mosaic_ref(v)?;
         let (data, _) =
             crate::backend::cuda::demosaic(m, crate::backend::cuda::DemosaicMethod::Mhc)?;
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
 }
 

@@ -20,14 +20,14 @@
 
 use serde::Deserialize;
 
-use super::demosaic_bilinear::infer_demosaic;
+use super::demosaic_bilinear::{demosaiced, infer_demosaic};
 use super::row_kernel::{DemosaicFn, Header, RowKernel, RowShape};
 use super::{mosaic_ref, parse_params, RunCtx, Stage};
 use crate::backend::cpu::{
     demosaic_band_tiles, demosaic_tiles_scratch, scratch_plane as plane, Tile, TileScratch,
 };
 use crate::error::{Error, Result};
-use crate::frame::{ColorSpace, Image, Value, ValueDesc};
+use crate::frame::{Value, ValueDesc};
 
 /// YAML params of `demosaic_rcd` (none: the method has no tuning knobs).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,17 +70,7 @@ impl Stage for DemosaicRcd {
         let v = inputs.first().ok_or_else(|| Error::invalid("no input"))?;
         let m = mosaic_ref(v)?;
         let data = demosaic_tiles_scratch(m, HALO, STRIP, TILE_W, rcd_tile);
-        Ok(Value::Image(
-            Image {
-                width: m.width,
-                height: m.height,
-                data,
-                space: ColorSpace::Camera,
-                wb_applied: m.wb_applied,
-                meta: m.meta.clone(),
-            }
-            .into(),
-        ))
+        Ok(demosaiced(m, data))
     }
 
     fn row_shape(&self) -> Option<RowShape> {
@@ -679,70 +669,18 @@ fn rcd_tile_body(t: &Tile, s: &mut Scratch) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frame::Mosaic;
+    use crate::frame::{Image, Mosaic};
     use crate::raw::{CfaPattern, RawMeta};
+    use crate::stages::demosaic_testing::{assert_flat_fields_exact, mosaic_of, mse, run_op};
     use std::sync::Arc;
 
-    fn mosaic_of(
-        rgb: &dyn Fn(usize, usize) -> [f32; 3],
-        w: usize,
-        h: usize,
-        cfa: CfaPattern,
-    ) -> Mosaic {
-        let mut data = Vec::with_capacity(w * h);
-        for y in 0..h {
-            for x in 0..w {
-                data.push(rgb(x, y)[cfa.color_at(y, x)]);
-            }
-        }
-        Mosaic::normalized(w, h, cfa, data, RawMeta::bayer("t", w, h, cfa))
-    }
-
     fn run(m: Mosaic) -> Image {
-        let st = compile(serde_json::Value::Null).unwrap();
-        let ctx = RunCtx { stage_id: "dm" };
-        match st.run_cpu(&ctx, vec![Value::Mosaic(Arc::new(m))]).unwrap() {
-            Value::Image(i) => (*i).clone(),
-            _ => panic!("not an image"),
-        }
+        run_op("demosaic_rcd", serde_json::Value::Null, m)
     }
 
     #[test]
     fn flat_colour_fields_are_exact_in_every_phase_and_odd_sizes() {
-        let col = [0.31f32, 0.55, 0.18];
-        for cfa in CfaPattern::ALL {
-            for (w, h) in [(64, 48), (37, 29), (5, 3), (2, 2)] {
-                let img = run(mosaic_of(&|_, _| col, w, h, cfa));
-                for (c, plane) in img.planes().iter().enumerate() {
-                    for (k, &v) in plane.iter().enumerate() {
-                        assert!(
-                            (v - col[c]).abs() < 1e-4,
-                            "{cfa:?} {w}x{h} plane {c} px {k}: {v} vs {}",
-                            col[c]
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    /// Mean squared error against the truth, 4 px border excluded.
-    fn mse(img: &Image, truth: &dyn Fn(usize, usize) -> [f32; 3]) -> f64 {
-        let (w, h) = (img.width, img.height);
-        let p = img.planes();
-        let mut s = 0f64;
-        let mut k = 0usize;
-        for y in 4..h - 4 {
-            for x in 4..w - 4 {
-                let t = truth(x, y);
-                for c in 0..3 {
-                    let d = (p[c][y * w + x] - t[c]) as f64;
-                    s += d * d;
-                }
-                k += 3;
-            }
-        }
-        s / k as f64
+        assert_flat_fields_exact("demosaic_rcd", 1e-4);
     }
 
     #[test]
@@ -766,7 +704,7 @@ mod tests {
             let Value::Image(bil) = st.run_cpu(&ctx, vec![Value::Mosaic(m)]).unwrap() else {
                 panic!("not an image")
             };
-            let (e_rcd, e_bil) = (mse(&rcd, &scene), mse(&bil, &scene));
+            let (e_rcd, e_bil) = (mse(&rcd, &scene, 4), mse(&bil, &scene, 4));
             assert!(
                 e_rcd < 0.6 * e_bil,
                 "{cfa:?}: rcd {e_rcd} vs bilinear {e_bil}"

@@ -29,6 +29,8 @@ pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
 pub mod demosaic_rcd;
+#[cfg(test)]
+mod demosaic_testing;
 pub mod denoise_profiled;
 pub mod exposure;
 pub mod exposure_gain;
