@@ -372,6 +372,11 @@ bool check_canaries(std::string& err) {
             if ((unsigned char)*p != 0xFF) {
                 err = fmt("%s/%s wrote out of bounds: byte offset %lld of buffer #%d (%zu bytes) changed",
                           r.kernel->file, r.kernel->name, (long long)(p - b.data), b.id, b.bytes);
+                // Reported to this launch only: restore the canaries, or a launch
+                // on another test thread (this scan covers every live buffer)
+                // would report the same bytes again before the buffer is freed.
+                memset(lo, 0xFF, (size_t)(b.data - lo));
+                memset(b.data + b.bytes, 0xFF, (size_t)(hi - (b.data + b.bytes)));
                 return false;
             }
         }
