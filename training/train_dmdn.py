@@ -876,7 +876,10 @@ def ckpt_path(args):
     return os.path.join(CACHE, "ckpt", f"dmdn_{arch}{args.size}_{args.regime}{args.tag}.pt")
 
 
-def shipped_path(args):
+def shipped_path(args, init=True):
+    """The weights a run starts from: `--init` when given, else the shipped file."""
+    if init and getattr(args, "init", None):
+        return args.init
     suffix = "" if args.regime == "srgb" else "_raw"
     return os.path.join(REPO, "calibration", "models", f"demosaic_{args.size}{suffix}.safetensors")
 
@@ -913,7 +916,7 @@ def load_model(args):
         if "grown" in meta:
             state["curve"].append({"step": state["step"], "patches": state["patches"],
                                    "minutes": round(state["total_minutes"], 1), "note": meta["grown"]})
-        print(f"resuming from shipped weights {shipped_path(args)} (step {state['step']})", flush=True)
+        print(f"resuming from weights {shipped_path(args)} (step {state['step']})", flush=True)
     elif args.size == "quality" and args.arch == "flat":
         load_demosaicnet_into(model)
         if args.noise_lr:
@@ -1122,7 +1125,7 @@ def cmd_eval(args):
 
 def cmd_export(args):
     model, state = load_model(args)
-    path = args.out or shipped_path(args)
+    path = args.out or shipped_path(args, init=False)
     extra = {"train_steps": state["step"] if state else 0}
     if state is not None and args.arch == "unet":
         extra.update({
@@ -1237,6 +1240,10 @@ def main():
     ap.add_argument("--lr-floor", type=float, default=0.05, help="cosine decays to lr * this")
     ap.add_argument("--val-every", type=float, default=15.0, help="minutes between validation points")
     ap.add_argument("--fresh", action="store_true", help="ignore shipped weights (start from scratch)")
+    ap.add_argument("--init", default=None,
+                    help="train: start a new run from this exported weights file (a candidate that was "
+                         "not shipped) instead of calibration/models; step, patches, minutes and the "
+                         "curve continue from its metadata")
     ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda")
     ap.add_argument("--loss", choices=["rendered", "linear"], default="rendered",
                     help="raw regime: MSE after color_correct + sRGB encoding (as eval scores), or linear")
