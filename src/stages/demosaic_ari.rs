@@ -59,6 +59,16 @@
 //! wall medians on the shared 2-vCPU machine at load ~4.5: 4.5-4.8 s with
 //! 1 or 2 threads, before 5.9-6.1 s), so still ~8x above issue 16's 400 ms:
 //! ARI is the slow, best-quality classical choice, not a preview path.
+//! Then, with the same bits, ~13 % less CPU (task-clock of that bench
+//! 19.7 -> 17.1 s at 1 thread, 20.4 -> 17.6 s at 2, medians of 5
+//! interleaved runs, AMD EPYC at load 3-5; `dm` wall medians 4.6 -> 3.9 s
+//! and 4.8 -> 4.1 s): strips of up to 1536 rows ([`strip_rows`]; 768-row ones
+//! spent 15 % of the frame on halo rows), 8 x 8 AVX transposes, plane
+//! rows window-summed in place, the guides' update fused with the
+//! criterion smoothing. Tried, no gain: a third, AVX-512 copy of the
+//! tile kernel (this EPYC runs 512-bit vectors as two 256-bit halves),
+//! full-width tiles (4000 + halo columns: less halo, more cache misses),
+//! the fits in 256-column blocks (window moments kept in L1).
 //! Where the time goes (perf, one thread): the horizontal window sums
 //! ~15 %, the per-round guide update and criterion ~15 %, the vertical
 //! window sums ~8 %, the fits ~6 %; about 70 row passes per round and
@@ -170,8 +180,9 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
 
 /// Largest output rows per strip (one rayon task; tall, as the halo is
 /// about 60 rows per side: 768-row strips spent 15 % of a 3000-row frame
-/// on halo rows, 1500-row ones 8 %, measured 7 % faster). See
-/// [`strip_rows`].
+/// on halo rows, 1500-row ones 8 %, measured 7 % faster; the price is
+/// memory: peak RSS of a 12 MP `bench` at 2 threads 0.59 -> 0.90 GB).
+/// See [`strip_rows`].
 const STRIP: usize = 1536;
 
 /// Output rows per strip for a frame of `h` rows on `threads` threads:
