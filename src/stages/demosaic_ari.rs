@@ -39,8 +39,8 @@
 //! held; a round touches each full plane a few times. Hot helpers are
 //! functions or `#[inline(always)]` trait methods, not closures: a
 //! closure that is not inlined loses [`ari_tile`]'s AVX2 code
-//! generation. Tiles (`backend::cpu::demosaic_tiles_scratch`, 768 x 2048
-//! output pixels) carry a mirrored halo that covers the dependency
+//! generation. Tiles (`backend::cpu::demosaic_tiles_scratch`, up to 1536
+//! x 2048 output pixels, [`strip_rows`]) carry a mirrored halo that covers the dependency
 //! radius, which grows with `iterations`; all planes, rings and row
 //! buffers come from one [`Pool`] per worker thread and frame, so a tile
 //! allocates nothing once the first has run.
@@ -59,6 +59,16 @@
 //! wall medians on the shared 2-vCPU machine at load ~4.5: 4.5-4.8 s with
 //! 1 or 2 threads, before 5.9-6.1 s), so still ~8x above issue 16's 400 ms:
 //! ARI is the slow, best-quality classical choice, not a preview path.
+//! Then, with the same bits, ~13 % less CPU (task-clock of that bench
+//! 19.7 -> 17.1 s at 1 thread, 20.4 -> 17.6 s at 2, medians of 5
+//! interleaved runs, AMD EPYC at load 3-5; `dm` wall medians 4.6 -> 3.9 s
+//! and 4.8 -> 4.1 s): strips of up to 1536 rows ([`strip_rows`]; 768-row ones
+//! spent 15 % of the frame on halo rows), 8 x 8 AVX transposes, plane
+//! rows window-summed in place, the guides' update fused with the
+//! criterion smoothing. Tried, no gain: a third, AVX-512 copy of the
+//! tile kernel (this EPYC runs 512-bit vectors as two 256-bit halves),
+//! full-width tiles (4000 + halo columns: less halo, more cache misses),
+//! the fits in 256-column blocks (window moments kept in L1).
 //! Where the time goes (perf, one thread): the horizontal window sums
 //! ~15 %, the per-round guide update and criterion ~15 %, the vertical
 //! window sums ~8 %, the fits ~6 %; about 70 row passes per round and
@@ -168,9 +178,23 @@ pub fn compile(params: serde_json::Value) -> crate::stages::CompileResult {
     Ok(Box::new(DemosaicAri { params, halo }))
 }
 
-/// Output rows per strip (one rayon task; tall, as the halo is about 60
-/// rows: a 3000-row frame is 4 strips, 2 per thread on 2 threads).
-const STRIP: usize = 768;
+/// Largest output rows per strip (one rayon task; tall, as the halo is
+/// about 60 rows per side: 768-row strips spent 15 % of a 3000-row frame
+/// on halo rows, 1500-row ones 8 %, measured 7 % faster; the price is
+/// memory: peak RSS of a 12 MP `bench` at 2 threads 0.59 -> 0.90 GB).
+/// See [`strip_rows`].
+const STRIP: usize = 1536;
+
+/// Output rows per strip for a frame of `h` rows on `threads` threads:
+/// the fewest strips of at most about [`STRIP`] rows, their count
+/// rounded up to a multiple of the threads so that each thread gets as
+/// many (a 3000-row frame: 2 strips of 1500; 4000 rows on 2 threads: 4
+/// of 1000). Even, so that every strip starts on the same CFA phase.
+fn strip_rows(h: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    let n = h.div_ceil(STRIP).max(1).div_ceil(threads) * threads;
+    (h.div_ceil(n) + 1) & !1
+}
 /// Output columns per tile within a strip (2 tiles across a 4000-wide
 /// frame; narrower tiles measured slower, the halo outweighs the cache).
 const TILE_W: usize = 2048;
@@ -197,7 +221,8 @@ impl Stage for DemosaicAri {
             MosaicScale::Normalized => 1.0,
             MosaicScale::Dn => m.meta.white.iter().fold(1.0f32, |a, &b| a.max(b)),
         };
-        let data = run_tiles(m, self.halo, (STRIP, TILE_W), &self.params, unit);
+        let strip = strip_rows(m.height, rayon::current_num_threads());
+        let data = run_tiles(m, self.halo, (strip, TILE_W), &self.params, unit);
         Ok(demosaiced(m, data))
     }
 }
@@ -373,6 +398,45 @@ fn window_sum_n<const N: usize>(buf: &[f32], out: &mut [f32]) {
         }
         *o = s;
     }
+}
+
+/// `out[x] = row[x - rx] + ... + row[x + rx]`, `row` zero-padded by `rx`
+/// at both ends, for the single-pass lengths of [`window_sum`] (3..=13):
+/// the interior straight from `row`, the `rx` outputs at each end from a
+/// padded copy of the row's end in `edge` (at least `3 rx` long). The
+/// same values summed in the same order as [`window_sum`] over a padded
+/// copy of the whole row: the same bits. Returns false, writing nothing,
+/// for other lengths or a row shorter than `2 rx`.
+#[inline(always)]
+fn window_sum_padded(row: &[f32], rx: usize, edge: &mut [f32], out: &mut [f32]) -> bool {
+    match 2 * rx + 1 {
+        3 => window_sum_padded_n::<3>(row, edge, out),
+        5 => window_sum_padded_n::<5>(row, edge, out),
+        7 => window_sum_padded_n::<7>(row, edge, out),
+        9 => window_sum_padded_n::<9>(row, edge, out),
+        11 => window_sum_padded_n::<11>(row, edge, out),
+        13 => window_sum_padded_n::<13>(row, edge, out),
+        _ => false,
+    }
+}
+
+/// [`window_sum_padded`] for a fixed `N = 2 rx + 1`.
+#[inline(always)]
+fn window_sum_padded_n<const N: usize>(row: &[f32], edge: &mut [f32], out: &mut [f32]) -> bool {
+    let r = N / 2;
+    let w = out.len();
+    if row.len() != w || w < 2 * r || edge.len() < 3 * r {
+        return false;
+    }
+    window_sum_n::<N>(row, &mut out[r..w - r]);
+    let e = &mut edge[..3 * r];
+    e[..r].fill(0.0);
+    e[r..].copy_from_slice(&row[..2 * r]);
+    window_sum_n::<N>(e, &mut out[..r]);
+    e[..2 * r].copy_from_slice(&row[w - 2 * r..]);
+    e[2 * r..].fill(0.0);
+    window_sum_n::<N>(e, &mut out[w - r..]);
+    true
 }
 
 /// `out[x] = sum of rows[j][x]` over the `rows` (at least one), in one
@@ -570,8 +634,11 @@ impl Ring {
 /// with `#[inline(always)]` methods rather than a closure: closures do not
 /// inherit [`ari_tile`]'s AVX2 code generation).
 trait CoefSink {
-    /// Filter `k`'s coefficient rows `a`, `b` of image row `y`.
-    fn row(&mut self, y: usize, k: usize, a: &[f32], b: &[f32]);
+    /// Filter `k`'s coefficient rows of image row `y` as weighted sums:
+    /// the averaged coefficients are `a[x] * (1 / wt[x])` and
+    /// `b[x] * (1 / wt[x])` (the sink normalises them as it uses them,
+    /// saving a pass).
+    fn row(&mut self, y: usize, k: usize, a: &[f32], b: &[f32], wt: &[f32]);
 }
 
 /// Collects the coefficients of a single filter into `w`-wide planes.
@@ -583,10 +650,14 @@ struct Planes<'a> {
 
 impl CoefSink for Planes<'_> {
     #[inline(always)]
-    fn row(&mut self, y: usize, _k: usize, a: &[f32], b: &[f32]) {
+    fn row(&mut self, y: usize, _k: usize, a: &[f32], b: &[f32], wt: &[f32]) {
         let rr = y * self.w..(y + 1) * self.w;
-        self.a[rr.clone()].copy_from_slice(a);
-        self.b[rr].copy_from_slice(b);
+        let it = self.a[rr.clone()].iter_mut().zip(&mut self.b[rr]);
+        for ((oa, ob), ((&a, &b), &wt)) in it.zip(a.iter().zip(b).zip(wt)) {
+            let inv = 1.0 / wt;
+            *oa = a * inv;
+            *ob = b * inv;
+        }
     }
 }
 
@@ -599,7 +670,7 @@ impl CoefSink for Planes<'_> {
 /// shared). Box sums are zero-padded: horizontal radius `rx` over
 /// adjacent columns, vertical radius `ry` over rows `sy` apart (`sy` = 2
 /// keeps a row-parity family). Only rings of `4 ry sy + 2` rows are
-/// held, never a plane. `sink.row(y, k, a, b)` receives filter `k`'s averaged
+/// held, never a plane. `sink.row(y, k, a, b, wt)` receives filter `k`'s weighted
 /// coefficient rows for image row `y` (each `w` long), rows in order.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -665,7 +736,14 @@ fn guided_rows(
         // Stage 1: horizontal sums of the moments of row t.
         if t < h {
             for (q, src) in srcs.iter().enumerate() {
-                src.row(t * w..(t + 1) * w, padded(&mut buf, rx, w));
+                let rr = t * w..(t + 1) * w;
+                if let Moment::Copy(a) = *src {
+                    // A plane's own row: summed in place, no padded copy.
+                    if window_sum_padded(&a[rr.clone()], rx, &mut buf, ra.row_mut(q, t)) {
+                        continue;
+                    }
+                }
+                src.row(rr, padded(&mut buf, rx, w));
                 window_sum(&mut buf, len, &mut tmp, ra.row_mut(q, t));
             }
         }
@@ -720,12 +798,7 @@ fn guided_rows(
                 rb.vsum(3 * k, y, h, win, sa);
                 rb.vsum(3 * k + 1, y, h, win, sb);
                 rb.vsum(3 * k + 2, y, h, win, sw);
-                for ((a, b), &wt) in sa.iter_mut().zip(sb.iter_mut()).zip(sw.iter()) {
-                    let inv = 1.0 / wt;
-                    *a *= inv;
-                    *b *= inv;
-                }
-                sink.row(y, k, sa, sb);
+                sink.row(y, k, sa, sb, sw);
             }
         }
     }
@@ -919,9 +992,6 @@ impl RoundRows {
     ) {
         let (w, h) = (self.w, self.h);
         let rr = y * w..(y + 1) * w;
-        let (sc, sd) = (&mut self.r2[..w], &mut self.r3[..w]);
-        RoundRows::smooth(&self.cri, w, h, y, sc);
-        RoundRows::smooth(&self.dif, w, h, y, sd);
         let (mr, gmask, cmask) = (&m[rr.clone()], &is_g[rr.clone()], &is_c[rr.clone()]);
         let (tgr, tcr) = (&tg[rr.clone()], &tc[rr.clone()]);
         let (rg, rc) = (&mut self.r0[..w], &mut self.r1[..w]);
@@ -932,42 +1002,60 @@ impl RoundRows {
         let (hg, hc) = (&mut self.r4[..w], &mut self.r5[..w]);
         hmean_row(rg, hg);
         hmean_row(rc, hc);
+        let (hg, hc) = (&hg[..w], &hc[..w]);
+        // The criterion rings' rows for the vertical Gaussian at row `y`
+        // (clamped to the plane).
+        #[inline(always)]
+        fn ring_row(r: &[f32], (w, h, y): (usize, usize, usize), d: usize) -> &[f32] {
+            let s = ((y + d).saturating_sub(2).min(h - 1) % 5) * w;
+            &r[s..s + w]
+        }
+        let ring = |r, d| ring_row(r, (w, h, y), d);
+        let (c0, c1, c2, c3, c4) = (
+            ring(&self.cri, 0),
+            ring(&self.cri, 1),
+            ring(&self.cri, 2),
+            ring(&self.cri, 3),
+            ring(&self.cri, 4),
+        );
+        let (d0, d1, d2, d3, d4) = (
+            ring(&self.dif, 0),
+            ring(&self.dif, 1),
+            ring(&self.dif, 2),
+            ring(&self.dif, 3),
+            ring(&self.dif, 4),
+        );
+        let [k0, k1, k2, k3, k4] = GAUSS5;
+        // One pass: the new green row, the smoothed criterion (vertical
+        // Gaussian of the rings) and the selection.
         let ggr = &mut gg2[rr.clone()];
+        let (crit, best) = (&mut crit[rr.clone()], &mut best[rr.clone()]);
+        let (ggr, crit, best, mr, gmask, tgr) = (
+            &mut ggr[..w],
+            &mut crit[..w],
+            &mut best[..w],
+            &mr[..w],
+            &gmask[..w],
+            &tgr[..w],
+        );
         for x in 0..w {
             let site = gmask[x] > 0.5;
-            ggr[x] = if site { mr[x] } else { tgr[x] + hg[x] };
+            let g = if site { mr[x] } else { tgr[x] + hg[x] };
+            ggr[x] = g;
+            let s = 0.0 + k0 * c0[x] + k1 * c1[x] + k2 * c2[x] + k3 * c3[x] + k4 * c4[x];
+            let d = 0.0 + k0 * d0[x] + k1 * d1[x] + k2 * d2[x] + k3 * d3[x] + k4 * d4[x];
+            let cr = s * s * d;
+            let take = cr < crit[x];
+            crit[x] = if take { cr } else { crit[x] };
+            best[x] = if take { g } else { best[x] };
         }
         if both {
-            let ccr = &mut cc2[rr.clone()];
+            let ccr = &mut cc2[rr][..w];
+            let tcr = &tcr[..w];
             for x in 0..w {
                 let site = gmask[x] > 0.5;
                 ccr[x] = if site { tcr[x] + hc[x] } else { mr[x] };
             }
-        }
-        let (crit, best) = (&mut crit[rr.clone()], &mut best[rr]);
-        let (sc, sd, ggr) = (&sc[..w], &sd[..w], &ggr[..w]);
-        let it = crit.iter_mut().zip(best.iter_mut());
-        for (((cv, bv), (&s, &d)), &g) in it.zip(sc.iter().zip(sd)).zip(ggr) {
-            let cr = s * s * d;
-            let take = cr < *cv;
-            *cv = if take { cr } else { *cv };
-            *bv = if take { g } else { *bv };
-        }
-    }
-
-    /// Vertical Gaussian pass of ring `r` at row `y` (rows clamped to the
-    /// plane) into `out`.
-    #[inline(always)]
-    fn smooth(ring: &[f32], w: usize, h: usize, y: usize, out: &mut [f32]) {
-        let row = |d: usize| {
-            let s = ((y + d).saturating_sub(2).min(h - 1) % 5) * w;
-            &ring[s..s + w]
-        };
-        let [k0, k1, k2, k3, k4] = GAUSS5;
-        let (r0, r1, r2, r3, r4) = (row(0), row(1), row(2), row(3), row(4));
-        let out = &mut out[..w];
-        for x in 0..w {
-            out[x] = 0.0 + k0 * r0[x] + k1 * r1[x] + k2 * r2[x] + k3 * r3[x] + k4 * r4[x];
         }
     }
 }
@@ -1006,7 +1094,7 @@ impl Round<'_> {
 
 impl CoefSink for Round<'_> {
     #[inline(always)]
-    fn row(&mut self, y: usize, f: usize, a: &[f32], b: &[f32]) {
+    fn row(&mut self, y: usize, f: usize, a: &[f32], b: &[f32], wt: &[f32]) {
         let w = self.rows.w;
         let rr = y * w..(y + 1) * w;
         let (gg, cc) = self.old;
@@ -1015,8 +1103,9 @@ impl CoefSink for Round<'_> {
         } else {
             (&mut self.tent.1[rr.clone()], &gg[rr.clone()])
         };
-        for (((d, &s), &a), &b) in dst.iter_mut().zip(src).zip(a).zip(b) {
-            *d = a * s + b;
+        for (((d, &s), &a), (&b, &wt)) in dst.iter_mut().zip(src).zip(a).zip(b.iter().zip(wt)) {
+            let inv = 1.0 / wt;
+            *d = (a * inv) * s + b * inv;
         }
         if f + 1 < self.nf {
             return;
@@ -1151,22 +1240,98 @@ fn green_dir(
     out
 }
 
-/// Transposes a `w x h` plane into `h x w`: 16 source columns at a
-/// time, so that the writes go to 16 contiguous destination rows.
+/// Transposes a `w x h` plane into `h x w`: 8 x 8 blocks in AVX
+/// registers where the CPU has AVX2 ([`transpose_blocks_avx`]), the
+/// remaining edge rows and columns (and everything elsewhere) by
+/// [`transpose_scalar`]. A copy: the same bits either way.
 #[inline(always)]
 fn transpose(src: &[f32], w: usize, h: usize, pool: &mut Pool) -> Vec<f32> {
     let mut o = pool.get(w * h);
+    let (mut bw, mut bh) = (0, 0);
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::simd::has_avx2() && src.len() >= w * h {
+        // SAFETY: AVX2 (hence AVX) is present (checked just above) and
+        // both planes hold `w * h` samples.
+        unsafe { transpose_blocks_avx(src, w, h, &mut o) };
+        (bw, bh) = (w & !7, h & !7);
+    }
+    transpose_scalar(src, w, h, (bw, bh), &mut o);
+    o
+}
+
+/// The part of [`transpose`] outside the top-left `bw x bh` corner
+/// (already done): 16 source columns at a time, so that the writes go to
+/// 16 contiguous destination rows.
+#[inline(always)]
+fn transpose_scalar(src: &[f32], w: usize, h: usize, (bw, bh): (usize, usize), o: &mut [f32]) {
     const B: usize = 16;
-    for (bi, dst) in o.chunks_mut(B * h).enumerate() {
+    for (bi, dst) in o[..w * h].chunks_mut(B * h).enumerate() {
         let x0 = bi * B;
-        let bw = dst.len() / h;
+        let cols = dst.len() / h;
         for (y, row) in src.chunks_exact(w).enumerate() {
-            for (j, &v) in row[x0..x0 + bw].iter().enumerate() {
-                dst[j * h + y] = v;
+            // Columns below `bw` of rows below `bh` are done.
+            let skip = if y < bh {
+                bw.saturating_sub(x0).min(cols)
+            } else {
+                0
+            };
+            for j in skip..cols {
+                dst[j * h + y] = row[x0 + j];
             }
         }
     }
-    o
+}
+
+/// Transposes the top-left `(w & !7) x (h & !7)` samples of the `w x h`
+/// plane `src` into the `h x w` plane `dst`, 8 x 8 blocks at a time
+/// (8 row loads, 24 shuffles, 8 row stores).
+///
+/// # Safety
+/// The CPU must support AVX; `src` and `dst` must hold `w * h` samples.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn transpose_blocks_avx(src: &[f32], w: usize, h: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    if src.len() < w * h || dst.len() < w * h {
+        return;
+    }
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    for x in (0..w & !7).step_by(8) {
+        for y in (0..h & !7).step_by(8) {
+            let mut r = [_mm256_setzero_ps(); 8];
+            for (i, v) in r.iter_mut().enumerate() {
+                // SAFETY: x + 7 < w and y + i < h: 8 samples inside `src`.
+                *v = unsafe { _mm256_loadu_ps(sp.add((y + i) * w + x)) };
+            }
+            let [r0, r1, r2, r3, r4, r5, r6, r7] = r;
+            let (t0, t1) = (_mm256_unpacklo_ps(r0, r1), _mm256_unpackhi_ps(r0, r1));
+            let (t2, t3) = (_mm256_unpacklo_ps(r2, r3), _mm256_unpackhi_ps(r2, r3));
+            let (t4, t5) = (_mm256_unpacklo_ps(r4, r5), _mm256_unpackhi_ps(r4, r5));
+            let (t6, t7) = (_mm256_unpacklo_ps(r6, r7), _mm256_unpackhi_ps(r6, r7));
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let cols = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (j, c) in cols.into_iter().enumerate() {
+                // SAFETY: x + j < w and y + 7 < h: 8 samples inside `dst`.
+                unsafe { _mm256_storeu_ps(dp.add((x + j) * h + y), c) };
+            }
+        }
+    }
 }
 
 /// The indices before and after `i` in `0..n`, mirrored at the ends.
@@ -1591,6 +1756,41 @@ mod tests {
         }
     }
 
+    /// The in-place sums of a row against [`window_sum`] over a padded
+    /// copy: the same bits, at every length and down to rows of 2 rx.
+    #[test]
+    fn padded_window_sums_match_the_padded_copy() {
+        for rx in 1..=6 {
+            for w in [2 * rx, 2 * rx + 1, 2 * rx + 5, 40] {
+                let row: Vec<f32> = (0..w)
+                    .map(|i| ((i * 7919) % 113) as f32 / 113.0 - 0.3)
+                    .collect();
+                let mut buf = vec![0f32; w + 2 * rx];
+                buf[rx..rx + w].copy_from_slice(&row);
+                let (mut t, mut want) = (vec![0f32; w + 2 * rx], vec![0f32; w]);
+                window_sum(&mut buf, 2 * rx + 1, &mut t, &mut want);
+                let (mut edge, mut got) = (vec![0f32; w + 2 * rx], vec![f32::NAN; w]);
+                assert!(window_sum_padded(&row, rx, &mut edge, &mut got));
+                for (x, (g, v)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), v.to_bits(), "rx {rx} w {w} x {x}: {g} vs {v}");
+                }
+            }
+        }
+        // Too short a row or too long a window: declined.
+        assert!(!window_sum_padded(
+            &[1.0; 3],
+            2,
+            &mut [0.0; 8],
+            &mut [0.0; 3]
+        ));
+        assert!(!window_sum_padded(
+            &[1.0; 40],
+            7,
+            &mut [0.0; 60],
+            &mut [0.0; 40]
+        ));
+    }
+
     #[test]
     fn row_sums_match_a_plain_sum() {
         let w = 21;
@@ -1604,6 +1804,41 @@ mod tests {
             for (x, &o) in out.iter().enumerate() {
                 let want: f32 = rows[..k].iter().map(|r| r[x]).sum();
                 assert!((o - want).abs() < 1e-4, "{k} rows x {x}: {o} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_matches_a_plain_transpose() {
+        let mut pool = Pool::default();
+        for (w, h) in [(1, 1), (8, 8), (13, 21), (24, 9), (7, 16), (37, 40)] {
+            let src: Vec<f32> = (0..w * h).map(|i| i as f32 * 0.5 - 3.0).collect();
+            let t = transpose(&src, w, h, &mut pool);
+            for y in 0..h {
+                for x in 0..w {
+                    assert_eq!(
+                        t[x * h + y].to_bits(),
+                        src[y * w + x].to_bits(),
+                        "{w}x{h} ({x}, {y})"
+                    );
+                }
+            }
+            pool.put([t]);
+        }
+    }
+
+    #[test]
+    fn strips_split_the_frame_evenly_between_threads() {
+        assert_eq!(strip_rows(3000, 1), 1500);
+        assert_eq!(strip_rows(3000, 2), 1500);
+        assert_eq!(strip_rows(4000, 2), 1000);
+        assert_eq!(strip_rows(4000, 1), 1334);
+        assert_eq!(strip_rows(21, 2), 12);
+        assert_eq!(strip_rows(1, 4), 2);
+        for h in [1, 2, 99, 1536, 1537, 3000, 4000, 6000] {
+            for t in 1..=4 {
+                let s = strip_rows(h, t);
+                assert!(s % 2 == 0 && s <= STRIP + 2, "{h} rows, {t} threads: {s}");
             }
         }
     }
