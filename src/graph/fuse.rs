@@ -301,7 +301,7 @@ impl Segment {
                 win.clear();
                 win.extend((0..=2 * halo).map(|t| row(at((y + t) as isize - halo as isize))));
                 row_edits.clear();
-                f(y, &win, &mut row_edits);
+                f(y, &win, None, &mut row_edits);
                 let base = (y - y0) * w;
                 let valid = row_edits.iter().filter(|e| e.0 < w);
                 edits.extend(valid.map(|&(x, v)| (base + x, v)));
@@ -897,11 +897,8 @@ impl<'a> MosaicRows<'a> {
             .collect();
         if let RowKernel::MosaicStencil { f, .. } = &self.kernels[sk] {
             let t0 = Instant::now();
-            if let Some(mid) = rows.get(halo) {
-                dst.copy_from_slice(mid);
-            }
             self.edits.clear();
-            f(y, &rows, &mut self.edits);
+            f(y, &rows, Some(&mut *dst), &mut self.edits);
             for &(x, v) in &self.edits {
                 if let Some(d) = dst.get_mut(x) {
                     *d = v;

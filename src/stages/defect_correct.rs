@@ -194,7 +194,9 @@ fn is_defect(c: f32, nb: &[f32; 8], thr: f32) -> bool {
 
 /// [`is_defect`] for the interior photosites `x = 2 .. w - 2` of a row:
 /// `up`, `mid` and `down` are the full rows `y - 2`, `y`, `y + 2` (width
-/// `w`); appends `x - 2` of each defect to `found`, in order. Written over
+/// `w`); appends `x - 2` of each defect to `found`, in order; with `copy`,
+/// also copies `mid[2 .. w - 2]` into `copy[2 .. w - 2]` block by block
+/// while it is in cache (the demosaic segment's output row). Written over
 /// equal-length slices with 32-bit lanes throughout so that it vectorises
 /// ([`flag_row_wide`] runs it 8 lanes wide on AVX2).
 ///
@@ -210,8 +212,16 @@ fn is_defect(c: f32, nb: &[f32; 8], thr: f32) -> bool {
 /// get the eight-neighbour count ([`flag_exact`]): the flags are those of
 /// [`is_defect`].
 #[inline(always)]
-fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, found: &mut Vec<usize>) {
+fn flag_row(
+    up: &[f32],
+    mid: &[f32],
+    down: &[f32],
+    thr: f32,
+    found: &mut Vec<usize>,
+    copy: Option<&mut [f32]>,
+) {
     let n = up.len().min(mid.len()).min(down.len()).saturating_sub(4);
+    let mut copy = copy.and_then(|o| o.get_mut(2..2 + n));
     let c = &mid[2..2 + n];
     let (u0, u1, u2) = (&up[..n], &up[2..2 + n], &up[4..4 + n]);
     let (m0, m2) = (&mid[..n], &mid[4..4 + n]);
@@ -242,6 +252,9 @@ fn flag_row(up: &[f32], mid: &[f32], down: &[f32], thr: f32, found: &mut Vec<usi
             #[allow(clippy::eq_op)]
             let nan = sum != sum;
             cand |= u32::from(hot | dead | nan);
+        }
+        if let Some(o) = copy.as_deref_mut() {
+            o[s.clone()].copy_from_slice(cb);
         }
         if cand != 0 {
             let nb = [
@@ -287,7 +300,7 @@ fn flag_exact(c: &[f32], nb: [&[f32]; 8], thr: f32, flags: &mut [u32]) -> u32 {
     count
 }
 
-crate::avx2_dispatch!(fn flag_row_wide(up: &[f32], mid: &[f32], down: &[f32], thr: f32, found: &mut Vec<usize>) => flag_row);
+crate::avx2_dispatch!(fn flag_row_wide(up: &[f32], mid: &[f32], down: &[f32], thr: f32, found: &mut Vec<usize>, copy: Option<&mut [f32]>) => flag_row);
 
 thread_local! {
     /// Per-thread scratch of [`fix_row`]: a row's defects.
@@ -301,14 +314,29 @@ thread_local! {
 /// of this row (their `x`), each defect replaced by the median of its
 /// neighbours, mirrored at the left and right edges. Every other sample
 /// keeps `mid`'s value. A photosite both detected and listed appears
-/// twice, with the same value. Nothing on frames under 3 x 3.
+/// twice, with the same value. Nothing on frames under 3 x 3. With
+/// `copy` (`w` wide), `mid` is also copied there (the detection's pass
+/// does it while the row is in cache).
 fn fix_row(
     [up, mid, down]: [&[f32]; 3],
     (w, h): (usize, usize),
     thr: Option<f32>,
     map: &[(usize, usize)],
     edits: &mut Vec<(usize, f32)>,
+    mut copy: Option<&mut [f32]>,
 ) {
+    let interior = w >= 5 && h >= 3 && thr.is_some();
+    if let Some(o) = copy.as_deref_mut() {
+        let n = o.len().min(mid.len());
+        if interior && n == w {
+            // The interior is copied by flag_row_wide as it tests it.
+            o[..2].copy_from_slice(&mid[..2]);
+            o[w - 2..].copy_from_slice(&mid[w - 2..w]);
+        } else {
+            o[..n].copy_from_slice(&mid[..n]);
+            copy = None;
+        }
+    }
     if w < 3 || h < 3 {
         return;
     }
@@ -328,7 +356,7 @@ fn fix_row(
             FOUND.with(|f| {
                 let mut found = f.borrow_mut();
                 found.clear();
-                flag_row_wide(up, mid, down, thr, &mut found);
+                flag_row_wide(up, mid, down, thr, &mut found, copy);
                 // Interior: no mirroring.
                 for &i in found.iter() {
                     let nb = [
@@ -413,7 +441,7 @@ impl Stage for DefectCorrect {
                     for y in k * ROWS_PER_TASK..((k + 1) * ROWS_PER_TASK).min(h) {
                         edits.clear();
                         let rows = [row(y, -2), row(y, 0), row(y, 2)];
-                        fix_row(rows, (w, h), thr, map_row(map, y), &mut edits);
+                        fix_row(rows, (w, h), thr, map_row(map, y), &mut edits, None);
                         f.extend(edits.iter().map(|&(x, v)| (y * w + x, v)));
                     }
                     f.into_iter()
@@ -455,9 +483,9 @@ impl Stage for DefectCorrect {
         }
         let thr = self.p.dynamic.then_some(self.p.threshold);
         let map = self.map.clone();
-        let f: MosaicStencilFn = Box::new(move |y, rows, edits| {
+        let f: MosaicStencilFn = Box::new(move |y, rows, out, edits| {
             if let [up, _, mid, _, down] = rows {
-                fix_row([up, mid, down], (w, h), thr, map_row(&map, y), edits);
+                fix_row([up, mid, down], (w, h), thr, map_row(&map, y), edits, out);
             }
         });
         Ok(Some((
@@ -588,9 +616,15 @@ mod tests {
                             &data[r * w..(r + 1) * w]
                         })
                         .collect();
-                    out.copy_from_slice(rows[halo]);
                     edits.clear();
-                    f(y, &rows, &mut edits);
+                    // Odd rows copy the row themselves, even ones let the
+                    // kernel do it.
+                    if y % 2 == 1 {
+                        out.copy_from_slice(rows[halo]);
+                        f(y, &rows, None, &mut edits);
+                    } else {
+                        f(y, &rows, Some(&mut *out), &mut edits);
+                    }
                     for &(x, v) in &edits {
                         out[x] = v;
                     }
@@ -646,8 +680,11 @@ mod tests {
                     .map(|x| x - 2)
                     .collect();
                 let (mut wide, mut plain) = (Vec::new(), Vec::new());
-                flag_row_wide(up, mid, down, 0.08, &mut wide);
-                flag_row(up, mid, down, 0.08, &mut plain);
+                let mut copy = vec![-1f32; w];
+                flag_row_wide(up, mid, down, 0.08, &mut wide, Some(&mut copy));
+                flag_row(up, mid, down, 0.08, &mut plain, None);
+                let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&copy[2..w - 2]), bits(&mid[2..w - 2]), "{w} copy");
                 assert_eq!(wide, want, "{w} wide, round {round}");
                 assert_eq!(plain, want, "{w} wide, round {round} (no AVX2)");
                 if round == 3 && w > 100 {

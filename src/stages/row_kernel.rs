@@ -153,8 +153,11 @@ pub type MosaicRowFn = Box<dyn Fn(usize, &mut [f32]) + Send + Sync>;
 /// business). Every other sample of the output row is `rows[halo]`'s; a
 /// column listed twice gets the later value. The runner may so correct a
 /// mosaic in place, writing a row's edits once no row still to come reads
-/// its input values.
-pub type MosaicStencilFn = Box<dyn Fn(usize, &[&[f32]], &mut Vec<(usize, f32)>) + Send + Sync>;
+/// its input values. Called as `f(y, rows, Some(out), edits)`, the kernel
+/// also copies `rows[halo]` into `out` (`width` samples; it may do so while
+/// it reads the row), and the runner applies the edits there.
+pub type MosaicStencilFn =
+    Box<dyn Fn(usize, &[&[f32]], Option<&mut [f32]>, &mut Vec<(usize, f32)>) + Send + Sync>;
 
 /// Mosaic -> camera RGB from a mirrored-halo tile: `f(tile, [r, g, b])`
 /// fills the tile's interior rows (each plane `rows * width`, row-major).
