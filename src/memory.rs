@@ -178,6 +178,36 @@ pub fn zero_in_place<T: Copy + Default>(s: &mut [std::mem::MaybeUninit<T>]) -> &
     unsafe { &mut *(s as *mut [std::mem::MaybeUninit<T>] as *mut [T]) }
 }
 
+/// A buffer of `n` values made in parallel without zeroing it first:
+/// `make(i, chunk)` gets chunk `i` (`chunk` values, the last may be
+/// shorter) uninitialised and returns it initialised (for instance from
+/// [`crate::frame::SensorSamples::copy_f32_uninit`]), then works on it
+/// while it is in cache. A `make` that returns other memory than its
+/// chunk leaves the chunk zeroed.
+pub fn par_made<T: Copy + Default + Send + Sync>(
+    n: usize,
+    chunk: usize,
+    make: impl for<'c> Fn(usize, &'c mut [std::mem::MaybeUninit<T>]) -> &'c mut [T] + Sync,
+) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| {
+            let (at, len) = (c.as_ptr() as usize, c.len());
+            let made = make(i, &mut *c);
+            if made.as_ptr() as usize != at || made.len() != len {
+                zero_in_place(c);
+            }
+        });
+    // SAFETY: the chunks cover all `n` elements, and each was either
+    // returned by `make` as initialised values (the same address and
+    // length) or initialised by `zero_in_place`.
+    unsafe { out.set_len(n) };
+    out
+}
+
 /// A buffer of `n` values filled in parallel: `fill(i, chunk)` gets chunk
 /// `i` (`chunk` values, the last may be shorter), zeroed just before, so
 /// the buffer is never zeroed in one serial pass and its fresh pages are
@@ -211,6 +241,23 @@ mod tests {
         });
         assert_eq!(v, [1, 1, 1, 0, 0, 0, 3, 3, 3, 4]);
         let empty: Vec<u8> = super::par_filled(0, 0, |_, _| {});
+        assert!(empty.is_empty());
+    }
+
+    /// Each chunk is what `make` made of it; a `make` that hands back
+    /// other memory (here: a part of its chunk) leaves its chunk zeroed.
+    #[test]
+    fn par_made_keeps_made_chunks_and_zeroes_the_others() {
+        let v: Vec<u16> = super::par_made(10, 3, |i, c| {
+            if i == 1 {
+                return super::zero_in_place(&mut c[..1]);
+            }
+            let made = super::zero_in_place(c);
+            made.fill(i as u16 + 1);
+            made
+        });
+        assert_eq!(v, [1, 1, 1, 0, 0, 0, 3, 3, 3, 4]);
+        let empty: Vec<u8> = super::par_made(0, 0, |_, c| super::zero_in_place(c));
         assert!(empty.is_empty());
     }
 

@@ -142,6 +142,30 @@ impl SensorSamples {
         }
     }
 
+    /// As [`SensorSamples::copy_f32`] into memory not yet initialised
+    /// (part of a frame buffer's spare capacity): writes every element of
+    /// `dst` once and returns it as plain values. Integer rows are widened
+    /// eight lanes at a time where the CPU has AVX2 (exact either way).
+    pub fn copy_f32_uninit<'d>(
+        &self,
+        start: usize,
+        dst: &'d mut [std::mem::MaybeUninit<f32>],
+    ) -> &'d mut [f32] {
+        let end = start + dst.len();
+        match self {
+            SensorSamples::U16(v) => widen_row_wide(&v[start..end], dst),
+            SensorSamples::F32(v) => {
+                for (d, &s) in dst.iter_mut().zip(&v[start..end]) {
+                    d.write(s);
+                }
+            }
+        }
+        // SAFETY: `v[start..end]` has `dst.len()` elements (indexing
+        // panics otherwise), so both loops wrote every element of `dst`;
+        // `MaybeUninit<f32>` has the layout of `f32`.
+        unsafe { &mut *(dst as *mut [std::mem::MaybeUninit<f32>] as *mut [f32]) }
+    }
+
     /// Keeps the first `n` samples.
     pub fn truncate(&mut self, n: usize) {
         match self {
@@ -190,6 +214,16 @@ fn widen_serial(v: &[u16]) -> Vec<f32> {
     v.iter().map(|&x| f32::from(x)).collect()
 }
 
+/// `dst[i] = src[i]` widened to f32, over the common length.
+#[inline(always)]
+fn widen_row(src: &[u16], dst: &mut [std::mem::MaybeUninit<f32>]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        d.write(f32::from(s));
+    }
+}
+
+crate::avx2_dispatch!(fn widen_row_wide(src: &[u16], dst: &mut [std::mem::MaybeUninit<f32>]) => widen_row);
+
 /// `u16 -> f32` over a whole buffer, in parallel (exact).
 fn widen(v: &[u16]) -> Vec<f32> {
     v.par_iter().map(|&x| f32::from(x)).collect()
@@ -226,6 +260,28 @@ mod tests {
         assert!(matches!(c, SensorSamples::F32(_)));
         assert_eq!(c.get(0), Some(0.5));
         assert_eq!(c.get(1), Some(1.0));
+    }
+
+    /// Rows copied into uninitialised memory are the floats
+    /// [`SensorSamples::copy_f32`] gives, from both storages, at lengths
+    /// with and without a partial last vector.
+    #[test]
+    fn uninit_copies_equal_plain_copies() {
+        let dn: Vec<u16> = (0..301u32)
+            .map(|i| (i * 2654435761 % 65536) as u16)
+            .collect();
+        for s in [
+            SensorSamples::from(dn.clone()),
+            SensorSamples::from(dn.iter().map(|&x| f32::from(x) * 0.5).collect::<Vec<_>>()),
+        ] {
+            for (start, len) in [(0, 301), (3, 17), (290, 11), (5, 0)] {
+                let mut want = vec![0f32; len];
+                s.copy_f32(start, &mut want);
+                let mut buf: Vec<f32> = Vec::with_capacity(len);
+                let got = s.copy_f32_uninit(start, &mut buf.spare_capacity_mut()[..len]);
+                assert_eq!(got, &want[..], "{start}+{len}");
+            }
+        }
     }
 
     #[test]

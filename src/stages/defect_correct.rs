@@ -15,14 +15,16 @@
 //! ([`crate::cli::calibrate::dpc`]).
 //!
 //! Input and output: a black-level-corrected mosaic (1.0 = white), same
-//! size and phase; `threshold` is in those normalised units. In a fused
-//! segment the op is a mosaic stencil ([`RowKernel::MosaicStencil`], two
-//! rows of context): each row is corrected from the rows two above and
-//! below while they are in cache, by [`fix_row`], which gives the
-//! whole-frame path's values (checked by a test).
+//! size and phase; `threshold` is in those normalised units. Every path
+//! runs [`fix_row`] per row: it reads the rows two above and below and
+//! lists the row's corrections (column, value), so only defective
+//! photosites are ever written. The whole-frame path corrects the mosaic
+//! it owns in place; in a fused segment the op is a mosaic stencil
+//! ([`RowKernel::MosaicStencil`], two rows of context) whose corrections
+//! the runner applies once no other row reads the row's old values
+//! (checked by a test).
 
 use std::cell::RefCell;
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -192,36 +194,39 @@ fn is_defect(c: f32, nb: &[f32; 8], thr: f32) -> bool {
 
 /// [`is_defect`] for the interior photosites `x = 2 .. w - 2` of a row:
 /// `up`, `mid` and `down` are the full rows `y - 2`, `y`, `y + 2` (width
-/// `w`), `flags[x - 2]` becomes 1 for a defect and 0 otherwise. Returns the
-/// number of defects. `copy[x - 2]` becomes `mid[x]` (the row's
-/// uncorrected values, stored while they are in registers). Written over
-/// equal-length slices with 32-bit lanes
-/// throughout so that it vectorises ([`flag_row_wide`] runs it 8 lanes
-/// wide on AVX2).
+/// `w`); appends `x - 2` of each defect to `found`, in order; with `copy`,
+/// also copies `mid[2 .. w - 2]` into `copy[2 .. w - 2]` block by block
+/// while it is in cache (the demosaic segment's output row). Written over
+/// equal-length slices with 32-bit lanes throughout so that it vectorises
+/// ([`flag_row_wide`] runs it 8 lanes wide on AVX2).
 ///
 /// Most photosites are ruled out by a cheaper necessary test first, a
 /// block of [`BLOCK`] at a time: a hot one has at most one neighbour at
-/// or above `c - thr`, so neither both of its left and right same-colour
-/// neighbours nor both of its upper and lower ones are; likewise for a
-/// dead one and `c + thr`. Only blocks with a photosite that passes it
-/// get the eight-neighbour count. The comparisons are those of
-/// [`is_defect`] (false on NaN), so a sample it would flag always passes:
-/// the flags are the same.
+/// or above `lo = c - thr`, so neither both of its left and right
+/// same-colour neighbours nor both of its upper and lower ones are, that
+/// is `max(min(l, r), min(u, d)) < lo`; likewise a dead one has
+/// `min(max(l, r), max(u, d)) > c + thr`. A NaN among `l, r, u, d` makes
+/// a photosite pass (their sum is NaN), as does a NaN `c` (the tests are
+/// written as `!(.. >= lo)` and `!(.. <= hi)`), so every photosite
+/// [`is_defect`] flags passes. Only blocks with a photosite that passes
+/// get the eight-neighbour count ([`flag_exact`]): the flags are those of
+/// [`is_defect`].
 #[inline(always)]
 fn flag_row(
     up: &[f32],
     mid: &[f32],
     down: &[f32],
     thr: f32,
-    flags: &mut [u32],
-    copy: &mut [f32],
-) -> u32 {
-    let n = flags.len().min(copy.len());
+    found: &mut Vec<usize>,
+    copy: Option<&mut [f32]>,
+) {
+    let n = up.len().min(mid.len()).min(down.len()).saturating_sub(4);
+    let mut copy = copy.and_then(|o| o.get_mut(2..2 + n));
     let c = &mid[2..2 + n];
     let (u0, u1, u2) = (&up[..n], &up[2..2 + n], &up[4..4 + n]);
     let (m0, m2) = (&mid[..n], &mid[4..4 + n]);
     let (d0, d1, d2) = (&down[..n], &down[2..2 + n], &down[4..4 + n]);
-    let mut count = 0u32;
+    let mut flags = [0u32; BLOCK];
     let mut x0 = 0;
     while x0 < n {
         let m = BLOCK.min(n - x0);
@@ -234,24 +239,24 @@ fn flag_row(
             &d1[s.clone()],
         );
         let mut cand = 0u32;
-        for (((((&c, &l), &r), &u), &d), o) in cb
-            .iter()
-            .zip(l)
-            .zip(r)
-            .zip(u)
-            .zip(d)
-            .zip(&mut copy[s.clone()])
-        {
-            *o = c;
-            let (lo, hi) = (c - thr, c + thr);
-            let hot = !(l >= lo && r >= lo) & !(u >= lo && d >= lo);
-            let dead = !(l <= hi && r <= hi) & !(u <= hi && d <= hi);
-            cand |= u32::from(hot | dead);
+        for ((((&c, &l), &r), &u), &d) in cb.iter().zip(l).zip(r).zip(u).zip(d) {
+            // `if a < b { a } else { b }`: one vector min (max) each.
+            let (lr_lo, lr_hi) = if l < r { (l, r) } else { (r, l) };
+            let (ud_lo, ud_hi) = if u < d { (u, d) } else { (d, u) };
+            let a = if lr_lo > ud_lo { lr_lo } else { ud_lo };
+            let b = if lr_hi < ud_hi { lr_hi } else { ud_hi };
+            let sum = (l + r) + (u + d);
+            // Negated so that a NaN `c` passes (is_defect flags it).
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
+            let (hot, dead) = (!(a >= c - thr), !(b <= c + thr));
+            #[allow(clippy::eq_op)]
+            let nan = sum != sum;
+            cand |= u32::from(hot | dead | nan);
         }
-        let f = &mut flags[s.clone()];
-        if cand == 0 {
-            f.fill(0);
-        } else {
+        if let Some(o) = copy.as_deref_mut() {
+            o[s.clone()].copy_from_slice(cb);
+        }
+        if cand != 0 {
             let nb = [
                 &u0[s.clone()],
                 u,
@@ -262,29 +267,21 @@ fn flag_row(
                 d,
                 &d2[s.clone()],
             ];
-            count = count.wrapping_add(flag_exact(cb, nb, thr, f));
+            let f = &mut flags[..m];
+            if flag_exact(cb, nb, thr, f) > 0 {
+                let hits = f.iter().enumerate().filter(|(_, &g)| g != 0);
+                found.extend(hits.map(|(i, _)| x0 + i));
+            }
         }
         x0 += m;
     }
-    count
 }
 
-/// Calls `f(i)` for every `i` with `flags[i] != 0`, in order, testing
-/// [`BLOCK`] flags at a time first (most blocks hold none).
-#[inline]
-fn for_each_flag(flags: &[u32], mut f: impl FnMut(usize)) {
-    for (b, blk) in flags.chunks(BLOCK).enumerate() {
-        if blk.iter().fold(0, |a, &g| a | g) == 0 {
-            continue;
-        }
-        for (i, _) in blk.iter().enumerate().filter(|(_, &g)| g != 0) {
-            f(b * BLOCK + i);
-        }
-    }
-}
-
-/// Photosites per block of [`flag_row`]'s first test.
-const BLOCK: usize = 64;
+/// Photosites per block of [`flag_row`]'s first test. Measured on the
+/// 12 MP synthetic frame (1 thread, AVX2): blocks of 128 to 512 cost the
+/// same, ~8 % less than 64 (whose per-block reduction and set-up show),
+/// 16 or 32 more.
+const BLOCK: usize = 128;
 
 /// [`is_defect`] of each `c[i]` against `nb[k][i]` (the neighbours in
 /// [`NB`] order, each slice at least `c.len()` long): `flags[i]` 1 or 0.
@@ -303,35 +300,42 @@ fn flag_exact(c: &[f32], nb: [&[f32]; 8], thr: f32, flags: &mut [u32]) -> u32 {
     count
 }
 
-crate::avx2_dispatch!(fn flag_row_wide(up: &[f32], mid: &[f32], down: &[f32], thr: f32, flags: &mut [u32], copy: &mut [f32]) -> u32 => flag_row);
+crate::avx2_dispatch!(fn flag_row_wide(up: &[f32], mid: &[f32], down: &[f32], thr: f32, found: &mut Vec<usize>, copy: Option<&mut [f32]>) => flag_row);
 
 thread_local! {
-    /// Per-thread scratch of [`fix_row`]: a row's defect flags.
-    static FLAGS: RefCell<Vec<u32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread scratch of [`fix_row`]: a row's defects.
+    static FOUND: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Corrects mosaic row `y` of a `w` x `h` mosaic into `out` (`w` wide)
-/// from `up`, `mid` and `down`, the input rows `y - 2`, `y` and `y + 2`
-/// (mirrored at the frame's top and bottom): dynamic detection (when
-/// `thr` is `Some`) and the static defects `map` of this row (their `x`),
-/// each defect replaced by the median of its neighbours, mirrored at the
-/// left and right edges. The same tests and medians as
-/// [`DefectCorrect::run_cpu`], so the same values.
-#[allow(clippy::too_many_arguments)]
+/// The corrections of one row of a `w` x `h` mosaic, appended to `edits`
+/// as (column, new value): `up`, `mid` and `down` are the input rows `y -
+/// 2`, `y` and `y + 2` (mirrored at the frame's top and bottom);
+/// dynamic detection (when `thr` is `Some`) and the static defects `map`
+/// of this row (their `x`), each defect replaced by the median of its
+/// neighbours, mirrored at the left and right edges. Every other sample
+/// keeps `mid`'s value. A photosite both detected and listed appears
+/// twice, with the same value. Nothing on frames under 3 x 3. With
+/// `copy` (`w` wide), `mid` is also copied there (the detection's pass
+/// does it while the row is in cache).
 fn fix_row(
     [up, mid, down]: [&[f32]; 3],
-    w: usize,
-    h: usize,
+    (w, h): (usize, usize),
     thr: Option<f32>,
     map: &[(usize, usize)],
-    out: &mut [f32],
+    edits: &mut Vec<(usize, f32)>,
+    mut copy: Option<&mut [f32]>,
 ) {
-    if w < 3 || h < 3 || thr.is_none() || w < 5 {
-        out.copy_from_slice(&mid[..w]);
-    } else {
-        // The interior is copied by flag_row_wide as it tests it.
-        out[..2].copy_from_slice(&mid[..2]);
-        out[w - 2..].copy_from_slice(&mid[w - 2..w]);
+    let interior = w >= 5 && h >= 3 && thr.is_some();
+    if let Some(o) = copy.as_deref_mut() {
+        let n = o.len().min(mid.len());
+        if interior && n == w {
+            // The interior is copied by flag_row_wide as it tests it.
+            o[..2].copy_from_slice(&mid[..2]);
+            o[w - 2..].copy_from_slice(&mid[w - 2..w]);
+        } else {
+            o[..n].copy_from_slice(&mid[..n]);
+            copy = None;
+        }
     }
     if w < 3 || h < 3 {
         return;
@@ -349,24 +353,23 @@ fn fix_row(
     };
     if let Some(thr) = thr {
         let (left, right) = if w >= 5 {
-            FLAGS.with(|f| {
-                let mut flags = f.borrow_mut();
-                flags.resize(w - 4, 0);
-                if flag_row_wide(up, mid, down, thr, &mut flags, &mut out[2..w - 2]) > 0 {
-                    // Interior: no mirroring.
-                    for_each_flag(&flags, |i| {
-                        let nb = [
-                            up[i],
-                            up[i + 2],
-                            up[i + 4],
-                            mid[i],
-                            mid[i + 4],
-                            down[i],
-                            down[i + 2],
-                            down[i + 4],
-                        ];
-                        out[i + 2] = median8(nb);
-                    });
+            FOUND.with(|f| {
+                let mut found = f.borrow_mut();
+                found.clear();
+                flag_row_wide(up, mid, down, thr, &mut found, copy);
+                // Interior: no mirroring.
+                for &i in found.iter() {
+                    let nb = [
+                        up[i],
+                        up[i + 2],
+                        up[i + 4],
+                        mid[i],
+                        mid[i + 4],
+                        down[i],
+                        down[i + 2],
+                        down[i + 4],
+                    ];
+                    edits.push((i + 2, median8(nb)));
                 }
             });
             (2, w - 2)
@@ -376,13 +379,20 @@ fn fix_row(
         for x in (0..left).chain(right..w) {
             let nb = nb_at(x);
             if is_defect(mid[x], &nb, thr) {
-                out[x] = median8(nb);
+                edits.push((x, median8(nb)));
             }
         }
     }
     for &(x, _) in map {
-        out[x] = median8(nb_at(x));
+        edits.push((x, median8(nb_at(x))));
     }
+}
+
+/// The entries of a row-sorted defect map on row `y`.
+fn map_row(map: &[(usize, usize)], y: usize) -> &[(usize, usize)] {
+    let a = map.partition_point(|&(_, my)| my < y);
+    let b = map.partition_point(|&(_, my)| my <= y);
+    &map[a..b]
 }
 
 impl Stage for DefectCorrect {
@@ -413,64 +423,26 @@ impl Stage for DefectCorrect {
                 ctx.stage_id
             )));
         }
-        let src = m.data.f32_mut();
-        let thr = self.p.threshold;
-        let (wi, hi) = (w as isize, h as isize);
-        let neighbours = |x: usize, y: usize| -> [f32; 8] {
-            let mut v = [0f32; 8];
-            if x >= 2 && y >= 2 && x + 2 < w && y + 2 < h {
-                for (k, &(dx, dy)) in NB.iter().enumerate() {
-                    v[k] = src[(y as isize + dy) as usize * w + (x as isize + dx) as usize];
-                }
-            } else {
-                for (k, &(dx, dy)) in NB.iter().enumerate() {
-                    let sx = reflect(x as isize + dx, wi);
-                    let sy = reflect(y as isize + dy, hi);
-                    v[k] = src[sy * w + sx];
-                }
-            }
-            v
-        };
-        // Replacements (index, value), computed from the input only.
-        let mut fixes: Vec<(usize, f32)> = if self.p.dynamic && w >= 3 && h >= 3 {
-            src.par_chunks(w * ROWS_PER_TASK)
-                .enumerate()
-                .flat_map_iter(|(k, chunk)| {
-                    let y0 = k * ROWS_PER_TASK;
+        let thr = self.p.dynamic.then_some(self.p.threshold);
+        let map = &self.map[..];
+        // Corrections (index, value), computed from the input only, then
+        // written in place: most photosites are never written.
+        let fixes: Vec<(usize, f32)> = if w >= 3 && h >= 3 {
+            let src: &[f32] = m.data.f32_mut();
+            let row = |y: usize, dy: isize| {
+                let r = reflect(y as isize + dy, h as isize);
+                &src[r * w..(r + 1) * w]
+            };
+            (0..h.div_ceil(ROWS_PER_TASK))
+                .into_par_iter()
+                .flat_map_iter(|k| {
                     let mut f = Vec::new();
-                    let mut flags = vec![0u32; w.saturating_sub(4)];
-                    // flag_row_wide's copy of the row (unused here).
-                    let mut copy = vec![0f32; w.saturating_sub(4)];
-                    for oy in 0..chunk.len() / w {
-                        let y = y0 + oy;
-                        let interior = y >= 2 && y + 2 < h && w >= 5;
-                        // Interior photosites: eight-lane flags first,
-                        // neighbours gathered only where one is set.
-                        if interior {
-                            let row = |r: usize| &src[r * w..(r + 1) * w];
-                            let n = flag_row_wide(
-                                row(y - 2),
-                                row(y),
-                                row(y + 2),
-                                thr,
-                                &mut flags,
-                                &mut copy,
-                            );
-                            if n > 0 {
-                                for_each_flag(&flags, |i| {
-                                    f.push((y * w + i + 2, median8(neighbours(i + 2, y))));
-                                });
-                            }
-                        }
-                        // The columns the row kernel did not cover: all of
-                        // them on the first and last two rows.
-                        let (left, right) = if interior { (2, w - 2) } else { (w, w) };
-                        for x in (0..left).chain(right..w) {
-                            let nb = neighbours(x, y);
-                            if is_defect(src[y * w + x], &nb, thr) {
-                                f.push((y * w + x, median8(nb)));
-                            }
-                        }
+                    let mut edits = Vec::new();
+                    for y in k * ROWS_PER_TASK..((k + 1) * ROWS_PER_TASK).min(h) {
+                        edits.clear();
+                        let rows = [row(y, -2), row(y, 0), row(y, 2)];
+                        fix_row(rows, (w, h), thr, map_row(map, y), &mut edits, None);
+                        f.extend(edits.iter().map(|&(x, v)| (y * w + x, v)));
                     }
                     f.into_iter()
                 })
@@ -478,15 +450,6 @@ impl Stage for DefectCorrect {
         } else {
             Vec::new()
         };
-        if !self.map.is_empty() && w >= 3 && h >= 3 {
-            let dynamic: HashSet<usize> = fixes.iter().map(|f| f.0).collect();
-            for &(x, y) in self.map.iter() {
-                let i = y * w + x;
-                if !dynamic.contains(&i) {
-                    fixes.push((i, median8(neighbours(x, y))));
-                }
-            }
-        }
         let data = m.data.f32_mut();
         for (i, v) in fixes {
             data[i] = v;
@@ -501,8 +464,8 @@ impl Stage for DefectCorrect {
         })
     }
 
-    /// The correction as a mosaic stencil: each row by [`fix_row`] from
-    /// the rows two above and below.
+    /// The correction as a mosaic stencil: each row's corrections by
+    /// [`fix_row`] from the rows two above and below.
     fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
         let (_, scale) = input
             .mosaic()
@@ -520,12 +483,9 @@ impl Stage for DefectCorrect {
         }
         let thr = self.p.dynamic.then_some(self.p.threshold);
         let map = self.map.clone();
-        let f: MosaicStencilFn = Box::new(move |y, rows, out| {
+        let f: MosaicStencilFn = Box::new(move |y, rows, out, edits| {
             if let [up, _, mid, _, down] = rows {
-                // This row's static defects (the map is sorted by row).
-                let a = map.partition_point(|&(_, my)| my < y);
-                let b = map.partition_point(|&(_, my)| my <= y);
-                fix_row([up, mid, down], w, h, thr, &map[a..b], out);
+                fix_row([up, mid, down], (w, h), thr, map_row(&map, y), edits, out);
             }
         });
         Ok(Some((
@@ -648,6 +608,7 @@ mod tests {
                 };
                 assert_eq!(Some(halo), st.row_shape().map(|s| s.halo));
                 let mut got = vec![-1f32; w * h];
+                let mut edits = Vec::new();
                 for (y, out) in got.chunks_exact_mut(w).enumerate() {
                     let rows: Vec<&[f32]> = (0..=2 * halo)
                         .map(|t| {
@@ -655,11 +616,80 @@ mod tests {
                             &data[r * w..(r + 1) * w]
                         })
                         .collect();
-                    f(y, &rows, out);
+                    edits.clear();
+                    // Odd rows copy the row themselves, even ones let the
+                    // kernel do it.
+                    if y % 2 == 1 {
+                        out.copy_from_slice(rows[halo]);
+                        f(y, &rows, None, &mut edits);
+                    } else {
+                        f(y, &rows, Some(&mut *out), &mut edits);
+                    }
+                    for &(x, v) in &edits {
+                        out[x] = v;
+                    }
                 }
                 let want = run(p.clone(), m).unwrap();
                 let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&want.data.f32()), "{w}x{h} {p}");
+            }
+        }
+    }
+
+    /// The row flags (the first test, then the eight-neighbour count) are
+    /// [`is_defect`] of every interior photosite, on rows holding NaN,
+    /// infinities, defects of both kinds and near-threshold values, with
+    /// and without AVX2.
+    #[test]
+    fn flag_row_equals_is_defect_on_any_values() {
+        let mut rnd = uniform(0x0dd_b1a5_e5ee_d5ee);
+        let special = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0,
+            0.0,
+            0.58,
+            0.42,
+        ];
+        for w in [5usize, 6, 67, 64 + 4, 200, 301] {
+            for round in 0..40 {
+                let rows: Vec<Vec<f32>> = (0..3)
+                    .map(|_| {
+                        (0..w)
+                            .map(|_| {
+                                let p = rnd();
+                                if p < 0.02 * (round % 4) as f32 {
+                                    special[(rnd() * special.len() as f32) as usize % special.len()]
+                                } else {
+                                    0.5 + 0.1 * (rnd() - 0.5)
+                                }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let (up, mid, down) = (&rows[0][..], &rows[1][..], &rows[2][..]);
+                let want: Vec<usize> = (2..w - 2)
+                    .filter(|&x| {
+                        let nb = NB.map(|(dx, dy)| {
+                            let row = [up, mid, down][(dy / 2 + 1) as usize];
+                            row[(x as isize + dx) as usize]
+                        });
+                        is_defect(mid[x], &nb, 0.08)
+                    })
+                    .map(|x| x - 2)
+                    .collect();
+                let (mut wide, mut plain) = (Vec::new(), Vec::new());
+                let mut copy = vec![-1f32; w];
+                flag_row_wide(up, mid, down, 0.08, &mut wide, Some(&mut copy));
+                flag_row(up, mid, down, 0.08, &mut plain, None);
+                let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&copy[2..w - 2]), bits(&mid[2..w - 2]), "{w} copy");
+                assert_eq!(wide, want, "{w} wide, round {round}");
+                assert_eq!(plain, want, "{w} wide, round {round} (no AVX2)");
+                if round == 3 && w > 100 {
+                    assert!(!want.is_empty(), "{w}: no defects to find");
+                }
             }
         }
     }

@@ -144,13 +144,20 @@ impl Header {
 /// (full width, row-major samples) in place.
 pub type MosaicRowFn = Box<dyn Fn(usize, &mut [f32]) + Send + Sync>;
 
-/// Mosaic -> mosaic over a neighbourhood of rows: `f(y, rows, out)`
-/// writes mosaic row `y` (full width, row-major samples) into `out` from
-/// `rows`, the input rows `y - halo ..= y + halo` (`2 halo + 1` of them,
-/// mirrored at the frame's top and bottom as
+/// Mosaic -> mosaic over a neighbourhood of rows, changing few samples
+/// (a correction such as `defect_correct`): `f(y, rows, edits)` appends
+/// to `edits` the samples of mosaic row `y` that change, as (column, new
+/// value), computed from `rows`, the input rows `y - halo ..= y + halo`
+/// (`2 halo + 1` of them, mirrored at the frame's top and bottom as
 /// [`crate::backend::cpu::reflect`] does; columns are the kernel's own
-/// business).
-pub type MosaicStencilFn = Box<dyn Fn(usize, &[&[f32]], &mut [f32]) + Send + Sync>;
+/// business). Every other sample of the output row is `rows[halo]`'s; a
+/// column listed twice gets the later value. The runner may so correct a
+/// mosaic in place, writing a row's edits once no row still to come reads
+/// its input values. Called as `f(y, rows, Some(out), edits)`, the kernel
+/// also copies `rows[halo]` into `out` (`width` samples; it may do so while
+/// it reads the row), and the runner applies the edits there.
+pub type MosaicStencilFn =
+    Box<dyn Fn(usize, &[&[f32]], Option<&mut [f32]>, &mut Vec<(usize, f32)>) + Send + Sync>;
 
 /// Mosaic -> camera RGB from a mirrored-halo tile: `f(tile, [r, g, b])`
 /// fills the tile's interior rows (each plane `rows * width`, row-major).
