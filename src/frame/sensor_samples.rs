@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn uninit_copies_equal_plain_copies() {
         let dn: Vec<u16> = (0..301u32)
-            .map(|i| (i * 2654435761 % 65536) as u16)
+            .map(|i| (i.wrapping_mul(2654435761) % 65536) as u16)
             .collect();
         for s in [
             SensorSamples::from(dn.clone()),
