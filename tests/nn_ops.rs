@@ -464,3 +464,80 @@ fn learned_stage_runs_and_checks_params() {
         assert!(worst < 0.03, "{cfa:?}: flat grey off by {worst}");
     }
 }
+
+/// `strength` multiplies the conditioning std: strength 2 on a profile
+/// gives the same pixels as strength 1 on a profile with 4x the variance
+/// (and as a `sigma` twice as large), it changes the output, and values
+/// outside 0..=4 are refused.
+#[test]
+fn learned_stage_strength_scales_the_noise_map() {
+    use rawgraph::frame::{Mosaic, MosaicScale, Value};
+    use rawgraph::raw::{CfaPattern, NoiseProfile, RawMeta};
+    use rawgraph::stages::{self, RunCtx};
+    use std::sync::Arc;
+
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("calibration/models/demosaic_fast_raw.safetensors");
+    if !model.exists() {
+        eprintln!("SKIPPED: {} not present", model.display());
+        return;
+    }
+    for bad in [-0.5, 4.5] {
+        assert!(stages::compile(
+            "demosaic_denoise_learned",
+            serde_json::json!({"model": "fast_raw", "strength": bad})
+        )
+        .is_err());
+    }
+    let (w, h) = (48, 40);
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let data: Vec<f32> = (0..w * h)
+        .map(|i| 0.3 + 0.2 * ((i % w) as f32 / w as f32) + rng.gen_range(-0.05..0.05))
+        .collect();
+    let run = |params: serde_json::Value, profile: Option<NoiseProfile>| {
+        let stage = stages::compile("demosaic_denoise_learned", params).unwrap();
+        let mut meta = RawMeta::bayer("test", w, h, CfaPattern::Rggb);
+        meta.noise_profile = profile;
+        let m = Mosaic {
+            width: w,
+            height: h,
+            cfa: CfaPattern::Rggb,
+            data: data.clone().into(),
+            scale: MosaicScale::Normalized,
+            wb_applied: None,
+            meta: Arc::new(meta),
+        };
+        match stage
+            .run_cpu(&RunCtx { stage_id: "dm" }, vec![Value::Mosaic(Arc::new(m))])
+            .unwrap()
+        {
+            Value::Image(img) => img.data.clone(),
+            _ => panic!("not an image"),
+        }
+    };
+    let p = NoiseProfile {
+        a: [2e-3, 1e-3, 1.5e-3],
+        b: [4e-5, 2e-5, 3e-5],
+    };
+    let p4 = NoiseProfile {
+        a: p.a.map(|v| 4.0 * v),
+        b: p.b.map(|v| 4.0 * v),
+    };
+    let one = run(serde_json::json!({"model": "fast_raw"}), Some(p));
+    let two = run(
+        serde_json::json!({"model": "fast_raw", "strength": 2.0}),
+        Some(p),
+    );
+    let four_var = run(serde_json::json!({"model": "fast_raw"}), Some(p4));
+    assert_eq!(two, four_var);
+    assert!(one.iter().zip(&two).any(|(a, b)| (a - b).abs() > 1e-4));
+    let s2 = run(
+        serde_json::json!({"model": "fast_raw", "sigma": 0.02, "strength": 2.0}),
+        None,
+    );
+    let s4 = run(
+        serde_json::json!({"model": "fast_raw", "sigma": 0.04}),
+        None,
+    );
+    assert_eq!(s2, s4);
+}

@@ -15,6 +15,11 @@
 //! 2. the noise-estimate input: per-pixel std from its Poisson-Gaussian model;
 //! 3. the frame's NoiseProfile (DNG tag / sidecar), scaled by the applied WB;
 //! 4. zero (noise-free).
+//!
+//! `strength` multiplies whichever std applies before the network sees it
+//! (the noise-level-map control of FFDNet): below 1 keeps more texture and
+//! more noise, above 1 smooths more. 1.0 is what the network was trained
+//! for.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,6 +51,13 @@ pub struct Params {
     /// model's default (16 halos, 256..=512).
     #[serde(default)]
     pub tile: Option<usize>,
+    /// Multiplier on the conditioning noise std, 0..=4 (1.0 = as measured).
+    #[serde(default = "default_strength")]
+    pub strength: f32,
+}
+
+fn default_strength() -> f32 {
+    1.0
 }
 
 fn default_model() -> String {
@@ -58,6 +70,7 @@ impl Default for Params {
             model: default_model(),
             sigma: None,
             tile: None,
+            strength: default_strength(),
         }
     }
 }
@@ -88,6 +101,7 @@ impl crate::stages::Validate for Params {
         if let Some(s) = self.sigma {
             check_range("sigma", s, 0.0, 1.0)?;
         }
+        check_range("strength", self.strength, 0.0, 4.0)?;
         if let Some(t) = self.tile {
             if !(16..=4096).contains(&t) {
                 return Err(super::CompileError::Params(format!(
@@ -115,15 +129,16 @@ impl DemosaicDenoiseLearned {
     }
 }
 
-/// Per-pixel std from a Poisson-Gaussian model: sqrt(a_c·max(x, 0) + b_c).
-fn std_map(m: &Mosaic, p: &NoiseProfile) -> Vec<f32> {
+/// Per-pixel std from a Poisson-Gaussian model, times `k`:
+/// k·sqrt(a_c·max(x, 0) + b_c).
+fn std_map(m: &Mosaic, p: &NoiseProfile, k: f64) -> Vec<f32> {
     let data = m.data.f32();
     let mut out = vec![0.0f32; data.len()];
     for (y, row) in out.chunks_mut(m.width.max(1)).enumerate() {
         for (x, o) in row.iter_mut().enumerate() {
             let c = m.cfa.color_at(y, x);
             let v = data[y * m.width + x].max(0.0) as f64;
-            *o = (p.a[c] * v + p.b[c]).max(0.0).sqrt() as f32;
+            *o = (k * (p.a[c] * v + p.b[c]).max(0.0).sqrt()) as f32;
         }
     }
     out
@@ -155,10 +170,11 @@ impl Stage for DemosaicDenoiseLearned {
                 None => p,
             }),
         };
-        let map = profile.map(|p| std_map(m, &p));
+        let k = self.params.strength;
+        let map = profile.map(|p| std_map(m, &p, k as f64));
         let noise = match (&map, self.params.sigma) {
             (Some(map), _) => NoiseInput::Map(map),
-            (None, s) => NoiseInput::Uniform(s.unwrap_or(0.0)),
+            (None, s) => NoiseInput::Uniform(k * s.unwrap_or(0.0)),
         };
         let cfa = m.cfa.layout().map(|c| c as u8);
         let tile = self
