@@ -219,6 +219,16 @@ thread_local! {
 /// Most blur taps on each side (`radius` 5 needs 15).
 const MAX_KR: usize = 15;
 
+/// Floats per 64-byte cache line.
+const LINE: usize = 16;
+
+/// The first index `i` in `at .. at + LINE` where a cache line starts in
+/// `buf`'s memory (the caller leaves room for the skipped values).
+fn aligned(buf: &[f32], at: usize) -> usize {
+    let line = (buf.as_ptr() as usize / std::mem::size_of::<f32>() + at) % LINE;
+    at + (LINE - line) % LINE
+}
+
 /// The mask's per-frame constants: Gaussian taps (`kernel[k]` is the
 /// weight at offset `k - kr`), gain, threshold and overshoot (image
 /// units).
@@ -264,34 +274,44 @@ impl Mask {
         // The taps from the centre out: half[j] weighs offsets -j and +j.
         let half = &self.kernel[kr..];
         let k = [self.amount, self.thr, self.os];
-        // The padded vertical blur, the padded widened ranges, the blur
-        // for rows with non-finite values and the in-place path's copy of
-        // its input.
-        scratch.resize((w + 2 * kr) + 2 * (w + 2) + 4 * w, 0.0);
-        let (vb, rest) = scratch.split_at_mut(w + 2 * kr);
-        let (lo, rest) = rest.split_at_mut(w + 2);
-        let (hi, rest) = rest.split_at_mut(w + 2);
+        // The padded vertical blur, the padded widened ranges (column 0 of
+        // each on a cache line: the vector loads of their centre taps do
+        // not straddle two), the blur for rows with non-finite values and
+        // the in-place path's copy of its input.
+        scratch.resize((w + 2 * kr) + 2 * (w + 2) + 4 * w + 3 * LINE, 0.0);
+        let rest = &mut scratch[..];
+        let at = aligned(rest, kr) - kr;
+        let (vb, rest) = rest[at..].split_at_mut(w + 2 * kr);
+        let at = aligned(rest, 1) - 1;
+        let (lo, rest) = rest[at..].split_at_mut(w + 2);
+        let at = aligned(rest, 1) - 1;
+        let (hi, rest) = rest[at..].split_at_mut(w + 2);
         let (blur, copy) = rest.split_at_mut(w);
         // Window rows already in the ring (a continued call: the 2 kr rows
         // above y0 + kr), and whether each slot's row is all finite.
         let mut in_place_finite = [false; 2 * MAX_KR + 1];
+        // Ring rows start on cache lines (`stride` floats apart; the
+        // buffer keeps its address while its length does, so a continued
+        // call finds its rows at the same offset).
+        let stride = w.next_multiple_of(LINE);
         let (first, ring, finite) = match input {
             Input::Rows(_) => {
                 let cont = carry.next == Some(y0)
-                    && carry.buf.len() == taps * w
+                    && carry.buf.len() == taps * stride + LINE
                     && carry.flags.len() == taps;
                 carry.next = None;
-                carry.buf.resize(taps * w, 0.0);
+                carry.buf.resize(taps * stride + LINE, 0.0);
                 carry.flags.resize(taps, false);
+                let at = aligned(&carry.buf, 0);
                 (
                     if cont { 2 * kr } else { 0 },
-                    &mut carry.buf[..],
+                    &mut carry.buf[at..at + taps * stride],
                     &mut carry.flags[..],
                 )
             }
             Input::InPlace { .. } => (0, &mut [][..], &mut in_place_finite[..taps]),
         };
-        let slot = |y: usize| (y % taps) * w..(y % taps + 1) * w;
+        let slot = |y: usize| (y % taps) * stride..(y % taps) * stride + w;
         for t in first..rows + 2 * kr {
             // Window position t: image row y0 + t - kr, ring slot (y0 + t) % taps.
             let y = y0 as isize + t as isize - kr as isize;
