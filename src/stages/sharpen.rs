@@ -531,26 +531,40 @@ mod avx2 {
         let osv = _mm256_set1_ps(os);
         let o = out.as_mut_ptr();
         let (l, h) = (lo.as_mut_ptr().add(1), hi.as_mut_ptr().add(1));
+        // One vector of columns from `x`.
+        macro_rules! step {
+            ($x:expr) => {{
+                let x = $x;
+                let c = _mm256_loadu_ps(p[KR].add(x));
+                let u = _mm256_loadu_ps(p[KR - 1].add(x));
+                let d = _mm256_loadu_ps(p[KR + 1].add(x));
+                let mut a = _mm256_mul_ps(c, hv[0]);
+                a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_add_ps(u, d), hv[1]));
+                for j in 2..=KR {
+                    let s = _mm256_add_ps(
+                        _mm256_loadu_ps(p[KR - j].add(x)),
+                        _mm256_loadu_ps(p[KR + j].add(x)),
+                    );
+                    a = _mm256_add_ps(a, _mm256_mul_ps(s, hv[j]));
+                }
+                _mm256_storeu_ps(o.add(x), a);
+                // min_ps(c, u) = c < u ? c : u, as the scalar code.
+                let mn = _mm256_min_ps(d, _mm256_min_ps(c, u));
+                let mx = _mm256_max_ps(d, _mm256_max_ps(c, u));
+                _mm256_storeu_ps(l.add(x), _mm256_sub_ps(mn, osv));
+                _mm256_storeu_ps(h.add(x), _mm256_add_ps(mx, osv));
+            }};
+        }
         let mut x = x0;
+        // Two vectors per turn: the loop's own work and the reloads of
+        // row pointers the registers cannot hold count once per 16 columns.
+        while x + 16 <= x1 {
+            step!(x);
+            step!(x + 8);
+            x += 16;
+        }
         while x + 8 <= x1 {
-            let c = _mm256_loadu_ps(p[KR].add(x));
-            let u = _mm256_loadu_ps(p[KR - 1].add(x));
-            let d = _mm256_loadu_ps(p[KR + 1].add(x));
-            let mut a = _mm256_mul_ps(c, hv[0]);
-            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_add_ps(u, d), hv[1]));
-            for j in 2..=KR {
-                let s = _mm256_add_ps(
-                    _mm256_loadu_ps(p[KR - j].add(x)),
-                    _mm256_loadu_ps(p[KR + j].add(x)),
-                );
-                a = _mm256_add_ps(a, _mm256_mul_ps(s, hv[j]));
-            }
-            _mm256_storeu_ps(o.add(x), a);
-            // min_ps(c, u) = c < u ? c : u, as the scalar code.
-            let mn = _mm256_min_ps(d, _mm256_min_ps(c, u));
-            let mx = _mm256_max_ps(d, _mm256_max_ps(c, u));
-            _mm256_storeu_ps(l.add(x), _mm256_sub_ps(mn, osv));
-            _mm256_storeu_ps(h.add(x), _mm256_add_ps(mx, osv));
+            step!(x);
             x += 8;
         }
         x
@@ -578,35 +592,48 @@ mod avx2 {
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
         let zero = _mm256_setzero_ps();
+        // One vector of columns from `x`.
+        macro_rules! step {
+            ($x:expr) => {{
+                let x = $x;
+                let mut bl = _mm256_mul_ps(_mm256_loadu_ps(v.add(x)), hv[0]);
+                // Indexed (not an iterator over `hv`): the loop stays
+                // unrolled with the taps in registers.
+                #[allow(clippy::needless_range_loop)]
+                for j in 1..=KR {
+                    let s = _mm256_add_ps(
+                        _mm256_loadu_ps(v.add(x).sub(j)),
+                        _mm256_loadu_ps(v.add(x + j)),
+                    );
+                    bl = _mm256_add_ps(bl, _mm256_mul_ps(s, hv[j]));
+                }
+                let y = _mm256_loadu_ps(yp.add(x));
+                let d = _mm256_sub_ps(y, bl);
+                let m = _mm256_sub_ps(_mm256_and_ps(d, abs), thr);
+                // max_ps(m, 0) = m > 0 ? m : 0, as the scalar code.
+                let m = _mm256_max_ps(m, zero);
+                let dt = _mm256_or_ps(m, _mm256_and_ps(d, sign));
+                let ny = _mm256_add_ps(y, _mm256_mul_ps(amount, dt));
+                let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 1)), _mm256_loadu_ps(lp.add(x)));
+                let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 2)), l);
+                let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 1)), _mm256_loadu_ps(hp.add(x)));
+                let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 2)), h);
+                let ny = _mm256_min_ps(h, _mm256_max_ps(l, ny));
+                let dl = _mm256_sub_ps(ny, y);
+                _mm256_storeu_ps(dr.add(x), _mm256_add_ps(_mm256_loadu_ps(sr.add(x)), dl));
+                _mm256_storeu_ps(dg.add(x), _mm256_add_ps(_mm256_loadu_ps(sg.add(x)), dl));
+                _mm256_storeu_ps(db.add(x), _mm256_add_ps(_mm256_loadu_ps(sb.add(x)), dl));
+            }};
+        }
         let mut x = x0;
+        // Two vectors per turn (as the vertical pass).
+        while x + 16 <= x1 {
+            step!(x);
+            step!(x + 8);
+            x += 16;
+        }
         while x + 8 <= x1 {
-            let mut bl = _mm256_mul_ps(_mm256_loadu_ps(v.add(x)), hv[0]);
-            // Indexed (not an iterator over `hv`): the loop stays unrolled
-            // with the taps in registers.
-            #[allow(clippy::needless_range_loop)]
-            for j in 1..=KR {
-                let s = _mm256_add_ps(
-                    _mm256_loadu_ps(v.add(x).sub(j)),
-                    _mm256_loadu_ps(v.add(x + j)),
-                );
-                bl = _mm256_add_ps(bl, _mm256_mul_ps(s, hv[j]));
-            }
-            let y = _mm256_loadu_ps(yp.add(x));
-            let d = _mm256_sub_ps(y, bl);
-            let m = _mm256_sub_ps(_mm256_and_ps(d, abs), thr);
-            // max_ps(m, 0) = m > 0 ? m : 0, as the scalar code.
-            let m = _mm256_max_ps(m, zero);
-            let dt = _mm256_or_ps(m, _mm256_and_ps(d, sign));
-            let ny = _mm256_add_ps(y, _mm256_mul_ps(amount, dt));
-            let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 1)), _mm256_loadu_ps(lp.add(x)));
-            let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 2)), l);
-            let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 1)), _mm256_loadu_ps(hp.add(x)));
-            let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 2)), h);
-            let ny = _mm256_min_ps(h, _mm256_max_ps(l, ny));
-            let dl = _mm256_sub_ps(ny, y);
-            _mm256_storeu_ps(dr.add(x), _mm256_add_ps(_mm256_loadu_ps(sr.add(x)), dl));
-            _mm256_storeu_ps(dg.add(x), _mm256_add_ps(_mm256_loadu_ps(sg.add(x)), dl));
-            _mm256_storeu_ps(db.add(x), _mm256_add_ps(_mm256_loadu_ps(sb.add(x)), dl));
+            step!(x);
             x += 8;
         }
         x
