@@ -286,7 +286,8 @@ impl Mask {
         let (lo, rest) = rest[at..].split_at_mut(w + 2);
         let at = aligned(rest, 1) - 1;
         let (hi, rest) = rest[at..].split_at_mut(w + 2);
-        let (blur, copy) = rest.split_at_mut(w);
+        let (blur, rest) = rest.split_at_mut(w);
+        let copy = &mut rest[..3 * w];
         // Window rows already in the ring (a continued call: the 2 kr rows
         // above y0 + kr), and whether each slot's row is all finite.
         let mut in_place_finite = [false; 2 * MAX_KR + 1];
