@@ -43,7 +43,7 @@ use crate::frame::quantize::{
     par_samples, quantize_rows, Depth, EncodedImage, RowsOut, SampleStream, Samples,
 };
 use crate::frame::{ColorSpace, Mosaic, SensorSamples, Value};
-use crate::stages::row_kernel::{Encoder, Header, RowKernel, RowSource};
+use crate::stages::row_kernel::{Encoder, Header, RowKernel, RowSource, StencilCarry};
 use crate::stages::{take_image, take_mosaic, ROWS_PER_TASK};
 
 /// Output rows per parallel work item of a demosaicking segment: a band
@@ -540,8 +540,10 @@ impl Segment {
         let mut made = MosaicRows::new(&self.kernels[..dm], m);
         // This thread's buffers from its last band (taken, so a band run
         // re-entrantly on the same thread starts with empty ones).
-        let (mut data, mut scratch, spare) =
+        let (mut data, mut scratch, spare, mut carry) =
             BAND_BUFS.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        // The stencil's calls on this band continue from one another.
+        carry.restart();
         let mut prev_rows = 0; // rows of the tile in `data`
         let mut sink = sink;
         let mut kept = Strips {
@@ -648,7 +650,7 @@ impl Segment {
                 let ([r, g, b], quantized) = sink.strip(span, &mut scratch);
                 let t0 = Instant::now();
                 let rows = Rows { kept: &kept, w, h };
-                f(&rows, next_out, [&mut *r, &mut *g, &mut *b]);
+                f(&rows, next_out, [&mut *r, &mut *g, &mut *b], &mut carry);
                 add(&times[st], t0);
                 self.run_image(st + 1, usize::MAX, [&mut *r, &mut *g, &mut *b], times);
                 if let Some(q) = quantized {
@@ -662,15 +664,16 @@ impl Segment {
         }
         let mut spare = kept.spare;
         spare.extend(kept.strips.into_iter().map(|(_, _, buf)| buf));
-        BAND_BUFS.with(|b| *b.borrow_mut() = (data, scratch, spare));
+        BAND_BUFS.with(|b| *b.borrow_mut() = (data, scratch, spare, carry));
     }
 }
 
 /// The band buffers of [`Segment::demosaic_band`]: the tile rows, the
-/// scratch strip and the stencil's spare strips. Kept per thread from band
-/// to band and frame to frame, so a band does not allocate and zero them
-/// again (every sample is written before it is read).
-type BandBufs = (Vec<f32>, Vec<f32>, Vec<Vec<f32>>);
+/// scratch strip, the stencil's spare strips and its carry (restarted per
+/// band). Kept per thread from band to band and frame to frame, so a band
+/// does not allocate and zero them again (every sample is written before
+/// it is read).
+type BandBufs = (Vec<f32>, Vec<f32>, Vec<Vec<f32>>, StencilCarry);
 
 thread_local! {
     static BAND_BUFS: std::cell::RefCell<BandBufs> = std::cell::RefCell::new(Default::default());

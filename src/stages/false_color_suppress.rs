@@ -191,7 +191,7 @@ impl Stage for FalseColorSuppress {
             return Ok(None);
         };
         let halo = filter.rad;
-        let f: StencilFn = Box::new(move |src, y0, out| {
+        let f: StencilFn = Box::new(move |src, y0, out, _carry| {
             SCRATCH.with(|s| filter.strip(src, y0, out, &mut s.borrow_mut()))
         });
         Ok(Some((RowKernel::Stencil { halo, f }, input.clone())))

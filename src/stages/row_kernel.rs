@@ -177,11 +177,40 @@ pub trait RowSource {
     fn row(&self, c: usize, y: isize) -> &[f32];
 }
 
-/// Image -> image over a neighbourhood: `f(rows, y0, [r, g, b])` writes
-/// every sample of output rows `y0 ..` (each plane `rows * width`,
+/// Image -> image over a neighbourhood: `f(rows, y0, [r, g, b], carry)`
+/// writes every sample of output rows `y0 ..` (each plane `rows * width`,
 /// row-major) from the input's rows within the kernel's halo, read
-/// through `rows`.
-pub type StencilFn = Box<dyn Fn(&dyn RowSource, usize, [&mut [f32]; 3]) + Send + Sync>;
+/// through `rows`; `carry` is working memory kept from call to call (see
+/// [`StencilCarry`]).
+pub type StencilFn =
+    Box<dyn Fn(&dyn RowSource, usize, [&mut [f32]; 3], &mut StencilCarry) + Send + Sync>;
+
+/// What an image stencil may keep from one call to the next: values it
+/// computed from the input rows of its last call (such as the
+/// luminance of the rows its next call needs as context above).
+///
+/// The caller hands the same carry to consecutive calls on the rows of one
+/// frame, and calls [`StencilCarry::restart`] before any other call (a new
+/// band, a new frame, another thread's rows): a kernel may then trust what
+/// it left in `buf` and `flags` when `next` equals the first row it is asked
+/// for, and must not otherwise.
+#[derive(Debug, Default)]
+pub struct StencilCarry {
+    /// The image row the kernel's last call stopped before, once it left
+    /// values it can continue from; `None` after a restart.
+    pub next: Option<usize>,
+    /// The kernel's values (its own layout).
+    pub buf: Vec<f32>,
+    /// The kernel's flags (its own layout).
+    pub flags: Vec<bool>,
+}
+
+impl StencilCarry {
+    /// Forgets the kept values (the buffers stay allocated for reuse).
+    pub fn restart(&mut self) {
+        self.next = None;
+    }
+}
 
 /// Image -> encoded planes: `f(y0, [r, g, b], parts)` encodes image rows
 /// `y0 ..` (each plane `rows * width`; `y0` and `rows` whole groups of

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde::Deserialize;
 
-use super::row_kernel::{Header, RowKernel, RowShape, RowSource, StencilFn};
+use super::row_kernel::{Header, RowKernel, RowShape, RowSource, StencilCarry, StencilFn};
 use super::{check_range, one_input, parse_params, take_image, RunCtx, Stage};
 use crate::backend::cpu::reflect;
 use crate::error::{Error, Result};
@@ -149,7 +149,18 @@ impl Stage for Sharpen {
                     finite: fin,
                     h,
                 };
-                SCRATCH.with(|s| mask.strip(input, w, k * STRIP, [r, g, b], &mut s.borrow_mut()));
+                // The in-place path reads the frame's luminance: no carry.
+                let mut carry = StencilCarry::default();
+                SCRATCH.with(|s| {
+                    mask.strip(
+                        input,
+                        w,
+                        k * STRIP,
+                        [r, g, b],
+                        &mut s.borrow_mut(),
+                        &mut carry,
+                    )
+                });
             });
         Ok(Value::Image(img.into()))
     }
@@ -162,8 +173,9 @@ impl Stage for Sharpen {
     }
 
     /// The unsharp mask as a stencil: per strip, the luminance of the
-    /// strip's rows and their halo, then the same arithmetic as the
-    /// whole-frame path (identical pixels).
+    /// strip's rows and their halo (the rows above kept in the carry from
+    /// the call before, when it was the strip above), then the same
+    /// arithmetic as the whole-frame path (identical pixels).
     fn row_kernel(&self, input: &Header) -> Result<Option<(RowKernel, Header)>> {
         if input.space().is_none() {
             return Err(Error::invalid("expected an image"));
@@ -172,7 +184,7 @@ impl Stage for Sharpen {
         let mask = self.mask.clone();
         let kr = mask.kr();
         let skip = w < 2 || h < 2 || self.p.amount == 0.0;
-        let f: StencilFn = Box::new(move |src, y0, [r, g, b]| {
+        let f: StencilFn = Box::new(move |src, y0, [r, g, b], carry| {
             if skip {
                 for (c, plane) in [r, g, b].into_iter().enumerate() {
                     for (y, dst) in (y0..).zip(plane.chunks_exact_mut(w)) {
@@ -183,7 +195,16 @@ impl Stage for Sharpen {
                 }
                 return;
             }
-            SCRATCH.with(|s| mask.strip(Input::Rows(src), w, y0, [r, g, b], &mut s.borrow_mut()));
+            SCRATCH.with(|s| {
+                mask.strip(
+                    Input::Rows(src),
+                    w,
+                    y0,
+                    [r, g, b],
+                    &mut s.borrow_mut(),
+                    carry,
+                )
+            });
         });
         Ok(Some((RowKernel::Stencil { halo: kr, f }, input.clone())))
     }
@@ -197,6 +218,16 @@ thread_local! {
 
 /// Most blur taps on each side (`radius` 5 needs 15).
 const MAX_KR: usize = 15;
+
+/// Floats per 64-byte cache line.
+const LINE: usize = 16;
+
+/// The first index `i` in `at .. at + LINE` where a cache line starts in
+/// `buf`'s memory (the caller leaves room for the skipped values).
+fn aligned(buf: &[f32], at: usize) -> usize {
+    let line = (buf.as_ptr() as usize / std::mem::size_of::<f32>() + at) % LINE;
+    at + (LINE - line) % LINE
+}
 
 /// The mask's per-frame constants: Gaussian taps (`kernel[k]` is the
 /// weight at offset `k - kr`), gain, threshold and overshoot (image
@@ -218,11 +249,13 @@ impl Mask {
     /// Sharpens the image rows `y0 ..` of `out` (planar rows of R, G, B,
     /// `w` wide) from `input`. The luminance rows of the window (image
     /// rows `y0 - kr ..`, mirrored) stream through a ring of `2 kr + 1`
-    /// rows; per output row, the window's vertical blur (padded with
-    /// `kr` mirrored columns each side) and its 3-row luminance minima
-    /// and maxima in one pass, then the horizontal blur, threshold and
-    /// clamp per pixel ([`apply_row`]). `scratch` is reused working
-    /// memory.
+    /// rows in `carry` (image row `y` in slot `(y + kr) % (2 kr + 1)`; a
+    /// call that continues the carry's last one finds the `2 kr` rows
+    /// above its first there and computes only the rows below); per output
+    /// row, [`mask_row`] (the window's vertical blur, padded with `kr`
+    /// mirrored columns each side, and its 3-row luminance minima and
+    /// maxima, then the horizontal blur, threshold and clamp per pixel,
+    /// chunk by chunk). `scratch` is reused working memory.
     fn strip(
         &self,
         input: Input,
@@ -230,6 +263,7 @@ impl Mask {
         y0: usize,
         [r, g, b]: [&mut [f32]; 3],
         scratch: &mut Vec<f32>,
+        carry: &mut StencilCarry,
     ) {
         let kr = self.kernel.len() / 2;
         let taps = 2 * kr + 1;
@@ -240,44 +274,68 @@ impl Mask {
         // The taps from the centre out: half[j] weighs offsets -j and +j.
         let half = &self.kernel[kr..];
         let k = [self.amount, self.thr, self.os];
-        // Ring slots of the window rows (luminance computed from segment
-        // rows; the in-place path reads the frame's plane), the padded
-        // vertical blur, the padded widened ranges, the blur for rows
-        // with non-finite values and the output row's input copy.
-        let ring = match input {
-            Input::Rows(_) => taps * w,
-            Input::InPlace { .. } => 0,
+        // The padded vertical blur, the padded widened ranges (column 0 of
+        // each on a cache line: the vector loads of their centre taps do
+        // not straddle two), the blur for rows with non-finite values and
+        // the in-place path's copy of its input.
+        scratch.resize((w + 2 * kr) + 2 * (w + 2) + 4 * w + 3 * LINE, 0.0);
+        let rest = &mut scratch[..];
+        let at = aligned(rest, kr) - kr;
+        let (vb, rest) = rest[at..].split_at_mut(w + 2 * kr);
+        let at = aligned(rest, 1) - 1;
+        let (lo, rest) = rest[at..].split_at_mut(w + 2);
+        let at = aligned(rest, 1) - 1;
+        let (hi, rest) = rest[at..].split_at_mut(w + 2);
+        let (blur, rest) = rest.split_at_mut(w);
+        let copy = &mut rest[..3 * w];
+        // Window rows already in the ring (a continued call: the 2 kr rows
+        // above y0 + kr), and whether each slot's row is all finite.
+        let mut in_place_finite = [false; 2 * MAX_KR + 1];
+        // Ring rows start on cache lines (`stride` floats apart; the
+        // buffer keeps its address while its length does, so a continued
+        // call finds its rows at the same offset).
+        let stride = w.next_multiple_of(LINE);
+        let (first, ring, finite) = match input {
+            Input::Rows(_) => {
+                let cont = carry.next == Some(y0)
+                    && carry.buf.len() == taps * stride + LINE
+                    && carry.flags.len() == taps;
+                carry.next = None;
+                carry.buf.resize(taps * stride + LINE, 0.0);
+                carry.flags.resize(taps, false);
+                let at = aligned(&carry.buf, 0);
+                (
+                    if cont { 2 * kr } else { 0 },
+                    &mut carry.buf[at..at + taps * stride],
+                    &mut carry.flags[..],
+                )
+            }
+            Input::InPlace { .. } => (0, &mut [][..], &mut in_place_finite[..taps]),
         };
-        scratch.resize(ring + (w + 2 * kr) + 2 * (w + 2) + 4 * w, 0.0);
-        let (luma, rest) = scratch.split_at_mut(ring);
-        let (vb, rest) = rest.split_at_mut(w + 2 * kr);
-        let (lo, rest) = rest.split_at_mut(w + 2);
-        let (hi, rest) = rest.split_at_mut(w + 2);
-        let (blur, copy) = rest.split_at_mut(w);
-        let mut finite = [false; 2 * MAX_KR + 1];
-        let at = |t: usize| (t % taps) * w..(t % taps + 1) * w;
-        for t in 0..rows + 2 * kr {
+        let slot = |y: usize| (y % taps) * stride..(y % taps) * stride + w;
+        for t in first..rows + 2 * kr {
+            // Window position t: image row y0 + t - kr, ring slot (y0 + t) % taps.
             let y = y0 as isize + t as isize - kr as isize;
-            finite[t % taps] = match input {
+            finite[(y0 + t) % taps] = match input {
                 Input::Rows(src) => luma_row_wide(
                     src.row(0, y),
                     src.row(1, y),
                     src.row(2, y),
-                    &mut luma[at(t)],
+                    &mut ring[slot(y0 + t)],
                 ),
                 Input::InPlace { finite, h, .. } => finite[reflect(y, h as isize)],
             };
             let Some(oy) = t.checked_sub(2 * kr) else {
                 continue;
             };
-            // Output row oy: window rows oy ..= t, centre oy + kr.
-            let luma = &*luma;
+            // Output row oy: window positions oy ..= t, centre oy + kr.
+            let ring = &*ring;
             let win: [&[f32]; 2 * MAX_KR + 1] = std::array::from_fn(|i| {
                 if i >= taps {
                     return &[][..];
                 }
                 match input {
-                    Input::Rows(_) => &luma[at(oy + i)],
+                    Input::Rows(_) => &ring[slot(y0 + oy + i)],
                     Input::InPlace { luma, h, .. } => {
                         let sy = reflect((y0 + oy + i) as isize - kr as isize, h as isize);
                         &luma[sy * w..(sy + 1) * w]
@@ -285,36 +343,49 @@ impl Mask {
                 }
             });
             let win = &win[..taps];
-            vblur_row(win, half, self.os, &mut vb[kr..kr + w], lo, hi);
-            mirror_pad(vb, kr);
             let o = oy * w..(oy + 1) * w;
             let out = [&mut r[o.clone()], &mut g[o.clone()], &mut b[o]];
-            let (src_rows, out) = match input {
+            let src_rows = match input {
                 Input::Rows(src) => {
                     let y = (y0 + oy) as isize;
-                    ([src.row(0, y), src.row(1, y), src.row(2, y)], out)
+                    Some([src.row(0, y), src.row(1, y), src.row(2, y)])
                 }
-                Input::InPlace { .. } => {
+                Input::InPlace { .. } => None,
+            };
+            let src_rows = match src_rows {
+                Some(rows) => rows,
+                None => {
                     let (cr, cgb) = copy.split_at_mut(w);
                     let (cg, cb) = cgb.split_at_mut(w);
                     for (d, s) in [&mut *cr, &mut *cg, &mut *cb].into_iter().zip(&out) {
                         d.copy_from_slice(&s[..w]);
                     }
-                    ([&*cr, &*cg, &*cb], out)
+                    [&*cr, &*cg, &*cb]
                 }
             };
-            if (oy..=t).all(|u| finite[u % taps]) {
-                apply_row(vb, half, lo, hi, win[kr], src_rows, out, k);
-            } else {
-                for (x, v) in blur.iter_mut().enumerate() {
-                    *v = hblur_at(vb, half, x);
-                }
-                let near = [win[kr - 1], win[kr], win[kr + 1]];
-                apply_row_exact(near, blur, src_rows, out, k);
+            if (oy..=t).all(|u| finite[(y0 + u) % taps]) {
+                let ranges = [&mut *vb, &mut *lo, &mut *hi];
+                mask_row(win, half, k, ranges, src_rows, out);
+                continue;
             }
+            vblur_row(win, half, self.os, &mut vb[kr..kr + w], lo, hi);
+            mirror_pad(vb, kr);
+            for (x, v) in blur.iter_mut().enumerate() {
+                *v = hblur_at(vb, half, x);
+            }
+            let near = [win[kr - 1], win[kr], win[kr + 1]];
+            apply_row_exact(near, blur, src_rows, out, k);
+        }
+        if let Input::Rows(_) = input {
+            carry.next = Some(y0 + rows);
         }
     }
 }
+
+/// Columns per step of [`mask_row`]: the vertical pass of one chunk, then
+/// the mask of the chunk before it, so the blurred values and ranges they
+/// pass on (3 KB per chunk) are read back from the L1 cache.
+const CHUNK: usize = 256;
 
 /// Where [`Mask::strip`] reads its rows.
 #[derive(Clone, Copy)]
@@ -426,11 +497,148 @@ fn apply_tail(
 }
 
 /// The AVX2 copies of [`vblur_tail`] and [`apply_tail`], `KR` taps each
-/// side (unrolled per radius by [`by_kr`]).
+/// side (unrolled per radius by [`by_kr`]), and of [`mask_row`].
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::MAX_KR;
+    use super::{CHUNK, MAX_KR};
     use std::arch::x86_64::*;
+
+    /// The window rows' pointers and the taps as vectors.
+    type Taps = ([*const f32; 2 * MAX_KR + 1], [__m256; MAX_KR + 1]);
+
+    #[inline(always)]
+    unsafe fn taps(rows: &[&[f32]], half: &[f32]) -> Taps {
+        let mut p = [std::ptr::null::<f32>(); 2 * MAX_KR + 1];
+        for (p, r) in p.iter_mut().zip(rows) {
+            *p = r.as_ptr();
+        }
+        let mut hv = [_mm256_setzero_ps(); MAX_KR + 1];
+        for (h, &c) in hv.iter_mut().zip(half) {
+            *h = _mm256_set1_ps(c);
+        }
+        (p, hv)
+    }
+
+    /// [`super::vblur_tail`] on whole vectors of the columns `x0 .. x1`;
+    /// returns the first column not done.
+    #[inline(always)]
+    unsafe fn vblur_span<const KR: usize>(
+        (p, hv): &Taps,
+        os: f32,
+        [out, lo, hi]: [&mut [f32]; 3],
+        x0: usize,
+        x1: usize,
+    ) -> usize {
+        let osv = _mm256_set1_ps(os);
+        let o = out.as_mut_ptr();
+        let (l, h) = (lo.as_mut_ptr().add(1), hi.as_mut_ptr().add(1));
+        // One vector of columns from `x`.
+        macro_rules! step {
+            ($x:expr) => {{
+                let x = $x;
+                let c = _mm256_loadu_ps(p[KR].add(x));
+                let u = _mm256_loadu_ps(p[KR - 1].add(x));
+                let d = _mm256_loadu_ps(p[KR + 1].add(x));
+                let mut a = _mm256_mul_ps(c, hv[0]);
+                a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_add_ps(u, d), hv[1]));
+                for j in 2..=KR {
+                    let s = _mm256_add_ps(
+                        _mm256_loadu_ps(p[KR - j].add(x)),
+                        _mm256_loadu_ps(p[KR + j].add(x)),
+                    );
+                    a = _mm256_add_ps(a, _mm256_mul_ps(s, hv[j]));
+                }
+                _mm256_storeu_ps(o.add(x), a);
+                // min_ps(c, u) = c < u ? c : u, as the scalar code.
+                let mn = _mm256_min_ps(d, _mm256_min_ps(c, u));
+                let mx = _mm256_max_ps(d, _mm256_max_ps(c, u));
+                _mm256_storeu_ps(l.add(x), _mm256_sub_ps(mn, osv));
+                _mm256_storeu_ps(h.add(x), _mm256_add_ps(mx, osv));
+            }};
+        }
+        let mut x = x0;
+        // Two vectors per turn: the loop's own work and the reloads of
+        // row pointers the registers cannot hold count once per 16 columns.
+        while x + 16 <= x1 {
+            step!(x);
+            step!(x + 8);
+            x += 16;
+        }
+        while x + 8 <= x1 {
+            step!(x);
+            x += 8;
+        }
+        x
+    }
+
+    /// [`super::apply_tail`] on whole vectors of the columns `x0 .. x1`;
+    /// returns the first column not done.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn apply_span<const KR: usize>(
+        (_, hv): &Taps,
+        [vb, lo, hi, mid]: [&[f32]; 4],
+        src: [&[f32]; 3],
+        [r, g, b]: [&mut [f32]; 3],
+        k: [f32; 2],
+        x0: usize,
+        x1: usize,
+    ) -> usize {
+        let v = vb.as_ptr().add(KR);
+        let (lp, hp, yp) = (lo.as_ptr(), hi.as_ptr(), mid.as_ptr());
+        let [sr, sg, sb] = src.map(|s| s.as_ptr());
+        let (dr, dg, db) = (r.as_mut_ptr(), g.as_mut_ptr(), b.as_mut_ptr());
+        let amount = _mm256_set1_ps(k[0]);
+        let thr = _mm256_set1_ps(k[1]);
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+        let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+        let zero = _mm256_setzero_ps();
+        // One vector of columns from `x`.
+        macro_rules! step {
+            ($x:expr) => {{
+                let x = $x;
+                let mut bl = _mm256_mul_ps(_mm256_loadu_ps(v.add(x)), hv[0]);
+                // Indexed (not an iterator over `hv`): the loop stays
+                // unrolled with the taps in registers.
+                #[allow(clippy::needless_range_loop)]
+                for j in 1..=KR {
+                    let s = _mm256_add_ps(
+                        _mm256_loadu_ps(v.add(x).sub(j)),
+                        _mm256_loadu_ps(v.add(x + j)),
+                    );
+                    bl = _mm256_add_ps(bl, _mm256_mul_ps(s, hv[j]));
+                }
+                let y = _mm256_loadu_ps(yp.add(x));
+                let d = _mm256_sub_ps(y, bl);
+                let m = _mm256_sub_ps(_mm256_and_ps(d, abs), thr);
+                // max_ps(m, 0) = m > 0 ? m : 0, as the scalar code.
+                let m = _mm256_max_ps(m, zero);
+                let dt = _mm256_or_ps(m, _mm256_and_ps(d, sign));
+                let ny = _mm256_add_ps(y, _mm256_mul_ps(amount, dt));
+                let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 1)), _mm256_loadu_ps(lp.add(x)));
+                let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 2)), l);
+                let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 1)), _mm256_loadu_ps(hp.add(x)));
+                let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 2)), h);
+                let ny = _mm256_min_ps(h, _mm256_max_ps(l, ny));
+                let dl = _mm256_sub_ps(ny, y);
+                _mm256_storeu_ps(dr.add(x), _mm256_add_ps(_mm256_loadu_ps(sr.add(x)), dl));
+                _mm256_storeu_ps(dg.add(x), _mm256_add_ps(_mm256_loadu_ps(sg.add(x)), dl));
+                _mm256_storeu_ps(db.add(x), _mm256_add_ps(_mm256_loadu_ps(sb.add(x)), dl));
+            }};
+        }
+        let mut x = x0;
+        // Two vectors per turn (as the vertical pass).
+        while x + 16 <= x1 {
+            step!(x);
+            step!(x + 8);
+            x += 16;
+        }
+        while x + 8 <= x1 {
+            step!(x);
+            x += 8;
+        }
+        x
+    }
 
     /// [`super::vblur_tail`] 8 columns at a time.
     ///
@@ -445,40 +653,9 @@ mod avx2 {
         os: f32,
         [out, lo, hi]: [&mut [f32]; 3],
     ) {
+        let t = taps(rows, half);
         let w = out.len();
-        let mut p = [std::ptr::null::<f32>(); 2 * MAX_KR + 1];
-        for (p, r) in p.iter_mut().zip(rows) {
-            *p = r.as_ptr();
-        }
-        let mut hv = [_mm256_setzero_ps(); MAX_KR + 1];
-        for (h, &c) in hv.iter_mut().zip(half) {
-            *h = _mm256_set1_ps(c);
-        }
-        let osv = _mm256_set1_ps(os);
-        let o = out.as_mut_ptr();
-        let (l, h) = (lo.as_mut_ptr().add(1), hi.as_mut_ptr().add(1));
-        let mut x = 0;
-        while x + 8 <= w {
-            let c = _mm256_loadu_ps(p[KR].add(x));
-            let u = _mm256_loadu_ps(p[KR - 1].add(x));
-            let d = _mm256_loadu_ps(p[KR + 1].add(x));
-            let mut a = _mm256_mul_ps(c, hv[0]);
-            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_add_ps(u, d), hv[1]));
-            for j in 2..=KR {
-                let s = _mm256_add_ps(
-                    _mm256_loadu_ps(p[KR - j].add(x)),
-                    _mm256_loadu_ps(p[KR + j].add(x)),
-                );
-                a = _mm256_add_ps(a, _mm256_mul_ps(s, hv[j]));
-            }
-            _mm256_storeu_ps(o.add(x), a);
-            // min_ps(c, u) = c < u ? c : u, as the scalar code.
-            let mn = _mm256_min_ps(d, _mm256_min_ps(c, u));
-            let mx = _mm256_max_ps(d, _mm256_max_ps(c, u));
-            _mm256_storeu_ps(l.add(x), _mm256_sub_ps(mn, osv));
-            _mm256_storeu_ps(h.add(x), _mm256_add_ps(mx, osv));
-            x += 8;
-        }
+        let x = vblur_span::<KR>(&t, os, [&mut *out, &mut *lo, &mut *hi], 0, w);
         super::vblur_tail(rows, half, os, [out, lo, hi], x);
     }
 
@@ -500,52 +677,73 @@ mod avx2 {
         [r, g, b]: [&mut [f32]; 3],
         k: [f32; 2],
     ) {
+        let t = taps(&[], half);
         let w = mid.len();
-        let mut hv = [_mm256_setzero_ps(); MAX_KR + 1];
-        for (h, &c) in hv.iter_mut().zip(half) {
-            *h = _mm256_set1_ps(c);
-        }
-        let v = vb.as_ptr().add(KR);
-        let (lp, hp, yp) = (lo.as_ptr(), hi.as_ptr(), mid.as_ptr());
-        let [sr, sg, sb] = src.map(|s| s.as_ptr());
-        let (dr, dg, db) = (r.as_mut_ptr(), g.as_mut_ptr(), b.as_mut_ptr());
-        let amount = _mm256_set1_ps(k[0]);
-        let thr = _mm256_set1_ps(k[1]);
-        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-        let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
-        let zero = _mm256_setzero_ps();
-        let mut x = 0;
-        while x + 8 <= w {
-            let mut bl = _mm256_mul_ps(_mm256_loadu_ps(v.add(x)), hv[0]);
-            // Indexed (not an iterator over `hv`): the loop stays unrolled
-            // with the taps in registers.
-            #[allow(clippy::needless_range_loop)]
-            for j in 1..=KR {
-                let s = _mm256_add_ps(
-                    _mm256_loadu_ps(v.add(x).sub(j)),
-                    _mm256_loadu_ps(v.add(x + j)),
-                );
-                bl = _mm256_add_ps(bl, _mm256_mul_ps(s, hv[j]));
-            }
-            let y = _mm256_loadu_ps(yp.add(x));
-            let d = _mm256_sub_ps(y, bl);
-            let m = _mm256_sub_ps(_mm256_and_ps(d, abs), thr);
-            // max_ps(m, 0) = m > 0 ? m : 0, as the scalar code.
-            let m = _mm256_max_ps(m, zero);
-            let dt = _mm256_or_ps(m, _mm256_and_ps(d, sign));
-            let ny = _mm256_add_ps(y, _mm256_mul_ps(amount, dt));
-            let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 1)), _mm256_loadu_ps(lp.add(x)));
-            let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 2)), l);
-            let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 1)), _mm256_loadu_ps(hp.add(x)));
-            let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 2)), h);
-            let ny = _mm256_min_ps(h, _mm256_max_ps(l, ny));
-            let dl = _mm256_sub_ps(ny, y);
-            _mm256_storeu_ps(dr.add(x), _mm256_add_ps(_mm256_loadu_ps(sr.add(x)), dl));
-            _mm256_storeu_ps(dg.add(x), _mm256_add_ps(_mm256_loadu_ps(sg.add(x)), dl));
-            _mm256_storeu_ps(db.add(x), _mm256_add_ps(_mm256_loadu_ps(sb.add(x)), dl));
-            x += 8;
-        }
+        let out = [&mut *r, &mut *g, &mut *b];
+        let x = apply_span::<KR>(&t, [vb, lo, hi, mid], src, out, k, 0, w);
         super::apply_tail(vb, half, lo, hi, mid, src, [r, g, b], k, x);
+    }
+
+    /// [`super::mask_row`]: per chunk of [`CHUNK`] columns, the vertical
+    /// pass, then the mask of the chunk before (whose horizontal taps reach
+    /// into this one), the pads once their columns exist.
+    ///
+    /// # Safety
+    /// The CPU has AVX2; `half.len() == KR + 1 <= MAX_KR + 1`, `KR <
+    /// CHUNK`, `rows.len() == 2 KR + 1`; the rows, `src` and `out` `w`
+    /// long, `vb` `w + 2 KR`, `lo` and `hi` `w + 2`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn mask_row<const KR: usize>(
+        rows: &[&[f32]],
+        half: &[f32],
+        k: [f32; 3],
+        [vb, lo, hi]: [&mut [f32]; 3],
+        src: [&[f32]; 3],
+        [r, g, b]: [&mut [f32]; 3],
+    ) {
+        let w = r.len();
+        let t = taps(rows, half);
+        let mid = rows[KR];
+        let km = [k[0], k[1]];
+        let chunks = w.div_ceil(CHUNK);
+        for c in 0..chunks {
+            let (x0, x1) = (c * CHUNK, ((c + 1) * CHUNK).min(w));
+            let ranges = [&mut vb[KR..KR + w], &mut *lo, &mut *hi];
+            let x = vblur_span::<KR>(&t, k[2], ranges, x0, x1);
+            if c == 0 {
+                lo[0] = lo[1];
+                hi[0] = hi[1];
+                if chunks > 1 {
+                    // Columns 1 ..= KR are in this chunk.
+                    super::mirror_left(vb, KR);
+                }
+            }
+            if c + 1 < chunks {
+                if c > 0 {
+                    let (ranges, out) = ([&*vb, &*lo, &*hi, mid], [&mut *r, &mut *g, &mut *b]);
+                    apply_span::<KR>(&t, ranges, src, out, km, x0 - CHUNK, x0);
+                }
+                continue;
+            }
+            // The last chunk: the columns left of the vertical pass, the
+            // right pads (and the left ones of a one-chunk row), the masks
+            // still to do.
+            super::vblur_tail(rows, half, k[2], [&mut vb[KR..KR + w], lo, hi], x);
+            lo[w + 1] = lo[w];
+            hi[w + 1] = hi[w];
+            if chunks == 1 {
+                super::mirror_left(vb, KR);
+            }
+            super::mirror_right(vb, KR);
+            let ranges = [&*vb, &*lo, &*hi, mid];
+            if c > 0 {
+                let out = [&mut *r, &mut *g, &mut *b];
+                apply_span::<KR>(&t, ranges, src, out, km, x0 - CHUNK, x0);
+            }
+            let out = [&mut *r, &mut *g, &mut *b];
+            let x = apply_span::<KR>(&t, ranges, src, out, km, x0, x1);
+            super::apply_tail(vb, half, lo, hi, mid, src, [r, g, b], km, x);
+        }
     }
 }
 
@@ -573,10 +771,52 @@ macro_rules! by_kr {
     };
 }
 
-/// [`vblur_tail`] over the row, `out` `w` wide, `lo` and `hi` `w + 2`
-/// with their ends repeated (the clamp's range at the frame's left and
-/// right columns covers two columns).
-fn vblur_row(
+/// One output row whose window rows are all finite: `win` the `2 kr + 1`
+/// luminance rows (`w` wide, centre `win[kr]`), `k` = (amount, threshold,
+/// overshoot), `vb` (`w + 2 kr`), `lo` and `hi` (`w + 2`) working rows,
+/// `src` the row's R, G, B and `out` its sharpened R, G, B. The same values
+/// as [`vblur_row`], [`mirror_pad`] and [`apply_row`] over the whole row;
+/// the AVX2 copy makes them [`CHUNK`] columns at a time, so what the
+/// vertical pass hands the mask is still in the L1 cache.
+fn mask_row(
+    win: &[&[f32]],
+    half: &[f32],
+    k: [f32; 3],
+    [vb, lo, hi]: [&mut [f32]; 3],
+    src: [&[f32]; 3],
+    [r, g, b]: [&mut [f32]; 3],
+) {
+    let kr = half.len().saturating_sub(1);
+    let w = r.len();
+    if kr == 0
+        || kr > MAX_KR
+        || win.len() != 2 * kr + 1
+        || win.iter().any(|row| row.len() != w)
+        || vb.len() != w + 2 * kr
+        || lo.len() != w + 2
+        || hi.len() != w + 2
+        || src.iter().any(|p| p.len() != w)
+        || [&*g, &*b].iter().any(|p| p.len() != w)
+    {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::backend::simd::has_avx2() {
+        use avx2::mask_row;
+        let (ranges, out) = ([vb, lo, hi], [r, g, b]);
+        // SAFETY: AVX2 checked at run time; the lengths just above (kr <=
+        // MAX_KR < CHUNK).
+        unsafe { by_kr!(kr, mask_row(win, half, k, ranges, src, out)) };
+        return;
+    }
+    vblur_row(win, half, k[2], &mut vb[kr..kr + w], lo, hi);
+    mirror_pad(vb, kr);
+    apply_row(vb, half, lo, hi, win[kr], src, [r, g, b], k);
+}
+
+/// [`vblur_tail`] over the columns of `out`: the rows `out.len()` wide,
+/// `lo` and `hi` two longer (their first and last values are not written).
+fn vblur_cols(
     rows: &[&[f32]],
     half: &[f32],
     os: f32,
@@ -599,12 +839,30 @@ fn vblur_row(
     if crate::backend::simd::has_avx2() {
         use avx2::vblur;
         // SAFETY: AVX2 checked at run time; the lengths just above.
-        unsafe { by_kr!(kr, vblur(rows, half, os, [&mut *out, &mut *lo, &mut *hi])) };
+        unsafe { by_kr!(kr, vblur(rows, half, os, [out, lo, hi])) };
     } else {
-        vblur_tail(rows, half, os, [&mut *out, &mut *lo, &mut *hi], 0);
+        vblur_tail(rows, half, os, [out, lo, hi], 0);
     }
     #[cfg(not(target_arch = "x86_64"))]
-    vblur_tail(rows, half, os, [&mut *out, &mut *lo, &mut *hi], 0);
+    vblur_tail(rows, half, os, [out, lo, hi], 0);
+}
+
+/// [`vblur_tail`] over the row, `out` `w` wide, `lo` and `hi` `w + 2`
+/// with their ends repeated (the clamp's range at the frame's left and
+/// right columns covers two columns).
+fn vblur_row(
+    rows: &[&[f32]],
+    half: &[f32],
+    os: f32,
+    out: &mut [f32],
+    lo: &mut [f32],
+    hi: &mut [f32],
+) {
+    let w = out.len();
+    if lo.len() != w + 2 || hi.len() != w + 2 {
+        return;
+    }
+    vblur_cols(rows, half, os, out, lo, hi);
     lo[0] = lo[1];
     hi[0] = hi[1];
     lo[w + 1] = lo[w];
@@ -649,9 +907,23 @@ fn apply_row(
 /// Fills a padded row's `kr` values beyond each end by mirroring
 /// (`row[kr + x]` is column `x` of `row.len() - 2 kr`).
 fn mirror_pad(row: &mut [f32], kr: usize) {
+    mirror_left(row, kr);
+    mirror_right(row, kr);
+}
+
+/// [`mirror_pad`]'s left end (reads columns `1 ..= kr` when the row is
+/// wider than `kr`).
+fn mirror_left(row: &mut [f32], kr: usize) {
     let w = row.len() - 2 * kr;
     for k in 0..kr {
         row[kr - 1 - k] = row[kr + reflect(-(k as isize) - 1, w as isize)];
+    }
+}
+
+/// [`mirror_pad`]'s right end.
+fn mirror_right(row: &mut [f32], kr: usize) {
+    let w = row.len() - 2 * kr;
+    for k in 0..kr {
         row[kr + w + k] = row[kr + reflect((w + k) as isize, w as isize)];
     }
 }
@@ -908,39 +1180,83 @@ mod tests {
         }
     }
 
+    /// Strips of every height, each call continuing the carry of the one
+    /// before (as the fused runner makes them) or starting afresh, on a
+    /// frame narrower than a chunk and one of three chunks (the last
+    /// narrower than the blur's reach).
     #[test]
     fn stencil_kernel_equals_the_whole_frame_path_on_any_values() {
-        let (w, h) = (45, 31);
-        let mut img = image(w, h, &texture);
-        // Non-finite values take the by-definition path of their rows.
-        img.data[7 * w + 3] = f32::NAN;
-        img.data[w * h + 19 * w + 30] = f32::INFINITY;
-        let v = serde_json::json!({ "amount": 0.9, "radius": 1.2, "threshold": 0.002 });
+        for (w, h) in [(45, 31), (2 * CHUNK + 3, 23)] {
+            let mut img = image(w, h, &texture);
+            // Non-finite values take the by-definition path of their rows.
+            img.data[7 * w + 3] = f32::NAN;
+            img.data[w * h + 19 * w + 30] = f32::INFINITY;
+            let v = serde_json::json!({ "amount": 0.9, "radius": 1.2, "threshold": 0.002 });
+            let want = run(v.clone(), img.clone()).data;
+            let st = compile(v).unwrap();
+            let (Some((RowKernel::Stencil { halo, f }, _)), Some(shape)) = (
+                st.row_kernel(&Header::of(&Value::Image(img.clone().into())).unwrap())
+                    .unwrap(),
+                st.row_shape(),
+            ) else {
+                panic!("sharpen has a stencil kernel");
+            };
+            assert_eq!(halo, shape.halo);
+            for strip in [1, 4, 16, 31] {
+                for keep in [false, true] {
+                    let mut got = vec![-1f32; 3 * w * h];
+                    let n = w * h;
+                    let (r, gb) = got.split_at_mut(n);
+                    let (g, b) = gb.split_at_mut(n);
+                    let mut carry = StencilCarry::default();
+                    for ((k, r), (g, b)) in r
+                        .chunks_mut(strip * w)
+                        .enumerate()
+                        .zip(g.chunks_mut(strip * w).zip(b.chunks_mut(strip * w)))
+                    {
+                        if !keep {
+                            carry.restart();
+                        }
+                        f(&Whole(&img), k * strip, [r, g, b], &mut carry);
+                    }
+                    let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "{w}x{h}, strips of {strip}, {keep}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A carry left by other rows of the frame (not the strip just above)
+    /// is not used: the output is the same as from a fresh one.
+    #[test]
+    fn stencil_ignores_a_carry_from_other_rows() {
+        let (w, h) = (40, 30);
+        let img = image(w, h, &texture);
+        let v = serde_json::json!({ "amount": 1.5, "radius": 1.0, "threshold": 0.0 });
         let want = run(v.clone(), img.clone()).data;
         let st = compile(v).unwrap();
-        let (Some((RowKernel::Stencil { halo, f }, _)), Some(shape)) = (
-            st.row_kernel(&Header::of(&Value::Image(img.clone().into())).unwrap())
-                .unwrap(),
-            st.row_shape(),
-        ) else {
+        let Some((RowKernel::Stencil { f, .. }, _)) = st
+            .row_kernel(&Header::of(&Value::Image(img.clone().into())).unwrap())
+            .unwrap()
+        else {
             panic!("sharpen has a stencil kernel");
         };
-        assert_eq!(halo, shape.halo);
-        for strip in [1, 4, 16, 31] {
-            let mut got = vec![-1f32; 3 * w * h];
-            let n = w * h;
+        let n = w * h;
+        let mut got = vec![-1f32; 3 * n];
+        let mut carry = StencilCarry::default();
+        // Rows 20 .. 30 first, then 0 .. 10 and 10 .. 20 (continuing).
+        for y0 in [20, 0, 10] {
+            let rows = y0 * w..(y0 + 10) * w;
             let (r, gb) = got.split_at_mut(n);
             let (g, b) = gb.split_at_mut(n);
-            for ((k, r), (g, b)) in r
-                .chunks_mut(strip * w)
-                .enumerate()
-                .zip(g.chunks_mut(strip * w).zip(b.chunks_mut(strip * w)))
-            {
-                f(&Whole(&img), k * strip, [r, g, b]);
-            }
-            let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&got), bits(&want), "strips of {strip}");
+            let out = [&mut r[rows.clone()], &mut g[rows.clone()], &mut b[rows]];
+            f(&Whole(&img), y0, out, &mut carry);
         }
+        assert_eq!(got, want);
     }
 
     fn split3(o: &mut [f32], w: usize) -> [&mut [f32]; 3] {
@@ -1003,6 +1319,60 @@ mod tests {
                 );
                 let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&o1), bits(&o2), "apply, radius {radius}, {w} wide");
+            }
+        }
+    }
+
+    /// The chunked row ([`mask_row`], from the segment's rows or in
+    /// place) against the scalar definition over the whole row: identical
+    /// bits for rows of one chunk, a chunk and a bit, and several chunks
+    /// whose last is narrower than the blur's reach.
+    #[test]
+    fn chunked_rows_equal_the_whole_row_definition() {
+        for radius in [0.3f32, 1.0, 5.0] {
+            let kern = gaussian(radius);
+            let kr = kern.len() / 2;
+            let half = &kern[kr..];
+            for w in [9usize, CHUNK, CHUNK + 1, 2 * CHUNK + 2, 3 * CHUNK - 5] {
+                let img = image(w, 2 * kr + 1, &texture);
+                let n = w * (2 * kr + 1);
+                let rows: Vec<&[f32]> = (0..2 * kr + 1)
+                    .map(|y| &img.data[n + y * w..n + (y + 1) * w])
+                    .collect();
+                let k = [2.5, 0.001, 0.004];
+                // The definition: every column's vertical pass, the pads,
+                // then every column's mask.
+                let (mut vb, mut lo, mut hi) =
+                    (vec![0f32; w + 2 * kr], vec![0f32; w + 2], vec![0f32; w + 2]);
+                vblur_tail(
+                    &rows,
+                    half,
+                    k[2],
+                    [&mut vb[kr..kr + w], &mut lo[..], &mut hi[..]],
+                    0,
+                );
+                (lo[0], hi[0], lo[w + 1], hi[w + 1]) = (lo[1], hi[1], lo[w], hi[w]);
+                mirror_pad(&mut vb, kr);
+                let src: [&[f32]; 3] = std::array::from_fn(|c| &img.data[c * n..c * n + w]);
+                let mut want = vec![0f32; 3 * w];
+                apply_tail(
+                    &vb,
+                    half,
+                    &lo,
+                    &hi,
+                    rows[kr],
+                    src,
+                    split3(&mut want, w),
+                    [k[0], k[1]],
+                    0,
+                );
+                let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let mut got = vec![0f32; 3 * w];
+                let mut work = [vec![0f32; w + 2 * kr], vec![0f32; w + 2], vec![0f32; w + 2]];
+                let [a, b, c] = &mut work;
+                mask_row(&rows, half, k, [a, b, c], src, split3(&mut got, w));
+                assert_eq!(bits(&got), bits(&want), "radius {radius}, {w} wide");
+                assert_ne!(got, src.concat(), "the mask did something");
             }
         }
     }
