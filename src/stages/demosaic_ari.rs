@@ -493,7 +493,56 @@ struct Lap<'a> {
     /// Laplacian of the input.
     lp: &'a [f32],
     /// 1.0 where the input's Laplacian uses only observed samples.
-    mask: &'a [f32],
+    mask: &'a Mask,
+}
+
+/// A 0/1 mask with the CFA's 2 x 2 period, `pat[y & 1][x & 1]`, held as
+/// its two distinct rows (`w` samples each) instead of a plane.
+struct Mask {
+    w: usize,
+    pat: [[f32; 2]; 2],
+    rows: Vec<f32>,
+}
+
+impl Mask {
+    fn new(pat: [[f32; 2]; 2], w: usize) -> Mask {
+        let rows = (0..2 * w)
+            .map(|k| pat[k / w.max(1)][(k % w.max(1)) & 1])
+            .collect();
+        Mask { w, pat, rows }
+    }
+
+    /// Row `y` (`w` samples).
+    #[inline(always)]
+    fn row(&self, y: usize) -> &[f32] {
+        let o = (y & 1) * self.w;
+        &self.rows[o..o + self.w]
+    }
+
+    /// `1 - mask`.
+    fn complement(&self) -> Mask {
+        Mask::new(self.pat.map(|r| r.map(|v| 1.0 - v)), self.w)
+    }
+
+    /// The mask of the transposed plane (rows of `h`, the plane's height).
+    fn transposed(&self, h: usize) -> Mask {
+        let p = self.pat;
+        Mask::new([[p[0][0], p[1][0]], [p[0][1], p[1][1]]], h)
+    }
+
+    /// Sums of the mask over the zero-padded windows `x - rx ..= x + rx`
+    /// of a row of parity `ph`, for every `x` (integers, exact in `f32`).
+    fn window_counts(&self, ph: usize, rx: usize, out: &mut [f32]) {
+        let w = self.w;
+        for (x, o) in out[..w].iter_mut().enumerate() {
+            let (lo, hi) = (x.saturating_sub(rx), (x + rx).min(w - 1));
+            // Even and odd columns in lo..=hi.
+            let n = hi - lo + 1;
+            let even = (hi / 2 + 1) - lo.div_ceil(2);
+            let odd = n - even;
+            *o = even as f32 * self.pat[ph & 1][0] + odd as f32 * self.pat[ph & 1][1];
+        }
+    }
 }
 
 /// How a guided filter fits its slope: covariance (RI) or Laplacian
@@ -515,15 +564,16 @@ enum Moment<'a> {
     /// `a b`.
     Mul(&'a [f32], &'a [f32]),
     /// `a b m`.
-    Mul3(&'a [f32], &'a [f32], &'a [f32]),
+    Mul3(&'a [f32], &'a [f32], &'a Mask),
     /// `a² m`.
-    SqMask(&'a [f32], &'a [f32]),
+    SqMask(&'a [f32], &'a Mask),
 }
 
 impl Moment<'_> {
-    /// Writes the quantity over the samples `rr` of its planes into `o`.
+    /// Writes the quantity over row `y` of its `w`-wide planes into `o`.
     #[inline(always)]
-    fn row(&self, rr: std::ops::Range<usize>, o: &mut [f32]) {
+    fn row(&self, y: usize, w: usize, o: &mut [f32]) {
+        let rr = y * w..(y + 1) * w;
         match *self {
             Moment::Copy(a) => o.copy_from_slice(&a[rr]),
             Moment::Sq(a) => {
@@ -537,13 +587,13 @@ impl Moment<'_> {
                 }
             }
             Moment::Mul3(a, b, m) => {
-                let it = o.iter_mut().zip(&a[rr.clone()]).zip(&b[rr.clone()]);
-                for (((o, &a), &b), &m) in it.zip(&m[rr]) {
+                let it = o.iter_mut().zip(&a[rr.clone()]).zip(&b[rr]);
+                for (((o, &a), &b), &m) in it.zip(m.row(y)) {
                     *o = a * b * m;
                 }
             }
             Moment::SqMask(a, m) => {
-                for ((o, &a), &m) in o.iter_mut().zip(&a[rr.clone()]).zip(&m[rr]) {
+                for ((o, &a), &m) in o.iter_mut().zip(&a[rr]).zip(m.row(y)) {
                     *o = a * a * m;
                 }
             }
@@ -689,20 +739,21 @@ fn guided_rows(
     let d = ry * sy;
     let span = 2 * d + 1;
     // Quantities: 0 sum i, 1 sum p, 2 sum i², 3 sum p², 4 sum i p, then per
-    // MLRI filter: sum li lp m, sum li² m, sum m.
+    // MLRI filter: sum li lp m, sum li² m (sum m, a count, from the
+    // mask's pattern: `hcount`).
     let lap_at: Vec<Option<usize>> = {
         let mut next = 5;
         fits.iter()
             .map(|f| match f {
                 Fit::Ri => None,
                 Fit::Mlri(_) => {
-                    next += 3;
-                    Some(next - 3)
+                    next += 2;
+                    Some(next - 2)
                 }
             })
             .collect()
     };
-    let nq = 5 + 3 * lap_at.iter().flatten().count();
+    let nq = 5 + 2 * lap_at.iter().flatten().count();
     let nf = fits.len();
     let mut ra = Ring::new(nq, span, w, pool);
     let mut rb = Ring::new(3 * nf, span, w, pool);
@@ -717,6 +768,17 @@ fn guided_rows(
     for (x, v) in icx.iter_mut().enumerate() {
         *v = 1.0 / count_in(x, rx, 1, w) as f32;
     }
+    // Per filter, the horizontal window sums of its mask in rows of
+    // either parity (`2 w`; zeros for RI, which has no mask).
+    let mut hcount = pool.filled(2 * nf * w, 0.0);
+    for (f, hc) in fits.iter().zip(hcount.chunks_exact_mut(2 * w)) {
+        if let Fit::Mlri(l) = f {
+            let (h0, h1) = hc.split_at_mut(w);
+            l.mask.window_counts(0, rx, h0);
+            l.mask.window_counts(1, rx, h1);
+        }
+    }
+    let mut ln = pool.filled(w, 0.0);
     // The quantities whose window sums stage 1 takes.
     let mut srcs = vec![
         Moment::Copy(i),
@@ -729,7 +791,6 @@ fn guided_rows(
         if let Fit::Mlri(l) = f {
             srcs.push(Moment::Mul3(l.li, l.lp, l.mask));
             srcs.push(Moment::SqMask(l.li, l.mask));
-            srcs.push(Moment::Copy(l.mask));
         }
     }
     for t in 0..h + 2 * d {
@@ -743,7 +804,7 @@ fn guided_rows(
                         continue;
                     }
                 }
-                src.row(rr, padded(&mut buf, rx, w));
+                src.row(t, w, padded(&mut buf, rx, w));
                 window_sum(&mut buf, len, &mut tmp, ra.row_mut(q, t));
             }
         }
@@ -755,6 +816,15 @@ fn guided_rows(
                 ra.vsum(q, y, h, win, &mut vs[q * w..(q + 1) * w]);
             }
             let icy = 1.0 / count_in(y, ry, sy, h) as f32;
+            // Rows of either parity in the window.
+            let mut rows_of = [0usize; 2];
+            for j in 0..2 * ry + 1 {
+                let yy = (y + j * sy).checked_sub(ry * sy);
+                if let Some(yy) = yy.filter(|&yy| yy < h) {
+                    rows_of[yy & 1] += 1;
+                }
+            }
+            let rows_of = rows_of.map(|n| n as f32);
             let (s_i, rest) = vs.split_at(w);
             let (s_p, rest) = rest.split_at(w);
             let (s_ii, rest) = rest.split_at(w);
@@ -776,8 +846,12 @@ fn guided_rows(
                     (Fit::Mlri(_), Some(q)) => {
                         let l1 = &laps[(q - 5) * w..(q - 4) * w];
                         let l2 = &laps[(q - 4) * w..(q - 3) * w];
-                        let ln = &laps[(q - 3) * w..(q - 2) * w];
-                        fit_row::<true>(mo, [l1, l2, ln], &icx, icy, c, (ca, cb, cw));
+                        // The window sum of the mask: a count, exact.
+                        let (h0, h1) = hcount[2 * k * w..2 * (k + 1) * w].split_at(w);
+                        for ((o, &c0), &c1) in ln.iter_mut().zip(h0).zip(h1) {
+                            *o = rows_of[0] * c0 + rows_of[1] * c1;
+                        }
+                        fit_row::<true>(mo, [l1, l2, &ln], &icx, icy, c, (ca, cb, cw));
                     }
                     _ => fit_row::<false>(mo, [si; 3], &icx, icy, c, (ca, cb, cw)),
                 }
@@ -802,7 +876,7 @@ fn guided_rows(
             }
         }
     }
-    pool.put([ra.data, rb.data, buf, tmp, vs, coef, icx]);
+    pool.put([ra.data, rb.data, buf, tmp, vs, coef, icx, hcount, ln]);
 }
 
 /// The per-window fits of one row: window sums `[i, p, i², p², i p]`,
@@ -980,19 +1054,19 @@ impl RoundRows {
     /// interpolated residuals) into `gg2` and, when `both`, `cc2`; where
     /// the smoothed criterion of this round beats `crit`, `crit` and
     /// `best` take it and the new green. Needs the criterion rows up to
-    /// `y + 2`. `inp` = planes (mosaic, is_g, is_c, tg, tc).
+    /// `y + 2`. `inp` = (mosaic, is_g, is_c, tg, tc).
     #[inline(always)]
     #[allow(clippy::type_complexity)]
     fn update(
         &mut self,
         y: usize,
-        (m, is_g, is_c, tg, tc): (&[f32], &[f32], &[f32], &[f32], &[f32]),
+        (m, is_g, is_c, tg, tc): (&[f32], &Mask, &Mask, &[f32], &[f32]),
         both: bool,
         (gg2, cc2, crit, best): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
     ) {
         let (w, h) = (self.w, self.h);
         let rr = y * w..(y + 1) * w;
-        let (mr, gmask, cmask) = (&m[rr.clone()], &is_g[rr.clone()], &is_c[rr.clone()]);
+        let (mr, gmask, cmask) = (&m[rr.clone()], is_g.row(y), is_c.row(y));
         let (tgr, tcr) = (&tg[rr.clone()], &tc[rr.clone()]);
         let (rg, rc) = (&mut self.r0[..w], &mut self.r1[..w]);
         for x in 0..w {
@@ -1071,8 +1145,8 @@ struct Round<'a> {
     both: bool,
     /// This round's guides (green, other channel).
     old: (&'a [f32], &'a [f32]),
-    /// Mosaic, is_g, is_c planes.
-    inp: (&'a [f32], &'a [f32], &'a [f32]),
+    /// Mosaic plane, is_g, is_c masks.
+    inp: (&'a [f32], &'a Mask, &'a Mask),
     /// Tentative green and other channel.
     tent: (&'a mut [f32], &'a mut [f32]),
     /// Next round's guides, the running criterion minimum and its green.
@@ -1127,7 +1201,7 @@ impl CoefSink for Round<'_> {
 }
 
 /// Horizontal-direction green of the ARI green step on a `w x h` plane
-/// whose rows alternate green and one other colour. `is_g[k]` is 1.0 at
+/// whose rows alternate green and one other colour. `is_g` is 1.0 at
 /// green sites. Returns the RI and MLRI green planes (valid at non-green
 /// sites) and their selection criteria.
 ///
@@ -1139,7 +1213,7 @@ impl CoefSink for Round<'_> {
 #[allow(clippy::too_many_arguments)]
 fn green_dir(
     m: &[f32],
-    is_g: &[f32],
+    is_g: &Mask,
     guide: Option<&[f32]>,
     w: usize,
     h: usize,
@@ -1148,10 +1222,7 @@ fn green_dir(
     pool: &mut Pool,
 ) -> [(Vec<f32>, Vec<f32>); 2] {
     let n = w * h;
-    let mut is_c = pool.get(n);
-    for (o, &g) in is_c.iter_mut().zip(is_g) {
-        *o = 1.0 - g;
-    }
+    let is_c = is_g.complement();
     // Initial guides: 1-D linear interpolation along the rows.
     let mut g0 = pool.get(n);
     let mut c0 = pool.get(n);
@@ -1159,7 +1230,7 @@ fn green_dir(
     for y in 0..h {
         let rr = y * w..(y + 1) * w;
         hmean_row(&m[rr.clone()], &mut lin);
-        let (mr, gm) = (&m[rr.clone()], &is_g[rr.clone()]);
+        let (mr, gm) = (&m[rr.clone()], is_g.row(y));
         let (g0r, c0r) = (&mut g0[rr.clone()], &mut c0[rr]);
         for x in 0..w {
             let site = gm[x] > 0.5;
@@ -1236,7 +1307,7 @@ fn green_dir(
         pool.put([gg, cc]);
         *slot = (best, crit);
     }
-    pool.put([is_c, g0, c0, lin, lg, lc, tg, tc, gg2, cc2]);
+    pool.put([g0, c0, lin, lg, lc, tg, tc, gg2, cc2]);
     out
 }
 
@@ -1409,7 +1480,7 @@ fn rb_plane(
         lap_lattice(&gl, wl, hl, pool),
         lap_lattice(&cl, wl, hl, pool),
     );
-    let ones = pool.filled(nl, 1.0);
+    let ones = Mask::new([[1.0; 2]; 2], wl);
     let win = Win {
         rx: r,
         ry: r,
@@ -1460,7 +1531,7 @@ fn rb_plane(
             *o = a * gv + b + r;
         }
     }
-    pool.put([gl, cl, lg, lc, ones, ma, mb, res, vrow, hrow]);
+    pool.put([gl, cl, lg, lc, ma, mb, res, vrow, hrow]);
     out
 }
 
@@ -1482,13 +1553,10 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Po
     let m = &t.data;
     let c = Consts::new(unit);
     pool.put(std::mem::take(&mut s.out));
-    let mut is_g = pool.get(n);
-    for (y, row) in is_g.chunks_exact_mut(w).enumerate() {
-        let par = [0, 1].map(|x| f32::from(u8::from(t.cfa.color_at(y, x) == 1)));
-        for (x, v) in row.iter_mut().enumerate() {
-            *v = par[x & 1];
-        }
-    }
+    let is_g = Mask::new(
+        [0, 1].map(|y| [0, 1].map(|x| f32::from(u8::from(t.cfa.color_at(y, x) == 1)))),
+        w,
+    );
     let sched = Sched {
         iters: p.iterations,
         step: p.window_step,
@@ -1508,20 +1576,20 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Po
     let r = rb_plane(m, &g, w, h, (ry, rx), p.rb_radius, c, pool);
     let b = rb_plane(m, &g, w, h, (by, bx), p.rb_radius, c, pool);
     if !p.rb_directional {
-        pool.put([is_g]);
         s.out = [r, g, b];
         return;
     }
     // Second step: R (B) at green sites by the directional adaptive
     // residual interpolation, R (B) now known at every non-green site.
-    let mut not_g = pool.get(n);
-    for (o, &v) in not_g.iter_mut().zip(&is_g) {
-        *o = 1.0 - v;
-    }
+    let not_g = is_g.complement();
     let rb_at_g = |plane: Vec<f32>, pool: &mut Pool| -> Vec<f32> {
         let mut pm = pool.get(n);
-        for (k, o) in pm.iter_mut().enumerate() {
-            *o = if is_g[k] > 0.5 { g[k] } else { plane[k] };
+        for (y, prow) in pm.chunks_exact_mut(w).enumerate() {
+            let rr = y * w..(y + 1) * w;
+            let it = prow.iter_mut().zip(is_g.row(y)).zip(&g[rr.clone()]);
+            for (((o, &site), &gv), &pv) in it.zip(&plane[rr]) {
+                *o = if site > 0.5 { gv } else { pv };
+            }
         }
         let out = adaptive_hv(&pm, &not_g, Some(&g), w, h, sched, c, pool);
         pool.put([pm, plane]);
@@ -1529,7 +1597,6 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Po
     };
     let r = rb_at_g(r, pool);
     let b = rb_at_g(b, pool);
-    pool.put([is_g, not_g]);
     s.out = [r, g, b];
 }
 
@@ -1541,7 +1608,7 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Po
 #[allow(clippy::too_many_arguments)]
 fn adaptive_hv(
     m: &[f32],
-    is_t: &[f32],
+    is_t: &Mask,
     guide: Option<&[f32]>,
     w: usize,
     h: usize,
@@ -1552,11 +1619,11 @@ fn adaptive_hv(
     let n = w * h;
     let [(ri_h, cr_ri_h), (ml_h, cr_ml_h)] = green_dir(m, is_t, guide, w, h, sched, c, pool);
     let mt = transpose(m, w, h, pool);
-    let is_tt = transpose(is_t, w, h, pool);
+    let is_tt = is_t.transposed(h);
     let gt = guide.map(|g| transpose(g, w, h, pool));
     let [(ri_vt, cr_ri_vt), (ml_vt, cr_ml_vt)] =
         green_dir(&mt, &is_tt, gt.as_deref(), h, w, sched, c, pool);
-    pool.put([mt, is_tt]);
+    pool.put([mt]);
     if let Some(gt) = gt {
         pool.put([gt]);
     }
@@ -1570,17 +1637,21 @@ fn adaptive_hv(
     );
     pool.put([ri_vt, cr_ri_vt, ml_vt, cr_ml_vt]);
     let mut g = pool.get(n);
-    let (m, is_t) = (&m[..n], &is_t[..n]);
+    let m = &m[..n];
     let ests = [&ri_h[..n], &ri_v[..n], &ml_h[..n], &ml_v[..n]];
     let crits = [&cr_ri_h[..n], &cr_ri_v[..n], &cr_ml_h[..n], &cr_ml_v[..n]];
-    for (k, o) in g.iter_mut().enumerate() {
-        let (mut num, mut den) = (0f32, 0f32);
-        for (e, cr) in ests.iter().zip(&crits) {
-            let wt = 1.0 / (cr[k] + c.crit_eps);
-            num += wt * e[k];
-            den += wt;
+    for (y, grow) in g.chunks_exact_mut(w).enumerate() {
+        let trow = is_t.row(y);
+        for (x, o) in grow.iter_mut().enumerate() {
+            let k = y * w + x;
+            let (mut num, mut den) = (0f32, 0f32);
+            for (e, cr) in ests.iter().zip(&crits) {
+                let wt = 1.0 / (cr[k] + c.crit_eps);
+                num += wt * e[k];
+                den += wt;
+            }
+            *o = if trow[x] > 0.5 { m[k] } else { num / den };
         }
-        *o = if is_t[k] > 0.5 { m[k] } else { num / den };
     }
     pool.put([ri_h, cr_ri_h, ml_h, cr_ml_h, ri_v, cr_ri_v, ml_v, cr_ml_v]);
     g
