@@ -489,11 +489,55 @@ fn sum_rows(rows: &[&[f32]], out: &mut [f32]) {
 #[derive(Clone, Copy)]
 struct Lap<'a> {
     /// Laplacian of the guide.
-    li: &'a [f32],
+    li: LapOf<'a>,
     /// Laplacian of the input.
-    lp: &'a [f32],
+    lp: LapOf<'a>,
     /// 1.0 where the input's Laplacian uses only observed samples.
     mask: &'a Mask,
+}
+
+/// Where the rows of a Laplacian come from.
+#[derive(Clone, Copy)]
+enum LapOf<'a> {
+    /// A plane of Laplacians.
+    Plane(&'a [f32]),
+    /// The horizontal Laplacians ([`lap_row`]) of a plane's rows, each
+    /// computed as the filter reaches its row (no Laplacian plane).
+    Rows(&'a [f32]),
+}
+
+/// Where [`guided_rows`] finds a Laplacian's row: a plane's row
+/// (`Err(plane)`) or its row buffer `Ok(j)`, `j` indexing `planes`, the
+/// distinct planes whose Laplacian rows it computes (each once per row).
+fn lap_slot<'a>(
+    s: LapOf<'a>,
+    planes: &mut Vec<&'a [f32]>,
+) -> std::result::Result<usize, &'a [f32]> {
+    match s {
+        LapOf::Plane(p) => Err(p),
+        LapOf::Rows(p) => match planes.iter().position(|&q| std::ptr::eq(q, p)) {
+            Some(j) => Ok(j),
+            None => {
+                planes.push(p);
+                Ok(planes.len() - 1)
+            }
+        },
+    }
+}
+
+/// Row `y` (`w` samples) of a Laplacian located by [`lap_slot`]; `rows`
+/// holds the computed rows, `w` each.
+#[inline(always)]
+fn lap_row_of<'a>(
+    s: std::result::Result<usize, &'a [f32]>,
+    rows: &'a [f32],
+    y: usize,
+    w: usize,
+) -> &'a [f32] {
+    match s {
+        Ok(j) => &rows[j * w..(j + 1) * w],
+        Err(p) => &p[y * w..(y + 1) * w],
+    }
 }
 
 /// A 0/1 mask with the CFA's 2 x 2 period, `pat[y & 1][x & 1]`, held as
@@ -563,10 +607,6 @@ enum Moment<'a> {
     Sq(&'a [f32]),
     /// `a b`.
     Mul(&'a [f32], &'a [f32]),
-    /// `a b m`.
-    Mul3(&'a [f32], &'a [f32], &'a Mask),
-    /// `a² m`.
-    SqMask(&'a [f32], &'a Mask),
 }
 
 impl Moment<'_> {
@@ -584,17 +624,6 @@ impl Moment<'_> {
             Moment::Mul(a, b) => {
                 for ((o, &a), &b) in o.iter_mut().zip(&a[rr.clone()]).zip(&b[rr]) {
                     *o = a * b;
-                }
-            }
-            Moment::Mul3(a, b, m) => {
-                let it = o.iter_mut().zip(&a[rr.clone()]).zip(&b[rr]);
-                for (((o, &a), &b), &m) in it.zip(m.row(y)) {
-                    *o = a * b * m;
-                }
-            }
-            Moment::SqMask(a, m) => {
-                for ((o, &a), &m) in o.iter_mut().zip(&a[rr]).zip(m.row(y)) {
-                    *o = a * a * m;
                 }
             }
         }
@@ -779,7 +808,22 @@ fn guided_rows(
         }
     }
     let mut ln = pool.filled(w, 0.0);
-    // The quantities whose window sums stage 1 takes.
+    // Each MLRI filter's Laplacian rows (see `lap_slot`) and its mask.
+    let mut lap_planes: Vec<&[f32]> = Vec::new();
+    let lap_src: Vec<Option<_>> = fits
+        .iter()
+        .map(|f| match f {
+            Fit::Mlri(l) => Some((
+                lap_slot(l.li, &mut lap_planes),
+                lap_slot(l.lp, &mut lap_planes),
+                l.mask,
+            )),
+            Fit::Ri => None,
+        })
+        .collect();
+    let mut lrows = pool.filled(lap_planes.len() * w, 0.0);
+    // The quantities whose window sums stage 1 takes (then per MLRI
+    // filter li lp m and li² m).
     let mut srcs = vec![
         Moment::Copy(i),
         Moment::Copy(p),
@@ -787,12 +831,6 @@ fn guided_rows(
         Moment::Sq(p),
     ];
     srcs.push(Moment::Mul(i, p));
-    for f in fits {
-        if let Fit::Mlri(l) = f {
-            srcs.push(Moment::Mul3(l.li, l.lp, l.mask));
-            srcs.push(Moment::SqMask(l.li, l.mask));
-        }
-    }
     for t in 0..h + 2 * d {
         // Stage 1: horizontal sums of the moments of row t.
         if t < h {
@@ -806,6 +844,27 @@ fn guided_rows(
                 }
                 src.row(t, w, padded(&mut buf, rx, w));
                 window_sum(&mut buf, len, &mut tmp, ra.row_mut(q, t));
+            }
+            let rr = t * w..(t + 1) * w;
+            for (j, pl) in lap_planes.iter().enumerate() {
+                lap_row(&pl[rr.clone()], &mut lrows[j * w..(j + 1) * w]);
+            }
+            for (src, q) in lap_src.iter().zip(&lap_at) {
+                if let (Some((li, lp, mask)), Some(q)) = (*src, *q) {
+                    let li = lap_row_of(li, &lrows, t, w);
+                    let lp = lap_row_of(lp, &lrows, t, w);
+                    let m = mask.row(t);
+                    let o = padded(&mut buf, rx, w);
+                    for (((o, &a), &b), &m) in o.iter_mut().zip(li).zip(lp).zip(m) {
+                        *o = a * b * m;
+                    }
+                    window_sum(&mut buf, len, &mut tmp, ra.row_mut(q, t));
+                    let o = padded(&mut buf, rx, w);
+                    for ((o, &a), &m) in o.iter_mut().zip(li).zip(m) {
+                        *o = a * a * m;
+                    }
+                    window_sum(&mut buf, len, &mut tmp, ra.row_mut(q + 1, t));
+                }
             }
         }
         // Stage 2: window moments of row t - d, the per-window fits and
@@ -876,7 +935,7 @@ fn guided_rows(
             }
         }
     }
-    pool.put([ra.data, rb.data, buf, tmp, vs, coef, icx, hcount, ln]);
+    pool.put([ra.data, rb.data, buf, tmp, vs, coef, icx, hcount, ln, lrows]);
 }
 
 /// The per-window fits of one row: window sums `[i, p, i², p², i p]`,
@@ -968,17 +1027,17 @@ fn gauss5_row(row: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Horizontal Laplacian `2 v[x] - v[x-2] - v[x+2]` of every `w`-sample
-/// row of `v` into `o` (0 within 2 px of the row ends).
+/// Horizontal Laplacian `2 v[x] - v[x-2] - v[x+2]` of a row into `o`
+/// (same length; 0 within 2 px of the row's ends).
 #[inline(always)]
-fn lap_rows(v: &[f32], w: usize, o: &mut [f32]) {
-    for (orow, row) in o.chunks_exact_mut(w).zip(v.chunks_exact(w)) {
-        orow.fill(0.0);
-        if w > 4 {
-            let it = orow[2..w - 2].iter_mut().zip(&row[2..w - 2]);
-            for ((o, &v), (&l, &r)) in it.zip(row[..w - 4].iter().zip(&row[4..])) {
-                *o = 2.0 * v - l - r;
-            }
+fn lap_row(row: &[f32], o: &mut [f32]) {
+    let w = row.len().min(o.len());
+    let (row, o) = (&row[..w], &mut o[..w]);
+    o.fill(0.0);
+    if w > 4 {
+        let it = o[2..w - 2].iter_mut().zip(&row[2..w - 2]);
+        for ((o, &v), (&l, &r)) in it.zip(row[..w - 4].iter().zip(&row[4..])) {
+            *o = 2.0 * v - l - r;
         }
     }
 }
@@ -1241,7 +1300,6 @@ fn green_dir(
     if let Some(gd) = guide {
         c0.copy_from_slice(gd);
     }
-    let (mut lg, mut lc) = (pool.get(n), pool.get(n));
     let (mut tg, mut tc) = (pool.get(n), pool.get(n));
     let (mut gg2, mut cc2) = (pool.get(n), pool.get(n));
     let mut rows = RoundRows::new(w, h);
@@ -1269,17 +1327,15 @@ fn green_dir(
             // Tentative green from the other channel (filter 0) and, with
             // no guide given, the other channel from green (filter 1).
             let fits: [Fit; 2] = if mlri {
-                lap_rows(&gg, w, &mut lg);
-                lap_rows(&cc, w, &mut lc);
                 [
                     Fit::Mlri(Lap {
-                        li: &lc,
-                        lp: &lg,
+                        li: LapOf::Rows(&cc),
+                        lp: LapOf::Rows(&gg),
                         mask: is_g,
                     }),
                     Fit::Mlri(Lap {
-                        li: &lg,
-                        lp: &lc,
+                        li: LapOf::Rows(&gg),
+                        lp: LapOf::Rows(&cc),
                         mask: &is_c,
                     }),
                 ]
@@ -1307,7 +1363,7 @@ fn green_dir(
         pool.put([gg, cc]);
         *slot = (best, crit);
     }
-    pool.put([g0, c0, lin, lg, lc, tg, tc, gg2, cc2]);
+    pool.put([g0, c0, lin, tg, tc, gg2, cc2]);
     out
 }
 
@@ -1488,8 +1544,8 @@ fn rb_plane(
     };
     let (mut ma, mut mb) = (pool.get(nl), pool.get(nl));
     let fit = [Fit::Mlri(Lap {
-        li: &lg,
-        lp: &lc,
+        li: LapOf::Plane(&lg),
+        lp: LapOf::Plane(&lc),
         mask: &ones,
     })];
     let mut sink = Planes {
@@ -1860,6 +1916,40 @@ mod tests {
             &mut [0.0; 60],
             &mut [0.0; 40]
         ));
+    }
+
+    /// The mask's window counts against a plain sum of its rows, for
+    /// every pattern, parity, radius and short rows (windows past both
+    /// ends); the transposed and complementary masks against their
+    /// definitions.
+    #[test]
+    fn mask_window_counts_match_a_plain_sum() {
+        for bits in 0..16u32 {
+            let pat = [0, 1].map(|y| [0, 1].map(|x| ((bits >> (2 * y + x)) & 1) as f32));
+            for w in [1, 2, 3, 6, 11] {
+                let m = Mask::new(pat, w);
+                for ph in 0..2 {
+                    let row = m.row(ph);
+                    assert!(row.iter().enumerate().all(|(x, &v)| v == pat[ph][x & 1]));
+                    for rx in 0..=6 {
+                        let mut got = vec![f32::NAN; w];
+                        m.window_counts(ph, rx, &mut got);
+                        for (x, &g) in got.iter().enumerate() {
+                            let lo = x.saturating_sub(rx);
+                            let want: f32 = row[lo..(x + rx + 1).min(w)].iter().sum();
+                            assert_eq!(g, want, "{pat:?} w {w} ph {ph} rx {rx} x {x}");
+                        }
+                    }
+                }
+                let (t, c) = (m.transposed(5), m.complement());
+                for y in 0..2 {
+                    for x in 0..2.min(w) {
+                        assert_eq!(t.row(x)[y], pat[y][x]);
+                        assert_eq!(c.row(y)[x], 1.0 - pat[y][x]);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
