@@ -299,13 +299,6 @@ impl Pool {
         v
     }
 
-    /// A buffer holding a copy of `src`.
-    fn copy_of(&mut self, src: &[f32]) -> Vec<f32> {
-        let mut v = self.get(src.len());
-        v.copy_from_slice(src);
-        v
-    }
-
     /// Gives buffers back.
     fn put<const N: usize>(&mut self, vs: [Vec<f32>; N]) {
         self.free.extend(vs);
@@ -1113,14 +1106,17 @@ impl RoundRows {
     /// interpolated residuals) into `gg2` and, when `both`, `cc2`; where
     /// the smoothed criterion of this round beats `crit`, `crit` and
     /// `best` take it and the new green. Needs the criterion rows up to
-    /// `y + 2`. `inp` = (mosaic, is_g, is_c, tg, tc).
+    /// `y + 2`. `inp` = (mosaic, is_g, is_c, tg, tc). `FIRST` (the first
+    /// round): `crit` and `best` are not read but taken as `f32::MAX` and
+    /// `g0` (the initial green).
     #[inline(always)]
     #[allow(clippy::type_complexity)]
-    fn update(
+    fn update<const FIRST: bool>(
         &mut self,
         y: usize,
         (m, is_g, is_c, tg, tc): (&[f32], &Mask, &Mask, &[f32], &[f32]),
         both: bool,
+        g0: &[f32],
         (gg2, cc2, crit, best): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
     ) {
         let (w, h) = (self.w, self.h);
@@ -1171,6 +1167,7 @@ impl RoundRows {
             &gmask[..w],
             &tgr[..w],
         );
+        let g0r = &g0[rr.clone()][..w];
         for x in 0..w {
             let site = gmask[x] > 0.5;
             let g = if site { mr[x] } else { tgr[x] + hg[x] };
@@ -1178,9 +1175,14 @@ impl RoundRows {
             let s = 0.0 + k0 * c0[x] + k1 * c1[x] + k2 * c2[x] + k3 * c3[x] + k4 * c4[x];
             let d = 0.0 + k0 * d0[x] + k1 * d1[x] + k2 * d2[x] + k3 * d3[x] + k4 * d4[x];
             let cr = s * s * d;
-            let take = cr < crit[x];
-            crit[x] = if take { cr } else { crit[x] };
-            best[x] = if take { g } else { best[x] };
+            let (old_cr, old_g) = if FIRST {
+                (f32::MAX, g0r[x])
+            } else {
+                (crit[x], best[x])
+            };
+            let take = cr < old_cr;
+            crit[x] = if take { cr } else { old_cr };
+            best[x] = if take { g } else { old_g };
         }
         if both {
             let ccr = &mut cc2[rr][..w];
@@ -1210,6 +1212,11 @@ struct Round<'a> {
     tent: (&'a mut [f32], &'a mut [f32]),
     /// Next round's guides, the running criterion minimum and its green.
     next: (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]),
+    /// The first round (the criterion minimum and its green start as
+    /// `f32::MAX` and `g0`, not read from `next`).
+    first: bool,
+    /// The initial green.
+    g0: &'a [f32],
 }
 
 impl Round<'_> {
@@ -1220,8 +1227,13 @@ impl Round<'_> {
         let (tg, tc) = (&*self.tent.0, &*self.tent.1);
         let (gg2, cc2, crit, best) = &mut self.next;
         let planes = (&mut **gg2, &mut **cc2, &mut **crit, &mut **best);
-        self.rows
-            .update(y, (m, is_g, is_c, tg, tc), self.both, planes);
+        let inp = (m, is_g, is_c, tg, tc);
+        if self.first {
+            self.rows.update::<true>(y, inp, self.both, self.g0, planes);
+        } else {
+            self.rows
+                .update::<false>(y, inp, self.both, self.g0, planes);
+        }
     }
 }
 
@@ -1297,9 +1309,8 @@ fn green_dir(
             c0r[x] = if site { lin[x] } else { mr[x] };
         }
     }
-    if let Some(gd) = guide {
-        c0.copy_from_slice(gd);
-    }
+    // The first round's guides: `g0` and `c0` or the given guide.
+    let c_first: &[f32] = guide.unwrap_or(&c0);
     let (mut tg, mut tc) = (pool.get(n), pool.get(n));
     let (mut gg2, mut cc2) = (pool.get(n), pool.get(n));
     let mut rows = RoundRows::new(w, h);
@@ -1307,10 +1318,13 @@ fn green_dir(
     let mut out: [(Vec<f32>, Vec<f32>); 2] = Default::default();
     for (method, slot) in out.iter_mut().enumerate() {
         let mlri = method == 1;
-        let (mut gg, mut cc) = (pool.copy_of(&g0), pool.copy_of(&c0));
-        let mut best = pool.copy_of(&g0);
-        let mut crit = pool.filled(n, f32::MAX);
+        // This round's guides when not the first's (`g0`, `c_first`).
+        let (mut gg, mut cc): (Option<Vec<f32>>, Option<Vec<f32>>) = (None, None);
+        // Written in full by the first round.
+        let (mut best, mut crit) = (pool.get(n), pool.get(n));
         for k in 0..sched.iters {
+            let gcur = gg.as_deref().unwrap_or(&g0);
+            let ccur = cc.as_deref().unwrap_or(c_first);
             let win = if mlri {
                 Win {
                     rx: 4 + sched.step * k,
@@ -1329,13 +1343,13 @@ fn green_dir(
             let fits: [Fit; 2] = if mlri {
                 [
                     Fit::Mlri(Lap {
-                        li: LapOf::Rows(&cc),
-                        lp: LapOf::Rows(&gg),
+                        li: LapOf::Rows(ccur),
+                        lp: LapOf::Rows(gcur),
                         mask: is_g,
                     }),
                     Fit::Mlri(Lap {
-                        li: LapOf::Rows(&gg),
-                        lp: LapOf::Rows(&cc),
+                        li: LapOf::Rows(gcur),
+                        lp: LapOf::Rows(ccur),
                         mask: &is_c,
                     }),
                 ]
@@ -1346,21 +1360,29 @@ fn green_dir(
                 rows: &mut rows,
                 nf,
                 both: guide.is_none(),
-                old: (&gg, &cc),
+                old: (gcur, ccur),
                 inp: (m, is_g, &is_c),
                 tent: (&mut tg, &mut tc),
                 next: (&mut gg2, &mut cc2, &mut crit, &mut best),
+                first: k == 0,
+                g0: &g0,
             };
-            guided_rows(&cc, &gg, &fits[..nf], (w, h), win, c, &mut sink, pool);
+            guided_rows(ccur, gcur, &fits[..nf], (w, h), win, c, &mut sink, pool);
             for y in h.saturating_sub(2)..h {
                 sink.finish(y);
             }
-            std::mem::swap(&mut gg, &mut gg2);
+            // The new guides become this round's; the old ones (none
+            // after the first round) the next round's output.
+            let new_g = std::mem::take(&mut gg2);
+            gg2 = gg.replace(new_g).unwrap_or_else(|| pool.get(n));
             if guide.is_none() {
-                std::mem::swap(&mut cc, &mut cc2);
+                let new_c = std::mem::take(&mut cc2);
+                cc2 = cc.replace(new_c).unwrap_or_else(|| pool.get(n));
             }
         }
-        pool.put([gg, cc]);
+        for v in [gg, cc].into_iter().flatten() {
+            pool.put([v]);
+        }
         *slot = (best, crit);
     }
     pool.put([g0, c0, lin, tg, tc, gg2, cc2]);
