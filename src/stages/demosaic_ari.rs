@@ -31,12 +31,16 @@
 //!
 //! The guided filters stream row by row: per input row the window sums
 //! along the row (one pass of `window - 1` adds per sample for windows up
-//! to 13 wide, doubling partial sums above) of all moments a filter pair needs (RI / MLRI of green from the other
-//! channel and back share i, p, i², p², i p) go into rings of rows, the
-//! per-window fits follow a window's height behind, and their weighted
-//! coefficients are averaged the same way; a round's criterion and guide
-//! update follow row by row behind the filters. No box-sum plane is
-//! held; a round touches each full plane a few times. Hot helpers are
+//! to 13 wide, doubling partial sums above) of all moments a filter pair
+//! needs (RI / MLRI of green from the other channel and back share i, p,
+//! i², p², i p; MLRI's horizontal Laplacians are computed per row,
+//! [`LapOf::Rows`]) go into rings of rows, the per-window fits follow a
+//! window's height behind, and their weighted coefficients are averaged
+//! the same way; a round's criterion and guide update follow row by row
+//! behind the filters. No box-sum or Laplacian plane is held; the CFA
+//! masks are 2 x 2 patterns ([`Mask`]), and MLRI's window sums of its
+//! mask are counted from the pattern; a round touches each full plane a
+//! few times. Hot helpers are
 //! functions or `#[inline(always)]` trait methods, not closures: a
 //! closure that is not inlined loses [`ari_tile`]'s AVX2 code
 //! generation. Tiles (`backend::cpu::demosaic_tiles_scratch`, up to 1536
@@ -69,14 +73,32 @@
 //! tile kernel (this EPYC runs 512-bit vectors as two 256-bit halves),
 //! full-width tiles (4000 + halo columns: less halo, more cache misses),
 //! the fits in 256-column blocks (window moments kept in L1).
-//! Where the time goes (perf, one thread): the horizontal window sums
-//! ~15 %, the per-round guide update and criterion ~15 %, the vertical
-//! window sums ~8 %, the fits ~6 %; about 70 row passes per round and
-//! 12 rounds (RI / MLRI x H / V x 3) at ~0.3 ns per sample and pass. The
-//! 400 ms needs a different structure, not more of this one: each round
-//! fused into a few register-resident passes (moments, running vertical
-//! sums and fits per 8-lane block), or window fits on a subsampled grid
-//! (He and Sun's fast guided filter).
+//! Then, again with the same bits (golden digests unchanged), the masks as
+//! patterns and counted mask sums (9 moment rows per MLRI round, not 11),
+//! the Laplacians per row (two planes fewer per MLRI round) and a first
+//! round that reads the initial guides in place (no plane copies or
+//! fills): ~11 % less CPU (task-clock of that 12 MP bench 17.6 -> 15.5 s
+//! at 1 thread, 17.8 -> 15.9 s at 2, medians of 3 interleaved runs, AMD
+//! EPYC at load 4-5; `dm` wall medians 4.02 -> 3.61 s and 4.09 -> 3.76 s;
+//! peak RSS 566 -> 501 MB and 873 -> 741 MB).
+//! Where the time goes (perf, one thread, before that step): the
+//! horizontal window sums ~17 % of the process, the vertical ~8 %, the
+//! fits ~6 %, the guides' update and criterion ~10 %, the rest in many
+//! passes of 1-3 % each: a flat profile.
+//! Why issue 16's 400 ms is not in reach by re-arranging this method:
+//! a frame takes ~1450 window-sum taps per sample (12 rounds of 5 or 9
+//! moment rows and 2 x 3 coefficient rows, summed over 5..13 samples
+//! along the row, then 1..5 rows across). Direct 8-lane sums cost ~N/8
+//! adds and loads per sample; a running (O(1)) sum along a row is a
+//! serial chain unless 8 rows go through 8 x 8 transposes (~1.5 shuffles
+//! per sample), which by that count only wins at 11-13 taps, by < 2x
+//! (estimated, not built), and the vertical spans are too short to gain. Fusing a round into a few register-resident
+//! passes saves memory traffic (the steps above took what was cheap to
+//! take), not arithmetic. Fits on a subsampled grid (He and Sun; every
+//! other column along the long window) would halve the fits and the
+//! moment and coefficient sums: an estimated ~12 % of the frame, with a
+//! quality change. 400 ms on this CPU needs far fewer rounds or filters
+//! (a different method), not this one rearranged.
 
 use serde::Deserialize;
 
@@ -1964,10 +1986,10 @@ mod tests {
                     }
                 }
                 let (t, c) = (m.transposed(5), m.complement());
-                for y in 0..2 {
-                    for x in 0..2.min(w) {
-                        assert_eq!(t.row(x)[y], pat[y][x]);
-                        assert_eq!(c.row(y)[x], 1.0 - pat[y][x]);
+                for (y, prow) in pat.iter().enumerate() {
+                    for (x, &v) in prow.iter().enumerate().take(w) {
+                        assert_eq!(t.row(x)[y], v);
+                        assert_eq!(c.row(y)[x], 1.0 - v);
                     }
                 }
             }
