@@ -31,12 +31,16 @@
 //!
 //! The guided filters stream row by row: per input row the window sums
 //! along the row (one pass of `window - 1` adds per sample for windows up
-//! to 13 wide, doubling partial sums above) of all moments a filter pair needs (RI / MLRI of green from the other
-//! channel and back share i, p, i², p², i p) go into rings of rows, the
-//! per-window fits follow a window's height behind, and their weighted
-//! coefficients are averaged the same way; a round's criterion and guide
-//! update follow row by row behind the filters. No box-sum plane is
-//! held; a round touches each full plane a few times. Hot helpers are
+//! to 13 wide, doubling partial sums above) of all moments a filter pair
+//! needs (RI / MLRI of green from the other channel and back share i, p,
+//! i², p², i p; MLRI's horizontal Laplacians are computed per row,
+//! [`LapOf::Rows`]) go into rings of rows, the per-window fits follow a
+//! window's height behind, and their weighted coefficients are averaged
+//! the same way; a round's criterion and guide update follow row by row
+//! behind the filters. No box-sum or Laplacian plane is held; the CFA
+//! masks are 2 x 2 patterns ([`Mask`]), and MLRI's window sums of its
+//! mask are counted from the pattern; a round touches each full plane a
+//! few times. Hot helpers are
 //! functions or `#[inline(always)]` trait methods, not closures: a
 //! closure that is not inlined loses [`ari_tile`]'s AVX2 code
 //! generation. Tiles (`backend::cpu::demosaic_tiles_scratch`, up to 1536
@@ -69,14 +73,32 @@
 //! tile kernel (this EPYC runs 512-bit vectors as two 256-bit halves),
 //! full-width tiles (4000 + halo columns: less halo, more cache misses),
 //! the fits in 256-column blocks (window moments kept in L1).
-//! Where the time goes (perf, one thread): the horizontal window sums
-//! ~15 %, the per-round guide update and criterion ~15 %, the vertical
-//! window sums ~8 %, the fits ~6 %; about 70 row passes per round and
-//! 12 rounds (RI / MLRI x H / V x 3) at ~0.3 ns per sample and pass. The
-//! 400 ms needs a different structure, not more of this one: each round
-//! fused into a few register-resident passes (moments, running vertical
-//! sums and fits per 8-lane block), or window fits on a subsampled grid
-//! (He and Sun's fast guided filter).
+//! Then, again with the same bits (golden digests unchanged), the masks as
+//! patterns and counted mask sums (9 moment rows per MLRI round, not 11),
+//! the Laplacians per row (two planes fewer per MLRI round) and a first
+//! round that reads the initial guides in place (no plane copies or
+//! fills): ~11 % less CPU (task-clock of that 12 MP bench 17.6 -> 15.5 s
+//! at 1 thread, 17.8 -> 15.9 s at 2, medians of 3 interleaved runs, AMD
+//! EPYC at load 4-5; `dm` wall medians 4.02 -> 3.61 s and 4.09 -> 3.76 s;
+//! peak RSS 566 -> 501 MB and 873 -> 741 MB).
+//! Where the time goes (perf, one thread, before that step): the
+//! horizontal window sums ~17 % of the process, the vertical ~8 %, the
+//! fits ~6 %, the guides' update and criterion ~10 %, the rest in many
+//! passes of 1-3 % each: a flat profile.
+//! Why issue 16's 400 ms is not in reach by re-arranging this method:
+//! a frame takes ~1450 window-sum taps per sample (12 rounds of 5 or 9
+//! moment rows and 2 x 3 coefficient rows, summed over 5..13 samples
+//! along the row, then 1..5 rows across). Direct 8-lane sums cost ~N/8
+//! adds and loads per sample; a running (O(1)) sum along a row is a
+//! serial chain unless 8 rows go through 8 x 8 transposes (~1.5 shuffles
+//! per sample), which by that count only wins at 11-13 taps, by < 2x
+//! (estimated, not built), and the vertical spans are too short to gain. Fusing a round into a few register-resident
+//! passes saves memory traffic (the steps above took what was cheap to
+//! take), not arithmetic. Fits on a subsampled grid (He and Sun; every
+//! other column along the long window) would halve the fits and the
+//! moment and coefficient sums: an estimated ~12 % of the frame, with a
+//! quality change. 400 ms on this CPU needs far fewer rounds or filters
+//! (a different method), not this one rearranged.
 
 use serde::Deserialize;
 
@@ -299,13 +321,6 @@ impl Pool {
         v
     }
 
-    /// A buffer holding a copy of `src`.
-    fn copy_of(&mut self, src: &[f32]) -> Vec<f32> {
-        let mut v = self.get(src.len());
-        v.copy_from_slice(src);
-        v
-    }
-
     /// Gives buffers back.
     fn put<const N: usize>(&mut self, vs: [Vec<f32>; N]) {
         self.free.extend(vs);
@@ -489,11 +504,104 @@ fn sum_rows(rows: &[&[f32]], out: &mut [f32]) {
 #[derive(Clone, Copy)]
 struct Lap<'a> {
     /// Laplacian of the guide.
-    li: &'a [f32],
+    li: LapOf<'a>,
     /// Laplacian of the input.
-    lp: &'a [f32],
+    lp: LapOf<'a>,
     /// 1.0 where the input's Laplacian uses only observed samples.
-    mask: &'a [f32],
+    mask: &'a Mask,
+}
+
+/// Where the rows of a Laplacian come from.
+#[derive(Clone, Copy)]
+enum LapOf<'a> {
+    /// A plane of Laplacians.
+    Plane(&'a [f32]),
+    /// The horizontal Laplacians ([`lap_row`]) of a plane's rows, each
+    /// computed as the filter reaches its row (no Laplacian plane).
+    Rows(&'a [f32]),
+}
+
+/// Where [`guided_rows`] finds a Laplacian's row: a plane's row
+/// (`Err(plane)`) or its row buffer `Ok(j)`, `j` indexing `planes`, the
+/// distinct planes whose Laplacian rows it computes (each once per row).
+fn lap_slot<'a>(
+    s: LapOf<'a>,
+    planes: &mut Vec<&'a [f32]>,
+) -> std::result::Result<usize, &'a [f32]> {
+    match s {
+        LapOf::Plane(p) => Err(p),
+        LapOf::Rows(p) => match planes.iter().position(|&q| std::ptr::eq(q, p)) {
+            Some(j) => Ok(j),
+            None => {
+                planes.push(p);
+                Ok(planes.len() - 1)
+            }
+        },
+    }
+}
+
+/// Row `y` (`w` samples) of a Laplacian located by [`lap_slot`]; `rows`
+/// holds the computed rows, `w` each.
+#[inline(always)]
+fn lap_row_of<'a>(
+    s: std::result::Result<usize, &'a [f32]>,
+    rows: &'a [f32],
+    y: usize,
+    w: usize,
+) -> &'a [f32] {
+    match s {
+        Ok(j) => &rows[j * w..(j + 1) * w],
+        Err(p) => &p[y * w..(y + 1) * w],
+    }
+}
+
+/// A 0/1 mask with the CFA's 2 x 2 period, `pat[y & 1][x & 1]`, held as
+/// its two distinct rows (`w` samples each) instead of a plane.
+struct Mask {
+    w: usize,
+    pat: [[f32; 2]; 2],
+    rows: Vec<f32>,
+}
+
+impl Mask {
+    fn new(pat: [[f32; 2]; 2], w: usize) -> Mask {
+        let rows = (0..2 * w)
+            .map(|k| pat[k / w.max(1)][(k % w.max(1)) & 1])
+            .collect();
+        Mask { w, pat, rows }
+    }
+
+    /// Row `y` (`w` samples).
+    #[inline(always)]
+    fn row(&self, y: usize) -> &[f32] {
+        let o = (y & 1) * self.w;
+        &self.rows[o..o + self.w]
+    }
+
+    /// `1 - mask`.
+    fn complement(&self) -> Mask {
+        Mask::new(self.pat.map(|r| r.map(|v| 1.0 - v)), self.w)
+    }
+
+    /// The mask of the transposed plane (rows of `h`, the plane's height).
+    fn transposed(&self, h: usize) -> Mask {
+        let p = self.pat;
+        Mask::new([[p[0][0], p[1][0]], [p[0][1], p[1][1]]], h)
+    }
+
+    /// Sums of the mask over the zero-padded windows `x - rx ..= x + rx`
+    /// of a row of parity `ph`, for every `x` (integers, exact in `f32`).
+    fn window_counts(&self, ph: usize, rx: usize, out: &mut [f32]) {
+        let w = self.w;
+        for (x, o) in out[..w].iter_mut().enumerate() {
+            let (lo, hi) = (x.saturating_sub(rx), (x + rx).min(w - 1));
+            // Even and odd columns in lo..=hi.
+            let n = hi - lo + 1;
+            let even = (hi / 2 + 1) - lo.div_ceil(2);
+            let odd = n - even;
+            *o = even as f32 * self.pat[ph & 1][0] + odd as f32 * self.pat[ph & 1][1];
+        }
+    }
 }
 
 /// How a guided filter fits its slope: covariance (RI) or Laplacian
@@ -514,16 +622,13 @@ enum Moment<'a> {
     Sq(&'a [f32]),
     /// `a b`.
     Mul(&'a [f32], &'a [f32]),
-    /// `a b m`.
-    Mul3(&'a [f32], &'a [f32], &'a [f32]),
-    /// `a² m`.
-    SqMask(&'a [f32], &'a [f32]),
 }
 
 impl Moment<'_> {
-    /// Writes the quantity over the samples `rr` of its planes into `o`.
+    /// Writes the quantity over row `y` of its `w`-wide planes into `o`.
     #[inline(always)]
-    fn row(&self, rr: std::ops::Range<usize>, o: &mut [f32]) {
+    fn row(&self, y: usize, w: usize, o: &mut [f32]) {
+        let rr = y * w..(y + 1) * w;
         match *self {
             Moment::Copy(a) => o.copy_from_slice(&a[rr]),
             Moment::Sq(a) => {
@@ -534,17 +639,6 @@ impl Moment<'_> {
             Moment::Mul(a, b) => {
                 for ((o, &a), &b) in o.iter_mut().zip(&a[rr.clone()]).zip(&b[rr]) {
                     *o = a * b;
-                }
-            }
-            Moment::Mul3(a, b, m) => {
-                let it = o.iter_mut().zip(&a[rr.clone()]).zip(&b[rr.clone()]);
-                for (((o, &a), &b), &m) in it.zip(&m[rr]) {
-                    *o = a * b * m;
-                }
-            }
-            Moment::SqMask(a, m) => {
-                for ((o, &a), &m) in o.iter_mut().zip(&a[rr.clone()]).zip(&m[rr]) {
-                    *o = a * a * m;
                 }
             }
         }
@@ -689,20 +783,21 @@ fn guided_rows(
     let d = ry * sy;
     let span = 2 * d + 1;
     // Quantities: 0 sum i, 1 sum p, 2 sum i², 3 sum p², 4 sum i p, then per
-    // MLRI filter: sum li lp m, sum li² m, sum m.
+    // MLRI filter: sum li lp m, sum li² m (sum m, a count, from the
+    // mask's pattern: `hcount`).
     let lap_at: Vec<Option<usize>> = {
         let mut next = 5;
         fits.iter()
             .map(|f| match f {
                 Fit::Ri => None,
                 Fit::Mlri(_) => {
-                    next += 3;
-                    Some(next - 3)
+                    next += 2;
+                    Some(next - 2)
                 }
             })
             .collect()
     };
-    let nq = 5 + 3 * lap_at.iter().flatten().count();
+    let nq = 5 + 2 * lap_at.iter().flatten().count();
     let nf = fits.len();
     let mut ra = Ring::new(nq, span, w, pool);
     let mut rb = Ring::new(3 * nf, span, w, pool);
@@ -717,7 +812,33 @@ fn guided_rows(
     for (x, v) in icx.iter_mut().enumerate() {
         *v = 1.0 / count_in(x, rx, 1, w) as f32;
     }
-    // The quantities whose window sums stage 1 takes.
+    // Per filter, the horizontal window sums of its mask in rows of
+    // either parity (`2 w`; zeros for RI, which has no mask).
+    let mut hcount = pool.filled(2 * nf * w, 0.0);
+    for (f, hc) in fits.iter().zip(hcount.chunks_exact_mut(2 * w)) {
+        if let Fit::Mlri(l) = f {
+            let (h0, h1) = hc.split_at_mut(w);
+            l.mask.window_counts(0, rx, h0);
+            l.mask.window_counts(1, rx, h1);
+        }
+    }
+    let mut ln = pool.filled(w, 0.0);
+    // Each MLRI filter's Laplacian rows (see `lap_slot`) and its mask.
+    let mut lap_planes: Vec<&[f32]> = Vec::new();
+    let lap_src: Vec<Option<_>> = fits
+        .iter()
+        .map(|f| match f {
+            Fit::Mlri(l) => Some((
+                lap_slot(l.li, &mut lap_planes),
+                lap_slot(l.lp, &mut lap_planes),
+                l.mask,
+            )),
+            Fit::Ri => None,
+        })
+        .collect();
+    let mut lrows = pool.filled(lap_planes.len() * w, 0.0);
+    // The quantities whose window sums stage 1 takes (then per MLRI
+    // filter li lp m and li² m).
     let mut srcs = vec![
         Moment::Copy(i),
         Moment::Copy(p),
@@ -725,13 +846,6 @@ fn guided_rows(
         Moment::Sq(p),
     ];
     srcs.push(Moment::Mul(i, p));
-    for f in fits {
-        if let Fit::Mlri(l) = f {
-            srcs.push(Moment::Mul3(l.li, l.lp, l.mask));
-            srcs.push(Moment::SqMask(l.li, l.mask));
-            srcs.push(Moment::Copy(l.mask));
-        }
-    }
     for t in 0..h + 2 * d {
         // Stage 1: horizontal sums of the moments of row t.
         if t < h {
@@ -743,8 +857,29 @@ fn guided_rows(
                         continue;
                     }
                 }
-                src.row(rr, padded(&mut buf, rx, w));
+                src.row(t, w, padded(&mut buf, rx, w));
                 window_sum(&mut buf, len, &mut tmp, ra.row_mut(q, t));
+            }
+            let rr = t * w..(t + 1) * w;
+            for (j, pl) in lap_planes.iter().enumerate() {
+                lap_row(&pl[rr.clone()], &mut lrows[j * w..(j + 1) * w]);
+            }
+            for (src, q) in lap_src.iter().zip(&lap_at) {
+                if let (Some((li, lp, mask)), Some(q)) = (*src, *q) {
+                    let li = lap_row_of(li, &lrows, t, w);
+                    let lp = lap_row_of(lp, &lrows, t, w);
+                    let m = mask.row(t);
+                    let o = padded(&mut buf, rx, w);
+                    for (((o, &a), &b), &m) in o.iter_mut().zip(li).zip(lp).zip(m) {
+                        *o = a * b * m;
+                    }
+                    window_sum(&mut buf, len, &mut tmp, ra.row_mut(q, t));
+                    let o = padded(&mut buf, rx, w);
+                    for ((o, &a), &m) in o.iter_mut().zip(li).zip(m) {
+                        *o = a * a * m;
+                    }
+                    window_sum(&mut buf, len, &mut tmp, ra.row_mut(q + 1, t));
+                }
             }
         }
         // Stage 2: window moments of row t - d, the per-window fits and
@@ -755,6 +890,15 @@ fn guided_rows(
                 ra.vsum(q, y, h, win, &mut vs[q * w..(q + 1) * w]);
             }
             let icy = 1.0 / count_in(y, ry, sy, h) as f32;
+            // Rows of either parity in the window.
+            let mut rows_of = [0usize; 2];
+            for j in 0..2 * ry + 1 {
+                let yy = (y + j * sy).checked_sub(ry * sy);
+                if let Some(yy) = yy.filter(|&yy| yy < h) {
+                    rows_of[yy & 1] += 1;
+                }
+            }
+            let rows_of = rows_of.map(|n| n as f32);
             let (s_i, rest) = vs.split_at(w);
             let (s_p, rest) = rest.split_at(w);
             let (s_ii, rest) = rest.split_at(w);
@@ -776,8 +920,12 @@ fn guided_rows(
                     (Fit::Mlri(_), Some(q)) => {
                         let l1 = &laps[(q - 5) * w..(q - 4) * w];
                         let l2 = &laps[(q - 4) * w..(q - 3) * w];
-                        let ln = &laps[(q - 3) * w..(q - 2) * w];
-                        fit_row::<true>(mo, [l1, l2, ln], &icx, icy, c, (ca, cb, cw));
+                        // The window sum of the mask: a count, exact.
+                        let (h0, h1) = hcount[2 * k * w..2 * (k + 1) * w].split_at(w);
+                        for ((o, &c0), &c1) in ln.iter_mut().zip(h0).zip(h1) {
+                            *o = rows_of[0] * c0 + rows_of[1] * c1;
+                        }
+                        fit_row::<true>(mo, [l1, l2, &ln], &icx, icy, c, (ca, cb, cw));
                     }
                     _ => fit_row::<false>(mo, [si; 3], &icx, icy, c, (ca, cb, cw)),
                 }
@@ -802,7 +950,7 @@ fn guided_rows(
             }
         }
     }
-    pool.put([ra.data, rb.data, buf, tmp, vs, coef, icx]);
+    pool.put([ra.data, rb.data, buf, tmp, vs, coef, icx, hcount, ln, lrows]);
 }
 
 /// The per-window fits of one row: window sums `[i, p, i², p², i p]`,
@@ -894,17 +1042,17 @@ fn gauss5_row(row: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Horizontal Laplacian `2 v[x] - v[x-2] - v[x+2]` of every `w`-sample
-/// row of `v` into `o` (0 within 2 px of the row ends).
+/// Horizontal Laplacian `2 v[x] - v[x-2] - v[x+2]` of a row into `o`
+/// (same length; 0 within 2 px of the row's ends).
 #[inline(always)]
-fn lap_rows(v: &[f32], w: usize, o: &mut [f32]) {
-    for (orow, row) in o.chunks_exact_mut(w).zip(v.chunks_exact(w)) {
-        orow.fill(0.0);
-        if w > 4 {
-            let it = orow[2..w - 2].iter_mut().zip(&row[2..w - 2]);
-            for ((o, &v), (&l, &r)) in it.zip(row[..w - 4].iter().zip(&row[4..])) {
-                *o = 2.0 * v - l - r;
-            }
+fn lap_row(row: &[f32], o: &mut [f32]) {
+    let w = row.len().min(o.len());
+    let (row, o) = (&row[..w], &mut o[..w]);
+    o.fill(0.0);
+    if w > 4 {
+        let it = o[2..w - 2].iter_mut().zip(&row[2..w - 2]);
+        for ((o, &v), (&l, &r)) in it.zip(row[..w - 4].iter().zip(&row[4..])) {
+            *o = 2.0 * v - l - r;
         }
     }
 }
@@ -980,19 +1128,22 @@ impl RoundRows {
     /// interpolated residuals) into `gg2` and, when `both`, `cc2`; where
     /// the smoothed criterion of this round beats `crit`, `crit` and
     /// `best` take it and the new green. Needs the criterion rows up to
-    /// `y + 2`. `inp` = planes (mosaic, is_g, is_c, tg, tc).
+    /// `y + 2`. `inp` = (mosaic, is_g, is_c, tg, tc). `FIRST` (the first
+    /// round): `crit` and `best` are not read but taken as `f32::MAX` and
+    /// `g0` (the initial green).
     #[inline(always)]
     #[allow(clippy::type_complexity)]
-    fn update(
+    fn update<const FIRST: bool>(
         &mut self,
         y: usize,
-        (m, is_g, is_c, tg, tc): (&[f32], &[f32], &[f32], &[f32], &[f32]),
+        (m, is_g, is_c, tg, tc): (&[f32], &Mask, &Mask, &[f32], &[f32]),
         both: bool,
+        g0: &[f32],
         (gg2, cc2, crit, best): (&mut [f32], &mut [f32], &mut [f32], &mut [f32]),
     ) {
         let (w, h) = (self.w, self.h);
         let rr = y * w..(y + 1) * w;
-        let (mr, gmask, cmask) = (&m[rr.clone()], &is_g[rr.clone()], &is_c[rr.clone()]);
+        let (mr, gmask, cmask) = (&m[rr.clone()], is_g.row(y), is_c.row(y));
         let (tgr, tcr) = (&tg[rr.clone()], &tc[rr.clone()]);
         let (rg, rc) = (&mut self.r0[..w], &mut self.r1[..w]);
         for x in 0..w {
@@ -1038,6 +1189,7 @@ impl RoundRows {
             &gmask[..w],
             &tgr[..w],
         );
+        let g0r = &g0[rr.clone()][..w];
         for x in 0..w {
             let site = gmask[x] > 0.5;
             let g = if site { mr[x] } else { tgr[x] + hg[x] };
@@ -1045,9 +1197,14 @@ impl RoundRows {
             let s = 0.0 + k0 * c0[x] + k1 * c1[x] + k2 * c2[x] + k3 * c3[x] + k4 * c4[x];
             let d = 0.0 + k0 * d0[x] + k1 * d1[x] + k2 * d2[x] + k3 * d3[x] + k4 * d4[x];
             let cr = s * s * d;
-            let take = cr < crit[x];
-            crit[x] = if take { cr } else { crit[x] };
-            best[x] = if take { g } else { best[x] };
+            let (old_cr, old_g) = if FIRST {
+                (f32::MAX, g0r[x])
+            } else {
+                (crit[x], best[x])
+            };
+            let take = cr < old_cr;
+            crit[x] = if take { cr } else { old_cr };
+            best[x] = if take { g } else { old_g };
         }
         if both {
             let ccr = &mut cc2[rr][..w];
@@ -1071,12 +1228,17 @@ struct Round<'a> {
     both: bool,
     /// This round's guides (green, other channel).
     old: (&'a [f32], &'a [f32]),
-    /// Mosaic, is_g, is_c planes.
-    inp: (&'a [f32], &'a [f32], &'a [f32]),
+    /// Mosaic plane, is_g, is_c masks.
+    inp: (&'a [f32], &'a Mask, &'a Mask),
     /// Tentative green and other channel.
     tent: (&'a mut [f32], &'a mut [f32]),
     /// Next round's guides, the running criterion minimum and its green.
     next: (&'a mut [f32], &'a mut [f32], &'a mut [f32], &'a mut [f32]),
+    /// The first round (the criterion minimum and its green start as
+    /// `f32::MAX` and `g0`, not read from `next`).
+    first: bool,
+    /// The initial green.
+    g0: &'a [f32],
 }
 
 impl Round<'_> {
@@ -1087,8 +1249,13 @@ impl Round<'_> {
         let (tg, tc) = (&*self.tent.0, &*self.tent.1);
         let (gg2, cc2, crit, best) = &mut self.next;
         let planes = (&mut **gg2, &mut **cc2, &mut **crit, &mut **best);
-        self.rows
-            .update(y, (m, is_g, is_c, tg, tc), self.both, planes);
+        let inp = (m, is_g, is_c, tg, tc);
+        if self.first {
+            self.rows.update::<true>(y, inp, self.both, self.g0, planes);
+        } else {
+            self.rows
+                .update::<false>(y, inp, self.both, self.g0, planes);
+        }
     }
 }
 
@@ -1127,7 +1294,7 @@ impl CoefSink for Round<'_> {
 }
 
 /// Horizontal-direction green of the ARI green step on a `w x h` plane
-/// whose rows alternate green and one other colour. `is_g[k]` is 1.0 at
+/// whose rows alternate green and one other colour. `is_g` is 1.0 at
 /// green sites. Returns the RI and MLRI green planes (valid at non-green
 /// sites) and their selection criteria.
 ///
@@ -1139,7 +1306,7 @@ impl CoefSink for Round<'_> {
 #[allow(clippy::too_many_arguments)]
 fn green_dir(
     m: &[f32],
-    is_g: &[f32],
+    is_g: &Mask,
     guide: Option<&[f32]>,
     w: usize,
     h: usize,
@@ -1148,10 +1315,7 @@ fn green_dir(
     pool: &mut Pool,
 ) -> [(Vec<f32>, Vec<f32>); 2] {
     let n = w * h;
-    let mut is_c = pool.get(n);
-    for (o, &g) in is_c.iter_mut().zip(is_g) {
-        *o = 1.0 - g;
-    }
+    let is_c = is_g.complement();
     // Initial guides: 1-D linear interpolation along the rows.
     let mut g0 = pool.get(n);
     let mut c0 = pool.get(n);
@@ -1159,7 +1323,7 @@ fn green_dir(
     for y in 0..h {
         let rr = y * w..(y + 1) * w;
         hmean_row(&m[rr.clone()], &mut lin);
-        let (mr, gm) = (&m[rr.clone()], &is_g[rr.clone()]);
+        let (mr, gm) = (&m[rr.clone()], is_g.row(y));
         let (g0r, c0r) = (&mut g0[rr.clone()], &mut c0[rr]);
         for x in 0..w {
             let site = gm[x] > 0.5;
@@ -1167,10 +1331,8 @@ fn green_dir(
             c0r[x] = if site { lin[x] } else { mr[x] };
         }
     }
-    if let Some(gd) = guide {
-        c0.copy_from_slice(gd);
-    }
-    let (mut lg, mut lc) = (pool.get(n), pool.get(n));
+    // The first round's guides: `g0` and `c0` or the given guide.
+    let c_first: &[f32] = guide.unwrap_or(&c0);
     let (mut tg, mut tc) = (pool.get(n), pool.get(n));
     let (mut gg2, mut cc2) = (pool.get(n), pool.get(n));
     let mut rows = RoundRows::new(w, h);
@@ -1178,10 +1340,13 @@ fn green_dir(
     let mut out: [(Vec<f32>, Vec<f32>); 2] = Default::default();
     for (method, slot) in out.iter_mut().enumerate() {
         let mlri = method == 1;
-        let (mut gg, mut cc) = (pool.copy_of(&g0), pool.copy_of(&c0));
-        let mut best = pool.copy_of(&g0);
-        let mut crit = pool.filled(n, f32::MAX);
+        // This round's guides when not the first's (`g0`, `c_first`).
+        let (mut gg, mut cc): (Option<Vec<f32>>, Option<Vec<f32>>) = (None, None);
+        // Written in full by the first round.
+        let (mut best, mut crit) = (pool.get(n), pool.get(n));
         for k in 0..sched.iters {
+            let gcur = gg.as_deref().unwrap_or(&g0);
+            let ccur = cc.as_deref().unwrap_or(c_first);
             let win = if mlri {
                 Win {
                     rx: 4 + sched.step * k,
@@ -1198,17 +1363,15 @@ fn green_dir(
             // Tentative green from the other channel (filter 0) and, with
             // no guide given, the other channel from green (filter 1).
             let fits: [Fit; 2] = if mlri {
-                lap_rows(&gg, w, &mut lg);
-                lap_rows(&cc, w, &mut lc);
                 [
                     Fit::Mlri(Lap {
-                        li: &lc,
-                        lp: &lg,
+                        li: LapOf::Rows(ccur),
+                        lp: LapOf::Rows(gcur),
                         mask: is_g,
                     }),
                     Fit::Mlri(Lap {
-                        li: &lg,
-                        lp: &lc,
+                        li: LapOf::Rows(gcur),
+                        lp: LapOf::Rows(ccur),
                         mask: &is_c,
                     }),
                 ]
@@ -1219,24 +1382,32 @@ fn green_dir(
                 rows: &mut rows,
                 nf,
                 both: guide.is_none(),
-                old: (&gg, &cc),
+                old: (gcur, ccur),
                 inp: (m, is_g, &is_c),
                 tent: (&mut tg, &mut tc),
                 next: (&mut gg2, &mut cc2, &mut crit, &mut best),
+                first: k == 0,
+                g0: &g0,
             };
-            guided_rows(&cc, &gg, &fits[..nf], (w, h), win, c, &mut sink, pool);
+            guided_rows(ccur, gcur, &fits[..nf], (w, h), win, c, &mut sink, pool);
             for y in h.saturating_sub(2)..h {
                 sink.finish(y);
             }
-            std::mem::swap(&mut gg, &mut gg2);
+            // The new guides become this round's; the old ones (none
+            // after the first round) the next round's output.
+            let new_g = std::mem::take(&mut gg2);
+            gg2 = gg.replace(new_g).unwrap_or_else(|| pool.get(n));
             if guide.is_none() {
-                std::mem::swap(&mut cc, &mut cc2);
+                let new_c = std::mem::take(&mut cc2);
+                cc2 = cc.replace(new_c).unwrap_or_else(|| pool.get(n));
             }
         }
-        pool.put([gg, cc]);
+        for v in [gg, cc].into_iter().flatten() {
+            pool.put([v]);
+        }
         *slot = (best, crit);
     }
-    pool.put([is_c, g0, c0, lin, lg, lc, tg, tc, gg2, cc2]);
+    pool.put([g0, c0, lin, tg, tc, gg2, cc2]);
     out
 }
 
@@ -1409,7 +1580,7 @@ fn rb_plane(
         lap_lattice(&gl, wl, hl, pool),
         lap_lattice(&cl, wl, hl, pool),
     );
-    let ones = pool.filled(nl, 1.0);
+    let ones = Mask::new([[1.0; 2]; 2], wl);
     let win = Win {
         rx: r,
         ry: r,
@@ -1417,8 +1588,8 @@ fn rb_plane(
     };
     let (mut ma, mut mb) = (pool.get(nl), pool.get(nl));
     let fit = [Fit::Mlri(Lap {
-        li: &lg,
-        lp: &lc,
+        li: LapOf::Plane(&lg),
+        lp: LapOf::Plane(&lc),
         mask: &ones,
     })];
     let mut sink = Planes {
@@ -1460,7 +1631,7 @@ fn rb_plane(
             *o = a * gv + b + r;
         }
     }
-    pool.put([gl, cl, lg, lc, ones, ma, mb, res, vrow, hrow]);
+    pool.put([gl, cl, lg, lc, ma, mb, res, vrow, hrow]);
     out
 }
 
@@ -1482,13 +1653,10 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Po
     let m = &t.data;
     let c = Consts::new(unit);
     pool.put(std::mem::take(&mut s.out));
-    let mut is_g = pool.get(n);
-    for (y, row) in is_g.chunks_exact_mut(w).enumerate() {
-        let par = [0, 1].map(|x| f32::from(u8::from(t.cfa.color_at(y, x) == 1)));
-        for (x, v) in row.iter_mut().enumerate() {
-            *v = par[x & 1];
-        }
-    }
+    let is_g = Mask::new(
+        [0, 1].map(|y| [0, 1].map(|x| f32::from(u8::from(t.cfa.color_at(y, x) == 1)))),
+        w,
+    );
     let sched = Sched {
         iters: p.iterations,
         step: p.window_step,
@@ -1508,20 +1676,20 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Po
     let r = rb_plane(m, &g, w, h, (ry, rx), p.rb_radius, c, pool);
     let b = rb_plane(m, &g, w, h, (by, bx), p.rb_radius, c, pool);
     if !p.rb_directional {
-        pool.put([is_g]);
         s.out = [r, g, b];
         return;
     }
     // Second step: R (B) at green sites by the directional adaptive
     // residual interpolation, R (B) now known at every non-green site.
-    let mut not_g = pool.get(n);
-    for (o, &v) in not_g.iter_mut().zip(&is_g) {
-        *o = 1.0 - v;
-    }
+    let not_g = is_g.complement();
     let rb_at_g = |plane: Vec<f32>, pool: &mut Pool| -> Vec<f32> {
         let mut pm = pool.get(n);
-        for (k, o) in pm.iter_mut().enumerate() {
-            *o = if is_g[k] > 0.5 { g[k] } else { plane[k] };
+        for (y, prow) in pm.chunks_exact_mut(w).enumerate() {
+            let rr = y * w..(y + 1) * w;
+            let it = prow.iter_mut().zip(is_g.row(y)).zip(&g[rr.clone()]);
+            for (((o, &site), &gv), &pv) in it.zip(&plane[rr]) {
+                *o = if site > 0.5 { gv } else { pv };
+            }
         }
         let out = adaptive_hv(&pm, &not_g, Some(&g), w, h, sched, c, pool);
         pool.put([pm, plane]);
@@ -1529,7 +1697,6 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Po
     };
     let r = rb_at_g(r, pool);
     let b = rb_at_g(b, pool);
-    pool.put([is_g, not_g]);
     s.out = [r, g, b];
 }
 
@@ -1541,7 +1708,7 @@ fn ari_tile_body(t: &Tile, p: &Params, unit: f32, s: &mut Scratch, pool: &mut Po
 #[allow(clippy::too_many_arguments)]
 fn adaptive_hv(
     m: &[f32],
-    is_t: &[f32],
+    is_t: &Mask,
     guide: Option<&[f32]>,
     w: usize,
     h: usize,
@@ -1552,11 +1719,11 @@ fn adaptive_hv(
     let n = w * h;
     let [(ri_h, cr_ri_h), (ml_h, cr_ml_h)] = green_dir(m, is_t, guide, w, h, sched, c, pool);
     let mt = transpose(m, w, h, pool);
-    let is_tt = transpose(is_t, w, h, pool);
+    let is_tt = is_t.transposed(h);
     let gt = guide.map(|g| transpose(g, w, h, pool));
     let [(ri_vt, cr_ri_vt), (ml_vt, cr_ml_vt)] =
         green_dir(&mt, &is_tt, gt.as_deref(), h, w, sched, c, pool);
-    pool.put([mt, is_tt]);
+    pool.put([mt]);
     if let Some(gt) = gt {
         pool.put([gt]);
     }
@@ -1570,17 +1737,21 @@ fn adaptive_hv(
     );
     pool.put([ri_vt, cr_ri_vt, ml_vt, cr_ml_vt]);
     let mut g = pool.get(n);
-    let (m, is_t) = (&m[..n], &is_t[..n]);
+    let m = &m[..n];
     let ests = [&ri_h[..n], &ri_v[..n], &ml_h[..n], &ml_v[..n]];
     let crits = [&cr_ri_h[..n], &cr_ri_v[..n], &cr_ml_h[..n], &cr_ml_v[..n]];
-    for (k, o) in g.iter_mut().enumerate() {
-        let (mut num, mut den) = (0f32, 0f32);
-        for (e, cr) in ests.iter().zip(&crits) {
-            let wt = 1.0 / (cr[k] + c.crit_eps);
-            num += wt * e[k];
-            den += wt;
+    for (y, grow) in g.chunks_exact_mut(w).enumerate() {
+        let trow = is_t.row(y);
+        for (x, o) in grow.iter_mut().enumerate() {
+            let k = y * w + x;
+            let (mut num, mut den) = (0f32, 0f32);
+            for (e, cr) in ests.iter().zip(&crits) {
+                let wt = 1.0 / (cr[k] + c.crit_eps);
+                num += wt * e[k];
+                den += wt;
+            }
+            *o = if trow[x] > 0.5 { m[k] } else { num / den };
         }
-        *o = if is_t[k] > 0.5 { m[k] } else { num / den };
     }
     pool.put([ri_h, cr_ri_h, ml_h, cr_ml_h, ri_v, cr_ri_v, ml_v, cr_ml_v]);
     g
@@ -1789,6 +1960,40 @@ mod tests {
             &mut [0.0; 60],
             &mut [0.0; 40]
         ));
+    }
+
+    /// The mask's window counts against a plain sum of its rows, for
+    /// every pattern, parity, radius and short rows (windows past both
+    /// ends); the transposed and complementary masks against their
+    /// definitions.
+    #[test]
+    fn mask_window_counts_match_a_plain_sum() {
+        for bits in 0..16u32 {
+            let pat = [0, 1].map(|y| [0, 1].map(|x| ((bits >> (2 * y + x)) & 1) as f32));
+            for w in [1, 2, 3, 6, 11] {
+                let m = Mask::new(pat, w);
+                for ph in 0..2 {
+                    let row = m.row(ph);
+                    assert!(row.iter().enumerate().all(|(x, &v)| v == pat[ph][x & 1]));
+                    for rx in 0..=6 {
+                        let mut got = vec![f32::NAN; w];
+                        m.window_counts(ph, rx, &mut got);
+                        for (x, &g) in got.iter().enumerate() {
+                            let lo = x.saturating_sub(rx);
+                            let want: f32 = row[lo..(x + rx + 1).min(w)].iter().sum();
+                            assert_eq!(g, want, "{pat:?} w {w} ph {ph} rx {rx} x {x}");
+                        }
+                    }
+                }
+                let (t, c) = (m.transposed(5), m.complement());
+                for (y, prow) in pat.iter().enumerate() {
+                    for (x, &v) in prow.iter().enumerate().take(w) {
+                        assert_eq!(t.row(x)[y], v);
+                        assert_eq!(c.row(y)[x], 1.0 - v);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
