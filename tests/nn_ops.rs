@@ -492,7 +492,7 @@ fn learned_stage_strength_scales_the_noise_map() {
     let (w, h) = (48, 40);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let data: Vec<f32> = (0..w * h)
-        .map(|i| 0.3 + 0.2 * ((i % w) as f32 / w as f32) + rng.gen_range(-0.05..0.05))
+        .map(|i| 0.3 + 0.2 * ((i % w) as f32 / w as f32) + rng.random_range(-0.05..0.05))
         .collect();
     let run = |params: serde_json::Value, profile: Option<NoiseProfile>| {
         let stage = stages::compile("demosaic_denoise_learned", params).unwrap();
