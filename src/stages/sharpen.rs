@@ -503,6 +503,26 @@ mod avx2 {
     use super::{CHUNK, MAX_KR};
     use std::arch::x86_64::*;
 
+    /// Runs `$step!(x)` on the vectors of columns `$x0 .. $x1`, two per
+    /// turn (the loop's own work and the reloads of row pointers the
+    /// registers cannot hold count once per 16 columns), then one; returns
+    /// the first column not done.
+    macro_rules! two_per_turn {
+        ($step:ident, $x0:expr, $x1:expr) => {{
+            let (mut x, x1) = ($x0, $x1);
+            while x + 16 <= x1 {
+                $step!(x);
+                $step!(x + 8);
+                x += 16;
+            }
+            while x + 8 <= x1 {
+                $step!(x);
+                x += 8;
+            }
+            x
+        }};
+    }
+
     /// The window rows' pointers and the taps as vectors.
     type Taps = ([*const f32; 2 * MAX_KR + 1], [__m256; MAX_KR + 1]);
 
@@ -556,19 +576,7 @@ mod avx2 {
                 _mm256_storeu_ps(h.add(x), _mm256_add_ps(mx, osv));
             }};
         }
-        let mut x = x0;
-        // Two vectors per turn: the loop's own work and the reloads of
-        // row pointers the registers cannot hold count once per 16 columns.
-        while x + 16 <= x1 {
-            step!(x);
-            step!(x + 8);
-            x += 16;
-        }
-        while x + 8 <= x1 {
-            step!(x);
-            x += 8;
-        }
-        x
+        two_per_turn!(step, x0, x1)
     }
 
     /// [`super::apply_tail`] on whole vectors of the columns `x0 .. x1`;
@@ -626,18 +634,7 @@ mod avx2 {
                 _mm256_storeu_ps(db.add(x), _mm256_add_ps(_mm256_loadu_ps(sb.add(x)), dl));
             }};
         }
-        let mut x = x0;
-        // Two vectors per turn (as the vertical pass).
-        while x + 16 <= x1 {
-            step!(x);
-            step!(x + 8);
-            x += 16;
-        }
-        while x + 8 <= x1 {
-            step!(x);
-            x += 8;
-        }
-        x
+        two_per_turn!(step, x0, x1)
     }
 
     /// [`super::vblur_tail`] 8 columns at a time.
