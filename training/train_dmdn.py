@@ -65,6 +65,11 @@ SIZES = {
 # fast ~5.0 k multiply-adds per output pixel, quality ~18.5 k.
 UNET_SIZES = {
     "fast": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1),
+    # `fast` with a fourth level at 1/16 resolution (c4 = 40, one conv there)
+    # feeding the 1/8 bottom: ~190 more multiply-adds per pixel for ~2x the
+    # receptive field (large flat areas at high ISO). Grows from `fast` files.
+    "fast4": dict(widths=(16, 32, 64, 40), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
+                  deep=1),
     "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
 }
 
@@ -152,12 +157,17 @@ class DMDNUNet(nn.Module):
     demosaic of the mosaic (a fixed 3x3 depthwise conv of the masked mosaic),
     so the network learns a residual over a known interpolation. H, W must be
     multiples of 8. Every conv is zero-padded 'same' (stride-2: padding 1).
+
+    With a fourth width c4 there is a 1/16 level: e4 = `deep` 3x3 convs after
+    a stride-2 conv of e3a's output, added back (1x1 conv + pixel shuffle)
+    before the 1/8 bottom convs; H, W must then be multiples of 16.
     """
 
-    def __init__(self, widths, bottom, fullres_width, phase, noise_channels):
+    def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0):
         super().__init__()
-        c1, c2, c3 = widths
+        c1, c2, c3 = widths[:3]
         self.widths, self.bottom, self.phase = tuple(widths), bottom, phase
+        self.deep = deep
         self.noise_channels = noise_channels
         self.fullres_width = fullres_width
         self.e1a = nn.Conv2d(4 + noise_channels, c1, 3, padding=1)
@@ -166,6 +176,11 @@ class DMDNUNet(nn.Module):
         self.e2b = nn.Conv2d(c2, c2, 3, padding=1)
         self.e3a = nn.Conv2d(c2, c3, 3, stride=2, padding=1)
         self.e3 = nn.ModuleList([nn.Conv2d(c3, c3, 3, padding=1) for _ in range(bottom)])
+        if len(widths) == 4:
+            c4 = widths[3]
+            self.e4a = nn.Conv2d(c3, c4, 3, stride=2, padding=1)
+            self.e4 = nn.ModuleList([nn.Conv2d(c4, c4, 3, padding=1) for _ in range(deep)])
+            self.u3 = nn.Conv2d(c4, 4 * c3, 1)
         self.u2 = nn.Conv2d(c3, 4 * c2, 1)
         self.d2 = nn.Conv2d(c2, c2, 3, padding=1)
         self.u1 = nn.Conv2d(c2, 4 * c1, 1)
@@ -187,6 +202,11 @@ class DMDNUNet(nn.Module):
         e1 = F.relu(self.e1b(F.relu(self.e1a(x))))
         e2 = F.relu(self.e2b(F.relu(self.e2a(e1))))
         e3 = F.relu(self.e3a(e2))
+        if len(self.widths) == 4:
+            e4 = F.relu(self.e4a(e3))
+            for conv in self.e4:
+                e4 = F.relu(conv(e4))
+            e3 = e3 + F.pixel_shuffle(self.u3(e4), 2)
         for conv in self.e3:
             e3 = F.relu(conv(e3))
         d2 = F.relu(self.d2(e2 + F.pixel_shuffle(self.u2(e3), 2)))
@@ -198,13 +218,17 @@ class DMDNUNet(nn.Module):
 
     def macs_per_pixel(self):
         """Multiply-adds per full-resolution output pixel (weights x output positions)."""
-        c1, c2, c3 = self.widths
+        c1, c2, c3 = self.widths[:3]
         nc = self.noise_channels
         half = (4 + nc) * c1 * 9 + c1 * c1 * 9 + c1 * c1 * 9 + c1 * 12
         quarter = c1 * c2 * 9 + c2 * c2 * 9 + c2 * c2 * 9 + c2 * 4 * c1
         eighth = c2 * c3 * 9 + self.bottom * c3 * c3 * 9 + c3 * 4 * c2
         full = 6 * self.fullres_width * 9 + self.fullres_width * 3 + 9  # + the bilinear base
-        return half / 4 + quarter / 16 + eighth / 64 + full
+        sixteenth = 0
+        if len(self.widths) == 4:
+            c4 = self.widths[3]
+            sixteenth = c3 * c4 * 9 + self.deep * c4 * c4 * 9 + c4 * 4 * c3
+        return half / 4 + quarter / 16 + eighth / 64 + sixteenth / 256 + full
 
 
 # Bilinear demosaic of a masked mosaic as a depthwise 3x3 conv (R, G, B):
@@ -225,7 +249,7 @@ def receptive_halo(model):
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     probe = DMDNUNet(model.widths, model.bottom, model.fullres_width, model.phase,
-                     model.noise_channels)
+                     model.noise_channels, model.deep)
     probe._halo = 0
     size = 256
     with torch.no_grad():
@@ -769,13 +793,16 @@ UNET_LAYERS = ["e1a", "e1b", "e2a", "e2b", "e3a"]
 
 
 def unet_tensor_names(model):
-    names = UNET_LAYERS + [f"e3.{i}" for i in range(model.bottom)] + ["u2", "d2", "u1", "d1", "head", "fr1", "fr2"]
+    deep = ["e4a"] + [f"e4.{i}" for i in range(model.deep)] + ["u3"] if len(model.widths) == 4 else []
+    names = UNET_LAYERS + deep + [f"e3.{i}" for i in range(model.bottom)] + ["u2", "d2", "u1", "d1", "head", "fr1", "fr2"]
     return names
 
 
 def unet_module(model, name):
     if name.startswith("e3."):
         return model.e3[int(name[3:])]
+    if name.startswith("e4."):
+        return model.e4[int(name[3:])]
     return getattr(model, name)
 
 
@@ -792,6 +819,7 @@ def export(model, size, regime, path, extra_meta=None):
         meta = {
             "arch": "dmdn_unet", "version": "1", "size": size, "regime": regime,
             "widths": ",".join(str(c) for c in model.widths), "bottom": str(model.bottom),
+            "deep": str(model.deep),
             "fullres_width": str(model.fullres_width), "phase": model.phase,
             "noise_channels": str(model.noise_channels),
             "macs_per_pixel": str(round(macs)), "flops_per_pixel": str(round(2 * macs)),
@@ -800,7 +828,7 @@ def export(model, size, regime, path, extra_meta=None):
             "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
             "output": "white-balanced linear camera RGB in the input's units",
             "padding": "zero per conv (stride-2 convs: 1); caller reflect-pads the mosaic by the halo, "
-                       "padded size a multiple of 8",
+                       f"padded size a multiple of {2 ** len(model.widths)}",
             "halo": str(model.halo()),
         }
     else:
@@ -850,6 +878,10 @@ def load_unet_weights(model, path):
         if meta.get("arch") != "dmdn_unet":
             raise ValueError(f"{path}: arch {meta.get('arch')!r} is not dmdn_unet")
         file_bottom = int(meta.get("bottom", model.bottom))
+        file_levels = len(meta.get("widths", "").split(","))
+        file_widths = tuple(int(c) for c in meta.get("widths", "").split(","))
+        if file_widths != model.widths[:file_levels] or file_levels > len(model.widths):
+            raise ValueError(f"{path}: widths {file_widths} do not fit the model's {model.widths}")
         if file_bottom > model.bottom:
             raise ValueError(f"{path}: bottom {file_bottom} is deeper than the model's {model.bottom}")
         with torch.no_grad():
@@ -861,10 +893,20 @@ def load_unet_weights(model, path):
                     m.weight[torch.arange(c), torch.arange(c), 1, 1] = 1.0
                     m.bias.zero_()
                     continue
+                if file_levels == 3 and (name == "e4a" or name.startswith("e4.") or name == "u3"):
+                    if name == "u3":  # the new level starts silent: same function as the file
+                        m.weight.zero_()
+                        m.bias.zero_()
+                    continue
                 m.weight.copy_(f.get_tensor(f"{name}.weight"))
                 m.bias.copy_(f.get_tensor(f"{name}.bias"))
+        grown = []
         if file_bottom < model.bottom:
-            meta["grown"] = f"bottom {file_bottom} -> {model.bottom} (identity-initialised)"
+            grown.append(f"bottom {file_bottom} -> {model.bottom} (identity-initialised)")
+        if file_levels < len(model.widths):
+            grown.append(f"levels {file_levels} -> {len(model.widths)} (u3 zero-initialised)")
+        if grown:
+            meta["grown"] = "; ".join(grown)
             print(f"grew {path}: {meta['grown']}", flush=True)
     return meta
 
@@ -1201,7 +1243,7 @@ def cmd_fixture(args):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("cmd", choices=["train", "eval", "export", "fixture", "cache", "cut"])
-    ap.add_argument("--size", choices=list(SIZES), default="fast")
+    ap.add_argument("--size", choices=sorted(set(SIZES) | set(UNET_SIZES)), default="fast")
     ap.add_argument("--regime", choices=["srgb", "raw"], default="srgb")
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--batch", type=int, default=16)
