@@ -1,7 +1,8 @@
 //! The raw-path `dmdn_unet` network: Rust reproduces PyTorch's single pass
-//! over the reflect-padded frame (fixture written by
-//! `training/train_dmdn.py fixture`) for every tile size, the shipped raw
-//! models load with their declared cost, and bad files are typed errors.
+//! over the reflect-padded frame (fixtures written by
+//! `training/train_dmdn.py fixture`: three levels, and four levels with a
+//! 1/16 stage) for every tile size, the shipped raw models load with their
+//! declared cost, and bad files are typed errors.
 
 use std::collections::HashMap;
 
@@ -20,8 +21,11 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn load_io() -> (Vec<f32>, Vec<f32>, Tensor, usize, usize) {
-    let mut w = Weights::load(fixture("nn_dmdn_unet_tiny_io.safetensors")).unwrap();
-    let (h, wd) = (45, 70);
+    load_io_of("nn_dmdn_unet_tiny_io.safetensors", 45, 70)
+}
+
+fn load_io_of(name: &str, h: usize, wd: usize) -> (Vec<f32>, Vec<f32>, Tensor, usize, usize) {
+    let mut w = Weights::load(fixture(name)).unwrap();
     let mosaic = w.take("mosaic", &[h, wd]).unwrap();
     let noise = w.take("noise_std", &[h, wd]).unwrap();
     let out = w.take("output", &[3, h, wd]).unwrap();
@@ -82,6 +86,103 @@ fn unet_through_the_dispatching_loader() {
     assert!(net.flops_per_pixel() > 0.0);
 }
 
+/// The four-level fixture: widths 4,6,8,5, `deep` 1, `bottom` 1, 83 x 98
+/// GRBG frame (odd rows) for a GBRG model.
+fn load_io4() -> (Vec<f32>, Vec<f32>, Tensor, usize, usize) {
+    load_io_of("nn_dmdn_unet4_tiny_io.safetensors", 83, 98)
+}
+
+#[test]
+fn four_level_unet_matches_pytorch_for_every_tiling() {
+    let model = DmdnUnet::load(fixture("nn_dmdn_unet4_tiny.safetensors")).unwrap();
+    assert_eq!(model.config().widths, [4, 6, 8, 5]);
+    assert_eq!((model.config().deep, model.config().levels()), (1, 4));
+    assert_eq!(model.config().align(), 16);
+    let (mosaic, noise, expected, h, w) = load_io4();
+    let grbg = parse_cfa("grbg").unwrap();
+    for tile in [1024, 16, 24, 40, 56] {
+        let out = model
+            .run(&mosaic, h, w, grbg, NoiseInput::Map(&noise), tile)
+            .unwrap();
+        let d = out.max_abs_diff(&expected);
+        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
+    }
+    // The 1/16 level contributes: without it (u3 zeroed) the result moves.
+    let mut t = tensors_of("nn_dmdn_unet4_tiny.safetensors");
+    let meta = Weights::load(fixture("nn_dmdn_unet4_tiny.safetensors"))
+        .unwrap()
+        .metadata()
+        .clone();
+    for (n, _, d) in t.iter_mut() {
+        if n.starts_with("u3.") {
+            d.fill(0.0);
+        }
+    }
+    let silent = build(&t, &meta).unwrap();
+    let out = silent
+        .run(&mosaic, h, w, grbg, NoiseInput::Map(&noise), 1024)
+        .unwrap();
+    assert!(out.max_abs_diff(&expected) > 1e-3);
+}
+
+/// Tiles of any size (aligned to 16 for four levels) give the single pass
+/// bit for bit, also with a halo that is a multiple of 8 but not of 16 (as
+/// `fast4`'s 72): tile origins fix the down-sampling grid, not the halo.
+#[test]
+fn four_level_tiles_equal_the_whole_frame_bit_for_bit() {
+    let t = tensors_of("nn_dmdn_unet4_tiny.safetensors");
+    let meta = Weights::load(fixture("nn_dmdn_unet4_tiny.safetensors"))
+        .unwrap()
+        .metadata()
+        .clone();
+    let (mosaic, noise, _, h, w) = load_io4();
+    for halo in ["64", "72"] {
+        let mut m = meta.clone();
+        m.insert("halo".into(), halo.into());
+        let model = build(&t, &m).unwrap();
+        for cfa in ["rggb", "grbg", "gbrg", "bggr"] {
+            let cfa = parse_cfa(cfa).unwrap();
+            let whole = model
+                .run(&mosaic, h, w, cfa, NoiseInput::Map(&noise), 4096)
+                .unwrap();
+            for tile in [16, 32, 48, 80] {
+                let tiled = model
+                    .run(&mosaic, h, w, cfa, NoiseInput::Map(&noise), tile)
+                    .unwrap();
+                assert!(
+                    tiled.data() == whole.data(),
+                    "halo {halo} cfa {cfa:?} tile {tile}: differs by {}",
+                    tiled.max_abs_diff(&whole)
+                );
+            }
+        }
+    }
+}
+
+/// Every tensor of a fixture, by name (sorted), with its shape.
+fn tensors_of(name: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let path = fixture(name);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut w = Weights::from_bytes(&path, &bytes).unwrap();
+    let mut names: Vec<String> = w.names().map(String::from).collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| {
+            let shape = w.shape(&n).unwrap().to_vec();
+            let data = w.take(&n, &shape).unwrap();
+            (n, shape, data)
+        })
+        .collect()
+}
+
+fn build(
+    t: &[(String, Vec<usize>, Vec<f32>)],
+    m: &HashMap<String, String>,
+) -> rawgraph::Result<DmdnUnet> {
+    DmdnUnet::from_weights(Weights::from_bytes("x", &write_st(t, m)).unwrap())
+}
+
 fn model_err(r: rawgraph::Result<DmdnUnet>) -> String {
     match r {
         Err(Error::Model { reason, .. }) => reason,
@@ -112,6 +213,9 @@ fn bad_unet_files_are_typed_errors() {
     for (k, v) in [
         ("widths", "4,6"),
         ("widths", "4,6,9"),
+        ("widths", "4,6,8,5"),
+        ("deep", "1"),
+        ("deep", "x"),
         ("widths", "a,b,c"),
         ("bottom", "2"),
         ("halo", "12"),
@@ -146,11 +250,82 @@ fn bad_unet_files_are_typed_errors() {
     assert!(matches!(DemosaicNet::load(&p), Err(Error::Model { .. })));
 }
 
-/// The shipped raw-path models, when present, load, are `dmdn_unet` and
-/// stay within the compute budgets (multiply-adds per pixel).
+#[test]
+fn bad_four_level_files_are_typed_errors() {
+    let tensors = tensors_of("nn_dmdn_unet4_tiny.safetensors");
+    let meta = Weights::load(fixture("nn_dmdn_unet4_tiny.safetensors"))
+        .unwrap()
+        .metadata()
+        .clone();
+    assert!(build(&tensors, &meta).is_ok());
+    // Metadata that does not match the tensors, or is malformed.
+    for (k, v, needle) in [
+        ("widths", "4,6,8", "fourth width"),
+        ("widths", "4,6,8,6", "e4a.weight"),
+        ("widths", "4,6,8,5,2", "three or four"),
+        ("widths", "4,6,8,0", "1..=512"),
+        ("deep", "0", "unexpected tensor 'e4.0"),
+        ("deep", "2", "e4.1.weight"),
+        ("deep", "9", "deep"),
+        ("halo", "60", "halo"),
+    ] {
+        let mut m = meta.clone();
+        m.insert(k.into(), v.into());
+        let r = model_err(build(&tensors, &m));
+        assert!(r.contains(needle), "{k}={v}: {r}");
+    }
+    // A fourth width without `deep` is a fourth level without 3x3 convs
+    // there: the file's e4.0 is then unexpected.
+    let mut m = meta.clone();
+    m.remove("deep");
+    let r = model_err(build(&tensors, &m));
+    assert!(r.contains("unexpected tensor 'e4.0"), "{r}");
+    // `deep` without a fourth width, the tensors removed: refused by name.
+    let three: Vec<_> = tensors
+        .iter()
+        .filter(|t| !t.0.starts_with("e4") && !t.0.starts_with("u3"))
+        .cloned()
+        .collect();
+    let mut m = meta.clone();
+    m.insert("widths".into(), "4,6,8".into());
+    let r = model_err(build(&three, &m));
+    assert!(r.contains("fourth width"), "{r}");
+    m.insert("deep".into(), "0".into());
+    assert!(build(&three, &m).is_ok());
+    // Wrongly shaped and missing 1/16-level tensors name the tensor.
+    for (name, shape) in [
+        ("e4a.weight", vec![5, 6, 3, 3]),
+        ("e4a.weight", vec![5, 8, 1, 1]),
+        ("e4.0.weight", vec![5, 5, 1, 1]),
+        ("u3.weight", vec![8, 5, 1, 1]),
+        ("u3.weight", vec![32, 5, 3, 3]),
+        ("u3.bias", vec![8]),
+    ] {
+        let mut bad = tensors.clone();
+        let i = bad.iter().position(|t| t.0 == name).unwrap();
+        bad[i].1 = shape.clone();
+        let n: usize = shape.iter().product();
+        bad[i].2 = vec![0.0; n];
+        let r = model_err(build(&bad, &meta));
+        assert!(r.contains(name), "{name} {shape:?}: {r}");
+    }
+    for name in ["e4a.bias", "e4.0.weight", "u3.weight"] {
+        let bad: Vec<_> = tensors.iter().filter(|t| t.0 != name).cloned().collect();
+        let r = model_err(build(&bad, &meta));
+        assert!(r.contains(name), "{name}: {r}");
+    }
+}
+
+/// The shipped raw-path models (in `$RAWGRAPH_MODELS` when set, as the
+/// stage finds them, else calibration/models), when present, load, are
+/// `dmdn_unet`, stay within the compute budgets (multiply-adds per
+/// pixel, three or four levels) and tile exactly: small tiles give the
+/// single pass bit for bit.
 #[test]
 fn shipped_raw_models_load_within_budget() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/models");
+    let dir = std::env::var_os("RAWGRAPH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/models"));
     for (name, max_macs) in [("fast_raw", 5_200.0), ("quality_raw", 20_000.0)] {
         let p = dir.join(format!("demosaic_{name}.safetensors"));
         if !p.exists() {
@@ -164,6 +339,19 @@ fn shipped_raw_models_load_within_budget() {
         assert!(
             (declared - macs).abs() < 2.0,
             "{name}: metadata {declared} vs {macs}"
+        );
+        let (h, w) = (75, 98);
+        let mosaic: Vec<f32> = (0..h * w)
+            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0).powf(1.5))
+            .collect();
+        let cfa = parse_cfa("grbg").unwrap();
+        let noise = NoiseInput::Uniform(0.01);
+        let whole = m.run(&mosaic, h, w, cfa, noise, 4096).unwrap();
+        let tiled = m.run(&mosaic, h, w, cfa, noise, 32).unwrap();
+        assert!(
+            tiled.data() == whole.data(),
+            "{name}: tiles differ by {}",
+            tiled.max_abs_diff(&whole)
         );
     }
 }

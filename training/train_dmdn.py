@@ -350,7 +350,7 @@ def run_full(model, mosaic, phase, noise_std):
     # reflection keeps CFA parity: padded (0,0) is image pixel (-top, -left), so top == dy (mod 2)
     top = halo + dy
     left = halo + dx
-    mult = 8 if isinstance(model, DMDNUNet) else 2
+    mult = 2 ** len(model.widths) if isinstance(model, DMDNUNet) else 2
     bottom = halo + (-(top + h + halo)) % mult
     right = halo + (-(left + w + halo)) % mult
     x = F.pad(mosaic[None, None], (left, right, top, bottom), mode="reflect")
@@ -1190,7 +1190,8 @@ def cmd_export(args):
 
 
 def cmd_fixture(args):
-    """Tiny random model + input + PyTorch output for tests/nn_ops.rs."""
+    """Tiny random models + inputs + PyTorch outputs for tests/nn_ops.rs (dmdn) and
+    tests/nn_dmdn_unet.rs (dmdn_unet, three and four levels)."""
     from safetensors.torch import save_file
     torch.manual_seed(1)
     hp = dict(depth=3, width=8, gated=True, fullres_width=8, fullres_residual=True, phase="gbrg", noise_channels=1)
@@ -1237,7 +1238,26 @@ def cmd_fixture(args):
     save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
               os.path.join(d, "nn_dmdn_unet_tiny_io.safetensors"),
               metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output (3,H,W)"})
-    print(f"fixture written (unet halo {um.halo()})")
+    # the four-level U-Net (a 1/16 level, `deep` 1): same conventions, another odd size
+    torch.manual_seed(3)
+    u4 = DMDNUNet(widths=(4, 6, 8, 5), bottom=1, fullres_width=4, phase="gbrg", noise_channels=1, deep=1)
+    for p in u4.parameters():
+        p.data = (p.data * 2).half().float()
+    h, w = 83, 98  # PyTorch's reflect pad needs the frame larger than the halo
+    mos = torch.rand(h, w).half().float()
+    noise = (torch.rand(h, w) * 0.1).half().float()
+    out = run_full(u4, mos, "grbg", noise)
+    t4 = {}
+    for name in unet_tensor_names(u4):
+        m = unet_module(u4, name)
+        t4[f"{name}.weight"] = m.weight.detach().half()
+        t4[f"{name}.bias"] = m.bias.detach().half()
+    meta4 = dict(umeta, widths="4,6,8,5", deep="1", halo=str(u4.halo()))
+    save_file(t4, os.path.join(d, "nn_dmdn_unet4_tiny.safetensors"), metadata=meta4)
+    save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
+              os.path.join(d, "nn_dmdn_unet4_tiny_io.safetensors"),
+              metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output (3,H,W)"})
+    print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()})")
 
 
 def main():

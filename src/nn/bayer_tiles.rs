@@ -60,10 +60,14 @@ pub struct TileSpec {
     pub phase: Cfa2x2,
     /// Noise-map input channels (each a copy of the σ map).
     pub noise_channels: usize,
-    /// Receptive radius in full-resolution pixels, a multiple of `align`.
+    /// Receptive radius in full-resolution pixels, even (keeps the CFA
+    /// phase). It need not be a multiple of `align`: tile origins are, so
+    /// every window starts at `-(halo + dy)` modulo `align`, the origin of
+    /// the whole reflect-padded frame.
     pub halo: usize,
-    /// Window origins and sizes are multiples of this (2 for a packed-Bayer
-    /// net, 8 for one with two stride-2 stages); a power of two >= 2.
+    /// Window origins (relative to that padded frame) and sizes are
+    /// multiples of this (2 for a packed-Bayer net, 8 for one with three
+    /// resolution levels, 16 with four); a power of two >= 2.
     pub align: usize,
 }
 
@@ -105,9 +109,9 @@ where
         noise,
     } = frame;
     let align = spec.align;
-    if align < 2 || !align.is_power_of_two() || spec.halo % align != 0 {
+    if align < 2 || !align.is_power_of_two() || spec.halo % 2 != 0 {
         return Err(Error::invalid(format!(
-            "tiling: halo {} is not a multiple of the alignment {align}",
+            "tiling: halo {} is odd or the alignment {align} is not a power of two >= 2",
             spec.halo
         )));
     }
@@ -336,7 +340,7 @@ mod tests {
         let spec = TileSpec {
             phase: [0, 1, 1, 2],
             noise_channels: 1,
-            halo: 12,
+            halo: 13,
             align: 8,
         };
         let frame = BayerFrame {

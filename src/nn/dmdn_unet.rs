@@ -11,13 +11,19 @@
 //! al. 2019), which documents the same graph in PyTorch (`DMDNUNet`); the
 //! two must stay identical.
 //!
-//! Graph (3x3 convs zero-padded, ReLU after every conv except the 1x1s;
-//! `(c1, c2, c3)` = metadata `widths`; H, W multiples of 8):
+//! Graph (3x3 convs zero-padded, stride-2 ones with padding 1, ReLU after
+//! every conv except the 1x1s; `(c1, c2, c3[, c4])` = metadata `widths`,
+//! `levels` = the number of widths, 3 or 4; H, W multiples of `2^levels`;
+//! tensors `[channels, rows, cols]`, the sizes given as rows):
 //! ```text
 //! x  = concat(pixel_unshuffle(mosaic, 2), noise)         (4 + nc, H/2, W/2)
 //! e1 = e1b(e1a(x))                                       (c1, H/2)
 //! e2 = e2b(e2a_stride2(e1))                              (c2, H/4)
-//! e3 = e3.{0..bottom}(e3a_stride2(e2))                   (c3, H/8)
+//! e3 = e3a_stride2(e2)                                   (c3, H/8)
+//! with a fourth width (a 1/16 level, `deep` = metadata `deep`, 0..=8):
+//!   e4 = e4.{0..deep}(e4a_stride2(e3))                   (c4, H/16)
+//!   e3 = e3 + pixel_shuffle(u3_1x1(e4), 2)               (c3, H/8), no ReLU
+//! e3 = e3.{0..bottom}(e3)                                (c3, H/8)
 //! d2 = d2(e2 + pixel_shuffle(u2_1x1(e3), 2))             (c2, H/4)
 //! d1 = d1(e1 + pixel_shuffle(u1_1x1(d2), 2))             (c1, H/2)
 //! up = pixel_shuffle(head_1x1(d1), 2)                    (3, H, W)
@@ -30,7 +36,12 @@
 //! in the model's phase, and the noise std of that mosaic per pixel,
 //! RMS-pooled to half resolution. Output: white-balanced linear camera RGB.
 //! Frames run tiled ([`super::bayer_tiles`]) with the halo of the metadata
-//! (a multiple of 8, >= the receptive radius).
+//! (full-resolution pixels, a multiple of 8, >= the receptive radius: 40
+//! for the shipped `fast`, 72 for `fast4`) and window origins aligned to
+//! `2^levels` full-resolution pixels (8, or 16 with the 1/16 level), so every
+//! stride-2 stage sees the same down-sampling grid in every tile and a tiled
+//! run equals one pass over the whole reflect-padded frame (as
+//! `run_full` in training/train_dmdn.py).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,10 +57,14 @@ use crate::error::Result;
 /// Hyper-parameters, read from the weights file's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DmdnUnetConfig {
-    /// Channels at 1/2, 1/4 and 1/8 resolution.
-    pub widths: [usize; 3],
+    /// Channels at 1/2, 1/4 and 1/8 resolution, and at 1/16 when there is
+    /// a fourth level (3 or 4 values).
+    pub widths: Vec<usize>,
     /// 3x3 convs at 1/8 resolution after the stride-2 one.
     pub bottom: usize,
+    /// 3x3 convs at 1/16 resolution after the stride-2 one (0 without a
+    /// fourth level).
+    pub deep: usize,
     /// Channels of the full-resolution refinement conv.
     pub fullres_width: usize,
     /// Canonical CFA phase the model was trained on.
@@ -58,6 +73,28 @@ pub struct DmdnUnetConfig {
     pub noise_channels: usize,
     /// Receptive radius in full-resolution pixels (multiple of 8).
     pub halo: usize,
+}
+
+impl DmdnUnetConfig {
+    /// U-Net levels (resolutions 1/2 .. 1/2^levels): 3 or 4.
+    pub fn levels(&self) -> usize {
+        self.widths.len()
+    }
+
+    /// Window alignment of the tiler in full-resolution pixels: `2^levels`
+    /// (8 or 16), so every stride-2 stage divides evenly.
+    pub fn align(&self) -> usize {
+        1 << self.levels()
+    }
+}
+
+/// The optional 1/16 level: a stride-2 conv, `deep` 3x3 convs and the 1x1
+/// conv whose pixel-shuffled output is added to the 1/8 features.
+#[derive(Clone, Debug)]
+struct Level4 {
+    e4a: Conv2d,
+    e4: Vec<Conv2d>,
+    u3: Conv2d,
 }
 
 /// A loaded `dmdn_unet` model.
@@ -70,6 +107,7 @@ pub struct DmdnUnet {
     e2b: Conv2d,
     e3a: Conv2d,
     e3: Vec<Conv2d>,
+    level4: Option<Level4>,
     u2: Conv2d,
     d2: Conv2d,
     u1: Conv2d,
@@ -152,15 +190,26 @@ impl DmdnUnet {
             .split(',')
             .map(|s| s.trim().parse::<usize>())
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| w.err("widths must be three integers"))?;
-        let widths = match ws[..] {
-            [a, b, c] if [a, b, c].iter().all(|v| (1..=512).contains(v)) => [a, b, c],
-            _ => return Err(w.err(format!("widths {ws:?} must be three values in 1..=512"))),
+            .map_err(|_| w.err("widths must be three or four integers"))?;
+        if !(3..=4).contains(&ws.len()) || !ws.iter().all(|v| (1..=512).contains(v)) {
+            return Err(w.err(format!(
+                "widths {ws:?} must be three or four values in 1..=512"
+            )));
+        }
+        // `deep` is optional (files from before the fourth level lack it).
+        let deep = if w.metadata().contains_key("deep") {
+            w.meta_usize("deep", 0, 8)?
+        } else {
+            0
         };
+        if deep > 0 && ws.len() < 4 {
+            return Err(w.err(format!("deep {deep} needs a fourth width (widths {ws:?})")));
+        }
         let phase_s = w.meta("phase")?.to_string();
         let cfg = DmdnUnetConfig {
-            widths,
+            widths: ws,
             bottom: w.meta_usize("bottom", 0, 32)?,
+            deep,
             fullres_width: w.meta_usize("fullres_width", 1, 512)?,
             phase: parse_cfa(&phase_s)
                 .ok_or_else(|| w.err(format!("phase '{phase_s}' is not a Bayer pattern")))?,
@@ -173,12 +222,22 @@ impl DmdnUnet {
         if cfg.halo % 8 != 0 {
             return Err(w.err(format!("halo {} is not a multiple of 8", cfg.halo)));
         }
-        let [c1, c2, c3] = widths;
+        let (c1, c2, c3) = (cfg.widths[0], cfg.widths[1], cfg.widths[2]);
         let nc = cfg.noise_channels;
         let metadata = w.metadata().clone();
         let e3 = (0..cfg.bottom)
             .map(|i| conv(&mut w, &format!("e3.{i}"), [c3, c3, 3, 3], 1))
             .collect::<Result<Vec<_>>>()?;
+        let level4 = match cfg.widths.get(3) {
+            Some(&c4) => Some(Level4 {
+                e4a: conv(&mut w, "e4a", [c4, c3, 3, 3], 2)?,
+                e4: (0..cfg.deep)
+                    .map(|i| conv(&mut w, &format!("e4.{i}"), [c4, c4, 3, 3], 1))
+                    .collect::<Result<Vec<_>>>()?,
+                u3: conv(&mut w, "u3", [4 * c3, c4, 1, 1], 1)?,
+            }),
+            None => None,
+        };
         let m = DmdnUnet {
             e1a: conv(&mut w, "e1a", [c1, 4 + nc, 3, 3], 1)?,
             e1b: conv(&mut w, "e1b", [c1, c1, 3, 3], 1)?,
@@ -186,6 +245,7 @@ impl DmdnUnet {
             e2b: conv(&mut w, "e2b", [c2, c2, 3, 3], 1)?,
             e3a: conv(&mut w, "e3a", [c3, c2, 3, 3], 2)?,
             e3,
+            level4,
             u2: conv(&mut w, "u2", [4 * c2, c3, 1, 1], 1)?,
             d2: conv(&mut w, "d2", [c2, c2, 3, 3], 1)?,
             u1: conv(&mut w, "u1", [4 * c1, c2, 1, 1], 1)?,
@@ -229,14 +289,24 @@ impl DmdnUnet {
         let half = f(&self.e1a) + f(&self.e1b) + f(&self.d1) + f(&self.head);
         let quarter = f(&self.e2a) + f(&self.e2b) + f(&self.d2) + f(&self.u1);
         let eighth = f(&self.e3a) + self.e3.iter().map(f).sum::<f64>() + f(&self.u2);
+        let sixteenth = self.level4.as_ref().map_or(0.0, |l| {
+            f(&l.e4a) + l.e4.iter().map(f).sum::<f64>() + f(&l.u3)
+        });
         // + 9 multiply-adds of the bilinear base per pixel
-        half / 4.0 + quarter / 16.0 + eighth / 64.0 + f(&self.fr1) + f(&self.fr2) + 18.0
+        half / 4.0
+            + quarter / 16.0
+            + eighth / 64.0
+            + sixteenth / 256.0
+            + f(&self.fr1)
+            + f(&self.fr2)
+            + 18.0
     }
 
     /// Runs the network on one canonical-phase window.
     ///
-    /// `mosaic`: `[1, 1, H, W]` (H, W multiples of 8, origin in the model's
-    /// phase); `noise`: `[1, noise_channels, H/2, W/2]`. Returns `[1, 3, H, W]`.
+    /// `mosaic`: `[1, 1, H, W]` (H, W multiples of [`DmdnUnetConfig::align`],
+    /// origin in the model's phase); `noise`: `[1, noise_channels, H/2, W/2]`.
+    /// Returns `[1, 3, H, W]`.
     pub fn forward(&self, mosaic: &Tensor, noise: &Tensor) -> Result<Tensor> {
         let relu = Activation::Relu;
         let packed = pixel_unshuffle(mosaic, 2)?;
@@ -248,6 +318,15 @@ impl DmdnUnet {
         let e1 = self.e1b.forward(&self.e1a.forward(&x, relu)?, relu)?;
         let e2 = self.e2b.forward(&self.e2a.forward(&e1, relu)?, relu)?;
         let mut e3 = self.e3a.forward(&e2, relu)?;
+        if let Some(l4) = &self.level4 {
+            let mut e4 = l4.e4a.forward(&e3, relu)?;
+            for c in &l4.e4 {
+                e4 = c.forward(&e4, relu)?;
+            }
+            let s3 = pixel_shuffle(&l4.u3.forward(&e4, Activation::None)?, 2)?;
+            drop(e4);
+            add_assign(&mut e3, &s3)?;
+        }
         for c in &self.e3 {
             e3 = c.forward(&e3, relu)?;
         }
@@ -274,7 +353,8 @@ impl DmdnUnet {
     ///
     /// `mosaic`: row-major `h x w` Bayer samples whose top-left 2x2 cell is
     /// `cfa`; `noise`: σ in the mosaic's units. `tile`: output tile edge in
-    /// pixels (rounded up to a multiple of 8, at least 16). Returns
+    /// pixels (rounded up to a multiple of [`DmdnUnetConfig::align`], at
+    /// least 16). Returns
     /// `[1, 3, h, w]` RGB.
     pub fn run(
         &self,
@@ -289,7 +369,7 @@ impl DmdnUnet {
             phase: self.cfg.phase,
             noise_channels: self.cfg.noise_channels,
             halo: self.halo(),
-            align: 8,
+            align: self.cfg.align(),
         };
         let frame = BayerFrame {
             mosaic,
