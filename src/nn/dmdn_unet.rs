@@ -5,8 +5,9 @@
 //! and Denoising") for the packed-Bayer input, the full-resolution
 //! refinement and the noise-level map (as FFDNet, Zhang et al. 2018); the
 //! body is a small U-Net (Ronneberger et al. 2015) with sub-pixel
-//! up-sampling (Shi et al. 2016) so the receptive field is large (±40 px)
-//! at a few thousand multiply-adds per pixel. Trained by
+//! up-sampling (Shi et al. 2016) so the receptive field is large (±40 px
+//! with three levels, ±72 with the optional fourth at 1/16 resolution) at a
+//! few thousand multiply-adds per pixel (`fast` 4,981, `fast4` 5,167). Trained by
 //! `training/train_dmdn.py --arch unet` on unprocessed raw data (Brooks et
 //! al. 2019), which documents the same graph in PyTorch (`DMDNUNet`); the
 //! two must stay identical.
@@ -36,12 +37,18 @@
 //! in the model's phase, and the noise std of that mosaic per pixel,
 //! RMS-pooled to half resolution. Output: white-balanced linear camera RGB.
 //! Frames run tiled ([`super::bayer_tiles`]) with the halo of the metadata
-//! (full-resolution pixels, a multiple of 8, >= the receptive radius: 40
-//! for the shipped `fast`, 72 for `fast4`) and window origins aligned to
-//! `2^levels` full-resolution pixels (8, or 16 with the 1/16 level), so every
-//! stride-2 stage sees the same down-sampling grid in every tile and a tiled
-//! run equals one pass over the whole reflect-padded frame (as
-//! `run_full` in training/train_dmdn.py).
+//! (full-resolution pixels, a multiple of 8: 40 for `fast`, 72 for `fast4`)
+//! and tile origins aligned to `2^levels` full-resolution pixels (8, or 16
+//! with the 1/16 level), so every window starts on the down-sampling grid of
+//! one pass over the whole frame reflect-padded by the halo (`run_full` in
+//! training/train_dmdn.py) and a tiled run equals that pass bit for bit.
+//! The halo need not be a multiple of `2^levels`. It is the receptive
+//! radius PyTorch measures for inputs at grid phase 0 and 1; at other
+//! phases the radius reaches 4 px more (44 / 76, measured), but a tile's
+//! first output row sits at phase `halo + dy` of the grid, where the radius
+//! is smaller, and each later row is one pixel further from the window
+//! edge, so the halo suffices (the tests compare tiles with the whole frame
+//! for the fixtures and the shipped models).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -275,11 +282,19 @@ impl DmdnUnet {
         self.cfg.halo
     }
 
-    /// Output tile edge: 32 halos clamped to 256..=1024 (a multiple of 8);
-    /// at 1024 the halo overlap costs ~17 % (26 % at 640) and a tile's
-    /// largest activation is ~40 MB for 32 channels.
+    /// Output tile edge: 32 halos clamped to 256..=1024 with three levels,
+    /// 256..=1536 with four (a multiple of [`DmdnUnetConfig::align`]).
+    ///
+    /// Three levels (`fast`, halo 40): at 1024 the halo overlap costs ~17 %
+    /// (26 % at 640) and a tile's largest activation is ~40 MB for 32
+    /// channels. Four levels (`fast4`, halo 72): the overlap costs ~31 % at
+    /// 1024, ~21 % at 1536 (12 MP: 3x2 tiles of 1344x1504), ~8 % less time
+    /// than 1024 measured at 12 MP for ~+130 MB peak RSS per thread; 2048
+    /// gained at most a few % more for another ~+200 MB per thread.
     pub fn default_tile(&self) -> usize {
-        (32 * self.halo()).clamp(256, 1024) / 8 * 8
+        let max = if self.cfg.levels() > 3 { 1536 } else { 1024 };
+        let align = self.cfg.align();
+        (32 * self.halo()).clamp(256, max) / align * align
     }
 
     /// Floating-point operations per full-resolution output pixel (conv

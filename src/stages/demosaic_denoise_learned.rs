@@ -48,7 +48,8 @@ pub struct Params {
     #[serde(default)]
     pub sigma: Option<f32>,
     /// Output tile edge in pixels (memory vs halo overhead); absent = the
-    /// model's default (16 halos, 256..=512).
+    /// model's default (`DemosaicNet::default_tile`: 256..=512 for the flat
+    /// `dmdn`, up to 1024 for the three-level U-Net, more with a fourth level).
     #[serde(default)]
     pub tile: Option<usize>,
     /// Multiplier on the conditioning noise std, 0..=4 (1.0 = as measured).
