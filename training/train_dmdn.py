@@ -288,11 +288,19 @@ def mosaic_of(rgb, phase):
     return (rgb * cfa_masks(h, w, phase, rgb.device)).sum(1, keepdim=True)
 
 
-def build(size, arch="flat", bottom=None):
+def build(size, arch="flat", bottom=None, levels_from=None):
+    """`levels_from`: metadata of a 4-level file the model resumes from; a
+    3-level size then takes its fourth width and `deep` (a `fast` run
+    resuming from shipped `fast4` weights keeps their level)."""
     if arch == "unet":
         hp = dict(UNET_SIZES[size])
         if bottom is not None:
             hp["bottom"] = bottom
+        if levels_from and len(hp["widths"]) == 3:
+            file_widths = tuple(int(c) for c in levels_from.get("widths", "").split(",") if c)
+            if len(file_widths) == 4 and file_widths[:3] == tuple(hp["widths"]):
+                hp["widths"] = file_widths
+                hp["deep"] = int(levels_from.get("deep", 0))
         return DMDNUNet(**hp)
     return DMDN(**SIZES[size])
 
@@ -923,7 +931,9 @@ def shipped_path(args, init=True):
     if init and getattr(args, "init", None):
         return args.init
     suffix = "" if args.regime == "srgb" else "_raw"
-    return os.path.join(REPO, "calibration", "models", f"demosaic_{args.size}{suffix}.safetensors")
+    # `fast4` is the `fast` model grown by a level: it ships in the `fast` file.
+    name = "fast" if args.size == "fast4" else args.size
+    return os.path.join(REPO, "calibration", "models", f"demosaic_{name}{suffix}.safetensors")
 
 
 def load_model(args):
@@ -932,12 +942,14 @@ def load_model(args):
     the repository: step, patches and minutes come from its metadata, the
     optimiser restarts), else a fresh model."""
     bottom = args.bottom
-    if bottom is None and args.arch == "unet" and os.path.exists(shipped_path(args)) and not args.fresh:
+    file_meta = None
+    if args.arch == "unet" and os.path.exists(shipped_path(args)) and not args.fresh:
         from safetensors import safe_open
         with safe_open(shipped_path(args), "pt") as f:
-            b = (f.metadata() or {}).get("bottom")
-        bottom = int(b) if b is not None else None
-    model = build(args.size, args.arch, bottom)
+            file_meta = f.metadata() or {}
+        if bottom is None and file_meta.get("bottom") is not None:
+            bottom = int(file_meta["bottom"])
+    model = build(args.size, args.arch, bottom, file_meta)
     if args.noise_lr:
         model.split_noise_weights()
     p = ckpt_path(args)
