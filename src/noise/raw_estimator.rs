@@ -23,21 +23,31 @@
 //!    current model (texture-to-noise ratio <= 1 + kappa); none of it
 //!    involves site s's HH noise, so choosing flat blocks does not bias the
 //!    measured noise low.
-//! 3. Iterated re-selection, after Liu, Tanaka & Okutomi 2013 ("Single-image
-//!    noise level estimation for blind denoising", IEEE TIP): the threshold
-//!    comes from the current model, the model from the blocks under the
-//!    threshold, until it stops moving. On a textured frame the first model
-//!    is too high, lets texture through, and each round lowers it (texture
-//!    puts less energy into HH than into LH/HL), converging from above. A
-//!    bin with fewer than `min_blocks` blocks under the threshold measures
-//!    texture, not noise: it is left out of the fit (the first round keeps
-//!    the flattest `min_fraction` when no bin of a colour qualifies; later
-//!    rounds then keep the colour's last model).
+//! 3. Per-bin refinement, after Liu, Tanaka & Okutomi 2013 ("Single-image
+//!    noise level estimation for blind denoising", IEEE TIP): each
+//!    intensity bin iterates its own threshold, (1 + kappa) times its own
+//!    current level on the site's LH/HL energy (the other three sites stay
+//!    judged against the pass-1 model), and its level is the HH energy of
+//!    the blocks under it, until it stops moving (`iterations`). It starts
+//!    from the pass-1 model, an over-estimate on texture, and converges
+//!    from above; on white noise the level is a fixed point (HH is
+//!    independent of the selection). A bin with fewer than `min_blocks`
+//!    blocks under its threshold measures texture, not noise, and leaves
+//!    the fit; a colour with no bin left keeps its pass-1 model. Per-bin
+//!    thresholds never come from another bin's extrapolated line, so an
+//!    under-fitted line cannot starve the bright bins (the first version of
+//!    this step used one line for all, and did). Then two bounds from the
+//!    model: the noise variance does not fall as the signal rises and
+//!    texture only adds to a measurement, so a brighter bin's level (plus
+//!    three standard errors) caps every darker bin's, and the fitted line's
+//!    slope is lowered where it passes above a bin's cap.
 //! 4. Clipping: blocks touching the white level, or a floor/ceiling plateau
 //!    (many blocks sharing the exact minimum/maximum value: a sensor that
 //!    clips at black or a white level set too high), are dropped.
 //! 5. Per colour, equal-count intensity bins; in each, the selected blocks,
-//!    outliers above 4x the median dropped, their mean variance.
+//!    outliers above 4x the median dropped, their mean variance (or, with
+//!    `quantile`, a bias-corrected low quantile; off by default: it read
+//!    ISO 6400 frames up to 40 % low).
 //! 6. A robust weighted line fit var = a·x + b (IRLS, Tukey biweight, weights
 //!    n/var²), constrained to a >= 0 and b >= the quantisation noise
 //!    variance `quant_var` (a step q has variance q²/12: no sensor reads
@@ -63,19 +73,17 @@ pub struct EstimatorParams {
     pub bins: usize,
     /// Pass 1: fraction of each bin's blocks kept (the least textured).
     pub keep_fraction: f64,
-    /// Re-selection: texture tolerance: keep blocks whose detail energy is
-    /// at most (1 + kappa) times the current model's noise variance in all
-    /// 4 sites.
+    /// Texture tolerance: pass 1 keeps blocks whose detail energy is at most
+    /// (1 + kappa) times the pass-0 model's noise variance in all 4 sites;
+    /// the refinement the same against each bin's own level.
     pub kappa: f64,
-    /// First re-selection round, when no bin of a colour has `min_blocks`
-    /// blocks under the threshold: keep this fraction of each bin (the
-    /// flattest).
+    /// Pass 1: keep at least this fraction of each bin (the flattest).
     pub min_fraction: f64,
-    /// Re-selection: a bin needs at least this many blocks under the
-    /// threshold to enter the fit.
+    /// Refinement: a bin needs at least this many blocks under its
+    /// threshold to stay in the fit.
     pub min_blocks: usize,
-    /// Most re-selection rounds (0: the single pass-2 selection of the
-    /// first version, with its `min_fraction` floor in every bin).
+    /// Most refinement rounds (0: none, the pass-1 fit of the first
+    /// version).
     pub iterations: usize,
     /// Quantisation noise variance per colour (R, G, B) in normalised
     /// units² (q²/12 for a step q): the floor of the fitted `b`.
@@ -681,12 +689,12 @@ pub fn estimate(
         let mut pts: Vec<BinPoint> = pts.into_iter().flatten().collect();
         // The noise variance does not fall as the signal rises (a, b >= 0)
         // and texture only adds to it: a brighter bin's measurement bounds
-        // every darker bin's, with two standard errors of slack (a bin's
+        // every darker bin's, with three standard errors of slack (a bin's
         // mean of n blocks of bc² HH coefficients has relative standard
         // error sqrt(2 / (n·bc²)) on white noise). The bins are in x order.
         let bound = |p: &BinPoint| {
             let se = (2.0 / ((bc * bc * p.n.max(1)) as f64)).sqrt();
-            p.var * (1.0 + 2.0 * se)
+            p.var * (1.0 + 3.0 * se)
         };
         let mut cap = f64::INFINITY;
         for p in pts.iter_mut().rev() {
