@@ -182,8 +182,11 @@ fn degenerate_frames_never_nan_or_panic() {
     // Constant.
     let n = run(&p, frame_from(256, 256, |_, _| 300.0)).unwrap();
     assert_sane(&n);
+    // a = 0; b = the 10-bit quantisation floor, (1 / 959)² / 12.
+    let quant = 1.0 / (12.0 * 959.0f64 * 959.0);
     assert!(
-        n.profile.a.iter().chain(&n.profile.b).all(|v| *v < 1e-12),
+        n.profile.a.iter().all(|v| *v < 1e-12)
+            && n.profile.b.iter().all(|v| (v / quant - 1.0).abs() < 1e-3),
         "{:?}",
         n.profile
     );

@@ -20,16 +20,38 @@
 //!    independent, and so are the four CFA sites. A block's site s is ranked
 //!    by its own LH/HL energy (pass 1: the flattest `keep_fraction` of each
 //!    bin) and then by the LH/HL energy of all four sites relative to the
-//!    pass-1 model (pass 2: texture-to-noise ratio <= 1 + kappa); none of it
+//!    current model (texture-to-noise ratio <= 1 + kappa); none of it
 //!    involves site s's HH noise, so choosing flat blocks does not bias the
 //!    measured noise low.
-//! 3. Clipping: blocks touching the white level, or a floor/ceiling plateau
+//! 3. Per-bin refinement, after Liu, Tanaka & Okutomi 2013 ("Single-image
+//!    noise level estimation for blind denoising", IEEE TIP): each
+//!    intensity bin iterates its own threshold, (1 + kappa) times its own
+//!    current level on the site's LH/HL energy (the other three sites stay
+//!    judged against the pass-1 model), and its level is the HH energy of
+//!    the blocks under it, until it stops moving (`iterations`). It starts
+//!    from the pass-1 model, an over-estimate on texture, and converges
+//!    from above; on white noise the level is a fixed point (HH is
+//!    independent of the selection). A bin with fewer than `min_blocks`
+//!    blocks under its threshold measures texture, not noise, and leaves
+//!    the fit; a colour with no bin left keeps its pass-1 model. Per-bin
+//!    thresholds never come from another bin's extrapolated line, so an
+//!    under-fitted line cannot starve the bright bins (the first version of
+//!    this step used one line for all, and did). Then two bounds from the
+//!    model: the noise variance does not fall as the signal rises and
+//!    texture only adds to a measurement, so a brighter bin's level (plus
+//!    three standard errors) caps every darker bin's, and the fitted line's
+//!    slope is lowered where it passes above a bin's cap.
+//! 4. Clipping: blocks touching the white level, or a floor/ceiling plateau
 //!    (many blocks sharing the exact minimum/maximum value: a sensor that
 //!    clips at black or a white level set too high), are dropped.
-//! 4. Per colour, equal-count intensity bins; in each, the least-textured
-//!    blocks, outliers above 4x the median dropped, their mean variance.
-//! 5. A robust weighted line fit var = a·x + b (IRLS, Tukey biweight, weights
-//!    n/var²), constrained to a, b >= 0.
+//! 5. Per colour, equal-count intensity bins; in each, the selected blocks,
+//!    outliers above 4x the median dropped, their mean variance (or, with
+//!    `quantile`, a bias-corrected low quantile; off by default: it read
+//!    ISO 6400 frames up to 40 % low).
+//! 6. A robust weighted line fit var = a·x + b (IRLS, Tukey biweight, weights
+//!    n/var²), constrained to a >= 0 and b >= the quantisation noise
+//!    variance `quant_var` (a step q has variance q²/12: no sensor reads
+//!    below it).
 
 use rayon::prelude::*;
 
@@ -51,11 +73,27 @@ pub struct EstimatorParams {
     pub bins: usize,
     /// Pass 1: fraction of each bin's blocks kept (the least textured).
     pub keep_fraction: f64,
-    /// Pass 2: texture tolerance: keep blocks whose detail energy is at most
-    /// (1 + kappa) times the pass-1 model's noise variance in all 4 sites.
+    /// Texture tolerance: pass 1 keeps blocks whose detail energy is at most
+    /// (1 + kappa) times the pass-0 model's noise variance in all 4 sites;
+    /// the refinement the same against each bin's own level.
     pub kappa: f64,
-    /// Pass 2: keep at least this fraction of each bin (the flattest).
+    /// Pass 1: keep at least this fraction of each bin (the flattest).
     pub min_fraction: f64,
+    /// Refinement: a bin needs at least this many blocks under its
+    /// threshold to stay in the fit.
+    pub min_blocks: usize,
+    /// Most refinement rounds (0: none, the pass-1 fit of the first
+    /// version).
+    pub iterations: usize,
+    /// Quantisation noise variance per colour (R, G, B) in normalised
+    /// units² (q²/12 for a step q): the floor of the fitted `b`.
+    pub quant_var: [f64; 3],
+    /// Per-bin statistic: 0 for the mean of the kept blocks' HH energies
+    /// (outliers above 4x their median dropped); else this quantile of
+    /// them (0.05..=0.95), divided by the same quantile of a block's energy
+    /// on white noise (chi-square with `block`² degrees of freedom, over
+    /// that), so that it reads the noise variance without bias.
+    pub quantile: f64,
     /// Values at or above `clip_high · white[c]` are treated as clipped.
     pub clip_high: f32,
     /// White level per colour (R, G, B) in the input's units: 1.0 for a
@@ -72,6 +110,10 @@ impl Default for EstimatorParams {
             keep_fraction: 0.3,
             kappa: 0.5,
             min_fraction: 0.1,
+            min_blocks: 4,
+            iterations: 8,
+            quant_var: [0.0; 3],
+            quantile: 0.0,
             clip_high: 0.999,
             white: [1.0; 3],
         }
@@ -217,7 +259,8 @@ fn block_stats(data: &[f32], w: usize, h: usize, bc: usize, max_blocks: usize) -
 struct Cand {
     x: f32,
     v: f32,
-    /// Texture score from the other three sites (lower = flatter).
+    /// Texture score (lower = flatter): pass 0 the site's own LH/HL energy,
+    /// pass 1 the largest LH/HL energy of the four sites over the model.
     score: f32,
 }
 
@@ -316,10 +359,63 @@ pub fn fit_line(points: &[BinPoint]) -> (f64, f64, bool) {
     fit
 }
 
+/// The `q` quantile of chi-square(k) / k (Wilson & Hilferty 1931's cube
+/// approximation, with Tukey's lambda approximation of the normal quantile;
+/// under 1 % error for k >= 4 and q in [0.05, 0.95]).
+fn chi2_over_k_quantile(q: f64, k: f64) -> f64 {
+    let q = q.clamp(0.05, 0.95);
+    let z = 4.91 * (q.powf(0.14) - (1.0 - q).powf(0.14));
+    let c = 2.0 / (9.0 * k.max(1.0));
+    (1.0 - c + z * c.sqrt()).max(1e-3).powi(3)
+}
+
+/// One bin's point from its kept blocks: the mean HH energy with outliers
+/// above 4x the median dropped, or with `quantile` = (q, unit) the q
+/// quantile of the energies over its white-noise value `unit`.
+fn measure(kept: &[Cand], quantile: Option<(f64, f64)>) -> Option<BinPoint> {
+    if kept.is_empty() {
+        return None;
+    }
+    let mut vs: Vec<f64> = kept.iter().map(|c| c.v as f64).collect();
+    let med = median(&mut vs);
+    if let Some((q, unit)) = quantile {
+        // vs is sorted by median().
+        let at = q * (vs.len() - 1) as f64;
+        let (i, t) = (at.floor() as usize, at.fract());
+        let v = vs[i] * (1.0 - t) + vs[(i + 1).min(vs.len() - 1)] * t;
+        return Some(BinPoint {
+            x: kept.iter().map(|c| c.x as f64).sum::<f64>() / kept.len() as f64,
+            var: v / unit,
+            n: kept.len(),
+        });
+    }
+    let (mut sx, mut sv, mut n) = (0.0, 0.0, 0usize);
+    for c in kept {
+        if (c.v as f64) <= 4.0 * med {
+            sx += c.x as f64;
+            sv += c.v as f64;
+            n += 1;
+        }
+    }
+    (n > 0).then(|| BinPoint {
+        x: sx / n as f64,
+        var: sv / n as f64,
+        n,
+    })
+}
+
 /// Bins candidates by intensity and measures each bin (see module docs):
 /// within a bin, the blocks with `score <= max_score` are kept, but at least
-/// the `min_fraction` with the lowest scores.
-fn bin_points(cands: &mut [Cand], bins: usize, max_score: f32, min_fraction: f64) -> Vec<BinPoint> {
+/// the `min_fraction` and at least `min_blocks` (all, in a smaller bin)
+/// with the lowest scores.
+fn bin_points(
+    cands: &mut [Cand],
+    bins: usize,
+    max_score: f32,
+    min_fraction: f64,
+    min_blocks: usize,
+    quantile: Option<(f64, f64)>,
+) -> Vec<BinPoint> {
     const MIN_PER_BIN: usize = 12;
     if cands.is_empty() {
         return Vec::new();
@@ -332,26 +428,11 @@ fn bin_points(cands: &mut [Cand], bins: usize, max_score: f32, min_fraction: f64
         let bin = &mut cands[lo..hi];
         bin.sort_by(|p, q| p.score.total_cmp(&q.score));
         let min_keep = ((bin.len() as f64 * min_fraction).ceil() as usize)
-            .max(4)
+            .max(min_blocks.max(1))
             .min(bin.len());
         let keep = bin.partition_point(|c| c.score <= max_score).max(min_keep);
-        let kept = &bin[..keep];
-        let mut vs: Vec<f64> = kept.iter().map(|c| c.v as f64).collect();
-        let med = median(&mut vs);
-        let (mut sx, mut sv, mut n) = (0.0, 0.0, 0usize);
-        for c in kept {
-            if (c.v as f64) <= 4.0 * med {
-                sx += c.x as f64;
-                sv += c.v as f64;
-                n += 1;
-            }
-        }
-        if n > 0 {
-            out.push(BinPoint {
-                x: sx / n as f64,
-                var: sv / n as f64,
-                n,
-            });
+        if let Some(p) = measure(&bin[..keep], quantile) {
+            out.push(p);
         }
     }
     out
@@ -449,9 +530,10 @@ pub fn estimate(
     };
 
     let mut notes = Vec::new();
-    // Pass 1: within each bin, the blocks with the least own LH/HL detail
-    // energy. Pass 2: blocks whose detail energy, in every site, is at most
-    // (1 + kappa) times the pass-1 model's noise variance there.
+    // Pass 0: within each bin, the blocks with the least own LH/HL detail
+    // energy. Pass 1: blocks whose detail energy, in every site, is at most
+    // (1 + kappa) times the pass-0 model's noise variance there. Then the
+    // per-bin refinement (module docs, step 3).
     let mut profile = NoiseProfile {
         a: [0.0; 3],
         b: [0.0; 3],
@@ -459,6 +541,33 @@ pub fn estimate(
     let mut points: [Vec<BinPoint>; 3] = Default::default();
     let mut blocks = [0usize; 3];
     let mut fitted = [false; 3];
+    let mut separable = [true; 3];
+    let max_score = 1.0 + params.kappa as f32;
+    let bins = params.bins.max(1);
+    let quant = params.quant_var.map(|q| q.max(0.0));
+    // Largest detail energy over the model among the sites of `st` other
+    // than `s` (clipped sites are flat for the wrong reason: they do not
+    // vote), and the own site's.
+    let texture = |st: &BlockStat, s: usize, m: &NoiseProfile| -> (f32, f32) {
+        let ratio = |o: usize| {
+            let oc = colors[o];
+            let model = (m.a[oc] * st.mean[o] as f64 + m.b[oc]).max(1e-20) as f32;
+            st.detail[o] / model
+        };
+        let others = (0..4)
+            .filter(|&o| o != s && !clipped(st, o))
+            .map(ratio)
+            .fold(0f32, f32::max);
+        (ratio(s), others)
+    };
+    // Fits colour c's line to `pts` into `profile`; returns whether a and b
+    // were separable.
+    let fit_colour = |c: usize, pts: &[BinPoint], profile: &mut NoiseProfile| -> bool {
+        let (a, bb, sep) = fit_line(pts);
+        profile.a[c] = a;
+        profile.b[c] = bb.max(quant[c]);
+        sep
+    };
     for pass in 0..2 {
         let prev = profile;
         let mut next = prev;
@@ -469,20 +578,11 @@ pub fn estimate(
                     if clipped(st, s) {
                         continue;
                     }
-                    // Clipped other sites are flat for the wrong reason:
-                    // they do not vote.
                     let score = if pass == 0 {
                         st.detail[s]
                     } else {
-                        (0..4)
-                            .filter(|&o| o == s || !clipped(st, o))
-                            .map(|o| {
-                                let oc = colors[o];
-                                let model =
-                                    (prev.a[oc] * st.mean[o] as f64 + prev.b[oc]).max(1e-20) as f32;
-                                st.detail[o] / model
-                            })
-                            .fold(0f32, f32::max)
+                        let (own, others) = texture(st, s, &prev);
+                        own.max(others)
                     };
                     cands.push(Cand {
                         x: st.mean[s],
@@ -495,35 +595,140 @@ pub fn estimate(
             let pts = if pass == 0 {
                 bin_points(
                     &mut cands,
-                    params.bins.max(1),
+                    bins,
                     f32::NEG_INFINITY,
                     params.keep_fraction,
+                    4,
+                    None,
                 )
             } else {
-                let max_score = 1.0 + params.kappa as f32;
-                bin_points(
-                    &mut cands,
-                    params.bins.max(1),
-                    max_score,
-                    params.min_fraction,
-                )
+                bin_points(&mut cands, bins, max_score, params.min_fraction, 4, None)
             };
-            if pts.is_empty() {
-                continue;
+            if !pts.is_empty() {
+                separable[c] = fit_colour(c, &pts, &mut next);
+                fitted[c] = true;
+                points[c] = pts;
             }
-            let (a, bb, separable) = fit_line(&pts);
-            next.a[c] = a;
-            next.b[c] = bb;
-            fitted[c] = true;
-            if pass == 1 && !separable {
-                notes.push(format!(
-                    "{}: one intensity level only, a and b not separable",
-                    ["R", "G", "B"][c]
+        }
+        profile = next;
+    }
+
+    // Per-bin refinement: each bin's own threshold from its own level,
+    // starting from the pass-1 model (an over-estimate on texture) and
+    // converging from above; the other sites are judged against the
+    // pass-1 model, so that no colour's extrapolated line can starve
+    // another colour's bins. A bin with fewer than `min_blocks` blocks
+    // under its threshold measures texture and leaves the fit.
+    let m1 = profile;
+    let quantile = (params.quantile > 0.0).then(|| {
+        let q = params.quantile.clamp(0.05, 0.95);
+        (q, chi2_over_k_quantile(q, (bc * bc) as f64))
+    });
+    for c in (0..3).filter(|&c| fitted[c] && params.iterations > 0) {
+        // (x, HH, own detail, other sites' texture score)
+        let mut cands: Vec<(Cand, f32)> = Vec::new();
+        for st in &stats {
+            for s in (0..4).filter(|&s| colors[s] == c) {
+                if clipped(st, s) {
+                    continue;
+                }
+                let (_, others) = texture(st, s, &m1);
+                cands.push((
+                    Cand {
+                        x: st.mean[s],
+                        v: st.hh[s],
+                        score: st.detail[s],
+                    },
+                    others,
                 ));
+            }
+        }
+        cands.sort_by(|p, q| p.0.x.total_cmp(&q.0.x));
+        let nb = bins.min(cands.len() / 12).max(1);
+        let mut level: Vec<Option<f64>> = (0..nb)
+            .map(|k| {
+                let seg = &cands[k * cands.len() / nb..(k + 1) * cands.len() / nb];
+                let xm = seg.iter().map(|c| c.0.x as f64).sum::<f64>() / seg.len().max(1) as f64;
+                Some((m1.a[c] * xm + m1.b[c]).max(quant[c]).max(1e-20))
+            })
+            .collect();
+        let mut pts: Vec<Option<BinPoint>> = vec![None; nb];
+        for _ in 0..params.iterations {
+            let mut moved = false;
+            for k in 0..nb {
+                let Some(v) = level[k] else { continue };
+                let seg = &cands[k * cands.len() / nb..(k + 1) * cands.len() / nb];
+                let thr = max_score * v as f32;
+                let kept: Vec<Cand> = seg
+                    .iter()
+                    .filter(|(c, others)| *others <= max_score && c.score <= thr)
+                    .map(|(c, _)| *c)
+                    .collect();
+                let p = if kept.len() >= params.min_blocks.max(1) {
+                    measure(&kept, quantile)
+                } else {
+                    None
+                };
+                match p {
+                    Some(p) => {
+                        moved |= (p.var - v).abs() > 0.01 * v;
+                        level[k] = Some(p.var.max(quant[c]).max(1e-20));
+                        pts[k] = Some(p);
+                    }
+                    None => {
+                        moved = true;
+                        level[k] = None;
+                        pts[k] = None;
+                    }
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        let mut pts: Vec<BinPoint> = pts.into_iter().flatten().collect();
+        // The noise variance does not fall as the signal rises (a, b >= 0)
+        // and texture only adds to it: a brighter bin's measurement bounds
+        // every darker bin's, with three standard errors of slack (a bin's
+        // mean of n blocks of bc² HH coefficients has relative standard
+        // error sqrt(2 / (n·bc²)) on white noise). The bins are in x order.
+        let bound = |p: &BinPoint| {
+            let se = (2.0 / ((bc * bc * p.n.max(1)) as f64)).sqrt();
+            p.var * (1.0 + 3.0 * se)
+        };
+        let mut cap = f64::INFINITY;
+        for p in pts.iter_mut().rev() {
+            p.var = p.var.min(cap);
+            cap = cap.min(bound(p));
+        }
+        if pts.is_empty() {
+            notes.push(format!(
+                "{}: no bin with {} flat blocks, first-pass model kept",
+                ["R", "G", "B"][c],
+                params.min_blocks
+            ));
+        } else {
+            separable[c] = fit_colour(c, &pts, &mut profile);
+            // Nor may the line's slope carry it above a bin's bound (the
+            // robust fit follows the many dark bins and can overshoot a
+            // bright one): lower a where the intercept alone is under the
+            // bound. Lowering a never breaks an earlier bound.
+            for p in &pts {
+                let (a, b, lim) = (profile.a[c], profile.b[c], bound(p));
+                if a * p.x + b > lim && b <= lim && p.x > 0.0 {
+                    profile.a[c] = (lim - b) / p.x;
+                }
             }
             points[c] = pts;
         }
-        profile = next;
+    }
+    for c in 0..3 {
+        if fitted[c] && !separable[c] {
+            notes.push(format!(
+                "{}: one intensity level only, a and b not separable",
+                ["R", "G", "B"][c]
+            ));
+        }
     }
     if !fitted.iter().any(|&f| f) {
         return Err(Error::invalid(
@@ -551,6 +756,25 @@ pub fn estimate(
         blocks,
         notes,
     })
+}
+
+/// Quantisation noise variance per colour (R, G, B) of a mosaic that was
+/// normalised from integer DN by `black_level` ((dn - black) / (white -
+/// black)) and then multiplied by the white-balance `gains`: a step of
+/// g / (white - black) has variance step²/12. Zero for a colour whose range
+/// spans under 16 DN (floating-point raws: no integer step to speak of) or
+/// is not finite.
+pub fn quantisation_variance(white: [f32; 3], black: f32, gains: [f32; 3]) -> [f64; 3] {
+    let mut out = [0.0; 3];
+    for c in 0..3 {
+        let range = white[c] as f64 - black as f64;
+        let g = gains[c] as f64;
+        if range.is_finite() && range >= 16.0 && g.is_finite() && g > 0.0 {
+            let q = g / range;
+            out[c] = q * q / 12.0;
+        }
+    }
+    out
 }
 
 /// A per-tile noise map from a model: for each `tile`x`tile` tile of the
@@ -644,6 +868,70 @@ mod tests {
                 "c{c}: {e} vs {t} ({:?})",
                 f.profile
             );
+        }
+    }
+
+    /// Left half a ramp with Poisson-Gaussian noise, right half the same
+    /// plus strong texture (one random value per 2x2 cell, so every CFA
+    /// site sees it): the textured intensity bins leave the fit and the
+    /// std stays right where there is flat signal and above it.
+    #[test]
+    fn texture_does_not_inflate_the_estimate() {
+        let (w, h, a, b) = (512, 384, 1e-4, 1e-6);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let n = Normal::new(0.0f64, 1.0).unwrap();
+        let cells: Vec<f64> = (0..(w / 2) * (h / 2)).map(|_| n.sample(&mut rng)).collect();
+        let mut d = vec![0f32; w * h];
+        for y in 0..h {
+            for x in 0..w {
+                let base = 0.05 + 0.8 * x as f64 / w as f64;
+                let t = if x >= w / 2 {
+                    0.05 * cells[(y / 2) * (w / 2) + x / 2]
+                } else {
+                    0.0
+                };
+                let v = (base + t).clamp(0.0, 1.0);
+                d[y * w + x] = (v + (a * v + b).sqrt() * n.sample(&mut rng)) as f32;
+            }
+        }
+        let truth = NoiseProfile {
+            a: [a; 3],
+            b: [b; 3],
+        };
+        let f = estimate(&d, w, h, CfaPattern::Rggb, &EstimatorParams::default()).unwrap();
+        for c in 0..3 {
+            for x in [0.18, 0.5] {
+                let r = crate::noise::std_at(&f.profile, c, x) / crate::noise::std_at(&truth, c, x);
+                assert!(
+                    (r - 1.0).abs() < 0.15,
+                    "c{c} x={x}: ratio {r} ({:?})",
+                    f.profile
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn quantisation_floor_and_chi2_quantiles() {
+        let q = quantisation_variance([4095.0, 4095.0, 0.5], 256.0, [2.0, 1.0, 1.0]);
+        assert!((q[0] - (2.0f64 / 3839.0).powi(2) / 12.0).abs() < 1e-18);
+        assert!((q[1] - (1.0f64 / 3839.0).powi(2) / 12.0).abs() < 1e-18);
+        assert_eq!(q[2], 0.0);
+        // chi-square(16) / 16: median 15.338 / 16, 25 % 11.912 / 16.
+        assert!((chi2_over_k_quantile(0.5, 16.0) - 15.338 / 16.0).abs() < 0.01);
+        assert!((chi2_over_k_quantile(0.25, 16.0) - 11.912 / 16.0).abs() < 0.01);
+        // A floor on b: a noise-free ramp reads the quantisation variance.
+        let (w, h) = (256, 192);
+        let d: Vec<f32> = (0..w * h)
+            .map(|i| (((0.1 + 0.5 * (i % w) as f64 / w as f64) * 1000.0).round() / 1000.0) as f32)
+            .collect();
+        let p = EstimatorParams {
+            quant_var: [1e-6 / 12.0; 3],
+            ..EstimatorParams::default()
+        };
+        let f = estimate(&d, w, h, CfaPattern::Rggb, &p).unwrap();
+        for c in 0..3 {
+            assert!(f.profile.b[c] >= 1e-6 / 12.0, "{:?}", f.profile);
         }
     }
 

@@ -142,8 +142,10 @@ fn model(m: &Mosaic, noise: Option<&Value>) -> Result<(NoiseProfile, &'static st
             "profile",
         ));
     }
+    let gains = m.wb_applied.unwrap_or([1.0; 3]);
     let ep = EstimatorParams {
-        white: m.wb_applied.unwrap_or([1.0; 3]),
+        white: gains,
+        quant_var: raw_estimator::quantisation_variance(m.meta.white, m.meta.black.mean(), gains),
         ..EstimatorParams::default()
     };
     let fit = raw_estimator::estimate(&m.data.f32(), m.width, m.height, m.cfa, &ep)?;

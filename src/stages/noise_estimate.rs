@@ -159,10 +159,16 @@ impl Stage for NoiseEstimateStage {
             ));
         }
         let estimated = |m: &Mosaic| -> Result<(NoiseProfile, String)> {
+            let gains = m.wb_applied.unwrap_or([1.0; 3]);
             let ep = EstimatorParams {
                 max_blocks: self.p.max_blocks,
                 keep_fraction: self.p.keep_fraction as f64,
-                white: m.wb_applied.unwrap_or([1.0; 3]),
+                white: gains,
+                quant_var: raw_estimator::quantisation_variance(
+                    m.meta.white,
+                    m.meta.black.mean(),
+                    gains,
+                ),
                 ..EstimatorParams::default()
             };
             let fit = raw_estimator::estimate(&m.data.f32(), m.width, m.height, m.cfa, &ep)?;
