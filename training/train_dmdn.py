@@ -1230,46 +1230,40 @@ def cmd_fixture(args):
     save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
               os.path.join(d, "nn_dmdn_tiny_io.safetensors"),
               metadata={"phase": "rggb", "layout": "mosaic/noise_std (H,W); output (3,H,W)"})
-    # the raw-path U-Net: tiny widths, odd frame size, a phase different from the model's
-    torch.manual_seed(2)
-    um = DMDNUNet(widths=(4, 6, 8), bottom=1, fullres_width=4, phase="gbrg", noise_channels=1)
+    # the raw-path U-Nets: tiny widths, odd frame sizes, a phase different
+    # from the model's; three levels, then four (a 1/16 level, `deep` 1)
+    um = write_unet_fixture(d, "nn_dmdn_unet_tiny", 2, dict(widths=(4, 6, 8), bottom=1), 45, 70)
+    # PyTorch's reflect pad needs the frame larger than the halo
+    u4 = write_unet_fixture(d, "nn_dmdn_unet4_tiny", 3, dict(widths=(4, 6, 8, 5), bottom=1, deep=1), 83, 98)
+    print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()})")
+
+
+def write_unet_fixture(d, name, seed, shape, h, w):
+    """A tiny `dmdn_unet` (f16-exact weights, GBRG model) and its PyTorch
+    output on a random GRBG frame: `{name}.safetensors` and `{name}_io.safetensors`."""
+    from safetensors.torch import save_file
+    torch.manual_seed(seed)
+    um = DMDNUNet(fullres_width=4, phase="gbrg", noise_channels=1, **shape)
     for p in um.parameters():
         p.data = (p.data * 2).half().float()
-    h, w = 45, 70
     mos = torch.rand(h, w).half().float()
     noise = (torch.rand(h, w) * 0.1).half().float()
     out = run_full(um, mos, "grbg", noise)
     ut = {}
-    for name in unet_tensor_names(um):
-        m = unet_module(um, name)
-        ut[f"{name}.weight"] = m.weight.detach().half()
-        ut[f"{name}.bias"] = m.bias.detach().half()
-    umeta = {"arch": "dmdn_unet", "version": "1", "base": "bilinear", "widths": "4,6,8", "bottom": "1", "fullres_width": "4",
-             "phase": "gbrg", "noise_channels": "1", "halo": str(um.halo())}
-    save_file(ut, os.path.join(d, "nn_dmdn_unet_tiny.safetensors"), metadata=umeta)
+    for n in unet_tensor_names(um):
+        m = unet_module(um, n)
+        ut[f"{n}.weight"] = m.weight.detach().half()
+        ut[f"{n}.bias"] = m.bias.detach().half()
+    meta = {"arch": "dmdn_unet", "version": "1", "base": "bilinear",
+            "widths": ",".join(str(c) for c in um.widths), "bottom": str(um.bottom), "fullres_width": "4",
+            "phase": "gbrg", "noise_channels": "1", "halo": str(um.halo())}
+    if um.deep:
+        meta["deep"] = str(um.deep)
+    save_file(ut, os.path.join(d, f"{name}.safetensors"), metadata=meta)
     save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
-              os.path.join(d, "nn_dmdn_unet_tiny_io.safetensors"),
+              os.path.join(d, f"{name}_io.safetensors"),
               metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output (3,H,W)"})
-    # the four-level U-Net (a 1/16 level, `deep` 1): same conventions, another odd size
-    torch.manual_seed(3)
-    u4 = DMDNUNet(widths=(4, 6, 8, 5), bottom=1, fullres_width=4, phase="gbrg", noise_channels=1, deep=1)
-    for p in u4.parameters():
-        p.data = (p.data * 2).half().float()
-    h, w = 83, 98  # PyTorch's reflect pad needs the frame larger than the halo
-    mos = torch.rand(h, w).half().float()
-    noise = (torch.rand(h, w) * 0.1).half().float()
-    out = run_full(u4, mos, "grbg", noise)
-    t4 = {}
-    for name in unet_tensor_names(u4):
-        m = unet_module(u4, name)
-        t4[f"{name}.weight"] = m.weight.detach().half()
-        t4[f"{name}.bias"] = m.bias.detach().half()
-    meta4 = dict(umeta, widths="4,6,8,5", deep="1", halo=str(u4.halo()))
-    save_file(t4, os.path.join(d, "nn_dmdn_unet4_tiny.safetensors"), metadata=meta4)
-    save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
-              os.path.join(d, "nn_dmdn_unet4_tiny_io.safetensors"),
-              metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output (3,H,W)"})
-    print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()})")
+    return um
 
 
 def main():
