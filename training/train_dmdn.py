@@ -383,8 +383,24 @@ def list_train_images():
     return [f for f in files if f.lower().endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff"))]
 
 
-def patch_cache(patch=128, per_image=32, seed=0):
-    path = os.path.join(CACHE, f"patches_{patch}_{per_image}_{seed}.npy")
+def downsample_srgb(im, k):
+    """`im` (H,W,3) uint8 sRGB reduced k x k by box averaging in linear light
+    (sizes cropped to multiples of k), re-encoded to uint8 sRGB. Halving the
+    training photos removes most of their sensor noise, JPEG blocking and
+    4:2:0 chroma blur from the *targets* (Brooks et al. 2019 downsampled
+    their photos for the same reason); what is left is sharper per pixel."""
+    h, w = im.shape[0] // k * k, im.shape[1] // k * k
+    x = srgb_to_linear(torch.from_numpy(im[:h, :w].astype(np.float32) / 255.0))
+    x = x.reshape(h // k, k, w // k, k, 3).mean((1, 3))
+    return (srgb_encode(x).clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+
+
+def patch_cache(patch=128, per_image=32, seed=0, downsample=1):
+    """The training patch cache: `per_image` random `patch`-px crops of each
+    training photo (after `downsample_srgb` by `downsample` when > 1), uint8
+    (N,3,P,P), made once under $RAWGRAPH_CACHE."""
+    tag = f"_ds{downsample}" if downsample > 1 else ""
+    path = os.path.join(CACHE, f"patches_{patch}_{per_image}_{seed}{tag}.npy")
     if os.path.exists(path):
         return np.load(path, mmap_mode="r")
     from PIL import Image
@@ -393,6 +409,8 @@ def patch_cache(patch=128, per_image=32, seed=0):
     out = []
     for f in files:
         im = np.asarray(Image.open(f).convert("RGB"))
+        if downsample > 1:
+            im = downsample_srgb(im, downsample)
         h, w, _ = im.shape
         if h < patch or w < patch:
             continue
@@ -1196,6 +1214,9 @@ def cmd_export(args):
                      "high_iso_frac", "hard_frac", "proc_frac", "bottom")
             extra["train_command"] += "".join(f" --{k.replace('_', '-')} {last[k]}" for k in flags
                                               if last.get(k) not in (None, 0, 0.0))
+            if last.get("patches"):
+                # the run's patch file (`cut`, or `cache --downsample`), in place of the default cache
+                extra["train_data"] = f"train/{{cbsd432,urban100,sunhays80}}, {os.path.basename(last['patches'])}"
             if last.get("proc_frac"):
                 extra["train_data"] += f" + procedural paint patches ({last['proc_frac']:g} of each batch)"
     export(model, args.size, args.regime, path, extra)
@@ -1315,6 +1336,8 @@ def main():
     ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda")
     ap.add_argument("--loss", choices=["rendered", "linear"], default="rendered",
                     help="raw regime: MSE after color_correct + sRGB encoding (as eval scores), or linear")
+    ap.add_argument("--downsample", type=int, default=1,
+                    help="cache: reduce each training photo k x k (linear-light box) before cutting")
     ap.add_argument("--patches", default=None, help="patch file from `cut` (default: the full cache)")
     ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (dry runs)")
     ap.add_argument("--max-mib", type=float, default=60.0, help="cut: size limit of the patch file")
@@ -1330,7 +1353,7 @@ def main():
     elif args.cmd == "fixture":
         cmd_fixture(args)
     elif args.cmd == "cache":
-        patch_cache()
+        patch_cache(downsample=args.downsample)
     elif args.cmd == "cut":
         cmd_cut(args)
 
