@@ -754,6 +754,57 @@ def procedural_patches(n, size, gen, shapes=250, strokes=12):
     return torch.from_numpy(out).to(gen.device)
 
 
+def smooth_patches(n, size, gen, objects=6, strokes=4):
+    """`n` procedural "still life" patches (n,3,size,size) on the generator's
+    device, sRGB-encoded in [0,1], with large smooth areas and no texture: a
+    background that is a bicubic-smooth colour field (a random 2x2 to 4x4 grid
+    of colours, upsampled), up to `objects` shaded discs (radius size/10 to
+    size/2, a saturated colour, Lambertian shading of a sphere under a random
+    light with a soft specular spot; edges anti-aliased over one pixel) and up
+    to `strokes` thin dark or coloured lines (a drawing on a fridge door).
+    Natural training photos (BSD, Urban100, Sun-Hays) rarely hold a flat or
+    smoothly shaded area whose truth is free of grain and JPEG noise; without
+    one the network learns to leave grain-like noise in flat regions
+    (McMaster's fruit and fridge doors). Procedural and seeded from `gen`."""
+    seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=gen, device=gen.device))
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    out = np.empty((n, 3, size, size), np.float32)
+    for i in range(n):
+        k = int(rng.integers(2, 5))
+        grid = torch.from_numpy(hsv_colours(k * k, rng, sat_lo=0.0).T.reshape(1, 3, k, k).copy())
+        img = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=True)[0].clamp(0, 1).numpy()
+        light = rng.normal(size=3)
+        light[2] = abs(light[2]) + 0.5
+        light /= np.linalg.norm(light)
+        for _ in range(int(rng.integers(0, objects + 1))):
+            r = size * (0.1 + 0.4 * rng.random())
+            cx, cy = rng.random(2) * size
+            col = hsv_colours(1, rng, sat_lo=0.5)[0]
+            dx, dy = (xx - cx) / r, (yy - cy) / r
+            d2 = dx * dx + dy * dy
+            nz = np.sqrt(np.clip(1.0 - d2, 0.0, 1.0))
+            lam = np.clip(dx * light[0] + dy * light[1] + nz * light[2], 0.0, 1.0)
+            spec = 0.5 * rng.random() * np.clip(lam, 0, 1) ** 40
+            shade = (0.25 + 0.75 * lam)[None] * col[:, None, None] + spec[None]
+            a = np.clip(r - np.sqrt(d2) * r + 0.5, 0.0, 1.0)[None]
+            img = img + a * (np.clip(shade, 0, 1) - img)
+        m = int(rng.integers(0, strokes + 1))
+        for _ in range(m):
+            p0 = rng.random(2) * size
+            ang = rng.random() * math.pi
+            p1 = p0 + (0.1 + 0.9 * rng.random()) * size * np.array([math.cos(ang), math.sin(ang)])
+            wid = 0.8 + 2.2 * rng.random()
+            scol = hsv_colours(1, rng, sat_lo=0.3)[0] * (0.3 + 0.7 * rng.random())
+            ddx, ddy = p1[0] - p0[0], p1[1] - p0[1]
+            t = np.clip(((xx - p0[0]) * ddx + (yy - p0[1]) * ddy) / (ddx * ddx + ddy * ddy + 1e-6), 0.0, 1.0)
+            d = np.sqrt((xx - p0[0] - t * ddx) ** 2 + (yy - p0[1] - t * ddy) ** 2)
+            a = np.clip(wid / 2 - d + 0.5, 0.0, 1.0).astype(np.float32)
+            img = img + a[None] * (scol[:, None, None] - img)
+        out[i] = img
+    return torch.from_numpy(out).to(gen.device)
+
+
 def bilinear_hardness(patches, chunk=512):
     """Initial hard-patch score per cached patch: mean squared error of a
     bilinear demosaic of its (linear, RGGB) mosaic over the centre — high on
@@ -1094,8 +1145,9 @@ def cmd_train(args):
         # a pool of procedural patches, made once per run from the run's generator
         t_pool = time.time()
         full = patches.shape[-1]
-        proc_pool = torch.cat([(procedural_patches(64, full, gen) * 255.0).round().to(torch.uint8)
-                               for _ in range(args.proc_pool // 64)], 0)
+        n_smooth = int(round(args.proc_pool * args.proc_smooth / 64)) * 64
+        kinds = [smooth_patches] * (n_smooth // 64) + [procedural_patches] * ((args.proc_pool - n_smooth) // 64)
+        proc_pool = torch.cat([(make(64, full, gen) * 255.0).round().to(torch.uint8) for make in kinds], 0)
         if dev.type == "cpu":
             proc_pool = proc_pool.numpy()
         print(f"procedural pool: {proc_pool.shape[0]} patches of {full} px in {time.time() - t_pool:.0f} s",
@@ -1211,7 +1263,7 @@ def cmd_export(args):
         if last:
             # the flags of the run that wrote the checkpoint (earlier runs: training/README.md)
             flags = ("minutes", "batch", "patch", "seed", "lr", "sat_frac", "dark_stops", "tint_weight",
-                     "high_iso_frac", "hard_frac", "proc_frac", "bottom")
+                     "high_iso_frac", "hard_frac", "proc_frac", "proc_smooth", "bottom")
             extra["train_command"] += "".join(f" --{k.replace('_', '-')} {last[k]}" for k in flags
                                               if last.get(k) not in (None, 0, 0.0))
             if last.get("patches"):
@@ -1315,6 +1367,9 @@ def main():
     ap.add_argument("--proc-frac", type=float, default=0.0,
                     help="raw regime: fraction of each batch that is procedural paint patches "
                          "(dead leaves + thin strokes, saturated colours; see procedural_patches)")
+    ap.add_argument("--proc-smooth", type=float, default=0.0,
+                    help="raw regime: fraction of the procedural pool that is smooth shaded still lifes "
+                         "(see smooth_patches) instead of paint patches")
     ap.add_argument("--proc-pool", type=int, default=2048,
                     help="procedural patches made at the start of a run (multiple of 64)")
     ap.add_argument("--dark-stops", type=float, default=4.0,
