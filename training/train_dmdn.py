@@ -70,8 +70,14 @@ UNET_SIZES = {
     # receptive field (large flat areas at high ISO). Grows from `fast` files.
     "fast4": dict(widths=(16, 32, 64, 40), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
                   deep=1),
+    # `fast` with gated smoothing (box means of radius 2 and 6 px blended per
+    # pixel): grows from `fast` files
+    "fastg": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
+                  gate=(2, 6)),
     "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
 }
+GATE_INIT = -4.0
+GATE_SCALE = 50.0
 
 # CFA colour index (0 R, 1 G, 2 B) of the 2x2 block positions (dy, dx) in raster order.
 PHASES = {
@@ -163,7 +169,7 @@ class DMDNUNet(nn.Module):
     before the 1/8 bottom convs; H, W must then be multiples of 16.
     """
 
-    def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0):
+    def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0, gate=()):
         super().__init__()
         c1, c2, c3 = widths[:3]
         self.widths, self.bottom, self.phase = tuple(widths), bottom, phase
@@ -188,6 +194,16 @@ class DMDNUNet(nn.Module):
         self.head = nn.Conv2d(c1, 12, 1)
         self.fr1 = nn.Conv2d(6, fullres_width, 3, padding=1)
         self.fr2 = nn.Conv2d(fullres_width, 3, 1)
+        self.gate_radii = tuple(gate)
+        if self.gate_radii:
+            # logits of the box filters against a fixed 0 for "keep", from the
+            # 1/2-resolution decoder features d1 (1x1 conv, pixel shuffle), x
+            # GATE_SCALE (Adam moves them GATE_SCALE times faster than the
+            # other weights); start at weight ~0.018 per box, so the model
+            # grows from a file almost as its function
+            self.gate = nn.Conv2d(c1, 4 * len(self.gate_radii), 1)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, GATE_INIT / GATE_SCALE)
         self.noise_w = None
 
     def fold_noise_weights(self):
@@ -212,9 +228,22 @@ class DMDNUNet(nn.Module):
         d2 = F.relu(self.d2(e2 + F.pixel_shuffle(self.u2(e3), 2)))
         d1 = F.relu(self.d1(e1 + F.pixel_shuffle(self.u1(d2), 2)))
         up = F.pixel_shuffle(self.head(d1), 2)
+        logits = F.pixel_shuffle(self.gate(d1), 2) * GATE_SCALE if self.gate_radii else None
         masked = masked_mosaic(mosaic, self.phase)
         base = F.conv2d(masked, BILINEAR.to(masked.device), padding=1, groups=3)
-        return base + up + self.fr2(F.relu(self.fr1(torch.cat([masked, up], 1))))
+        h = F.relu(self.fr1(torch.cat([masked, up], 1)))
+        y = base + up + self.fr2(h)
+        if not self.gate_radii:
+            return y
+        # gated smoothing: a per-pixel convex blend of y and its box means
+        # (radius r: the mean over the (2r+1)^2 window), weights a softmax
+        # of (0, gate logits): flat areas can average many pixels at no cost
+        w = torch.softmax(torch.cat([torch.zeros_like(logits[:, :1]), logits], 1), 1)
+        out = w[:, :1] * y
+        for k, r in enumerate(self.gate_radii):
+            box = F.avg_pool2d(y, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+            out = out + w[:, k + 1: k + 2] * box
+        return out
 
     def macs_per_pixel(self):
         """Multiply-adds per full-resolution output pixel (weights x output positions)."""
@@ -228,7 +257,10 @@ class DMDNUNet(nn.Module):
         if len(self.widths) == 4:
             c4 = self.widths[3]
             sixteenth = c3 * c4 * 9 + self.deep * c4 * c4 * 9 + c4 * 4 * c3
-        return half / 4 + quarter / 16 + eighth / 64 + sixteenth / 256 + full
+        # the gate's 1x1 conv at 1/2 resolution, and per box 3 channels x
+        # (2 running-sum adds + 1 blend)
+        gate = len(self.gate_radii) * (c1 + 9)
+        return half / 4 + quarter / 16 + eighth / 64 + sixteenth / 256 + full + gate
 
 
 # Bilinear demosaic of a masked mosaic as a depthwise 3x3 conv (R, G, B):
@@ -249,7 +281,7 @@ def receptive_halo(model):
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     probe = DMDNUNet(model.widths, model.bottom, model.fullres_width, model.phase,
-                     model.noise_channels, model.deep)
+                     model.noise_channels, model.deep, model.gate_radii)
     probe._halo = 0
     size = 256
     with torch.no_grad():
@@ -872,7 +904,7 @@ UNET_LAYERS = ["e1a", "e1b", "e2a", "e2b", "e3a"]
 def unet_tensor_names(model):
     deep = ["e4a"] + [f"e4.{i}" for i in range(model.deep)] + ["u3"] if len(model.widths) == 4 else []
     names = UNET_LAYERS + deep + [f"e3.{i}" for i in range(model.bottom)] + ["u2", "d2", "u1", "d1", "head", "fr1", "fr2"]
-    return names
+    return names + (["gate"] if model.gate_radii else [])
 
 
 def unet_module(model, name):
@@ -890,8 +922,9 @@ def export(model, size, regime, path, extra_meta=None):
     if isinstance(model, DMDNUNet):
         for name in unet_tensor_names(model):
             m = unet_module(model, name)
-            t[f"{name}.weight"] = m.weight.detach()
-            t[f"{name}.bias"] = m.bias.detach()
+            scale = GATE_SCALE if name == "gate" else 1.0  # files hold the gate's logits as used
+            t[f"{name}.weight"] = m.weight.detach() * scale
+            t[f"{name}.bias"] = m.bias.detach() * scale
         macs = model.macs_per_pixel()
         meta = {
             "arch": "dmdn_unet", "version": "1", "size": size, "regime": regime,
@@ -901,6 +934,7 @@ def export(model, size, regime, path, extra_meta=None):
             "noise_channels": str(model.noise_channels),
             "macs_per_pixel": str(round(macs)), "flops_per_pixel": str(round(2 * macs)),
             "base": "bilinear",
+            **({"gate_radii": ",".join(str(r) for r in model.gate_radii)} if model.gate_radii else {}),
             "noise_units": "std of the white-balanced mosaic in [0,1] units, per pixel, RMS-pooled over 2x2",
             "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
             "output": "white-balanced linear camera RGB in the input's units",
@@ -975,8 +1009,11 @@ def load_unet_weights(model, path):
                         m.weight.zero_()
                         m.bias.zero_()
                     continue
-                m.weight.copy_(f.get_tensor(f"{name}.weight"))
-                m.bias.copy_(f.get_tensor(f"{name}.bias"))
+                if name == "gate" and "gate.weight" not in f.keys():
+                    continue  # a file without the gate: it keeps its near-silent start
+                scale = GATE_SCALE if name == "gate" else 1.0
+                m.weight.copy_(f.get_tensor(f"{name}.weight") / scale)
+                m.bias.copy_(f.get_tensor(f"{name}.bias") / scale)
         grown = []
         if file_bottom < model.bottom:
             grown.append(f"bottom {file_bottom} -> {model.bottom} (identity-initialised)")
@@ -1000,8 +1037,8 @@ def shipped_path(args, init=True):
     if init and getattr(args, "init", None):
         return args.init
     suffix = "" if args.regime == "srgb" else "_raw"
-    # `fast4` is the `fast` model grown by a level: it ships in the `fast` file.
-    name = "fast" if args.size == "fast4" else args.size
+    # `fast4` and `fastg` are the `fast` model grown: they ship in the `fast` file.
+    name = "fast" if args.size in ("fast4", "fastg") else args.size
     return os.path.join(REPO, "calibration", "models", f"demosaic_{name}{suffix}.safetensors")
 
 
