@@ -166,6 +166,10 @@ mod tests {
                 Some(("iterations", json!({ "iterations": 0 }))),
             ),
             (
+                "demosaic_rcd_mlri",
+                Some(("rb_radius", json!({ "rb_radius": 9 }))),
+            ),
+            (
                 "false_color_suppress",
                 Some(("strength", json!({ "strength": 3.0 }))),
             ),
