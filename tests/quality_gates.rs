@@ -88,7 +88,7 @@ fn demosaic_ari_gate() {
 
 /// The fast residual-interpolation hybrid (`demosaic_rcd_mlri`: RCD green,
 /// saturation-gated median green correction, MLRI red/blue), shipped in
-/// pipelines/quality_fast.yaml: issue 16's >= 39.8 / >= 36.5 dB at ~330 ms
+/// pipelines/quality_fast.yaml: issue 16's >= 39.8 / >= 36.5 dB at ~360 ms
 /// per 12 MP frame (measured 39.877 / 36.540).
 #[test]
 fn demosaic_rcd_mlri_gate() {

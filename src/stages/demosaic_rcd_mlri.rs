@@ -28,12 +28,25 @@
 //! MLRI `6 + 4 rb_radius` pixels).
 //!
 //! Quality (sRGB protocol, 10-px border, kodak24 / mcmaster18, default
-//! params): 39.88 / 36.54 dB (RCD 36.98 / 36.11, RCD +
-//! `false_color_suppress` 39.93 / 35.52, `demosaic_ari` +
-//! `false_color_suppress` 0.5 40.11 / 37.15). Without the saturation
-//! gate (knee very large) 40.10 / 36.03; `saturation_knee` 1.0 gives
-//! 39.82 / 36.61, 1.5 39.97 / 36.58 (with `rb_radius` 2).
-//! Speed: see the README quality table (12 MP `bench --synthetic`).
+//! params): 39.88 / 36.54 dB, issue 16's >= 39.8 / >= 36.5 (RCD 36.98 /
+//! 36.11, RCD + `false_color_suppress` 39.93 / 35.52, `demosaic_ari` +
+//! `false_color_suppress` 0.5 40.11 / 37.15). Without the saturation gate
+//! 40.10 / 36.03; `saturation_knee` 1.0: 39.82 / 36.61; 1.5 (with
+//! `rb_radius` 2): 39.97 / 36.58; `rb_radius` 2: 39.90 / 36.53. Tried and
+//! dropped (all on a worse Kodak/McMaster trade-off): RCD + MLRI red/blue
+//! alone (36.29 / 36.48) and then `false_color_suppress` at 0.5..1 (38.22
+//! / 36.71 .. 39.52 / 35.97), a median gated on the RCD/MLRI disagreement
+//! or on the spike size, the median on red/blue only (37.13 / 36.03: the
+//! Kodak gain of the median is its green correction), MLRI-only red/blue
+//! after the correction (40.14 / 35.62).
+//! Speed (`bench --synthetic 4000x3000`, `dm` medians of 3 interleaved
+//! runs of 5 iterations, AMD EPYC with AVX-512, 2 vCPUs at load 3.2-3.8):
+//! ~360 ms on 1 thread, ~375 ms on 2 (ARI + `false_color_suppress` 0.5:
+//! ~2.66 s / ~2.82 s; RCD + `false_color_suppress` ~139 / ~137 ms).
+//! Larger tiles (512 x 2048) and smaller ones (192 x 640) measured
+//! slower. About a quarter of the bench process is [`rb_plane`] (its
+//! bilinear upsampling gathers are the largest single line), an eighth
+//! RCD, the gated median a few per cent.
 
 use serde::Deserialize;
 
