@@ -46,6 +46,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "quality_classical",
         include_str!("../../pipelines/quality_classical.yaml"),
     ),
+    (
+        "quality_fast",
+        include_str!("../../pipelines/quality_fast.yaml"),
+    ),
     ("preview", include_str!("../../pipelines/preview.yaml")),
     (
         "libraw_like",

@@ -273,14 +273,14 @@ fn run_tiles(
 
 /// Regularisation constants in the data's units.
 #[derive(Clone, Copy)]
-struct Consts {
+pub(crate) struct Consts {
     var_floor: f32,
     dif_floor: f32,
     crit_eps: f32,
 }
 
 impl Consts {
-    fn new(unit: f32) -> Consts {
+    pub(crate) fn new(unit: f32) -> Consts {
         Consts {
             var_floor: VAR_FLOOR * unit * unit,
             dif_floor: DIF_FLOOR * unit,
@@ -293,14 +293,14 @@ impl Consts {
 /// from here and given back, so that a tile allocates (and the kernel
 /// zero-fills fresh pages) only on a task's first tile.
 #[derive(Default)]
-struct Pool {
+pub(crate) struct Pool {
     free: Vec<Vec<f32>>,
 }
 
 impl Pool {
     /// A buffer of `n` samples with arbitrary contents: the caller writes
     /// every sample before it reads it.
-    fn get(&mut self, n: usize) -> Vec<f32> {
+    pub(crate) fn get(&mut self, n: usize) -> Vec<f32> {
         // The smallest free buffer that holds `n` (else the largest, grown).
         let fit = (0..self.free.len())
             .filter(|&i| self.free[i].capacity() >= n)
@@ -322,7 +322,7 @@ impl Pool {
     }
 
     /// Gives buffers back.
-    fn put<const N: usize>(&mut self, vs: [Vec<f32>; N]) {
+    pub(crate) fn put<const N: usize>(&mut self, vs: [Vec<f32>; N]) {
         self.free.extend(vs);
     }
 }
@@ -1554,7 +1554,7 @@ fn taps(v: usize, o: usize, nlat: usize) -> (usize, usize) {
 /// plane.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn rb_plane(
+pub(crate) fn rb_plane(
     m: &[f32],
     g: &[f32],
     w: usize,

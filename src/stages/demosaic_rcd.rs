@@ -276,7 +276,7 @@ mod avx2 {
 /// 2 * y * half + half)` and its odd columns follow at `[(2 * y + 1) *
 /// half, ..)`, so the sites of one Bayer colour in a row are contiguous.
 #[derive(Debug, Default)]
-pub struct Scratch {
+pub(crate) struct Scratch {
     /// The tile's mosaic, split.
     cfa: Vec<f32>,
     /// Vertical high-pass squares (step 1), then the P diagonal ones.
@@ -305,7 +305,7 @@ impl TileScratch for Scratch {
 
 crate::avx2_dispatch!(
     /// [`rcd_tile_body`], 8 lanes wide on AVX2 machines.
-    fn rcd_tile(t: &Tile, s: &mut Scratch) => rcd_tile_body
+    pub(crate) fn rcd_tile(t: &Tile, s: &mut Scratch) => rcd_tile_body
 );
 
 /// Demosaics one padded tile into the R, G, B planes `s.out` (full tile

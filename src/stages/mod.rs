@@ -29,6 +29,7 @@ pub mod demosaic_denoise_learned;
 pub mod demosaic_menon;
 pub mod demosaic_mhc;
 pub mod demosaic_rcd;
+pub mod demosaic_rcd_mlri;
 #[cfg(test)]
 mod demosaic_testing;
 pub mod denoise_profiled;

@@ -18,6 +18,7 @@ pub const OPS: &[&str] = &[
     "demosaic_menon",
     "demosaic_rcd",
     "demosaic_ari",
+    "demosaic_rcd_mlri",
     "demosaic_ahd",
     "false_color_suppress",
     "demosaic_denoise_learned",
@@ -52,6 +53,7 @@ pub fn compile(op: &str, params: serde_json::Value) -> crate::stages::CompileRes
         "demosaic_menon" => demosaic_menon::compile(params),
         "demosaic_rcd" => demosaic_rcd::compile(params),
         "demosaic_ari" => demosaic_ari::compile(params),
+        "demosaic_rcd_mlri" => demosaic_rcd_mlri::compile(params),
         "demosaic_ahd" => demosaic_ahd::compile(params),
         "false_color_suppress" => false_color_suppress::compile(params),
         "demosaic_denoise_learned" => demosaic_denoise_learned::compile(params),
@@ -162,6 +164,10 @@ mod tests {
             (
                 "demosaic_ari",
                 Some(("iterations", json!({ "iterations": 0 }))),
+            ),
+            (
+                "demosaic_rcd_mlri",
+                Some(("rb_radius", json!({ "rb_radius": 9 }))),
             ),
             (
                 "false_color_suppress",
