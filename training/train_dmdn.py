@@ -1284,6 +1284,44 @@ def cmd_eval(args):
     print(json.dumps(res))
 
 
+def cmd_flat(args):
+    """Diagnostic: how much of the noise the model removes on flat patches.
+    Eight flat 128-px patches of random colours (seeded), unprocessed and
+    noised as in training at a fixed ISO (shot = 1e-4 ISO/100, read from
+    Brooks' fit); prints the RMS error (white-balanced camera RGB, 16-px
+    border excluded) of the bilinear base and of the model, their ratio
+    (an ideal flat-field denoiser averaging N pixels gives ~sqrt(N)), and
+    the mean gate weights of a gated model. The non-local-means baseline
+    (denoise.yaml) reaches ~49 dB on a flat frame at ISO 1600 in the
+    project eval where the run-19 net reached 38."""
+    torch.set_num_threads(args.threads)
+    model, state = load_model(args)
+    model.eval()
+    rng = np.random.default_rng(args.seed)
+    rgb = torch.from_numpy(hsv_colours(8, rng)).float()[:, :, None, None].expand(8, 3, 128, 128).contiguous()
+    seen = {}
+    if getattr(model, "gate_radii", ()):
+        model.gate.register_forward_hook(lambda mod, inp, out: seen.__setitem__("g", out))
+    print(f"flat patches, {args.arch}/{args.size} step {state['step'] if state else 0}")
+    for iso in (400, 1600, 6400):
+        shot = 1e-4 * iso / 100
+        read = math.exp(2.18 * math.log(shot) + 1.20)
+        g = torch.Generator().manual_seed(args.seed + iso)
+        noisy, nmap, target = raw_batch(rgb, model.phase, model.noise_channels, g, clean_frac=0.0,
+                                        fixed_noise=(shot, read))[:3]
+        with torch.no_grad():
+            out = model(noisy, nmap)
+        base = F.conv2d(masked_mosaic(noisy, model.phase), BILINEAR, padding=1, groups=3)
+        rms = [((x - target)[..., 16:-16, 16:-16]).pow(2).mean().sqrt().item() for x in (base, out)]
+        line = f"ISO {iso:5d}: rms base {rms[0]:.5f}  model {rms[1]:.5f}  ratio {rms[0] / rms[1]:.2f}"
+        if "g" in seen:
+            lg = F.pixel_shuffle(seen["g"], 2) * GATE_SCALE
+            w = torch.softmax(torch.cat([torch.zeros_like(lg[:, :1]), lg], 1), 1).mean((0, 2, 3))
+            line += "  gate (keep, " + ", ".join(f"r{r}" for r in model.gate_radii) + ") " + \
+                " / ".join(f"{v:.3f}" for v in w.tolist())
+        print(line, flush=True)
+
+
 def cmd_export(args):
     model, state = load_model(args)
     path = args.out or shipped_path(args, init=False)
@@ -1378,7 +1416,7 @@ def write_unet_fixture(d, name, seed, shape, h, w):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("cmd", choices=["train", "eval", "export", "fixture", "cache", "cut"])
+    ap.add_argument("cmd", choices=["train", "eval", "export", "fixture", "cache", "cut", "flat"])
     ap.add_argument("--size", choices=sorted(set(SIZES) | set(UNET_SIZES)), default="fast")
     ap.add_argument("--regime", choices=["srgb", "raw"], default="srgb")
     ap.add_argument("--minutes", type=float, default=60)
@@ -1448,6 +1486,8 @@ def main():
         patch_cache(downsample=args.downsample)
     elif args.cmd == "cut":
         cmd_cut(args)
+    elif args.cmd == "flat":
+        cmd_flat(args)
 
 
 if __name__ == "__main__":
