@@ -321,9 +321,10 @@ def mosaic_of(rgb, phase):
 
 
 def build(size, arch="flat", bottom=None, levels_from=None):
-    """`levels_from`: metadata of a 4-level file the model resumes from; a
-    3-level size then takes its fourth width and `deep` (a `fast` run
-    resuming from shipped `fast4` weights keeps their level)."""
+    """`levels_from`: metadata of the file the model resumes from; a 3-level
+    size then takes a 4-level file's fourth width and `deep` (a `fast` run
+    resuming from shipped `fast4` weights keeps their level) and a gated
+    file's `gate_radii`."""
     if arch == "unet":
         hp = dict(UNET_SIZES[size])
         if bottom is not None:
@@ -333,6 +334,9 @@ def build(size, arch="flat", bottom=None, levels_from=None):
             if len(file_widths) == 4 and file_widths[:3] == tuple(hp["widths"]):
                 hp["widths"] = file_widths
                 hp["deep"] = int(levels_from.get("deep", 0))
+        if levels_from and levels_from.get("gate_radii") and not hp.get("gate"):
+            # a `fast` run resuming from a gated (`fastg`) file keeps the gate
+            hp["gate"] = tuple(int(r) for r in levels_from["gate_radii"].split(","))
         return DMDNUNet(**hp)
     return DMDN(**SIZES[size])
 
