@@ -69,7 +69,7 @@ use super::bayer_tiles::{
     masked_mosaic, parse_cfa, run_tiled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
 };
 use super::combine::{add_assign, concat};
-use super::gated_smoothing::{gated_smoothing, MAX_BOXES, MAX_RADIUS};
+use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
 use super::shuffle::{pixel_shuffle, pixel_unshuffle};
 use super::{Activation, Conv2d, Padding, Tensor, Weights};
 use crate::error::Result;
@@ -416,7 +416,12 @@ impl DmdnUnet {
         add_assign(&mut y, &up)?;
         add_bilinear(&mut y, &masked);
         match logits {
-            Some(z) => gated_smoothing(&y, &z, &self.cfg.gate_radii),
+            Some(z) => {
+                // `up` is dead: it holds the output.
+                let mut out = up;
+                gated_smoothing_into(&y, &z, &self.cfg.gate_radii, &mut out)?;
+                Ok(out)
+            }
             None => Ok(y),
         }
     }

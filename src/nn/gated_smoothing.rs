@@ -36,7 +36,7 @@ pub const MAX_BOXES: usize = 4;
 /// `x = k ln2 + r` with `k` rounded to nearest (|r| <= ln2 / 2), `exp(r)` by
 /// its degree-6 Taylor polynomial (truncation error < 1.2e-7 relative), the
 /// result scaled by `2^k` through the exponent bits.
-#[inline]
+#[inline(always)]
 pub fn exp_nonpos(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 = LN2_HI + LN2_LO, LN2_HI with few bits so k * LN2_HI is exact
@@ -60,39 +60,65 @@ pub fn exp_nonpos(x: f32) -> f32 {
 pub fn box_mean(y: &Tensor, r: usize) -> Result<Tensor> {
     let [n, c, h, w] = y.shape();
     let mut out = Tensor::zeros([n, c, h, w])?;
-    let mut col = vec![0f32; w];
-    let mut row = vec![0f32; w];
-    // Number of window columns per output column (clipped at the edges).
-    let ncols: Vec<f32> = (0..w)
-        .map(|x| ((x + r + 1).min(w) - x.saturating_sub(r)) as f32)
-        .collect();
+    let mut bufs = BoxRow::new(w, r);
     for b in 0..n {
         for ch in 0..c {
             let src = y.plane(b, ch);
             let dst = out.plane_mut(b, ch);
-            for yy in 0..h {
-                let (y0, y1) = (yy.saturating_sub(r), (yy + r + 1).min(h));
-                col.fill(0.0);
-                for sy in y0..y1 {
-                    col.iter_mut()
-                        .zip(&src[sy * w..(sy + 1) * w])
-                        .for_each(|(a, &v)| *a += v);
-                }
-                horizontal_sum(&col, r, &mut row);
-                let nrows = (y1 - y0) as f32;
-                dst[yy * w..(yy + 1) * w]
-                    .iter_mut()
-                    .zip(&row)
-                    .zip(&ncols)
-                    .for_each(|((d, &s), &nc)| *d = s / (nrows * nc));
+            for (yy, row) in dst.chunks_exact_mut(w).enumerate() {
+                row.copy_from_slice(bufs.mean(src, h, yy));
             }
         }
     }
     Ok(out)
 }
 
+/// Row buffers of one box radius: column sums, window sums, and the
+/// window's pixel count per column (clipped at the left and right edges).
+struct BoxRow {
+    r: usize,
+    col: Vec<f32>,
+    row: Vec<f32>,
+    ncols: Vec<f32>,
+}
+
+impl BoxRow {
+    fn new(w: usize, r: usize) -> Self {
+        BoxRow {
+            r,
+            col: vec![0f32; w],
+            row: vec![0f32; w],
+            ncols: (0..w)
+                .map(|x| ((x + r + 1).min(w) - x.saturating_sub(r)) as f32)
+                .collect(),
+        }
+    }
+
+    /// Row `yy` of the box mean of the row-major `h x w` plane `src`.
+    #[inline(always)]
+    fn mean(&mut self, src: &[f32], h: usize, yy: usize) -> &[f32] {
+        let (r, w) = (self.r, self.col.len());
+        let (y0, y1) = (yy.saturating_sub(r), (yy + r + 1).min(h));
+        self.col.fill(0.0);
+        for sy in y0..y1 {
+            self.col
+                .iter_mut()
+                .zip(&src[sy * w..(sy + 1) * w])
+                .for_each(|(a, &v)| *a += v);
+        }
+        horizontal_sum(&self.col, r, &mut self.row);
+        let nrows = (y1 - y0) as f32;
+        self.row
+            .iter_mut()
+            .zip(&self.ncols)
+            .for_each(|(s, &nc)| *s /= nrows * nc);
+        &self.row
+    }
+}
+
 /// `out[x] = Σ_{x' = x-r ..= x+r, clipped} col[x']`, the terms added left to
 /// right starting from 0.0 for every `x`.
+#[inline(always)]
 fn horizontal_sum(col: &[f32], r: usize, out: &mut [f32]) {
     let w = col.len();
     out.fill(0.0);
@@ -107,76 +133,111 @@ fn horizontal_sum(col: &[f32], r: usize, out: &mut [f32]) {
         }
     }
     // Edge columns (clipped windows), same order.
-    for (x, o) in out.iter_mut().enumerate() {
-        if x >= r && x + r < w {
-            continue;
-        }
+    let left = r.min(w);
+    for x in (0..left).chain(w.saturating_sub(r).max(left)..w) {
         let mut s = 0f32;
         for &v in &col[x.saturating_sub(r)..(x + r + 1).min(w)] {
             s += v;
         }
-        *o = s;
+        out[x] = s;
     }
 }
 
 /// Gated smoothing of `y` (`[1, C, H, W]`) with logits `z` (`[1, K, H, W]`,
 /// `K = radii.len()`): see the module doc.
 pub fn gated_smoothing(y: &Tensor, z: &Tensor, radii: &[usize]) -> Result<Tensor> {
-    let [n, c, h, w] = y.shape();
-    if z.shape() != [n, radii.len(), h, w] || n != 1 {
+    let mut out = Tensor::zeros(y.shape())?;
+    gated_smoothing_into(y, z, radii, &mut out)?;
+    Ok(out)
+}
+
+/// [`gated_smoothing`] into `out` (the shape of `y`; every value is
+/// overwritten, so any dead tensor of that shape serves). Row at a time:
+/// row buffers only, no full-size temporaries.
+pub fn gated_smoothing_into(
+    y: &Tensor,
+    z: &Tensor,
+    radii: &[usize],
+    out: &mut Tensor,
+) -> Result<()> {
+    let [n, _, h, w] = y.shape();
+    let k = radii.len();
+    if z.shape() != [n, k, h, w] || n != 1 || out.shape() != y.shape() {
         return Err(Error::invalid(format!(
-            "gated smoothing: logits {:?} do not fit {:?} with {} radii",
+            "gated smoothing: logits {:?} or output {:?} do not fit {:?} with {k} radii",
             z.shape(),
+            out.shape(),
             y.shape(),
-            radii.len()
         )));
     }
-    let boxes = radii
-        .iter()
-        .map(|&r| box_mean(y, r))
-        .collect::<Result<Vec<_>>>()?;
-    let plane = h * w;
-    // Softmax weights of (0, z_1 .. z_K), per pixel, stable (max subtracted).
-    let mut m = vec![0f32; plane];
-    for k in 0..radii.len() {
-        m.iter_mut()
-            .zip(z.plane(0, k))
-            .for_each(|(m, &v)| *m = m.max(v));
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        unsafe { smooth_avx2(y, z, radii, out) };
+        return Ok(());
     }
-    let mut wts = vec![0f32; (radii.len() + 1) * plane];
-    let (w0, wk) = wts.split_at_mut(plane);
-    w0.iter_mut()
-        .zip(&m)
-        .for_each(|(e, &m)| *e = exp_nonpos(-m));
-    let mut sum = w0.to_vec();
-    for (k, wk) in wk.chunks_exact_mut(plane).enumerate() {
-        wk.iter_mut()
-            .zip(z.plane(0, k))
-            .zip(&m)
-            .zip(sum.iter_mut())
-            .for_each(|(((e, &v), &m), s)| {
-                *e = exp_nonpos(v - m);
-                *s += *e;
-            });
-    }
-    for wp in wts.chunks_exact_mut(plane) {
-        wp.iter_mut().zip(&sum).for_each(|(e, &s)| *e /= s);
-    }
-    let mut out = Tensor::zeros([n, c, h, w])?;
-    for ch in 0..c {
-        let dst = out.plane_mut(0, ch);
-        dst.iter_mut()
-            .zip(y.plane(0, ch))
-            .zip(&wts[..plane])
-            .for_each(|((d, &v), &wt)| *d = wt * v);
-        for (k, b) in boxes.iter().enumerate() {
+    smooth(y, z, radii, out);
+    Ok(())
+}
+
+/// [`smooth`] compiled for AVX2 (8 lanes; the same operations in the same
+/// order, no FMA, so bit for bit the result of the baseline build).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn smooth_avx2(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
+    smooth(y, z, radii, out)
+}
+
+/// The body of [`gated_smoothing_into`], shapes checked.
+#[inline(always)]
+fn smooth(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
+    let [_, c, h, w] = y.shape();
+    let k = radii.len();
+    let mut boxes: Vec<BoxRow> = radii.iter().map(|&r| BoxRow::new(w, r)).collect();
+    // Softmax weights of (0, z_1 .. z_K) for one row, K + 1 rows of w.
+    let mut wts = vec![0f32; (k + 1) * w];
+    let mut mx = vec![0f32; w];
+    let mut sum = vec![0f32; w];
+    for yy in 0..h {
+        let zrow = |j: usize| &z.plane(0, j)[yy * w..(yy + 1) * w];
+        // Stable: the max of (0, z) subtracted before exp.
+        mx.fill(0.0);
+        for j in 0..k {
+            mx.iter_mut().zip(zrow(j)).for_each(|(m, &v)| *m = m.max(v));
+        }
+        let (w0, wk) = wts.split_at_mut(w);
+        w0.iter_mut()
+            .zip(&mx)
+            .for_each(|(e, &m)| *e = exp_nonpos(-m));
+        sum.copy_from_slice(w0);
+        for (j, wj) in wk.chunks_exact_mut(w).enumerate() {
+            wj.iter_mut()
+                .zip(zrow(j))
+                .zip(&mx)
+                .zip(sum.iter_mut())
+                .for_each(|(((e, &v), &m), s)| {
+                    *e = exp_nonpos(v - m);
+                    *s += *e;
+                });
+        }
+        for wp in wts.chunks_exact_mut(w) {
+            wp.iter_mut().zip(&sum).for_each(|(e, &s)| *e /= s);
+        }
+        for ch in 0..c {
+            let src = y.plane(0, ch);
+            let dst = &mut out.plane_mut(0, ch)[yy * w..(yy + 1) * w];
             dst.iter_mut()
-                .zip(b.plane(0, ch))
-                .zip(&wts[(k + 1) * plane..(k + 2) * plane])
-                .for_each(|((d, &v), &wt)| *d += wt * v);
+                .zip(&src[yy * w..(yy + 1) * w])
+                .zip(&wts[..w])
+                .for_each(|((d, &v), &wt)| *d = wt * v);
+            for (j, b) in boxes.iter_mut().enumerate() {
+                dst.iter_mut()
+                    .zip(b.mean(src, h, yy))
+                    .zip(&wts[(j + 1) * w..(j + 2) * w])
+                    .for_each(|((d, &v), &wt)| *d += wt * v);
+            }
         }
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -240,6 +301,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The AVX2 build of the body gives the baseline build's bits.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_body_equals_the_baseline_bit_for_bit() {
+        if !is_x86_feature_detected!("avx2") {
+            eprintln!("SKIPPED: no AVX2");
+            return;
+        }
+        let (h, w) = (21, 37);
+        let y: Vec<f32> = (0..3 * h * w)
+            .map(|i| (i * 7919 % 1013) as f32 / 517.0 - 0.4)
+            .collect();
+        let z: Vec<f32> = (0..2 * h * w)
+            .map(|i| (i * 104_729 % 997) as f32 / 40.0 - 15.0)
+            .collect();
+        let y = Tensor::from_vec([1, 3, h, w], y).expect("shape");
+        let z = Tensor::from_vec([1, 2, h, w], z).expect("shape");
+        let mut a = Tensor::zeros(y.shape()).expect("shape");
+        let mut b = Tensor::zeros(y.shape()).expect("shape");
+        smooth(&y, &z, &[2, 6], &mut a);
+        // SAFETY: AVX2 checked above.
+        unsafe { smooth_avx2(&y, &z, &[2, 6], &mut b) };
+        assert!(a
+            .data()
+            .iter()
+            .zip(b.data())
+            .all(|(p, q)| p.to_bits() == q.to_bits()));
+        assert!(a.max_abs_diff(&y) > 1e-3);
     }
 
     /// Blend weights: very negative logits keep `y`, a dominant logit gives
