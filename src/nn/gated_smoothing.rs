@@ -40,7 +40,7 @@ pub const MAX_BOXES: usize = 4;
 pub fn exp_nonpos(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 = LN2_HI + LN2_LO, LN2_HI with few bits so k * LN2_HI is exact
-    const LN2_HI: f32 = 0.693_359_375;
+    const LN2_HI: f32 = 355.0 / 512.0;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
     let x = x.clamp(-87.0, 0.0);
@@ -343,7 +343,7 @@ mod tests {
         let radii = [1, 2];
         let logits = |a: f32, b: f32| {
             let mut v = vec![a; h * w];
-            v.extend(std::iter::repeat(b).take(h * w));
+            v.extend(std::iter::repeat_n(b, h * w));
             Tensor::from_vec([1, 2, h, w], v).expect("shape")
         };
         let b1 = box_mean(&y, 1).expect("box");
