@@ -360,3 +360,119 @@ fn shipped_raw_models_load_within_budget() {
         );
     }
 }
+
+/// The gated fixture: widths 4,6,8, `bottom` 1, `gate_radii` 2,6 with
+/// random gate weights, 61 x 74 GRBG frame (odd rows) for a GBRG model.
+fn load_io_gate() -> (Vec<f32>, Vec<f32>, Tensor, usize, usize) {
+    load_io_of("nn_dmdn_unet_gate_tiny_io.safetensors", 61, 74)
+}
+
+fn meta_of(name: &str) -> HashMap<String, String> {
+    Weights::load(fixture(name)).unwrap().metadata().clone()
+}
+
+#[test]
+fn gated_unet_matches_pytorch_for_every_tiling() {
+    let name = "nn_dmdn_unet_gate_tiny.safetensors";
+    let model = DmdnUnet::load(fixture(name)).unwrap();
+    assert_eq!(model.config().gate_radii, [2, 6]);
+    assert_eq!(model.halo(), 40);
+    let (mosaic, noise, expected, h, w) = load_io_gate();
+    let grbg = parse_cfa("grbg").unwrap();
+    for tile in [1024, 16, 24, 40, 56] {
+        let out = model
+            .run(&mosaic, h, w, grbg, NoiseInput::Map(&noise), tile)
+            .unwrap();
+        let d = out.max_abs_diff(&expected);
+        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
+    }
+    // The gate contributes: without it the result moves.
+    let t: Vec<_> = tensors_of(name)
+        .into_iter()
+        .filter(|t| !t.0.starts_with("gate."))
+        .collect();
+    let mut m = meta_of(name);
+    m.remove("gate_radii");
+    let plain = build(&t, &m).unwrap();
+    let out = plain
+        .run(&mosaic, h, w, grbg, NoiseInput::Map(&noise), 1024)
+        .unwrap();
+    assert!(out.max_abs_diff(&expected) > 1e-3);
+    // The gate's cost: K (c1 + 9) multiply-adds per pixel more.
+    let extra = model.flops_per_pixel() - plain.flops_per_pixel();
+    assert_eq!(extra, 2.0 * 2.0 * (4.0 + 9.0));
+}
+
+/// Tiles give the single pass bit for bit at the gate's halo: the box means
+/// are direct sums in an order that does not depend on the tile origin.
+#[test]
+fn gated_tiles_equal_the_whole_frame_bit_for_bit() {
+    let model = DmdnUnet::load(fixture("nn_dmdn_unet_gate_tiny.safetensors")).unwrap();
+    let (mosaic, noise, _, h, w) = load_io_gate();
+    for cfa in ["rggb", "grbg", "gbrg", "bggr"] {
+        let cfa = parse_cfa(cfa).unwrap();
+        let whole = model
+            .run(&mosaic, h, w, cfa, NoiseInput::Map(&noise), 4096)
+            .unwrap();
+        for tile in [16, 24, 32, 48] {
+            let tiled = model
+                .run(&mosaic, h, w, cfa, NoiseInput::Map(&noise), tile)
+                .unwrap();
+            assert!(
+                tiled.data() == whole.data(),
+                "cfa {cfa:?} tile {tile}: differs by {}",
+                tiled.max_abs_diff(&whole)
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_gated_files_are_typed_errors() {
+    let name = "nn_dmdn_unet_gate_tiny.safetensors";
+    let tensors = tensors_of(name);
+    let meta = meta_of(name);
+    assert!(build(&tensors, &meta).is_ok());
+    for (v, needle) in [
+        ("0,6", "gate_radii"),
+        ("2,17", "gate_radii"),
+        ("1,2,3,4,5", "gate_radii"),
+        ("2,x", "gate_radii"),
+        ("", "gate_radii"),
+        ("2", "gate.weight"),
+        ("2,6,3", "gate.weight"),
+    ] {
+        let mut m = meta.clone();
+        m.insert("gate_radii".into(), v.into());
+        let r = model_err(build(&tensors, &m));
+        assert!(r.contains(needle), "gate_radii={v}: {r}");
+    }
+    // Gate tensors without `gate_radii`, and `gate_radii` without them.
+    let mut m = meta.clone();
+    m.remove("gate_radii");
+    let r = model_err(build(&tensors, &m));
+    assert!(r.contains("unexpected tensor 'gate."), "{r}");
+    let plain: Vec<_> = tensors
+        .iter()
+        .filter(|t| !t.0.starts_with("gate."))
+        .cloned()
+        .collect();
+    let r = model_err(build(&plain, &meta));
+    assert!(r.contains("gate.weight"), "{r}");
+    m.remove("gate_radii");
+    assert!(build(&plain, &m).is_ok());
+    // Wrongly shaped gate tensors name the tensor.
+    for (name, shape) in [
+        ("gate.weight", vec![8, 6, 1, 1]),
+        ("gate.weight", vec![8, 4, 3, 3]),
+        ("gate.weight", vec![4, 4, 1, 1]),
+        ("gate.bias", vec![4]),
+    ] {
+        let mut bad = tensors.clone();
+        let i = bad.iter().position(|t| t.0 == name).unwrap();
+        bad[i].1 = shape.clone();
+        bad[i].2 = vec![0.0; shape.iter().product()];
+        let r = model_err(build(&bad, &meta));
+        assert!(r.contains(name), "{name} {shape:?}: {r}");
+    }
+}

@@ -1387,7 +1387,10 @@ def cmd_fixture(args):
     um = write_unet_fixture(d, "nn_dmdn_unet_tiny", 2, dict(widths=(4, 6, 8), bottom=1), 45, 70)
     # PyTorch's reflect pad needs the frame larger than the halo
     u4 = write_unet_fixture(d, "nn_dmdn_unet4_tiny", 3, dict(widths=(4, 6, 8, 5), bottom=1, deep=1), 83, 98)
-    print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()})")
+    # gated smoothing (radii 2 and 6, as fastg), random gate weights
+    ug = write_unet_fixture(d, "nn_dmdn_unet_gate_tiny", 4, dict(widths=(4, 6, 8), bottom=1, gate=(2, 6)), 61, 74)
+    print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()}, "
+          f"gated unet halo {ug.halo()})")
 
 
 def write_unet_fixture(d, name, seed, shape, h, w):
@@ -1398,19 +1401,28 @@ def write_unet_fixture(d, name, seed, shape, h, w):
     um = DMDNUNet(fullres_width=4, phase="gbrg", noise_channels=1, **shape)
     for p in um.parameters():
         p.data = (p.data * 2).half().float()
+    if um.gate_radii:
+        # the gate starts at zero weights: random ones instead, f16-exact as
+        # written (the file holds them x GATE_SCALE, as `export`)
+        with torch.no_grad():
+            for p in (um.gate.weight, um.gate.bias):
+                p.copy_((torch.randn_like(p) * 0.5).half().float() / GATE_SCALE)
     mos = torch.rand(h, w).half().float()
     noise = (torch.rand(h, w) * 0.1).half().float()
     out = run_full(um, mos, "grbg", noise)
     ut = {}
     for n in unet_tensor_names(um):
         m = unet_module(um, n)
-        ut[f"{n}.weight"] = m.weight.detach().half()
-        ut[f"{n}.bias"] = m.bias.detach().half()
+        scale = GATE_SCALE if n == "gate" else 1.0
+        ut[f"{n}.weight"] = (m.weight.detach() * scale).half()
+        ut[f"{n}.bias"] = (m.bias.detach() * scale).half()
     meta = {"arch": "dmdn_unet", "version": "1", "base": "bilinear",
             "widths": ",".join(str(c) for c in um.widths), "bottom": str(um.bottom), "fullres_width": "4",
             "phase": "gbrg", "noise_channels": "1", "halo": str(um.halo())}
     if um.deep:
         meta["deep"] = str(um.deep)
+    if um.gate_radii:
+        meta["gate_radii"] = ",".join(str(r) for r in um.gate_radii)
     save_file(ut, os.path.join(d, f"{name}.safetensors"), metadata=meta)
     save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
               os.path.join(d, f"{name}_io.safetensors"),

@@ -29,8 +29,20 @@
 //! d1 = d1(e1 + pixel_shuffle(u1_1x1(d2), 2))             (c1, H/2)
 //! up = pixel_shuffle(head_1x1(d1), 2)                    (3, H, W)
 //! base = bilinear(masked)                                (3, H, W), fixed depthwise 3x3 ([`BILINEAR`])
-//! out = base + up + fr2_1x1(fr1(concat(masked, up)))     masked: mosaic spread to its colour plane
+//! y = base + up + fr2_1x1(fr1(concat(masked, up)))       masked: mosaic spread to its colour plane
+//! out = y
+//! with gated smoothing (metadata `gate_radii` = r_1..r_K, `fastg`: 2,6):
+//!   z = pixel_shuffle(gate_1x1(d1), 2)                   (K, H, W) logits
+//!   out = w_0 y + Σ_k w_k box_{r_k}(y),  w = softmax(0, z_1..z_K) per pixel
 //! ```
+//! Gated smoothing ([`super::gated_smoothing`]) lets flat areas average
+//! many pixels (the plain network leaves pixel-level noise there): `box_r`
+//! is the per-channel mean over the (2r+1)^2 window clipped to the tensor.
+//! Files hold the gate's logits as used (`gate.weight` `[4K, c1, 1, 1]`,
+//! `gate.bias` `[4K]`; training's GATE_SCALE is applied by the export);
+//! files without `gate_radii` have no gate tensors and run unchanged. Cost:
+//! K (c1 + 9) multiply-adds per pixel (`fastg` 5,031 against `fast`'s
+//! 4,981), a halo covering the largest radius (48 for `fastg`).
 //! The network learns a residual over a bilinear demosaic (metadata
 //! `base = bilinear`, required).
 //! Inputs: the black-level-subtracted, white-balanced mosaic (1.0 = white)
@@ -57,6 +69,7 @@ use super::bayer_tiles::{
     masked_mosaic, parse_cfa, run_tiled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
 };
 use super::combine::{add_assign, concat};
+use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
 use super::shuffle::{pixel_shuffle, pixel_unshuffle};
 use super::{Activation, Conv2d, Padding, Tensor, Weights};
 use crate::error::Result;
@@ -80,6 +93,9 @@ pub struct DmdnUnetConfig {
     pub noise_channels: usize,
     /// Receptive radius in full-resolution pixels (multiple of 8).
     pub halo: usize,
+    /// Box radii of the gated smoothing (metadata `gate_radii`, 1..=4
+    /// values in 1..=16 px); empty without the gate.
+    pub gate_radii: Vec<usize>,
 }
 
 impl DmdnUnetConfig {
@@ -122,6 +138,9 @@ pub struct DmdnUnet {
     head: Conv2d,
     fr1: Conv2d,
     fr2: Conv2d,
+    /// The gated smoothing's 1x1 conv on `d1`: `[4K, c1, 1, 1]` (logits as
+    /// used, GATE_SCALE already applied by the export).
+    gate: Option<Conv2d>,
     metadata: HashMap<String, String>,
 }
 
@@ -212,6 +231,26 @@ impl DmdnUnet {
         if deep > 0 && ws.len() < 4 {
             return Err(w.err(format!("deep {deep} needs a fourth width (widths {ws:?})")));
         }
+        // `gate_radii` is optional (files without gated smoothing lack it).
+        let gate_radii: Vec<usize> = match w.metadata().get("gate_radii") {
+            None => Vec::new(),
+            Some(s) => {
+                let r: Vec<usize> = s
+                    .split(',')
+                    .map(|v| v.trim().parse::<usize>())
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| w.err(format!("gate_radii '{s}' must be integers")))?;
+                if r.is_empty()
+                    || r.len() > MAX_BOXES
+                    || !r.iter().all(|v| (1..=MAX_RADIUS).contains(v))
+                {
+                    return Err(w.err(format!(
+                        "gate_radii {r:?} must be 1..={MAX_BOXES} values in 1..={MAX_RADIUS}"
+                    )));
+                }
+                r
+            }
+        };
         let phase_s = w.meta("phase")?.to_string();
         let cfg = DmdnUnetConfig {
             widths: ws,
@@ -222,6 +261,7 @@ impl DmdnUnet {
                 .ok_or_else(|| w.err(format!("phase '{phase_s}' is not a Bayer pattern")))?,
             noise_channels: w.meta_usize("noise_channels", 0, 16)?,
             halo: w.meta_usize("halo", 8, 1024)?,
+            gate_radii,
         };
         if w.meta("base")? != "bilinear" {
             return Err(w.err(format!("base '{}' is not 'bilinear'", w.meta("base")?)));
@@ -245,6 +285,10 @@ impl DmdnUnet {
             }),
             None => None,
         };
+        let gate = match cfg.gate_radii.len() {
+            0 => None,
+            k => Some(conv(&mut w, "gate", [4 * k, c1, 1, 1], 1)?),
+        };
         let m = DmdnUnet {
             e1a: conv(&mut w, "e1a", [c1, 4 + nc, 3, 3], 1)?,
             e1b: conv(&mut w, "e1b", [c1, c1, 3, 3], 1)?,
@@ -260,6 +304,7 @@ impl DmdnUnet {
             head: conv(&mut w, "head", [12, c1, 1, 1], 1)?,
             fr1: conv(&mut w, "fr1", [cfg.fullres_width, 6, 3, 3], 1)?,
             fr2: conv(&mut w, "fr2", [3, cfg.fullres_width, 1, 1], 1)?,
+            gate,
             cfg,
             metadata,
         };
@@ -298,7 +343,8 @@ impl DmdnUnet {
     }
 
     /// Floating-point operations per full-resolution output pixel (conv
-    /// multiply-adds x2, excluding halo overlap).
+    /// multiply-adds x2, excluding halo overlap; the gate as training counts
+    /// it).
     pub fn flops_per_pixel(&self) -> f64 {
         let f = |c: &Conv2d| c.flops_per_output_pixel() as f64;
         let half = f(&self.e1a) + f(&self.e1b) + f(&self.d1) + f(&self.head);
@@ -307,8 +353,12 @@ impl DmdnUnet {
         let sixteenth = self.level4.as_ref().map_or(0.0, |l| {
             f(&l.e4a) + l.e4.iter().map(f).sum::<f64>() + f(&l.u3)
         });
+        // the gate (as training/train_dmdn.py's `macs_per_pixel`): its 1x1
+        // conv at 1/2 resolution and, per box, 3 channels x (2 sums + 1
+        // blend) = K (c1 + 9) multiply-adds per pixel
+        let gate = (self.cfg.gate_radii.len() * (self.cfg.widths[0] + 9)) as f64 * 2.0;
         // + 9 multiply-adds of the bilinear base per pixel
-        half / 4.0
+        gate + half / 4.0
             + quarter / 16.0
             + eighth / 64.0
             + sixteenth / 256.0
@@ -355,13 +405,25 @@ impl DmdnUnet {
         drop(e1);
         let d1 = self.d1.forward(&s1, relu)?;
         let up = pixel_shuffle(&self.head.forward(&d1, Activation::None)?, 2)?;
+        let logits = match &self.gate {
+            Some(g) => Some(pixel_shuffle(&g.forward(&d1, Activation::None)?, 2)?),
+            None => None,
+        };
         drop(d1);
         let masked = masked_mosaic(mosaic, self.cfg.phase)?;
         let f = self.fr1.forward(&concat(&[&masked, &up])?, relu)?;
         let mut y = self.fr2.forward(&f, Activation::None)?;
         add_assign(&mut y, &up)?;
         add_bilinear(&mut y, &masked);
-        Ok(y)
+        match logits {
+            Some(z) => {
+                // `up` is dead: it holds the output.
+                let mut out = up;
+                gated_smoothing_into(&y, &z, &self.cfg.gate_radii, &mut out)?;
+                Ok(out)
+            }
+            None => Ok(y),
+        }
     }
 
     /// Demosaics and denoises a whole frame.

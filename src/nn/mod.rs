@@ -29,6 +29,7 @@ pub mod conv2d;
 pub mod demosaic_net;
 pub mod dmdn;
 pub mod dmdn_unet;
+pub mod gated_smoothing;
 pub mod hdrnet;
 pub mod shuffle;
 pub mod sky_seg;
