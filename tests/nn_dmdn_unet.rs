@@ -95,6 +95,47 @@ fn load_io4() -> (Vec<f32>, Vec<f32>, Tensor, usize, usize) {
     load_io_of("nn_dmdn_unet4_tiny_io.safetensors", 83, 98)
 }
 
+/// `model` on the GRBG fixture frame matches PyTorch's `expected` within
+/// 2e-4 at several tile sizes (aligned up by the model).
+fn assert_matches_pytorch(model: &DmdnUnet, io: &(Vec<f32>, Vec<f32>, Tensor, usize, usize)) {
+    let (mosaic, noise, expected, h, w) = io;
+    let grbg = parse_cfa("grbg").unwrap();
+    for tile in [1024, 16, 24, 40, 56] {
+        let out = model
+            .run(mosaic, *h, *w, grbg, NoiseInput::Map(noise), tile)
+            .unwrap();
+        let d = out.max_abs_diff(expected);
+        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
+    }
+}
+
+/// `model` tiled at each of `tiles` equals its single pass bit for bit, in
+/// every Bayer phase (`label` names the case in a failure).
+fn assert_tiles_exact(
+    model: &DmdnUnet,
+    io: &(Vec<f32>, Vec<f32>, Tensor, usize, usize),
+    tiles: &[usize],
+    label: &str,
+) {
+    let (mosaic, noise, _, h, w) = io;
+    for cfa in ["rggb", "grbg", "gbrg", "bggr"] {
+        let cfa = parse_cfa(cfa).unwrap();
+        let whole = model
+            .run(mosaic, *h, *w, cfa, NoiseInput::Map(noise), 4096)
+            .unwrap();
+        for &tile in tiles {
+            let tiled = model
+                .run(mosaic, *h, *w, cfa, NoiseInput::Map(noise), tile)
+                .unwrap();
+            assert!(
+                tiled.data() == whole.data(),
+                "{label} cfa {cfa:?} tile {tile}: differs by {}",
+                tiled.max_abs_diff(&whole)
+            );
+        }
+    }
+}
+
 #[test]
 fn four_level_unet_matches_pytorch_for_every_tiling() {
     let model = DmdnUnet::load(fixture("nn_dmdn_unet4_tiny.safetensors")).unwrap();
@@ -103,15 +144,10 @@ fn four_level_unet_matches_pytorch_for_every_tiling() {
     assert_eq!(model.config().align(), 16);
     // 32 halos (64 px) clamped to the four-level maximum.
     assert_eq!((model.halo(), model.default_tile()), (64, 1536));
-    let (mosaic, noise, expected, h, w) = load_io4();
+    let io = load_io4();
+    assert_matches_pytorch(&model, &io);
+    let (mosaic, noise, expected, h, w) = io;
     let grbg = parse_cfa("grbg").unwrap();
-    for tile in [1024, 16, 24, 40, 56] {
-        let out = model
-            .run(&mosaic, h, w, grbg, NoiseInput::Map(&noise), tile)
-            .unwrap();
-        let d = out.max_abs_diff(&expected);
-        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
-    }
     // The 1/16 level contributes: without it (u3 zeroed) the result moves.
     let mut t = tensors_of("nn_dmdn_unet4_tiny.safetensors");
     let meta = Weights::load(fixture("nn_dmdn_unet4_tiny.safetensors"))
@@ -140,27 +176,12 @@ fn four_level_tiles_equal_the_whole_frame_bit_for_bit() {
         .unwrap()
         .metadata()
         .clone();
-    let (mosaic, noise, _, h, w) = load_io4();
+    let io = load_io4();
     for halo in ["64", "72"] {
         let mut m = meta.clone();
         m.insert("halo".into(), halo.into());
         let model = build(&t, &m).unwrap();
-        for cfa in ["rggb", "grbg", "gbrg", "bggr"] {
-            let cfa = parse_cfa(cfa).unwrap();
-            let whole = model
-                .run(&mosaic, h, w, cfa, NoiseInput::Map(&noise), 4096)
-                .unwrap();
-            for tile in [16, 32, 48, 80] {
-                let tiled = model
-                    .run(&mosaic, h, w, cfa, NoiseInput::Map(&noise), tile)
-                    .unwrap();
-                assert!(
-                    tiled.data() == whole.data(),
-                    "halo {halo} cfa {cfa:?} tile {tile}: differs by {}",
-                    tiled.max_abs_diff(&whole)
-                );
-            }
-        }
+        assert_tiles_exact(&model, &io, &[16, 32, 48, 80], &format!("halo {halo}"));
     }
 }
 
@@ -377,15 +398,10 @@ fn gated_unet_matches_pytorch_for_every_tiling() {
     let model = DmdnUnet::load(fixture(name)).unwrap();
     assert_eq!(model.config().gate_radii, [2, 6]);
     assert_eq!(model.halo(), 40);
-    let (mosaic, noise, expected, h, w) = load_io_gate();
+    let io = load_io_gate();
+    assert_matches_pytorch(&model, &io);
+    let (mosaic, noise, expected, h, w) = io;
     let grbg = parse_cfa("grbg").unwrap();
-    for tile in [1024, 16, 24, 40, 56] {
-        let out = model
-            .run(&mosaic, h, w, grbg, NoiseInput::Map(&noise), tile)
-            .unwrap();
-        let d = out.max_abs_diff(&expected);
-        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
-    }
     // The gate contributes: without it the result moves.
     let t: Vec<_> = tensors_of(name)
         .into_iter()
@@ -408,23 +424,7 @@ fn gated_unet_matches_pytorch_for_every_tiling() {
 #[test]
 fn gated_tiles_equal_the_whole_frame_bit_for_bit() {
     let model = DmdnUnet::load(fixture("nn_dmdn_unet_gate_tiny.safetensors")).unwrap();
-    let (mosaic, noise, _, h, w) = load_io_gate();
-    for cfa in ["rggb", "grbg", "gbrg", "bggr"] {
-        let cfa = parse_cfa(cfa).unwrap();
-        let whole = model
-            .run(&mosaic, h, w, cfa, NoiseInput::Map(&noise), 4096)
-            .unwrap();
-        for tile in [16, 24, 32, 48] {
-            let tiled = model
-                .run(&mosaic, h, w, cfa, NoiseInput::Map(&noise), tile)
-                .unwrap();
-            assert!(
-                tiled.data() == whole.data(),
-                "cfa {cfa:?} tile {tile}: differs by {}",
-                tiled.max_abs_diff(&whole)
-            );
-        }
-    }
+    assert_tiles_exact(&model, &load_io_gate(), &[16, 24, 32, 48], "gated");
 }
 
 #[test]
