@@ -6,6 +6,10 @@
 //! - the shipped `fast` model at 1080p and 12 MP and `quality` at 1 MP
 //!   (per-megapixel cost), for a few tile sizes.
 //!
+//! - the gated smoothing of `fastg` (`[1, 3, 1120, 1120]`, a 1024-px tile
+//!   with its 48-px halo, radii 2 and 6) against the whole gated model on
+//!   one such tile.
+//!
 //! `cargo bench --bench nn_dmdn`
 
 use std::path::PathBuf;
@@ -14,6 +18,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rawgraph::nn::dmdn::parse_cfa;
+use rawgraph::nn::gated_smoothing::gated_smoothing_into;
 use rawgraph::nn::{Activation, Conv2d, Dmdn, NoiseInput, Padding, Tensor};
 
 fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
@@ -74,5 +79,20 @@ fn models(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv, models);
+fn gate(c: &mut Criterion) {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let n = 1120;
+    let y = Tensor::from_vec([1, 3, n, n], rand_vec(&mut rng, 3 * n * n)).expect("y");
+    let z = Tensor::from_vec([1, 2, n, n], rand_vec(&mut rng, 2 * n * n)).expect("z");
+    let mut out = Tensor::zeros([1, 3, n, n]).expect("out");
+    let mut g = c.benchmark_group("nn_gated_smoothing");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((n * n) as u64));
+    g.bench_function(format!("r2r6_{n}x{n}"), |b| {
+        b.iter(|| gated_smoothing_into(&y, &z, &[2, 6], &mut out).expect("gate"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv, models, gate);
 criterion_main!(benches);

@@ -12,15 +12,30 @@
 //! window clipped to the tensor (PyTorch `avg_pool2d`, stride 1, padding r,
 //! `count_include_pad=False`).
 //!
-//! Every box sum is direct, in a fixed order (column sums over rows
-//! `y-r ..= y+r` top to bottom, then those sums over columns `x-r ..= x+r`
-//! left to right, then one division by the window's pixel count), so a
-//! pixel's value depends only on its neighbourhood and not on where the
+//! The box sums are exact: `y` is rounded to fixed point (`Q` = 2^16
+//! steps per unit, values clamped to ±[`BOX_LIMIT`]) and summed in `i32`,
+//! where addition is exact and associative. So the sum over a window does
+//! not depend on the order it is taken in, and the cheap orders serve:
+//! column sums are running sums (each row adds the row entering the window
+//! and subtracts the one leaving it), and row sums are a ladder of pair
+//! sums (`P_2 = c[x] + c[x+1]`, `P_4`, `P_8`, ..., the window then the sum
+//! of the ladder levels of the binary digits of `2r + 1`). A pixel's box
+//! sum is therefore a function of its window alone, not of where the
 //! tensor starts: tiles with a halo of at least `r` reproduce the whole
-//! frame bit for bit (running sums would not). Loops run across columns
-//! and vectorise; the softmax uses [`exp_nonpos`], a branch-free
-//! polynomial `exp` that vectorises too. Cost per pixel and channel:
-//! `2(2r+1)` adds and a division per box, and the blend.
+//! frame bit for bit. No sum exceeds a window and one row more
+//! (`(2·16 + 2) · (2·16 + 1) · 24 · 2^16 < 2^31`), so nothing overflows;
+//! the adds are written wrapping, which is exact modulo 2^32 either way.
+//! The mean's error is at most half a step (7.6e-6) plus one f32
+//! rounding.
+//!
+//! Cost per pixel and channel: one rounding, two adds per box for the
+//! column sums, `log2(2r + 1) + popcount(2r + 1) - 1` adds per box for the
+//! row sums (3 for r = 2, 5 for r = 6), a conversion and a multiply-add per
+//! box; per pixel (shared by the channels) the softmax: `K + 1` [`exp_nonpos`]
+//! (a branch-free polynomial `exp` that vectorises), one division, and the
+//! window counts folded into the weights. Everything runs across columns
+//! and vectorises; [`gated_smoothing_into`] runs an AVX-512 or AVX2 build
+//! of the same operations (bit for bit the baseline's) when the CPU has it.
 
 use super::Tensor;
 use crate::error::{Error, Result};
@@ -29,6 +44,12 @@ use crate::error::{Error, Result};
 pub const MAX_RADIUS: usize = 16;
 /// Most boxes (logit planes) a file may declare.
 pub const MAX_BOXES: usize = 4;
+/// Values enter the box sums clamped to `±BOX_LIMIT` (image units; linear
+/// camera RGB is ~0..1, highlights a few units): the range over which the
+/// fixed-point window sums cannot overflow.
+pub const BOX_LIMIT: f32 = 24.0;
+/// Fixed-point steps per image unit in the box sums.
+const Q: f32 = 65_536.0;
 
 /// `exp(x)` for `x <= 0` (results below `exp(-87)` flush to that), within
 /// ~2 ulp of `f32::exp`; branch-free so loops over it vectorise.
@@ -42,104 +63,241 @@ pub fn exp_nonpos(x: f32) -> f32 {
     // ln 2 = LN2_HI + LN2_LO, LN2_HI with few bits so k * LN2_HI is exact
     const LN2_HI: f32 = 355.0 / 512.0;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let x = x.clamp(-87.0, 0.0);
-    let k = (x * LOG2E + ROUND) - ROUND;
+    // max/min (not clamp): NaN becomes -87, and the loop stays vector code.
+    let x = x.max(-87.0).min(0.0);
+    let (k, ki) = round_even(x * LOG2E);
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // k in -126..=0: a normal power of two.
-    let scale = f32::from_bits((((k as i32) + 127) as u32) << 23);
+    let scale = f32::from_bits(((ki + 127) as u32) << 23);
     p * scale
 }
 
+/// `x` rounded to the nearest integer, ties to even, as `f32` and `i32`,
+/// for `|x| < 2^22`: adding 1.5 · 2^23 leaves no fraction bits, and the
+/// integer is then the sum's low mantissa bits (no saturating `as` cast,
+/// so loops over it vectorise).
+#[inline(always)]
+fn round_even(x: f32) -> (f32, i32) {
+    const ROUND: f32 = 12_582_912.0;
+    let t = x + ROUND;
+    (t - ROUND, t.to_bits() as i32 - ROUND.to_bits() as i32)
+}
+
+/// `v` in fixed point: clamped to `±BOX_LIMIT` (NaN to `-BOX_LIMIT`),
+/// times [`Q`], rounded to nearest.
+#[inline(always)]
+fn fixed(v: f32) -> i32 {
+    round_even(v.max(-BOX_LIMIT).min(BOX_LIMIT) * Q).1
+}
+
 /// Box mean of every plane of `y` (`[N, C, H, W]`) with radius `r`, windows
-/// clipped to the tensor; see the module doc for the summation order.
+/// clipped to the tensor (the exact fixed-point sums of the module doc).
 pub fn box_mean(y: &Tensor, r: usize) -> Result<Tensor> {
     let [n, c, h, w] = y.shape();
     let mut out = Tensor::zeros([n, c, h, w])?;
-    let mut bufs = BoxRow::new(w, r);
+    let mut rows = QuantRows::new(1, w, r);
+    let mut bx = BoxSums::new(1, w, r);
     for b in 0..n {
         for ch in 0..c {
             let src = y.plane(b, ch);
-            let dst = out.plane_mut(b, ch);
-            for (yy, row) in dst.chunks_exact_mut(w).enumerate() {
-                row.copy_from_slice(bufs.mean(src, h, yy));
+            rows.restart();
+            for yy in 0..h {
+                rows.advance(|_| src, h, yy);
+                let dst = &mut out.plane_mut(b, ch)[yy * w..(yy + 1) * w];
+                dst.iter_mut()
+                    .zip(bx.sums(&rows, 0, h, yy))
+                    .for_each(|(d, &s)| *d = s as f32);
+                dst.iter_mut()
+                    .zip(bx.row_scale(h, yy))
+                    .for_each(|(d, &k)| *d *= k);
             }
         }
     }
     Ok(out)
 }
 
-/// Row buffers of one box radius: column sums, window sums, and the
-/// window's pixel count per column (clipped at the left and right edges).
-struct BoxRow {
-    r: usize,
-    col: Vec<f32>,
-    row: Vec<f32>,
-    ncols: Vec<f32>,
+/// A ring of the last `2R + 2` rows of each plane in fixed point: rows
+/// `yy - R - 1 ..= yy + R` are present while output row `yy` is made.
+struct QuantRows {
+    c: usize,
+    w: usize,
+    /// Ring length `2R + 2` (rows).
+    len: usize,
+    reach: usize,
+    /// `[C][len][W]`.
+    q: Vec<i32>,
+    /// Rows `0..next` have been rounded in.
+    next: usize,
 }
 
-impl BoxRow {
-    fn new(w: usize, r: usize) -> Self {
-        BoxRow {
+impl QuantRows {
+    fn new(c: usize, w: usize, reach: usize) -> Self {
+        let len = 2 * reach + 2;
+        QuantRows {
+            c,
+            w,
+            len,
+            reach,
+            q: vec![0; c * len * w],
+            next: 0,
+        }
+    }
+
+    fn restart(&mut self) {
+        self.next = 0;
+    }
+
+    /// Rounds in the rows up to `yy + R` (clipped to `h`) of every plane,
+    /// `plane(ch)` giving the row-major `h x w` plane `ch`.
+    #[inline(always)]
+    fn advance<'a>(&mut self, plane: impl Fn(usize) -> &'a [f32], h: usize, yy: usize) {
+        let want = (yy + self.reach + 1).min(h);
+        while self.next < want {
+            let sy = self.next;
+            for ch in 0..self.c {
+                let src = &plane(ch)[sy * self.w..(sy + 1) * self.w];
+                let at = (ch * self.len + sy % self.len) * self.w;
+                self.q[at..at + self.w]
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(q, &v)| *q = fixed(v));
+            }
+            self.next += 1;
+        }
+    }
+
+    /// Fixed-point row `sy` of plane `ch` (must be in the ring).
+    #[inline(always)]
+    fn row(&self, ch: usize, sy: usize) -> &[i32] {
+        let at = (ch * self.len + sy % self.len) * self.w;
+        &self.q[at..at + self.w]
+    }
+}
+
+/// Box sums of one radius for `C` planes: running column sums (one per
+/// plane, padded by `r` zeros each side), the pair-sum ladder, the window
+/// sums, and the per-pixel scale `1 / (Q · count)` for the current row.
+struct BoxSums {
+    r: usize,
+    w: usize,
+    /// `[C][W + 2r]`, zeros in the `r` columns each side.
+    col: Vec<i32>,
+    /// Ladder levels `P_2, P_4, ...` over one padded column-sum row.
+    ladder: Vec<Vec<i32>>,
+    sum: Vec<i32>,
+    /// Columns in the clipped window of each `x`.
+    ncols: Vec<f32>,
+    scale: Vec<f32>,
+    /// Rows in the window `scale` was made for (0: none yet).
+    scale_rows: usize,
+}
+
+impl BoxSums {
+    fn new(c: usize, w: usize, r: usize) -> Self {
+        let span = 2 * r + 1;
+        let levels = usize::BITS - 1 - span.leading_zeros(); // floor(log2 span)
+        BoxSums {
             r,
-            col: vec![0f32; w],
-            row: vec![0f32; w],
+            w,
+            col: vec![0; c * (w + 2 * r)],
+            ladder: (0..levels).map(|_| vec![0; w + 2 * r]).collect(),
+            sum: vec![0; w],
             ncols: (0..w)
                 .map(|x| ((x + r + 1).min(w) - x.saturating_sub(r)) as f32)
                 .collect(),
+            scale: vec![0.0; w],
+            scale_rows: 0,
         }
     }
 
-    /// Row `yy` of the box mean of the row-major `h x w` plane `src`.
+    /// `1 / (Q · rows · cols)` of each pixel of row `yy` (window clipped).
     #[inline(always)]
-    fn mean(&mut self, src: &[f32], h: usize, yy: usize) -> &[f32] {
-        let (r, w) = (self.r, self.col.len());
-        let (y0, y1) = (yy.saturating_sub(r), (yy + r + 1).min(h));
-        self.col.fill(0.0);
-        for sy in y0..y1 {
-            self.col
+    fn row_scale(&mut self, h: usize, yy: usize) -> &[f32] {
+        let rows = (yy + self.r + 1).min(h) - yy.saturating_sub(self.r);
+        if rows != self.scale_rows {
+            let qr = Q * rows as f32;
+            self.scale
                 .iter_mut()
-                .zip(&src[sy * w..(sy + 1) * w])
-                .for_each(|(a, &v)| *a += v);
+                .zip(&self.ncols)
+                .for_each(|(s, &nc)| *s = 1.0 / (qr * nc));
+            self.scale_rows = rows;
         }
-        horizontal_sum(&self.col, r, &mut self.row);
-        let nrows = (y1 - y0) as f32;
-        self.row
-            .iter_mut()
-            .zip(&self.ncols)
-            .for_each(|(s, &nc)| *s /= nrows * nc);
-        &self.row
+        &self.scale
+    }
+
+    /// Window sums of row `yy` of plane `ch`: the running column sums moved
+    /// to row `yy` (rows taken from `rows`, which must hold rows up to
+    /// `yy + r`; rows must be visited in order from 0), then the ladder.
+    #[inline(always)]
+    fn sums(&mut self, rows: &QuantRows, ch: usize, h: usize, yy: usize) -> &[i32] {
+        let (r, w) = (self.r, self.w);
+        let col = &mut self.col[ch * (w + 2 * r)..(ch + 1) * (w + 2 * r)][r..r + w];
+        if yy == 0 {
+            col.fill(0);
+            for sy in 0..(r + 1).min(h) {
+                add_row(col, rows.row(ch, sy));
+            }
+        } else {
+            if yy + r < h {
+                add_row(col, rows.row(ch, yy + r));
+            }
+            if yy > r {
+                col.iter_mut()
+                    .zip(rows.row(ch, yy - r - 1))
+                    .for_each(|(a, &v)| *a = a.wrapping_sub(v));
+            }
+        }
+        let padded = &self.col[ch * (w + 2 * r)..(ch + 1) * (w + 2 * r)];
+        window_sums(padded, &mut self.ladder, 2 * r + 1, &mut self.sum);
+        &self.sum
     }
 }
 
-/// `out[x] = Σ_{x' = x-r ..= x+r, clipped} col[x']`, the terms added left to
-/// right starting from 0.0 for every `x`.
 #[inline(always)]
-fn horizontal_sum(col: &[f32], r: usize, out: &mut [f32]) {
-    let w = col.len();
-    out.fill(0.0);
-    // Interior columns r .. w-r: the full window, one shifted slice per tap.
-    if w > 2 * r {
-        let inner = w - 2 * r;
-        for d in 0..=2 * r {
-            out[r..r + inner]
-                .iter_mut()
-                .zip(&col[d..d + inner])
-                .for_each(|(a, &v)| *a += v);
-        }
+fn add_row(acc: &mut [i32], row: &[i32]) {
+    acc.iter_mut()
+        .zip(row)
+        .for_each(|(a, &v)| *a = a.wrapping_add(v));
+}
+
+/// `out[x] = Σ_{d < span} c[x + d]` (`c.len() >= out.len() + span - 1`) by
+/// the pair-sum ladder: `ladder[j][x] = Σ_{d < 2^(j+1)} c[x + d]`, then
+/// the levels of `span`'s binary digits, largest first.
+#[inline(always)]
+fn window_sums(c: &[i32], ladder: &mut [Vec<i32>], span: usize, out: &mut [i32]) {
+    let w = out.len();
+    for j in 0..ladder.len() {
+        let half = 1 << j;
+        let n = c.len() + 1 - 2 * half;
+        let (done, rest) = ladder.split_at_mut(j);
+        let prev: &[i32] = if j == 0 { c } else { &done[j - 1] };
+        rest[0][..n]
+            .iter_mut()
+            .zip(&prev[..n])
+            .zip(&prev[half..half + n])
+            .for_each(|((o, &a), &b)| *o = a.wrapping_add(b));
     }
-    // Edge columns (clipped windows), same order.
-    let left = r.min(w);
-    for x in (0..left).chain(w.saturating_sub(r).max(left)..w) {
-        let mut s = 0f32;
-        for &v in &col[x.saturating_sub(r)..(x + r + 1).min(w)] {
-            s += v;
+    let level = |j: usize| -> &[i32] {
+        if j == 0 {
+            c
+        } else {
+            &ladder[j - 1]
         }
-        out[x] = s;
+    };
+    let top = ladder.len(); // 2^top <= span < 2^(top + 1)
+    out.copy_from_slice(&level(top)[..w]);
+    let mut off = 1 << top;
+    for j in (0..top).rev() {
+        if span & (1 << j) != 0 {
+            out.iter_mut()
+                .zip(&level(j)[off..off + w])
+                .for_each(|(o, &v)| *o = o.wrapping_add(v));
+            off += 1 << j;
+        }
     }
 }
 
@@ -170,6 +328,17 @@ pub fn gated_smoothing_into(
             y.shape(),
         )));
     }
+    if let Some(&r) = radii.iter().find(|&&r| r == 0 || r > MAX_RADIUS) {
+        return Err(Error::invalid(format!(
+            "gated smoothing: box radius {r} is not in 1..={MAX_RADIUS}"
+        )));
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        unsafe { smooth_avx512(y, z, radii, out) };
+        return Ok(());
+    }
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked above).
@@ -180,6 +349,14 @@ pub fn gated_smoothing_into(
     Ok(())
 }
 
+/// [`smooth`] compiled for AVX-512F (16 lanes; bit for bit the baseline's,
+/// as [`smooth_avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn smooth_avx512(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
+    smooth(y, z, radii, out)
+}
+
 /// [`smooth`] compiled for AVX2 (8 lanes; the same operations in the same
 /// order, no FMA, so bit for bit the result of the baseline build).
 #[cfg(target_arch = "x86_64")]
@@ -188,19 +365,22 @@ unsafe fn smooth_avx2(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor)
     smooth(y, z, radii, out)
 }
 
-/// The body of [`gated_smoothing_into`], shapes checked.
+/// The body of [`gated_smoothing_into`], shapes and radii checked.
 #[inline(always)]
 fn smooth(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
     let [_, c, h, w] = y.shape();
     let k = radii.len();
-    let mut boxes: Vec<BoxRow> = radii.iter().map(|&r| BoxRow::new(w, r)).collect();
-    // Softmax weights of (0, z_1 .. z_K) for one row, K + 1 rows of w.
+    let reach = radii.iter().copied().max().unwrap_or(0);
+    let mut rows = QuantRows::new(c, w, reach);
+    let mut boxes: Vec<BoxSums> = radii.iter().map(|&r| BoxSums::new(c, w, r)).collect();
+    // Blend weights of (y, box_1 .. box_K) for one row, K + 1 rows of w;
+    // the box weights include the box's 1 / (Q · count).
     let mut wts = vec![0f32; (k + 1) * w];
     let mut mx = vec![0f32; w];
     let mut sum = vec![0f32; w];
     for yy in 0..h {
         let zrow = |j: usize| &z.plane(0, j)[yy * w..(yy + 1) * w];
-        // Stable: the max of (0, z) subtracted before exp.
+        // softmax(0, z): the max of (0, z) subtracted before exp.
         mx.fill(0.0);
         for j in 0..k {
             mx.iter_mut().zip(zrow(j)).for_each(|(m, &v)| *m = m.max(v));
@@ -220,21 +400,27 @@ fn smooth(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
                     *s += *e;
                 });
         }
-        for wp in wts.chunks_exact_mut(w) {
-            wp.iter_mut().zip(&sum).for_each(|(e, &s)| *e /= s);
+        sum.iter_mut().for_each(|s| *s = 1.0 / *s);
+        w0.iter_mut().zip(&sum).for_each(|(e, &s)| *e *= s);
+        for (wj, b) in wk.chunks_exact_mut(w).zip(boxes.iter_mut()) {
+            wj.iter_mut()
+                .zip(&sum)
+                .zip(b.row_scale(h, yy))
+                .for_each(|((e, &s), &q)| *e = *e * s * q);
         }
+        rows.advance(|ch| y.plane(0, ch), h, yy);
         for ch in 0..c {
-            let src = y.plane(0, ch);
+            let src = &y.plane(0, ch)[yy * w..(yy + 1) * w];
             let dst = &mut out.plane_mut(0, ch)[yy * w..(yy + 1) * w];
             dst.iter_mut()
-                .zip(&src[yy * w..(yy + 1) * w])
+                .zip(src)
                 .zip(&wts[..w])
                 .for_each(|((d, &v), &wt)| *d = wt * v);
             for (j, b) in boxes.iter_mut().enumerate() {
                 dst.iter_mut()
-                    .zip(b.mean(src, h, yy))
+                    .zip(b.sums(&rows, ch, h, yy))
                     .zip(&wts[(j + 1) * w..(j + 2) * w])
-                    .for_each(|((d, &v), &wt)| *d += wt * v);
+                    .for_each(|((d, &s), &wt)| *d += wt * s as f32);
             }
         }
     }
@@ -262,12 +448,12 @@ mod tests {
     /// `r`, gives the same interior bit for bit.
     #[test]
     fn box_mean_is_the_clipped_window_mean_and_tiles_exactly() {
-        let (h, w) = (11, 23);
+        let (h, w) = (41, 53); // interior tiles even at r = 16
         let vals: Vec<f32> = (0..2 * h * w)
             .map(|i| (i * 7919 % 1013) as f32 / 97.0 - 3.0)
             .collect();
         let y = Tensor::from_vec([1, 2, h, w], vals).expect("shape");
-        for r in [1, 2, 6] {
+        for r in [1, 2, 3, 6, 16] {
             let b = box_mean(&y, r).expect("box");
             for c in 0..2 {
                 for yy in 0..h {
@@ -303,10 +489,32 @@ mod tests {
         }
     }
 
-    /// The AVX2 build of the body gives the baseline build's bits.
+    /// Values enter the box sums clamped to ±BOX_LIMIT (NaN as the low
+    /// end); at the limit with the largest radius nothing overflows.
+    #[test]
+    fn box_sums_clamp_and_do_not_overflow() {
+        let (h, w) = (40, 45);
+        for (v, want) in [
+            (BOX_LIMIT, BOX_LIMIT),
+            (-BOX_LIMIT, -BOX_LIMIT),
+            (1e9, BOX_LIMIT),
+            (f32::NEG_INFINITY, -BOX_LIMIT),
+            (f32::NAN, -BOX_LIMIT),
+        ] {
+            let y = Tensor::from_vec([1, 1, h, w], vec![v; h * w]).expect("shape");
+            let b = box_mean(&y, MAX_RADIUS).expect("box");
+            assert!(
+                b.data().iter().all(|&m| (m - want).abs() < 1e-5),
+                "{v} -> {:?}",
+                &b.data()[..3]
+            );
+        }
+    }
+
+    /// The AVX2 and AVX-512 builds of the body give the baseline build's bits.
     #[cfg(target_arch = "x86_64")]
     #[test]
-    fn avx2_body_equals_the_baseline_bit_for_bit() {
+    fn vector_bodies_equal_the_baseline_bit_for_bit() {
         if !is_x86_feature_detected!("avx2") {
             eprintln!("SKIPPED: no AVX2");
             return;
@@ -323,14 +531,24 @@ mod tests {
         let mut a = Tensor::zeros(y.shape()).expect("shape");
         let mut b = Tensor::zeros(y.shape()).expect("shape");
         smooth(&y, &z, &[2, 6], &mut a);
+        let same = |a: &Tensor, b: &Tensor| {
+            a.data()
+                .iter()
+                .zip(b.data())
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+        };
         // SAFETY: AVX2 checked above.
         unsafe { smooth_avx2(&y, &z, &[2, 6], &mut b) };
-        assert!(a
-            .data()
-            .iter()
-            .zip(b.data())
-            .all(|(p, q)| p.to_bits() == q.to_bits()));
+        assert!(same(&a, &b));
         assert!(a.max_abs_diff(&y) > 1e-3);
+        if is_x86_feature_detected!("avx512f") {
+            let mut c = Tensor::zeros(y.shape()).expect("shape");
+            // SAFETY: AVX-512F checked above.
+            unsafe { smooth_avx512(&y, &z, &[2, 6], &mut c) };
+            assert!(same(&a, &c));
+        } else {
+            eprintln!("SKIPPED (AVX-512 part): no AVX-512F");
+        }
     }
 
     /// Blend weights: very negative logits keep `y`, a dominant logit gives
