@@ -4,6 +4,7 @@
 
 pub mod cpu;
 pub mod device_step;
+pub mod median;
 pub mod simd;
 
 use serde::{Deserialize, Serialize};

@@ -109,7 +109,7 @@ where
         noise,
     } = frame;
     let align = spec.align;
-    if align < 2 || !align.is_power_of_two() || spec.halo % 2 != 0 {
+    if align < 2 || !align.is_power_of_two() || !spec.halo.is_multiple_of(2) {
         return Err(Error::invalid(format!(
             "tiling: halo {} is odd or the alignment {align} is not a power of two >= 2",
             spec.halo
@@ -280,7 +280,7 @@ mod tests {
         for n in [1usize, 7, 64, 999, 4000, 6001] {
             for tile in [16usize, 256, 1024] {
                 let t = balanced(n, tile, 8);
-                assert!(t % 8 == 0 && t <= tile, "{n} {tile}: {t}");
+                assert!(t.is_multiple_of(8) && t <= tile, "{n} {tile}: {t}");
                 assert_eq!(n.div_ceil(t), n.div_ceil(tile), "{n} {tile}: {t}");
             }
         }

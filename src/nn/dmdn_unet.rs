@@ -266,7 +266,7 @@ impl DmdnUnet {
         if w.meta("base")? != "bilinear" {
             return Err(w.err(format!("base '{}' is not 'bilinear'", w.meta("base")?)));
         }
-        if cfg.halo % 8 != 0 {
+        if !cfg.halo.is_multiple_of(8) {
             return Err(w.err(format!("halo {} is not a multiple of 8", cfg.halo)));
         }
         let (c1, c2, c3) = (cfg.widths[0], cfg.widths[1], cfg.widths[2]);

@@ -157,7 +157,10 @@ impl Hdrnet {
             guide_knots: w.meta_usize("guide_knots", 1, 256)?,
         };
         let ratio = cfg.net_size / cfg.grid;
-        if cfg.grid % 4 != 0 || cfg.grid * ratio != cfg.net_size || !ratio.is_power_of_two() {
+        if !cfg.grid.is_multiple_of(4)
+            || cfg.grid * ratio != cfg.net_size
+            || !ratio.is_power_of_two()
+        {
             return Err(w.err(format!(
                 "net_size {} must be grid {} times a power of two, grid a multiple of 4",
                 cfg.net_size, cfg.grid

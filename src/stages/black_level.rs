@@ -66,7 +66,7 @@ impl BlackLevel {
                 let t = *v * s + o;
                 *v = if clip { t.max(0.0) } else { t };
             };
-            if LANES % period == 0 {
+            if LANES.is_multiple_of(period) {
                 // Fixed-width lanes (the period divides them): vectorises.
                 let mut off = [0f32; LANES];
                 let mut scale = [0f32; LANES];

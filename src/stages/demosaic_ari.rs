@@ -1540,7 +1540,7 @@ fn lap_lattice(v: &[f32], wl: usize, hl: usize, pool: &mut Pool) -> Vec<f32> {
 fn taps(v: usize, o: usize, nlat: usize) -> (usize, usize) {
     if v < o {
         (0, 0)
-    } else if (v - o) % 2 == 0 {
+    } else if (v - o).is_multiple_of(2) {
         let q = ((v - o) / 2).min(nlat - 1);
         (q, q)
     } else {
@@ -1828,7 +1828,11 @@ mod tests {
         // Colour edges whose channels move independently (McMaster-like):
         // residual interpolation keeps them where colour differences smear.
         let scene = |x: usize, y: usize| -> [f32; 3] {
-            let a = if (x / 5 + y / 9) % 2 == 0 { 0.8 } else { 0.2 };
+            let a = if (x / 5 + y / 9).is_multiple_of(2) {
+                0.8
+            } else {
+                0.2
+            };
             let b = if x * 2 + y > 100 { 0.7 } else { 0.1 };
             let g = 0.3 + 0.2 * ((x as f32) * 0.21).sin();
             [a, g, b]
@@ -2043,7 +2047,10 @@ mod tests {
         for h in [1, 2, 99, 1536, 1537, 3000, 4000, 6000] {
             for t in 1..=4 {
                 let s = strip_rows(h, t);
-                assert!(s % 2 == 0 && s <= STRIP + 2, "{h} rows, {t} threads: {s}");
+                assert!(
+                    s.is_multiple_of(2) && s <= STRIP + 2,
+                    "{h} rows, {t} threads: {s}"
+                );
             }
         }
     }

@@ -690,7 +690,7 @@ mod tests {
         let scene = |x: usize, y: usize| -> [f32; 3] {
             let (xf, yf) = (x as f32, y as f32);
             let edge = if x * 3 + y * 2 > 150 { 0.7 } else { 0.15 };
-            let bar = if (x / 7) % 2 == 0 { 0.1 } else { 0.0 };
+            let bar = if (x / 7).is_multiple_of(2) { 0.1 } else { 0.0 };
             let rr = ((xf - 40.0).powi(2) + (yf - 30.0).powi(2)).sqrt();
             let ring = 0.1 * (rr * 0.35).sin();
             let l = edge + bar + ring;

@@ -404,7 +404,7 @@ impl Layer {
     /// Multiplies the covered photosites of image row `y` by their gains.
     #[inline]
     fn apply(&self, y: usize, row: &mut [f32], clip: bool) {
-        if y < self.top || y >= self.bottom || (y - self.top) % self.row_pitch != 0 {
+        if y < self.top || y >= self.bottom || !(y - self.top).is_multiple_of(self.row_pitch) {
             return;
         }
         let rel = (y as f64 + 0.5) / self.height as f64;

@@ -11,7 +11,7 @@
 //!
 //! The Gaussian is applied as two symmetric 1-D passes (vertical, then
 //! horizontal, the taps at `-j` and `+j` added before their weight), the
-//! same on every CPU (AVX2 or not: no fused multiply-add); it equals the
+//! same on every CPU (AVX-512, AVX2 or neither: no fused multiply-add); it equals the
 //! pixel-by-pixel definition within f32 rounding (tests: <= 1e-5).
 //!
 //! Input and output: planar RGB, same size and colour space; place it
@@ -31,6 +31,9 @@ use serde::Deserialize;
 use super::row_kernel::{Header, RowKernel, RowShape, RowSource, StencilCarry, StencilFn};
 use super::{check_range, one_input, parse_params, take_image, RunCtx, Stage};
 use crate::backend::cpu::reflect;
+use crate::backend::simd::Level;
+#[cfg(target_arch = "x86_64")]
+use crate::backend::simd::{has_avx2, has_avx512f};
 use crate::error::{Error, Result};
 use crate::frame::{Value, ValueDesc, ValueKind};
 
@@ -274,6 +277,7 @@ impl Mask {
         // The taps from the centre out: half[j] weighs offsets -j and +j.
         let half = &self.kernel[kr..];
         let k = [self.amount, self.thr, self.os];
+        let level = Level::best();
         // The padded vertical blur, the padded widened ranges (column 0 of
         // each on a cache line: the vector loads of their centre taps do
         // not straddle two), the blur for rows with non-finite values and
@@ -365,10 +369,10 @@ impl Mask {
             };
             if (oy..=t).all(|u| finite[(y0 + u) % taps]) {
                 let ranges = [&mut *vb, &mut *lo, &mut *hi];
-                mask_row(win, half, k, ranges, src_rows, out);
+                mask_row(level, win, half, k, ranges, src_rows, out);
                 continue;
             }
-            vblur_row(win, half, self.os, &mut vb[kr..kr + w], lo, hi);
+            vblur_row(level, win, half, self.os, &mut vb[kr..kr + w], lo, hi);
             mirror_pad(vb, kr);
             for (x, v) in blur.iter_mut().enumerate() {
                 *v = hblur_at(vb, half, x);
@@ -414,10 +418,10 @@ fn luma_row(r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) -> bool {
     bad == 0
 }
 
-crate::avx2_dispatch!(fn luma_row_wide(r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) -> bool => luma_row);
+crate::avx512_dispatch!(fn luma_row_wide(r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) -> bool => luma_row);
 
 // The blur and the mask per row: a scalar definition (`*_tail`, also the
-// vector kernels' last columns) and an AVX2 copy that computes the same
+// vector kernels' last columns) and vector copies (AVX2, AVX-512) that compute the same
 // operations in the same order per column, so both give identical bits
 // (no fused multiply-add). The blur is separable and symmetric: per
 // direction `half[0] v[0] + sum_j half[j] (v[-j] + v[+j])`, summed in
@@ -496,45 +500,164 @@ fn apply_tail(
     }
 }
 
-/// The AVX2 copies of [`vblur_tail`] and [`apply_tail`], `KR` taps each
-/// side (unrolled per radius by [`by_kr`]), and of [`mask_row`].
+/// The vector copies of [`vblur_tail`] and [`apply_tail`], `KR` taps each
+/// side (unrolled per radius by [`by_kr`]), and of [`mask_row`]: one body
+/// generic over the vector type ([`wide::Lanes`]), compiled per level in
+/// [`wide::avx2`] (8 lanes) and [`wide::avx512`] (16 lanes).
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod wide {
     use super::{CHUNK, MAX_KR};
     use std::arch::x86_64::*;
 
-    /// Runs `$step!(x)` on the vectors of columns `$x0 .. $x1`, two per
-    /// turn (the loop's own work and the reloads of row pointers the
-    /// registers cannot hold count once per 16 columns), then one; returns
-    /// the first column not done.
+    /// A vector of f32 lanes and the operations the kernels use, one
+    /// instruction each, the same per lane at every width.
+    ///
+    /// # Safety
+    /// The methods run only inlined into a function compiled for the
+    /// type's instruction set, on a CPU that has it.
+    pub trait Lanes: Copy {
+        /// Lanes per vector.
+        const N: usize;
+        unsafe fn splat(v: f32) -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(self, p: *mut f32);
+        unsafe fn add(self, b: Self) -> Self;
+        unsafe fn sub(self, b: Self) -> Self;
+        unsafe fn mul(self, b: Self) -> Self;
+        /// `self < b ? self : b` per lane (the scalar code's `if`).
+        unsafe fn min(self, b: Self) -> Self;
+        /// `self > b ? self : b` per lane.
+        unsafe fn max(self, b: Self) -> Self;
+        /// The sign bit cleared.
+        unsafe fn abs(self) -> Self;
+        /// The sign bit of `s` or'ed in (`copysign` of a value >= +0).
+        unsafe fn or_sign(self, s: Self) -> Self;
+    }
+
+    impl Lanes for __m256 {
+        const N: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm256_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            _mm256_add_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            _mm256_sub_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            _mm256_mul_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn min(self, b: Self) -> Self {
+            _mm256_min_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            _mm256_max_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn abs(self) -> Self {
+            _mm256_and_ps(self, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
+        }
+        #[inline(always)]
+        unsafe fn or_sign(self, s: Self) -> Self {
+            let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+            _mm256_or_ps(self, _mm256_and_ps(s, sign))
+        }
+    }
+
+    // AVX-512F alone (no DQ): the bit operations on the integer view.
+    impl Lanes for __m512 {
+        const N: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            _mm512_set1_ps(v)
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn add(self, b: Self) -> Self {
+            _mm512_add_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn sub(self, b: Self) -> Self {
+            _mm512_sub_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn mul(self, b: Self) -> Self {
+            _mm512_mul_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn min(self, b: Self) -> Self {
+            _mm512_min_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn max(self, b: Self) -> Self {
+            _mm512_max_ps(self, b)
+        }
+        #[inline(always)]
+        unsafe fn abs(self) -> Self {
+            let m = _mm512_set1_epi32(0x7fff_ffff);
+            _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(self), m))
+        }
+        #[inline(always)]
+        unsafe fn or_sign(self, s: Self) -> Self {
+            let sign = _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32(i32::MIN));
+            _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(self), sign))
+        }
+    }
+
+    /// Runs `$step!(x)` on the vectors (`$n` lanes) of columns `$x0 ..
+    /// $x1`, two per turn (the loop's own work and the reloads of row
+    /// pointers the registers cannot hold count once per two vectors),
+    /// then one; returns the first column not done.
     macro_rules! two_per_turn {
-        ($step:ident, $x0:expr, $x1:expr) => {{
-            let (mut x, x1) = ($x0, $x1);
-            while x + 16 <= x1 {
+        ($step:ident, $n:expr, $x0:expr, $x1:expr) => {{
+            let (mut x, x1, n) = ($x0, $x1, $n);
+            while x + 2 * n <= x1 {
                 $step!(x);
-                $step!(x + 8);
-                x += 16;
+                $step!(x + n);
+                x += 2 * n;
             }
-            while x + 8 <= x1 {
+            while x + n <= x1 {
                 $step!(x);
-                x += 8;
+                x += n;
             }
             x
         }};
     }
 
     /// The window rows' pointers and the taps as vectors.
-    type Taps = ([*const f32; 2 * MAX_KR + 1], [__m256; MAX_KR + 1]);
+    type Taps<V> = ([*const f32; 2 * MAX_KR + 1], [V; MAX_KR + 1]);
 
     #[inline(always)]
-    unsafe fn taps(rows: &[&[f32]], half: &[f32]) -> Taps {
+    unsafe fn taps<V: Lanes>(rows: &[&[f32]], half: &[f32]) -> Taps<V> {
         let mut p = [std::ptr::null::<f32>(); 2 * MAX_KR + 1];
         for (p, r) in p.iter_mut().zip(rows) {
             *p = r.as_ptr();
         }
-        let mut hv = [_mm256_setzero_ps(); MAX_KR + 1];
+        let mut hv = [V::splat(0.0); MAX_KR + 1];
         for (h, &c) in hv.iter_mut().zip(half) {
-            *h = _mm256_set1_ps(c);
+            *h = V::splat(c);
         }
         (p, hv)
     }
@@ -542,49 +665,46 @@ mod avx2 {
     /// [`super::vblur_tail`] on whole vectors of the columns `x0 .. x1`;
     /// returns the first column not done.
     #[inline(always)]
-    unsafe fn vblur_span<const KR: usize>(
-        (p, hv): &Taps,
+    unsafe fn vblur_span<V: Lanes, const KR: usize>(
+        (p, hv): &Taps<V>,
         os: f32,
         [out, lo, hi]: [&mut [f32]; 3],
         x0: usize,
         x1: usize,
     ) -> usize {
-        let osv = _mm256_set1_ps(os);
+        let osv = V::splat(os);
         let o = out.as_mut_ptr();
         let (l, h) = (lo.as_mut_ptr().add(1), hi.as_mut_ptr().add(1));
         // One vector of columns from `x`.
         macro_rules! step {
             ($x:expr) => {{
                 let x = $x;
-                let c = _mm256_loadu_ps(p[KR].add(x));
-                let u = _mm256_loadu_ps(p[KR - 1].add(x));
-                let d = _mm256_loadu_ps(p[KR + 1].add(x));
-                let mut a = _mm256_mul_ps(c, hv[0]);
-                a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_add_ps(u, d), hv[1]));
+                let c = V::load(p[KR].add(x));
+                let u = V::load(p[KR - 1].add(x));
+                let d = V::load(p[KR + 1].add(x));
+                let mut a = c.mul(hv[0]);
+                a = a.add(u.add(d).mul(hv[1]));
                 for j in 2..=KR {
-                    let s = _mm256_add_ps(
-                        _mm256_loadu_ps(p[KR - j].add(x)),
-                        _mm256_loadu_ps(p[KR + j].add(x)),
-                    );
-                    a = _mm256_add_ps(a, _mm256_mul_ps(s, hv[j]));
+                    let s = V::load(p[KR - j].add(x)).add(V::load(p[KR + j].add(x)));
+                    a = a.add(s.mul(hv[j]));
                 }
-                _mm256_storeu_ps(o.add(x), a);
-                // min_ps(c, u) = c < u ? c : u, as the scalar code.
-                let mn = _mm256_min_ps(d, _mm256_min_ps(c, u));
-                let mx = _mm256_max_ps(d, _mm256_max_ps(c, u));
-                _mm256_storeu_ps(l.add(x), _mm256_sub_ps(mn, osv));
-                _mm256_storeu_ps(h.add(x), _mm256_add_ps(mx, osv));
+                a.store(o.add(x));
+                // c.min(u) = c < u ? c : u, as the scalar code.
+                let mn = d.min(c.min(u));
+                let mx = d.max(c.max(u));
+                mn.sub(osv).store(l.add(x));
+                mx.add(osv).store(h.add(x));
             }};
         }
-        two_per_turn!(step, x0, x1)
+        two_per_turn!(step, V::N, x0, x1)
     }
 
     /// [`super::apply_tail`] on whole vectors of the columns `x0 .. x1`;
     /// returns the first column not done.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    unsafe fn apply_span<const KR: usize>(
-        (_, hv): &Taps,
+    unsafe fn apply_span<V: Lanes, const KR: usize>(
+        (_, hv): &Taps<V>,
         [vb, lo, hi, mid]: [&[f32]; 4],
         src: [&[f32]; 3],
         [r, g, b]: [&mut [f32]; 3],
@@ -596,75 +716,59 @@ mod avx2 {
         let (lp, hp, yp) = (lo.as_ptr(), hi.as_ptr(), mid.as_ptr());
         let [sr, sg, sb] = src.map(|s| s.as_ptr());
         let (dr, dg, db) = (r.as_mut_ptr(), g.as_mut_ptr(), b.as_mut_ptr());
-        let amount = _mm256_set1_ps(k[0]);
-        let thr = _mm256_set1_ps(k[1]);
-        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-        let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
-        let zero = _mm256_setzero_ps();
+        let amount = V::splat(k[0]);
+        let thr = V::splat(k[1]);
+        let zero = V::splat(0.0);
         // One vector of columns from `x`.
         macro_rules! step {
             ($x:expr) => {{
                 let x = $x;
-                let mut bl = _mm256_mul_ps(_mm256_loadu_ps(v.add(x)), hv[0]);
+                let mut bl = V::load(v.add(x)).mul(hv[0]);
                 // Indexed (not an iterator over `hv`): the loop stays
                 // unrolled with the taps in registers.
                 #[allow(clippy::needless_range_loop)]
                 for j in 1..=KR {
-                    let s = _mm256_add_ps(
-                        _mm256_loadu_ps(v.add(x).sub(j)),
-                        _mm256_loadu_ps(v.add(x + j)),
-                    );
-                    bl = _mm256_add_ps(bl, _mm256_mul_ps(s, hv[j]));
+                    let s = V::load(v.add(x).sub(j)).add(V::load(v.add(x + j)));
+                    bl = bl.add(s.mul(hv[j]));
                 }
-                let y = _mm256_loadu_ps(yp.add(x));
-                let d = _mm256_sub_ps(y, bl);
-                let m = _mm256_sub_ps(_mm256_and_ps(d, abs), thr);
-                // max_ps(m, 0) = m > 0 ? m : 0, as the scalar code.
-                let m = _mm256_max_ps(m, zero);
-                let dt = _mm256_or_ps(m, _mm256_and_ps(d, sign));
-                let ny = _mm256_add_ps(y, _mm256_mul_ps(amount, dt));
-                let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 1)), _mm256_loadu_ps(lp.add(x)));
-                let l = _mm256_min_ps(_mm256_loadu_ps(lp.add(x + 2)), l);
-                let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 1)), _mm256_loadu_ps(hp.add(x)));
-                let h = _mm256_max_ps(_mm256_loadu_ps(hp.add(x + 2)), h);
-                let ny = _mm256_min_ps(h, _mm256_max_ps(l, ny));
-                let dl = _mm256_sub_ps(ny, y);
-                _mm256_storeu_ps(dr.add(x), _mm256_add_ps(_mm256_loadu_ps(sr.add(x)), dl));
-                _mm256_storeu_ps(dg.add(x), _mm256_add_ps(_mm256_loadu_ps(sg.add(x)), dl));
-                _mm256_storeu_ps(db.add(x), _mm256_add_ps(_mm256_loadu_ps(sb.add(x)), dl));
+                let y = V::load(yp.add(x));
+                let d = y.sub(bl);
+                // m.max(zero) = m > 0 ? m : 0, as the scalar code.
+                let m = d.abs().sub(thr).max(zero);
+                let ny = y.add(amount.mul(m.or_sign(d)));
+                let l = V::load(lp.add(x + 1)).min(V::load(lp.add(x)));
+                let l = V::load(lp.add(x + 2)).min(l);
+                let h = V::load(hp.add(x + 1)).max(V::load(hp.add(x)));
+                let h = V::load(hp.add(x + 2)).max(h);
+                let ny = h.min(l.max(ny));
+                let dl = ny.sub(y);
+                V::load(sr.add(x)).add(dl).store(dr.add(x));
+                V::load(sg.add(x)).add(dl).store(dg.add(x));
+                V::load(sb.add(x)).add(dl).store(db.add(x));
             }};
         }
-        two_per_turn!(step, x0, x1)
+        two_per_turn!(step, V::N, x0, x1)
     }
 
-    /// [`super::vblur_tail`] 8 columns at a time.
-    ///
-    /// # Safety
-    /// The CPU has AVX2; `half.len() == KR + 1 <= MAX_KR + 1`, `rows.len()
-    /// == 2 KR + 1`, every row at least `out.len()` long, `lo` and `hi`
-    /// `out.len() + 2`.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn vblur<const KR: usize>(
+    /// [`super::vblur_tail`] a vector at a time (the preconditions of the
+    /// per-level entry points below).
+    #[inline(always)]
+    unsafe fn vblur<V: Lanes, const KR: usize>(
         rows: &[&[f32]],
         half: &[f32],
         os: f32,
         [out, lo, hi]: [&mut [f32]; 3],
     ) {
-        let t = taps(rows, half);
+        let t = taps::<V>(rows, half);
         let w = out.len();
-        let x = vblur_span::<KR>(&t, os, [&mut *out, &mut *lo, &mut *hi], 0, w);
+        let x = vblur_span::<V, KR>(&t, os, [&mut *out, &mut *lo, &mut *hi], 0, w);
         super::vblur_tail(rows, half, os, [out, lo, hi], x);
     }
 
-    /// [`super::apply_tail`] 8 columns at a time.
-    ///
-    /// # Safety
-    /// The CPU has AVX2; `half.len() == KR + 1 <= MAX_KR + 1`; `vb` at
-    /// least `mid.len() + 2 KR` long, `lo` and `hi` `mid.len() + 2`, the
-    /// `src` and `out` rows at least `mid.len()`.
+    /// [`super::apply_tail`] a vector at a time.
     #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn apply<const KR: usize>(
+    #[inline(always)]
+    unsafe fn apply<V: Lanes, const KR: usize>(
         vb: &[f32],
         half: &[f32],
         lo: &[f32],
@@ -674,23 +778,18 @@ mod avx2 {
         [r, g, b]: [&mut [f32]; 3],
         k: [f32; 2],
     ) {
-        let t = taps(&[], half);
+        let t = taps::<V>(&[], half);
         let w = mid.len();
         let out = [&mut *r, &mut *g, &mut *b];
-        let x = apply_span::<KR>(&t, [vb, lo, hi, mid], src, out, k, 0, w);
+        let x = apply_span::<V, KR>(&t, [vb, lo, hi, mid], src, out, k, 0, w);
         super::apply_tail(vb, half, lo, hi, mid, src, [r, g, b], k, x);
     }
 
     /// [`super::mask_row`]: per chunk of [`CHUNK`] columns, the vertical
     /// pass, then the mask of the chunk before (whose horizontal taps reach
     /// into this one), the pads once their columns exist.
-    ///
-    /// # Safety
-    /// The CPU has AVX2; `half.len() == KR + 1 <= MAX_KR + 1`, `KR <
-    /// CHUNK`, `rows.len() == 2 KR + 1`; the rows, `src` and `out` `w`
-    /// long, `vb` `w + 2 KR`, `lo` and `hi` `w + 2`.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn mask_row<const KR: usize>(
+    #[inline(always)]
+    unsafe fn mask_row<V: Lanes, const KR: usize>(
         rows: &[&[f32]],
         half: &[f32],
         k: [f32; 3],
@@ -699,14 +798,14 @@ mod avx2 {
         [r, g, b]: [&mut [f32]; 3],
     ) {
         let w = r.len();
-        let t = taps(rows, half);
+        let t = taps::<V>(rows, half);
         let mid = rows[KR];
         let km = [k[0], k[1]];
         let chunks = w.div_ceil(CHUNK);
         for c in 0..chunks {
             let (x0, x1) = (c * CHUNK, ((c + 1) * CHUNK).min(w));
             let ranges = [&mut vb[KR..KR + w], &mut *lo, &mut *hi];
-            let x = vblur_span::<KR>(&t, k[2], ranges, x0, x1);
+            let x = vblur_span::<V, KR>(&t, k[2], ranges, x0, x1);
             if c == 0 {
                 lo[0] = lo[1];
                 hi[0] = hi[1];
@@ -718,7 +817,7 @@ mod avx2 {
             if c + 1 < chunks {
                 if c > 0 {
                     let (ranges, out) = ([&*vb, &*lo, &*hi, mid], [&mut *r, &mut *g, &mut *b]);
-                    apply_span::<KR>(&t, ranges, src, out, km, x0 - CHUNK, x0);
+                    apply_span::<V, KR>(&t, ranges, src, out, km, x0 - CHUNK, x0);
                 }
                 continue;
             }
@@ -735,35 +834,117 @@ mod avx2 {
             let ranges = [&*vb, &*lo, &*hi, mid];
             if c > 0 {
                 let out = [&mut *r, &mut *g, &mut *b];
-                apply_span::<KR>(&t, ranges, src, out, km, x0 - CHUNK, x0);
+                apply_span::<V, KR>(&t, ranges, src, out, km, x0 - CHUNK, x0);
             }
             let out = [&mut *r, &mut *g, &mut *b];
-            let x = apply_span::<KR>(&t, ranges, src, out, km, x0, x1);
+            let x = apply_span::<V, KR>(&t, ranges, src, out, km, x0, x1);
             super::apply_tail(vb, half, lo, hi, mid, src, [r, g, b], km, x);
         }
     }
+
+    /// The entry points of one level: the generic bodies above compiled
+    /// with its instruction set enabled.
+    macro_rules! level {
+        ($(#[$m:meta])* $name:ident, $feature:literal, $v:ty) => {
+            $(#[$m])*
+            pub mod $name {
+                use super::*;
+
+                /// [`super::super::vblur_tail`] a vector at a time.
+                ///
+                /// # Safety
+                /// The CPU has the level's instruction set; `half.len() ==
+                /// KR + 1 <= MAX_KR + 1`, `rows.len() == 2 KR + 1`, every
+                /// row at least `out.len()` long, `lo` and `hi` two longer
+                /// than `out`.
+                #[target_feature(enable = $feature)]
+                pub unsafe fn vblur<const KR: usize>(
+                    rows: &[&[f32]],
+                    half: &[f32],
+                    os: f32,
+                    ranges: [&mut [f32]; 3],
+                ) {
+                    super::vblur::<$v, KR>(rows, half, os, ranges)
+                }
+
+                /// [`super::super::apply_tail`] a vector at a time.
+                ///
+                /// # Safety
+                /// The CPU has the level's instruction set; `half.len() ==
+                /// KR + 1 <= MAX_KR + 1`; `vb` at least `mid.len() + 2 KR`
+                /// long, `lo` and `hi` `mid.len() + 2`, the `src` and `out`
+                /// rows at least `mid.len()`.
+                #[allow(clippy::too_many_arguments)]
+                #[target_feature(enable = $feature)]
+                pub unsafe fn apply<const KR: usize>(
+                    vb: &[f32],
+                    half: &[f32],
+                    lo: &[f32],
+                    hi: &[f32],
+                    mid: &[f32],
+                    src: [&[f32]; 3],
+                    out: [&mut [f32]; 3],
+                    k: [f32; 2],
+                ) {
+                    super::apply::<$v, KR>(vb, half, lo, hi, mid, src, out, k)
+                }
+
+                /// [`super::super::mask_row`] [`CHUNK`] columns at a time.
+                ///
+                /// # Safety
+                /// The CPU has the level's instruction set; `half.len() ==
+                /// KR + 1 <= MAX_KR + 1`, `KR < CHUNK`, `rows.len() ==
+                /// 2 KR + 1`; the rows, `src` and `out` `w` long, `vb`
+                /// `w + 2 KR`, `lo` and `hi` `w + 2`.
+                #[target_feature(enable = $feature)]
+                pub unsafe fn mask_row<const KR: usize>(
+                    rows: &[&[f32]],
+                    half: &[f32],
+                    k: [f32; 3],
+                    ranges: [&mut [f32]; 3],
+                    src: [&[f32]; 3],
+                    out: [&mut [f32]; 3],
+                ) {
+                    super::mask_row::<$v, KR>(rows, half, k, ranges, src, out)
+                }
+            }
+        };
+    }
+
+    level!(
+        /// AVX2, 8 lanes.
+        avx2,
+        "avx2",
+        __m256
+    );
+    level!(
+        /// AVX-512F, 16 lanes.
+        avx512,
+        "avx512f",
+        __m512
+    );
 }
 
 /// Calls `f::<KR>(args)` with the const `KR` equal to `kr` (1 ..= 15).
 #[cfg(target_arch = "x86_64")]
 macro_rules! by_kr {
-    ($kr:expr, $f:ident ($($a:expr),*)) => {
+    ($kr:expr, $($f:ident)::+ ($($a:expr),*)) => {
         match $kr {
-            1 => $f::<1>($($a),*),
-            2 => $f::<2>($($a),*),
-            3 => $f::<3>($($a),*),
-            4 => $f::<4>($($a),*),
-            5 => $f::<5>($($a),*),
-            6 => $f::<6>($($a),*),
-            7 => $f::<7>($($a),*),
-            8 => $f::<8>($($a),*),
-            9 => $f::<9>($($a),*),
-            10 => $f::<10>($($a),*),
-            11 => $f::<11>($($a),*),
-            12 => $f::<12>($($a),*),
-            13 => $f::<13>($($a),*),
-            14 => $f::<14>($($a),*),
-            _ => $f::<15>($($a),*),
+            1 => $($f)::+::<1>($($a),*),
+            2 => $($f)::+::<2>($($a),*),
+            3 => $($f)::+::<3>($($a),*),
+            4 => $($f)::+::<4>($($a),*),
+            5 => $($f)::+::<5>($($a),*),
+            6 => $($f)::+::<6>($($a),*),
+            7 => $($f)::+::<7>($($a),*),
+            8 => $($f)::+::<8>($($a),*),
+            9 => $($f)::+::<9>($($a),*),
+            10 => $($f)::+::<10>($($a),*),
+            11 => $($f)::+::<11>($($a),*),
+            12 => $($f)::+::<12>($($a),*),
+            13 => $($f)::+::<13>($($a),*),
+            14 => $($f)::+::<14>($($a),*),
+            _ => $($f)::+::<15>($($a),*),
         }
     };
 }
@@ -773,9 +954,11 @@ macro_rules! by_kr {
 /// overshoot), `vb` (`w + 2 kr`), `lo` and `hi` (`w + 2`) working rows,
 /// `src` the row's R, G, B and `out` its sharpened R, G, B. The same values
 /// as [`vblur_row`], [`mirror_pad`] and [`apply_row`] over the whole row;
-/// the AVX2 copy makes them [`CHUNK`] columns at a time, so what the
-/// vertical pass hands the mask is still in the L1 cache.
+/// the vector copies (`level`, where the CPU has it) make them [`CHUNK`]
+/// columns at a time, so what the vertical pass hands the mask is still in
+/// the L1 cache.
 fn mask_row(
+    level: Level,
     win: &[&[f32]],
     half: &[f32],
     k: [f32; 3],
@@ -798,22 +981,45 @@ fn mask_row(
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if crate::backend::simd::has_avx2() {
-        use avx2::mask_row;
+    {
         let (ranges, out) = ([vb, lo, hi], [r, g, b]);
-        // SAFETY: AVX2 checked at run time; the lengths just above (kr <=
-        // MAX_KR < CHUNK).
-        unsafe { by_kr!(kr, mask_row(win, half, k, ranges, src, out)) };
-        return;
+        // SAFETY: each level's instruction set checked at run time; the
+        // lengths just above (kr <= MAX_KR < CHUNK).
+        match level {
+            Level::Avx512 if has_avx512f() => unsafe {
+                by_kr!(kr, wide::avx512::mask_row(win, half, k, ranges, src, out))
+            },
+            Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
+                by_kr!(kr, wide::avx2::mask_row(win, half, k, ranges, src, out))
+            },
+            _ => mask_row_scalar(win, half, k, ranges, src, out),
+        }
     }
-    vblur_row(win, half, k[2], &mut vb[kr..kr + w], lo, hi);
+    #[cfg(not(target_arch = "x86_64"))]
+    mask_row_scalar(win, half, k, [vb, lo, hi], src, [r, g, b]);
+}
+
+/// [`mask_row`] by the scalar definition (the lengths checked there).
+fn mask_row_scalar(
+    win: &[&[f32]],
+    half: &[f32],
+    k: [f32; 3],
+    [vb, lo, hi]: [&mut [f32]; 3],
+    src: [&[f32]; 3],
+    out: [&mut [f32]; 3],
+) {
+    let kr = half.len() - 1;
+    let w = vb.len() - 2 * kr;
+    vblur_row(Level::Scalar, win, half, k[2], &mut vb[kr..kr + w], lo, hi);
     mirror_pad(vb, kr);
-    apply_row(vb, half, lo, hi, win[kr], src, [r, g, b], k);
+    apply_row(Level::Scalar, vb, half, lo, hi, win[kr], src, out, k);
 }
 
 /// [`vblur_tail`] over the columns of `out`: the rows `out.len()` wide,
-/// `lo` and `hi` two longer (their first and last values are not written).
+/// `lo` and `hi` two longer (their first and last values are not written);
+/// by the vector copy of `level` where the CPU has it.
 fn vblur_cols(
+    level: Level,
     rows: &[&[f32]],
     half: &[f32],
     os: f32,
@@ -832,22 +1038,28 @@ fn vblur_cols(
     {
         return;
     }
+    let ranges = [out, lo, hi];
     #[cfg(target_arch = "x86_64")]
-    if crate::backend::simd::has_avx2() {
-        use avx2::vblur;
-        // SAFETY: AVX2 checked at run time; the lengths just above.
-        unsafe { by_kr!(kr, vblur(rows, half, os, [out, lo, hi])) };
-    } else {
-        vblur_tail(rows, half, os, [out, lo, hi], 0);
+    // SAFETY: each level's instruction set checked at run time; the
+    // lengths just above.
+    match level {
+        Level::Avx512 if has_avx512f() => unsafe {
+            by_kr!(kr, wide::avx512::vblur(rows, half, os, ranges))
+        },
+        Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
+            by_kr!(kr, wide::avx2::vblur(rows, half, os, ranges))
+        },
+        _ => vblur_tail(rows, half, os, ranges, 0),
     }
     #[cfg(not(target_arch = "x86_64"))]
-    vblur_tail(rows, half, os, [out, lo, hi], 0);
+    vblur_tail(rows, half, os, ranges, 0);
 }
 
 /// [`vblur_tail`] over the row, `out` `w` wide, `lo` and `hi` `w + 2`
 /// with their ends repeated (the clamp's range at the frame's left and
 /// right columns covers two columns).
 fn vblur_row(
+    level: Level,
     rows: &[&[f32]],
     half: &[f32],
     os: f32,
@@ -859,16 +1071,18 @@ fn vblur_row(
     if lo.len() != w + 2 || hi.len() != w + 2 {
         return;
     }
-    vblur_cols(rows, half, os, out, lo, hi);
+    vblur_cols(level, rows, half, os, out, lo, hi);
     lo[0] = lo[1];
     hi[0] = hi[1];
     lo[w + 1] = lo[w];
     hi[w + 1] = hi[w];
 }
 
-/// [`apply_tail`] over the row (all values finite).
+/// [`apply_tail`] over the row (all values finite), by the vector copy of
+/// `level` where the CPU has it.
 #[allow(clippy::too_many_arguments)]
 fn apply_row(
+    level: Level,
     vb: &[f32],
     half: &[f32],
     lo: &[f32],
@@ -892,12 +1106,18 @@ fn apply_row(
     }
     let k = [k[0], k[1]];
     #[cfg(target_arch = "x86_64")]
-    if crate::backend::simd::has_avx2() {
-        use avx2::apply;
-        // SAFETY: AVX2 checked at run time; the lengths just above.
-        unsafe { by_kr!(kr, apply(vb, half, lo, hi, mid, src, out, k)) };
-        return;
+    // SAFETY: each level's instruction set checked at run time; the
+    // lengths just above.
+    match level {
+        Level::Avx512 if has_avx512f() => unsafe {
+            by_kr!(kr, wide::avx512::apply(vb, half, lo, hi, mid, src, out, k))
+        },
+        Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
+            by_kr!(kr, wide::avx2::apply(vb, half, lo, hi, mid, src, out, k))
+        },
+        _ => apply_tail(vb, half, lo, hi, mid, src, out, k, 0),
     }
+    #[cfg(not(target_arch = "x86_64"))]
     apply_tail(vb, half, lo, hi, mid, src, out, k, 0);
 }
 
@@ -1262,16 +1482,36 @@ mod tests {
         [r, g, b]
     }
 
-    /// The AVX2 kernels against their scalar definitions on the same rows:
-    /// identical bits (same operations in the same order), every radius,
-    /// widths with and without a partial last vector.
+    /// The vector levels this CPU runs (a line for each it lacks).
+    fn vector_levels() -> Vec<Level> {
+        [Level::Avx2, Level::Avx512]
+            .into_iter()
+            .filter(|l| {
+                let ok = l.available();
+                if !ok {
+                    println!("skipped: this CPU lacks {l:?}");
+                }
+                ok
+            })
+            .collect()
+    }
+
+    /// The vector kernels (AVX2, AVX-512) against their scalar definitions
+    /// on the same rows: identical bits (same operations in the same
+    /// order), every radius, widths with and without a partial last vector.
     #[test]
     fn vector_rows_equal_the_scalar_definition() {
+        for level in vector_levels() {
+            vector_rows_equal_the_scalar_definition_at(level);
+        }
+    }
+
+    fn vector_rows_equal_the_scalar_definition_at(level: Level) {
         for radius in [0.3f32, 0.8, 1.7, 5.0] {
             let kern = gaussian(radius);
             let kr = kern.len() / 2;
             let half = &kern[kr..];
-            for w in [9usize, 16, 37, 203] {
+            for w in [9usize, 16, 37, 203, 16 * 9 + 7] {
                 let img = image(w, 2 * kr + 1, &texture);
                 let n = w * (2 * kr + 1);
                 let rows: Vec<&[f32]> = (0..2 * kr + 1)
@@ -1282,7 +1522,7 @@ mod tests {
                 let mut b = a.clone();
                 {
                     let [vb, lo, hi] = &mut a[..] else { panic!() };
-                    vblur_row(&rows, half, os, &mut vb[kr..kr + w], lo, hi);
+                    vblur_row(level, &rows, half, os, &mut vb[kr..kr + w], lo, hi);
                     mirror_pad(vb, kr);
                 }
                 {
@@ -1297,12 +1537,22 @@ mod tests {
                     (lo[0], hi[0], lo[w + 1], hi[w + 1]) = (lo[1], hi[1], lo[w], hi[w]);
                     mirror_pad(vb, kr);
                 }
-                assert_eq!(a, b, "vertical, radius {radius}, {w} wide");
+                assert_eq!(a, b, "{level:?} vertical, radius {radius}, {w} wide");
                 let src: [&[f32]; 3] = std::array::from_fn(|c| &img.data[c * n..c * n + w]);
                 let (mut o1, mut o2) = (vec![0f32; 3 * w], vec![0f32; 3 * w]);
                 let k = [2.5, 0.001, 0.004];
                 let [vb, lo, hi] = &a[..] else { panic!() };
-                apply_row(vb, half, lo, hi, rows[kr], src, split3(&mut o1, w), k);
+                apply_row(
+                    level,
+                    vb,
+                    half,
+                    lo,
+                    hi,
+                    rows[kr],
+                    src,
+                    split3(&mut o1, w),
+                    k,
+                );
                 apply_tail(
                     vb,
                     half,
@@ -1315,7 +1565,11 @@ mod tests {
                     0,
                 );
                 let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&o1), bits(&o2), "apply, radius {radius}, {w} wide");
+                assert_eq!(
+                    bits(&o1),
+                    bits(&o2),
+                    "{level:?} apply, radius {radius}, {w} wide"
+                );
             }
         }
     }
@@ -1323,9 +1577,16 @@ mod tests {
     /// The chunked row ([`mask_row`], from the segment's rows or in
     /// place) against the scalar definition over the whole row: identical
     /// bits for rows of one chunk, a chunk and a bit, and several chunks
-    /// whose last is narrower than the blur's reach.
+    /// whose last is narrower than the blur's reach, at every vector level
+    /// this CPU runs.
     #[test]
     fn chunked_rows_equal_the_whole_row_definition() {
+        for level in vector_levels() {
+            chunked_rows_equal_the_whole_row_definition_at(level);
+        }
+    }
+
+    fn chunked_rows_equal_the_whole_row_definition_at(level: Level) {
         for radius in [0.3f32, 1.0, 5.0] {
             let kern = gaussian(radius);
             let kr = kern.len() / 2;
@@ -1367,8 +1628,12 @@ mod tests {
                 let mut got = vec![0f32; 3 * w];
                 let mut work = [vec![0f32; w + 2 * kr], vec![0f32; w + 2], vec![0f32; w + 2]];
                 let [a, b, c] = &mut work;
-                mask_row(&rows, half, k, [a, b, c], src, split3(&mut got, w));
-                assert_eq!(bits(&got), bits(&want), "radius {radius}, {w} wide");
+                mask_row(level, &rows, half, k, [a, b, c], src, split3(&mut got, w));
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{level:?}, radius {radius}, {w} wide"
+                );
                 assert_ne!(got, src.concat(), "the mask did something");
             }
         }

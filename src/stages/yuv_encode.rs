@@ -856,7 +856,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            if x % 3 == 0 {
+            if x.is_multiple_of(3) {
                 pool[(x >> 8) as usize % pool.len()]
             } else {
                 (x >> 8) as f32 / (1u32 << 24) as f32

@@ -418,7 +418,7 @@ impl ColorArgs {
 /// Applies the enabled colour steps to planar RGB `data` (3 planes of
 /// `data.len() / 3`), in place.
 pub fn color_pipeline(data: &mut [f32], steps: &ColorSteps) -> Result<DeviceTimes> {
-    if data.is_empty() || data.len() % 3 != 0 {
+    if data.is_empty() || !data.len().is_multiple_of(3) {
         return Err(Error::invalid(format!(
             "CUDA: {} values are not 3 planes",
             data.len()
