@@ -118,7 +118,7 @@ fn synth_protocol_is_reproducible_and_reports_bad_inputs() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|s| s["op"] == "demosaic_rcd" && s["mean_ms"].as_f64().unwrap() > 0.0));
+        .any(|s| s["op"] == "demosaic_rcd_mlri" && s["mean_ms"].as_f64().unwrap() > 0.0));
 
     let c = std::fs::read_to_string(&csv).unwrap();
     let header = c.lines().next().unwrap();

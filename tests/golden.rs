@@ -550,13 +550,16 @@ fn digest_and_mismatch_rules_catch_changes() {
 #[test]
 fn shipped_chains_run_fused_and_no_fuse_runs_every_stage_alone() {
     let c = &CASES[0];
-    // fast and default: the whole classical chain is one segment (as-shot
-    // WB; default's lens_shading has no map here and is skipped), with
-    // bilinear and RCD demosaicking strips inside it, and default's
-    // false-colour stencil.
+    // fast and balanced: the whole classical chain is one segment (as-shot
+    // WB; balanced's lens_shading has no map here and is skipped), with
+    // bilinear and RCD demosaicking strips inside it. default's
+    // `demosaic_rcd_mlri` runs on whole frames (2-D tiles, no row kernel):
+    // the raw prep before it and the colour tail after it fuse apart.
     for (name, segment) in [
         ("fast", "bl+wb+dm+cc+out"),
-        ("default", "bl+wb+dm+fc+cc+exp+out"),
+        ("balanced", "bl+wb+dm+cc+exp+out"),
+        ("default", "bl+wb"),
+        ("default", "cc+exp+out"),
     ] {
         let p = Pipeline::resolve(name).unwrap();
         let fused = graph::run(&p, capture(c), &RunOptions::default()).unwrap();
