@@ -58,6 +58,7 @@ const Q: f32 = 65_536.0;
 /// its degree-6 Taylor polynomial (truncation error < 1.2e-7 relative), the
 /// result scaled by `2^k` through the exponent bits.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min map it to -87
 pub fn exp_nonpos(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 = LN2_HI + LN2_LO, LN2_HI with few bits so k * LN2_HI is exact
@@ -90,6 +91,7 @@ fn round_even(x: f32) -> (f32, i32) {
 /// `v` in fixed point: clamped to `±BOX_LIMIT` (NaN to `-BOX_LIMIT`),
 /// times [`Q`], rounded to nearest.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min map it to the low end
 fn fixed(v: f32) -> i32 {
     round_even(v.max(-BOX_LIMIT).min(BOX_LIMIT) * Q).1
 }
