@@ -739,6 +739,15 @@ def hsv_colours(n, rng, sat_lo=0.0):
     return (v[:, None] * (1.0 - s[:, None] * f)).astype(np.float32)
 
 
+def stroke_alpha(xx, yy, p0, p1, width):
+    """Coverage (float32, like `xx`) of a straight stroke from `p0` to `p1`
+    ((x, y) in pixels) `width` pixels wide, anti-aliased over one pixel."""
+    dx, dy = p1[0] - p0[0], p1[1] - p0[1]
+    t = np.clip(((xx - p0[0]) * dx + (yy - p0[1]) * dy) / (dx * dx + dy * dy + 1e-6), 0.0, 1.0)
+    d = np.sqrt((xx - p0[0] - t * dx) ** 2 + (yy - p0[1] - t * dy) ** 2)
+    return np.clip(width / 2 - d + 0.5, 0.0, 1.0).astype(np.float32)
+
+
 def procedural_patches(n, size, gen, shapes=250, strokes=12):
     """`n` procedural "paint" patches (n,3,size,size) on the generator's
     device, sRGB-encoded in [0,1]: a dead-leaves picture (250 discs of radius
@@ -781,10 +790,7 @@ def procedural_patches(n, size, gen, shapes=250, strokes=12):
             wid = 0.6 + 2.4 * rng.random(m)
             scol = hsv_colours(m, rng, sat_lo=0.5)
             for j in range(m):
-                dx, dy = p1[j, 0] - p0[j, 0], p1[j, 1] - p0[j, 1]
-                t = np.clip(((xx - p0[j, 0]) * dx + (yy - p0[j, 1]) * dy) / (dx * dx + dy * dy + 1e-6), 0.0, 1.0)
-                d = np.sqrt((xx - p0[j, 0] - t * dx) ** 2 + (yy - p0[j, 1] - t * dy) ** 2)
-                a = np.clip(wid[j] / 2 - d + 0.5, 0.0, 1.0).astype(np.float32)
+                a = stroke_alpha(xx, yy, p0[j], p1[j], wid[j])
                 img += a[None] * (scol[j][:, None, None] - img)
         out[i] = img
     return torch.from_numpy(out).to(gen.device)
@@ -832,10 +838,7 @@ def smooth_patches(n, size, gen, objects=6, strokes=4):
             p1 = p0 + (0.1 + 0.9 * rng.random()) * size * np.array([math.cos(ang), math.sin(ang)])
             wid = 0.8 + 2.2 * rng.random()
             scol = hsv_colours(1, rng, sat_lo=0.3)[0] * (0.3 + 0.7 * rng.random())
-            ddx, ddy = p1[0] - p0[0], p1[1] - p0[1]
-            t = np.clip(((xx - p0[0]) * ddx + (yy - p0[1]) * ddy) / (ddx * ddx + ddy * ddy + 1e-6), 0.0, 1.0)
-            d = np.sqrt((xx - p0[0] - t * ddx) ** 2 + (yy - p0[1] - t * ddy) ** 2)
-            a = np.clip(wid / 2 - d + 0.5, 0.0, 1.0).astype(np.float32)
+            a = stroke_alpha(xx, yy, p0, p1, wid)
             img = img + a[None] * (scol[:, None, None] - img)
         out[i] = img
     return torch.from_numpy(out).to(gen.device)
