@@ -534,97 +534,90 @@ mod wide {
         unsafe fn or_sign(self, s: Self) -> Self;
     }
 
-    impl Lanes for __m256 {
-        const N: usize = 8;
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            _mm256_set1_ps(v)
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm256_storeu_ps(p, self)
-        }
-        #[inline(always)]
-        unsafe fn add(self, b: Self) -> Self {
-            _mm256_add_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(self, b: Self) -> Self {
-            _mm256_sub_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn mul(self, b: Self) -> Self {
-            _mm256_mul_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn min(self, b: Self) -> Self {
-            _mm256_min_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn max(self, b: Self) -> Self {
-            _mm256_max_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn abs(self) -> Self {
-            _mm256_and_ps(self, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
-        }
-        #[inline(always)]
-        unsafe fn or_sign(self, s: Self) -> Self {
-            let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
-            _mm256_or_ps(self, _mm256_and_ps(s, sign))
-        }
+    /// `impl Lanes` for one vector type: the lane count, the intrinsics of
+    /// splat / load / store and of the binary operations, and `abs` /
+    /// `or_sign` as written.
+    macro_rules! lanes {
+        ($t:ty, $n:expr, $set1:ident, $load:ident, $store:ident,
+         [$($op:ident = $f:ident),*], { $($bits:item)* }) => {
+            impl Lanes for $t {
+                const N: usize = $n;
+                #[inline(always)]
+                unsafe fn splat(v: f32) -> Self {
+                    $set1(v)
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const f32) -> Self {
+                    $load(p)
+                }
+                #[inline(always)]
+                unsafe fn store(self, p: *mut f32) {
+                    $store(p, self)
+                }
+                $(
+                    #[inline(always)]
+                    unsafe fn $op(self, b: Self) -> Self {
+                        $f(self, b)
+                    }
+                )*
+                $($bits)*
+            }
+        };
     }
 
+    lanes!(
+        __m256,
+        8,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        [
+            add = _mm256_add_ps,
+            sub = _mm256_sub_ps,
+            mul = _mm256_mul_ps,
+            min = _mm256_min_ps,
+            max = _mm256_max_ps
+        ],
+        {
+            #[inline(always)]
+            unsafe fn abs(self) -> Self {
+                _mm256_and_ps(self, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
+            }
+            #[inline(always)]
+            unsafe fn or_sign(self, s: Self) -> Self {
+                let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+                _mm256_or_ps(self, _mm256_and_ps(s, sign))
+            }
+        }
+    );
+
     // AVX-512F alone (no DQ): the bit operations on the integer view.
-    impl Lanes for __m512 {
-        const N: usize = 16;
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            _mm512_set1_ps(v)
+    lanes!(
+        __m512,
+        16,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        [
+            add = _mm512_add_ps,
+            sub = _mm512_sub_ps,
+            mul = _mm512_mul_ps,
+            min = _mm512_min_ps,
+            max = _mm512_max_ps
+        ],
+        {
+            #[inline(always)]
+            unsafe fn abs(self) -> Self {
+                let m = _mm512_set1_epi32(0x7fff_ffff);
+                _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(self), m))
+            }
+            #[inline(always)]
+            unsafe fn or_sign(self, s: Self) -> Self {
+                let sign = _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32(i32::MIN));
+                _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(self), sign))
+            }
         }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm512_storeu_ps(p, self)
-        }
-        #[inline(always)]
-        unsafe fn add(self, b: Self) -> Self {
-            _mm512_add_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn sub(self, b: Self) -> Self {
-            _mm512_sub_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn mul(self, b: Self) -> Self {
-            _mm512_mul_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn min(self, b: Self) -> Self {
-            _mm512_min_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn max(self, b: Self) -> Self {
-            _mm512_max_ps(self, b)
-        }
-        #[inline(always)]
-        unsafe fn abs(self) -> Self {
-            let m = _mm512_set1_epi32(0x7fff_ffff);
-            _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(self), m))
-        }
-        #[inline(always)]
-        unsafe fn or_sign(self, s: Self) -> Self {
-            let sign = _mm512_and_si512(_mm512_castps_si512(s), _mm512_set1_epi32(i32::MIN));
-            _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(self), sign))
-        }
-    }
+    );
 
     /// Runs `$step!(x)` on the vectors (`$n` lanes) of columns `$x0 ..
     /// $x1`, two per turn (the loop's own work and the reloads of row
