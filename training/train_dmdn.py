@@ -74,10 +74,18 @@ UNET_SIZES = {
     # pixel): grows from `fast` files
     "fastg": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
                   gate=(2, 6)),
+    # `fastg` over a classical base: the residual is learned over
+    # `demosaic_rcd_mlri` (computed by the engine, `rawgraph.demosaic`)
+    # blended in per pixel by a gate; grows from `fastg`/`fast` files
+    "fastb": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
+                  gate=(2, 6), base="rcd_mlri"),
     "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
 }
 GATE_INIT = -4.0
 GATE_SCALE = 50.0
+# the classical-base gate starts at sigmoid(-3) ~ 0.047: the grown model is
+# almost the file's function
+BASE_GATE_INIT = -3.0
 
 # CFA colour index (0 R, 1 G, 2 B) of the 2x2 block positions (dy, dx) in raster order.
 PHASES = {
@@ -167,9 +175,15 @@ class DMDNUNet(nn.Module):
     With a fourth width c4 there is a 1/16 level: e4 = `deep` 3x3 convs after
     a stride-2 conv of e3a's output, added back (1x1 conv + pixel shuffle)
     before the 1/8 bottom convs; H, W must then be multiples of 16.
+
+    With a classical `base` (e.g. "rcd_mlri": the engine's
+    `demosaic_rcd_mlri` of the same mosaic, passed in as `base`), the
+    full-resolution refinement also sees `base - bilinear` and a per-pixel
+    gate g (1x1 conv of d1, pixel shuffle, sigmoid) blends it in:
+    y = bilinear + up + fr2(..) + g * (base - bilinear).
     """
 
-    def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0, gate=()):
+    def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0, gate=(), base="bilinear"):
         super().__init__()
         c1, c2, c3 = widths[:3]
         self.widths, self.bottom, self.phase = tuple(widths), bottom, phase
@@ -192,7 +206,12 @@ class DMDNUNet(nn.Module):
         self.u1 = nn.Conv2d(c2, 4 * c1, 1)
         self.d1 = nn.Conv2d(c1, c1, 3, padding=1)
         self.head = nn.Conv2d(c1, 12, 1)
-        self.fr1 = nn.Conv2d(6, fullres_width, 3, padding=1)
+        self.base = base
+        self.fr1 = nn.Conv2d(6 if base == "bilinear" else 9, fullres_width, 3, padding=1)
+        if base != "bilinear":
+            self.bgate = nn.Conv2d(c1, 4, 1)
+            nn.init.zeros_(self.bgate.weight)
+            nn.init.constant_(self.bgate.bias, BASE_GATE_INIT / GATE_SCALE)
         self.fr2 = nn.Conv2d(fullres_width, 3, 1)
         self.gate_radii = tuple(gate)
         if self.gate_radii:
@@ -212,8 +231,9 @@ class DMDNUNet(nn.Module):
     def halo(self):
         return receptive_halo(self)
 
-    def forward(self, mosaic, noise):
-        """mosaic: (B,1,H,W) canonical phase, H and W multiples of 8; noise: (B,nc,H/2,W/2)."""
+    def forward(self, mosaic, noise, base=None):
+        """mosaic: (B,1,H,W) canonical phase, H and W multiples of 8; noise: (B,nc,H/2,W/2);
+        base: (B,3,H,W), the classical demosaic of `mosaic` (models with a classical base)."""
         x = torch.cat([F.pixel_unshuffle(mosaic, 2), noise], 1)
         e1 = F.relu(self.e1b(F.relu(self.e1a(x))))
         e2 = F.relu(self.e2b(F.relu(self.e2a(e1))))
@@ -230,9 +250,17 @@ class DMDNUNet(nn.Module):
         up = F.pixel_shuffle(self.head(d1), 2)
         logits = F.pixel_shuffle(self.gate(d1), 2) * GATE_SCALE if self.gate_radii else None
         masked = masked_mosaic(mosaic, self.phase)
-        base = F.conv2d(masked, BILINEAR.to(masked.device), padding=1, groups=3)
-        h = F.relu(self.fr1(torch.cat([masked, up], 1)))
-        y = base + up + self.fr2(h)
+        bil = F.conv2d(masked, BILINEAR.to(masked.device), padding=1, groups=3)
+        if self.base == "bilinear":
+            h = F.relu(self.fr1(torch.cat([masked, up], 1)))
+            y = bil + up + self.fr2(h)
+        else:
+            if base is None:
+                raise ValueError(f"this model needs its classical base ({self.base})")
+            d = base - bil
+            h = F.relu(self.fr1(torch.cat([masked, up, d], 1)))
+            g = torch.sigmoid(F.pixel_shuffle(self.bgate(d1), 2) * GATE_SCALE)
+            y = bil + up + self.fr2(h) + g * d
         if not self.gate_radii:
             return y
         # gated smoothing: a per-pixel convex blend of y and its box means
@@ -253,6 +281,10 @@ class DMDNUNet(nn.Module):
         quarter = c1 * c2 * 9 + c2 * c2 * 9 + c2 * c2 * 9 + c2 * 4 * c1
         eighth = c2 * c3 * 9 + self.bottom * c3 * c3 * 9 + c3 * 4 * c2
         full = 6 * self.fullres_width * 9 + self.fullres_width * 3 + 9  # + the bilinear base
+        if self.base != "bilinear":
+            # base - bilinear into fr1, the gate's 1x1 conv at 1/2 resolution (4 outputs per
+            # 2x2 block), the blend (the classical demosaic itself is not counted)
+            full += 3 * self.fullres_width * 9 + c1 + 9
         sixteenth = 0
         if len(self.widths) == 4:
             c4 = self.widths[3]
@@ -281,23 +313,37 @@ def receptive_halo(model):
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     probe = DMDNUNet(model.widths, model.bottom, model.fullres_width, model.phase,
-                     model.noise_channels, model.deep, model.gate_radii)
+                     model.noise_channels, model.deep, model.gate_radii, model.base)
     probe._halo = 0
     size = 256
     with torch.no_grad():
         m = torch.rand(1, 1, size, size)
         n = torch.full((1, model.noise_channels, size // 2, size // 2), 0.02)
-        base = probe(m, n)
+        # a fixed classical base: the engine computes it over the whole frame
+        cb = torch.rand(1, 3, size, size) if model.base != "bilinear" else None
+        ref = probe(m, n, cb)
         radius = 0
         for (cy, cx) in ((128, 128), (129, 129), (128, 129), (129, 128)):
             m2 = m.clone()
             m2[0, 0, cy, cx] += 1.0
-            d = (probe(m2, n) - base).abs().amax(1)[0] > 0
+            d = (probe(m2, n, cb) - ref).abs().amax(1)[0] > 0
             ys, xs = torch.nonzero(d, as_tuple=True)
             radius = max(radius, int((ys - cy).abs().max()), int((xs - cx).abs().max()))
     torch.random.set_rng_state(state)
     model._halo = (radius + 1 + 7) // 8 * 8
     return model._halo
+
+
+def classical_base(model, mosaic, phase=None):
+    """The engine's classical demosaic (`rawgraph.demosaic`, the op the
+    Rust stage runs) of `mosaic` (B,1,H,W) in `phase` (default: the
+    model's), as (B,3,H,W); None for a model over the bilinear base."""
+    if getattr(model, "base", "bilinear") == "bilinear":
+        return None
+    import rawgraph
+    m = mosaic[:, 0].detach().float().cpu().contiguous().numpy()
+    out = rawgraph.demosaic(m, cfa=(phase or model.phase).upper(), op=f"demosaic_{model.base}")
+    return torch.from_numpy(out).to(mosaic.device)
 
 
 def cfa_masks(h, w, phase, device=None):
@@ -337,6 +383,9 @@ def build(size, arch="flat", bottom=None, levels_from=None):
         if levels_from and levels_from.get("gate_radii") and not hp.get("gate"):
             # a `fast` run resuming from a gated (`fastg`) file keeps the gate
             hp["gate"] = tuple(int(r) for r in levels_from["gate_radii"].split(","))
+        if levels_from and levels_from.get("base", "bilinear") != "bilinear":
+            # a run resuming from a file over a classical base keeps that base
+            hp["base"] = levels_from["base"]
         return DMDNUNet(**hp)
     return DMDN(**SIZES[size])
 
@@ -406,7 +455,12 @@ def run_full(model, mosaic, phase, noise_std):
         n = torch.full((1, 1, ph // 2, pw // 2), float(noise_std))
     n = n.expand(1, model.noise_channels, ph // 2, pw // 2)
     with torch.no_grad():
-        y = model(x, n)
+        if getattr(model, "base", "bilinear") != "bilinear":
+            # the classical base of the frame in its own phase, padded as the mosaic
+            cb = F.pad(classical_base(model, mosaic[None, None], phase), (left, right, top, bottom), mode="reflect")
+            y = model(x, n, cb)
+        else:
+            y = model(x, n)
     return y[0, :, top: top + h, left: left + w]
 
 
@@ -911,7 +965,8 @@ UNET_LAYERS = ["e1a", "e1b", "e2a", "e2b", "e3a"]
 def unet_tensor_names(model):
     deep = ["e4a"] + [f"e4.{i}" for i in range(model.deep)] + ["u3"] if len(model.widths) == 4 else []
     names = UNET_LAYERS + deep + [f"e3.{i}" for i in range(model.bottom)] + ["u2", "d2", "u1", "d1", "head", "fr1", "fr2"]
-    return names + (["gate"] if model.gate_radii else [])
+    names += ["gate"] if model.gate_radii else []
+    return names + (["bgate"] if model.base != "bilinear" else [])
 
 
 def unet_module(model, name):
@@ -929,7 +984,7 @@ def export(model, size, regime, path, extra_meta=None):
     if isinstance(model, DMDNUNet):
         for name in unet_tensor_names(model):
             m = unet_module(model, name)
-            scale = GATE_SCALE if name == "gate" else 1.0  # files hold the gate's logits as used
+            scale = GATE_SCALE if name in ("gate", "bgate") else 1.0  # files hold the gates' logits as used
             t[f"{name}.weight"] = m.weight.detach() * scale
             t[f"{name}.bias"] = m.bias.detach() * scale
         macs = model.macs_per_pixel()
@@ -940,7 +995,7 @@ def export(model, size, regime, path, extra_meta=None):
             "fullres_width": str(model.fullres_width), "phase": model.phase,
             "noise_channels": str(model.noise_channels),
             "macs_per_pixel": str(round(macs)), "flops_per_pixel": str(round(2 * macs)),
-            "base": "bilinear",
+            "base": model.base,
             **({"gate_radii": ",".join(str(r) for r in model.gate_radii)} if model.gate_radii else {}),
             "noise_units": "std of the white-balanced mosaic in [0,1] units, per pixel, RMS-pooled over 2x2",
             "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
@@ -1016,16 +1071,25 @@ def load_unet_weights(model, path):
                         m.weight.zero_()
                         m.bias.zero_()
                     continue
-                if name == "gate" and "gate.weight" not in f.keys():
+                if name in ("gate", "bgate") and f"{name}.weight" not in f.keys():
                     continue  # a file without the gate: it keeps its near-silent start
-                scale = GATE_SCALE if name == "gate" else 1.0
-                m.weight.copy_(f.get_tensor(f"{name}.weight") / scale)
+                scale = GATE_SCALE if name in ("gate", "bgate") else 1.0
+                w = f.get_tensor(f"{name}.weight")
+                if name == "fr1" and w.shape[1] < m.weight.shape[1]:
+                    # a file over the bilinear base: the new inputs (base - bilinear) start at 0
+                    m.weight.zero_()
+                    m.weight[:, : w.shape[1]] = w
+                    m.bias.copy_(f.get_tensor("fr1.bias"))
+                    continue
+                m.weight.copy_(w / scale)
                 m.bias.copy_(f.get_tensor(f"{name}.bias") / scale)
         grown = []
         if file_bottom < model.bottom:
             grown.append(f"bottom {file_bottom} -> {model.bottom} (identity-initialised)")
         if file_levels < len(model.widths):
             grown.append(f"levels {file_levels} -> {len(model.widths)} (u3 zero-initialised)")
+        if meta.get("base", "bilinear") != model.base:
+            grown.append(f"base {meta.get('base', 'bilinear')} -> {model.base} (gate at sigmoid({BASE_GATE_INIT:g}))")
         if grown:
             meta["grown"] = "; ".join(grown)
             print(f"grew {path}: {meta['grown']}", flush=True)
@@ -1045,7 +1109,7 @@ def shipped_path(args, init=True):
         return args.init
     suffix = "" if args.regime == "srgb" else "_raw"
     # `fast4` and `fastg` are the `fast` model grown: they ship in the `fast` file.
-    name = "fast" if args.size in ("fast4", "fastg") else args.size
+    name = "fast" if args.size in ("fast4", "fastg", "fastb") else args.size
     return os.path.join(REPO, "calibration", "models", f"demosaic_{name}{suffix}.safetensors")
 
 
@@ -1117,7 +1181,9 @@ def raw_val(model, val):
         for iso, (noisy, nmap, target, ccm) in val.items():
             noisy_p = F.pad(noisy, (16, 16, 16, 16), mode="reflect")
             nmap_p = F.pad(nmap, (8, 8, 8, 8), mode="reflect")
-            y = model(noisy_p, nmap_p)[..., 16:-16, 16:-16]
+            cb = classical_base(model, noisy)
+            cb = F.pad(cb, (16, 16, 16, 16), mode="reflect") if cb is not None else None
+            y = model(noisy_p, nmap_p, cb)[..., 16:-16, 16:-16]
             d = (rendered(y, ccm, clip=True) - rendered(target, ccm, clip=True))[..., 16:-16, 16:-16]
             mse = (d * d).mean((1, 2, 3))
             res[str(iso)] = round(float((-10 * torch.log10(mse)).mean()), 2)
@@ -1219,7 +1285,7 @@ def cmd_train(args):
                                               sat_frac=args.sat_frac, dark_stops=args.dark_stops,
                                               high_iso_frac=args.high_iso_frac, n_proc=n_proc,
                                               proc_pool=proc_pool)
-        out = model(noisy, nmap)
+        out = model(noisy, nmap, classical_base(model, noisy))
         if ccm is not None and args.loss == "rendered":
             # the error as the eval sees it: after colour correction and sRGB encoding
             d = (rendered(out, ccm) - rendered(target, ccm, clip=True))[..., border:-border, border:-border]
@@ -1317,7 +1383,7 @@ def cmd_flat(args):
         noisy, nmap, target = raw_batch(rgb, model.phase, model.noise_channels, g, clean_frac=0.0,
                                         fixed_noise=(shot, read))[:3]
         with torch.no_grad():
-            out = model(noisy, nmap)
+            out = model(noisy, nmap, classical_base(model, noisy))
         base = F.conv2d(masked_mosaic(noisy, model.phase), BILINEAR, padding=1, groups=3)
         rms = [((x - target)[..., 16:-16, 16:-16]).pow(2).mean().sqrt().item() for x in (base, out)]
         line = f"ISO {iso:5d}: rms base {rms[0]:.5f}  model {rms[1]:.5f}  ratio {rms[0] / rms[1]:.2f}"
@@ -1392,6 +1458,9 @@ def cmd_fixture(args):
     u4 = write_unet_fixture(d, "nn_dmdn_unet4_tiny", 3, dict(widths=(4, 6, 8, 5), bottom=1, deep=1), 83, 98)
     # gated smoothing (radii 2 and 6, as fastg), random gate weights
     ug = write_unet_fixture(d, "nn_dmdn_unet_gate_tiny", 4, dict(widths=(4, 6, 8), bottom=1, gate=(2, 6)), 61, 74)
+    # over a classical base (`demosaic_rcd_mlri`, from the engine), gated
+    write_unet_fixture(d, "nn_dmdn_unet_base_tiny", 5,
+                       dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri"), 53, 66)
     print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()}, "
           f"gated unet halo {ug.halo()})")
 
@@ -1404,22 +1473,26 @@ def write_unet_fixture(d, name, seed, shape, h, w):
     um = DMDNUNet(fullres_width=4, phase="gbrg", noise_channels=1, **shape)
     for p in um.parameters():
         p.data = (p.data * 2).half().float()
-    if um.gate_radii:
-        # the gate starts at zero weights: random ones instead, f16-exact as
-        # written (the file holds them x GATE_SCALE, as `export`)
-        with torch.no_grad():
-            for p in (um.gate.weight, um.gate.bias):
+    # the gates start at zero weights: random ones instead, f16-exact as
+    # written (the file holds them x GATE_SCALE, as `export`)
+    with torch.no_grad():
+        for g in ([um.gate] if um.gate_radii else []) + ([um.bgate] if um.base != "bilinear" else []):
+            for p in (g.weight, g.bias):
                 p.copy_((torch.randn_like(p) * 0.5).half().float() / GATE_SCALE)
     mos = torch.rand(h, w).half().float()
     noise = (torch.rand(h, w) * 0.1).half().float()
     out = run_full(um, mos, "grbg", noise)
+    io = {"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()}
+    if um.base != "bilinear":
+        # the engine's classical demosaic of the frame, as run_full fed it
+        io["base"] = classical_base(um, mos[None, None], "grbg")[0].contiguous()
     ut = {}
     for n in unet_tensor_names(um):
         m = unet_module(um, n)
-        scale = GATE_SCALE if n == "gate" else 1.0
+        scale = GATE_SCALE if n in ("gate", "bgate") else 1.0
         ut[f"{n}.weight"] = (m.weight.detach() * scale).half()
         ut[f"{n}.bias"] = (m.bias.detach() * scale).half()
-    meta = {"arch": "dmdn_unet", "version": "1", "base": "bilinear",
+    meta = {"arch": "dmdn_unet", "version": "1", "base": um.base,
             "widths": ",".join(str(c) for c in um.widths), "bottom": str(um.bottom), "fullres_width": "4",
             "phase": "gbrg", "noise_channels": "1", "halo": str(um.halo())}
     if um.deep:
@@ -1427,9 +1500,8 @@ def write_unet_fixture(d, name, seed, shape, h, w):
     if um.gate_radii:
         meta["gate_radii"] = ",".join(str(r) for r in um.gate_radii)
     save_file(ut, os.path.join(d, f"{name}.safetensors"), metadata=meta)
-    save_file({"mosaic": mos.contiguous(), "noise_std": noise.contiguous(), "output": out.contiguous()},
-              os.path.join(d, f"{name}_io.safetensors"),
-              metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output (3,H,W)"})
+    save_file(io, os.path.join(d, f"{name}_io.safetensors"),
+              metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output, base (3,H,W)"})
     return um
 
 

@@ -127,6 +127,12 @@ def from_bayer(
     cam_to_srgb: npt.ArrayLike | None = None,
     source: str = "<array>",
 ) -> RawImage: ...
+def demosaic(
+    mosaic: npt.NDArray[np.float32],
+    cfa: str = "RGGB",
+    op: str = "demosaic_rcd_mlri",
+    params: Mapping[str, Any] | None = None,
+) -> npt.NDArray[np.float32]: ...
 def imwrite(
     path: str | os.PathLike[str], img: npt.NDArray[Any], bits: Literal[8, 16] | None = None
 ) -> None: ...

@@ -12,6 +12,7 @@
 //! after `fork`).
 
 mod convert;
+mod demosaic;
 mod errors;
 mod pipeline;
 mod pool;
@@ -38,6 +39,7 @@ fn _rawgraph(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(raw::imread, m)?)?;
     m.add_function(wrap_pyfunction!(raw::from_bayer, m)?)?;
     m.add_function(wrap_pyfunction!(pipeline::imwrite, m)?)?;
+    m.add_function(wrap_pyfunction!(demosaic::demosaic, m)?)?;
     m.add_function(wrap_pyfunction!(pipeline::ops, m)?)?;
     m.add_function(wrap_pyfunction!(pipeline::pipelines, m)?)?;
     m.add_function(wrap_pyfunction!(pipeline::_pipeline_from_state, m)?)?;

@@ -282,3 +282,50 @@ def test_errors_are_typed_with_cli_messages(cli: Path, tmp_path: Path) -> None:
         rg.from_bayer(np.zeros((4, 4, 2), np.uint16))
     with pytest.raises(rg.InvalidInputError, match="cfa"):
         rg.from_bayer(np.zeros((4, 4), np.uint16), cfa="XYZW")
+
+
+def test_demosaic_equals_the_pipeline_op() -> None:
+    mos = random_mosaic(48, 64)
+    yaml = """
+version: 1
+name: linear
+stages:
+  - { id: raw, op: raw_source }
+  - { id: bl, op: black_level }
+  - { id: dm, op: demosaic_rcd_mlri }
+"""
+    res = rg.Pipeline(yaml=yaml).run(rg.from_bayer(mos, cfa="GBRG", bits=12, black=64))
+    norm = ((mos.astype(np.float32) - 64) / (4095 - 64)).astype(np.float32)
+    one = rg.demosaic(norm, cfa="GBRG")
+    assert one.dtype == np.float32 and one.shape == (3, 48, 64)
+    # the same op; the pipeline's mosaic arrives in its own scale, so the
+    # f32 rounding differs a little
+    np.testing.assert_allclose(one.transpose(1, 2, 0), res.image, rtol=0, atol=2e-4)
+    # a flat colour comes back only under its own CFA
+    col = np.array([0.2, 0.5, 0.8], np.float32)
+    gbrg = np.tile(np.array([[col[1], col[2]], [col[0], col[1]]], np.float32), (8, 8))
+    np.testing.assert_allclose(rg.demosaic(gbrg, cfa="GBRG"), np.broadcast_to(col[:, None, None], (3, 16, 16)),
+                               atol=1e-5)
+    assert abs(float(rg.demosaic(gbrg, cfa="RGGB")[0].mean()) - 0.2) > 0.1
+    # a batch is frame by frame the same; params reach the op
+    batch = rg.demosaic(np.stack([norm, norm[::-1].copy()]), cfa="GBRG")
+    assert batch.shape == (2, 3, 48, 64)
+    np.testing.assert_array_equal(batch[0], one)
+    flat = rg.demosaic(np.full((16, 16), 0.25, np.float32), op="demosaic_bilinear")
+    np.testing.assert_allclose(flat, 0.25, atol=1e-6)
+    soft = rg.demosaic(norm, cfa="GBRG", params={"mlri_weight": 0.0})
+    assert not np.array_equal(soft, one)
+
+
+def test_demosaic_bad_input_is_typed() -> None:
+    good = np.zeros((8, 8), np.float32)
+    with pytest.raises(rg.InvalidInputError, match="cfa"):
+        rg.demosaic(good, cfa="RGBX")
+    with pytest.raises(rg.InvalidInputError, match="classical demosaic"):
+        rg.demosaic(good, op="sharpen")
+    with pytest.raises(rg.InvalidInputError, match="float32"):
+        rg.demosaic(np.zeros((8, 8), np.uint16))
+    with pytest.raises(rg.InvalidInputError, match="shape"):
+        rg.demosaic(np.zeros((2, 2, 8, 8), np.float32))
+    with pytest.raises(rg.InvalidInputError, match="mlri_weight"):
+        rg.demosaic(good, params={"mlri_weight": 7.0})
