@@ -29,7 +29,7 @@
 //! calls of a few rows), still above issue 16's 10 ms at 1 thread; two
 //! threads met it before (7.6 ms). Per 16 pixels the vector kernels do
 //! about 45 float operations (luminance 5, vertical pass 16, mask about
-//! 24), the bound on this CPU.
+//! 24), its main cost.
 
 use std::cell::RefCell;
 use std::sync::Arc;
