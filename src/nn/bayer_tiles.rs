@@ -95,7 +95,7 @@ pub struct BayerFrame<'a> {
 
 /// Runs `forward` (canonical-phase mosaic `[1, 1, h, w]`, noise
 /// `[1, nc, h/2, w/2]`, the window of `frame.base` as `[1, 3, h, w]` when
-/// there is one -> `[1, 3, h, w]`, `h`, `w` multiples of `spec.align`)
+/// there is one, given to `forward` to keep or reuse -> `[1, 3, h, w]`, `h`, `w` multiples of `spec.align`)
 /// over `frame`, in output tiles of at most `tile` pixels a
 /// side (rounded up to a multiple of `align`, at least 16; equalised along
 /// each dimension, see [`balanced`]). Tiles run in parallel. Returns
@@ -107,7 +107,7 @@ pub fn run_tiled<F>(
     forward: F,
 ) -> Result<Tensor>
 where
-    F: Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor> + Sync,
+    F: Fn(&Tensor, &Tensor, Option<Tensor>) -> Result<Tensor> + Sync,
 {
     let BayerFrame {
         mosaic,
@@ -219,7 +219,7 @@ where
                     }
                 }
             }
-            let out = forward(&m, &nz, bw.as_ref())?;
+            let out = forward(&m, &nz, bw)?;
             out.crop(
                 (ty as isize - y0) as usize,
                 (tx as isize - x0) as usize,
@@ -400,7 +400,7 @@ mod tests {
                         let k = (c + 1) as f32;
                         assert!(b.plane(0, c).iter().zip(m.data()).all(|(x, y)| *x == k * y));
                     }
-                    Ok(b.clone())
+                    Ok(b)
                 })
                 .unwrap();
                 assert_eq!(out.data(), &base[..], "cfa {cfa} tile {tile}");
@@ -421,7 +421,7 @@ mod tests {
             halo: 8,
             align: 8,
         };
-        assert!(run_tiled(frame, 16, spec, |_, _, b| Ok(b.unwrap().clone())).is_err());
+        assert!(run_tiled(frame, 16, spec, |_, _, b| Ok(b.unwrap())).is_err());
     }
 
     #[test]

@@ -62,8 +62,10 @@
 //! by the export). Cost: 3 fullres_width 9 + c1 + 9 multiply-adds per
 //! pixel more (`fastb` 5,272 against `fastg`'s 5,031).
 //! Inputs: the black-level-subtracted, white-balanced mosaic (1.0 = white)
-//! in the model's phase, and the noise std of that mosaic per pixel,
-//! RMS-pooled to half resolution. Output: white-balanced linear camera RGB.
+//! in the model's phase, the noise std of that mosaic per pixel,
+//! RMS-pooled to half resolution, and for a model over a classical base
+//! that base (planar RGB `[3, H, W]`, the mosaic's units). Output:
+//! white-balanced linear camera RGB.
 //! Frames run tiled ([`super::bayer_tiles`]) with the halo of the metadata
 //! (full-resolution pixels, a multiple of 8: 40 for `fast`, 72 for `fast4`)
 //! and tile origins aligned to `2^levels` full-resolution pixels (8, or 16
@@ -76,7 +78,9 @@
 //! first output row sits at phase `halo + dy` of the grid, where the radius
 //! is smaller, and each later row is one pixel further from the window
 //! edge, so the halo suffices (the tests compare tiles with the whole frame
-//! for the fixtures and the shipped models).
+//! for the fixtures and the shipped models). The halo is the network's
+//! radius over its inputs, the classical base being one: the base op's own
+//! radius needs none, as it runs on the whole frame.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -187,12 +191,23 @@ pub const BILINEAR: [[f32; 9]; 3] = [
 
 /// Adds the bilinear demosaic of `masked` (`[1, 3, H, W]`) to `y` (same
 /// shape): `y[c] += Σ BILINEAR[c][k] · masked[c](neighbour k)`, zeros outside.
+fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
+    acc_bilinear::<false>(y, masked)
+}
+
+/// Subtracts the bilinear demosaic of `masked` from `y` (as
+/// [`add_bilinear`], `y[c] -= Σ ...`): `base - bilinear` in place.
+fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
+    acc_bilinear::<true>(y, masked)
+}
+
+/// `y[c] ±= Σ BILINEAR[c][k] · masked[c](neighbour k)` (minus when `NEG`).
 ///
 /// Row at a time over a zero-bordered copy of three source rows, the taps
 /// summed in kernel order into a row accumulator: the same arithmetic as the
 /// per-pixel definition (a zero tap adds +0.0, which leaves a sum that
 /// started at +0.0 unchanged), vectorised.
-fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
+fn acc_bilinear<const NEG: bool>(y: &mut Tensor, masked: &Tensor) {
     let [_, _, h, w] = masked.shape();
     let mut rows = vec![0f32; 3 * (w + 2)];
     let mut acc = vec![0f32; w];
@@ -218,10 +233,12 @@ fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
                 let s = &rows[dy * (w + 2) + dx..dy * (w + 2) + dx + w];
                 acc.iter_mut().zip(s).for_each(|(a, &v)| *a += kv * v);
             }
-            dst[yy * w..(yy + 1) * w]
-                .iter_mut()
-                .zip(&acc)
-                .for_each(|(d, &a)| *d += a);
+            let dst = dst[yy * w..(yy + 1) * w].iter_mut().zip(&acc);
+            if NEG {
+                dst.for_each(|(d, &a)| *d -= a);
+            } else {
+                dst.for_each(|(d, &a)| *d += a);
+            }
         }
     }
 }
@@ -434,13 +451,9 @@ impl DmdnUnet {
     /// origin in the model's phase); `noise`: `[1, noise_channels, H/2, W/2]`;
     /// `base`: the classical base's window `[1, 3, H, W]`, required by a
     /// model over a classical base and refused by one over the bilinear
-    /// base. Returns `[1, 3, H, W]`.
-    pub fn forward(
-        &self,
-        mosaic: &Tensor,
-        noise: &Tensor,
-        base: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    /// base (taken: it becomes `base - bilinear` in place). Returns
+    /// `[1, 3, H, W]`.
+    pub fn forward(&self, mosaic: &Tensor, noise: &Tensor, base: Option<Tensor>) -> Result<Tensor> {
         let relu = Activation::Relu;
         self.check_base(base.is_some())?;
         let base = match (&self.base, base) {
@@ -501,21 +514,15 @@ impl DmdnUnet {
                 add_bilinear(&mut y, &masked);
                 y
             }
-            Some((head, b)) => {
+            Some((head, mut d)) => {
                 let g = pixel_shuffle(&head.bgate.forward(&d1, Activation::Sigmoid)?, 2)?;
                 drop(d1);
-                // d = base - bilinear; bil kept for the sum
-                let mut bil = Tensor::zeros(up.shape())?;
-                add_bilinear(&mut bil, &masked);
-                let mut d = b.clone();
-                d.data_mut()
-                    .iter_mut()
-                    .zip(bil.data())
-                    .for_each(|(v, &l)| *v -= l);
+                // d = base - bilinear, in the base window
+                sub_bilinear(&mut d, &masked);
                 let f = self.fr1.forward(&concat(&[&masked, &up, &d])?, relu)?;
                 let mut y = self.fr2.forward(&f, Activation::None)?;
                 add_assign(&mut y, &up)?;
-                add_assign(&mut y, &bil)?;
+                add_bilinear(&mut y, &masked);
                 let gp = g.plane(0, 0);
                 for c in 0..3 {
                     y.plane_mut(0, c)
@@ -609,8 +616,8 @@ fn conv(w: &mut Weights, name: &str, shape: [usize; 4], stride: usize) -> Result
 mod tests {
     use super::*;
 
-    /// The row-at-a-time [`add_bilinear`] equals the per-pixel definition
-    /// bit for bit, borders included.
+    /// The row-at-a-time [`add_bilinear`] and [`sub_bilinear`] equal the
+    /// per-pixel definition bit for bit, borders included.
     #[test]
     fn add_bilinear_equals_the_per_pixel_definition() {
         let (h, w) = (7, 9);
@@ -621,6 +628,8 @@ mod tests {
         let start: Vec<f32> = (0..3 * h * w).map(|i| (i % 13) as f32 * 0.1).collect();
         let mut y = Tensor::from_vec([1, 3, h, w], start.clone()).expect("shape");
         add_bilinear(&mut y, &masked);
+        let mut z = Tensor::from_vec([1, 3, h, w], start.clone()).expect("shape");
+        sub_bilinear(&mut z, &masked);
         for (c, k) in BILINEAR.iter().enumerate() {
             for yy in 0..h as isize {
                 for xx in 0..w as isize {
@@ -638,6 +647,9 @@ mod tests {
                     let want = start[c * h * w + i] + s;
                     let got = y.plane(0, c)[i];
                     assert_eq!(got.to_bits(), want.to_bits(), "c {c} y {yy} x {xx}");
+                    let want = start[c * h * w + i] - s;
+                    let got = z.plane(0, c)[i];
+                    assert_eq!(got.to_bits(), want.to_bits(), "sub: c {c} y {yy} x {xx}");
                 }
             }
         }
