@@ -179,8 +179,13 @@ class DMDNUNet(nn.Module):
     With a classical `base` (e.g. "rcd_mlri": the engine's
     `demosaic_rcd_mlri` of the same mosaic, passed in as `base`), the
     full-resolution refinement also sees `base - bilinear` and a per-pixel
-    gate g (1x1 conv of d1, pixel shuffle, sigmoid) blends it in:
-    y = bilinear + up + fr2(..) + g * (base - bilinear).
+    gate g (1x1 conv of d1, pixel shuffle, sigmoid) blends the network's
+    estimate yn = bilinear + up + fr2(..) with the base:
+    y = yn + g * (base - yn). (A blend, not an added term: the gradient on g
+    is then (y - truth) . (base - yn), which opens the gate where the base
+    beats the network, so a model grown from a bilinear-base file can
+    learn to use it; `bilinear + up + g (base - bilinear)` cannot, as its
+    estimate is already near the truth.)
     """
 
     def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0, gate=(), base="bilinear"):
@@ -260,7 +265,8 @@ class DMDNUNet(nn.Module):
             d = base - bil
             h = F.relu(self.fr1(torch.cat([masked, up, d], 1)))
             g = torch.sigmoid(F.pixel_shuffle(self.bgate(d1), 2) * GATE_SCALE)
-            y = bil + up + self.fr2(h) + g * d
+            yn = bil + up + self.fr2(h)
+            y = yn + g * (base - yn)
         if not self.gate_radii:
             return y
         # gated smoothing: a per-pixel convex blend of y and its box means

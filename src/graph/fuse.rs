@@ -504,7 +504,9 @@ impl Segment {
     /// taking its top halo rows from the bottom of the previous tile
     /// instead of recomputing them, the strip's rows written to `sink`
     /// (through the stencil and the image kernels after it, when the
-    /// segment has one).
+    /// segment has one; into the scratch, the stencil's calls cover
+    /// [`SCRATCH_BYTES`] of rows each, so what it writes is still cached
+    /// when the quantiser reads it and when it writes the scratch again).
     #[allow(clippy::too_many_arguments)]
     fn demosaic_band(
         &self,
@@ -645,8 +647,18 @@ impl Segment {
             } else {
                 b1.min(y0.saturating_sub(sh))
             };
-            if ready > next_out {
-                let span = (next_out - b0) * w..(ready - b0) * w;
+            // Rows into the scratch (quantised output) go a few at a time,
+            // so the stencil's output is still in the L2 cache when the
+            // members after it and the quantiser read it and when the
+            // stencil writes the scratch again (its carry continues from
+            // call to call); rows into the output planes go at once.
+            let step = match sink {
+                Sink::Planes(_) => usize::MAX,
+                _ => (SCRATCH_BYTES / (12 * w.max(1))).max(1),
+            };
+            while ready > next_out {
+                let end = ready.min(next_out.saturating_add(step));
+                let span = (next_out - b0) * w..(end - b0) * w;
                 let ([r, g, b], quantized) = sink.strip(span, &mut scratch);
                 let t0 = Instant::now();
                 let rows = Rows { kept: &kept, w, h };
@@ -658,15 +670,19 @@ impl Segment {
                     quantize_rows([&*r, &*g, &*b], q);
                     add(&times[last + 1], t0);
                 }
-                next_out = ready;
-                kept.drop_below(ready.saturating_sub(sh));
+                next_out = end;
             }
+            kept.drop_below(next_out.saturating_sub(sh));
         }
         let mut spare = kept.spare;
         spare.extend(kept.strips.into_iter().map(|(_, _, buf)| buf));
         BAND_BUFS.with(|b| *b.borrow_mut() = (data, scratch, spare, carry));
     }
 }
+
+/// Bytes of float rows (R, G, B) per stencil call of
+/// [`Segment::demosaic_band`] into its scratch: a fraction of an L2 cache.
+const SCRATCH_BYTES: usize = 256 * 1024;
 
 /// The band buffers of [`Segment::demosaic_band`]: the tile rows, the
 /// scratch strip, the stencil's spare strips and its carry (restarted per
