@@ -32,9 +32,9 @@
 //! y = bil + up + fr2_1x1(fr1(concat(masked, up)))        masked: mosaic spread to its colour plane
 //! with a classical base (metadata `base` = b other than `bilinear`, `fastb`: rcd_mlri):
 //!   base = demosaic_b(whole frame), windowed as the mosaic (3, H, W)
-//!   d = base - bil                                       (3, H, W)
+//!   yn = bil + up + fr2_1x1(fr1(concat(masked, up, base - bil)))
 //!   g = sigmoid(pixel_shuffle(bgate_1x1(d1), 2))         (1, H, W)
-//!   y = bil + up + fr2_1x1(fr1(concat(masked, up, d))) + g d
+//!   y = yn + g (base - yn)                               per-pixel blend
 //! out = y
 //! with gated smoothing (metadata `gate_radii` = r_1..r_K, `fastg`: 2,6):
 //!   z = pixel_shuffle(gate_1x1(d1), 2)                   (K, H, W) logits
@@ -49,8 +49,9 @@
 //! K (c1 + 9) multiply-adds per pixel (`fastg` 5,031 against `fast`'s
 //! 4,981), a halo covering the largest radius (48 for `fastg`).
 //! The network learns a residual over a bilinear demosaic (metadata
-//! `base` = `bilinear`, or absent), or over a classical one blended in per
-//! pixel by the gate `g` (metadata `base` = `rcd_mlri` or another
+//! `base` = `bilinear`, or absent), and may lean on a classical one, which
+//! the gate `g` blends with its estimate per pixel (metadata `base` =
+//! `rcd_mlri` or another
 //! classical demosaic, [`super::classical_base`]): the engine's
 //! `demosaic_<base>` op with default params, run once over the whole frame
 //! in its own phase before the tiles (its cost is not in
@@ -432,7 +433,7 @@ impl DmdnUnet {
         let gate = (self.cfg.gate_radii.len() * (self.cfg.widths[0] + 9)) as f64 * 2.0;
         // the classical base (fr1's extra inputs are in f(fr1)): the base
         // gate's 1x1 conv at 1/2 resolution and 9 multiply-adds of the
-        // blend (base - bilinear, g times it, the sum)
+        // blend as training counts them
         let base = self.base.as_ref().map_or(0.0, |b| f(&b.bgate) / 4.0 + 18.0);
         // + 9 multiply-adds of the bilinear base per pixel
         base + gate
@@ -451,8 +452,7 @@ impl DmdnUnet {
     /// origin in the model's phase); `noise`: `[1, noise_channels, H/2, W/2]`;
     /// `base`: the classical base's window `[1, 3, H, W]`, required by a
     /// model over a classical base and refused by one over the bilinear
-    /// base (taken: it becomes `base - bilinear` in place). Returns
-    /// `[1, 3, H, W]`.
+    /// base. Returns `[1, 3, H, W]`.
     pub fn forward(&self, mosaic: &Tensor, noise: &Tensor, base: Option<Tensor>) -> Result<Tensor> {
         let relu = Activation::Relu;
         self.check_base(base.is_some())?;
@@ -514,22 +514,26 @@ impl DmdnUnet {
                 add_bilinear(&mut y, &masked);
                 y
             }
-            Some((head, mut d)) => {
+            Some((head, b)) => {
                 let g = pixel_shuffle(&head.bgate.forward(&d1, Activation::Sigmoid)?, 2)?;
                 drop(d1);
-                // d = base - bilinear, in the base window
+                // d = base - bilinear
+                let mut d = b.clone();
                 sub_bilinear(&mut d, &masked);
                 let f = self.fr1.forward(&concat(&[&masked, &up, &d])?, relu)?;
+                drop(d);
+                // yn = bilinear + up + fr2(f); y = yn + g (base - yn)
                 let mut y = self.fr2.forward(&f, Activation::None)?;
+                drop(f);
                 add_assign(&mut y, &up)?;
                 add_bilinear(&mut y, &masked);
                 let gp = g.plane(0, 0);
                 for c in 0..3 {
                     y.plane_mut(0, c)
                         .iter_mut()
-                        .zip(d.plane(0, c))
+                        .zip(b.plane(0, c))
                         .zip(gp)
-                        .for_each(|((v, &dv), &gv)| *v += gv * dv);
+                        .for_each(|((v, &bv), &gv)| *v += gv * (bv - *v));
                 }
                 y
             }
