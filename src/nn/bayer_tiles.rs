@@ -11,7 +11,10 @@
 //! window starts in the model's phase and, for networks with stride-2
 //! stages, on the same down-sampling grid as one pass over the whole
 //! reflect-padded frame: the result equals that single pass exactly,
-//! whatever the tile size, while memory stays bounded.
+//! whatever the tile size, while memory stays bounded. A full-resolution
+//! RGB frame may travel with the mosaic (the classical demosaic a network
+//! refines, computed once over the whole frame): its windows are cut with
+//! the same origins and mirroring, pixel for pixel.
 
 use rayon::prelude::*;
 
@@ -84,11 +87,16 @@ pub struct BayerFrame<'a> {
     pub cfa: Cfa2x2,
     /// Noise std in the mosaic's units.
     pub noise: NoiseInput<'a>,
+    /// A classical demosaic of the whole frame for networks that refine
+    /// one (`dmdn_unet` over a classical base): planar RGB, `3 x h x w`
+    /// row-major (R plane, G, B), in the mosaic's units; `None` otherwise.
+    pub base: Option<&'a [f32]>,
 }
 
 /// Runs `forward` (canonical-phase mosaic `[1, 1, h, w]`, noise
-/// `[1, nc, h/2, w/2]` -> `[1, 3, h, w]`, `h`, `w` multiples of
-/// `spec.align`) over `frame`, in output tiles of at most `tile` pixels a
+/// `[1, nc, h/2, w/2]`, the window of `frame.base` as `[1, 3, h, w]` when
+/// there is one, given to `forward` to keep or reuse -> `[1, 3, h, w]`, `h`, `w` multiples of `spec.align`)
+/// over `frame`, in output tiles of at most `tile` pixels a
 /// side (rounded up to a multiple of `align`, at least 16; equalised along
 /// each dimension, see [`balanced`]). Tiles run in parallel. Returns
 /// `[1, 3, h, w]`.
@@ -99,7 +107,7 @@ pub fn run_tiled<F>(
     forward: F,
 ) -> Result<Tensor>
 where
-    F: Fn(&Tensor, &Tensor) -> Result<Tensor> + Sync,
+    F: Fn(&Tensor, &Tensor, Option<Tensor>) -> Result<Tensor> + Sync,
 {
     let BayerFrame {
         mosaic,
@@ -107,6 +115,7 @@ where
         w,
         cfa,
         noise,
+        base,
     } = frame;
     let align = spec.align;
     if align < 2 || !align.is_power_of_two() || !spec.halo.is_multiple_of(2) {
@@ -126,6 +135,14 @@ where
             return Err(Error::invalid(
                 "network: noise map size differs from mosaic",
             ));
+        }
+    }
+    if let Some(b) = base {
+        if b.len() != 3 * h * w {
+            return Err(Error::invalid(format!(
+                "network: base of {} values is not 3x{h}x{w}",
+                b.len()
+            )));
         }
     }
     let (dy, dx) = phase_offset(cfa, spec.phase)
@@ -148,6 +165,10 @@ where
             let ih = ceil_to(((ty + th + halo) as isize - y0) as usize, align);
             let iw = ceil_to(((tx + tw + halo) as isize - x0) as usize, align);
             let mut m = Tensor::zeros([1, 1, ih, iw])?;
+            let mut bw = match base {
+                Some(_) => Some(Tensor::zeros([1, 3, ih, iw])?),
+                None => None,
+            };
             let mut n2 = vec![
                 0.0f32;
                 if matches!(noise, NoiseInput::Map(_)) {
@@ -168,6 +189,14 @@ where
                 gather(&mut m.data_mut()[yy * iw..(yy + 1) * iw], mosaic);
                 if let NoiseInput::Map(nm) = noise {
                     gather(&mut n2[yy * iw..(yy + 1) * iw], nm);
+                }
+                if let (Some(b), Some(bw)) = (base, bw.as_mut()) {
+                    for c in 0..3 {
+                        gather(
+                            &mut bw.plane_mut(0, c)[yy * iw..(yy + 1) * iw],
+                            &b[c * h * w..(c + 1) * h * w],
+                        );
+                    }
                 }
             }
             let (hh, hw) = (ih / 2, iw / 2);
@@ -190,7 +219,7 @@ where
                     }
                 }
             }
-            let out = forward(&m, &nz)?;
+            let out = forward(&m, &nz, bw)?;
             out.crop(
                 (ty as isize - y0) as usize,
                 (tx as isize - x0) as usize,
@@ -317,8 +346,10 @@ mod tests {
                     w,
                     cfa: parse_cfa(cfa).unwrap(),
                     noise: NoiseInput::Uniform(0.1),
+                    base: None,
                 };
-                let out = run_tiled(frame, tile, spec, |m, n| {
+                let out = run_tiled(frame, tile, spec, |m, n, b| {
+                    assert!(b.is_none());
                     assert_eq!(m.h() % align, 0);
                     assert_eq!((n.h(), n.w()), (m.h() / 2, m.w() / 2));
                     let mut o = Tensor::zeros([1, 3, m.h(), m.w()])?;
@@ -335,6 +366,64 @@ mod tests {
         }
     }
 
+    /// The base frame's windows are the mosaic's, pixel for pixel (same
+    /// origin and mirroring): a base made of scaled copies of the mosaic
+    /// arrives as those copies of the mosaic window, and a network that
+    /// returns its base window reproduces the base.
+    #[test]
+    fn base_windows_follow_the_mosaic() {
+        let (h, w) = (29, 45);
+        let mosaic: Vec<f32> = (0..h * w).map(|i| (i as f32 * 0.61).cos()).collect();
+        let base: Vec<f32> = (0..3)
+            .flat_map(|c| mosaic.iter().map(move |v| v * (c + 1) as f32))
+            .collect();
+        for cfa in ["rggb", "gbrg"] {
+            for tile in [16, 40] {
+                let spec = TileSpec {
+                    phase: parse_cfa("grbg").unwrap(),
+                    noise_channels: 1,
+                    halo: 10,
+                    align: 8,
+                };
+                let frame = BayerFrame {
+                    mosaic: &mosaic,
+                    h,
+                    w,
+                    cfa: parse_cfa(cfa).unwrap(),
+                    noise: NoiseInput::Uniform(0.0),
+                    base: Some(&base),
+                };
+                let out = run_tiled(frame, tile, spec, |m, _, b| {
+                    let b = b.expect("base window");
+                    assert_eq!(b.shape(), [1, 3, m.h(), m.w()]);
+                    for c in 0..3 {
+                        let k = (c + 1) as f32;
+                        assert!(b.plane(0, c).iter().zip(m.data()).all(|(x, y)| *x == k * y));
+                    }
+                    Ok(b)
+                })
+                .unwrap();
+                assert_eq!(out.data(), &base[..], "cfa {cfa} tile {tile}");
+            }
+        }
+        // A base of the wrong size is refused.
+        let frame = BayerFrame {
+            mosaic: &mosaic,
+            h,
+            w,
+            cfa: parse_cfa("rggb").unwrap(),
+            noise: NoiseInput::Uniform(0.0),
+            base: Some(&base[1..]),
+        };
+        let spec = TileSpec {
+            phase: parse_cfa("rggb").unwrap(),
+            noise_channels: 1,
+            halo: 8,
+            align: 8,
+        };
+        assert!(run_tiled(frame, 16, spec, |_, _, b| Ok(b.unwrap())).is_err());
+    }
+
     #[test]
     fn bad_halo_is_an_error() {
         let spec = TileSpec {
@@ -349,8 +438,9 @@ mod tests {
             w: 4,
             cfa: [0, 1, 1, 2],
             noise: NoiseInput::Uniform(0.0),
+            base: None,
         };
-        let r = run_tiled(frame, 16, spec, |m, _| Ok(m.clone()));
+        let r = run_tiled(frame, 16, spec, |m, _, _| Ok(m.clone()));
         assert!(r.is_err());
     }
 }

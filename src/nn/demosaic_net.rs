@@ -1,14 +1,17 @@
 //! A loaded joint demosaic + denoise network of either architecture,
 //! chosen by the weights file's `arch` metadata: `dmdn` (the flat
 //! packed-Bayer net, [`super::dmdn`]) or `dmdn_unet` (the raw-path U-Net,
-//! [`super::dmdn_unet`]). Both take the same inputs and tile the same way.
+//! [`super::dmdn_unet`]). Both take the same inputs and tile the same way;
+//! a `dmdn_unet` over a classical base also takes that base, a classical
+//! demosaic of the whole frame ([`super::classical_base`]), which
+//! [`DemosaicNet::run`] computes and [`DemosaicNet::run_frame`] is given.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::bayer_tiles::{Cfa2x2, NoiseInput};
-use super::{Dmdn, DmdnUnet, Tensor, Weights};
-use crate::error::Result;
+use super::bayer_tiles::{BayerFrame, Cfa2x2, NoiseInput};
+use super::{ClassicalBase, Dmdn, DmdnUnet, Tensor, Weights};
+use crate::error::{Error, Result};
 
 /// Either joint demosaic + denoise network.
 #[derive(Clone, Debug)]
@@ -54,7 +57,17 @@ impl DemosaicNet {
         }
     }
 
-    /// Floating-point operations per output pixel (excluding halo overlap).
+    /// The classical demosaic the network refines, if any (only
+    /// `dmdn_unet` files whose metadata `base` is not `bilinear`).
+    pub fn classical_base(&self) -> Option<&ClassicalBase> {
+        match self {
+            DemosaicNet::Flat(_) => None,
+            DemosaicNet::Unet(m) => m.classical_base(),
+        }
+    }
+
+    /// Floating-point operations per output pixel (excluding halo overlap
+    /// and the classical base op).
     pub fn flops_per_pixel(&self) -> f64 {
         match self {
             DemosaicNet::Flat(m) => m.flops_per_pixel(),
@@ -63,7 +76,8 @@ impl DemosaicNet {
     }
 
     /// Demosaics and denoises a whole `h x w` frame whose top-left cell is
-    /// `cfa`; returns `[1, 3, h, w]` RGB in the mosaic's units.
+    /// `cfa`, computing the classical base first when the model has one;
+    /// returns `[1, 3, h, w]` RGB in the mosaic's units.
     pub fn run(
         &self,
         mosaic: &[f32],
@@ -76,6 +90,22 @@ impl DemosaicNet {
         match self {
             DemosaicNet::Flat(m) => m.run(mosaic, h, w, cfa, noise, tile),
             DemosaicNet::Unet(m) => m.run(mosaic, h, w, cfa, noise, tile),
+        }
+    }
+
+    /// Demosaics and denoises a whole frame with its classical base
+    /// already computed (`frame.base`, planar RGB `3 x h x w`, present
+    /// exactly when [`DemosaicNet::classical_base`] is); returns
+    /// `[1, 3, h, w]` RGB in the mosaic's units.
+    pub fn run_frame(&self, frame: BayerFrame<'_>, tile: usize) -> Result<Tensor> {
+        match self {
+            DemosaicNet::Flat(m) => match frame.base {
+                None => m.run(frame.mosaic, frame.h, frame.w, frame.cfa, frame.noise, tile),
+                Some(_) => Err(Error::invalid(
+                    "dmdn: the flat network takes no classical base",
+                )),
+            },
+            DemosaicNet::Unet(m) => m.run_frame(frame, tile),
         }
     }
 }

@@ -218,8 +218,9 @@ impl Dmdn {
             w,
             cfa,
             noise,
+            base: None,
         };
-        run_tiled(frame, tile, spec, |m, n| self.forward(m, n))
+        run_tiled(frame, tile, spec, |m, n, _| self.forward(m, n))
     }
 }
 

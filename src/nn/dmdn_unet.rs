@@ -28,8 +28,13 @@
 //! d2 = d2(e2 + pixel_shuffle(u2_1x1(e3), 2))             (c2, H/4)
 //! d1 = d1(e1 + pixel_shuffle(u1_1x1(d2), 2))             (c1, H/2)
 //! up = pixel_shuffle(head_1x1(d1), 2)                    (3, H, W)
-//! base = bilinear(masked)                                (3, H, W), fixed depthwise 3x3 ([`BILINEAR`])
-//! y = base + up + fr2_1x1(fr1(concat(masked, up)))       masked: mosaic spread to its colour plane
+//! bil = bilinear(masked)                                 (3, H, W), fixed depthwise 3x3 ([`BILINEAR`])
+//! y = bil + up + fr2_1x1(fr1(concat(masked, up)))        masked: mosaic spread to its colour plane
+//! with a classical base (metadata `base` = b other than `bilinear`, `fastb`: rcd_mlri):
+//!   base = demosaic_b(whole frame), windowed as the mosaic (3, H, W)
+//!   yn = bil + up + fr2_1x1(fr1(concat(masked, up, base - bil)))
+//!   g = sigmoid(pixel_shuffle(bgate_1x1(d1), 2))         (1, H, W)
+//!   y = yn + g (base - yn)                               per-pixel blend
 //! out = y
 //! with gated smoothing (metadata `gate_radii` = r_1..r_K, `fastg`: 2,6):
 //!   z = pixel_shuffle(gate_1x1(d1), 2)                   (K, H, W) logits
@@ -44,10 +49,24 @@
 //! K (c1 + 9) multiply-adds per pixel (`fastg` 5,031 against `fast`'s
 //! 4,981), a halo covering the largest radius (48 for `fastg`).
 //! The network learns a residual over a bilinear demosaic (metadata
-//! `base = bilinear`, required).
+//! `base` = `bilinear`, or absent), and may lean on a classical one, which
+//! the gate `g` blends with its estimate per pixel (metadata `base` =
+//! `rcd_mlri` or another
+//! classical demosaic, [`super::classical_base`]): the engine's
+//! `demosaic_<base>` op with default params, run once over the whole frame
+//! in its own phase before the tiles (its cost is not in
+//! `flops_per_pixel`), then reflect-padded and windowed exactly as the
+//! mosaic (RGB, so no CFA parity to keep). `fr1.weight` is then
+//! `[fullres_width, 9, 3, 3]` (input channels: masked mosaic R, G, B, up
+//! R, G, B, base - bilinear R, G, B) and the file holds `bgate.weight`
+//! `[4, c1, 1, 1]`, `bgate.bias` `[4]` (logits as used, GATE_SCALE applied
+//! by the export). Cost: 3 fullres_width 9 + c1 + 9 multiply-adds per
+//! pixel more (`fastb` 5,272 against `fastg`'s 5,031).
 //! Inputs: the black-level-subtracted, white-balanced mosaic (1.0 = white)
-//! in the model's phase, and the noise std of that mosaic per pixel,
-//! RMS-pooled to half resolution. Output: white-balanced linear camera RGB.
+//! in the model's phase, the noise std of that mosaic per pixel,
+//! RMS-pooled to half resolution, and for a model over a classical base
+//! that base (planar RGB `[3, H, W]`, the mosaic's units). Output:
+//! white-balanced linear camera RGB.
 //! Frames run tiled ([`super::bayer_tiles`]) with the halo of the metadata
 //! (full-resolution pixels, a multiple of 8: 40 for `fast`, 72 for `fast4`)
 //! and tile origins aligned to `2^levels` full-resolution pixels (8, or 16
@@ -60,7 +79,9 @@
 //! first output row sits at phase `halo + dy` of the grid, where the radius
 //! is smaller, and each later row is one pixel further from the window
 //! edge, so the halo suffices (the tests compare tiles with the whole frame
-//! for the fixtures and the shipped models).
+//! for the fixtures and the shipped models). The halo is the network's
+//! radius over its inputs, the classical base being one: the base op's own
+//! radius needs none, as it runs on the whole frame.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -68,11 +89,12 @@ use std::path::Path;
 use super::bayer_tiles::{
     masked_mosaic, parse_cfa, run_tiled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
 };
+use super::classical_base::ClassicalBase;
 use super::combine::{add_assign, concat};
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
 use super::shuffle::{pixel_shuffle, pixel_unshuffle};
 use super::{Activation, Conv2d, Padding, Tensor, Weights};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Hyper-parameters, read from the weights file's metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,6 +118,10 @@ pub struct DmdnUnetConfig {
     /// Box radii of the gated smoothing (metadata `gate_radii`, 1..=4
     /// values in 1..=16 px); empty without the gate.
     pub gate_radii: Vec<usize>,
+    /// Metadata `base`: `bilinear` (also when absent) or the name of the
+    /// classical demosaic the network refines (`rcd_mlri`: the op
+    /// `demosaic_rcd_mlri`).
+    pub base: String,
 }
 
 impl DmdnUnetConfig {
@@ -120,6 +146,15 @@ struct Level4 {
     u3: Conv2d,
 }
 
+/// The classical base of a model over one: the op that computes it and the
+/// 1x1 conv on `d1` whose pixel-shuffled sigmoid blends it in.
+#[derive(Clone, Debug)]
+struct BaseHead {
+    op: ClassicalBase,
+    /// `[4, c1, 1, 1]`: logits as used (GATE_SCALE applied by the export).
+    bgate: Conv2d,
+}
+
 /// A loaded `dmdn_unet` model.
 #[derive(Clone, Debug)]
 pub struct DmdnUnet {
@@ -141,6 +176,8 @@ pub struct DmdnUnet {
     /// The gated smoothing's 1x1 conv on `d1`: `[4K, c1, 1, 1]` (logits as
     /// used, GATE_SCALE already applied by the export).
     gate: Option<Conv2d>,
+    /// The classical base (metadata `base` other than `bilinear`).
+    base: Option<BaseHead>,
     metadata: HashMap<String, String>,
 }
 
@@ -155,12 +192,23 @@ pub const BILINEAR: [[f32; 9]; 3] = [
 
 /// Adds the bilinear demosaic of `masked` (`[1, 3, H, W]`) to `y` (same
 /// shape): `y[c] += Σ BILINEAR[c][k] · masked[c](neighbour k)`, zeros outside.
+fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
+    acc_bilinear::<false>(y, masked)
+}
+
+/// Subtracts the bilinear demosaic of `masked` from `y` (as
+/// [`add_bilinear`], `y[c] -= Σ ...`): `base - bilinear` in place.
+fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
+    acc_bilinear::<true>(y, masked)
+}
+
+/// `y[c] ±= Σ BILINEAR[c][k] · masked[c](neighbour k)` (minus when `NEG`).
 ///
 /// Row at a time over a zero-bordered copy of three source rows, the taps
 /// summed in kernel order into a row accumulator: the same arithmetic as the
 /// per-pixel definition (a zero tap adds +0.0, which leaves a sum that
 /// started at +0.0 unchanged), vectorised.
-fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
+fn acc_bilinear<const NEG: bool>(y: &mut Tensor, masked: &Tensor) {
     let [_, _, h, w] = masked.shape();
     let mut rows = vec![0f32; 3 * (w + 2)];
     let mut acc = vec![0f32; w];
@@ -186,10 +234,12 @@ fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
                 let s = &rows[dy * (w + 2) + dx..dy * (w + 2) + dx + w];
                 acc.iter_mut().zip(s).for_each(|(a, &v)| *a += kv * v);
             }
-            dst[yy * w..(yy + 1) * w]
-                .iter_mut()
-                .zip(&acc)
-                .for_each(|(d, &a)| *d += a);
+            let dst = dst[yy * w..(yy + 1) * w].iter_mut().zip(&acc);
+            if NEG {
+                dst.for_each(|(d, &a)| *d -= a);
+            } else {
+                dst.for_each(|(d, &a)| *d += a);
+            }
         }
     }
 }
@@ -251,6 +301,16 @@ impl DmdnUnet {
                 r
             }
         };
+        // `base` absent: the bilinear base (files from before the
+        // classical one).
+        let base_name = match w.metadata().get("base") {
+            None => "bilinear".to_string(),
+            Some(b) => b.clone(),
+        };
+        let base_op = match base_name.as_str() {
+            "bilinear" => None,
+            b => Some(ClassicalBase::new(b).map_err(|r| w.err(r))?),
+        };
         let phase_s = w.meta("phase")?.to_string();
         let cfg = DmdnUnetConfig {
             widths: ws,
@@ -262,10 +322,8 @@ impl DmdnUnet {
             noise_channels: w.meta_usize("noise_channels", 0, 16)?,
             halo: w.meta_usize("halo", 8, 1024)?,
             gate_radii,
+            base: base_name,
         };
-        if w.meta("base")? != "bilinear" {
-            return Err(w.err(format!("base '{}' is not 'bilinear'", w.meta("base")?)));
-        }
         if !cfg.halo.is_multiple_of(8) {
             return Err(w.err(format!("halo {} is not a multiple of 8", cfg.halo)));
         }
@@ -289,6 +347,14 @@ impl DmdnUnet {
             0 => None,
             k => Some(conv(&mut w, "gate", [4 * k, c1, 1, 1], 1)?),
         };
+        let base = match base_op {
+            Some(op) => Some(BaseHead {
+                op,
+                bgate: conv(&mut w, "bgate", [4, c1, 1, 1], 1)?,
+            }),
+            None => None,
+        };
+        let fr1_in = if base.is_some() { 9 } else { 6 };
         let m = DmdnUnet {
             e1a: conv(&mut w, "e1a", [c1, 4 + nc, 3, 3], 1)?,
             e1b: conv(&mut w, "e1b", [c1, c1, 3, 3], 1)?,
@@ -302,9 +368,10 @@ impl DmdnUnet {
             u1: conv(&mut w, "u1", [4 * c1, c2, 1, 1], 1)?,
             d1: conv(&mut w, "d1", [c1, c1, 3, 3], 1)?,
             head: conv(&mut w, "head", [12, c1, 1, 1], 1)?,
-            fr1: conv(&mut w, "fr1", [cfg.fullres_width, 6, 3, 3], 1)?,
+            fr1: conv(&mut w, "fr1", [cfg.fullres_width, fr1_in, 3, 3], 1)?,
             fr2: conv(&mut w, "fr2", [3, cfg.fullres_width, 1, 1], 1)?,
             gate,
+            base,
             cfg,
             metadata,
         };
@@ -315,6 +382,13 @@ impl DmdnUnet {
     /// Hyper-parameters.
     pub fn config(&self) -> &DmdnUnetConfig {
         &self.cfg
+    }
+
+    /// The classical demosaic the network refines (metadata `base` other
+    /// than `bilinear`), None over the bilinear base. Compute it over the
+    /// whole frame and pass it to [`DmdnUnet::run_frame`].
+    pub fn classical_base(&self) -> Option<&ClassicalBase> {
+        self.base.as_ref().map(|b| &b.op)
     }
 
     /// The weights file's metadata (training regime, steps, eval curve ...).
@@ -343,8 +417,8 @@ impl DmdnUnet {
     }
 
     /// Floating-point operations per full-resolution output pixel (conv
-    /// multiply-adds x2, excluding halo overlap; the gate as training counts
-    /// it).
+    /// multiply-adds x2, excluding halo overlap; the gates as training
+    /// counts them; without the classical base op itself).
     pub fn flops_per_pixel(&self) -> f64 {
         let f = |c: &Conv2d| c.flops_per_output_pixel() as f64;
         let half = f(&self.e1a) + f(&self.e1b) + f(&self.d1) + f(&self.head);
@@ -357,8 +431,13 @@ impl DmdnUnet {
         // conv at 1/2 resolution and, per box, 3 channels x (2 sums + 1
         // blend) = K (c1 + 9) multiply-adds per pixel
         let gate = (self.cfg.gate_radii.len() * (self.cfg.widths[0] + 9)) as f64 * 2.0;
+        // the classical base (fr1's extra inputs are in f(fr1)): the base
+        // gate's 1x1 conv at 1/2 resolution and 9 multiply-adds of the
+        // blend as training counts them
+        let base = self.base.as_ref().map_or(0.0, |b| f(&b.bgate) / 4.0 + 18.0);
         // + 9 multiply-adds of the bilinear base per pixel
-        gate + half / 4.0
+        base + gate
+            + half / 4.0
             + quarter / 16.0
             + eighth / 64.0
             + sixteenth / 256.0
@@ -370,10 +449,26 @@ impl DmdnUnet {
     /// Runs the network on one canonical-phase window.
     ///
     /// `mosaic`: `[1, 1, H, W]` (H, W multiples of [`DmdnUnetConfig::align`],
-    /// origin in the model's phase); `noise`: `[1, noise_channels, H/2, W/2]`.
-    /// Returns `[1, 3, H, W]`.
-    pub fn forward(&self, mosaic: &Tensor, noise: &Tensor) -> Result<Tensor> {
+    /// origin in the model's phase); `noise`: `[1, noise_channels, H/2, W/2]`;
+    /// `base`: the classical base's window `[1, 3, H, W]`, required by a
+    /// model over a classical base and refused by one over the bilinear
+    /// base. Returns `[1, 3, H, W]`.
+    pub fn forward(&self, mosaic: &Tensor, noise: &Tensor, base: Option<Tensor>) -> Result<Tensor> {
         let relu = Activation::Relu;
+        self.check_base(base.is_some())?;
+        let base = match (&self.base, base) {
+            (Some(head), Some(b)) => {
+                let [_, _, h, w] = mosaic.shape();
+                if b.shape() != [1, 3, h, w] {
+                    return Err(Error::invalid(format!(
+                        "dmdn_unet: base window {:?} is not [1, 3, {h}, {w}]",
+                        b.shape()
+                    )));
+                }
+                Some((head, b))
+            }
+            _ => None,
+        };
         let packed = pixel_unshuffle(mosaic, 2)?;
         let x = if self.cfg.noise_channels > 0 {
             concat(&[&packed, noise])?
@@ -409,12 +504,40 @@ impl DmdnUnet {
             Some(g) => Some(pixel_shuffle(&g.forward(&d1, Activation::None)?, 2)?),
             None => None,
         };
-        drop(d1);
         let masked = masked_mosaic(mosaic, self.cfg.phase)?;
-        let f = self.fr1.forward(&concat(&[&masked, &up])?, relu)?;
-        let mut y = self.fr2.forward(&f, Activation::None)?;
-        add_assign(&mut y, &up)?;
-        add_bilinear(&mut y, &masked);
+        let y = match base {
+            None => {
+                drop(d1);
+                let f = self.fr1.forward(&concat(&[&masked, &up])?, relu)?;
+                let mut y = self.fr2.forward(&f, Activation::None)?;
+                add_assign(&mut y, &up)?;
+                add_bilinear(&mut y, &masked);
+                y
+            }
+            Some((head, b)) => {
+                let g = pixel_shuffle(&head.bgate.forward(&d1, Activation::Sigmoid)?, 2)?;
+                drop(d1);
+                // d = base - bilinear
+                let mut d = b.clone();
+                sub_bilinear(&mut d, &masked);
+                let f = self.fr1.forward(&concat(&[&masked, &up, &d])?, relu)?;
+                drop(d);
+                // yn = bilinear + up + fr2(f); y = yn + g (base - yn)
+                let mut y = self.fr2.forward(&f, Activation::None)?;
+                drop(f);
+                add_assign(&mut y, &up)?;
+                add_bilinear(&mut y, &masked);
+                let gp = g.plane(0, 0);
+                for c in 0..3 {
+                    y.plane_mut(0, c)
+                        .iter_mut()
+                        .zip(b.plane(0, c))
+                        .zip(gp)
+                        .for_each(|((v, &bv), &gv)| *v += gv * (bv - *v));
+                }
+                y
+            }
+        };
         match logits {
             Some(z) => {
                 // `up` is dead: it holds the output.
@@ -426,13 +549,13 @@ impl DmdnUnet {
         }
     }
 
-    /// Demosaics and denoises a whole frame.
+    /// Demosaics and denoises a whole frame, computing the classical base
+    /// (when the model has one) from `mosaic` ([`ClassicalBase::run`]).
     ///
-    /// `mosaic`: row-major `h x w` Bayer samples whose top-left 2x2 cell is
-    /// `cfa`; `noise`: σ in the mosaic's units. `tile`: output tile edge in
-    /// pixels (rounded up to a multiple of [`DmdnUnetConfig::align`], at
-    /// least 16). Returns
-    /// `[1, 3, h, w]` RGB.
+    /// `mosaic`: row-major `h x w` Bayer samples (normalised, 1.0 = white)
+    /// whose top-left 2x2 cell is `cfa`; `noise`: σ in the mosaic's units.
+    /// `tile`: output tile edge in pixels (rounded up to a multiple of
+    /// [`DmdnUnetConfig::align`], at least 16). Returns `[1, 3, h, w]` RGB.
     pub fn run(
         &self,
         mosaic: &[f32],
@@ -442,11 +565,9 @@ impl DmdnUnet {
         noise: NoiseInput<'_>,
         tile: usize,
     ) -> Result<Tensor> {
-        let spec = TileSpec {
-            phase: self.cfg.phase,
-            noise_channels: self.cfg.noise_channels,
-            halo: self.halo(),
-            align: self.cfg.align(),
+        let base = match self.classical_base() {
+            Some(b) => Some(b.run(mosaic, h, w, cfa)?),
+            None => None,
         };
         let frame = BayerFrame {
             mosaic,
@@ -454,8 +575,38 @@ impl DmdnUnet {
             w,
             cfa,
             noise,
+            base: base.as_deref(),
         };
-        run_tiled(frame, tile, spec, |m, n| self.forward(m, n))
+        self.run_frame(frame, tile)
+    }
+
+    /// Demosaics and denoises a whole frame whose classical base (for a
+    /// model over one, [`DmdnUnet::classical_base`]) the caller computed:
+    /// `frame.base` is then its planar RGB `3 x h x w`, else None. `tile`
+    /// as in [`DmdnUnet::run`]. Returns `[1, 3, h, w]` RGB.
+    pub fn run_frame(&self, frame: BayerFrame<'_>, tile: usize) -> Result<Tensor> {
+        self.check_base(frame.base.is_some())?;
+        let spec = TileSpec {
+            phase: self.cfg.phase,
+            noise_channels: self.cfg.noise_channels,
+            halo: self.halo(),
+            align: self.cfg.align(),
+        };
+        run_tiled(frame, tile, spec, |m, n, b| self.forward(m, n, b))
+    }
+
+    /// A classical base is given (`given`) exactly when the model has one.
+    fn check_base(&self, given: bool) -> Result<()> {
+        match (&self.base, given) {
+            (Some(head), false) => Err(Error::invalid(format!(
+                "dmdn_unet: this model refines a classical base ({}) and got none",
+                head.op.op()
+            ))),
+            (None, true) => Err(Error::invalid(
+                "dmdn_unet: this model is over the bilinear base and got a classical one",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -469,8 +620,8 @@ fn conv(w: &mut Weights, name: &str, shape: [usize; 4], stride: usize) -> Result
 mod tests {
     use super::*;
 
-    /// The row-at-a-time [`add_bilinear`] equals the per-pixel definition
-    /// bit for bit, borders included.
+    /// The row-at-a-time [`add_bilinear`] and [`sub_bilinear`] equal the
+    /// per-pixel definition bit for bit, borders included.
     #[test]
     fn add_bilinear_equals_the_per_pixel_definition() {
         let (h, w) = (7, 9);
@@ -481,6 +632,8 @@ mod tests {
         let start: Vec<f32> = (0..3 * h * w).map(|i| (i % 13) as f32 * 0.1).collect();
         let mut y = Tensor::from_vec([1, 3, h, w], start.clone()).expect("shape");
         add_bilinear(&mut y, &masked);
+        let mut z = Tensor::from_vec([1, 3, h, w], start.clone()).expect("shape");
+        sub_bilinear(&mut z, &masked);
         for (c, k) in BILINEAR.iter().enumerate() {
             for yy in 0..h as isize {
                 for xx in 0..w as isize {
@@ -498,6 +651,9 @@ mod tests {
                     let want = start[c * h * w + i] + s;
                     let got = y.plane(0, c)[i];
                     assert_eq!(got.to_bits(), want.to_bits(), "c {c} y {yy} x {xx}");
+                    let want = start[c * h * w + i] - s;
+                    let got = z.plane(0, c)[i];
+                    assert_eq!(got.to_bits(), want.to_bits(), "sub: c {c} y {yy} x {xx}");
                 }
             }
         }

@@ -16,6 +16,7 @@
 //! | combine.rs | channel concat, element-wise add |
 //! | weights.rs | safetensors loading and validation |
 //! | bayer_tiles.rs | whole frames of any Bayer phase through a tile network, with halos |
+//! | classical_base.rs | the classical demosaic (an engine op) a `dmdn_unet` may refine |
 //! | dmdn.rs | the flat joint demosaic + denoise network (sRGB-regime models) |
 //! | dmdn_unet.rs | the raw-path joint demosaic + denoise U-Net |
 //! | demosaic_net.rs | either of the two, chosen by the weights' `arch` |
@@ -24,6 +25,7 @@
 
 pub mod activations;
 pub mod bayer_tiles;
+pub mod classical_base;
 pub mod combine;
 pub mod conv2d;
 pub mod demosaic_net;
@@ -37,6 +39,8 @@ pub mod tensor;
 pub mod weights;
 
 pub use activations::Activation;
+pub use bayer_tiles::BayerFrame;
+pub use classical_base::ClassicalBase;
 pub use conv2d::{Conv2d, Padding};
 pub use demosaic_net::DemosaicNet;
 pub use dmdn::{Dmdn, DmdnConfig, NoiseInput};

@@ -10,6 +10,12 @@
 //! (the `noise_estimate` stage). Output: an RGB image in the mosaic's units
 //! (linear camera RGB on the raw path).
 //!
+//! A raw-path model over a classical base (weights metadata `base`, e.g.
+//! `rcd_mlri` for `fastb`; [`crate::nn::dmdn_unet`]) first runs that
+//! classical demosaic (`demosaic_<base>`, default params) on the whole
+//! input mosaic, then the network tiles with the base windowed as the
+//! mosaic; the classical op's time is part of this stage's.
+//!
 //! Noise level fed to the network, first that applies:
 //! 1. `sigma` param: one std for the frame, in the mosaic's units;
 //! 2. the noise-estimate input: per-pixel std from its Poisson-Gaussian model;
@@ -30,7 +36,7 @@ use super::demosaic_bilinear::demosaiced;
 use super::{check_range, mosaic_and_optional_noise, mosaic_ref, parse_params, RunCtx, Stage};
 use crate::error::{Error, Result};
 use crate::frame::{ColorSpace, Mosaic, Value, ValueDesc};
-use crate::nn::{DemosaicNet, NoiseInput};
+use crate::nn::{BayerFrame, DemosaicNet, NoiseInput};
 use crate::noise::scale_profile;
 use crate::raw::NoiseProfile;
 
@@ -182,9 +188,22 @@ impl Stage for DemosaicDenoiseLearned {
             .params
             .tile
             .unwrap_or_else(|| self.model.default_tile());
-        let out = self
-            .model
-            .run(&m.data.f32(), m.height, m.width, cfa, noise, tile)?;
+        // The classical base of the frame as received (its own phase),
+        // before any padding.
+        let base = match (self.model.classical_base(), v) {
+            (Some(b), Value::Mosaic(arc)) => Some(b.run_mosaic(arc.clone())?),
+            _ => None,
+        };
+        let data = m.data.f32();
+        let frame = BayerFrame {
+            mosaic: &data,
+            h: m.height,
+            w: m.width,
+            cfa,
+            noise,
+            base: base.as_deref(),
+        };
+        let out = self.model.run_frame(frame, tile)?;
         Ok(demosaiced(m, out.into_vec()))
     }
 }

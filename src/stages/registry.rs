@@ -39,6 +39,14 @@ pub const OPS: &[&str] = &[
     "orient",
 ];
 
+/// Whether `op` is a classical demosaic: a registered `demosaic_*` op that
+/// maps a mosaic to camera RGB without a model (all but
+/// `demosaic_denoise_learned`). These are the bases a learned demosaic may
+/// refine (`dmdn_unet`'s metadata `base`, [`crate::nn::classical_base`]).
+pub fn is_classical_demosaic(op: &str) -> bool {
+    op.starts_with("demosaic_") && op != "demosaic_denoise_learned" && OPS.contains(&op)
+}
+
 /// Compiles an op from its YAML params (`Null` when absent).
 pub fn compile(op: &str, params: serde_json::Value) -> crate::stages::CompileResult {
     match op {
@@ -128,6 +136,39 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown op"));
+    }
+
+    /// The classical demosaics are the registered `demosaic_*` ops but the
+    /// learned one; each compiles with its defaults and maps a mosaic to an
+    /// image.
+    #[test]
+    fn classical_demosaics_are_mosaic_to_image_ops() {
+        use crate::frame::{ValueDesc, ValueKind};
+        let classical: Vec<&str> = OPS
+            .iter()
+            .copied()
+            .filter(|op| is_classical_demosaic(op))
+            .collect();
+        assert!(classical.len() >= 7, "{classical:?}");
+        assert!(classical.contains(&"demosaic_rcd_mlri"));
+        for op in [
+            "demosaic_denoise_learned",
+            "demosaic_testing",
+            "demosaic_x",
+            "denoise_profiled",
+        ] {
+            assert!(!is_classical_demosaic(op), "{op}");
+        }
+        for op in classical {
+            let stage = compile(op, serde_json::Value::Null).unwrap();
+            assert_eq!(stage.arity(), (1, 1), "{op}");
+            let out = stage.infer(&[ValueDesc::mosaic(6, 4)]).unwrap();
+            assert_eq!(
+                (out.kind, out.width, out.height),
+                (ValueKind::Image, 6, 4),
+                "{op}"
+            );
+        }
     }
 
     /// Every op with bounded params refuses a value out of its range at
