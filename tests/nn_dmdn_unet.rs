@@ -430,26 +430,38 @@ fn gated_tiles_equal_the_whole_frame_bit_for_bit() {
     assert_tiles_exact(&model, &load_io_gate(), &[16, 24, 32, 48], "gated");
 }
 
-#[test]
-fn bad_gated_files_are_typed_errors() {
-    let name = "nn_dmdn_unet_gate_tiny.safetensors";
+/// The fixture `name` builds, and with its metadata `key` set to each
+/// case's value it fails with an error that contains the case's needle.
+fn assert_meta_errors(name: &str, key: &str, cases: &[(&str, &str)]) {
     let tensors = tensors_of(name);
     let meta = meta_of(name);
     assert!(build(&tensors, &meta).is_ok());
-    for (v, needle) in [
-        ("0,6", "gate_radii"),
-        ("2,17", "gate_radii"),
-        ("1,2,3,4,5", "gate_radii"),
-        ("2,x", "gate_radii"),
-        ("", "gate_radii"),
-        ("2", "gate.weight"),
-        ("2,6,3", "gate.weight"),
-    ] {
+    for (v, needle) in cases {
         let mut m = meta.clone();
-        m.insert("gate_radii".into(), v.into());
+        m.insert(key.into(), (*v).into());
         let r = model_err(build(&tensors, &m));
-        assert!(r.contains(needle), "gate_radii={v}: {r}");
+        assert!(r.contains(needle), "{key}={v}: {r}");
     }
+}
+
+#[test]
+fn bad_gated_files_are_typed_errors() {
+    let name = "nn_dmdn_unet_gate_tiny.safetensors";
+    assert_meta_errors(
+        name,
+        "gate_radii",
+        &[
+            ("0,6", "gate_radii"),
+            ("2,17", "gate_radii"),
+            ("1,2,3,4,5", "gate_radii"),
+            ("2,x", "gate_radii"),
+            ("", "gate_radii"),
+            ("2", "gate.weight"),
+            ("2,6,3", "gate.weight"),
+        ],
+    );
+    let tensors = tensors_of(name);
+    let meta = meta_of(name);
     // Gate tensors without `gate_radii`, and `gate_radii` without them.
     let mut m = meta.clone();
     m.remove("gate_radii");
@@ -626,23 +638,21 @@ fn base_unet_counts_the_base_path() {
 
 #[test]
 fn bad_base_files_are_typed_errors() {
+    // Unknown bases and ops that are not classical demosaics; the
+    // bilinear base has a 6-channel fr1 and no base gate.
+    assert_meta_errors(
+        BASE_FIXTURE,
+        "base",
+        &[
+            ("denoise_learned", "not a classical demosaic"),
+            ("rcd_mlri2", "not a classical demosaic"),
+            ("", "not a classical demosaic"),
+            ("testing", "not a classical demosaic"),
+            ("bilinear", "fr1.weight"),
+        ],
+    );
     let tensors = tensors_of(BASE_FIXTURE);
     let meta = meta_of(BASE_FIXTURE);
-    assert!(build(&tensors, &meta).is_ok());
-    // Unknown bases and ops that are not classical demosaics.
-    for (v, needle) in [
-        ("denoise_learned", "not a classical demosaic"),
-        ("rcd_mlri2", "not a classical demosaic"),
-        ("", "not a classical demosaic"),
-        ("testing", "not a classical demosaic"),
-        // the bilinear base has a 6-channel fr1 and no base gate
-        ("bilinear", "fr1.weight"),
-    ] {
-        let mut m = meta.clone();
-        m.insert("base".into(), v.into());
-        let r = model_err(build(&tensors, &m));
-        assert!(r.contains(needle), "base={v}: {r}");
-    }
     // No `base` is the bilinear base.
     let mut m = meta.clone();
     m.remove("base");

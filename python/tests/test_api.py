@@ -102,15 +102,20 @@ def test_run_16_bit_equals_cli(cli: Path, demo_dng: Path, tmp_path: Path) -> Non
     assert out_py.read_bytes() == out_cli.read_bytes()
 
 
-def test_linear_output_is_float32() -> None:
-    yaml = """
+def linear_yaml(demosaic: str) -> str:
+    """A pipeline ending in linear camera RGB: raw -> black level -> `demosaic`."""
+    return f"""
 version: 1
 name: linear
 stages:
-  - { id: raw, op: raw_source }
-  - { id: bl, op: black_level }
-  - { id: dm, op: demosaic_bilinear }
+  - {{ id: raw, op: raw_source }}
+  - {{ id: bl, op: black_level }}
+  - {{ id: dm, op: {demosaic} }}
 """
+
+
+def test_linear_output_is_float32() -> None:
+    yaml = linear_yaml("demosaic_bilinear")
     raw = rg.from_bayer(random_mosaic(64, 80), bits=12, black=64)
     res = rg.Pipeline(yaml=yaml).run(raw)
     assert res.image.dtype == np.float32 and res.image.shape == (64, 80, 3)
@@ -286,14 +291,7 @@ def test_errors_are_typed_with_cli_messages(cli: Path, tmp_path: Path) -> None:
 
 def test_demosaic_equals_the_pipeline_op() -> None:
     mos = random_mosaic(48, 64)
-    yaml = """
-version: 1
-name: linear
-stages:
-  - { id: raw, op: raw_source }
-  - { id: bl, op: black_level }
-  - { id: dm, op: demosaic_rcd_mlri }
-"""
+    yaml = linear_yaml("demosaic_rcd_mlri")
     res = rg.Pipeline(yaml=yaml).run(rg.from_bayer(mos, cfa="GBRG", bits=12, black=64))
     norm = ((mos.astype(np.float32) - 64) / (4095 - 64)).astype(np.float32)
     one = rg.demosaic(norm, cfa="GBRG")
