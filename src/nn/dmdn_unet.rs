@@ -410,10 +410,24 @@ impl DmdnUnet {
     /// 1024, ~21 % at 1536 (12 MP: 3x2 tiles of 1344x1504), ~8 % less time
     /// than 1024 measured at 12 MP for ~+130 MB peak RSS per thread; 2048
     /// gained at most a few % more for another ~+200 MB per thread.
+    ///
+    /// With a classical base, fr1's 9-channel input at 1024 (a 1120-px
+    /// window, 45 MB) is over glibc's largest mmap threshold (32 MiB), so
+    /// every tile mapped and zeroed it afresh: the window is capped so that
+    /// tensor stays under it (864 for `fastb`; 12 MP, `dm` medians of two
+    /// rounds, Intel Xeon, quiet: 1 thread 3.22-3.27 -> 3.06-3.22 s, 2
+    /// threads 1.86-2.11 -> 1.72-1.73 s).
     pub fn default_tile(&self) -> usize {
         let max = if self.cfg.levels() > 3 { 1536 } else { 1024 };
         let align = self.cfg.align();
-        (32 * self.halo()).clamp(256, max) / align * align
+        let max = match self.base {
+            Some(_) => {
+                let window = ((MMAP_MAX_BYTES / (9 * 4)) as f64).sqrt() as usize;
+                max.min(window.saturating_sub(2 * self.halo()))
+            }
+            None => max,
+        };
+        (32 * self.halo()).clamp(256, max.max(256)) / align * align
     }
 
     /// Floating-point operations per full-resolution output pixel (conv
@@ -609,6 +623,10 @@ impl DmdnUnet {
         }
     }
 }
+
+/// glibc's largest mmap threshold (bytes): larger blocks are always
+/// mapped afresh (and zeroed by the kernel) on allocation.
+const MMAP_MAX_BYTES: usize = 32 << 20;
 
 fn conv(w: &mut Weights, name: &str, shape: [usize; 4], stride: usize) -> Result<Conv2d> {
     let weight = w.take(&format!("{name}.weight"), &shape)?;
