@@ -18,7 +18,7 @@
 
 use rayon::prelude::*;
 
-use super::Tensor;
+use super::{BufferPool, Tensor};
 use crate::error::{Error, Result};
 
 /// Colour index (0 = R, 1 = G, 2 = B) of the 2x2 CFA cell in raster order
@@ -109,6 +109,33 @@ pub fn run_tiled<F>(
 where
     F: Fn(&Tensor, &Tensor, Option<Tensor>) -> Result<Tensor> + Sync,
 {
+    run_tiled_pooled(frame, tile, spec, |m, n, b, _| forward(m, n, b))
+}
+
+/// Output pointer shared by the tiles; each tile writes a disjoint
+/// rectangle of every plane.
+#[derive(Clone, Copy)]
+struct FramePtr(*mut f32);
+// SAFETY: only dereferenced for the disjoint tile rectangles of the output
+// buffer, which outlives the parallel loop.
+unsafe impl Send for FramePtr {}
+// SAFETY: as above; no two tiles touch the same element.
+unsafe impl Sync for FramePtr {}
+
+/// [`run_tiled`] whose `forward` also gets the run's [`BufferPool`]: the
+/// windows (mosaic, noise, base) are on its buffers, and so may be the
+/// tensors `forward` makes; the buffers `forward` gives back and the one it
+/// returns serve the next tiles. Each tile's crop goes straight into the
+/// output frame.
+pub fn run_tiled_pooled<F>(
+    frame: BayerFrame<'_>,
+    tile: usize,
+    spec: TileSpec,
+    forward: F,
+) -> Result<Tensor>
+where
+    F: Fn(&Tensor, &Tensor, Option<Tensor>, &BufferPool) -> Result<Tensor> + Sync,
+{
     let BayerFrame {
         mosaic,
         h,
@@ -154,93 +181,98 @@ where
         .step_by(tile_h)
         .flat_map(|y| (0..w).step_by(tile_w).map(move |x| (y, x)))
         .collect();
-    let results: Vec<Result<Tensor>> = tiles
-        .par_iter()
-        .map(|&(ty, tx)| {
-            let th = tile_h.min(h - ty);
-            let tw = tile_w.min(w - tx);
-            // Window origin in frame coordinates: model phase, padded-frame grid.
-            let y0 = ty as isize - halo as isize - ((ty + dy) % align) as isize;
-            let x0 = tx as isize - halo as isize - ((tx + dx) % align) as isize;
-            let ih = ceil_to(((ty + th + halo) as isize - y0) as usize, align);
-            let iw = ceil_to(((tx + tw + halo) as isize - x0) as usize, align);
-            let mut m = Tensor::zeros([1, 1, ih, iw])?;
-            let mut bw = match base {
-                Some(_) => Some(Tensor::zeros([1, 3, ih, iw])?),
-                None => None,
+    let pool = BufferPool::new();
+    let mut out = Tensor::zeros([1, 3, h, w])?;
+    let out_ptr = FramePtr(out.data_mut().as_mut_ptr());
+    tiles.par_iter().try_for_each(|&(ty, tx)| -> Result<()> {
+        let th = tile_h.min(h - ty);
+        let tw = tile_w.min(w - tx);
+        // Window origin in frame coordinates: model phase, padded-frame grid.
+        let y0 = ty as isize - halo as isize - ((ty + dy) % align) as isize;
+        let x0 = tx as isize - halo as isize - ((tx + dx) % align) as isize;
+        let ih = ceil_to(((ty + th + halo) as isize - y0) as usize, align);
+        let iw = ceil_to(((tx + tw + halo) as isize - x0) as usize, align);
+        let mut m = pool.zeros([1, 1, ih, iw])?;
+        let mut bw = match base {
+            Some(_) => Some(pool.zeros([1, 3, ih, iw])?),
+            None => None,
+        };
+        let mut n2 = pool.take(ih * iw);
+        if matches!(noise, NoiseInput::Map(_)) {
+            n2.resize(ih * iw, 0.0);
+        }
+        // Source column of every window column (mirrored at the edges),
+        // computed once per tile.
+        let cols: Vec<usize> = (0..iw).map(|xx| reflect(x0 + xx as isize, w)).collect();
+        for yy in 0..ih {
+            let sy = reflect(y0 + yy as isize, h);
+            let gather = |dst: &mut [f32], src: &[f32]| {
+                let row = &src[sy * w..(sy + 1) * w];
+                dst.iter_mut().zip(&cols).for_each(|(d, &sx)| *d = row[sx]);
             };
-            let mut n2 = vec![
-                0.0f32;
-                if matches!(noise, NoiseInput::Map(_)) {
-                    ih * iw
-                } else {
-                    0
-                }
-            ];
-            // Source column of every window column (mirrored at the edges),
-            // computed once per tile.
-            let cols: Vec<usize> = (0..iw).map(|xx| reflect(x0 + xx as isize, w)).collect();
-            for yy in 0..ih {
-                let sy = reflect(y0 + yy as isize, h);
-                let gather = |dst: &mut [f32], src: &[f32]| {
-                    let row = &src[sy * w..(sy + 1) * w];
-                    dst.iter_mut().zip(&cols).for_each(|(d, &sx)| *d = row[sx]);
-                };
-                gather(&mut m.data_mut()[yy * iw..(yy + 1) * iw], mosaic);
-                if let NoiseInput::Map(nm) = noise {
-                    gather(&mut n2[yy * iw..(yy + 1) * iw], nm);
-                }
-                if let (Some(b), Some(bw)) = (base, bw.as_mut()) {
-                    for c in 0..3 {
-                        gather(
-                            &mut bw.plane_mut(0, c)[yy * iw..(yy + 1) * iw],
-                            &b[c * h * w..(c + 1) * h * w],
-                        );
-                    }
+            gather(&mut m.data_mut()[yy * iw..(yy + 1) * iw], mosaic);
+            if let NoiseInput::Map(nm) = noise {
+                gather(&mut n2[yy * iw..(yy + 1) * iw], nm);
+            }
+            if let (Some(b), Some(bw)) = (base, bw.as_mut()) {
+                for c in 0..3 {
+                    gather(
+                        &mut bw.plane_mut(0, c)[yy * iw..(yy + 1) * iw],
+                        &b[c * h * w..(c + 1) * h * w],
+                    );
                 }
             }
-            let (hh, hw) = (ih / 2, iw / 2);
-            let mut nz = Tensor::zeros([1, spec.noise_channels, hh, hw])?;
-            for c in 0..spec.noise_channels {
-                let plane = nz.plane_mut(0, c);
-                match noise {
-                    NoiseInput::Uniform(s) => plane.fill(s),
-                    NoiseInput::Map(_) => {
-                        for yy in 0..hh {
-                            for xx in 0..hw {
-                                let i = 2 * yy * iw + 2 * xx;
-                                let s2 = n2[i] * n2[i]
-                                    + n2[i + 1] * n2[i + 1]
-                                    + n2[i + iw] * n2[i + iw]
-                                    + n2[i + iw + 1] * n2[i + iw + 1];
-                                plane[yy * hw + xx] = (s2 / 4.0).sqrt();
-                            }
+        }
+        let (hh, hw) = (ih / 2, iw / 2);
+        let mut nz = Tensor::zeros([1, spec.noise_channels, hh, hw])?;
+        for c in 0..spec.noise_channels {
+            let plane = nz.plane_mut(0, c);
+            match noise {
+                NoiseInput::Uniform(s) => plane.fill(s),
+                NoiseInput::Map(_) => {
+                    for yy in 0..hh {
+                        for xx in 0..hw {
+                            let i = 2 * yy * iw + 2 * xx;
+                            let s2 = n2[i] * n2[i]
+                                + n2[i + 1] * n2[i + 1]
+                                + n2[i + iw] * n2[i + iw]
+                                + n2[i + iw + 1] * n2[i + iw + 1];
+                            plane[yy * hw + xx] = (s2 / 4.0).sqrt();
                         }
                     }
                 }
             }
-            let out = forward(&m, &nz, bw)?;
-            out.crop(
-                (ty as isize - y0) as usize,
-                (tx as isize - x0) as usize,
-                th,
-                tw,
-            )
-        })
-        .collect();
-    let mut out = Tensor::zeros([1, 3, h, w])?;
-    for (&(ty, tx), r) in tiles.iter().zip(results) {
-        let t = r?;
-        let (th, tw) = (t.h(), t.w());
+        }
+        pool.give_vec(n2);
+        let t = forward(&m, &nz, bw, &pool)?;
+        pool.give(m);
+        pool.give(nz);
+        if t.shape() != [1, 3, ih, iw] {
+            return Err(Error::invalid(format!(
+                "network: a {ih}x{iw} window gave {:?}, not [1, 3, {ih}, {iw}]",
+                t.shape()
+            )));
+        }
+        // The tile's output: rows oy.., columns ox.. of the window.
+        let (oy, ox) = ((ty as isize - y0) as usize, (tx as isize - x0) as usize);
         for c in 0..3 {
             let src = t.plane(0, c);
-            let dst = out.plane_mut(0, c);
             for y in 0..th {
-                dst[(ty + y) * w + tx..(ty + y) * w + tx + tw]
-                    .copy_from_slice(&src[y * tw..(y + 1) * tw]);
+                let s = &src[(oy + y) * iw + ox..(oy + y) * iw + ox + tw];
+                let ptr = out_ptr;
+                // SAFETY: row ty + y, columns tx..tx + tw of plane c lie
+                // inside the 3 x h x w output (ty + th <= h, tx + tw <=
+                // w) and belong to this tile only; `out` outlives the
+                // loop and nothing reads it meanwhile.
+                let d = unsafe {
+                    std::slice::from_raw_parts_mut(ptr.0.add(c * h * w + (ty + y) * w + tx), tw)
+                };
+                d.copy_from_slice(s);
             }
         }
-    }
+        pool.give(t);
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -249,13 +281,38 @@ where
 pub fn masked_mosaic(mosaic: &Tensor, phase: Cfa2x2) -> Result<Tensor> {
     let [_, _, h, w] = mosaic.shape();
     let mut masked = Tensor::zeros([1, 3, h, w])?;
-    for y in 0..h {
-        for x in 0..w {
-            let c = phase[(y % 2) * 2 + x % 2] as usize;
-            masked.plane_mut(0, c)[y * w + x] = mosaic.data()[y * w + x];
+    masked_mosaic_into(mosaic, phase, masked.data_mut())?;
+    Ok(masked)
+}
+
+/// [`masked_mosaic`] into `dst`: three planes of `H x W` (R, G, B),
+/// every value written.
+pub fn masked_mosaic_into(mosaic: &Tensor, phase: Cfa2x2, dst: &mut [f32]) -> Result<()> {
+    let [_, _, h, w] = mosaic.shape();
+    if dst.len() != 3 * h * w {
+        return Err(Error::invalid(format!(
+            "masked mosaic: {} values for 3 planes of {h}x{w}",
+            dst.len()
+        )));
+    }
+    if w == 0 {
+        return Ok(());
+    }
+    for (c, plane) in dst.chunks_exact_mut(h * w).enumerate() {
+        for (y, (drow, srow)) in plane
+            .chunks_exact_mut(w)
+            .zip(mosaic.data().chunks_exact(w))
+            .enumerate()
+        {
+            // Colour of the even and odd columns of this row.
+            let (ce, co) = (phase[(y % 2) * 2] as usize, phase[(y % 2) * 2 + 1] as usize);
+            for (x, (d, &v)) in drow.iter_mut().zip(srow).enumerate() {
+                let cx = if x % 2 == 0 { ce } else { co };
+                *d = if cx == c { v } else { 0.0 };
+            }
         }
     }
-    Ok(masked)
+    Ok(())
 }
 
 /// The tile edge along a dimension of `n` pixels: as many tiles as `tile`

@@ -1,10 +1,15 @@
 //! Channel concatenation and element-wise addition of NCHW tensors.
 
-use super::Tensor;
+use super::{BufferPool, Tensor};
 use crate::error::{Error, Result};
 
 /// Concatenates tensors along the channel axis; N, H and W must agree.
 pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
+    concat_pooled(xs, &BufferPool::new())
+}
+
+/// [`concat`] with the output on a buffer from `pool`.
+pub fn concat_pooled(xs: &[&Tensor], pool: &BufferPool) -> Result<Tensor> {
     let first = xs
         .first()
         .ok_or_else(|| Error::invalid("concat of no tensors"))?;
@@ -21,7 +26,7 @@ pub fn concat(xs: &[&Tensor]) -> Result<Tensor> {
         }
         c += xc;
     }
-    let mut out = Tensor::zeros([n, c, h, w])?;
+    let mut out = pool.zeros([n, c, h, w])?;
     for b in 0..n {
         let mut co = 0;
         for x in xs {

@@ -15,7 +15,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{Activation, Tensor};
+use super::{Activation, BufferPool, Tensor};
 use crate::error::{Error, Result};
 
 /// How the input is extended beyond its border.
@@ -186,6 +186,12 @@ impl Conv2d {
 
     /// Runs the layer on `x` (`[N, Cin, H, W]`) and applies `act` to the result.
     pub fn forward(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        self.forward_pooled(x, act, &BufferPool::new())
+    }
+
+    /// [`Self::forward`] with the output on a buffer from `pool` (the same
+    /// values).
+    pub fn forward_pooled(&self, x: &Tensor, act: Activation, pool: &BufferPool) -> Result<Tensor> {
         let [n, c, h, w] = x.shape();
         if c != self.cin {
             return Err(Error::invalid(format!(
@@ -200,7 +206,7 @@ impl Conv2d {
             .try_fold(1usize, |a, &d| a.checked_mul(d))
             .filter(|&l| l <= isize::MAX as usize / 4)
             .ok_or_else(|| Error::invalid("conv2d: output size overflows"))?;
-        let mut data: Vec<f32> = Vec::with_capacity(len);
+        let mut data: Vec<f32> = pool.take(len);
         let k = self.cin * self.kh * self.kw;
         let band_pixels = (BAND_SCRATCH / k).max(BAND_PIXELS);
         let rows_per_band = (band_pixels / wo.max(1)).max(1);
@@ -216,7 +222,7 @@ impl Conv2d {
         bands.par_iter().for_each(|&(b, y0, y1)| {
             let ptr = out_ptr;
             // SAFETY: band (b, y0..y1) owns rows y0..y1 of every output plane
-            // of batch item b; bands are disjoint and `data` (capacity
+            // of batch item b; bands are disjoint and `data` (capacity at least
             // `len`) outlives the loop.
             let dst = unsafe { ptr.0.add(b * self.cout * plane_out + y0 * wo) };
             let band = Band {

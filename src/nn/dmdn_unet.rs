@@ -87,13 +87,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::bayer_tiles::{
-    masked_mosaic, parse_cfa, run_tiled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
+    masked_mosaic_into, parse_cfa, run_tiled_pooled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
 };
 use super::classical_base::ClassicalBase;
-use super::combine::{add_assign, concat};
+use super::combine::{add_assign, concat_pooled};
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
-use super::shuffle::{pixel_shuffle, pixel_unshuffle};
-use super::{Activation, Conv2d, Padding, Tensor, Weights};
+use super::shuffle::{pixel_shuffle_pooled, pixel_unshuffle_pooled};
+use super::{Activation, BufferPool, Conv2d, Padding, Tensor, Weights};
 use crate::error::{Error, Result};
 
 /// Hyper-parameters, read from the weights file's metadata.
@@ -192,29 +192,34 @@ pub const BILINEAR: [[f32; 9]; 3] = [
 
 /// Adds the bilinear demosaic of `masked` (`[1, 3, H, W]`) to `y` (same
 /// shape): `y[c] += Σ BILINEAR[c][k] · masked[c](neighbour k)`, zeros outside.
+#[cfg(test)]
 fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
-    acc_bilinear::<false>(y, masked)
+    let [_, _, h, w] = masked.shape();
+    acc_bilinear::<false>(y.data_mut(), masked.data(), h, w)
 }
 
 /// Subtracts the bilinear demosaic of `masked` from `y` (as
 /// [`add_bilinear`], `y[c] -= Σ ...`): `base - bilinear` in place.
+#[cfg(test)]
 fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
-    acc_bilinear::<true>(y, masked)
+    let [_, _, h, w] = masked.shape();
+    acc_bilinear::<true>(y.data_mut(), masked.data(), h, w)
 }
 
-/// `y[c] ±= Σ BILINEAR[c][k] · masked[c](neighbour k)` (minus when `NEG`).
+/// `y[c] ±= Σ BILINEAR[c][k] · masked[c](neighbour k)` (minus when `NEG`);
+/// `y` and `masked` are three planes (R, G, B) of `h x w` each.
 ///
 /// Row at a time over a zero-bordered copy of three source rows, the taps
 /// summed in kernel order into a row accumulator: the same arithmetic as the
 /// per-pixel definition (a zero tap adds +0.0, which leaves a sum that
 /// started at +0.0 unchanged), vectorised.
-fn acc_bilinear<const NEG: bool>(y: &mut Tensor, masked: &Tensor) {
-    let [_, _, h, w] = masked.shape();
+fn acc_bilinear<const NEG: bool>(y: &mut [f32], masked: &[f32], h: usize, w: usize) {
     let mut rows = vec![0f32; 3 * (w + 2)];
     let mut acc = vec![0f32; w];
+    let hw = h * w;
     for (c, k) in BILINEAR.iter().enumerate() {
-        let src = masked.plane(0, c);
-        let dst = y.plane_mut(0, c);
+        let src = &masked[c * hw..(c + 1) * hw];
+        let dst = &mut y[c * hw..(c + 1) * hw];
         for yy in 0..h {
             // rows[dy]: source row yy + dy - 1 with a zero column each side
             // (all zeros outside the frame).
@@ -468,11 +473,25 @@ impl DmdnUnet {
     /// model over a classical base and refused by one over the bilinear
     /// base. Returns `[1, 3, H, W]`.
     pub fn forward(&self, mosaic: &Tensor, noise: &Tensor, base: Option<Tensor>) -> Result<Tensor> {
+        self.forward_pooled(mosaic, noise, base, &BufferPool::new())
+    }
+
+    /// [`Self::forward`] with every tensor on buffers from `pool`, each
+    /// given back as soon as it is dead (the base window too); the result
+    /// is on a pooled buffer. The same arithmetic, bit for bit.
+    pub fn forward_pooled(
+        &self,
+        mosaic: &Tensor,
+        noise: &Tensor,
+        base: Option<Tensor>,
+        pool: &BufferPool,
+    ) -> Result<Tensor> {
         let relu = Activation::Relu;
+        let none = Activation::None;
         self.check_base(base.is_some())?;
+        let [_, _, h, w] = mosaic.shape();
         let base = match (&self.base, base) {
             (Some(head), Some(b)) => {
-                let [_, _, h, w] = mosaic.shape();
                 if b.shape() != [1, 3, h, w] {
                     return Err(Error::invalid(format!(
                         "dmdn_unet: base window {:?} is not [1, 3, {h}, {w}]",
@@ -483,83 +502,109 @@ impl DmdnUnet {
             }
             _ => None,
         };
-        let packed = pixel_unshuffle(mosaic, 2)?;
+        // conv, then give its input back
+        let step = |c: &Conv2d, x: Tensor, act: Activation| -> Result<Tensor> {
+            let y = c.forward_pooled(&x, act, pool)?;
+            pool.give(x);
+            Ok(y)
+        };
+        // pixel_shuffle(c(x), 2), x kept
+        let up2 = |c: &Conv2d, x: &Tensor, act: Activation| -> Result<Tensor> {
+            let u = c.forward_pooled(x, act, pool)?;
+            let s = pixel_shuffle_pooled(&u, 2, pool)?;
+            pool.give(u);
+            Ok(s)
+        };
+        let packed = pixel_unshuffle_pooled(mosaic, 2, pool)?;
         let x = if self.cfg.noise_channels > 0 {
-            concat(&[&packed, noise])?
+            let x = concat_pooled(&[&packed, noise], pool)?;
+            pool.give(packed);
+            x
         } else {
             packed
         };
-        let e1 = self.e1b.forward(&self.e1a.forward(&x, relu)?, relu)?;
-        let e2 = self.e2b.forward(&self.e2a.forward(&e1, relu)?, relu)?;
-        let mut e3 = self.e3a.forward(&e2, relu)?;
+        let e1 = step(&self.e1b, step(&self.e1a, x, relu)?, relu)?;
+        let e2 = step(&self.e2b, self.e2a.forward_pooled(&e1, relu, pool)?, relu)?;
+        let mut e3 = self.e3a.forward_pooled(&e2, relu, pool)?;
         if let Some(l4) = &self.level4 {
-            let mut e4 = l4.e4a.forward(&e3, relu)?;
+            let mut e4 = l4.e4a.forward_pooled(&e3, relu, pool)?;
             for c in &l4.e4 {
-                e4 = c.forward(&e4, relu)?;
+                e4 = step(c, e4, relu)?;
             }
-            let s3 = pixel_shuffle(&l4.u3.forward(&e4, Activation::None)?, 2)?;
-            drop(e4);
+            let s3 = up2(&l4.u3, &e4, none)?;
+            pool.give(e4);
             add_assign(&mut e3, &s3)?;
+            pool.give(s3);
         }
         for c in &self.e3 {
-            e3 = c.forward(&e3, relu)?;
+            e3 = step(c, e3, relu)?;
         }
-        let mut s2 = pixel_shuffle(&self.u2.forward(&e3, Activation::None)?, 2)?;
-        drop(e3);
+        let mut s2 = up2(&self.u2, &e3, none)?;
+        pool.give(e3);
         add_assign(&mut s2, &e2)?;
-        let d2 = self.d2.forward(&s2, relu)?;
-        drop((s2, e2));
-        let mut s1 = pixel_shuffle(&self.u1.forward(&d2, Activation::None)?, 2)?;
+        pool.give(e2);
+        let d2 = step(&self.d2, s2, relu)?;
+        let mut s1 = up2(&self.u1, &d2, none)?;
+        pool.give(d2);
         add_assign(&mut s1, &e1)?;
-        drop(e1);
-        let d1 = self.d1.forward(&s1, relu)?;
-        let up = pixel_shuffle(&self.head.forward(&d1, Activation::None)?, 2)?;
+        pool.give(e1);
+        let d1 = step(&self.d1, s1, relu)?;
+        let up = up2(&self.head, &d1, none)?;
         let logits = match &self.gate {
-            Some(g) => Some(pixel_shuffle(&g.forward(&d1, Activation::None)?, 2)?),
+            Some(g) => Some(up2(g, &d1, none)?),
             None => None,
         };
-        let masked = masked_mosaic(mosaic, self.cfg.phase)?;
-        let y = match base {
-            None => {
-                drop(d1);
-                let f = self.fr1.forward(&concat(&[&masked, &up])?, relu)?;
-                let mut y = self.fr2.forward(&f, Activation::None)?;
-                add_assign(&mut y, &up)?;
-                add_bilinear(&mut y, &masked);
-                y
-            }
-            Some((head, b)) => {
-                let g = pixel_shuffle(&head.bgate.forward(&d1, Activation::Sigmoid)?, 2)?;
-                drop(d1);
-                // d = base - bilinear
-                let mut d = b.clone();
-                sub_bilinear(&mut d, &masked);
-                let f = self.fr1.forward(&concat(&[&masked, &up, &d])?, relu)?;
-                drop(d);
-                // yn = bilinear + up + fr2(f); y = yn + g (base - yn)
-                let mut y = self.fr2.forward(&f, Activation::None)?;
-                drop(f);
-                add_assign(&mut y, &up)?;
-                add_bilinear(&mut y, &masked);
-                let gp = g.plane(0, 0);
-                for c in 0..3 {
-                    y.plane_mut(0, c)
-                        .iter_mut()
-                        .zip(b.plane(0, c))
-                        .zip(gp)
-                        .for_each(|((v, &bv), &gv)| *v += gv * (bv - *v));
-                }
-                y
-            }
+        let g = match &base {
+            Some((head, _)) => Some(up2(&head.bgate, &d1, Activation::Sigmoid)?),
+            None => None,
         };
+        pool.give(d1);
+        // fr1's input, built in place: masked mosaic (R, G, B), up, and with
+        // a classical base, base - bilinear(masked)
+        let hw = h * w;
+        let nin = if base.is_some() { 9 } else { 6 };
+        let mut cat = pool.take(nin * hw);
+        cat.resize(3 * hw, 0.0);
+        masked_mosaic_into(mosaic, self.cfg.phase, &mut cat)?;
+        cat.extend_from_slice(up.data());
+        if let Some((_, b)) = &base {
+            cat.extend_from_slice(b.data());
+            let (m, d) = cat.split_at_mut(6 * hw);
+            acc_bilinear::<true>(d, &m[..3 * hw], h, w);
+        }
+        let cat = Tensor::from_vec([1, nin, h, w], cat)?;
+        let f = self.fr1.forward_pooled(&cat, relu, pool)?;
+        // yn = bilinear + up + fr2(f)
+        let mut y = step(&self.fr2, f, none)?;
+        add_assign(&mut y, &up)?;
+        acc_bilinear::<false>(y.data_mut(), &cat.data()[..3 * hw], h, w);
+        pool.give(cat);
+        if let (Some((_, b)), Some(g)) = (base, g) {
+            // y = yn + g (base - yn)
+            let gp = g.plane(0, 0);
+            for c in 0..3 {
+                y.plane_mut(0, c)
+                    .iter_mut()
+                    .zip(b.plane(0, c))
+                    .zip(gp)
+                    .for_each(|((v, &bv), &gv)| *v += gv * (bv - *v));
+            }
+            pool.give(g);
+            pool.give(b);
+        }
         match logits {
             Some(z) => {
                 // `up` is dead: it holds the output.
                 let mut out = up;
                 gated_smoothing_into(&y, &z, &self.cfg.gate_radii, &mut out)?;
+                pool.give(y);
+                pool.give(z);
                 Ok(out)
             }
-            None => Ok(y),
+            None => {
+                pool.give(up);
+                Ok(y)
+            }
         }
     }
 
@@ -606,7 +651,9 @@ impl DmdnUnet {
             halo: self.halo(),
             align: self.cfg.align(),
         };
-        run_tiled(frame, tile, spec, |m, n, b| self.forward(m, n, b))
+        run_tiled_pooled(frame, tile, spec, |m, n, b, pool| {
+            self.forward_pooled(m, n, b, pool)
+        })
     }
 
     /// A classical base is given (`given`) exactly when the model has one.

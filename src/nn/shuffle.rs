@@ -6,11 +6,17 @@
 //! `pixel_unshuffle` is its inverse (used to pack a Bayer mosaic into four
 //! half-resolution planes in raster order of the 2x2 block).
 
-use super::Tensor;
+use super::{BufferPool, Tensor};
 use crate::error::{Error, Result};
 
 /// `(N, C·r², H, W) -> (N, C, H·r, W·r)`.
 pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
+    pixel_shuffle_pooled(x, r, &BufferPool::new())
+}
+
+/// [`pixel_shuffle`] with the output on a buffer from `pool`. Output row
+/// by output row (each written once, interleaving its `r` source rows).
+pub fn pixel_shuffle_pooled(x: &Tensor, r: usize, pool: &BufferPool) -> Result<Tensor> {
     let [n, cr, h, w] = x.shape();
     if r == 0 || cr % (r * r) != 0 {
         return Err(Error::invalid(format!(
@@ -19,18 +25,26 @@ pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
     }
     let c = cr / (r * r);
     let (ho, wo) = (h * r, w * r);
-    let mut out = Tensor::zeros([n, c, ho, wo])?;
+    let mut out = pool.zeros([n, c, ho, wo])?;
     for b in 0..n {
         for co in 0..c {
-            for dy in 0..r {
-                for dx in 0..r {
-                    let src = x.plane(b, co * r * r + dy * r + dx);
-                    let dst = out.plane_mut(b, co);
-                    for y in 0..h {
-                        let drow = &mut dst[(y * r + dy) * wo..(y * r + dy + 1) * wo];
-                        let srow = &src[y * w..(y + 1) * w];
-                        for (xx, &v) in srow.iter().enumerate() {
-                            drow[xx * r + dx] = v;
+            let dst = out.plane_mut(b, co);
+            for (yo, drow) in dst.chunks_exact_mut(wo.max(1)).enumerate() {
+                let (y, dy) = (yo / r, yo % r);
+                let src = |dx: usize| {
+                    let p = x.plane(b, co * r * r + dy * r + dx);
+                    &p[y * w..(y + 1) * w]
+                };
+                if r == 2 {
+                    let (s0, s1) = (src(0), src(1));
+                    for (d, (&a, &bv)) in drow.chunks_exact_mut(2).zip(s0.iter().zip(s1)) {
+                        d[0] = a;
+                        d[1] = bv;
+                    }
+                } else {
+                    for dx in 0..r {
+                        for (d, &v) in drow[dx..].iter_mut().step_by(r).zip(src(dx)) {
+                            *d = v;
                         }
                     }
                 }
@@ -42,6 +56,11 @@ pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
 
 /// `(N, C, H, W) -> (N, C·r², H/r, W/r)`; H and W must be multiples of `r`.
 pub fn pixel_unshuffle(x: &Tensor, r: usize) -> Result<Tensor> {
+    pixel_unshuffle_pooled(x, r, &BufferPool::new())
+}
+
+/// [`pixel_unshuffle`] with the output on a buffer from `pool`.
+pub fn pixel_unshuffle_pooled(x: &Tensor, r: usize, pool: &BufferPool) -> Result<Tensor> {
     let [n, c, h, w] = x.shape();
     if r == 0 || h % r != 0 || w % r != 0 {
         return Err(Error::invalid(format!(
@@ -49,7 +68,7 @@ pub fn pixel_unshuffle(x: &Tensor, r: usize) -> Result<Tensor> {
         )));
     }
     let (ho, wo) = (h / r, w / r);
-    let mut out = Tensor::zeros([n, c * r * r, ho, wo])?;
+    let mut out = pool.zeros([n, c * r * r, ho, wo])?;
     for b in 0..n {
         for ci in 0..c {
             let src = x.plane(b, ci);

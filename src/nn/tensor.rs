@@ -21,6 +21,11 @@ fn numel(shape: [usize; 4]) -> Result<usize> {
 }
 
 impl Tensor {
+    /// Number of values of a tensor of `shape`, or an error on overflow.
+    pub fn numel(shape: [usize; 4]) -> Result<usize> {
+        numel(shape)
+    }
+
     /// All-zero tensor of `shape = [N, C, H, W]`.
     pub fn zeros(shape: [usize; 4]) -> Result<Self> {
         Ok(Tensor {
