@@ -10,6 +10,12 @@
 //!   with its 48-px halo, radii 2 and 6) against the whole gated model on
 //!   one such tile.
 //!
+//! - the shipped `fast_raw` (`dmdn_unet` `fastb`, over the `rcd_mlri`
+//!   base) at 12 MP with its default tile, the base included (the
+//!   `demosaic_denoise_learned` stage of `pipelines/learned.yaml`), and the
+//!   network alone on one default-tile window, with and without a
+//!   [`BufferPool`] shared between calls (as the tiler shares one).
+//!
 //! `cargo bench --bench nn_dmdn`
 
 use std::path::PathBuf;
@@ -19,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rawgraph::nn::dmdn::parse_cfa;
 use rawgraph::nn::gated_smoothing::gated_smoothing_into;
-use rawgraph::nn::{Activation, Conv2d, Dmdn, NoiseInput, Padding, Tensor};
+use rawgraph::nn::{Activation, BufferPool, Conv2d, Dmdn, DmdnUnet, NoiseInput, Padding, Tensor};
 
 fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
@@ -94,5 +100,68 @@ fn gate(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, conv, models, gate);
+fn unet(c: &mut Criterion) {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("calibration/models/demosaic_fast_raw.safetensors");
+    let model = match DmdnUnet::load(&p) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("SKIPPED fast_raw: {e}");
+            return;
+        }
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let cfa = parse_cfa("rggb").expect("cfa");
+    let mut g = c.benchmark_group("nn_dmdn_unet");
+    g.sample_size(10);
+    let (w, h) = (4000usize, 3000usize);
+    let mosaic: Vec<f32> = (0..w * h).map(|_| rng.random_range(0.0..1.0)).collect();
+    let tile = model.default_tile();
+    g.throughput(Throughput::Elements((w * h) as u64));
+    g.bench_function(format!("fast_raw_{w}x{h}_tile{tile}"), |b| {
+        b.iter(|| {
+            model
+                .run(&mosaic, h, w, cfa, NoiseInput::Uniform(0.02), tile)
+                .expect("run")
+        })
+    });
+    // One window: the tile and its halo on both sides, aligned.
+    let n = (tile + 2 * model.halo()).div_ceil(16) * 16;
+    let m = Tensor::from_vec(
+        [1, 1, n, n],
+        (0..n * n).map(|_| rng.random_range(0.0..1.0)).collect(),
+    )
+    .expect("mosaic");
+    let nc = model.config().noise_channels;
+    let noise = Tensor::from_vec([1, nc, n / 2, n / 2], vec![0.02; nc * n * n / 4]).expect("noise");
+    let base = Tensor::from_vec(
+        [1, 3, n, n],
+        (0..3 * n * n).map(|_| rng.random_range(0.0..1.0)).collect(),
+    )
+    .expect("base");
+    g.throughput(Throughput::Elements((n * n) as u64));
+    g.bench_function(format!("fast_raw_window{n}_unpooled"), |b| {
+        b.iter(|| {
+            model
+                .forward(&m, &noise, Some(base.clone()))
+                .expect("forward")
+        })
+    });
+    let pool = BufferPool::new();
+    g.bench_function(format!("fast_raw_window{n}_pooled"), |b| {
+        b.iter(|| {
+            // The base window on a pooled buffer too (as the tiler cuts it).
+            let mut v = pool.take(base.data().len());
+            v.extend_from_slice(base.data());
+            let bw = Tensor::from_vec(base.shape(), v).expect("base window");
+            let y = model
+                .forward_pooled(&m, &noise, Some(bw), &pool)
+                .expect("forward");
+            pool.give(y);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, conv, models, gate, unet);
 criterion_main!(benches);

@@ -182,8 +182,11 @@ where
         .flat_map(|y| (0..w).step_by(tile_w).map(move |x| (y, x)))
         .collect();
     let pool = BufferPool::new();
-    let mut out = Tensor::zeros([1, 3, h, w])?;
-    let out_ptr = FramePtr(out.data_mut().as_mut_ptr());
+    // Not zeroed: the tiles cover the frame, each writing its rectangle of
+    // every plane once.
+    let len = Tensor::numel([1, 3, h, w])?;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let out_ptr = FramePtr(out.as_mut_ptr());
     tiles.par_iter().try_for_each(|&(ty, tx)| -> Result<()> {
         let th = tile_h.min(h - ty);
         let tw = tile_w.min(w - tx);
@@ -204,11 +207,19 @@ where
         // Source column of every window column (mirrored at the edges),
         // computed once per tile.
         let cols: Vec<usize> = (0..iw).map(|xx| reflect(x0 + xx as isize, w)).collect();
+        // Window columns a..b are frame columns x0 + a.. in order (no
+        // mirroring): copied as one run.
+        let a = (-x0).clamp(0, iw as isize) as usize;
+        let b = (w as isize - x0).clamp(a as isize, iw as isize) as usize;
+        let (x_a, x_b) = ((x0 + a as isize) as usize, (x0 + b as isize) as usize);
         for yy in 0..ih {
             let sy = reflect(y0 + yy as isize, h);
             let gather = |dst: &mut [f32], src: &[f32]| {
                 let row = &src[sy * w..(sy + 1) * w];
-                dst.iter_mut().zip(&cols).for_each(|(d, &sx)| *d = row[sx]);
+                dst[a..b].copy_from_slice(&row[x_a..x_b]);
+                for xx in (0..a).chain(b..iw) {
+                    dst[xx] = row[cols[xx]];
+                }
             };
             gather(&mut m.data_mut()[yy * iw..(yy + 1) * iw], mosaic);
             if let NoiseInput::Map(nm) = noise {
@@ -261,19 +272,26 @@ where
                 let s = &src[(oy + y) * iw + ox..(oy + y) * iw + ox + tw];
                 let ptr = out_ptr;
                 // SAFETY: row ty + y, columns tx..tx + tw of plane c lie
-                // inside the 3 x h x w output (ty + th <= h, tx + tw <=
-                // w) and belong to this tile only; `out` outlives the
-                // loop and nothing reads it meanwhile.
-                let d = unsafe {
-                    std::slice::from_raw_parts_mut(ptr.0.add(c * h * w + (ty + y) * w + tx), tw)
+                // inside the 3 x h x w output's capacity (ty + th <= h,
+                // tx + tw <= w) and belong to this tile only; `out`
+                // outlives the loop and nothing reads it meanwhile.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        s.as_ptr(),
+                        ptr.0.add(c * h * w + (ty + y) * w + tx),
+                        tw,
+                    )
                 };
-                d.copy_from_slice(s);
             }
         }
         pool.give(t);
         Ok(())
     })?;
-    Ok(out)
+    // SAFETY: every tile wrote its th x tw rectangle of all three planes,
+    // and the tiles cover rows 0..h and columns 0..w (`tiles` steps over
+    // both by the tile edge), so all `len` values are initialised.
+    unsafe { out.set_len(len) };
+    Tensor::from_vec([1, 3, h, w], out)
 }
 
 /// The mosaic spread to its colour planes: `[1, 3, H, W]`, zero where a
