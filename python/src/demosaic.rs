@@ -3,16 +3,12 @@
 //! notebooks comparing demosaics and for training scripts that learn a
 //! residual over a classical base (training/train_dmdn.py).
 
-use std::sync::Arc;
-
 use numpy::{PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use rayon::prelude::*;
 
-use rawgraph::frame::{Mosaic, Value};
-use rawgraph::raw::{CfaPattern, RawMeta};
-use rawgraph::stages::{registry, RunCtx, Stage};
-use rawgraph::Error;
+use rawgraph::nn::ClassicalBase;
+use rawgraph::raw::CfaPattern;
 
 use crate::convert::{to_json, ArrayData, Pixels};
 use crate::errors::{invalid, PyResultExt};
@@ -43,17 +39,11 @@ pub fn demosaic<'py>(
             format!("cfa '{cfa}': expected RGGB, BGGR, GRBG or GBRG"),
         )
     })?;
-    if !op.starts_with("demosaic_") || op == "demosaic_denoise_learned" {
-        return Err(invalid(
-            py,
-            format!("op '{op}': expected a classical demosaic op (demosaic_bilinear, demosaic_rcd_mlri, ...)"),
-        ));
-    }
     let params = match params {
         Some(p) => to_json(p)?,
         None => serde_json::Value::Null,
     };
-    let stage = registry::compile(op, params).map_err(|e| invalid(py, format!("{op}: {e}")))?;
+    let base = ClassicalBase::with_params(op, params).map_err(|reason| invalid(py, reason))?;
     let arr: PyReadonlyArrayDyn<'py, f32> = mosaic.extract().map_err(|_| {
         invalid(
             py,
@@ -76,8 +66,17 @@ pub fn demosaic<'py>(
     }
     let data: Vec<f32> = arr.as_array().iter().copied().collect();
     let out = py
-        .detach(|| MODULE_POOL.install(|| run_batch(stage.as_ref(), &data, n, w, h, pattern)))
-        .py_err(py)?;
+        .detach(|| {
+            MODULE_POOL.install(|| {
+                // The frames in parallel, each op itself parallel too.
+                data.par_chunks(w * h)
+                    .take(n)
+                    .map(|m| base.run_pattern(m, h, w, pattern))
+                    .collect::<rawgraph::Result<Vec<_>>>()
+            })
+        })
+        .py_err(py)?
+        .concat();
     let mut out_shape = vec![3, h, w];
     if shape.len() == 3 {
         out_shape.insert(0, n);
@@ -87,35 +86,4 @@ pub fn demosaic<'py>(
         shape: out_shape,
     }
     .into_py(py)
-}
-
-/// Runs `stage` on each of the `n` row-major `w` x `h` mosaics in `data`
-/// (in parallel); returns their planar RGB outputs, frame after frame.
-fn run_batch(
-    stage: &dyn Stage,
-    data: &[f32],
-    n: usize,
-    w: usize,
-    h: usize,
-    cfa: CfaPattern,
-) -> rawgraph::Result<Vec<f32>> {
-    let frames: Vec<Vec<f32>> = data
-        .par_chunks(w * h)
-        .take(n)
-        .map(|m| {
-            let mosaic =
-                Mosaic::normalized(w, h, cfa, m.to_vec(), RawMeta::bayer("<array>", w, h, cfa));
-            let ctx = RunCtx {
-                stage_id: "demosaic",
-            };
-            match stage.run_cpu(&ctx, vec![Value::Mosaic(Arc::new(mosaic))])? {
-                Value::Image(img) => Ok(img.planes().concat()),
-                _ => Err(Error::invalid(format!(
-                    "{}: did not return an image",
-                    stage.op()
-                ))),
-            }
-        })
-        .collect::<rawgraph::Result<_>>()?;
-    Ok(frames.concat())
 }

@@ -33,23 +33,29 @@ impl ClassicalBase {
     /// is not a registered classical demosaic op
     /// ([`registry::is_classical_demosaic`]).
     pub fn new(name: &str) -> std::result::Result<Self, String> {
-        let op = format!("demosaic_{name}");
-        if !registry::is_classical_demosaic(&op) {
+        Self::with_params(&format!("demosaic_{name}"), serde_json::Value::Null)
+            .map_err(|reason| format!("base '{name}': {reason}"))
+    }
+
+    /// The classical demosaic op `op` (`demosaic_rcd_mlri`, ...) compiled
+    /// with its YAML `params` (`Null`: the defaults), as the Python binding
+    /// `rawgraph.demosaic` runs it. Errors (as a reason) when `op` is not a
+    /// classical demosaic op or its params do not compile.
+    pub fn with_params(op: &str, params: serde_json::Value) -> std::result::Result<Self, String> {
+        if !registry::is_classical_demosaic(op) {
             return Err(format!(
-                "base '{name}': '{op}' is not a classical demosaic op (expected 'bilinear' or \
-                 one of {})",
+                "'{op}' is not a classical demosaic op (expected one of {})",
                 registry::OPS
                     .iter()
                     .filter(|o| registry::is_classical_demosaic(o))
-                    .map(|o| o.trim_start_matches("demosaic_"))
+                    .copied()
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
         }
-        let stage = registry::compile(&op, serde_json::Value::Null)
-            .map_err(|e| format!("base '{name}': {op}: {e}"))?;
+        let stage = registry::compile(op, params).map_err(|e| format!("{op}: {e}"))?;
         Ok(ClassicalBase {
-            name: name.to_string(),
+            name: op.trim_start_matches("demosaic_").to_string(),
             stage: Arc::from(stage),
         })
     }
@@ -102,6 +108,17 @@ impl ClassicalBase {
             .into_iter()
             .find(|p| p.layout().map(|c| c as u8) == cfa)
             .ok_or_else(|| Error::invalid(format!("base: CFA {cfa:?} is not a Bayer pattern")))?;
+        self.run_pattern(mosaic, h, w, pattern)
+    }
+
+    /// [`Self::run`] for a mosaic whose top-left 2x2 cell is `pattern`.
+    pub fn run_pattern(
+        &self,
+        mosaic: &[f32],
+        h: usize,
+        w: usize,
+        pattern: CfaPattern,
+    ) -> Result<Vec<f32>> {
         if h < 2 || w < 2 || mosaic.len() != h * w {
             return Err(Error::invalid(format!(
                 "base: mosaic of {} values is not {h}x{w} (at least 2x2)",
@@ -131,6 +148,21 @@ mod tests {
         }
         let b = ClassicalBase::new("rcd_mlri").unwrap();
         assert_eq!((b.name(), b.op()), ("rcd_mlri", "demosaic_rcd_mlri"));
+    }
+
+    /// An op with params compiles them; a non-demosaic op or bad params
+    /// give a reason naming the op.
+    #[test]
+    fn with_params_checks_the_op_and_its_params() {
+        let b = ClassicalBase::with_params("demosaic_menon", serde_json::Value::Null).unwrap();
+        assert_eq!((b.name(), b.op()), ("menon", "demosaic_menon"));
+        for op in ["denoise_profiled", "demosaic_denoise_learned", "menon"] {
+            let e = ClassicalBase::with_params(op, serde_json::Value::Null).unwrap_err();
+            assert!(e.contains("not a classical demosaic"), "{op}: {e}");
+        }
+        let e = ClassicalBase::with_params("demosaic_menon", serde_json::json!({"no_such": 1}))
+            .unwrap_err();
+        assert!(e.starts_with("demosaic_menon: "), "{e}");
     }
 
     /// The base of a flat grey mosaic is that grey in every channel (to
