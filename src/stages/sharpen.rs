@@ -10,8 +10,9 @@
 //! alike so hue and the colour differences are unchanged.
 //!
 //! The Gaussian is applied as two symmetric 1-D passes (vertical, then
-//! horizontal, the taps at `-j` and `+j` added before their weight), the
-//! same on every CPU (AVX-512, AVX2 or neither: no fused multiply-add); it equals the
+//! horizontal, the taps at `-j` and `+j` added before their weight, each
+//! weight a fused multiply-add: `f32::mul_add` in the scalar code, the
+//! same bits on every CPU, AVX-512, AVX2 or neither); it equals the
 //! pixel-by-pixel definition within f32 rounding (tests: <= 1e-5).
 //!
 //! Input and output: planar RGB, same size and colour space; place it
@@ -23,14 +24,14 @@
 //! identical pixels.
 //!
 //! Speed (12 MP synthetic frame, 1 thread, fused after `srgb_encode`,
-//! 8-bit delivery; Intel Xeon, AVX-512, machine shared at load 4): about
-//! 13.4 ms of CPU time per frame (perf task-clock samples in this op,
-//! median of 6 runs interleaved with the previous build's 14.9 ms; the
-//! 3x3 range now computed only for the vectors where the clamp can bind,
-//! out of the main loop), still above issue 16's 10 ms at 1 thread; two
-//! threads met it before (7.6 ms). Per 16 pixels the vector kernels do
-//! about 39 float operations (luminance 5, vertical pass 10, mask about
-//! 24).
+//! 8-bit delivery; Intel Xeon, AVX-512, machine shared at load 4-4.5):
+//! about 13.1 ms of CPU time per frame (perf task-clock samples in this
+//! op, medians of 5-6 runs interleaved with the build before: 14.9 ms
+//! before the 3x3 range was computed only for the vectors where the clamp
+//! can bind, out of the main loop, 13.5 ms before the blur's fused
+//! multiply-adds), still above issue 16's 10 ms at 1 thread; two threads
+//! met it before (7.6 ms). Per 16 pixels the vector kernels do about 33
+//! float operations (luminance 5, vertical pass 7, mask about 21).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -425,11 +426,12 @@ fn luma_row(r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) -> bool {
 crate::avx512_dispatch!(fn luma_row_wide(r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) -> bool => luma_row);
 
 // The blur and the mask per row: a scalar definition (`*_tail`, also the
-// vector kernels' last columns) and vector copies (AVX2, AVX-512) that compute the same
-// operations in the same order per column, so both give identical bits
-// (no fused multiply-add). The blur is separable and symmetric: per
-// direction `half[0] v[0] + sum_j half[j] (v[-j] + v[+j])`, summed in
-// order of `j`, vertically first.
+// vector kernels' last columns) and vector copies (AVX2, AVX-512) that
+// compute the same operations in the same order per column, so both give
+// identical bits (the blur's weights as fused multiply-adds everywhere,
+// `f32::mul_add` in the scalar code; no other fusing). The blur is
+// separable and symmetric: per direction `half[0] v[0] + sum_j half[j]
+// (v[-j] + v[+j])`, summed in order of `j`, vertically first.
 
 /// Vertical Gaussian of the window's luminance rows, `out[x] = half[0]
 /// rows[kr][x] + sum_j half[j] (rows[kr - j][x] + rows[kr + j][x])`
@@ -440,7 +442,7 @@ fn vblur_tail(rows: &[&[f32]], half: &[f32], out: &mut [f32], x0: usize) {
     for x in x0..out.len() {
         let mut acc = rows[kr][x] * half[0];
         for j in 1..=kr {
-            acc += (rows[kr - j][x] + rows[kr + j][x]) * half[j];
+            acc = (rows[kr - j][x] + rows[kr + j][x]).mul_add(half[j], acc);
         }
         out[x] = acc;
     }
@@ -482,7 +484,7 @@ fn hblur_at(vb: &[f32], half: &[f32], x: usize) -> f32 {
     let kr = half.len() - 1;
     let mut acc = vb[kr + x] * half[0];
     for j in 1..=kr {
-        acc += (vb[kr + x - j] + vb[kr + x + j]) * half[j];
+        acc = (vb[kr + x - j] + vb[kr + x + j]).mul_add(half[j], acc);
     }
     acc
 }
@@ -554,6 +556,8 @@ mod wide {
         unsafe fn add(self, b: Self) -> Self;
         unsafe fn sub(self, b: Self) -> Self;
         unsafe fn mul(self, b: Self) -> Self;
+        /// `self * b + c`, rounded once (fused multiply-add).
+        unsafe fn fma(self, b: Self, c: Self) -> Self;
         /// `self < b ? self : b` per lane (the scalar code's `if`).
         unsafe fn min(self, b: Self) -> Self;
         /// `self > b ? self : b` per lane.
@@ -610,6 +614,10 @@ mod wide {
         ],
         {
             #[inline(always)]
+            unsafe fn fma(self, b: Self, c: Self) -> Self {
+                _mm256_fmadd_ps(self, b, c)
+            }
+            #[inline(always)]
             unsafe fn abs(self) -> Self {
                 _mm256_and_ps(self, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
             }
@@ -635,6 +643,10 @@ mod wide {
             max = _mm512_max_ps
         ],
         {
+            #[inline(always)]
+            unsafe fn fma(self, b: Self, c: Self) -> Self {
+                _mm512_fmadd_ps(self, b, c)
+            }
             #[inline(always)]
             unsafe fn abs(self) -> Self {
                 let m = _mm512_set1_epi32(0x7fff_ffff);
@@ -700,7 +712,7 @@ mod wide {
                 let mut a = V::load(p[KR].add(x)).mul(hv[0]);
                 for j in 1..=KR {
                     let s = V::load(p[KR - j].add(x)).add(V::load(p[KR + j].add(x)));
-                    a = a.add(s.mul(hv[j]));
+                    a = s.fma(hv[j], a);
                 }
                 a.store(o.add(x));
             }};
@@ -777,7 +789,7 @@ mod wide {
                 #[allow(clippy::needless_range_loop)]
                 for j in 1..=KR {
                     let s = V::load(v.add(x).sub(j)).add(V::load(v.add(x + j)));
-                    bl = bl.add(s.mul(hv[j]));
+                    bl = s.fma(hv[j], bl);
                 }
                 let y = V::load(yp.add(x));
                 let d = y.sub(bl);
@@ -967,17 +979,24 @@ mod wide {
     }
 
     level!(
-        /// AVX2, 8 lanes.
+        /// AVX2 and FMA, 8 lanes.
         avx2,
-        "avx2",
+        "avx2,fma",
         __m256
     );
     level!(
-        /// AVX-512F, 16 lanes.
+        /// AVX-512F (and FMA), 16 lanes.
         avx512,
-        "avx512f",
+        "avx512f,fma",
         __m512
     );
+}
+
+/// Whether this CPU has AVX2 and FMA (the 8-lane kernels' instruction
+/// sets).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    has_avx2() && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// Calls `f::<KR>(args)` with the const `KR` equal to `kr` (1 ..= 15).
@@ -1043,7 +1062,7 @@ fn mask_row(
             Level::Avx512 if has_avx512f() => unsafe {
                 by_kr!(kr, wide::avx512::mask_row(win, half, k, vb, src, out))
             },
-            Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
+            Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
                 by_kr!(kr, wide::avx2::mask_row(win, half, k, vb, src, out))
             },
             _ => mask_row_scalar(win, half, k, vb, src, out),
@@ -1085,7 +1104,7 @@ fn vblur_row(level: Level, rows: &[&[f32]], half: &[f32], out: &mut [f32]) {
         Level::Avx512 if has_avx512f() => unsafe {
             by_kr!(kr, wide::avx512::vblur(rows, half, out))
         },
-        Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
+        Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
             by_kr!(kr, wide::avx2::vblur(rows, half, out))
         },
         _ => vblur_tail(rows, half, out, 0),
@@ -1125,7 +1144,7 @@ fn apply_row(
         Level::Avx512 if has_avx512f() => unsafe {
             by_kr!(kr, wide::avx512::apply(vb, half, near, src, out, k))
         },
-        Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
+        Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
             by_kr!(kr, wide::avx2::apply(vb, half, near, src, out, k))
         },
         _ => apply_tail(vb, half, near, src, out, k, 0),
