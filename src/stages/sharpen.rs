@@ -25,13 +25,14 @@
 //!
 //! Speed (12 MP synthetic frame, 1 thread, fused after `srgb_encode`,
 //! 8-bit delivery; Intel Xeon, AVX-512, machine shared at load 4-4.5):
-//! about 13.1 ms of CPU time per frame (perf task-clock samples in this
-//! op, medians of 5-6 runs interleaved with the build before: 14.9 ms
+//! about 12 ms of CPU time per frame (perf task-clock samples in this op,
+//! medians of 5-10 runs interleaved with the build before: 14.9 ms
 //! before the 3x3 range was computed only for the vectors where the clamp
 //! can bind, out of the main loop, 13.5 ms before the blur's fused
-//! multiply-adds), still above issue 16's 10 ms at 1 thread; two threads
-//! met it before (7.6 ms). Per 16 pixels the vector kernels do about 33
-//! float operations (luminance 5, vertical pass 7, mask about 21).
+//! multiply-adds, 12.6 ms with chunks of 256 columns), still above issue
+//! 16's 10 ms at 1 thread; two threads met it before (7.6 ms). Per 16
+//! pixels the vector kernels do about 33 float operations (luminance 5,
+//! vertical pass 7, mask about 21).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -392,9 +393,10 @@ impl Mask {
 }
 
 /// Columns per step of [`mask_row`]: the vertical pass of one chunk, then
-/// the mask of the chunk before it, so the blurred values and ranges they
-/// pass on (3 KB per chunk) are read back from the L1 cache.
-const CHUNK: usize = 256;
+/// the mask of the chunk before it, so the blurred values it passes on
+/// (512 bytes per chunk) are read back from the L1 cache (128 measured
+/// about 0.5 ms faster per 12 MP frame than 256, and 512 slower).
+const CHUNK: usize = 128;
 
 /// Where [`Mask::strip`] reads its rows.
 #[derive(Clone, Copy)]
