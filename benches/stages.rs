@@ -45,6 +45,7 @@ fn bench_stages(c: &mut Criterion) {
             ("exposure_gain", chain[..4].to_vec()),
             ("tone_curve", chain[..4].to_vec()),
             ("srgb_encode", chain[..5].to_vec()),
+            ("sharpen", chain.to_vec()),
         ];
         for (op, pre) in cases {
             let input = prepare(w, h, &pre);

@@ -10,8 +10,9 @@
 //! alike so hue and the colour differences are unchanged.
 //!
 //! The Gaussian is applied as two symmetric 1-D passes (vertical, then
-//! horizontal, the taps at `-j` and `+j` added before their weight), the
-//! same on every CPU (AVX-512, AVX2 or neither: no fused multiply-add); it equals the
+//! horizontal, the taps at `-j` and `+j` added before their weight, each
+//! weight a fused multiply-add: `f32::mul_add` in the scalar code, the
+//! same bits on every CPU, AVX-512, AVX2 or neither); it equals the
 //! pixel-by-pixel definition within f32 rounding (tests: <= 1e-5).
 //!
 //! Input and output: planar RGB, same size and colour space; place it
@@ -23,13 +24,15 @@
 //! identical pixels.
 //!
 //! Speed (12 MP synthetic frame, 1 thread, fused after `srgb_encode`,
-//! 8-bit delivery; Intel Xeon, AVX-512): about 14 ms of CPU time per frame
-//! (perf task-clock samples in this op, median of 6 runs, machine shared
-//! at load 4-5; 15.8 ms before the clamp skip and the fused runner's
-//! calls of a few rows), still above issue 16's 10 ms at 1 thread; two
-//! threads met it before (7.6 ms). Per 16 pixels the vector kernels do
-//! about 45 float operations (luminance 5, vertical pass 16, mask about
-//! 24), its main cost.
+//! 8-bit delivery; Intel Xeon, AVX-512, machine shared at load 4-4.5):
+//! about 12 ms of CPU time per frame (perf task-clock samples in this op,
+//! medians of 5-10 runs interleaved with the build before: 14.9 ms
+//! before the 3x3 range was computed only for the vectors where the clamp
+//! can bind, out of the main loop, 13.5 ms before the blur's fused
+//! multiply-adds, 12.6 ms with chunks of 256 columns), still above issue
+//! 16's 10 ms at 1 thread; two threads met it before (7.6 ms). Per 16
+//! pixels the vector kernels do about 33 float operations (luminance 5,
+//! vertical pass 7, mask about 21).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -265,9 +268,9 @@ impl Mask {
     /// call that continues the carry's last one finds the `2 kr` rows
     /// above its first there and computes only the rows below); per output
     /// row, [`mask_row`] (the window's vertical blur, padded with `kr`
-    /// mirrored columns each side, and its 3-row luminance minima and
-    /// maxima, then the horizontal blur, threshold and clamp per pixel,
-    /// chunk by chunk). `scratch` is reused working memory.
+    /// mirrored columns each side, then the horizontal blur, threshold and
+    /// clamp per pixel, chunk by chunk; the 3x3 range only where the clamp
+    /// can bind). `scratch` is reused working memory.
     fn strip(
         &self,
         input: Input,
@@ -287,18 +290,13 @@ impl Mask {
         let half = &self.kernel[kr..];
         let k = [self.amount, self.thr, self.os];
         let level = Level::best();
-        // The padded vertical blur, the padded widened ranges (column 0 of
-        // each on a cache line: the vector loads of their centre taps do
-        // not straddle two), the blur for rows with non-finite values and
-        // the in-place path's copy of its input.
-        scratch.resize((w + 2 * kr) + 2 * (w + 2) + 4 * w + 3 * LINE, 0.0);
+        // The padded vertical blur (column 0 on a cache line: the vector
+        // loads of its centre taps do not straddle two), the blur for rows
+        // with non-finite values and the in-place path's copy of its input.
+        scratch.resize((w + 2 * kr) + 4 * w + LINE, 0.0);
         let rest = &mut scratch[..];
         let at = aligned(rest, kr) - kr;
         let (vb, rest) = rest[at..].split_at_mut(w + 2 * kr);
-        let at = aligned(rest, 1) - 1;
-        let (lo, rest) = rest[at..].split_at_mut(w + 2);
-        let at = aligned(rest, 1) - 1;
-        let (hi, rest) = rest[at..].split_at_mut(w + 2);
         let (blur, rest) = rest.split_at_mut(w);
         let copy = &mut rest[..3 * w];
         // Window rows already in the ring (a continued call: the 2 kr rows
@@ -377,11 +375,10 @@ impl Mask {
                 }
             };
             if (oy..=t).all(|u| finite[(y0 + u) % taps]) {
-                let ranges = [&mut *vb, &mut *lo, &mut *hi];
-                mask_row(level, win, half, k, ranges, src_rows, out);
+                mask_row(level, win, half, k, vb, src_rows, out);
                 continue;
             }
-            vblur_row(level, win, half, self.os, &mut vb[kr..kr + w], lo, hi);
+            vblur_row(level, win, half, &mut vb[kr..kr + w]);
             mirror_pad(vb, kr);
             for (x, v) in blur.iter_mut().enumerate() {
                 *v = hblur_at(vb, half, x);
@@ -396,9 +393,10 @@ impl Mask {
 }
 
 /// Columns per step of [`mask_row`]: the vertical pass of one chunk, then
-/// the mask of the chunk before it, so the blurred values and ranges they
-/// pass on (3 KB per chunk) are read back from the L1 cache.
-const CHUNK: usize = 256;
+/// the mask of the chunk before it, so the blurred values it passes on
+/// (512 bytes per chunk) are read back from the L1 cache (128 measured
+/// about 0.5 ms faster per 12 MP frame than 256, and 512 slower).
+const CHUNK: usize = 128;
 
 /// Where [`Mask::strip`] reads its rows.
 #[derive(Clone, Copy)]
@@ -430,34 +428,55 @@ fn luma_row(r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) -> bool {
 crate::avx512_dispatch!(fn luma_row_wide(r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) -> bool => luma_row);
 
 // The blur and the mask per row: a scalar definition (`*_tail`, also the
-// vector kernels' last columns) and vector copies (AVX2, AVX-512) that compute the same
-// operations in the same order per column, so both give identical bits
-// (no fused multiply-add). The blur is separable and symmetric: per
-// direction `half[0] v[0] + sum_j half[j] (v[-j] + v[+j])`, summed in
-// order of `j`, vertically first.
+// vector kernels' last columns) and vector copies (AVX2, AVX-512) that
+// compute the same operations in the same order per column, so both give
+// identical bits (the blur's weights as fused multiply-adds everywhere,
+// `f32::mul_add` in the scalar code; no other fusing). The blur is
+// separable and symmetric: per direction `half[0] v[0] + sum_j half[j]
+// (v[-j] + v[+j])`, summed in order of `j`, vertically first.
 
 /// Vertical Gaussian of the window's luminance rows, `out[x] = half[0]
 /// rows[kr][x] + sum_j half[j] (rows[kr - j][x] + rows[kr + j][x])`
-/// (`kr = half.len() - 1`), and the rows' 3-row range widened by the
-/// overshoot, `lo[1 + x] = min(rows[kr - 1 ..= kr + 1][x]) - os`, `hi[1 +
-/// x] = max(..) + os`, for the columns `x0 ..`.
+/// (`kr = half.len() - 1`), for the columns `x0 ..`.
 #[inline(always)]
-fn vblur_tail(rows: &[&[f32]], half: &[f32], os: f32, [out, lo, hi]: [&mut [f32]; 3], x0: usize) {
+fn vblur_tail(rows: &[&[f32]], half: &[f32], out: &mut [f32], x0: usize) {
     let kr = half.len() - 1;
     for x in x0..out.len() {
         let mut acc = rows[kr][x] * half[0];
         for j in 1..=kr {
-            acc += (rows[kr - j][x] + rows[kr + j][x]) * half[j];
+            acc = (rows[kr - j][x] + rows[kr + j][x]).mul_add(half[j], acc);
         }
         out[x] = acc;
-        let (u, c, d) = (rows[kr - 1][x], rows[kr][x], rows[kr + 1][x]);
-        let m = if c < u { c } else { u };
-        let m = if d < m { d } else { m };
-        let z = if c > u { c } else { u };
-        let z = if d > z { d } else { z };
-        lo[1 + x] = m - os;
-        hi[1 + x] = z + os;
     }
+}
+
+/// The 3-row minimum and maximum of column `x` of the rows above, at and
+/// below (`c.min(u)`, then `d.min(..)`, as the vector kernels).
+#[inline(always)]
+fn col_range([up, mid, dn]: [&[f32]; 3], x: usize) -> (f32, f32) {
+    let (u, c, d) = (up[x], mid[x], dn[x]);
+    let m = if c < u { c } else { u };
+    let m = if d < m { d } else { m };
+    let z = if c > u { c } else { u };
+    let z = if d > z { d } else { z };
+    (m, z)
+}
+
+/// The 3x3 luminance range at column `x` of a `w`-wide row (columns
+/// beyond the ends repeat them) widened by `os`: `(min - os, max + os)`,
+/// the centre column's values taken first, then the left's, then the
+/// right's (as the vector kernels).
+#[inline(always)]
+fn range_at(near: [&[f32]; 3], w: usize, x: usize, os: f32) -> (f32, f32) {
+    let (xl, xr) = (x.saturating_sub(1), (x + 1).min(w - 1));
+    let (cm, cz) = col_range(near, x);
+    let (lm, lz) = col_range(near, xl);
+    let (rm, rz) = col_range(near, xr);
+    let l = if cm < lm { cm } else { lm };
+    let l = if rm < l { rm } else { l };
+    let h = if cz > lz { cz } else { lz };
+    let h = if rz > h { rz } else { h };
+    (l - os, h + os)
 }
 
 /// Horizontal Gaussian at column `x` of a padded row (`vb[kr + x]` is
@@ -467,44 +486,46 @@ fn hblur_at(vb: &[f32], half: &[f32], x: usize) -> f32 {
     let kr = half.len() - 1;
     let mut acc = vb[kr + x] * half[0];
     for j in 1..=kr {
-        acc += (vb[kr + x - j] + vb[kr + x + j]) * half[j];
+        acc = (vb[kr + x - j] + vb[kr + x + j]).mul_add(half[j], acc);
     }
     acc
 }
 
 /// Output pixels `x0 ..` of one row whose values are all finite: `vb` the
-/// padded vertical blur, `lo`/`hi` the padded widened 3-row ranges (one
-/// value each side, repeating the ends), `mid` the row's luminance, `src`
-/// its R, G, B; `k` = (amount, threshold). The soft threshold is
-/// `d - clamp(d, -threshold, threshold)` (three operations; the same
-/// values as `sign(d) max(|d| - threshold, 0)`).
-#[allow(clippy::too_many_arguments)]
+/// padded vertical blur, `near` the luminance rows above, at and below
+/// (the centre `mid` the row's own), `src` its R, G, B; `k` = (amount,
+/// threshold, overshoot). The soft threshold is `d - clamp(d, -threshold,
+/// threshold)` (three operations; the same values as `sign(d) max(|d| -
+/// threshold, 0)`). The clamp to the widened 3x3 range is computed only
+/// where the step `amount d'` exceeds the overshoot: elsewhere the range
+/// holds `y + step` (it holds `y +- os`, and rounding is monotonic), so
+/// the clamp would return its input.
 #[inline(always)]
 fn apply_tail(
     vb: &[f32],
     half: &[f32],
-    lo: &[f32],
-    hi: &[f32],
-    mid: &[f32],
+    near: [&[f32]; 3],
     src: [&[f32]; 3],
     [r, g, b]: [&mut [f32]; 3],
-    [amount, thr]: [f32; 2],
+    [amount, thr, os]: [f32; 3],
     x0: usize,
 ) {
-    for x in x0..mid.len() {
+    let mid = near[1];
+    let w = mid.len();
+    for x in x0..w {
         let y = mid[x];
         let d = y - hblur_at(vb, half, x);
         // The soft threshold sign(d) max(|d| - thr, 0) as d - clamp(d,
         // -thr, thr) (the same values: d - thr and d + thr round alike).
         let c = if d < thr { d } else { thr };
         let c = if c > -thr { c } else { -thr };
-        let ny = y + amount * (d - c);
-        let l = if lo[x + 1] < lo[x] { lo[x + 1] } else { lo[x] };
-        let l = if lo[x + 2] < l { lo[x + 2] } else { l };
-        let h = if hi[x + 1] > hi[x] { hi[x + 1] } else { hi[x] };
-        let h = if hi[x + 2] > h { hi[x + 2] } else { h };
-        let ny = if l > ny { l } else { ny };
-        let ny = if h < ny { h } else { ny };
+        let step = amount * (d - c);
+        let mut ny = y + step;
+        if step.abs() > os {
+            let (l, h) = range_at(near, w, x, os);
+            ny = if l > ny { l } else { ny };
+            ny = if h < ny { h } else { ny };
+        }
         // Zero where the detail is below the threshold (the range holds y).
         let dl = ny - y;
         r[x] = src[0][x] + dl;
@@ -537,6 +558,8 @@ mod wide {
         unsafe fn add(self, b: Self) -> Self;
         unsafe fn sub(self, b: Self) -> Self;
         unsafe fn mul(self, b: Self) -> Self;
+        /// `self * b + c`, rounded once (fused multiply-add).
+        unsafe fn fma(self, b: Self, c: Self) -> Self;
         /// `self < b ? self : b` per lane (the scalar code's `if`).
         unsafe fn min(self, b: Self) -> Self;
         /// `self > b ? self : b` per lane.
@@ -593,6 +616,10 @@ mod wide {
         ],
         {
             #[inline(always)]
+            unsafe fn fma(self, b: Self, c: Self) -> Self {
+                _mm256_fmadd_ps(self, b, c)
+            }
+            #[inline(always)]
             unsafe fn abs(self) -> Self {
                 _mm256_and_ps(self, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)))
             }
@@ -618,6 +645,10 @@ mod wide {
             max = _mm512_max_ps
         ],
         {
+            #[inline(always)]
+            unsafe fn fma(self, b: Self, c: Self) -> Self {
+                _mm512_fmadd_ps(self, b, c)
+            }
             #[inline(always)]
             unsafe fn abs(self) -> Self {
                 let m = _mm512_set1_epi32(0x7fff_ffff);
@@ -671,48 +702,68 @@ mod wide {
     #[inline(always)]
     unsafe fn vblur_span<V: Lanes, const KR: usize>(
         (p, hv): &Taps<V>,
-        os: f32,
-        [out, lo, hi]: [&mut [f32]; 3],
+        out: &mut [f32],
         x0: usize,
         x1: usize,
     ) -> usize {
-        let osv = V::splat(os);
         let o = out.as_mut_ptr();
-        let (l, h) = (lo.as_mut_ptr().add(1), hi.as_mut_ptr().add(1));
         // One vector of columns from `x`.
         macro_rules! step {
             ($x:expr) => {{
                 let x = $x;
-                let c = V::load(p[KR].add(x));
-                let u = V::load(p[KR - 1].add(x));
-                let d = V::load(p[KR + 1].add(x));
-                let mut a = c.mul(hv[0]);
-                a = a.add(u.add(d).mul(hv[1]));
-                for j in 2..=KR {
+                let mut a = V::load(p[KR].add(x)).mul(hv[0]);
+                for j in 1..=KR {
                     let s = V::load(p[KR - j].add(x)).add(V::load(p[KR + j].add(x)));
-                    a = a.add(s.mul(hv[j]));
+                    a = s.fma(hv[j], a);
                 }
                 a.store(o.add(x));
-                // c.min(u) = c < u ? c : u, as the scalar code.
-                let mn = d.min(c.min(u));
-                let mx = d.max(c.max(u));
-                mn.sub(osv).store(l.add(x));
-                mx.add(osv).store(h.add(x));
             }};
         }
         two_per_turn!(step, V::N, x0, x1)
     }
 
+    /// The widened 3x3 range of the vector of columns from `x` (`w` the
+    /// rows' width, `p` the rows above, at and below): [`super::range_at`]
+    /// per lane. Inside the row, from the columns' 3-row minima and maxima
+    /// at `x - 1`, `x` and `x + 1`; at its ends, lane by lane.
+    #[inline(always)]
+    unsafe fn range<V: Lanes>(p: [*const f32; 3], w: usize, x: usize, os: f32) -> (V, V) {
+        let osv = V::splat(os);
+        if x >= 1 && x + V::N < w {
+            // c.min(u) = c < u ? c : u, as the scalar code.
+            let col = |x: usize| {
+                let (u, c, d) = (
+                    V::load(p[0].add(x)),
+                    V::load(p[1].add(x)),
+                    V::load(p[2].add(x)),
+                );
+                (d.min(c.min(u)), d.max(c.max(u)))
+            };
+            let (cm, cz) = col(x);
+            let (lm, lz) = col(x - 1);
+            let (rm, rz) = col(x + 1);
+            return (rm.min(cm.min(lm)).sub(osv), rz.max(cz.max(lz)).add(osv));
+        }
+        let near = p.map(|q| std::slice::from_raw_parts(q, w));
+        let (mut l, mut h) = ([0f32; 16], [0f32; 16]);
+        for i in 0..V::N.min(16) {
+            (l[i], h[i]) = super::range_at(near, w, x + i, os);
+        }
+        (V::load(l.as_ptr()), V::load(h.as_ptr()))
+    }
+
     /// [`super::apply_tail`] on whole vectors of the columns `x0 .. x1`
-    /// (`k` = amount, threshold, overshoot); returns the first column not
-    /// done. A vector whose steps `amount d'` all stay within the
-    /// overshoot skips the clamp: the widened range holds `y +- os`, so
-    /// the clamp would return its input (the same bits).
+    /// (`k` = amount, threshold, overshoot; `near` the luminance rows
+    /// above, at and below); returns the first column not done. A vector
+    /// whose steps `amount d'` all stay within the overshoot skips the
+    /// clamp (it would return its input, see [`super::apply_tail`]); one
+    /// where any does clamps every lane (the same bits).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn apply_span<V: Lanes, const KR: usize>(
         (_, hv): &Taps<V>,
-        [vb, lo, hi, mid]: [&[f32]; 4],
+        vb: &[f32],
+        near: [&[f32]; 3],
         src: [&[f32]; 3],
         [r, g, b]: [&mut [f32]; 3],
         k: [f32; 3],
@@ -720,15 +771,18 @@ mod wide {
         x1: usize,
     ) -> usize {
         let v = vb.as_ptr().add(KR);
-        let (lp, hp, yp) = (lo.as_ptr(), hi.as_ptr(), mid.as_ptr());
+        let w = near[1].len();
+        let np = near.map(|s| s.as_ptr());
+        let yp = np[1];
         let [sr, sg, sb] = src.map(|s| s.as_ptr());
         let (dr, dg, db) = (r.as_mut_ptr(), g.as_mut_ptr(), b.as_mut_ptr());
         let amount = V::splat(k[0]);
         let thr = V::splat(k[1]);
         let nthr = V::splat(-k[1]);
         let os = V::splat(k[2]);
-        // One vector of columns from `x`.
-        macro_rules! step {
+        // The luminance of the vector of columns from `x` and its step
+        // `amount d'`.
+        macro_rules! detail {
             ($x:expr) => {{
                 let x = $x;
                 let mut bl = V::load(v.add(x)).mul(hv[0]);
@@ -737,65 +791,85 @@ mod wide {
                 #[allow(clippy::needless_range_loop)]
                 for j in 1..=KR {
                     let s = V::load(v.add(x).sub(j)).add(V::load(v.add(x + j)));
-                    bl = bl.add(s.mul(hv[j]));
+                    bl = s.fma(hv[j], bl);
                 }
                 let y = V::load(yp.add(x));
                 let d = y.sub(bl);
                 // d.min(thr) = d < thr ? d : thr, as the scalar code.
                 let m = d.sub(d.min(thr).max(nthr));
-                let step = amount.mul(m);
-                let mut ny = y.add(step);
-                // The clamp changes nothing where no step exceeds the
-                // overshoot (the widened range holds y +- os).
-                if step.abs().any_gt(os) {
-                    let l = V::load(lp.add(x + 1)).min(V::load(lp.add(x)));
-                    let l = V::load(lp.add(x + 2)).min(l);
-                    let h = V::load(hp.add(x + 1)).max(V::load(hp.add(x)));
-                    let h = V::load(hp.add(x + 2)).max(h);
-                    ny = h.min(l.max(ny));
-                }
-                let dl = ny.sub(y);
+                (y, amount.mul(m))
+            }};
+        }
+        // The output from the new luminance `ny` of the columns from `x`.
+        macro_rules! put {
+            ($x:expr, $y:expr, $ny:expr) => {{
+                let (x, dl) = ($x, $ny.sub($y));
                 V::load(sr.add(x)).add(dl).store(dr.add(x));
                 V::load(sg.add(x)).add(dl).store(dg.add(x));
                 V::load(sb.add(x)).add(dl).store(db.add(x));
             }};
         }
-        two_per_turn!(step, V::N, x0, x1)
+        // Per block of CHUNK columns: every vector unclamped, noting those
+        // with a step beyond the overshoot (elsewhere the clamp changes
+        // nothing: the widened range holds y +- os), then those again with
+        // the clamp (out of the main loop: its registers stay for it).
+        let mut fix = [0usize; CHUNK / 8];
+        let mut x = x0;
+        while x < x1 {
+            let end = (x + CHUNK).min(x1);
+            let mut nf = 0;
+            macro_rules! step {
+                ($x:expr) => {{
+                    let x = $x;
+                    let (y, step) = detail!(x);
+                    if step.abs().any_gt(os) {
+                        // SAFETY: one entry per vector of the block, at
+                        // most CHUNK / 8.
+                        *fix.get_unchecked_mut(nf) = x;
+                        nf += 1;
+                    }
+                    put!(x, y, y.add(step));
+                }};
+            }
+            let done = two_per_turn!(step, V::N, x, end);
+            for &x in fix.get_unchecked(..nf) {
+                let (y, step) = detail!(x);
+                let (l, h) = range::<V>(np, w, x, k[2]);
+                put!(x, y, h.min(l.max(y.add(step))));
+            }
+            if done < end {
+                return done;
+            }
+            x = end;
+        }
+        x
     }
 
     /// [`super::vblur_tail`] a vector at a time (the preconditions of the
     /// per-level entry points below).
     #[inline(always)]
-    unsafe fn vblur<V: Lanes, const KR: usize>(
-        rows: &[&[f32]],
-        half: &[f32],
-        os: f32,
-        [out, lo, hi]: [&mut [f32]; 3],
-    ) {
+    unsafe fn vblur<V: Lanes, const KR: usize>(rows: &[&[f32]], half: &[f32], out: &mut [f32]) {
         let t = taps::<V>(rows, half);
         let w = out.len();
-        let x = vblur_span::<V, KR>(&t, os, [&mut *out, &mut *lo, &mut *hi], 0, w);
-        super::vblur_tail(rows, half, os, [out, lo, hi], x);
+        let x = vblur_span::<V, KR>(&t, out, 0, w);
+        super::vblur_tail(rows, half, out, x);
     }
 
     /// [`super::apply_tail`] a vector at a time.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn apply<V: Lanes, const KR: usize>(
         vb: &[f32],
         half: &[f32],
-        lo: &[f32],
-        hi: &[f32],
-        mid: &[f32],
+        near: [&[f32]; 3],
         src: [&[f32]; 3],
         [r, g, b]: [&mut [f32]; 3],
         k: [f32; 3],
     ) {
         let t = taps::<V>(&[], half);
-        let w = mid.len();
+        let w = near[1].len();
         let out = [&mut *r, &mut *g, &mut *b];
-        let x = apply_span::<V, KR>(&t, [vb, lo, hi, mid], src, out, k, 0, w);
-        super::apply_tail(vb, half, lo, hi, mid, src, [r, g, b], [k[0], k[1]], x);
+        let x = apply_span::<V, KR>(&t, vb, near, src, out, k, 0, w);
+        super::apply_tail(vb, half, near, src, [r, g, b], k, x);
     }
 
     /// [`super::mask_row`]: per chunk of [`CHUNK`] columns, the vertical
@@ -806,52 +880,43 @@ mod wide {
         rows: &[&[f32]],
         half: &[f32],
         k: [f32; 3],
-        [vb, lo, hi]: [&mut [f32]; 3],
+        vb: &mut [f32],
         src: [&[f32]; 3],
         [r, g, b]: [&mut [f32]; 3],
     ) {
         let w = r.len();
         let t = taps::<V>(rows, half);
-        let mid = rows[KR];
-        let km = [k[0], k[1]];
+        let near = [rows[KR - 1], rows[KR], rows[KR + 1]];
         let chunks = w.div_ceil(CHUNK);
         for c in 0..chunks {
             let (x0, x1) = (c * CHUNK, ((c + 1) * CHUNK).min(w));
-            let ranges = [&mut vb[KR..KR + w], &mut *lo, &mut *hi];
-            let x = vblur_span::<V, KR>(&t, k[2], ranges, x0, x1);
-            if c == 0 {
-                lo[0] = lo[1];
-                hi[0] = hi[1];
-                if chunks > 1 {
-                    // Columns 1 ..= KR are in this chunk.
-                    super::mirror_left(vb, KR);
-                }
+            let x = vblur_span::<V, KR>(&t, &mut vb[KR..KR + w], x0, x1);
+            if c == 0 && chunks > 1 {
+                // Columns 1 ..= KR are in this chunk.
+                super::mirror_left(vb, KR);
             }
             if c + 1 < chunks {
                 if c > 0 {
-                    let (ranges, out) = ([&*vb, &*lo, &*hi, mid], [&mut *r, &mut *g, &mut *b]);
-                    apply_span::<V, KR>(&t, ranges, src, out, k, x0 - CHUNK, x0);
+                    let out = [&mut *r, &mut *g, &mut *b];
+                    apply_span::<V, KR>(&t, vb, near, src, out, k, x0 - CHUNK, x0);
                 }
                 continue;
             }
             // The last chunk: the columns left of the vertical pass, the
             // right pads (and the left ones of a one-chunk row), the masks
             // still to do.
-            super::vblur_tail(rows, half, k[2], [&mut vb[KR..KR + w], lo, hi], x);
-            lo[w + 1] = lo[w];
-            hi[w + 1] = hi[w];
+            super::vblur_tail(rows, half, &mut vb[KR..KR + w], x);
             if chunks == 1 {
                 super::mirror_left(vb, KR);
             }
             super::mirror_right(vb, KR);
-            let ranges = [&*vb, &*lo, &*hi, mid];
             if c > 0 {
                 let out = [&mut *r, &mut *g, &mut *b];
-                apply_span::<V, KR>(&t, ranges, src, out, k, x0 - CHUNK, x0);
+                apply_span::<V, KR>(&t, vb, near, src, out, k, x0 - CHUNK, x0);
             }
             let out = [&mut *r, &mut *g, &mut *b];
-            let x = apply_span::<V, KR>(&t, ranges, src, out, k, x0, x1);
-            super::apply_tail(vb, half, lo, hi, mid, src, [r, g, b], km, x);
+            let x = apply_span::<V, KR>(&t, vb, near, src, out, k, x0, x1);
+            super::apply_tail(vb, half, near, src, [r, g, b], k, x);
         }
     }
 
@@ -868,38 +933,29 @@ mod wide {
                 /// # Safety
                 /// The CPU has the level's instruction set; `half.len() ==
                 /// KR + 1 <= MAX_KR + 1`, `rows.len() == 2 KR + 1`, every
-                /// row at least `out.len()` long, `lo` and `hi` two longer
-                /// than `out`.
+                /// row at least `out.len()` long.
                 #[target_feature(enable = $feature)]
-                pub unsafe fn vblur<const KR: usize>(
-                    rows: &[&[f32]],
-                    half: &[f32],
-                    os: f32,
-                    ranges: [&mut [f32]; 3],
-                ) {
-                    super::vblur::<$v, KR>(rows, half, os, ranges)
+                pub unsafe fn vblur<const KR: usize>(rows: &[&[f32]], half: &[f32], out: &mut [f32]) {
+                    super::vblur::<$v, KR>(rows, half, out)
                 }
 
                 /// [`super::super::apply_tail`] a vector at a time.
                 ///
                 /// # Safety
                 /// The CPU has the level's instruction set; `half.len() ==
-                /// KR + 1 <= MAX_KR + 1`; `vb` at least `mid.len() + 2 KR`
-                /// long, `lo` and `hi` `mid.len() + 2`, the `src` and `out`
-                /// rows at least `mid.len()`.
-                #[allow(clippy::too_many_arguments)]
+                /// KR + 1 <= MAX_KR + 1`; the `near` rows `w` long (`w >=
+                /// 1`), `vb` at least `w + 2 KR`, the `src` and `out` rows
+                /// at least `w`.
                 #[target_feature(enable = $feature)]
                 pub unsafe fn apply<const KR: usize>(
                     vb: &[f32],
                     half: &[f32],
-                    lo: &[f32],
-                    hi: &[f32],
-                    mid: &[f32],
+                    near: [&[f32]; 3],
                     src: [&[f32]; 3],
                     out: [&mut [f32]; 3],
                     k: [f32; 3],
                 ) {
-                    super::apply::<$v, KR>(vb, half, lo, hi, mid, src, out, k)
+                    super::apply::<$v, KR>(vb, half, near, src, out, k)
                 }
 
                 /// [`super::super::mask_row`] [`CHUNK`] columns at a time.
@@ -907,35 +963,42 @@ mod wide {
                 /// # Safety
                 /// The CPU has the level's instruction set; `half.len() ==
                 /// KR + 1 <= MAX_KR + 1`, `KR < CHUNK`, `rows.len() ==
-                /// 2 KR + 1`; the rows, `src` and `out` `w` long, `vb`
-                /// `w + 2 KR`, `lo` and `hi` `w + 2`.
+                /// 2 KR + 1`; the rows, `src` and `out` `w` long (`w >= 1`),
+                /// `vb` `w + 2 KR`.
                 #[target_feature(enable = $feature)]
                 pub unsafe fn mask_row<const KR: usize>(
                     rows: &[&[f32]],
                     half: &[f32],
                     k: [f32; 3],
-                    ranges: [&mut [f32]; 3],
+                    vb: &mut [f32],
                     src: [&[f32]; 3],
                     out: [&mut [f32]; 3],
                 ) {
-                    super::mask_row::<$v, KR>(rows, half, k, ranges, src, out)
+                    super::mask_row::<$v, KR>(rows, half, k, vb, src, out)
                 }
             }
         };
     }
 
     level!(
-        /// AVX2, 8 lanes.
+        /// AVX2 and FMA, 8 lanes.
         avx2,
-        "avx2",
+        "avx2,fma",
         __m256
     );
     level!(
-        /// AVX-512F, 16 lanes.
+        /// AVX-512F (and FMA), 16 lanes.
         avx512,
-        "avx512f",
+        "avx512f,fma",
         __m512
     );
+}
+
+/// Whether this CPU has AVX2 and FMA (the 8-lane kernels' instruction
+/// sets).
+#[cfg(target_arch = "x86_64")]
+fn has_avx2_fma() -> bool {
+    has_avx2() && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// Calls `f::<KR>(args)` with the const `KR` equal to `kr` (1 ..= 15).
@@ -964,9 +1027,9 @@ macro_rules! by_kr {
 
 /// One output row whose window rows are all finite: `win` the `2 kr + 1`
 /// luminance rows (`w` wide, centre `win[kr]`), `k` = (amount, threshold,
-/// overshoot), `vb` (`w + 2 kr`), `lo` and `hi` (`w + 2`) working rows,
-/// `src` the row's R, G, B and `out` its sharpened R, G, B. The same values
-/// as [`vblur_row`], [`mirror_pad`] and [`apply_row`] over the whole row;
+/// overshoot), `vb` (`w + 2 kr`) a working row, `src` the row's R, G, B
+/// and `out` its sharpened R, G, B. The same values as [`vblur_row`],
+/// [`mirror_pad`] and [`apply_row`] over the whole row;
 /// the vector copies (`level`, where the CPU has it) make them [`CHUNK`]
 /// columns at a time, so what the vertical pass hands the mask is still in
 /// the L1 cache.
@@ -975,7 +1038,7 @@ fn mask_row(
     win: &[&[f32]],
     half: &[f32],
     k: [f32; 3],
-    [vb, lo, hi]: [&mut [f32]; 3],
+    vb: &mut [f32],
     src: [&[f32]; 3],
     [r, g, b]: [&mut [f32]; 3],
 ) {
@@ -983,11 +1046,10 @@ fn mask_row(
     let w = r.len();
     if kr == 0
         || kr > MAX_KR
+        || w == 0
         || win.len() != 2 * kr + 1
         || win.iter().any(|row| row.len() != w)
         || vb.len() != w + 2 * kr
-        || lo.len() != w + 2
-        || hi.len() != w + 2
         || src.iter().any(|p| p.len() != w)
         || [&*g, &*b].iter().any(|p| p.len() != w)
     {
@@ -995,21 +1057,21 @@ fn mask_row(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        let (ranges, out) = ([vb, lo, hi], [r, g, b]);
+        let out = [r, g, b];
         // SAFETY: each level's instruction set checked at run time; the
         // lengths just above (kr <= MAX_KR < CHUNK).
         match level {
             Level::Avx512 if has_avx512f() => unsafe {
-                by_kr!(kr, wide::avx512::mask_row(win, half, k, ranges, src, out))
+                by_kr!(kr, wide::avx512::mask_row(win, half, k, vb, src, out))
             },
-            Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
-                by_kr!(kr, wide::avx2::mask_row(win, half, k, ranges, src, out))
+            Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
+                by_kr!(kr, wide::avx2::mask_row(win, half, k, vb, src, out))
             },
-            _ => mask_row_scalar(win, half, k, ranges, src, out),
+            _ => mask_row_scalar(win, half, k, vb, src, out),
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    mask_row_scalar(win, half, k, [vb, lo, hi], src, [r, g, b]);
+    mask_row_scalar(win, half, k, vb, src, [r, g, b]);
 }
 
 /// [`mask_row`] by the scalar definition (the lengths checked there).
@@ -1017,101 +1079,61 @@ fn mask_row_scalar(
     win: &[&[f32]],
     half: &[f32],
     k: [f32; 3],
-    [vb, lo, hi]: [&mut [f32]; 3],
+    vb: &mut [f32],
     src: [&[f32]; 3],
     out: [&mut [f32]; 3],
 ) {
     let kr = half.len() - 1;
     let w = vb.len() - 2 * kr;
-    vblur_row(Level::Scalar, win, half, k[2], &mut vb[kr..kr + w], lo, hi);
+    vblur_row(Level::Scalar, win, half, &mut vb[kr..kr + w]);
     mirror_pad(vb, kr);
-    apply_row(Level::Scalar, vb, half, lo, hi, win[kr], src, out, k);
+    let near = [win[kr - 1], win[kr], win[kr + 1]];
+    apply_row(Level::Scalar, vb, half, near, src, out, k);
 }
 
-/// [`vblur_tail`] over the columns of `out`: the rows `out.len()` wide,
-/// `lo` and `hi` two longer (their first and last values are not written);
+/// [`vblur_tail`] over the columns of `out` (the rows `out.len()` wide),
 /// by the vector copy of `level` where the CPU has it.
-fn vblur_cols(
-    level: Level,
-    rows: &[&[f32]],
-    half: &[f32],
-    os: f32,
-    out: &mut [f32],
-    lo: &mut [f32],
-    hi: &mut [f32],
-) {
+fn vblur_row(level: Level, rows: &[&[f32]], half: &[f32], out: &mut [f32]) {
     let w = out.len();
     let kr = half.len().saturating_sub(1);
-    if kr == 0
-        || kr > MAX_KR
-        || rows.len() != 2 * kr + 1
-        || rows.iter().any(|r| r.len() < w)
-        || lo.len() != w + 2
-        || hi.len() != w + 2
-    {
+    if kr == 0 || kr > MAX_KR || rows.len() != 2 * kr + 1 || rows.iter().any(|r| r.len() < w) {
         return;
     }
-    let ranges = [out, lo, hi];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: each level's instruction set checked at run time; the
     // lengths just above.
     match level {
         Level::Avx512 if has_avx512f() => unsafe {
-            by_kr!(kr, wide::avx512::vblur(rows, half, os, ranges))
+            by_kr!(kr, wide::avx512::vblur(rows, half, out))
         },
-        Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
-            by_kr!(kr, wide::avx2::vblur(rows, half, os, ranges))
+        Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
+            by_kr!(kr, wide::avx2::vblur(rows, half, out))
         },
-        _ => vblur_tail(rows, half, os, ranges, 0),
+        _ => vblur_tail(rows, half, out, 0),
     }
     #[cfg(not(target_arch = "x86_64"))]
-    vblur_tail(rows, half, os, ranges, 0);
+    vblur_tail(rows, half, out, 0);
 }
 
-/// [`vblur_tail`] over the row, `out` `w` wide, `lo` and `hi` `w + 2`
-/// with their ends repeated (the clamp's range at the frame's left and
-/// right columns covers two columns).
-fn vblur_row(
-    level: Level,
-    rows: &[&[f32]],
-    half: &[f32],
-    os: f32,
-    out: &mut [f32],
-    lo: &mut [f32],
-    hi: &mut [f32],
-) {
-    let w = out.len();
-    if lo.len() != w + 2 || hi.len() != w + 2 {
-        return;
-    }
-    vblur_cols(level, rows, half, os, out, lo, hi);
-    lo[0] = lo[1];
-    hi[0] = hi[1];
-    lo[w + 1] = lo[w];
-    hi[w + 1] = hi[w];
-}
-
-/// [`apply_tail`] over the row (all values finite), by the vector copy of
-/// `level` where the CPU has it.
-#[allow(clippy::too_many_arguments)]
+/// [`apply_tail`] over the row (all values finite; `near` the luminance
+/// rows above, at and below, `w` wide), by the vector copy of `level`
+/// where the CPU has it.
 fn apply_row(
     level: Level,
     vb: &[f32],
     half: &[f32],
-    lo: &[f32],
-    hi: &[f32],
-    mid: &[f32],
+    near: [&[f32]; 3],
     src: [&[f32]; 3],
     out: [&mut [f32]; 3],
     k: [f32; 3],
 ) {
-    let w = mid.len();
+    let w = near[1].len();
     let kr = half.len().saturating_sub(1);
     if kr == 0
         || kr > MAX_KR
+        || w == 0
+        || near.iter().any(|s| s.len() != w)
         || vb.len() < w + 2 * kr
-        || lo.len() < w + 2
-        || hi.len() < w + 2
         || src.iter().any(|s| s.len() < w)
         || out.iter().any(|s| s.len() < w)
     {
@@ -1122,15 +1144,15 @@ fn apply_row(
     // lengths just above.
     match level {
         Level::Avx512 if has_avx512f() => unsafe {
-            by_kr!(kr, wide::avx512::apply(vb, half, lo, hi, mid, src, out, k))
+            by_kr!(kr, wide::avx512::apply(vb, half, near, src, out, k))
         },
-        Level::Avx2 | Level::Avx512 if has_avx2() => unsafe {
-            by_kr!(kr, wide::avx2::apply(vb, half, lo, hi, mid, src, out, k))
+        Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
+            by_kr!(kr, wide::avx2::apply(vb, half, near, src, out, k))
         },
-        _ => apply_tail(vb, half, lo, hi, mid, src, out, [k[0], k[1]], 0),
+        _ => apply_tail(vb, half, near, src, out, k, 0),
     }
     #[cfg(not(target_arch = "x86_64"))]
-    apply_tail(vb, half, lo, hi, mid, src, out, [k[0], k[1]], 0);
+    apply_tail(vb, half, near, src, out, k, 0);
 }
 
 /// Fills a padded row's `kr` values beyond each end by mirroring
@@ -1529,59 +1551,27 @@ mod tests {
                 let rows: Vec<&[f32]> = (0..2 * kr + 1)
                     .map(|y| &img.data[n + y * w..n + (y + 1) * w])
                     .collect();
-                let os = 0.003;
-                let mut a = vec![vec![0f32; w + 2 * kr], vec![0f32; w + 2], vec![0f32; w + 2]];
+                let mut a = vec![0f32; w + 2 * kr];
                 let mut b = a.clone();
-                {
-                    let [vb, lo, hi] = &mut a[..] else { panic!() };
-                    vblur_row(level, &rows, half, os, &mut vb[kr..kr + w], lo, hi);
-                    mirror_pad(vb, kr);
-                }
-                {
-                    let [vb, lo, hi] = &mut b[..] else { panic!() };
-                    vblur_tail(
-                        &rows,
-                        half,
-                        os,
-                        [&mut vb[kr..kr + w], &mut lo[..], &mut hi[..]],
-                        0,
-                    );
-                    (lo[0], hi[0], lo[w + 1], hi[w + 1]) = (lo[1], hi[1], lo[w], hi[w]);
-                    mirror_pad(vb, kr);
-                }
+                vblur_row(level, &rows, half, &mut a[kr..kr + w]);
+                mirror_pad(&mut a, kr);
+                vblur_tail(&rows, half, &mut b[kr..kr + w], 0);
+                mirror_pad(&mut b, kr);
                 assert_eq!(a, b, "{level:?} vertical, radius {radius}, {w} wide");
                 let src: [&[f32]; 3] = std::array::from_fn(|c| &img.data[c * n..c * n + w]);
-                let (mut o1, mut o2) = (vec![0f32; 3 * w], vec![0f32; 3 * w]);
-                let k = [2.5, 0.001, 0.004];
-                let [vb, lo, hi] = &a[..] else { panic!() };
-                apply_row(
-                    level,
-                    vb,
-                    half,
-                    lo,
-                    hi,
-                    rows[kr],
-                    src,
-                    split3(&mut o1, w),
-                    k,
-                );
-                apply_tail(
-                    vb,
-                    half,
-                    lo,
-                    hi,
-                    rows[kr],
-                    src,
-                    split3(&mut o2, w),
-                    [k[0], k[1]],
-                    0,
-                );
-                let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&o1),
-                    bits(&o2),
-                    "{level:?} apply, radius {radius}, {w} wide"
-                );
+                let near = [rows[kr - 1], rows[kr], rows[kr + 1]];
+                // The clamp binding almost everywhere, and here and there.
+                for k in [[2.5, 0.001, 0.004], [0.6, 0.005, 0.05]] {
+                    let (mut o1, mut o2) = (vec![0f32; 3 * w], vec![0f32; 3 * w]);
+                    apply_row(level, &a, half, near, src, split3(&mut o1, w), k);
+                    apply_tail(&a, half, near, src, split3(&mut o2, w), k, 0);
+                    let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&o1),
+                        bits(&o2),
+                        "{level:?} apply {k:?}, radius {radius}, {w} wide"
+                    );
+                }
             }
         }
     }
@@ -1612,35 +1602,17 @@ mod tests {
                 let k = [2.5, 0.001, 0.004];
                 // The definition: every column's vertical pass, the pads,
                 // then every column's mask.
-                let (mut vb, mut lo, mut hi) =
-                    (vec![0f32; w + 2 * kr], vec![0f32; w + 2], vec![0f32; w + 2]);
-                vblur_tail(
-                    &rows,
-                    half,
-                    k[2],
-                    [&mut vb[kr..kr + w], &mut lo[..], &mut hi[..]],
-                    0,
-                );
-                (lo[0], hi[0], lo[w + 1], hi[w + 1]) = (lo[1], hi[1], lo[w], hi[w]);
+                let mut vb = vec![0f32; w + 2 * kr];
+                vblur_tail(&rows, half, &mut vb[kr..kr + w], 0);
                 mirror_pad(&mut vb, kr);
                 let src: [&[f32]; 3] = std::array::from_fn(|c| &img.data[c * n..c * n + w]);
+                let near = [rows[kr - 1], rows[kr], rows[kr + 1]];
                 let mut want = vec![0f32; 3 * w];
-                apply_tail(
-                    &vb,
-                    half,
-                    &lo,
-                    &hi,
-                    rows[kr],
-                    src,
-                    split3(&mut want, w),
-                    [k[0], k[1]],
-                    0,
-                );
+                apply_tail(&vb, half, near, src, split3(&mut want, w), k, 0);
                 let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 let mut got = vec![0f32; 3 * w];
-                let mut work = [vec![0f32; w + 2 * kr], vec![0f32; w + 2], vec![0f32; w + 2]];
-                let [a, b, c] = &mut work;
-                mask_row(level, &rows, half, k, [a, b, c], src, split3(&mut got, w));
+                let mut work = vec![0f32; w + 2 * kr];
+                mask_row(level, &rows, half, k, &mut work, src, split3(&mut got, w));
                 assert_eq!(
                     bits(&got),
                     bits(&want),
