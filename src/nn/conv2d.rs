@@ -10,6 +10,10 @@
 //! column stride H·W). Bands run in parallel on rayon threads, each GEMM
 //! single-threaded: on this 2-core AVX-512 machine that reaches about
 //! 100 GFLOP/s for 64 channels (see benches/nn_conv.rs).
+//! Stride-1 zero-padded 3x3 layers with at most 32 output channels run on
+//! AVX-512 CPUs as a direct kernel instead ([`super::conv3x3_direct`], the
+//! same bits). One-GEMM layers (1x1, strided, K <= 512) let the GEMM
+//! overwrite the output and add the bias with the activation.
 
 use std::cell::RefCell;
 
