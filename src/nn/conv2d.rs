@@ -10,11 +10,16 @@
 //! column stride H·W). Bands run in parallel on rayon threads, each GEMM
 //! single-threaded: on this 2-core AVX-512 machine that reaches about
 //! 100 GFLOP/s for 64 channels (see benches/nn_conv.rs).
+//! Stride-1 zero-padded 3x3 layers with at most 32 output channels run on
+//! AVX-512 CPUs as a direct kernel instead ([`super::conv3x3_direct`], the
+//! same bits). One-GEMM layers (1x1, strided, K <= 512) let the GEMM
+//! overwrite the output and add the bias with the activation.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::conv3x3_direct::{self, DirectBand};
 use super::{Activation, BufferPool, Tensor};
 use crate::error::{Error, Result};
 
@@ -61,6 +66,11 @@ pub const BAND_PIXELS: usize = 512;
 /// beyond [`BAND_PIXELS`] for small K so that per-call GEMM overhead stays
 /// small, and shrink to it for 3x3x64 so the matrix stays in L2.
 pub const BAND_SCRATCH: usize = 1 << 18;
+
+/// Largest K the `gemm` crate (0.19) sums in one block (one register
+/// chain per output); larger K are split into blocks accumulated in the
+/// output.
+const GEMM_ONE_BLOCK: usize = 512;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -208,7 +218,12 @@ impl Conv2d {
             .ok_or_else(|| Error::invalid("conv2d: output size overflows"))?;
         let mut data: Vec<f32> = pool.take(len);
         let k = self.cin * self.kh * self.kw;
-        let band_pixels = (BAND_SCRATCH / k).max(BAND_PIXELS);
+        let band_pixels = if self.direct3x3() {
+            // the direct path's scratch holds Cin·(rows + 2) input rows
+            (BAND_SCRATCH / self.cin).max(BAND_PIXELS)
+        } else {
+            (BAND_SCRATCH / k).max(BAND_PIXELS)
+        };
         let rows_per_band = (band_pixels / wo.max(1)).max(1);
         let bands: Vec<(usize, usize, usize)> = (0..n)
             .flat_map(|b| {
@@ -236,48 +251,103 @@ impl Conv2d {
             self.band(x, band, act);
         });
         // SAFETY: the bands cover rows 0..ho of every plane of every batch
-        // item, and each initialised all of its elements (bias fill) before
-        // the GEMM read them.
+        // item, and each initialised all of its elements (a bias fill
+        // before any GEMM read them, an overwriting GEMM or the direct
+        // kernel's stores).
         unsafe { data.set_len(len) };
         Tensor::from_vec([n, self.cout, ho, wo], data)
     }
 
+    /// Whether the direct 3x3 kernel ([`conv3x3_direct`]) computes this
+    /// layer on this CPU (the same bits as the GEMM path).
+    fn direct3x3(&self) -> bool {
+        matches!(self.padding, Padding::Zero(p) if conv3x3_direct::supports(self.cout, self.kh, self.kw, self.stride, p))
+            && conv3x3_direct::simd_available()
+    }
+
     /// Computes one band of the output (see [`Band`]).
     fn band(&self, x: &Tensor, o: Band, act: Activation) {
-        let (npix, dst, plane_out) = (o.npix(), o.dst, o.plane_out);
-        // Bias first (this initialises the band's elements), then GEMM
-        // accumulates onto it.
-        for (co, &bv) in self.bias.iter().enumerate() {
-            // SAFETY: rows y0..y1 of plane `co` are inside the output buffer's
-            // capacity and written by this band only; viewed as possibly
-            // uninitialised values until filled.
-            let row = unsafe {
-                std::slice::from_raw_parts_mut(
-                    dst.add(co * plane_out).cast::<std::mem::MaybeUninit<f32>>(),
-                    npix,
-                )
-            };
-            row.fill(std::mem::MaybeUninit::new(bv));
+        if self.direct3x3() {
+            self.band_direct(x, o, act, true);
+            return;
         }
+        self.band_gemm(x, o, act);
+    }
+
+    /// [`Self::band`] by the direct 3x3 kernel (`simd`: its AVX-512 kernel,
+    /// else its scalar twin). The layer must be one
+    /// [`conv3x3_direct::supports`].
+    fn band_direct(&self, x: &Tensor, o: Band, act: Activation, simd: bool) {
+        let plane_in = x.plane_len();
+        let xs = &x.data()[o.b * self.cin * plane_in..(o.b + 1) * self.cin * plane_in];
+        let a = DirectBand {
+            x: xs,
+            h: x.h(),
+            w: x.w(),
+            cin: self.cin,
+            cout: self.cout,
+            weight: &self.weight,
+            bias: &self.bias,
+            y0: o.y0,
+            y1: o.y1,
+            dst: o.dst,
+            plane_out: o.plane_out,
+            act,
+        };
+        SCRATCH.with(|s| {
+            // SAFETY: `o.dst` is the band's output (see `band`): rows
+            // y0..y1 of every plane, written by this band only; the shapes
+            // are the layer's and the input's (output = input size).
+            unsafe { conv3x3_direct::band(&a, &mut s.borrow_mut(), simd) }
+        });
+    }
+
+    /// [`Self::band`] by GEMMs (bias fill, GEMM, activation).
+    fn band_gemm(&self, x: &Tensor, o: Band, act: Activation) {
+        let (npix, dst, plane_out) = (o.npix(), o.dst, o.plane_out);
         let direct = self.kh == 1 && self.kw == 1 && self.stride == 1 && self.padding.amount() == 0;
-        if !direct && self.row_shift() {
+        let row_shift = !direct && self.row_shift();
+        // One GEMM over K <= GEMM_ONE_BLOCK (the gemm crate then sums all
+        // of K in one register chain): it overwrites the output and the
+        // bias is added after, `acc + b` (== `b + acc`, the sum a GEMM onto
+        // a bias fill gives) fused with the activation. Otherwise (several
+        // GEMMs or K blocks accumulate) the bias goes first.
+        let bias_after = !row_shift && self.cin * self.kh * self.kw <= GEMM_ONE_BLOCK;
+        if !bias_after {
+            for (co, &bv) in self.bias.iter().enumerate() {
+                // SAFETY: rows y0..y1 of plane `co` are inside the output
+                // buffer's capacity and written by this band only; viewed as
+                // possibly uninitialised values until filled.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.add(co * plane_out).cast::<std::mem::MaybeUninit<f32>>(),
+                        npix,
+                    )
+                };
+                row.fill(std::mem::MaybeUninit::new(bv));
+            }
+        }
+        if row_shift {
             self.band_row_shift(x, o);
         } else {
-            self.band_im2col(x, o, direct);
+            self.band_im2col(x, o, direct, !bias_after);
         }
-        if act != Activation::None {
-            for co in 0..self.cout {
-                // SAFETY: as for the bias fill above.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.add(co * plane_out), npix) };
-                act.apply(row);
+        for (co, &bv) in self.bias.iter().enumerate() {
+            // SAFETY: as for the bias fill above; every element is
+            // initialised now (bias fill or an overwriting GEMM).
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(co * plane_out), npix) };
+            if bias_after {
+                row.iter_mut().for_each(|v| *v += bv);
             }
+            act.apply(row);
         }
     }
 
     /// The GEMM of output rows `y0..y1` over a full im2col matrix (or, for
     /// a 1x1 conv, straight over the input planes). `dst` as in
-    /// [`Self::band`], already holding the bias.
-    fn band_im2col(&self, x: &Tensor, o: Band, direct: bool) {
+    /// [`Self::band`]; `accumulate`: onto its values (the bias), else
+    /// overwriting them.
+    fn band_im2col(&self, x: &Tensor, o: Band, direct: bool, accumulate: bool) {
         let Band {
             b,
             y0,
@@ -306,12 +376,24 @@ impl Conv2d {
             // lhs_cs (inside the scratch buffer or the input, whose plane 0
             // of item b starts a contiguous run of cin planes); rhs is
             // k x cout, the row-major OIHW weights read transposed.
-            unsafe { self.gemm_acc(npix, k, dst, plane_out, lhs, lhs_cs, self.weight.as_ptr()) };
+            unsafe {
+                self.gemm_acc(
+                    npix,
+                    k,
+                    dst,
+                    plane_out,
+                    lhs,
+                    lhs_cs,
+                    self.weight.as_ptr(),
+                    accumulate,
+                )
+            };
         });
     }
 
-    /// `dst += lhs · rhsᵀ`: `dst` is `npix x cout` (row stride 1, column
-    /// stride `plane_out`), `lhs` is `npix x k` (row stride 1, column stride
+    /// `dst += lhs · rhsᵀ` (`accumulate`; else `dst = lhs · rhsᵀ`, `dst`
+    /// not read): `dst` is `npix x cout` (row stride 1, column stride
+    /// `plane_out`), `lhs` is `npix x k` (row stride 1, column stride
     /// `lhs_cs`), `rhs` is `cout x k` row-major. Single-threaded GEMM.
     ///
     /// # Safety
@@ -327,6 +409,7 @@ impl Conv2d {
         lhs: *const f32,
         lhs_cs: isize,
         rhs: *const f32,
+        accumulate: bool,
     ) {
         // SAFETY: the caller's contract.
         unsafe {
@@ -337,7 +420,7 @@ impl Conv2d {
                 dst,
                 plane_out as isize,
                 1,
-                true,
+                accumulate,
                 lhs,
                 lhs_cs,
                 1,
@@ -419,6 +502,7 @@ impl Conv2d {
                         p.as_ptr().add(ky * wo),
                         next as isize,
                         self.weight_rows.as_ptr().add(ky * self.cout * k),
+                        true,
                     )
                 };
             }
@@ -542,5 +626,148 @@ fn reflect_index(i: isize, n: usize) -> isize {
         2 * (n as isize - 1) - i
     } else {
         i
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A layer of `shape` with deterministic pseudo-random weights.
+    fn layer(shape: [usize; 4], seed: u32) -> Conv2d {
+        let [cout, cin, kh, kw] = shape;
+        let mut r = seed;
+        let mut next = move || {
+            r = r.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (r >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let weight: Vec<f32> = (0..cout * cin * kh * kw).map(|_| next()).collect();
+        let bias: Vec<f32> = (0..cout).map(|_| next()).collect();
+        Conv2d::new(weight, bias, shape, 1, Padding::Zero(kh / 2)).expect("layer")
+    }
+
+    /// The layers whose GEMM overwrites the output and adds the bias after
+    /// (1x1, stride 2, K <= GEMM_ONE_BLOCK) give the bits of a GEMM
+    /// accumulating onto a bias fill.
+    #[test]
+    fn bias_after_the_gemm_equals_a_bias_fill_first() {
+        for (shape, stride, [n, h, w], rows) in [
+            ([12, 16, 1, 1], 1, [1, 9, 21], 4),
+            ([64, 32, 1, 1], 1, [1, 5, 40], 5),
+            ([32, 16, 3, 3], 2, [1, 12, 34], 2),
+            ([8, 3, 3, 3], 2, [2, 7, 9], 3),
+        ] {
+            let mut c = layer(shape, 7 + h as u32);
+            c.stride = stride;
+            let direct = shape[2] == 1;
+            assert!(c.cin * c.kh * c.kw <= GEMM_ONE_BLOCK && !c.row_shift());
+            let x = input([n, shape[1], h, w]);
+            let (ho, wo) = c.output_size(h, w).expect("size");
+            let xs = x.clone();
+            let bands = |f: &dyn Fn(Band)| {
+                let mut out = vec![f32::NAN; n * c.cout * ho * wo];
+                for b in 0..n {
+                    for y0 in (0..ho).step_by(rows) {
+                        f(Band {
+                            b,
+                            y0,
+                            y1: (y0 + rows).min(ho),
+                            wo,
+                            plane_out: ho * wo,
+                            dst: out[b * c.cout * ho * wo + y0 * wo..].as_mut_ptr(),
+                        });
+                    }
+                }
+                out
+            };
+            for act in [Activation::Relu, Activation::None] {
+                let got = bands(&|o| c.band_gemm(&xs, o, act));
+                let want = bands(&|o| {
+                    for co in 0..c.cout {
+                        // SAFETY: the band's rows of plane co.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(o.dst.add(co * o.plane_out), o.npix())
+                        };
+                        row.fill(c.bias[co]);
+                    }
+                    c.band_im2col(&xs, o, direct, true);
+                    for co in 0..c.cout {
+                        // SAFETY: as above.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(o.dst.add(co * o.plane_out), o.npix())
+                        };
+                        act.apply(row);
+                    }
+                });
+                assert!(want.iter().all(|v| v.is_finite()));
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(g.to_bits(), e.to_bits(), "{shape:?} {act:?}: element {i}");
+                }
+            }
+        }
+    }
+
+    fn input(shape: [usize; 4]) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v = (0..n)
+            .map(|i| ((i * 7919 % 1000) as f32 / 250.0 - 2.0) * if i % 11 == 0 { 0.0 } else { 1.0 })
+            .collect();
+        Tensor::from_vec(shape, v).expect("shape")
+    }
+
+    /// Runs every band of `c` on `x` through `f` (one band per `rows`).
+    fn by_bands(c: &Conv2d, x: &Tensor, rows: usize, f: impl Fn(&Tensor, Band)) -> Vec<f32> {
+        let [n, _, h, w] = x.shape();
+        let mut out = vec![f32::NAN; n * c.cout * h * w];
+        for b in 0..n {
+            for y0 in (0..h).step_by(rows) {
+                let band = Band {
+                    b,
+                    y0,
+                    y1: (y0 + rows).min(h),
+                    wo: w,
+                    plane_out: h * w,
+                    dst: out[b * c.cout * h * w + y0 * w..].as_mut_ptr(),
+                };
+                f(x, band);
+            }
+        }
+        out
+    }
+
+    /// The direct 3x3 kernel (scalar twin and, where the CPU has it, the
+    /// AVX-512 one) gives the GEMM path's bits: odd sizes, borders, bands
+    /// of one and several rows, ReLU and none.
+    #[test]
+    fn direct_3x3_equals_the_gemm_path_bit_for_bit() {
+        for (shape, [n, h, w], rows) in [
+            ([8, 9, 3, 3], [1, 13, 37], 4),
+            ([16, 5, 3, 3], [2, 7, 70], 1),
+            ([16, 16, 3, 3], [1, 9, 33], 9),
+            ([4, 1, 3, 3], [1, 3, 5], 2),
+            ([32, 32, 3, 3], [1, 6, 66], 3),
+        ] {
+            let c = layer(shape, (h * w) as u32);
+            assert!(conv3x3_direct::supports(c.cout, 3, 3, 1, 1));
+            let x = input([n, shape[1], h, w]);
+            for act in [Activation::Relu, Activation::None] {
+                let want = by_bands(&c, &x, rows, |x, o| c.band_gemm(x, o, act));
+                assert!(want.iter().all(|v| v.is_finite()));
+                let mut simds = vec![false];
+                if conv3x3_direct::simd_available() {
+                    simds.push(true);
+                }
+                for simd in simds {
+                    let got = by_bands(&c, &x, rows, |x, o| c.band_direct(x, o, act, simd));
+                    for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            g.to_bits(),
+                            e.to_bits(),
+                            "{shape:?} {act:?} simd {simd}: element {i}: {g} vs {e}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -92,7 +92,7 @@ use super::bayer_tiles::{
 use super::classical_base::ClassicalBase;
 use super::combine::{add_assign, concat_pooled};
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
-use super::shuffle::{pixel_shuffle_pooled, pixel_unshuffle_pooled};
+use super::shuffle::{pixel_shuffle_add_pooled, pixel_shuffle_pooled, pixel_unshuffle_pooled};
 use super::{Activation, BufferPool, Conv2d, Padding, Tensor, Weights};
 use crate::error::{Error, Result};
 
@@ -515,6 +515,13 @@ impl DmdnUnet {
             pool.give(u);
             Ok(s)
         };
+        // pixel_shuffle(c(x), 2) + a in one pass, x kept
+        let up2_add = |c: &Conv2d, x: &Tensor, a: &Tensor| -> Result<Tensor> {
+            let u = c.forward_pooled(x, none, pool)?;
+            let s = pixel_shuffle_add_pooled(&u, 2, a, pool)?;
+            pool.give(u);
+            Ok(s)
+        };
         let packed = pixel_unshuffle_pooled(mosaic, 2, pool)?;
         let x = if self.cfg.noise_channels > 0 {
             let x = concat_pooled(&[&packed, noise], pool)?;
@@ -531,22 +538,19 @@ impl DmdnUnet {
             for c in &l4.e4 {
                 e4 = step(c, e4, relu)?;
             }
-            let s3 = up2(&l4.u3, &e4, none)?;
+            let s3 = up2_add(&l4.u3, &e4, &e3)?;
             pool.give(e4);
-            add_assign(&mut e3, &s3)?;
-            pool.give(s3);
+            pool.give(std::mem::replace(&mut e3, s3));
         }
         for c in &self.e3 {
             e3 = step(c, e3, relu)?;
         }
-        let mut s2 = up2(&self.u2, &e3, none)?;
+        let s2 = up2_add(&self.u2, &e3, &e2)?;
         pool.give(e3);
-        add_assign(&mut s2, &e2)?;
         pool.give(e2);
         let d2 = step(&self.d2, s2, relu)?;
-        let mut s1 = up2(&self.u1, &d2, none)?;
+        let s1 = up2_add(&self.u1, &d2, &e1)?;
         pool.give(d2);
-        add_assign(&mut s1, &e1)?;
         pool.give(e1);
         let d1 = step(&self.d1, s1, relu)?;
         let up = up2(&self.head, &d1, none)?;

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | tensor.rs | [`Tensor`]: NCHW f32 buffer with checked constructors |
 //! | conv2d.rs | [`Conv2d`]: 1x1 / 3x3, stride 1 / 2, zero / reflect padding, fused activation |
+//! | conv3x3_direct.rs | 3x3 stride-1 convs with few output channels without im2col (the GEMM path's bits) |
 //! | activations.rs | [`Activation`]: ReLU, LeakyReLU, sigmoid |
 //! | shuffle.rs | pixel (un)shuffle |
 //! | combine.rs | channel concat, element-wise add |
@@ -28,6 +29,7 @@ pub mod bayer_tiles;
 pub mod classical_base;
 pub mod combine;
 pub mod conv2d;
+pub mod conv3x3_direct;
 pub mod demosaic_net;
 pub mod dmdn;
 pub mod dmdn_unet;

@@ -17,6 +17,28 @@ pub fn pixel_shuffle(x: &Tensor, r: usize) -> Result<Tensor> {
 /// [`pixel_shuffle`] with the output on a buffer from `pool`. Output row
 /// by output row (each written once, interleaving its `r` source rows).
 pub fn pixel_shuffle_pooled(x: &Tensor, r: usize, pool: &BufferPool) -> Result<Tensor> {
+    shuffle_into(x, r, None, pool)
+}
+
+/// `pixel_shuffle(x, r) + addend` (element-wise, `addend` of the shuffled
+/// shape) on a buffer from `pool`: one pass instead of a shuffle and an
+/// add, the same values (`shuffled + addend`, as [`super::combine::add_assign`]
+/// on the shuffled tensor).
+pub fn pixel_shuffle_add_pooled(
+    x: &Tensor,
+    r: usize,
+    addend: &Tensor,
+    pool: &BufferPool,
+) -> Result<Tensor> {
+    shuffle_into(x, r, Some(addend), pool)
+}
+
+fn shuffle_into(
+    x: &Tensor,
+    r: usize,
+    addend: Option<&Tensor>,
+    pool: &BufferPool,
+) -> Result<Tensor> {
     let [n, cr, h, w] = x.shape();
     if r == 0 || cr % (r * r) != 0 {
         return Err(Error::invalid(format!(
@@ -25,11 +47,24 @@ pub fn pixel_shuffle_pooled(x: &Tensor, r: usize, pool: &BufferPool) -> Result<T
     }
     let c = cr / (r * r);
     let (ho, wo) = (h * r, w * r);
-    let mut out = pool.zeros([n, c, ho, wo])?;
+    let shape = [n, c, ho, wo];
+    if let Some(a) = addend {
+        if a.shape() != shape {
+            return Err(Error::invalid(format!(
+                "pixel_shuffle: addend {:?} is not {shape:?}",
+                a.shape()
+            )));
+        }
+    }
+    let len = Tensor::numel(shape)?;
+    let mut v = pool.take(len);
+    // Every element is written once below, in order: build the buffer row
+    // by row without zeroing it first.
+    let mut row = vec![0f32; wo];
     for b in 0..n {
         for co in 0..c {
-            let dst = out.plane_mut(b, co);
-            for (yo, drow) in dst.chunks_exact_mut(wo.max(1)).enumerate() {
+            let plane = (b * c + co) * ho * wo;
+            for yo in 0..ho {
                 let (y, dy) = (yo / r, yo % r);
                 let src = |dx: usize| {
                     let p = x.plane(b, co * r * r + dy * r + dx);
@@ -37,21 +72,28 @@ pub fn pixel_shuffle_pooled(x: &Tensor, r: usize, pool: &BufferPool) -> Result<T
                 };
                 if r == 2 {
                     let (s0, s1) = (src(0), src(1));
-                    for (d, (&a, &bv)) in drow.chunks_exact_mut(2).zip(s0.iter().zip(s1)) {
+                    for (d, (&a, &bv)) in row.chunks_exact_mut(2).zip(s0.iter().zip(s1)) {
                         d[0] = a;
                         d[1] = bv;
                     }
                 } else {
                     for dx in 0..r {
-                        for (d, &v) in drow[dx..].iter_mut().step_by(r).zip(src(dx)) {
+                        for (d, &v) in row[dx..].iter_mut().step_by(r).zip(src(dx)) {
                             *d = v;
                         }
                     }
                 }
+                if let Some(a) = addend {
+                    let at = plane + yo * wo;
+                    row.iter_mut()
+                        .zip(&a.data()[at..at + wo])
+                        .for_each(|(d, &e)| *d += e);
+                }
+                v.extend_from_slice(&row);
             }
         }
     }
-    Ok(out)
+    Tensor::from_vec(shape, v)
 }
 
 /// `(N, C, H, W) -> (N, C·r², H/r, W/r)`; H and W must be multiples of `r`.

@@ -1,0 +1,310 @@
+//! Direct (register-blocked) 3x3 stride-1 zero-padded convolution for
+//! layers with few output channels, bit for bit the row-shift GEMM of
+//! [`super::Conv2d`].
+//!
+//! The GEMM path copies every input row three times (one per kernel
+//! column) into an im2col matrix and runs one GEMM per kernel row; with
+//! 8 or 16 output channels the GEMM is narrow and the copies and the
+//! output's bias fill and activation pass dominate. Here a band of output
+//! rows reads one zero-bordered copy of its input rows and keeps 4 output
+//! channels x 32 pixels in registers.
+//!
+//! Arithmetic (the `gemm` crate's, so results equal the GEMM path's): per
+//! output value, starting from the bias `o = b`, for each kernel row `ky`
+//! a partial sum `s = 0`, then `s = fma(x, w, s)` over the taps in
+//! `(ci, kx)` order (input channel outer), then `o = o + s`; the
+//! activation last. Inputs and outputs are NCHW planes (rows of `w` f32
+//! values, pixels contiguous).
+
+use super::Activation;
+
+/// Output pixels per register strip (two AVX-512 vectors).
+const STRIP: usize = 32;
+/// Output channels per register block.
+const CO_BLOCK: usize = 4;
+/// Largest output channel count the direct path takes (wider layers run
+/// efficiently as GEMMs; `fastb` at 12 MP, 1 thread, user CPU: direct up
+/// to 16, 32 and 64 channels 8.7, 8.5 and 8.5 s against 9.3 s for the
+/// GEMM path).
+pub const MAX_COUT: usize = 32;
+
+/// One band of output rows of a 3x3 stride-1 convolution with zero
+/// padding 1 (output the input's size).
+pub struct DirectBand<'a> {
+    /// Input item: `cin` planes of `h x w`, row-major.
+    pub x: &'a [f32],
+    /// Input (and output) rows.
+    pub h: usize,
+    /// Input (and output) columns.
+    pub w: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels (a multiple of [`CO_BLOCK`]).
+    pub cout: usize,
+    /// `[cout, cin, 3, 3]` row-major (PyTorch OIHW).
+    pub weight: &'a [f32],
+    /// `[cout]`.
+    pub bias: &'a [f32],
+    /// First output row of the band.
+    pub y0: usize,
+    /// One past the last output row of the band.
+    pub y1: usize,
+    /// Output element `(co, y0, 0)`; channel planes `plane_out` apart, rows
+    /// `w` apart; written (not read) for rows `y0..y1` of every channel.
+    pub dst: *mut f32,
+    /// Distance between output channel planes (elements).
+    pub plane_out: usize,
+    /// Applied to every output value last.
+    pub act: Activation,
+}
+
+/// Whether the direct path computes a layer of `cout` output channels
+/// with a `kh x kw` kernel, `stride` and zero padding `pad`.
+pub fn supports(cout: usize, kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
+    kh == 3
+        && kw == 3
+        && stride == 1
+        && pad == 1
+        && cout.is_multiple_of(CO_BLOCK)
+        && cout <= MAX_COUT
+}
+
+/// Whether this CPU runs the SIMD kernel (AVX-512F); elsewhere
+/// [`super::Conv2d`] keeps its GEMM path (same results; the scalar twin
+/// [`band`] with `simd = false` is the reference the tests compare).
+pub fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Computes one band into `a.dst` using `scratch` for the zero-bordered
+/// input rows and a partial strip's outputs. `simd` selects the AVX-512 kernel
+/// and is ignored where [`simd_available`] is false; both give the same
+/// bits.
+///
+/// # Safety
+/// `a.dst` must be valid for writes of rows `y0..y1` (each `w` values) of
+/// `cout` planes `plane_out` apart, written by no one else meanwhile; the
+/// shapes of `a` must agree (`x.len() >= cin·h·w`, `weight.len() ==
+/// cout·cin·9`, `bias.len() == cout`, `y1 <= h`).
+pub unsafe fn band(a: &DirectBand<'_>, scratch: &mut Vec<f32>, simd: bool) {
+    let (h, w, cin, cout) = (a.h, a.w, a.cin, a.cout);
+    let npw = w.div_ceil(STRIP) * STRIP;
+    // Padded row: column -1 at index 0, columns 0..w at 1..=w, zeros up to
+    // npw + 2 so every strip's loads stay inside.
+    let pw = npw + 2;
+    let prow = a.y1 - a.y0 + 2;
+    let pad_len = cin * prow * pw;
+    let need = pad_len + CO_BLOCK * STRIP;
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let (pad, tmp) = scratch[..need].split_at_mut(pad_len);
+    for ci in 0..cin {
+        let src = &a.x[ci * h * w..(ci + 1) * h * w];
+        for (pr, prow_buf) in pad[ci * prow * pw..(ci + 1) * prow * pw]
+            .chunks_exact_mut(pw)
+            .enumerate()
+        {
+            // input row y0 - 1 + pr
+            let iy = (a.y0 + pr).checked_sub(1).filter(|&y| y < h);
+            match iy {
+                Some(iy) => {
+                    prow_buf[0] = 0.0;
+                    prow_buf[1..=w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
+                    prow_buf[w + 1..].fill(0.0);
+                }
+                None => prow_buf.fill(0.0),
+            }
+        }
+    }
+    let simd = simd && simd_available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
+    for r in 0..a.y1 - a.y0 {
+        // SAFETY: row y0 + r of every plane is inside the band's output
+        // (the caller's contract).
+        let row = unsafe { a.dst.add(r * w) };
+        for x0 in (0..npw).step_by(STRIP) {
+            // Whole strips go straight to the output, the last (partial)
+            // one through `tmp` (CO_BLOCK x STRIP).
+            let whole = x0 + STRIP <= w;
+            for cb in (0..cout).step_by(CO_BLOCK) {
+                let sink = if whole {
+                    Sink {
+                        // SAFETY: as above; x0 + STRIP <= w.
+                        ptr: unsafe { row.add(cb * a.plane_out + x0) },
+                        cs: a.plane_out,
+                    }
+                } else {
+                    Sink {
+                        ptr: tmp.as_mut_ptr(),
+                        cs: STRIP,
+                    }
+                };
+                let s = Strip {
+                    pad,
+                    pw,
+                    prow,
+                    r,
+                    x0,
+                    cin,
+                    weight: a.weight,
+                    bias: a.bias,
+                    cb,
+                };
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    // SAFETY: AVX-512F is available (checked above); the
+                    // sink is valid for the strip's writes.
+                    unsafe { strip_avx512(&s, sink) };
+                    if !whole {
+                        tail(tmp, row, cb, x0, w, a.plane_out);
+                    }
+                    continue;
+                }
+                // SAFETY: as above.
+                unsafe { strip_scalar(&s, sink) };
+                if !whole {
+                    tail(tmp, row, cb, x0, w, a.plane_out);
+                }
+            }
+        }
+        for co in 0..cout {
+            // SAFETY: row y0 + r of plane co, written above.
+            let d = unsafe { std::slice::from_raw_parts_mut(row.add(co * a.plane_out), w) };
+            a.act.apply(d);
+        }
+    }
+}
+
+/// Copies a partial strip's columns `x0..w` from `tmp` (`CO_BLOCK x
+/// STRIP`) to channels `cb..cb + CO_BLOCK` of the output row at `row`.
+fn tail(tmp: &[f32], row: *mut f32, cb: usize, x0: usize, w: usize, plane_out: usize) {
+    for c in 0..CO_BLOCK {
+        // SAFETY: columns x0..w of row `row` of plane cb + c are inside the
+        // band's output ([`band`]'s contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                tmp[c * STRIP..].as_ptr(),
+                row.add((cb + c) * plane_out + x0),
+                w - x0,
+            )
+        };
+    }
+}
+
+/// One register block: output row `r` of the band, pixels `x0..x0 +
+/// STRIP`, channels `cb..cb + CO_BLOCK`.
+struct Strip<'a> {
+    pad: &'a [f32],
+    pw: usize,
+    prow: usize,
+    r: usize,
+    x0: usize,
+    cin: usize,
+    weight: &'a [f32],
+    bias: &'a [f32],
+    cb: usize,
+}
+
+/// Where a strip's `CO_BLOCK x STRIP` outputs go: channel `c`'s 32 values
+/// at `ptr + c·cs`, valid for those writes.
+#[derive(Clone, Copy)]
+struct Sink {
+    ptr: *mut f32,
+    cs: usize,
+}
+
+/// The scalar twin of [`strip_avx512`].
+///
+/// # Safety
+/// `sink` must be valid for the strip's writes.
+unsafe fn strip_scalar(s: &Strip<'_>, sink: Sink) {
+    let mut out = [[0f32; STRIP]; CO_BLOCK];
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = [s.bias[s.cb + c]; STRIP];
+    }
+    for ky in 0..3 {
+        let mut acc = [[0f32; STRIP]; CO_BLOCK];
+        for ci in 0..s.cin {
+            let at = (ci * s.prow + s.r + ky) * s.pw + s.x0;
+            let row = &s.pad[at..at + STRIP + 2];
+            for kx in 0..3 {
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let wv = s.weight[((s.cb + c) * s.cin + ci) * 9 + ky * 3 + kx];
+                    for (j, v) in a.iter_mut().enumerate() {
+                        *v = row[kx + j].mul_add(wv, *v);
+                    }
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(&acc) {
+            o.iter_mut().zip(a).for_each(|(o, &a)| *o += a);
+        }
+    }
+    for (c, o) in out.iter().enumerate() {
+        // SAFETY: the caller's contract (see [`Sink`]).
+        unsafe { std::ptr::copy_nonoverlapping(o.as_ptr(), sink.ptr.add(c * sink.cs), STRIP) };
+    }
+}
+
+/// [`strip_scalar`] with AVX-512F: the same fused multiply-adds and adds
+/// in the same order, 16 lanes at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn strip_avx512(s: &Strip<'_>, sink: Sink) {
+    use std::arch::x86_64::*;
+    // The bounds of the unchecked loads and stores below ([`band`] sizes
+    // the buffers so).
+    debug_assert!(((s.cin - 1) * s.prow + s.r + 2) * s.pw + s.x0 + STRIP + 2 <= s.pad.len());
+    debug_assert!((s.cb + CO_BLOCK) * s.cin * 9 <= s.weight.len());
+    let zero = _mm512_setzero_ps();
+    let mut out = [[zero; 2]; CO_BLOCK];
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = [_mm512_set1_ps(s.bias[s.cb + c]); 2];
+    }
+    let wp = s.weight.as_ptr();
+    for ky in 0..3 {
+        let mut acc = [[zero; 2]; CO_BLOCK];
+        for ci in 0..s.cin {
+            // SAFETY: the row's last load ends at x0 + 34 <= pw, inside pad.
+            let row = unsafe { s.pad.as_ptr().add((ci * s.prow + s.r + ky) * s.pw + s.x0) };
+            for kx in 0..3 {
+                // SAFETY: as above.
+                let (v0, v1) = unsafe {
+                    (
+                        _mm512_loadu_ps(row.add(kx)),
+                        _mm512_loadu_ps(row.add(kx + 16)),
+                    )
+                };
+                for (c, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: the index is below (cb + CO_BLOCK)·cin·9.
+                    let wv = unsafe {
+                        _mm512_set1_ps(*wp.add(((s.cb + c) * s.cin + ci) * 9 + ky * 3 + kx))
+                    };
+                    a[0] = _mm512_fmadd_ps(v0, wv, a[0]);
+                    a[1] = _mm512_fmadd_ps(v1, wv, a[1]);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(&acc) {
+            o[0] = _mm512_add_ps(o[0], a[0]);
+            o[1] = _mm512_add_ps(o[1], a[1]);
+        }
+    }
+    for (c, o) in out.iter().enumerate() {
+        // SAFETY: the caller's contract (see [`Sink`]).
+        unsafe {
+            let d = sink.ptr.add(c * sink.cs);
+            _mm512_storeu_ps(d, o[0]);
+            _mm512_storeu_ps(d.add(16), o[1]);
+        }
+    }
+}
