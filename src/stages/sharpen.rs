@@ -1001,6 +1001,13 @@ fn has_avx2_fma() -> bool {
     has_avx2() && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// Whether this CPU has AVX-512F and FMA (the 16-lane kernels' instruction
+/// sets; every AVX-512F CPU has FMA, but the kernels are compiled for both).
+#[cfg(target_arch = "x86_64")]
+fn has_avx512f_fma() -> bool {
+    has_avx512f() && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// Calls `f::<KR>(args)` with the const `KR` equal to `kr` (1 ..= 15).
 #[cfg(target_arch = "x86_64")]
 macro_rules! by_kr {
@@ -1061,7 +1068,7 @@ fn mask_row(
         // SAFETY: each level's instruction set checked at run time; the
         // lengths just above (kr <= MAX_KR < CHUNK).
         match level {
-            Level::Avx512 if has_avx512f() => unsafe {
+            Level::Avx512 if has_avx512f_fma() => unsafe {
                 by_kr!(kr, wide::avx512::mask_row(win, half, k, vb, src, out))
             },
             Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
@@ -1103,7 +1110,7 @@ fn vblur_row(level: Level, rows: &[&[f32]], half: &[f32], out: &mut [f32]) {
     // SAFETY: each level's instruction set checked at run time; the
     // lengths just above.
     match level {
-        Level::Avx512 if has_avx512f() => unsafe {
+        Level::Avx512 if has_avx512f_fma() => unsafe {
             by_kr!(kr, wide::avx512::vblur(rows, half, out))
         },
         Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
@@ -1143,7 +1150,7 @@ fn apply_row(
     // SAFETY: each level's instruction set checked at run time; the
     // lengths just above.
     match level {
-        Level::Avx512 if has_avx512f() => unsafe {
+        Level::Avx512 if has_avx512f_fma() => unsafe {
             by_kr!(kr, wide::avx512::apply(vb, half, near, src, out, k))
         },
         Level::Avx2 | Level::Avx512 if has_avx2_fma() => unsafe {
