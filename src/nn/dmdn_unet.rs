@@ -421,7 +421,11 @@ impl DmdnUnet {
     /// every tile mapped and zeroed it afresh: the window is capped so that
     /// tensor stays under it (864 for `fastb`; 12 MP, `dm` medians of two
     /// rounds, Intel Xeon, quiet: 1 thread 3.22-3.27 -> 3.06-3.22 s, 2
-    /// threads 1.86-2.11 -> 1.72-1.73 s).
+    /// threads 1.86-2.11 -> 1.72-1.73 s). Since tensors come from a
+    /// per-run [`super::pool::BufferPool`] the threshold no longer costs
+    /// a mapping per tile, but 1024-2000 px tiles measured no faster (user
+    /// CPU, loaded Xeon) while peak memory grew 585 -> 986 MB: the cap
+    /// stays.
     pub fn default_tile(&self) -> usize {
         let max = if self.cfg.levels() > 3 { 1536 } else { 1024 };
         let align = self.cfg.align();
