@@ -79,6 +79,12 @@ UNET_SIZES = {
     # blended in per pixel by a gate; grows from `fastg`/`fast` files
     "fastb": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
                   gate=(2, 6), base="rcd_mlri"),
+    # `fastb` with chroma smoothing: after the gated smoothing, the colour
+    # differences (R - G, B - G) get gated box means of their own (radii 4
+    # and 12) at constant luminance (R + 2G + B) / 4, so flat areas can
+    # average chroma noise far wider than luminance; grows from `fastb` files
+    "fastc": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
+                  gate=(2, 6), base="rcd_mlri", chroma=(4, 12)),
     "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
 }
 GATE_INIT = -4.0
@@ -86,6 +92,8 @@ GATE_SCALE = 50.0
 # the classical-base gate starts at sigmoid(-3) ~ 0.047: the grown model is
 # almost the file's function
 BASE_GATE_INIT = -3.0
+# the 1x1 convs whose outputs are logits x GATE_SCALE (files hold them as used)
+GATES = ("gate", "bgate", "cgate")
 
 # CFA colour index (0 R, 1 G, 2 B) of the 2x2 block positions (dy, dx) in raster order.
 PHASES = {
@@ -188,7 +196,8 @@ class DMDNUNet(nn.Module):
     estimate is already near the truth.)
     """
 
-    def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0, gate=(), base="bilinear"):
+    def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0, gate=(), base="bilinear",
+                 chroma=()):
         super().__init__()
         c1, c2, c3 = widths[:3]
         self.widths, self.bottom, self.phase = tuple(widths), bottom, phase
@@ -228,6 +237,15 @@ class DMDNUNet(nn.Module):
             self.gate = nn.Conv2d(c1, 4 * len(self.gate_radii), 1)
             nn.init.zeros_(self.gate.weight)
             nn.init.constant_(self.gate.bias, GATE_INIT / GATE_SCALE)
+        self.chroma_radii = tuple(chroma)
+        if self.chroma_radii:
+            if not self.gate_radii:
+                raise ValueError("chroma smoothing needs the gated smoothing")
+            # logits of the chroma boxes, as the gate's (zero weights: the
+            # grown model starts at ~0.018 per box)
+            self.cgate = nn.Conv2d(c1, 4 * len(self.chroma_radii), 1)
+            nn.init.zeros_(self.cgate.weight)
+            nn.init.constant_(self.cgate.bias, GATE_INIT / GATE_SCALE)
         self.noise_w = None
 
     def fold_noise_weights(self):
@@ -272,12 +290,17 @@ class DMDNUNet(nn.Module):
         # gated smoothing: a per-pixel convex blend of y and its box means
         # (radius r: the mean over the (2r+1)^2 window), weights a softmax
         # of (0, gate logits): flat areas can average many pixels at no cost
-        w = torch.softmax(torch.cat([torch.zeros_like(logits[:, :1]), logits], 1), 1)
-        out = w[:, :1] * y
-        for k, r in enumerate(self.gate_radii):
-            box = F.avg_pool2d(y, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-            out = out + w[:, k + 1: k + 2] * box
-        return out
+        out = gated_boxes(y, logits, self.gate_radii)
+        if not self.chroma_radii:
+            return out
+        # chroma smoothing: gated box means of (R - G, B - G) at constant
+        # luminance L = (R + 2G + B) / 4, then G = L - (C_r + C_b) / 4
+        zc = F.pixel_shuffle(self.cgate(d1), 2) * GATE_SCALE
+        r, g, b = out[:, 0:1], out[:, 1:2], out[:, 2:3]
+        lum = (r + 2.0 * g + b) * 0.25
+        c = gated_boxes(torch.cat([r - g, b - g], 1), zc, self.chroma_radii)
+        g2 = lum - (c[:, 0:1] + c[:, 1:2]) * 0.25
+        return torch.cat([c[:, 0:1] + g2, g2, c[:, 1:2] + g2], 1)
 
     def macs_per_pixel(self):
         """Multiply-adds per full-resolution output pixel (weights x output positions)."""
@@ -298,7 +321,22 @@ class DMDNUNet(nn.Module):
         # the gate's 1x1 conv at 1/2 resolution, and per box 3 channels x
         # (2 running-sum adds + 1 blend)
         gate = len(self.gate_radii) * (c1 + 9)
+        # chroma: its 1x1 conv, per box 2 channels x 3, and ~8 for the
+        # luminance / difference transform and back
+        gate += len(self.chroma_radii) * (c1 + 6) + (8 if self.chroma_radii else 0)
         return half / 4 + quarter / 16 + eighth / 64 + sixteenth / 256 + full + gate
+
+
+def gated_boxes(y, logits, radii):
+    """Per-pixel convex blend of y (B,C,H,W) and its box means (radius r:
+    the mean over the (2r+1)^2 window clipped to the image), weights
+    softmax(0, logits) (logits (B,K,H,W), one plane per radius)."""
+    w = torch.softmax(torch.cat([torch.zeros_like(logits[:, :1]), logits], 1), 1)
+    out = w[:, :1] * y
+    for k, r in enumerate(radii):
+        box = F.avg_pool2d(y, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+        out = out + w[:, k + 1: k + 2] * box
+    return out
 
 
 # Bilinear demosaic of a masked mosaic as a depthwise 3x3 conv (R, G, B):
@@ -319,7 +357,8 @@ def receptive_halo(model):
     state = torch.random.get_rng_state()
     torch.manual_seed(0)
     probe = DMDNUNet(model.widths, model.bottom, model.fullres_width, model.phase,
-                     model.noise_channels, model.deep, model.gate_radii, model.base)
+                     model.noise_channels, model.deep, model.gate_radii, model.base,
+                     getattr(model, "chroma_radii", ()))
     probe._halo = 0
     size = 256
     with torch.no_grad():
@@ -389,6 +428,9 @@ def build(size, arch="flat", bottom=None, levels_from=None):
         if levels_from and levels_from.get("gate_radii") and not hp.get("gate"):
             # a `fast` run resuming from a gated (`fastg`) file keeps the gate
             hp["gate"] = tuple(int(r) for r in levels_from["gate_radii"].split(","))
+        if levels_from and levels_from.get("chroma_radii") and not hp.get("chroma"):
+            # a run resuming from a file with chroma smoothing keeps it
+            hp["chroma"] = tuple(int(r) for r in levels_from["chroma_radii"].split(","))
         if levels_from and levels_from.get("base", "bilinear") != "bilinear":
             # a run resuming from a file over a classical base keeps that base
             hp["base"] = levels_from["base"]
@@ -972,6 +1014,7 @@ def unet_tensor_names(model):
     deep = ["e4a"] + [f"e4.{i}" for i in range(model.deep)] + ["u3"] if len(model.widths) == 4 else []
     names = UNET_LAYERS + deep + [f"e3.{i}" for i in range(model.bottom)] + ["u2", "d2", "u1", "d1", "head", "fr1", "fr2"]
     names += ["gate"] if model.gate_radii else []
+    names += ["cgate"] if getattr(model, "chroma_radii", ()) else []
     return names + (["bgate"] if model.base != "bilinear" else [])
 
 
@@ -990,7 +1033,7 @@ def export(model, size, regime, path, extra_meta=None):
     if isinstance(model, DMDNUNet):
         for name in unet_tensor_names(model):
             m = unet_module(model, name)
-            scale = GATE_SCALE if name in ("gate", "bgate") else 1.0  # files hold the gates' logits as used
+            scale = GATE_SCALE if name in GATES else 1.0  # files hold the gates' logits as used
             t[f"{name}.weight"] = m.weight.detach() * scale
             t[f"{name}.bias"] = m.bias.detach() * scale
         macs = model.macs_per_pixel()
@@ -1003,6 +1046,7 @@ def export(model, size, regime, path, extra_meta=None):
             "macs_per_pixel": str(round(macs)), "flops_per_pixel": str(round(2 * macs)),
             "base": model.base,
             **({"gate_radii": ",".join(str(r) for r in model.gate_radii)} if model.gate_radii else {}),
+            **({"chroma_radii": ",".join(str(r) for r in model.chroma_radii)} if model.chroma_radii else {}),
             "noise_units": "std of the white-balanced mosaic in [0,1] units, per pixel, RMS-pooled over 2x2",
             "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
             "output": "white-balanced linear camera RGB in the input's units",
@@ -1077,9 +1121,9 @@ def load_unet_weights(model, path):
                         m.weight.zero_()
                         m.bias.zero_()
                     continue
-                if name in ("gate", "bgate") and f"{name}.weight" not in f.keys():
+                if name in GATES and f"{name}.weight" not in f.keys():
                     continue  # a file without the gate: it keeps its near-silent start
-                scale = GATE_SCALE if name in ("gate", "bgate") else 1.0
+                scale = GATE_SCALE if name in GATES else 1.0
                 w = f.get_tensor(f"{name}.weight")
                 if name == "fr1" and w.shape[1] < m.weight.shape[1]:
                     # a file over the bilinear base: the new inputs (base - bilinear) start at 0
@@ -1094,6 +1138,8 @@ def load_unet_weights(model, path):
             grown.append(f"bottom {file_bottom} -> {model.bottom} (identity-initialised)")
         if file_levels < len(model.widths):
             grown.append(f"levels {file_levels} -> {len(model.widths)} (u3 zero-initialised)")
+        if not meta.get("chroma_radii") and getattr(model, "chroma_radii", ()):
+            grown.append(f"chroma smoothing {model.chroma_radii} (near-silent start)")
         if meta.get("base", "bilinear") != model.base:
             grown.append(f"base {meta.get('base', 'bilinear')} -> {model.base} (gate at sigmoid({BASE_GATE_INIT:g}))")
         if grown:
@@ -1115,7 +1161,7 @@ def shipped_path(args, init=True):
         return args.init
     suffix = "" if args.regime == "srgb" else "_raw"
     # `fast4` and `fastg` are the `fast` model grown: they ship in the `fast` file.
-    name = "fast" if args.size in ("fast4", "fastg", "fastb") else args.size
+    name = "fast" if args.size in ("fast4", "fastg", "fastb", "fastc") else args.size
     return os.path.join(REPO, "calibration", "models", f"demosaic_{name}{suffix}.safetensors")
 
 
@@ -1467,6 +1513,9 @@ def cmd_fixture(args):
     # over a classical base (`demosaic_rcd_mlri`, from the engine), gated
     write_unet_fixture(d, "nn_dmdn_unet_base_tiny", 5,
                        dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri"), 53, 66)
+    # with chroma smoothing (`fastc`: radii 4 and 12)
+    write_unet_fixture(d, "nn_dmdn_unet_chroma_tiny", 6,
+                       dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(4, 12)), 59, 70)
     print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()}, "
           f"gated unet halo {ug.halo()})")
 
@@ -1482,7 +1531,7 @@ def write_unet_fixture(d, name, seed, shape, h, w):
     # the gates start at zero weights: random ones instead, f16-exact as
     # written (the file holds them x GATE_SCALE, as `export`)
     with torch.no_grad():
-        for g in ([um.gate] if um.gate_radii else []) + ([um.bgate] if um.base != "bilinear" else []):
+        for g in [unet_module(um, n) for n in unet_tensor_names(um) if n in GATES]:
             for p in (g.weight, g.bias):
                 p.copy_((torch.randn_like(p) * 0.5).half().float() / GATE_SCALE)
     mos = torch.rand(h, w).half().float()
@@ -1495,7 +1544,7 @@ def write_unet_fixture(d, name, seed, shape, h, w):
     ut = {}
     for n in unet_tensor_names(um):
         m = unet_module(um, n)
-        scale = GATE_SCALE if n in ("gate", "bgate") else 1.0
+        scale = GATE_SCALE if n in GATES else 1.0
         ut[f"{n}.weight"] = (m.weight.detach() * scale).half()
         ut[f"{n}.bias"] = (m.bias.detach() * scale).half()
     meta = {"arch": "dmdn_unet", "version": "1", "base": um.base,
@@ -1505,6 +1554,8 @@ def write_unet_fixture(d, name, seed, shape, h, w):
         meta["deep"] = str(um.deep)
     if um.gate_radii:
         meta["gate_radii"] = ",".join(str(r) for r in um.gate_radii)
+    if um.chroma_radii:
+        meta["chroma_radii"] = ",".join(str(r) for r in um.chroma_radii)
     save_file(ut, os.path.join(d, f"{name}.safetensors"), metadata=meta)
     save_file(io, os.path.join(d, f"{name}_io.safetensors"),
               metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output, base (3,H,W)"})
