@@ -80,11 +80,11 @@ UNET_SIZES = {
     "fastb": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
                   gate=(2, 6), base="rcd_mlri"),
     # `fastb` with chroma smoothing: after the gated smoothing, the colour
-    # differences (R - G, B - G) get gated box means of their own (radii 4
-    # and 12) at constant luminance (R + 2G + B) / 4, so flat areas can
-    # average chroma noise far wider than luminance; grows from `fastb` files
+    # differences (R - G, B - G) are blended per pixel with their guided
+    # filters (radii 2 and 4, guide: the luminance (R + 2G + B) / 4, which
+    # is kept), an edge-aware average of chroma noise; grows from `fastb` files
     "fastc": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
-                  gate=(2, 6), base="rcd_mlri", chroma=(4, 12)),
+                  gate=(2, 6), base="rcd_mlri", chroma=(2, 4)),
     "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
 }
 GATE_INIT = -4.0
@@ -293,12 +293,17 @@ class DMDNUNet(nn.Module):
         out = gated_boxes(y, logits, self.gate_radii)
         if not self.chroma_radii:
             return out
-        # chroma smoothing: gated box means of (R - G, B - G) at constant
-        # luminance L = (R + 2G + B) / 4, then G = L - (C_r + C_b) / 4
+        # chroma smoothing: (R - G, B - G) blended per pixel with its guided
+        # filters at luminance L = (R + 2G + B) / 4, then G = L - (C_r + C_b) / 4
         zc = F.pixel_shuffle(self.cgate(d1), 2) * GATE_SCALE
         r, g, b = out[:, 0:1], out[:, 1:2], out[:, 2:3]
         lum = (r + 2.0 * g + b) * 0.25
-        c = gated_boxes(torch.cat([r - g, b - g], 1), zc, self.chroma_radii)
+        chroma = torch.cat([r - g, b - g], 1)
+        var = F.interpolate(noise[:, :1] * noise[:, :1], scale_factor=2, mode="nearest")
+        w = torch.softmax(torch.cat([torch.zeros_like(zc[:, :1]), zc], 1), 1)
+        c = w[:, :1] * chroma
+        for k, rad in enumerate(self.chroma_radii):
+            c = c + w[:, k + 1: k + 2] * guided_chroma(lum, chroma, var, rad)
         g2 = lum - (c[:, 0:1] + c[:, 1:2]) * 0.25
         return torch.cat([c[:, 0:1] + g2, g2, c[:, 1:2] + g2], 1)
 
@@ -321,9 +326,9 @@ class DMDNUNet(nn.Module):
         # the gate's 1x1 conv at 1/2 resolution, and per box 3 channels x
         # (2 running-sum adds + 1 blend)
         gate = len(self.gate_radii) * (c1 + 9)
-        # chroma: its 1x1 conv, per box 2 channels x 3, and ~8 for the
-        # luminance / difference transform and back
-        gate += len(self.chroma_radii) * (c1 + 6) + (8 if self.chroma_radii else 0)
+        # chroma: its 1x1 conv, per guided filter ~40 (8 running box means,
+        # the coefficients, the blend), ~12 for the transforms and the softmax
+        gate += len(self.chroma_radii) * (c1 + 40) + (12 if self.chroma_radii else 0)
         return half / 4 + quarter / 16 + eighth / 64 + sixteenth / 256 + full + gate
 
 
@@ -337,6 +342,29 @@ def gated_boxes(y, logits, radii):
         box = F.avg_pool2d(y, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
         out = out + w[:, k + 1: k + 2] * box
     return out
+
+
+# The guided filter's regulariser: CHROMA_EPS_K x the local noise variance
+# (metadata `chroma_eps_k`)
+CHROMA_EPS_K = 0.5
+# and a floor (image units squared) for noise-free input (metadata `chroma_eps_floor`)
+CHROMA_EPS_FLOOR = 1e-6
+
+
+def guided_chroma(lum, chroma, var, r):
+    """Guided filter (He et al. 2010) of each chroma plane (B,2,H,W) with
+    the luminance lum (B,1,H,W) as guide, radius r (box means over the
+    (2r+1)^2 window clipped to the image), regularised by CHROMA_EPS_K x
+    the box mean of the noise variance var (B,1,H,W) plus CHROMA_EPS_FLOOR:
+    a = cov(L, C) / (var(L) + eps), b = mean(C) - a mean(L), out = mean(a) L + mean(b)."""
+    def box(x):
+        return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+    m_l, m_c = box(lum), box(chroma)
+    var_l = box(lum * lum) - m_l * m_l
+    cov = box(lum * chroma) - m_l * m_c
+    a = cov / (var_l + CHROMA_EPS_K * box(var) + CHROMA_EPS_FLOOR)
+    b = m_c - a * m_l
+    return box(a) * lum + box(b)
 
 
 # Bilinear demosaic of a masked mosaic as a depthwise 3x3 conv (R, G, B):
@@ -1046,7 +1074,9 @@ def export(model, size, regime, path, extra_meta=None):
             "macs_per_pixel": str(round(macs)), "flops_per_pixel": str(round(2 * macs)),
             "base": model.base,
             **({"gate_radii": ",".join(str(r) for r in model.gate_radii)} if model.gate_radii else {}),
-            **({"chroma_radii": ",".join(str(r) for r in model.chroma_radii)} if model.chroma_radii else {}),
+            **({"chroma_radii": ",".join(str(r) for r in model.chroma_radii),
+                "chroma_eps_k": str(CHROMA_EPS_K), "chroma_eps_floor": str(CHROMA_EPS_FLOOR)}
+               if model.chroma_radii else {}),
             "noise_units": "std of the white-balanced mosaic in [0,1] units, per pixel, RMS-pooled over 2x2",
             "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
             "output": "white-balanced linear camera RGB in the input's units",
@@ -1513,9 +1543,9 @@ def cmd_fixture(args):
     # over a classical base (`demosaic_rcd_mlri`, from the engine), gated
     write_unet_fixture(d, "nn_dmdn_unet_base_tiny", 5,
                        dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri"), 53, 66)
-    # with chroma smoothing (`fastc`: radii 4 and 12)
+    # with chroma smoothing (`fastc`: guided filters of radii 2 and 4)
     write_unet_fixture(d, "nn_dmdn_unet_chroma_tiny", 6,
-                       dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(4, 12)), 59, 70)
+                       dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(2, 4)), 59, 70)
     print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()}, "
           f"gated unet halo {ug.halo()})")
 
@@ -1556,6 +1586,8 @@ def write_unet_fixture(d, name, seed, shape, h, w):
         meta["gate_radii"] = ",".join(str(r) for r in um.gate_radii)
     if um.chroma_radii:
         meta["chroma_radii"] = ",".join(str(r) for r in um.chroma_radii)
+        meta["chroma_eps_k"] = str(CHROMA_EPS_K)
+        meta["chroma_eps_floor"] = str(CHROMA_EPS_FLOOR)
     save_file(ut, os.path.join(d, f"{name}.safetensors"), metadata=meta)
     save_file(io, os.path.join(d, f"{name}_io.safetensors"),
               metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output, base (3,H,W)"})
