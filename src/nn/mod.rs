@@ -17,6 +17,7 @@
 //! | combine.rs | channel concat, element-wise add |
 //! | weights.rs | safetensors loading and validation |
 //! | bayer_tiles.rs | whole frames of any Bayer phase through a tile network, with halos |
+//! | chroma_guided.rs | chroma smoothing by guided filters (`fastc`'s last stage) |
 //! | classical_base.rs | the classical demosaic (an engine op) a `dmdn_unet` may refine |
 //! | dmdn.rs | the flat joint demosaic + denoise network (sRGB-regime models) |
 //! | dmdn_unet.rs | the raw-path joint demosaic + denoise U-Net |
@@ -26,6 +27,7 @@
 
 pub mod activations;
 pub mod bayer_tiles;
+pub mod chroma_guided;
 pub mod classical_base;
 pub mod combine;
 pub mod conv2d;
