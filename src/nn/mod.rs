@@ -17,6 +17,8 @@
 //! | combine.rs | channel concat, element-wise add |
 //! | weights.rs | safetensors loading and validation |
 //! | bayer_tiles.rs | whole frames of any Bayer phase through a tile network, with halos |
+//! | gated_smoothing.rs | per-pixel softmax blend of an image and its box means (exact fixed-point sums) |
+//! | chroma_smoothing.rs | the same for the colour differences at constant luminance |
 //! | classical_base.rs | the classical demosaic (an engine op) a `dmdn_unet` may refine |
 //! | dmdn.rs | the flat joint demosaic + denoise network (sRGB-regime models) |
 //! | dmdn_unet.rs | the raw-path joint demosaic + denoise U-Net |
@@ -26,6 +28,7 @@
 
 pub mod activations;
 pub mod bayer_tiles;
+pub mod chroma_smoothing;
 pub mod classical_base;
 pub mod combine;
 pub mod conv2d;
