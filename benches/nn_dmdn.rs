@@ -8,7 +8,9 @@
 //!
 //! - the gated smoothing of `fastg` (`[1, 3, 1120, 1120]`, a 1024-px tile
 //!   with its 48-px halo, radii 2 and 6) against the whole gated model on
-//!   one such tile.
+//!   one such tile;
+//! - the chroma smoothing of `fastc` (the same tile with radii 4 and 12:
+//!   the colour differences, their gated smoothing and the recombination).
 //!
 //! - the shipped `fast_raw` (`dmdn_unet` `fastb`, over the `rcd_mlri`
 //!   base) at 12 MP with its default tile, the base included (the
@@ -23,6 +25,7 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rawgraph::nn::chroma_smoothing::chroma_smoothing_in_place;
 use rawgraph::nn::dmdn::parse_cfa;
 use rawgraph::nn::gated_smoothing::gated_smoothing_into;
 use rawgraph::nn::{Activation, BufferPool, Conv2d, Dmdn, DmdnUnet, NoiseInput, Padding, Tensor};
@@ -96,6 +99,17 @@ fn gate(c: &mut Criterion) {
     g.throughput(Throughput::Elements((n * n) as u64));
     g.bench_function(format!("r2r6_{n}x{n}"), |b| {
         b.iter(|| gated_smoothing_into(&y, &z, &[2, 6], &mut out).expect("gate"))
+    });
+    g.finish();
+    // In place: each round smooths the last one's output (a convex blend,
+    // so the values stay in range); the pool keeps the temporaries.
+    let pool = BufferPool::new();
+    let mut x = y.clone();
+    let mut g = c.benchmark_group("nn_chroma_smoothing");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((n * n) as u64));
+    g.bench_function(format!("r4r12_{n}x{n}"), |b| {
+        b.iter(|| chroma_smoothing_in_place(&mut x, &z, &[4, 12], &pool).expect("chroma"))
     });
     g.finish();
 }

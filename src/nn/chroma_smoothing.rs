@@ -55,7 +55,6 @@ pub fn chroma_smoothing_in_place(
     }
     let hw = h * w;
     let mut d = pool.take(2 * hw);
-    d.resize(2 * hw, 0.0);
     differences(x.data(), &mut d, hw);
     let d = Tensor::from_vec([1, 2, h, w], d)?;
     let mut s = pool.zeros([1, 2, h, w])?;
@@ -70,8 +69,9 @@ pub fn chroma_smoothing_in_place(
     Ok(())
 }
 
-/// `d = (R - G, B - G)` of the planar RGB `x` (`3 x hw`) into `d` (`2 x hw`).
-fn differences(x: &[f32], d: &mut [f32], hw: usize) {
+/// `(R - G, B - G)` of the planar RGB `x` (`3 x hw`) appended to `d`
+/// (empty: then `2 x hw`), so its buffer is written once, not zeroed first.
+fn differences(x: &[f32], d: &mut Vec<f32>, hw: usize) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU supports AVX-512F (checked above).
@@ -90,28 +90,23 @@ fn differences(x: &[f32], d: &mut [f32], hw: usize) {
 /// [`differences_body`] compiled for AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn differences_avx512(x: &[f32], d: &mut [f32], hw: usize) {
+unsafe fn differences_avx512(x: &[f32], d: &mut Vec<f32>, hw: usize) {
     differences_body(x, d, hw)
 }
 
 /// [`differences_body`] compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn differences_avx2(x: &[f32], d: &mut [f32], hw: usize) {
+unsafe fn differences_avx2(x: &[f32], d: &mut Vec<f32>, hw: usize) {
     differences_body(x, d, hw)
 }
 
 #[inline(always)]
-fn differences_body(x: &[f32], d: &mut [f32], hw: usize) {
+fn differences_body(x: &[f32], d: &mut Vec<f32>, hw: usize) {
     let (r, gb) = x[..3 * hw].split_at(hw);
     let (g, b) = gb.split_at(hw);
-    let (dr, db) = d[..2 * hw].split_at_mut(hw);
-    for ((o, &rv), &gv) in dr.iter_mut().zip(r).zip(g) {
-        *o = rv - gv;
-    }
-    for ((o, &bv), &gv) in db.iter_mut().zip(b).zip(g) {
-        *o = bv - gv;
-    }
+    d.extend(r.iter().zip(g).map(|(&rv, &gv)| rv - gv));
+    d.extend(b.iter().zip(g).map(|(&bv, &gv)| bv - gv));
 }
 
 /// `x = (C_0 + G', G', C_1 + G')` with `G' = L - (C_0 + C_1) * 0.25` and
@@ -214,7 +209,7 @@ mod tests {
         }
         // The scalar bodies give the same bits as the dispatched builds.
         let mut scalar = x.clone();
-        let mut ds = vec![0f32; 2 * hw];
+        let mut ds = Vec::new();
         differences_body(x.data(), &mut ds, hw);
         assert_eq!(&ds[..], d.data());
         recombine_body(scalar.data_mut(), c.data(), hw);
