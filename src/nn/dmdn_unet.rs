@@ -90,7 +90,9 @@
 //! one pass over the whole frame reflect-padded by the halo (`run_full` in
 //! training/train_dmdn.py) and a tiled run equals that pass bit for bit.
 //! The halo need not be a multiple of `2^levels`. It is the receptive
-//! radius PyTorch measures for inputs at grid phase 0 and 1; at other
+//! radius PyTorch measures (in float64: float32 misses the far, weak reach
+//! of the chroma boxes, and halo 48 for `fastc` left tiles an ulp off the
+//! whole frame where 64 is exact) for inputs at grid phase 0 and 1; at other
 //! phases the radius reaches 4 px more (44 / 76, measured), but a tile's
 //! first output row sits at phase `halo + dy` of the grid, where the radius
 //! is smaller, and each later row is one pixel further from the window
