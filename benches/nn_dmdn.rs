@@ -8,7 +8,10 @@
 //!
 //! - the gated smoothing of `fastg` (`[1, 3, 1120, 1120]`, a 1024-px tile
 //!   with its 48-px halo, radii 2 and 6) against the whole gated model on
-//!   one such tile.
+//!   one such tile;
+//! - the chroma smoothing of `fastc` (the same tile, guided filters of
+//!   radii 2 and 4: the colour differences, their filters, the blend and
+//!   the recombination).
 //!
 //! - the shipped `fast_raw` (`dmdn_unet` `fastb`, over the `rcd_mlri`
 //!   base) at 12 MP with its default tile, the base included (the
@@ -23,6 +26,7 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rawgraph::nn::chroma_guided::ChromaGuided;
 use rawgraph::nn::dmdn::parse_cfa;
 use rawgraph::nn::gated_smoothing::gated_smoothing_into;
 use rawgraph::nn::{Activation, BufferPool, Conv2d, Dmdn, DmdnUnet, NoiseInput, Padding, Tensor};
@@ -96,6 +100,29 @@ fn gate(c: &mut Criterion) {
     g.throughput(Throughput::Elements((n * n) as u64));
     g.bench_function(format!("r2r6_{n}x{n}"), |b| {
         b.iter(|| gated_smoothing_into(&y, &z, &[2, 6], &mut out).expect("gate"))
+    });
+    g.finish();
+    // The pool keeps the temporaries between rounds, as the tiler's does.
+    let pool = BufferPool::new();
+    let half = n.div_ceil(2);
+    let noise = Tensor::from_vec(
+        [1, 1, half, half],
+        rand_vec(&mut rng, half * half)
+            .iter()
+            .map(|v| 0.02 * v.abs())
+            .collect(),
+    )
+    .expect("noise");
+    let filters = ChromaGuided::new(vec![2, 4], 0.5, 1e-6).expect("filters");
+    let mut g = c.benchmark_group("nn_chroma_smoothing");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements((n * n) as u64));
+    g.bench_function(format!("gf_r2r4_{n}x{n}"), |b| {
+        b.iter(|| {
+            filters
+                .run_into(&y, &noise, &z, &pool, &mut out)
+                .expect("chroma")
+        })
     });
     g.finish();
 }

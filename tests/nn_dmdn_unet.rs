@@ -1,9 +1,9 @@
 //! The raw-path `dmdn_unet` network: Rust reproduces PyTorch's single pass
 //! over the reflect-padded frame (fixtures written by
 //! `training/train_dmdn.py fixture`: three levels, and four levels with a
-//! 1/16 stage, gated smoothing, a classical base) for every tile size, the
-//! shipped raw models load with their declared cost, and bad files are
-//! typed errors.
+//! 1/16 stage, gated smoothing, a classical base, chroma smoothing) for
+//! every tile size, the shipped raw models load with their declared cost,
+//! and bad files are typed errors.
 
 use std::collections::HashMap;
 
@@ -698,6 +698,140 @@ fn bad_base_files_are_typed_errors() {
     std::fs::write(&p, write_st(&tensors, &m)).unwrap();
     match DemosaicNet::load(&p) {
         Err(e @ Error::Model { .. }) => assert!(e.to_string().contains("bad_base"), "{e}"),
+        other => panic!("expected Error::Model, got {other:?}"),
+    }
+}
+
+/// The chroma fixture: the base fixture's graph (widths 4,6,8, `bottom` 1,
+/// `gate_radii` 2,6, `base` rcd_mlri) with guided-filter `chroma_radii`
+/// 2,4 (`chroma_eps_k` 0.5, `chroma_eps_floor` 1e-6) and random gate
+/// weights, halo 48, 69 x 78 GRBG frame (odd rows) for a GBRG model; its
+/// io file holds `base` as the base fixture's.
+const CHROMA_FIXTURE: &str = "nn_dmdn_unet_chroma_tiny.safetensors";
+
+fn load_io_chroma() -> (Io, Vec<f32>) {
+    let (h, w) = (69, 78);
+    let io = load_io_of("nn_dmdn_unet_chroma_tiny_io.safetensors", h, w);
+    let mut f = Weights::load(fixture("nn_dmdn_unet_chroma_tiny_io.safetensors")).unwrap();
+    let base = f.take("base", &[3, h, w]).unwrap();
+    (io, base)
+}
+
+/// The chroma-smoothed network matches PyTorch's `run_full` at every
+/// tiling (with the fixture's base, and computing its own), tiles equal
+/// the single pass bit for bit in every phase at the file's halo (as
+/// PyTorch measures it in float64), and the stage contributes.
+#[test]
+fn chroma_unet_matches_pytorch_for_every_tiling() {
+    let model = DmdnUnet::load(fixture(CHROMA_FIXTURE)).unwrap();
+    assert_eq!(model.config().gate_radii, [2, 6]);
+    assert_eq!(model.config().chroma_radii, [2, 4]);
+    assert_eq!(model.config().base, "rcd_mlri");
+    // The gate fixture's 40 and more: the guided filters reach 8 px further.
+    assert_eq!(model.halo(), 48);
+    let ((mosaic, noise, expected, h, w), base) = load_io_chroma();
+    let frame = |base| grbg_frame(&mosaic, &noise, h, w, base);
+    for tile in [1024, 16, 24, 40, 56] {
+        let out = model.run_frame(frame(Some(&base[..])), tile).unwrap();
+        let d = out.max_abs_diff(&expected);
+        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
+    }
+    let io = (mosaic.clone(), noise.clone(), expected.clone(), h, w);
+    assert_matches_pytorch(&model, &io);
+    assert_tiles_exact(&model, &io, &[16, 24, 32, 48], "chroma");
+    // Without the chroma stage (the same file, `cgate` and its metadata
+    // removed) the result moves: the stage contributes.
+    let t: Vec<_> = tensors_of(CHROMA_FIXTURE)
+        .into_iter()
+        .filter(|t| !t.0.starts_with("cgate."))
+        .collect();
+    let mut m = meta_of(CHROMA_FIXTURE);
+    m.remove("chroma_radii");
+    let plain = build(&t, &m).unwrap();
+    assert!(plain.config().chroma_radii.is_empty());
+    let out = plain.run_frame(frame(Some(&base[..])), 1024).unwrap();
+    assert!(out.max_abs_diff(&expected) > 1e-3);
+    // The stage's cost: J (c1 + 40) + 12 multiply-adds per pixel more.
+    let extra = model.flops_per_pixel() - plain.flops_per_pixel();
+    assert_eq!(extra, 2.0 * (2.0 * (4.0 + 40.0) + 12.0));
+}
+
+#[test]
+fn bad_chroma_files_are_typed_errors() {
+    assert_meta_errors(
+        CHROMA_FIXTURE,
+        "chroma_radii",
+        &[
+            ("0,12", "chroma_radii"),
+            ("4,17", "chroma_radii"),
+            ("1,2,3,4,5", "chroma_radii"),
+            ("4,x", "chroma_radii"),
+            ("", "chroma_radii"),
+            ("2,9", "chroma_radii"),
+            ("4", "cgate.weight"),
+            ("2,4,8", "cgate.weight"),
+        ],
+    );
+    for (key, bad) in [
+        ("chroma_eps_k", "x"),
+        ("chroma_eps_k", "-1"),
+        ("chroma_eps_k", "NaN"),
+        ("chroma_eps_floor", "0"),
+        ("chroma_eps_floor", "inf"),
+    ] {
+        assert_meta_errors(CHROMA_FIXTURE, key, &[(bad, key)]);
+    }
+    let tensors = tensors_of(CHROMA_FIXTURE);
+    let meta = meta_of(CHROMA_FIXTURE);
+    // `chroma_radii` without `gate_radii` (the gate tensors removed too).
+    let no_gate: Vec<_> = tensors
+        .iter()
+        .filter(|t| !t.0.starts_with("gate."))
+        .cloned()
+        .collect();
+    let mut m = meta.clone();
+    m.remove("gate_radii");
+    let r = model_err(build(&no_gate, &m));
+    assert!(r.contains("need gate_radii"), "{r}");
+    // A missing regulariser names its key.
+    for key in ["chroma_eps_k", "chroma_eps_floor"] {
+        let mut m = meta.clone();
+        m.remove(key);
+        let r = model_err(build(&tensors, &m));
+        assert!(r.contains(key), "{key}: {r}");
+    }
+    // `cgate` without `chroma_radii`, and `chroma_radii` without `cgate`.
+    let mut m = meta.clone();
+    m.remove("chroma_radii");
+    let r = model_err(build(&tensors, &m));
+    assert!(r.contains("unexpected tensor 'cgate."), "{r}");
+    for name in ["cgate.weight", "cgate.bias"] {
+        let bad: Vec<_> = tensors.iter().filter(|t| t.0 != name).cloned().collect();
+        let r = model_err(build(&bad, &meta));
+        assert!(r.contains(name), "{name}: {r}");
+    }
+    // Wrongly shaped chroma-gate tensors name the tensor.
+    for (name, shape) in [
+        ("cgate.weight", vec![8, 6, 1, 1]),
+        ("cgate.weight", vec![8, 4, 3, 3]),
+        ("cgate.weight", vec![4, 4, 1, 1]),
+        ("cgate.bias", vec![4]),
+    ] {
+        let mut bad = tensors.clone();
+        let i = bad.iter().position(|t| t.0 == name).unwrap();
+        bad[i].1 = shape.clone();
+        bad[i].2 = vec![0.0; shape.iter().product()];
+        let r = model_err(build(&bad, &meta));
+        assert!(r.contains(name), "{name} {shape:?}: {r}");
+    }
+    // Through the file loader the error names the file.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad_chroma.safetensors");
+    let mut m = meta.clone();
+    m.remove("gate_radii");
+    std::fs::write(&p, write_st(&no_gate, &m)).unwrap();
+    match DemosaicNet::load(&p) {
+        Err(e @ Error::Model { .. }) => assert!(e.to_string().contains("bad_chroma"), "{e}"),
         other => panic!("expected Error::Model, got {other:?}"),
     }
 }

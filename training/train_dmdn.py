@@ -273,7 +273,7 @@ class DMDNUNet(nn.Module):
         up = F.pixel_shuffle(self.head(d1), 2)
         logits = F.pixel_shuffle(self.gate(d1), 2) * GATE_SCALE if self.gate_radii else None
         masked = masked_mosaic(mosaic, self.phase)
-        bil = F.conv2d(masked, BILINEAR.to(masked.device), padding=1, groups=3)
+        bil = F.conv2d(masked, BILINEAR.to(masked), padding=1, groups=3)
         if self.base == "bilinear":
             h = F.relu(self.fr1(torch.cat([masked, up], 1)))
             y = bil + up + self.fr2(h)
@@ -378,7 +378,14 @@ BILINEAR = torch.tensor([
 
 def receptive_halo(model):
     """Smallest multiple of 8 covering the receptive radius (full-res px), measured
-    by perturbing one input pixel of a large random mosaic."""
+    by perturbing one input pixel of a large random mosaic.
+
+    In float64: the probe's gates start near-silent (~1.8 % per box), so a
+    perturbation reaching the far side of a wide box (the chroma smoothing's
+    radius 12) moves the output by less than a float32 ulp and float32 sees a
+    radius up to 9 px short (`fastc`: 47 against 56 in float64, so halo 48
+    where tiles need 64; the Rust engine's exact box sums do see it, and
+    tiles then differ from the whole frame by an ulp)."""
     if getattr(model, "_halo", None) is not None:
         return model._halo
     # a fresh random model of the same shape: the halo depends on the graph only
@@ -388,12 +395,13 @@ def receptive_halo(model):
                      model.noise_channels, model.deep, model.gate_radii, model.base,
                      getattr(model, "chroma_radii", ()))
     probe._halo = 0
+    probe = probe.double()
     size = 256
     with torch.no_grad():
-        m = torch.rand(1, 1, size, size)
-        n = torch.full((1, model.noise_channels, size // 2, size // 2), 0.02)
+        m = torch.rand(1, 1, size, size).double()
+        n = torch.full((1, model.noise_channels, size // 2, size // 2), 0.02, dtype=torch.float64)
         # a fixed classical base: the engine computes it over the whole frame
-        cb = torch.rand(1, 3, size, size) if model.base != "bilinear" else None
+        cb = torch.rand(1, 3, size, size).double() if model.base != "bilinear" else None
         ref = probe(m, n, cb)
         radius = 0
         for (cy, cx) in ((128, 128), (129, 129), (128, 129), (129, 128)):
@@ -1543,9 +1551,10 @@ def cmd_fixture(args):
     # over a classical base (`demosaic_rcd_mlri`, from the engine), gated
     write_unet_fixture(d, "nn_dmdn_unet_base_tiny", 5,
                        dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri"), 53, 66)
-    # with chroma smoothing (`fastc`: guided filters of radii 2 and 4)
+    # with chroma smoothing (`fastc`: guided filters of radii 2 and 4); a
+    # frame taller than its halo for the reflect pad
     write_unet_fixture(d, "nn_dmdn_unet_chroma_tiny", 6,
-                       dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(2, 4)), 59, 70)
+                       dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(2, 4)), 69, 78)
     print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()}, "
           f"gated unet halo {ug.halo()})")
 

@@ -39,6 +39,14 @@
 //! with gated smoothing (metadata `gate_radii` = r_1..r_K, `fastg`: 2,6):
 //!   z = pixel_shuffle(gate_1x1(d1), 2)                   (K, H, W) logits
 //!   out = w_0 y + Σ_k w_k box_{r_k}(y),  w = softmax(0, z_1..z_K) per pixel
+//! with chroma smoothing after it (metadata `chroma_radii` = s_1..s_J, only
+//! with `gate_radii`; `fastc`: 2,4):
+//!   zc = pixel_shuffle(cgate_1x1(d1), 2)                 (J, H, W) logits
+//!   L  = (R + 2G + B) / 4                                of `out`, kept
+//!   C  = (R - G, B - G) blended per pixel (softmax(0, zc)) with its
+//!        guided filters of radii s_j, guide L, eps from the noise map
+//!   G' = L - (C_0 + C_1) / 4
+//!   out = (C_0 + G', G', C_1 + G')
 //! ```
 //! Gated smoothing ([`super::gated_smoothing`]) lets flat areas average
 //! many pixels (the plain network leaves pixel-level noise there): `box_r`
@@ -48,6 +56,19 @@
 //! files without `gate_radii` have no gate tensors and run unchanged. Cost:
 //! K (c1 + 9) multiply-adds per pixel (`fastg` 5,031 against `fast`'s
 //! 4,981), a halo covering the largest radius (48 for `fastg`).
+//! Chroma smoothing ([`super::chroma_guided`]) blends the colour
+//! differences with their guided filters (He et al. 2010), the luminance
+//! the guide, regularised by `chroma_eps_k` x the local noise variance
+//! (from the noise input) + `chroma_eps_floor`: flat areas lose chroma
+//! noise, and colour follows luminance edges instead of bleeding across
+//! them, while the luminance is untouched. Files hold `cgate.weight`
+//! `[4J, c1, 1, 1]`, `cgate.bias` `[4J]` (logits as used, GATE_SCALE
+//! applied by the export) and the metadata `chroma_eps_k`,
+//! `chroma_eps_floor`; files without `chroma_radii` have no `cgate` and
+//! run unchanged. Cost: J (c1 + 40) + 12 multiply-adds per pixel as
+//! training counts them (`fastc`: 2 (16 + 40) + 12 = 124 over `fastb`'s
+//! 5,272), and a halo that covers the filters' reach (2 s_J) on top of
+//! the gate's (the file's `halo`, as PyTorch measures it).
 //! The network learns a residual over a bilinear demosaic (metadata
 //! `base` = `bilinear`, or absent), and may lean on a classical one, which
 //! the gate `g` blends with its estimate per pixel (metadata `base` =
@@ -74,7 +95,10 @@
 //! one pass over the whole frame reflect-padded by the halo (`run_full` in
 //! training/train_dmdn.py) and a tiled run equals that pass bit for bit.
 //! The halo need not be a multiple of `2^levels`. It is the receptive
-//! radius PyTorch measures for inputs at grid phase 0 and 1; at other
+//! radius PyTorch measures (in float64: float32 misses the far, weak reach
+//! of near-silent smoothing stages: with box means of chroma of radii 4
+//! and 12, halo 48 left tiles an ulp off the whole frame where 64 was
+//! exact) for inputs at grid phase 0 and 1; at other
 //! phases the radius reaches 4 px more (44 / 76, measured), but a tile's
 //! first output row sits at phase `halo + dy` of the grid, where the radius
 //! is smaller, and each later row is one pixel further from the window
@@ -89,6 +113,7 @@ use std::path::Path;
 use super::bayer_tiles::{
     masked_mosaic_into, parse_cfa, run_tiled_pooled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
 };
+use super::chroma_guided::ChromaGuided;
 use super::classical_base::ClassicalBase;
 use super::combine::{add_assign, concat_pooled};
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
@@ -118,6 +143,10 @@ pub struct DmdnUnetConfig {
     /// Box radii of the gated smoothing (metadata `gate_radii`, 1..=4
     /// values in 1..=16 px); empty without the gate.
     pub gate_radii: Vec<usize>,
+    /// Guided-filter radii of the chroma smoothing (metadata
+    /// `chroma_radii`, 1..=4 values in 1..=8 px, only with `gate_radii`);
+    /// empty without it.
+    pub chroma_radii: Vec<usize>,
     /// Metadata `base`: `bilinear` (also when absent) or the name of the
     /// classical demosaic the network refines (`rcd_mlri`: the op
     /// `demosaic_rcd_mlri`).
@@ -176,6 +205,10 @@ pub struct DmdnUnet {
     /// The gated smoothing's 1x1 conv on `d1`: `[4K, c1, 1, 1]` (logits as
     /// used, GATE_SCALE already applied by the export).
     gate: Option<Conv2d>,
+    /// The chroma smoothing: its 1x1 conv on `d1`, `[4J, c1, 1, 1]`
+    /// (logits as used, GATE_SCALE already applied by the export), and its
+    /// guided filters.
+    chroma: Option<(Conv2d, ChromaGuided)>,
     /// The classical base (metadata `base` other than `bilinear`).
     base: Option<BaseHead>,
     metadata: HashMap<String, String>,
@@ -286,26 +319,15 @@ impl DmdnUnet {
         if deep > 0 && ws.len() < 4 {
             return Err(w.err(format!("deep {deep} needs a fourth width (widths {ws:?})")));
         }
-        // `gate_radii` is optional (files without gated smoothing lack it).
-        let gate_radii: Vec<usize> = match w.metadata().get("gate_radii") {
-            None => Vec::new(),
-            Some(s) => {
-                let r: Vec<usize> = s
-                    .split(',')
-                    .map(|v| v.trim().parse::<usize>())
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| w.err(format!("gate_radii '{s}' must be integers")))?;
-                if r.is_empty()
-                    || r.len() > MAX_BOXES
-                    || !r.iter().all(|v| (1..=MAX_RADIUS).contains(v))
-                {
-                    return Err(w.err(format!(
-                        "gate_radii {r:?} must be 1..={MAX_BOXES} values in 1..={MAX_RADIUS}"
-                    )));
-                }
-                r
-            }
-        };
+        // `gate_radii` and `chroma_radii` are optional (files without gated
+        // or chroma smoothing lack them); chroma smoothing follows the gate.
+        let gate_radii = radii_meta(&w, "gate_radii")?;
+        let chroma_radii = radii_meta(&w, "chroma_radii")?;
+        if !chroma_radii.is_empty() && gate_radii.is_empty() {
+            return Err(w.err(format!(
+                "chroma_radii {chroma_radii:?} need gate_radii (chroma smoothing follows the gated smoothing)"
+            )));
+        }
         // `base` absent: the bilinear base (files from before the
         // classical one).
         let base_name = match w.metadata().get("base") {
@@ -327,6 +349,7 @@ impl DmdnUnet {
             noise_channels: w.meta_usize("noise_channels", 0, 16)?,
             halo: w.meta_usize("halo", 8, 1024)?,
             gate_radii,
+            chroma_radii,
             base: base_name,
         };
         if !cfg.halo.is_multiple_of(8) {
@@ -352,6 +375,24 @@ impl DmdnUnet {
             0 => None,
             k => Some(conv(&mut w, "gate", [4 * k, c1, 1, 1], 1)?),
         };
+        let chroma = match cfg.chroma_radii.len() {
+            0 => None,
+            k => {
+                let eps = |key: &str| -> Result<f32> {
+                    let s = w.meta(key)?;
+                    s.trim()
+                        .parse::<f32>()
+                        .map_err(|_| w.err(format!("{key} '{s}' is not a number")))
+                };
+                let filters = ChromaGuided::new(
+                    cfg.chroma_radii.clone(),
+                    eps("chroma_eps_k")?,
+                    eps("chroma_eps_floor")?,
+                )
+                .map_err(|e| w.err(e.to_string()))?;
+                Some((conv(&mut w, "cgate", [4 * k, c1, 1, 1], 1)?, filters))
+            }
+        };
         let base = match base_op {
             Some(op) => Some(BaseHead {
                 op,
@@ -376,6 +417,7 @@ impl DmdnUnet {
             fr1: conv(&mut w, "fr1", [cfg.fullres_width, fr1_in, 3, 3], 1)?,
             fr2: conv(&mut w, "fr2", [3, cfg.fullres_width, 1, 1], 1)?,
             gate,
+            chroma,
             base,
             cfg,
             metadata,
@@ -454,12 +496,19 @@ impl DmdnUnet {
         // conv at 1/2 resolution and, per box, 3 channels x (2 sums + 1
         // blend) = K (c1 + 9) multiply-adds per pixel
         let gate = (self.cfg.gate_radii.len() * (self.cfg.widths[0] + 9)) as f64 * 2.0;
+        // the chroma smoothing (as training counts it): its 1x1 conv, ~40
+        // per guided filter, ~12 for the transforms and the softmax
+        let chroma = match self.cfg.chroma_radii.len() {
+            0 => 0.0,
+            k => (k * (self.cfg.widths[0] + 40) + 12) as f64 * 2.0,
+        };
         // the classical base (fr1's extra inputs are in f(fr1)): the base
         // gate's 1x1 conv at 1/2 resolution and 9 multiply-adds of the
         // blend as training counts them
         let base = self.base.as_ref().map_or(0.0, |b| f(&b.bgate) / 4.0 + 18.0);
         // + 9 multiply-adds of the bilinear base per pixel
         base + gate
+            + chroma
             + half / 4.0
             + quarter / 16.0
             + eighth / 64.0
@@ -562,6 +611,10 @@ impl DmdnUnet {
             Some(g) => Some(up2(g, &d1, none)?),
             None => None,
         };
+        let chroma_logits = match &self.chroma {
+            Some((g, _)) => Some(up2(g, &d1, none)?),
+            None => None,
+        };
         let g = match &base {
             Some((head, _)) => Some(up2(&head.bgate, &d1, Activation::Sigmoid)?),
             None => None,
@@ -605,9 +658,20 @@ impl DmdnUnet {
                 // `up` is dead: it holds the output.
                 let mut out = up;
                 gated_smoothing_into(&y, &z, &self.cfg.gate_radii, &mut out)?;
-                pool.give(y);
                 pool.give(z);
-                Ok(out)
+                match (&self.chroma, chroma_logits) {
+                    (Some((_, filters)), Some(zc)) => {
+                        // `y` is dead: it holds the output.
+                        filters.run_into(&out, noise, &zc, pool, &mut y)?;
+                        pool.give(out);
+                        pool.give(zc);
+                        Ok(y)
+                    }
+                    _ => {
+                        pool.give(y);
+                        Ok(out)
+                    }
+                }
             }
             None => {
                 pool.give(up);
@@ -677,6 +741,25 @@ impl DmdnUnet {
             _ => Ok(()),
         }
     }
+}
+
+/// Metadata `key` as box radii: absent is none; present, 1..=[`MAX_BOXES`]
+/// comma-separated integers in 1..=[`MAX_RADIUS`].
+fn radii_meta(w: &Weights, key: &str) -> Result<Vec<usize>> {
+    let Some(s) = w.metadata().get(key) else {
+        return Ok(Vec::new());
+    };
+    let r: Vec<usize> = s
+        .split(',')
+        .map(|v| v.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| w.err(format!("{key} '{s}' must be integers")))?;
+    if r.is_empty() || r.len() > MAX_BOXES || !r.iter().all(|v| (1..=MAX_RADIUS).contains(v)) {
+        return Err(w.err(format!(
+            "{key} {r:?} must be 1..={MAX_BOXES} values in 1..={MAX_RADIUS}"
+        )));
+    }
+    Ok(r)
 }
 
 /// glibc's largest mmap threshold (bytes): larger blocks are always

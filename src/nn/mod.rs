@@ -17,7 +17,8 @@
 //! | combine.rs | channel concat, element-wise add |
 //! | weights.rs | safetensors loading and validation |
 //! | bayer_tiles.rs | whole frames of any Bayer phase through a tile network, with halos |
-//! | chroma_guided.rs | chroma smoothing by guided filters (`fastc`'s last stage) |
+//! | gated_smoothing.rs | per-pixel softmax blend of an image and its box means (exact fixed-point sums) |
+//! | chroma_guided.rs | chroma smoothing by guided filters of the luminance (`fastc`'s last stage) |
 //! | classical_base.rs | the classical demosaic (an engine op) a `dmdn_unet` may refine |
 //! | dmdn.rs | the flat joint demosaic + denoise network (sRGB-regime models) |
 //! | dmdn_unet.rs | the raw-path joint demosaic + denoise U-Net |
