@@ -203,6 +203,8 @@ pub struct StencilCarry {
     pub buf: Vec<f32>,
     /// The kernel's flags (its own layout).
     pub flags: Vec<bool>,
+    /// Where in `buf` the kernel's values start (its own use).
+    pub phase: usize,
 }
 
 impl StencilCarry {

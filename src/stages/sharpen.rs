@@ -29,10 +29,21 @@
 //! medians of 5-10 runs interleaved with the build before: 14.9 ms
 //! before the 3x3 range was computed only for the vectors where the clamp
 //! can bind, out of the main loop, 13.5 ms before the blur's fused
-//! multiply-adds, 12.6 ms with chunks of 256 columns), still above issue
-//! 16's 10 ms at 1 thread; two threads met it before (7.6 ms). Per 16
-//! pixels the vector kernels do about 33 float operations (luminance 5,
-//! vertical pass 7, mask about 21).
+//! multiply-adds, 12.6 ms with chunks of 256 columns; then 12.2 -> 11.8
+//! ms, wall 13.7 -> 12.8 ms, with the vectors started on the output's
+//! cache lines and the finite check as `v - v`), still above issue 16's
+//! 10 ms at 1 thread; two threads met it before. Per 16 pixels the
+//! vector kernels do about 33 float operations (luminance 5 and 2 for the
+//! finite check, vertical pass 7, mask about 19 where the clamp cannot
+//! bind) and ~25 vector loads and 5 stores. The kernel is bound by issuing
+//! those, not by memory: run alone on rows that stay in the L2 cache it
+//! takes ~10 ms of CPU time (a copy of the same R, G, B bytes, 288 MB per
+//! frame, ~3 ms); a vertical pass reading one ring row instead of seven
+//! (all in L1) saved only ~0.6 ms; a branch-free list of the vectors to
+//! clamp, with their steps kept, saved nothing. Buffers off cache lines
+//! cost: outputs 16 bytes off ~1.1 ms, inputs ~0.8 ms (the fused segment's
+//! scratch and strips are plain `Vec`s, 48 and 32 or 48 bytes off here;
+//! the ring and blur rows follow the output's phase).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -244,6 +255,19 @@ fn aligned(buf: &[f32], at: usize) -> usize {
     at + (LINE - line) % LINE
 }
 
+/// Columns from `p` to the first that starts a cache line, modulo
+/// `lanes` (the vector width in floats, a divisor of [`LINE`]): where a
+/// row's vectors of `lanes` floats go whole into cache lines.
+fn head(p: *const f32, lanes: usize) -> usize {
+    let line = (p as usize / std::mem::size_of::<f32>()) % LINE;
+    (LINE - line) % LINE % lanes.max(1)
+}
+
+/// The phase of `p` in its cache line, in floats (0 .. [`LINE`]).
+fn phase(p: *const f32) -> usize {
+    (p as usize / std::mem::size_of::<f32>()) % LINE
+}
+
 /// The mask's per-frame constants: Gaussian taps (`kernel[k]` is the
 /// weight at offset `k - kr`), gain, threshold and overshoot (image
 /// units).
@@ -290,31 +314,41 @@ impl Mask {
         let half = &self.kernel[kr..];
         let k = [self.amount, self.thr, self.os];
         let level = Level::best();
-        // The padded vertical blur (column 0 on a cache line: the vector
-        // loads of its centre taps do not straddle two), the blur for rows
-        // with non-finite values and the in-place path's copy of its input.
-        scratch.resize((w + 2 * kr) + 4 * w + LINE, 0.0);
+        // The vector kernels start each row at its first column whose red
+        // output begins a cache line ([`head`]); the working rows share the
+        // output's phase `ph` in their lines, so that column starts one in
+        // them too and their vector loads and stores do not straddle two.
+        let ph = phase(r.as_ptr());
+        // The padded vertical blur (column 0 at phase `ph`), the blur for
+        // rows with non-finite values and the in-place path's copy of its
+        // input.
+        scratch.resize((w + 2 * kr) + 4 * w + 2 * LINE, 0.0);
         let rest = &mut scratch[..];
-        let at = aligned(rest, kr) - kr;
+        let at = aligned(rest, kr) - kr + ph;
         let (vb, rest) = rest[at..].split_at_mut(w + 2 * kr);
         let (blur, rest) = rest.split_at_mut(w);
         let copy = &mut rest[..3 * w];
         // Window rows already in the ring (a continued call: the 2 kr rows
         // above y0 + kr), and whether each slot's row is all finite.
         let mut in_place_finite = [false; 2 * MAX_KR + 1];
-        // Ring rows start on cache lines (`stride` floats apart; the
-        // buffer keeps its address while its length does, so a continued
-        // call finds its rows at the same offset).
+        // Ring rows start at phase `ph` of a cache line, the one of the
+        // call that started the ring (`carry.phase`; `stride` floats apart;
+        // the buffer keeps its address while its length does, so a
+        // continued call finds its rows at the same offset).
         let stride = w.next_multiple_of(LINE);
         let (first, ring, finite) = match input {
             Input::Rows(_) => {
                 let cont = carry.next == Some(y0)
-                    && carry.buf.len() == taps * stride + LINE
-                    && carry.flags.len() == taps;
+                    && carry.buf.len() == taps * stride + 2 * LINE
+                    && carry.flags.len() == taps
+                    && carry.phase < LINE;
                 carry.next = None;
-                carry.buf.resize(taps * stride + LINE, 0.0);
+                carry.buf.resize(taps * stride + 2 * LINE, 0.0);
                 carry.flags.resize(taps, false);
-                let at = aligned(&carry.buf, 0);
+                if !cont {
+                    carry.phase = ph;
+                }
+                let at = aligned(&carry.buf, 0) + carry.phase;
                 (
                     if cont { 2 * kr } else { 0 },
                     &mut carry.buf[at..at + taps * stride],
@@ -416,10 +450,15 @@ enum Input<'a> {
 /// `out = 0.2126 r + 0.7152 g + 0.0722 b`; whether every value is finite.
 #[inline(always)]
 fn luma_row(r: &[f32], g: &[f32], b: &[f32], out: &mut [f32]) -> bool {
+    // `v - v` is +0.0 (bits 0) for every finite `v`, NaN for infinities
+    // and NaN: two vector operations per 16 values, no compare.
     let mut bad = 0u32;
     for (((o, &r), &g), &b) in out.iter_mut().zip(r).zip(g).zip(b) {
         let v = 0.2126 * r + 0.7152 * g + 0.0722 * b;
-        bad |= u32::from(!v.is_finite());
+        // On purpose: zero for finite values only.
+        #[allow(clippy::eq_op)]
+        let z = v - v;
+        bad |= z.to_bits();
         *o = v;
     }
     bad == 0
@@ -506,13 +545,29 @@ fn apply_tail(
     half: &[f32],
     near: [&[f32]; 3],
     src: [&[f32]; 3],
+    out: [&mut [f32]; 3],
+    k: [f32; 3],
+    x0: usize,
+) {
+    apply_cols(vb, half, near, src, out, k, x0, near[1].len());
+}
+
+/// [`apply_tail`] for the columns `x0 .. x1` only (`x1 <= w`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn apply_cols(
+    vb: &[f32],
+    half: &[f32],
+    near: [&[f32]; 3],
+    src: [&[f32]; 3],
     [r, g, b]: [&mut [f32]; 3],
     [amount, thr, os]: [f32; 3],
     x0: usize,
+    x1: usize,
 ) {
     let mid = near[1];
     let w = mid.len();
-    for x in x0..w {
+    for x in x0..x1.min(w) {
         let y = mid[x];
         let d = y - hblur_at(vb, half, x);
         // The soft threshold sign(d) max(|d| - thr, 0) as d - clamp(d,
@@ -874,7 +929,11 @@ mod wide {
 
     /// [`super::mask_row`]: per chunk of [`CHUNK`] columns, the vertical
     /// pass, then the mask of the chunk before (whose horizontal taps reach
-    /// into this one), the pads once their columns exist.
+    /// into this one), the pads once their columns exist. The chunks start
+    /// at the first column whose red output is on a cache line ([`head`]);
+    /// the columns before it go by the scalar code, so where the buffers
+    /// share that phase (the caller arranges it for its own) every vector
+    /// store and most loads touch one cache line, not two.
     #[inline(always)]
     unsafe fn mask_row<V: Lanes, const KR: usize>(
         rows: &[&[f32]],
@@ -887,18 +946,28 @@ mod wide {
         let w = r.len();
         let t = taps::<V>(rows, half);
         let near = [rows[KR - 1], rows[KR], rows[KR + 1]];
-        let chunks = w.div_ceil(CHUNK);
+        let a = super::head(r.as_ptr(), V::N).min(w);
+        // The columns before the first vector, by the scalar code.
+        super::vblur_tail(rows, half, &mut vb[KR..KR + a], 0);
+        let chunks = (w - a).div_ceil(CHUNK);
+        if chunks == 0 {
+            super::mirror_pad(vb, KR);
+            super::apply_tail(vb, half, near, src, [r, g, b], k, 0);
+            return;
+        }
         for c in 0..chunks {
-            let (x0, x1) = (c * CHUNK, ((c + 1) * CHUNK).min(w));
+            let (x0, x1) = (a + c * CHUNK, (a + (c + 1) * CHUNK).min(w));
             let x = vblur_span::<V, KR>(&t, &mut vb[KR..KR + w], x0, x1);
             if c == 0 && chunks > 1 {
-                // Columns 1 ..= KR are in this chunk.
+                // Columns 1 ..= KR are done (KR < CHUNK).
                 super::mirror_left(vb, KR);
             }
             if c + 1 < chunks {
+                let out = [&mut *r, &mut *g, &mut *b];
                 if c > 0 {
-                    let out = [&mut *r, &mut *g, &mut *b];
                     apply_span::<V, KR>(&t, vb, near, src, out, k, x0 - CHUNK, x0);
+                } else {
+                    super::apply_cols(vb, half, near, src, out, k, 0, a);
                 }
                 continue;
             }
@@ -910,9 +979,11 @@ mod wide {
                 super::mirror_left(vb, KR);
             }
             super::mirror_right(vb, KR);
+            let out = [&mut *r, &mut *g, &mut *b];
             if c > 0 {
-                let out = [&mut *r, &mut *g, &mut *b];
                 apply_span::<V, KR>(&t, vb, near, src, out, k, x0 - CHUNK, x0);
+            } else {
+                super::apply_cols(vb, half, near, src, out, k, 0, a);
             }
             let out = [&mut *r, &mut *g, &mut *b];
             let x = apply_span::<V, KR>(&t, vb, near, src, out, k, x0, x1);
@@ -1586,8 +1657,8 @@ mod tests {
     /// The chunked row ([`mask_row`], from the segment's rows or in
     /// place) against the scalar definition over the whole row: identical
     /// bits for rows of one chunk, a chunk and a bit, and several chunks
-    /// whose last is narrower than the blur's reach, at every vector level
-    /// this CPU runs.
+    /// whose last is narrower than the blur's reach, the output at every
+    /// phase of a cache line, at every vector level this CPU runs.
     #[test]
     fn chunked_rows_equal_the_whole_row_definition() {
         for level in vector_levels() {
@@ -1617,15 +1688,42 @@ mod tests {
                 let mut want = vec![0f32; 3 * w];
                 apply_tail(&vb, half, near, src, split3(&mut want, w), k, 0);
                 let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                let mut got = vec![0f32; 3 * w];
-                let mut work = vec![0f32; w + 2 * kr];
-                mask_row(level, &rows, half, k, &mut work, src, split3(&mut got, w));
-                assert_eq!(
-                    bits(&got),
-                    bits(&want),
-                    "{level:?}, radius {radius}, {w} wide"
-                );
-                assert_ne!(got, src.concat(), "the mask did something");
+                // The output at every phase of a cache line (the vectors
+                // start at its first column on one; the scalar code does
+                // the columns before).
+                let mut buf = vec![0f32; 3 * w + LINE];
+                for off in 0..LINE {
+                    let got = &mut buf[off..off + 3 * w];
+                    got.fill(0.0);
+                    let mut work = vec![0f32; w + 2 * kr];
+                    mask_row(level, &rows, half, k, &mut work, src, split3(got, w));
+                    assert_eq!(
+                        bits(got),
+                        bits(&want),
+                        "{level:?}, radius {radius}, {w} wide, offset {off}"
+                    );
+                    assert_ne!(got, &src.concat()[..], "the mask did something");
+                }
+            }
+        }
+    }
+
+    /// The luminance rows' finiteness flag: false for a NaN or an
+    /// infinity anywhere (in a whole vector or the scalar tail), true for
+    /// finite rows of any magnitude.
+    #[test]
+    fn luma_rows_flag_non_finite_values() {
+        let w = 16 * 3 + 5;
+        let base: Vec<f32> = (0..w).map(|i| i as f32 * 0.01 - 0.2).collect();
+        let mut out = vec![0f32; w];
+        assert!(luma_row_wide(&base, &base, &base, &mut out));
+        let big = vec![1e37f32; w];
+        assert!(luma_row_wide(&big, &base, &big, &mut out));
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            for at in [0, 7, 16, 47, w - 1] {
+                let mut g = base.clone();
+                g[at] = bad;
+                assert!(!luma_row_wide(&base, &g, &base, &mut out), "{bad} at {at}");
             }
         }
     }
