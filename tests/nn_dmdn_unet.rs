@@ -353,9 +353,10 @@ fn shipped_raw_models_load_within_budget() {
     let dir = std::env::var_os("RAWGRAPH_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("calibration/models"));
-    // `fast` ~5 k: `fast4` 5,167, `fastb` 5,272 (its classical base op,
-    // ~0.35 s at 12 MP, is counted apart).
-    for (name, max_macs) in [("fast_raw", 5_300.0), ("quality_raw", 20_000.0)] {
+    // `fast` ~5 k: `fast4` 5,167, `fastb` 5,272, `fastc` 5,396 (its
+    // classical base op, ~0.35 s at 12 MP, is counted apart; the box sums
+    // of the smoothing stages count as multiply-adds).
+    for (name, max_macs) in [("fast_raw", 5_400.0), ("quality_raw", 20_000.0)] {
         let p = dir.join(format!("demosaic_{name}.safetensors"));
         if !p.exists() {
             eprintln!("SKIPPED: {} not present", p.display());
