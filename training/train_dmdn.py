@@ -1198,8 +1198,13 @@ def shipped_path(args, init=True):
     if init and getattr(args, "init", None):
         return args.init
     suffix = "" if args.regime == "srgb" else "_raw"
-    # `fast4` and `fastg` are the `fast` model grown: they ship in the `fast` file.
-    name = "fast" if args.size in ("fast4", "fastg", "fastb", "fastc") else args.size
+    # `fast4`, `fastg` and `fastb` are the `fast` model grown: they ship in the
+    # `fast` file. `fastc` ships in its own (`fastc_raw`, pipelines/learned_fastc.yaml)
+    # and grows from the `fast` file when that is absent.
+    name = "fast" if args.size in ("fast4", "fastg", "fastb") else args.size
+    if args.size == "fastc":
+        own = os.path.join(REPO, "calibration", "models", f"demosaic_fastc{suffix}.safetensors")
+        name = "fastc" if os.path.exists(own) or not init else "fast"
     return os.path.join(REPO, "calibration", "models", f"demosaic_{name}{suffix}.safetensors")
 
 

@@ -77,7 +77,9 @@ impl ChromaGuided {
                 "chroma_radii {radii:?} must be 1..={MAX_CHROMA_FILTERS} values in 1..={MAX_CHROMA_RADIUS}"
             )));
         }
-        if !(eps_k.is_finite() && eps_k >= 0.0) || !(eps_floor.is_finite() && eps_floor > 0.0) {
+        let ok_k = eps_k.is_finite() && eps_k >= 0.0;
+        let ok_floor = eps_floor.is_finite() && eps_floor > 0.0;
+        if !(ok_k && ok_floor) {
             return Err(Error::invalid(format!(
                 "chroma_eps_k {eps_k} must be finite and >= 0, chroma_eps_floor {eps_floor} finite and > 0"
             )));
@@ -527,10 +529,9 @@ mod tests {
         out
     }
 
-    #[test]
-    fn matches_the_per_pixel_definition() {
-        let (h, w) = (13, 19); // clipped windows everywhere at r = 4
-        let (y, n, z) = frame(h, w, 1);
+    /// The stage on a `h x w` frame against [`reference`].
+    fn assert_matches_reference(h: usize, w: usize, seed: usize) {
+        let (y, n, z) = frame(h, w, seed);
         let p = stage();
         let mut out = Tensor::zeros(y.shape()).expect("out");
         p.run_into(&y, &n, &z, &BufferPool::new(), &mut out)
@@ -542,26 +543,19 @@ mod tests {
             .zip(&want)
             .map(|(&a, &b)| (a as f64 - b).abs())
             .fold(0f64, f64::max);
-        assert!(worst < 2e-5, "max abs error {worst}");
+        assert!(worst < 2e-5, "{h}x{w}: max abs error {worst}");
+    }
+
+    #[test]
+    fn matches_the_per_pixel_definition() {
+        // clipped windows everywhere at r = 4
+        assert_matches_reference(13, 19, 1);
     }
 
     /// Taller than a strip: the strips' seams give the definition too.
     #[test]
     fn strips_match_the_per_pixel_definition() {
-        let (h, w) = (2 * STRIP + 11, 9);
-        let (y, n, z) = frame(h, w, 5);
-        let p = stage();
-        let mut out = Tensor::zeros(y.shape()).expect("out");
-        p.run_into(&y, &n, &z, &BufferPool::new(), &mut out)
-            .expect("run");
-        let want = reference(&p, &y, &n, &z);
-        let worst = out
-            .data()
-            .iter()
-            .zip(&want)
-            .map(|(&a, &b)| (a as f64 - b).abs())
-            .fold(0f64, f64::max);
-        assert!(worst < 2e-5, "max abs error {worst}");
+        assert_matches_reference(2 * STRIP + 11, 9, 5);
     }
 
     /// A window cut from the frame with a margin of the stage's reach

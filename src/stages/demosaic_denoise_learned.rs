@@ -44,7 +44,7 @@ use crate::raw::NoiseProfile;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    /// `fast`, `quality`, `fast_raw`, `quality_raw` (shipped models in
+    /// `fast`, `quality`, `fast_raw`, `fastc_raw`, `quality_raw` (shipped models in
     /// `$RAWGRAPH_MODELS` or `calibration/models/`) or a path to a
     /// `.safetensors` file.
     #[serde(default = "default_model")]
@@ -84,7 +84,10 @@ impl Default for Params {
 
 /// Where a model name resolves to.
 pub fn model_path(model: &str) -> PathBuf {
-    if matches!(model, "fast" | "quality" | "fast_raw" | "quality_raw") {
+    if matches!(
+        model,
+        "fast" | "quality" | "fast_raw" | "fastc_raw" | "quality_raw"
+    ) {
         let dir = std::env::var_os("RAWGRAPH_MODELS")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
