@@ -85,6 +85,13 @@ UNET_SIZES = {
     # is kept), an edge-aware average of chroma noise; grows from `fastb` files
     "fastc": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
                   gate=(2, 6), base="rcd_mlri", chroma=(2, 4)),
+    # `fastc` with a third chroma radius (8) and luminance smoothing: L is
+    # blended per pixel with its own guided filters (radii 2, 4 and 8, eps
+    # LUM_EPS_K x the local noise variance), the flat areas of high-ISO
+    # captures averaged wider than the net's receptive field reaches cheaply;
+    # grows from `fastc` files
+    "fastd": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
+                  gate=(2, 6), base="rcd_mlri", chroma=(2, 4, 8), lum=(2, 4, 8)),
     "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
 }
 GATE_INIT = -4.0
@@ -93,7 +100,7 @@ GATE_SCALE = 50.0
 # almost the file's function
 BASE_GATE_INIT = -3.0
 # the 1x1 convs whose outputs are logits x GATE_SCALE (files hold them as used)
-GATES = ("gate", "bgate", "cgate")
+GATES = ("gate", "bgate", "cgate", "lgate")
 
 # CFA colour index (0 R, 1 G, 2 B) of the 2x2 block positions (dy, dx) in raster order.
 PHASES = {
@@ -197,7 +204,7 @@ class DMDNUNet(nn.Module):
     """
 
     def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0, gate=(), base="bilinear",
-                 chroma=()):
+                 chroma=(), lum=()):
         super().__init__()
         c1, c2, c3 = widths[:3]
         self.widths, self.bottom, self.phase = tuple(widths), bottom, phase
@@ -246,6 +253,14 @@ class DMDNUNet(nn.Module):
             self.cgate = nn.Conv2d(c1, 4 * len(self.chroma_radii), 1)
             nn.init.zeros_(self.cgate.weight)
             nn.init.constant_(self.cgate.bias, GATE_INIT / GATE_SCALE)
+        self.lum_radii = tuple(lum)
+        if self.lum_radii:
+            if not self.chroma_radii:
+                raise ValueError("luminance smoothing needs the chroma smoothing")
+            # logits of the luminance guided filters, as the gate's
+            self.lgate = nn.Conv2d(c1, 4 * len(self.lum_radii), 1)
+            nn.init.zeros_(self.lgate.weight)
+            nn.init.constant_(self.lgate.bias, GATE_INIT / GATE_SCALE)
         self.noise_w = None
 
     def fold_noise_weights(self):
@@ -302,8 +317,18 @@ class DMDNUNet(nn.Module):
         var = F.interpolate(noise[:, :1] * noise[:, :1], scale_factor=2, mode="nearest")
         w = torch.softmax(torch.cat([torch.zeros_like(zc[:, :1]), zc], 1), 1)
         c = w[:, :1] * chroma
+        stats = {}
         for k, rad in enumerate(self.chroma_radii):
-            c = c + w[:, k + 1: k + 2] * guided_chroma(lum, chroma, var, rad)
+            stats[rad] = lum_stats(lum, var, rad)
+            c = c + w[:, k + 1: k + 2] * guided_chroma(lum, chroma, var, rad, stats[rad])
+        if self.lum_radii:
+            # luminance smoothing: L blended per pixel with its own guided filters
+            zl = F.pixel_shuffle(self.lgate(d1), 2) * GATE_SCALE
+            wl = torch.softmax(torch.cat([torch.zeros_like(zl[:, :1]), zl], 1), 1)
+            lum2 = wl[:, :1] * lum
+            for k, rad in enumerate(self.lum_radii):
+                lum2 = lum2 + wl[:, k + 1: k + 2] * guided_self(lum, var, rad, stats.get(rad))
+            lum = lum2
         g2 = lum - (c[:, 0:1] + c[:, 1:2]) * 0.25
         return torch.cat([c[:, 0:1] + g2, g2, c[:, 1:2] + g2], 1)
 
@@ -329,6 +354,9 @@ class DMDNUNet(nn.Module):
         # chroma: its 1x1 conv, per guided filter ~40 (8 running box means,
         # the coefficients, the blend), ~12 for the transforms and the softmax
         gate += len(self.chroma_radii) * (c1 + 40) + (12 if self.chroma_radii else 0)
+        # luminance: its 1x1 conv, per guided filter ~16 (2 more running box
+        # means, the coefficients, the blend; L's means are the chroma's)
+        gate += len(getattr(self, "lum_radii", ())) * (c1 + 16)
         return half / 4 + quarter / 16 + eighth / 64 + sixteenth / 256 + full + gate
 
 
@@ -349,20 +377,48 @@ def gated_boxes(y, logits, radii):
 CHROMA_EPS_K = 0.5
 # and a floor (image units squared) for noise-free input (metadata `chroma_eps_floor`)
 CHROMA_EPS_FLOOR = 1e-6
+# The luminance guided filters' regulariser: LUM_EPS_K x the local noise
+# variance of the mosaic (metadata `lum_eps_k`; L = (R + 2G + B) / 4 of
+# independent channels would have 0.375 of it), the same floor
+LUM_EPS_K = 0.25
 
 
-def guided_chroma(lum, chroma, var, r):
+def box_mean(x, r):
+    """Mean over the (2r+1)^2 window clipped to the image, as two 1-D means
+    (a window clipped to the image is a rectangle: the same value)."""
+    x = F.avg_pool2d(x, (1, 2 * r + 1), stride=1, padding=(0, r), count_include_pad=False)
+    return F.avg_pool2d(x, (2 * r + 1, 1), stride=1, padding=(r, 0), count_include_pad=False)
+
+
+def lum_stats(lum, var, r):
+    """Box means at radius r shared by the guided filters: mean(L), var(L), mean(V)."""
+    m_l = box_mean(lum, r)
+    return m_l, box_mean(lum * lum, r) - m_l * m_l, box_mean(var, r)
+
+
+def guided_self(lum, var, r, stats=None):
+    """Guided filter of the luminance lum (B,1,H,W) by itself, radius r,
+    regularised by LUM_EPS_K x the box mean of the noise variance var plus
+    CHROMA_EPS_FLOOR: a = var(L) / (var(L) + eps), b = (1 - a) mean(L),
+    out = mean(a) L + mean(b). `stats`: lum_stats(lum, var, r) if known."""
+    m_l, var_l, m_v = stats or lum_stats(lum, var, r)
+    a = var_l / (var_l + LUM_EPS_K * m_v + CHROMA_EPS_FLOOR)
+    b = m_l - a * m_l
+    return box_mean(a, r) * lum + box_mean(b, r)
+
+
+def guided_chroma(lum, chroma, var, r, stats=None):
     """Guided filter (He et al. 2010) of each chroma plane (B,2,H,W) with
     the luminance lum (B,1,H,W) as guide, radius r (box means over the
     (2r+1)^2 window clipped to the image), regularised by CHROMA_EPS_K x
     the box mean of the noise variance var (B,1,H,W) plus CHROMA_EPS_FLOOR:
     a = cov(L, C) / (var(L) + eps), b = mean(C) - a mean(L), out = mean(a) L + mean(b)."""
     def box(x):
-        return F.avg_pool2d(x, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-    m_l, m_c = box(lum), box(chroma)
-    var_l = box(lum * lum) - m_l * m_l
+        return box_mean(x, r)
+    m_l, var_l, m_v = stats or lum_stats(lum, var, r)
+    m_c = box(chroma)
     cov = box(lum * chroma) - m_l * m_c
-    a = cov / (var_l + CHROMA_EPS_K * box(var) + CHROMA_EPS_FLOOR)
+    a = cov / (var_l + CHROMA_EPS_K * m_v + CHROMA_EPS_FLOOR)
     b = m_c - a * m_l
     return box(a) * lum + box(b)
 
@@ -393,7 +449,7 @@ def receptive_halo(model):
     torch.manual_seed(0)
     probe = DMDNUNet(model.widths, model.bottom, model.fullres_width, model.phase,
                      model.noise_channels, model.deep, model.gate_radii, model.base,
-                     getattr(model, "chroma_radii", ()))
+                     getattr(model, "chroma_radii", ()), getattr(model, "lum_radii", ()))
     probe._halo = 0
     probe = probe.double()
     size = 256
@@ -467,6 +523,8 @@ def build(size, arch="flat", bottom=None, levels_from=None):
         if levels_from and levels_from.get("chroma_radii") and not hp.get("chroma"):
             # a run resuming from a file with chroma smoothing keeps it
             hp["chroma"] = tuple(int(r) for r in levels_from["chroma_radii"].split(","))
+        if levels_from and levels_from.get("lum_radii") and not hp.get("lum"):
+            hp["lum"] = tuple(int(r) for r in levels_from["lum_radii"].split(","))
         if levels_from and levels_from.get("base", "bilinear") != "bilinear":
             # a run resuming from a file over a classical base keeps that base
             hp["base"] = levels_from["base"]
@@ -1051,6 +1109,7 @@ def unet_tensor_names(model):
     names = UNET_LAYERS + deep + [f"e3.{i}" for i in range(model.bottom)] + ["u2", "d2", "u1", "d1", "head", "fr1", "fr2"]
     names += ["gate"] if model.gate_radii else []
     names += ["cgate"] if getattr(model, "chroma_radii", ()) else []
+    names += ["lgate"] if getattr(model, "lum_radii", ()) else []
     return names + (["bgate"] if model.base != "bilinear" else [])
 
 
@@ -1085,6 +1144,8 @@ def export(model, size, regime, path, extra_meta=None):
             **({"chroma_radii": ",".join(str(r) for r in model.chroma_radii),
                 "chroma_eps_k": str(CHROMA_EPS_K), "chroma_eps_floor": str(CHROMA_EPS_FLOOR)}
                if model.chroma_radii else {}),
+            **({"lum_radii": ",".join(str(r) for r in model.lum_radii), "lum_eps_k": str(LUM_EPS_K)}
+               if model.lum_radii else {}),
             "noise_units": "std of the white-balanced mosaic in [0,1] units, per pixel, RMS-pooled over 2x2",
             "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
             "output": "white-balanced linear camera RGB in the input's units",
@@ -1163,6 +1224,11 @@ def load_unet_weights(model, path):
                     continue  # a file without the gate: it keeps its near-silent start
                 scale = GATE_SCALE if name in GATES else 1.0
                 w = f.get_tensor(f"{name}.weight")
+                if name == "cgate" and w.shape[0] < m.weight.shape[0]:
+                    # a file with fewer chroma radii: the new ones keep their near-silent start
+                    m.weight[: w.shape[0]] = w / scale
+                    m.bias[: w.shape[0]] = f.get_tensor("cgate.bias") / scale
+                    continue
                 if name == "fr1" and w.shape[1] < m.weight.shape[1]:
                     # a file over the bilinear base: the new inputs (base - bilinear) start at 0
                     m.weight.zero_()
@@ -1176,8 +1242,14 @@ def load_unet_weights(model, path):
             grown.append(f"bottom {file_bottom} -> {model.bottom} (identity-initialised)")
         if file_levels < len(model.widths):
             grown.append(f"levels {file_levels} -> {len(model.widths)} (u3 zero-initialised)")
-        if not meta.get("chroma_radii") and getattr(model, "chroma_radii", ()):
-            grown.append(f"chroma smoothing {model.chroma_radii} (near-silent start)")
+        file_chroma = tuple(int(r) for r in meta.get("chroma_radii", "").split(",") if r)
+        model_chroma = getattr(model, "chroma_radii", ())
+        if file_chroma != model_chroma and model_chroma:
+            if file_chroma != model_chroma[: len(file_chroma)]:
+                raise ValueError(f"{path}: chroma radii {file_chroma} do not fit the model's {model_chroma}")
+            grown.append(f"chroma smoothing {file_chroma} -> {model_chroma} (near-silent start)")
+        if not meta.get("lum_radii") and getattr(model, "lum_radii", ()):
+            grown.append(f"luminance smoothing {model.lum_radii} (near-silent start)")
         if meta.get("base", "bilinear") != model.base:
             grown.append(f"base {meta.get('base', 'bilinear')} -> {model.base} (gate at sigmoid({BASE_GATE_INIT:g}))")
         if grown:
@@ -1205,6 +1277,10 @@ def shipped_path(args, init=True):
     if args.size == "fastc":
         own = os.path.join(REPO, "calibration", "models", f"demosaic_fastc{suffix}.safetensors")
         name = "fastc" if os.path.exists(own) or not init else "fast"
+    if args.size == "fastd":
+        # `fastd` ships in its own file and grows from `fastc`'s when that is absent
+        own = os.path.join(REPO, "calibration", "models", f"demosaic_fastd{suffix}.safetensors")
+        name = "fastd" if os.path.exists(own) or not init else "fastc"
     return os.path.join(REPO, "calibration", "models", f"demosaic_{name}{suffix}.safetensors")
 
 
@@ -1560,6 +1636,10 @@ def cmd_fixture(args):
     # frame taller than its halo for the reflect pad
     write_unet_fixture(d, "nn_dmdn_unet_chroma_tiny", 6,
                        dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(2, 4)), 69, 78)
+    # with luminance smoothing too (`fastd`: chroma radii 2, 4, 8, luminance 2, 4, 8)
+    write_unet_fixture(d, "nn_dmdn_unet_lum_tiny", 7,
+                       dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(2, 4, 8),
+                            lum=(2, 4, 8)), 85, 94)
     print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()}, "
           f"gated unet halo {ug.halo()})")
 
@@ -1602,6 +1682,9 @@ def write_unet_fixture(d, name, seed, shape, h, w):
         meta["chroma_radii"] = ",".join(str(r) for r in um.chroma_radii)
         meta["chroma_eps_k"] = str(CHROMA_EPS_K)
         meta["chroma_eps_floor"] = str(CHROMA_EPS_FLOOR)
+    if um.lum_radii:
+        meta["lum_radii"] = ",".join(str(r) for r in um.lum_radii)
+        meta["lum_eps_k"] = str(LUM_EPS_K)
     save_file(ut, os.path.join(d, f"{name}.safetensors"), metadata=meta)
     save_file(io, os.path.join(d, f"{name}_io.safetensors"),
               metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output, base (3,H,W)"})
