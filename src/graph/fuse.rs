@@ -705,17 +705,18 @@ struct Strips {
 }
 
 impl Strips {
-    /// Room for a strip of `rows` rows of `w` pixels from image row `y0`.
+    /// Room for a strip of `rows` rows of `w` pixels from image row `y0`
+    /// (its planes laid out as [`planes3`] does).
     fn push(&mut self, y0: usize, rows: usize, w: usize) -> [&mut [f32]; 3] {
-        let n = rows * w;
         let mut buf = self.spare.pop().unwrap_or_default();
-        buf.resize(3 * n, 0.0);
+        let n = rows * w;
+        let [r, g, b] = Lined::of(&mut buf, n).ranges(n);
         self.strips.push_back((y0, rows, buf));
         match self.strips.back_mut() {
             Some((_, _, buf)) => {
-                let (r, gb) = buf.split_at_mut(n);
-                let (g, b) = gb.split_at_mut(n);
-                [r, g, b]
+                let (head, b) = buf.split_at_mut(b.start);
+                let (head, g) = head.split_at_mut(g.start);
+                [&mut head[r], &mut g[..n], &mut b[..n]]
             }
             None => [&mut [], &mut [], &mut []],
         }
@@ -746,7 +747,10 @@ impl RowSource for Rows<'_> {
         let w = self.w;
         for (y0, rows, buf) in &self.kept.strips {
             if (*y0..y0 + rows).contains(&y) {
-                let at = (c * rows + y - y0) * w;
+                let Some(plane) = Lined::at(buf, rows * w).ranges(rows * w).get(c).cloned() else {
+                    return &[];
+                };
+                let at = plane.start + (y - y0) * w;
                 return &buf[at..at + w];
             }
         }
@@ -950,10 +954,50 @@ fn point_members(
 
 /// `scratch` as three planes of `len` samples.
 fn planes3(scratch: &mut Vec<f32>, len: usize) -> [&mut [f32]; 3] {
-    scratch.resize(3 * len, 0.0);
-    let (r, gb) = scratch.split_at_mut(len);
-    let (g, b) = gb.split_at_mut(len);
-    [r, g, b]
+    let [r, g, b] = Lined::of(scratch, len).ranges(len);
+    let (head, b) = scratch.split_at_mut(b.start);
+    let (head, g) = head.split_at_mut(g.start);
+    [&mut head[r], &mut g[..len], &mut b[..len]]
+}
+
+/// Floats per 64-byte cache line.
+const LINE: usize = 16;
+
+/// Where three planes of `len` floats lie in a buffer so that each starts
+/// on a cache line (the row kernels' vector loads and stores then do not
+/// straddle two lines where the rows' width is a multiple of [`LINE`]):
+/// the first at `start`, the next ones `stride` floats apart.
+struct Lined {
+    start: usize,
+    stride: usize,
+}
+
+impl Lined {
+    /// The layout in `buf`, grown (zeroed) to hold it.
+    fn of(buf: &mut Vec<f32>, len: usize) -> Lined {
+        let stride = len.next_multiple_of(LINE);
+        if buf.len() < 3 * stride + LINE {
+            buf.resize(3 * stride + LINE, 0.0);
+        }
+        Lined::at(buf, len)
+    }
+
+    /// The layout of a buffer [`Lined::of`] grew for `len`.
+    fn at(buf: &[f32], len: usize) -> Lined {
+        let phase = (buf.as_ptr() as usize / std::mem::size_of::<f32>()) % LINE;
+        Lined {
+            start: (LINE - phase) % LINE,
+            stride: len.next_multiple_of(LINE),
+        }
+    }
+
+    /// The three planes' ranges.
+    fn ranges(&self, len: usize) -> [std::ops::Range<usize>; 3] {
+        std::array::from_fn(|c| {
+            let at = self.start + c * self.stride;
+            at..at + len
+        })
+    }
 }
 
 /// Adds the time since `t0` to a member's counter.
