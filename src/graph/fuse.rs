@@ -952,7 +952,8 @@ fn point_members(
     }
 }
 
-/// `scratch` as three planes of `len` samples.
+/// `scratch` as three planes of `len` samples, each on a cache line
+/// ([`Lined`]; the buffer grown as needed).
 fn planes3(scratch: &mut Vec<f32>, len: usize) -> [&mut [f32]; 3] {
     let [r, g, b] = Lined::of(scratch, len).ranges(len);
     let (head, b) = scratch.split_at_mut(b.start);

@@ -42,8 +42,30 @@
 //! (all in L1) saved only ~0.6 ms; a branch-free list of the vectors to
 //! clamp, with their steps kept, saved nothing. Buffers off cache lines
 //! cost: outputs 16 bytes off ~1.1 ms, inputs ~0.8 ms (the fused segment's
-//! scratch and strips are plain `Vec`s, 48 and 32 or 48 bytes off here;
-//! the ring and blur rows follow the output's phase).
+//! scratch and strips were plain `Vec`s, 48 and 32 or 48 bytes off; the
+//! ring and blur rows follow the output's phase).
+//!
+//! Then (load 4-5, where wall medians moved by several ms from run to
+//! run; CPU time from perf samples, 2-4 kHz over 32 frames, interleaved):
+//! the fused segment's strips and scratch planes put on cache lines
+//! (`src/graph/fuse.rs`, `Lined`) took the op from 14.2 and 13.6 ms to
+//! 12.5 and 12.7 (mask rows ~10 ms, luminance ~2.6); at a busier moment
+//! 15.4, 16.4, 15.2 -> 15.6, 14.7, 14.7, and at 2 threads (CPU time of
+//! both) 15.9, 16.6 -> 14.8, 15.0 (the machine's other work slows the
+//! same code by 10-20 % in CPU time too). Column tiles down the
+//! strip were tried and dropped: per group of 16 output rows (a ring of
+//! `16 + 2 kr` luminance rows, so no slot a group reads is rewritten while
+//! it runs), tiles left to right, each computing the luminance and vertical
+//! blur of its columns and a line beyond, the luminance and output rows
+//! interleaved, identical bits: 17.8 ms at tiles of 256 columns, 15.0 at
+//! 1024, 15.6 at one tile, against 13.4 before (without the aligned
+//! strips); the work per tile row outside the vector loops (row look-ups
+//! through `RowSource`, the window, the kernels' set-up, ~80 ns) cost more
+//! than the L1 cache saved. What rows in L1 can save, measured on narrow
+//! frames of the same 12 MP: mask rows 11.0 ms at 4000 px wide, 8.8 at
+//! 1024, 8.0 at 256; luminance 2.8, 2.5, 2.2. So tiles whose row loop runs
+//! inside the vector kernel (pointers set once per group) might reach
+//! ~10.5 ms of CPU time at 1 thread, not clearly below issue 16's 10.
 
 use std::cell::RefCell;
 use std::sync::Arc;
