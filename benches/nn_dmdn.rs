@@ -11,7 +11,8 @@
 //!   one such tile;
 //! - the chroma smoothing of `fastc` (the same tile, guided filters of
 //!   radii 2 and 4: the colour differences, their filters, the blend and
-//!   the recombination).
+//!   the recombination), and `fastd`'s (chroma radii 2, 4, 8 and
+//!   luminance guided filters of radii 2, 4, 8).
 //!
 //! - the shipped `fast_raw` (`dmdn_unet` `fastb`, over the `rcd_mlri`
 //!   base) at 12 MP with its default tile, the base included (the
@@ -120,7 +121,20 @@ fn gate(c: &mut Criterion) {
     g.bench_function(format!("gf_r2r4_{n}x{n}"), |b| {
         b.iter(|| {
             filters
-                .run_into(&y, &noise, &z, &pool, &mut out)
+                .run_into(&y, &noise, &z, None, &pool, &mut out)
+                .expect("chroma")
+        })
+    });
+    // `fastd`'s stage: chroma radii 2, 4, 8 and luminance ones 2, 4, 8.
+    let z3 = Tensor::from_vec([1, 3, n, n], rand_vec(&mut rng, 3 * n * n)).expect("z3");
+    let zl = Tensor::from_vec([1, 3, n, n], rand_vec(&mut rng, 3 * n * n)).expect("zl");
+    let filters = ChromaGuided::new(vec![2, 4, 8], 0.5, 1e-6)
+        .and_then(|f| f.with_lum(vec![2, 4, 8], 0.25))
+        .expect("filters");
+    g.bench_function(format!("gf_r2r4r8_lum_r2r4r8_{n}x{n}"), |b| {
+        b.iter(|| {
+            filters
+                .run_into(&y, &noise, &z3, Some(&zl), &pool, &mut out)
                 .expect("chroma")
         })
     });

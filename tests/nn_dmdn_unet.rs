@@ -379,10 +379,12 @@ fn shipped_raw_models_load_within_budget() {
     // `fast` ~5 k: `fast4` 5,167, `fastb` 5,272 (its classical base op,
     // ~0.35 s at 12 MP, is counted apart); `fastc_raw` (the `fastc` size:
     // `fastb` + chroma guided filters, whose box sums count as
-    // multiply-adds) 5,396.
+    // multiply-adds) 5,396; `fastd_raw` (`fastc` + a third chroma radius
+    // and three luminance guided filters) 5,548.
     for (name, max_macs) in [
         ("fast_raw", 5_300.0),
         ("fastc_raw", 5_400.0),
+        ("fastd_raw", 5_600.0),
         ("quality_raw", 20_000.0),
     ] {
         let p = dir.join(format!("demosaic_{name}.safetensors"));
@@ -847,6 +849,123 @@ fn bad_chroma_files_are_typed_errors() {
     std::fs::write(&p, write_st(&no_gate, &m)).unwrap();
     match DemosaicNet::load(&p) {
         Err(e @ Error::Model { .. }) => assert!(e.to_string().contains("bad_chroma"), "{e}"),
+        other => panic!("expected Error::Model, got {other:?}"),
+    }
+}
+
+/// The luminance fixture (`fastd`'s shape): the chroma fixture's graph
+/// with `chroma_radii` 2,4,8 and luminance guided filters `lum_radii`
+/// 2,4,8 (`lum_eps_k` 0.25) and random gate weights, halo 56, 85 x 94 GRBG
+/// frame (odd rows) for a GBRG model; its io file holds `base`.
+const LUM_FIXTURE: &str = "nn_dmdn_unet_lum_tiny.safetensors";
+
+fn load_io_lum() -> (Io, Vec<f32>) {
+    let (h, w) = (85, 94);
+    let io = load_io_of("nn_dmdn_unet_lum_tiny_io.safetensors", h, w);
+    let mut f = Weights::load(fixture("nn_dmdn_unet_lum_tiny_io.safetensors")).unwrap();
+    let base = f.take("base", &[3, h, w]).unwrap();
+    (io, base)
+}
+
+/// The luminance-smoothed network matches PyTorch's `run_full` at every
+/// tiling (with the fixture's base, and computing its own), tiles equal
+/// the single pass bit for bit in every phase at the file's halo, and the
+/// luminance stage contributes.
+#[test]
+fn lum_unet_matches_pytorch_for_every_tiling() {
+    let model = DmdnUnet::load(fixture(LUM_FIXTURE)).unwrap();
+    assert_eq!(model.config().gate_radii, [2, 6]);
+    assert_eq!(model.config().chroma_radii, [2, 4, 8]);
+    assert_eq!(model.config().lum_radii, [2, 4, 8]);
+    assert_eq!(model.config().base, "rcd_mlri");
+    assert_eq!(model.halo(), 56);
+    let ((mosaic, noise, expected, h, w), base) = load_io_lum();
+    let frame = |base| grbg_frame(&mosaic, &noise, h, w, base);
+    for tile in [1024, 16, 24, 40, 56] {
+        let out = model.run_frame(frame(Some(&base[..])), tile).unwrap();
+        let d = out.max_abs_diff(&expected);
+        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
+    }
+    let io = (mosaic.clone(), noise.clone(), expected.clone(), h, w);
+    assert_matches_pytorch(&model, &io);
+    assert_tiles_exact(&model, &io, &[16, 24, 32, 48], "lum");
+    // Without the luminance stage (the same file, `lgate` and its
+    // metadata removed) the result moves: the stage contributes.
+    let t: Vec<_> = tensors_of(LUM_FIXTURE)
+        .into_iter()
+        .filter(|t| !t.0.starts_with("lgate."))
+        .collect();
+    let mut m = meta_of(LUM_FIXTURE);
+    m.remove("lum_radii");
+    m.remove("lum_eps_k");
+    let plain = build(&t, &m).unwrap();
+    assert!(plain.config().lum_radii.is_empty());
+    let out = plain.run_frame(frame(Some(&base[..])), 1024).unwrap();
+    assert!(out.max_abs_diff(&expected) > 1e-3);
+    // The stage's cost: M (c1 + 16) multiply-adds per pixel more.
+    let extra = model.flops_per_pixel() - plain.flops_per_pixel();
+    assert_eq!(extra, 2.0 * (3.0 * (4.0 + 16.0)));
+}
+
+#[test]
+fn bad_lum_files_are_typed_errors() {
+    assert_meta_errors(
+        LUM_FIXTURE,
+        "lum_radii",
+        &[
+            ("0,4,8", "lum_radii"),
+            ("4,17", "lum_radii"),
+            ("1,2,3,4,5", "lum_radii"),
+            ("4,x", "lum_radii"),
+            ("", "lum_radii"),
+            ("2,9", "lum_radii"),
+            ("4", "lgate.weight"),
+            ("2,4", "lgate.weight"),
+        ],
+    );
+    for bad in ["x", "-1", "NaN", "inf"] {
+        assert_meta_errors(LUM_FIXTURE, "lum_eps_k", &[(bad, "lum_eps_k")]);
+    }
+    let tensors = tensors_of(LUM_FIXTURE);
+    let meta = meta_of(LUM_FIXTURE);
+    // `lum_radii` without `chroma_radii` (the chroma gate removed too).
+    let no_chroma: Vec<_> = tensors
+        .iter()
+        .filter(|t| !t.0.starts_with("cgate."))
+        .cloned()
+        .collect();
+    let mut m = meta.clone();
+    m.remove("chroma_radii");
+    let r = model_err(build(&no_chroma, &m));
+    assert!(r.contains("need chroma_radii"), "{r}");
+    // A missing regulariser names its key.
+    let mut m = meta.clone();
+    m.remove("lum_eps_k");
+    let r = model_err(build(&tensors, &m));
+    assert!(r.contains("lum_eps_k"), "{r}");
+    // `lgate` without `lum_radii`.
+    let mut m = meta.clone();
+    m.remove("lum_radii");
+    let r = model_err(build(&tensors, &m));
+    assert!(r.contains("unexpected tensor 'lgate."), "{r}");
+    // Missing and wrongly shaped luminance-gate tensors name the tensor.
+    assert_tensor_errors(
+        &tensors,
+        &meta,
+        &["lgate.weight", "lgate.bias"],
+        &[
+            ("lgate.weight", vec![12, 6, 1, 1]),
+            ("lgate.weight", vec![12, 4, 3, 3]),
+            ("lgate.weight", vec![8, 4, 1, 1]),
+            ("lgate.bias", vec![8]),
+        ],
+    );
+    // Through the file loader the error names the file.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad_lum.safetensors");
+    std::fs::write(&p, write_st(&no_chroma, &m)).unwrap();
+    match DemosaicNet::load(&p) {
+        Err(e @ Error::Model { .. }) => assert!(e.to_string().contains("bad_lum"), "{e}"),
         other => panic!("expected Error::Model, got {other:?}"),
     }
 }

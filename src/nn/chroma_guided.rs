@@ -1,48 +1,77 @@
-//! Chroma smoothing by guided filters: the last stage of the `fastc`
-//! `dmdn_unet` (`chroma` in training/train_dmdn.py's `DMDNUNet.forward`,
-//! `guided_chroma`).
+//! Chroma and luminance smoothing by guided filters: the last stage of the
+//! `fastc` and `fastd` `dmdn_unet` (`chroma` in training/train_dmdn.py's
+//! `DMDNUNet.forward`, `guided_chroma`, `guided_self`, `lum_stats`).
 //!
 //! For RGB `y` (`[1, 3, H, W]`, after the gated smoothing), the noise std
 //! map `n` (`[1, nc, H/2, W/2]`, the network's noise input; channel 0 is
-//! used) and logits `z` (`[1, K, H, W]`, one plane per radius `r_k`):
+//! used), chroma logits `z` (`[1, K, H, W]`, one plane per radius `r_k`)
+//! and, with luminance smoothing (`fastd`), luminance logits `zl`
+//! (`[1, M, H, W]`, one plane per radius `s_m`):
 //! ```text
-//! L   = ((R + 2G) + B) * 0.25            luminance, kept
+//! L   = ((R + 2G) + B) * 0.25            luminance (the guide)
 //! C   = (R - G, B - G)                   chroma, 2 planes
 //! V   = n²  nearest-upsampled to H x W   noise variance
 //! per radius r (box_r: mean over the (2r+1)² window clipped to the tensor):
-//!   a_j  = (box(L C_j) - box(L) box(C_j)) / ((box(L L) - box(L)²) + k box(V) + floor)
+//!   vL   = box(L L) - box(L)²
+//!   a_j  = (box(L C_j) - box(L) box(C_j)) / ((vL + k box(V)) + floor)
 //!   b_j  = box(C_j) - a_j box(L)
 //!   F_rj = box(a_j) L + box(b_j)         guided filter of C_j, guide L (He et al. 2010)
 //! w   = softmax(0, z_1, ..., z_K)         per pixel
 //! C'_j = w_0 C_j + Σ_k w_k F_{r_k, j}
-//! G'  = L - (C'_0 + C'_1) * 0.25;  out = (C'_0 + G', G', C'_1 + G')
+//! with luminance smoothing, per radius s:
+//!   a   = vL / ((vL + kl box(V)) + floor);  b = box(L) - a box(L)
+//!   S_s = box(a) L + box(b)              guided filter of L by itself
+//! wl  = softmax(0, zl_1, ..., zl_M);  L' = wl_0 L + Σ_m wl_m S_{s_m}
+//! (without it L' = L)
+//! G'  = L' - (C'_0 + C'_1) * 0.25;  out = (C'_0 + G', G', C'_1 + G')
 //! ```
-//! `k` and `floor` are the file's `chroma_eps_k` and `chroma_eps_floor`.
+//! `k`, `kl` and `floor` are the file's `chroma_eps_k`, `lum_eps_k` and
+//! `chroma_eps_floor`. Both filters use the original `L` as their guide;
+//! a radius used by both shares `box(L)`, `vL` and `box(V)`.
 //! Where the luminance is flat at the noise level, `a` falls to 0 and the
-//! filter is the local chroma mean; across a luminance edge `a` follows the
-//! edge, so colour stays inside the edge instead of bleeding over it, which
-//! box means of chroma cannot do.
+//! chroma filter is the local chroma mean (the luminance filter the local
+//! luminance mean); across a luminance edge `a` follows the edge, so
+//! colour stays inside the edge instead of bleeding over it, which box
+//! means of chroma cannot do, and the luminance edge is kept.
 //!
-//! Box sums are direct (no running sums): the vertical sum adds the rows
-//! of the window top to bottom, the horizontal sum the columns left to
-//! right, then one multiplication by the reciprocal of the window's
-//! pixel count. A pixel's result
-//! is therefore a function of its window alone, not of where the tensor
-//! starts: tiles whose halo covers the reach (2 r, plus the network's)
-//! reproduce the whole frame bit for bit. No fused multiply-adds, so the
-//! AVX-512, AVX2 and baseline builds give the same bits.
+//! Column sums are exact, so a column window's sum does not depend on the
+//! order it is taken in: every box input (`L`, `C_j`, `V`, `L L`, `L C_j`,
+//! and the coefficients `a`, `b`, all `f32` planes) is rounded, as it
+//! enters the sum, to a multiple of 2^-[`QUANT_BITS`] (clamped to
+//! ±[`QUANT_LIMIT`], NaN to its low end) in `f64`, where every partial sum
+//! of a column window and one row more (`(2·8 + 2) · 1024 < 2^19 = 2^53 ·
+//! 2^-34`) is exact. Column sums are therefore running sums (each row
+//! adds the row entering the window and subtracts the one leaving it:
+//! O(1) in r), rounded to `f32`; row sums a ladder of pair sums over them
+//! (`P_2 = c[x] + c[x+1]`, `P_4`, ..., the window the sum of the levels of
+//! `2r + 1`'s binary digits, over column sums padded by `r` zeros so the
+//! clipped windows come out the same way: a fixed sum tree per window,
+//! `log2(2r + 1) + popcount(2r + 1) - 1` adds), then one multiplication by
+//! the reciprocal of the window's pixel count. A pixel's result is
+//! therefore a function of its window alone, not of where the tensor or
+//! the strip starts: tiles whose halo covers the reach (2 r, plus the
+//! network's) reproduce the whole frame bit for bit. The rounding moves
+//! only values below 2^-11 in magnitude (an `f32` at or above that is
+//! already on the grid), by at most 2^-35 (3e-11): far below the variance
+//! terms' ~1e-9 resolution. No fused multiply-adds, so the AVX-512, AVX2
+//! and baseline builds give the same bits.
 //!
-//! Cost per pixel and radius: 7 box means of the inputs and 4 of the
-//! coefficients, each `2 (2r + 1)` adds and a multiply (r = 2: 10 adds, r
-//! = 4: 18), about 20 more operations for the coefficients and the blend;
-//! per pixel `K + 1` exponentials ([`super::gated_smoothing::exp_nonpos`]).
-//! The stage runs in strips of 32 rows so its temporaries stay in cache.
-//! Measured (Intel Xeon, AVX-512, 1 thread, one 928 x 928 tile, radii 2
-//! and 4, machine loaded by training): 38 ms, 45 ns per pixel, of which
-//! the 22 box means are about 60 %; in a 12 MP `fastc` run that is ~0.6 s
-//! of CPU time, so `fastc` runs ~35 % slower than `fastb`. Exact O(1)
-//! box sums (integer running sums, as [`super::gated_smoothing`], but in
-//! 64 bits: the variance needs ~1e-9 resolution) are the next step.
+//! Cost per pixel and radius: 7 box means of the inputs, 4 of the chroma
+//! coefficients and 2 of the luminance ones, each two roundings and two
+//! `f64` adds for the column sum, 3 (r = 2), 4 (r = 4) or 5 (r = 8) `f32`
+//! adds for the row sum and a multiply; about 20 more operations for the
+//! coefficients and the blends; per pixel `K + M + 2` exponentials
+//! ([`super::gated_smoothing::exp_nonpos`]). Box means are computed only
+//! on the rows that need them (the input means within `r` of the kept
+//! rows, the coefficient means on the kept rows). The stage runs in strips
+//! of [`STRIP`] rows so its temporaries stay in cache.
+//! Measured (Intel Xeon, AVX-512, 1 thread, one 1120 x 1120 tile,
+//! benches/nn_dmdn.rs `nn_chroma_smoothing`, 2 vCPUs loaded 2.3-3 by
+//! training): radii 2, 4: 64-68 ms, ~53 ns per pixel (the direct sums
+//! measured 45 ns on a quieter machine); `fastd`'s chroma radii 2, 4, 8
+//! with luminance radii 2, 4, 8: 132-146 ms, ~110 ns per pixel. 12 MP
+//! `rawgraph bench`, `dm` row, 1 thread, interleaved: `fastc` 4.63-4.83 s
+//! against 4.78-4.90 s with the direct sums, `fastd` 5.69-6.14 s.
 
 use super::gated_smoothing::exp_nonpos;
 use super::{BufferPool, Tensor};
@@ -50,8 +79,25 @@ use crate::error::{Error, Result};
 
 /// Largest guided-filter radius a file may declare.
 pub const MAX_CHROMA_RADIUS: usize = 8;
-/// Most guided filters (logit planes) a file may declare.
+/// Most guided filters (logit planes) a file may declare, per kind.
 pub const MAX_CHROMA_FILTERS: usize = 4;
+/// Box inputs are rounded to multiples of `2^-QUANT_BITS` (module doc).
+pub const QUANT_BITS: i32 = 34;
+/// Box inputs are clamped to `±QUANT_LIMIT` (image units, or image units
+/// squared for `L L`, `L C`): the range over which every partial window
+/// sum stays exact.
+pub const QUANT_LIMIT: f64 = 1024.0;
+
+/// The luminance smoothing's constants (`fastd`), from the weights'
+/// metadata.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LumGuided {
+    /// Guided-filter radii (`lum_radii`), 1..=[`MAX_CHROMA_FILTERS`]
+    /// values in 1..=[`MAX_CHROMA_RADIUS`] pixels.
+    pub radii: Vec<usize>,
+    /// Regulariser per unit of local noise variance (`lum_eps_k`).
+    pub eps_k: f32,
+}
 
 /// The chroma stage's constants, from the weights' metadata.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,22 +107,31 @@ pub struct ChromaGuided {
     pub radii: Vec<usize>,
     /// Regulariser per unit of local noise variance (`chroma_eps_k`).
     pub eps_k: f32,
-    /// Regulariser floor, image units squared (`chroma_eps_floor`).
+    /// Regulariser floor, image units squared (`chroma_eps_floor`; the
+    /// luminance filters' too).
     pub eps_floor: f32,
+    /// The luminance smoothing, if the file has one (`lum_radii`).
+    pub lum: Option<LumGuided>,
+}
+
+/// Checks a list of guided-filter radii (`what`: the metadata key).
+fn check_radii(what: &str, radii: &[usize]) -> Result<()> {
+    if radii.is_empty()
+        || radii.len() > MAX_CHROMA_FILTERS
+        || radii.iter().any(|&r| r == 0 || r > MAX_CHROMA_RADIUS)
+    {
+        return Err(Error::invalid(format!(
+            "{what} {radii:?} must be 1..={MAX_CHROMA_FILTERS} values in 1..={MAX_CHROMA_RADIUS}"
+        )));
+    }
+    Ok(())
 }
 
 impl ChromaGuided {
     /// Checks the radii and the regulariser (finite, non-negative, and a
-    /// positive floor so no division is by zero).
+    /// positive floor so no division is by zero). No luminance smoothing.
     pub fn new(radii: Vec<usize>, eps_k: f32, eps_floor: f32) -> Result<Self> {
-        if radii.is_empty()
-            || radii.len() > MAX_CHROMA_FILTERS
-            || radii.iter().any(|&r| r == 0 || r > MAX_CHROMA_RADIUS)
-        {
-            return Err(Error::invalid(format!(
-                "chroma_radii {radii:?} must be 1..={MAX_CHROMA_FILTERS} values in 1..={MAX_CHROMA_RADIUS}"
-            )));
-        }
+        check_radii("chroma_radii", &radii)?;
         let ok_k = eps_k.is_finite() && eps_k >= 0.0;
         let ok_floor = eps_floor.is_finite() && eps_floor > 0.0;
         if !(ok_k && ok_floor) {
@@ -88,30 +143,60 @@ impl ChromaGuided {
             radii,
             eps_k,
             eps_floor,
+            lum: None,
         })
+    }
+
+    /// Adds the luminance smoothing (`lum_radii`, `lum_eps_k`: finite and
+    /// non-negative).
+    pub fn with_lum(mut self, radii: Vec<usize>, eps_k: f32) -> Result<Self> {
+        check_radii("lum_radii", &radii)?;
+        if !(eps_k.is_finite() && eps_k >= 0.0) {
+            return Err(Error::invalid(format!(
+                "lum_eps_k {eps_k} must be finite and >= 0"
+            )));
+        }
+        self.lum = Some(LumGuided { radii, eps_k });
+        Ok(self)
+    }
+
+    /// Luminance logit planes the stage takes (0 without luminance
+    /// smoothing).
+    pub fn lum_filters(&self) -> usize {
+        self.lum.as_ref().map_or(0, |l| l.radii.len())
     }
 
     /// Reach of the stage in pixels (a box of the coefficients' boxes).
     pub fn reach(&self) -> usize {
-        2 * self.radii.iter().copied().max().unwrap_or(0)
+        let lum = self.lum.as_ref().map_or(&[][..], |l| &l.radii[..]);
+        2 * self.radii.iter().chain(lum).copied().max().unwrap_or(0)
     }
 
     /// Runs the stage (module doc) on `y` into `out` (the shape of `y`,
-    /// every value overwritten), its temporaries from `pool`.
+    /// every value overwritten), its temporaries from `pool`. `zl`: the
+    /// luminance logits, required with luminance smoothing and refused
+    /// without it.
     pub fn run_into(
         &self,
         y: &Tensor,
         noise: &Tensor,
         z: &Tensor,
+        zl: Option<&Tensor>,
         pool: &BufferPool,
         out: &mut Tensor,
     ) -> Result<()> {
         let [n, c, h, w] = y.shape();
         let k = self.radii.len();
         let [nn, nc, nh, nw] = noise.shape();
+        let zl_ok = match (&self.lum, zl) {
+            (Some(l), Some(t)) => t.shape() == [1, l.radii.len(), h, w],
+            (None, None) => true,
+            _ => false,
+        };
         if n != 1
             || c != 3
             || z.shape() != [1, k, h, w]
+            || !zl_ok
             || out.shape() != y.shape()
             || nn != 1
             || nc == 0
@@ -119,26 +204,28 @@ impl ChromaGuided {
             || nw != w.div_ceil(2)
         {
             return Err(Error::invalid(format!(
-                "chroma smoothing: image {:?}, noise {:?}, logits {:?} or output {:?} do not fit {k} radii",
+                "chroma smoothing: image {:?}, noise {:?}, logits {:?}, luminance logits {:?} or output {:?} do not fit {k} + {} radii",
                 y.shape(),
                 noise.shape(),
                 z.shape(),
-                out.shape()
+                zl.map(|t| t.shape()),
+                out.shape(),
+                self.lum_filters()
             )));
         }
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F (checked above).
-            unsafe { run_avx512(self, y, noise, z, pool, out) };
+            unsafe { run_avx512(self, y, noise, z, zl, pool, out) };
             return Ok(());
         }
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2 (checked above).
-            unsafe { run_avx2(self, y, noise, z, pool, out) };
+            unsafe { run_avx2(self, y, noise, z, zl, pool, out) };
             return Ok(());
         }
-        run(self, y, noise, z, pool, out);
+        run(self, y, noise, z, zl, pool, out);
         Ok(())
     }
 }
@@ -151,10 +238,11 @@ unsafe fn run_avx512(
     y: &Tensor,
     noise: &Tensor,
     z: &Tensor,
+    zl: Option<&Tensor>,
     pool: &BufferPool,
     out: &mut Tensor,
 ) {
-    run(p, y, noise, z, pool, out)
+    run(p, y, noise, z, zl, pool, out)
 }
 
 /// [`run`] compiled for AVX2 (the same operations, so the same bits).
@@ -165,10 +253,11 @@ unsafe fn run_avx2(
     y: &Tensor,
     noise: &Tensor,
     z: &Tensor,
+    zl: Option<&Tensor>,
     pool: &BufferPool,
     out: &mut Tensor,
 ) {
-    run(p, y, noise, z, pool, out)
+    run(p, y, noise, z, zl, pool, out)
 }
 
 /// Values `span` of plane `c` of `t` (`[1, C, H, W]`).
@@ -184,10 +273,32 @@ fn buf(pool: &BufferPool, len: usize) -> Vec<f32> {
 }
 
 /// Output rows per strip: the stage runs strip by strip (each with a
-/// margin of its reach above and below, computed again), so its ~20
-/// planes of temporaries stay in cache instead of streaming a tile's
-/// worth of memory per pass.
-const STRIP: usize = 32;
+/// margin of its reach above and below, computed again where needed), so
+/// its temporaries stay in cache instead of streaming a tile's worth of
+/// memory per pass.
+pub const STRIP: usize = 32;
+
+/// `v` on the box sums' grid: clamped to `±QUANT_LIMIT` (NaN to the low
+/// end), rounded to the nearest multiple of `2^-QUANT_BITS` (adding
+/// `1.5 · 2^(52 - QUANT_BITS)` leaves no finer bits; ties to even).
+#[inline(always)]
+#[allow(clippy::manual_clamp)] // clamp keeps NaN; max/min map it to the low end
+fn quant(v: f32) -> f64 {
+    const ROUND: f64 = 1.5 * (1u64 << (52 - QUANT_BITS)) as f64;
+    ((v as f64).max(-QUANT_LIMIT).min(QUANT_LIMIT) + ROUND) - ROUND
+}
+
+/// Box inputs of one strip besides `L` and `C` (`[h][w]` each, rounded
+/// onto the grid as they enter the column sums).
+struct Quant {
+    v: Vec<f32>,
+    ll: Vec<f32>,
+    lc0: Vec<f32>,
+    lc1: Vec<f32>,
+    /// Coefficients `a_0, b_0, a_1, b_1` (the luminance filter uses the
+    /// first two).
+    coef: [Vec<f32>; 4],
+}
 
 /// The body of [`ChromaGuided::run_into`], shapes checked: strips of
 /// [`STRIP`] rows. A strip's windows are clipped to the strip, which
@@ -199,26 +310,75 @@ fn run(
     y: &Tensor,
     noise: &Tensor,
     z: &Tensor,
+    zl: Option<&Tensor>,
     pool: &BufferPool,
     out: &mut Tensor,
 ) {
-    let h = y.shape()[2];
+    let [_, _, h, w] = y.shape();
     let m = p.reach();
+    let len = (STRIP + 2 * m).min(h) * w;
+    let plane = || vec![0f32; len];
+    let mut q = Quant {
+        v: plane(),
+        ll: plane(),
+        lc0: plane(),
+        lc1: plane(),
+        coef: [plane(), plane(), plane(), plane()],
+    };
+    let mut bx = BoxScratch::new(w);
     let mut ys = 0;
     while ys < h {
         let ye = (ys + STRIP).min(h);
         strip(
             p,
-            y,
-            noise,
-            z,
+            (y, noise, z, zl),
             (ys.saturating_sub(m), (ye + m).min(h)),
             (ys, ye),
             pool,
+            (&mut q, &mut bx),
             out,
         );
         ys = ye;
     }
+}
+
+/// Softmax(0, z_1..z_K) of the logit planes `z` over `span`: `K + 1`
+/// weight planes from `pool`.
+#[inline(always)]
+fn softmax_planes(z: &Tensor, span: &std::ops::Range<usize>, pool: &BufferPool) -> Vec<Vec<f32>> {
+    let k = z.shape()[1];
+    let n = span.len();
+    let mut mx = buf(pool, n);
+    for j in 0..k {
+        mx.iter_mut()
+            .zip(rows(z, j, span))
+            .for_each(|(m, &v)| *m = m.max(v));
+    }
+    let mut wts: Vec<Vec<f32>> = (0..=k).map(|_| buf(pool, n)).collect();
+    let mut sum = buf(pool, n);
+    wts[0]
+        .iter_mut()
+        .zip(&mx)
+        .for_each(|(e, &m)| *e = exp_nonpos(-m));
+    sum.copy_from_slice(&wts[0]);
+    for j in 0..k {
+        wts[j + 1]
+            .iter_mut()
+            .zip(rows(z, j, span))
+            .zip(&mx)
+            .zip(sum.iter_mut())
+            .for_each(|(((e, &v), &m), s)| {
+                *e = exp_nonpos(v - m);
+                *s += *e;
+            });
+    }
+    sum.iter_mut().for_each(|s| *s = 1.0 / *s);
+    for wt in wts.iter_mut() {
+        wt.iter_mut().zip(&sum).for_each(|(e, &s)| *e *= s);
+    }
+    pool.give_vec(mx);
+    pool.give_vec(sum);
+    wts
 }
 
 /// One strip: rows `range.0..range.1` of the tensor computed as their own
@@ -226,15 +386,13 @@ fn run(
 /// edge) written to `out`. Every loop is a zip over slices (no indexing),
 /// so it vectorises.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn strip(
     p: &ChromaGuided,
-    y: &Tensor,
-    noise: &Tensor,
-    z: &Tensor,
+    (y, noise, z, zl): (&Tensor, &Tensor, &Tensor, Option<&Tensor>),
     range: (usize, usize),
     keep: (usize, usize),
     pool: &BufferPool,
+    (q, bx): (&mut Quant, &mut BoxScratch),
     out: &mut Tensor,
 ) {
     let [_, _, full_h, w] = y.shape();
@@ -243,11 +401,13 @@ fn strip(
     let hw = h * w;
     let nw = noise.shape()[3];
     let span = a * w..b * w;
-    // L, C_0, C_1, V
+    // kept rows, strip-local
+    let (ka, kb) = (keep.0 - a, keep.1 - a);
+    let kept = ka * w..kb * w;
+    // L, C_0, C_1 (f32, kept for the blends) and the rounded box inputs
     let mut lum = buf(pool, hw);
     let mut c0 = buf(pool, hw);
     let mut c1 = buf(pool, hw);
-    let mut var = buf(pool, hw);
     lum.iter_mut()
         .zip(c0.iter_mut().zip(c1.iter_mut()))
         .zip(
@@ -261,118 +421,166 @@ fn strip(
             *a = r - g;
             *b = bl - g;
         });
+    lum.iter()
+        .zip(c0.iter().zip(&c1))
+        .zip(q.ll.iter_mut().zip(q.lc0.iter_mut().zip(q.lc1.iter_mut())))
+        .for_each(|((&l, (&x0, &x1)), (qll, (qlc0, qlc1)))| {
+            *qll = l * l;
+            *qlc0 = l * x0;
+            *qlc1 = l * x1;
+        });
     let n0 = noise.plane(0, 0);
-    for (yy, vrow) in (a..b).zip(var.chunks_exact_mut(w)) {
+    for (yy, vrow) in (a..b).zip(q.v.chunks_exact_mut(w)) {
         let src = &n0[(yy / 2) * nw..(yy / 2 + 1) * nw];
         for (pair, &s) in vrow.chunks_mut(2).zip(src) {
             pair.fill(s * s);
         }
     }
-    // The blend weights softmax(0, z), one plane each: w_0, w_1 .. w_K.
-    let k = p.radii.len();
-    let mut mx = buf(pool, hw);
-    for j in 0..k {
-        mx.iter_mut()
-            .zip(rows(z, j, &span))
-            .for_each(|(m, &v)| *m = m.max(v));
-    }
-    let mut wts: Vec<Vec<f32>> = (0..=k).map(|_| buf(pool, hw)).collect();
-    let mut sum = buf(pool, hw);
-    wts[0]
-        .iter_mut()
-        .zip(&mx)
-        .for_each(|(e, &m)| *e = exp_nonpos(-m));
-    sum.copy_from_slice(&wts[0]);
-    for j in 0..k {
-        wts[j + 1]
-            .iter_mut()
-            .zip(rows(z, j, &span))
-            .zip(&mx)
-            .zip(sum.iter_mut())
-            .for_each(|(((e, &v), &m), s)| {
-                *e = exp_nonpos(v - m);
-                *s += *e;
-            });
-    }
-    sum.iter_mut().for_each(|s| *s = 1.0 / *s);
-    for wt in wts.iter_mut() {
-        wt.iter_mut().zip(&sum).for_each(|(e, &s)| *e *= s);
-    }
-    // C'_j starts at w_0 C_j
-    let mut acc0 = buf(pool, hw);
-    let mut acc1 = buf(pool, hw);
+    // The blend weights on the kept rows: softmax(0, z), softmax(0, zl).
+    let wts = softmax_planes(z, &(keep.0 * w..keep.1 * w), pool);
+    let wls = zl.map(|t| softmax_planes(t, &(keep.0 * w..keep.1 * w), pool));
+    let nk = kept.len();
+    // C'_j starts at w_0 C_j, L' at wl_0 L
+    let mut acc0 = buf(pool, nk);
+    let mut acc1 = buf(pool, nk);
     acc0.iter_mut()
         .zip(acc1.iter_mut())
-        .zip(wts[0].iter().zip(c0.iter().zip(&c1)))
+        .zip(
+            wts[0]
+                .iter()
+                .zip(c0[kept.clone()].iter().zip(&c1[kept.clone()])),
+        )
         .for_each(|((a0, a1), (&wt, (&x0, &x1)))| {
             *a0 = wt * x0;
             *a1 = wt * x1;
         });
-    let mut prod = buf(pool, hw);
-    let mut row = buf(pool, w);
+    let mut accl = match &wls {
+        Some(wl) => {
+            let mut v = buf(pool, nk);
+            v.iter_mut()
+                .zip(&wl[0])
+                .zip(&lum[kept.clone()])
+                .for_each(|((o, &wt), &l)| *o = wt * l);
+            v
+        }
+        None => Vec::new(),
+    };
     let mut m_l = buf(pool, hw);
+    let mut m_ll = buf(pool, hw);
+    let mut m_v = buf(pool, hw);
     let mut m_c0 = buf(pool, hw);
     let mut m_c1 = buf(pool, hw);
-    let mut m_ll = buf(pool, hw);
     let mut m_lc0 = buf(pool, hw);
     let mut m_lc1 = buf(pool, hw);
-    let mut m_v = buf(pool, hw);
     let (eps_k, floor) = (p.eps_k, p.eps_floor);
-    for (j, &rad) in p.radii.iter().enumerate() {
-        box_mean(&lum, h, w, rad, &mut row, &mut m_l);
-        box_mean(&c0, h, w, rad, &mut row, &mut m_c0);
-        box_mean(&c1, h, w, rad, &mut row, &mut m_c1);
-        box_mean(&var, h, w, rad, &mut row, &mut m_v);
-        prod.iter_mut().zip(&lum).for_each(|(o, &l)| *o = l * l);
-        box_mean(&prod, h, w, rad, &mut row, &mut m_ll);
-        prod.iter_mut()
-            .zip(&lum)
-            .zip(&c0)
-            .for_each(|((o, &l), &c)| *o = l * c);
-        box_mean(&prod, h, w, rad, &mut row, &mut m_lc0);
-        prod.iter_mut()
-            .zip(&lum)
-            .zip(&c1)
-            .for_each(|((o, &l), &c)| *o = l * c);
-        box_mean(&prod, h, w, rad, &mut row, &mut m_lc1);
-        // a_j over m_lc_j, b_j over m_c_j (their inputs are then dead)
-        m_lc0
+    // every radius once: the chroma ones in order (with the luminance
+    // filter of the same radius), then the luminance ones not among them
+    let lum_radii = p.lum.as_ref().map_or(&[][..], |l| &l.radii[..]);
+    let lum_eps = p.lum.as_ref().map_or(0.0, |l| l.eps_k);
+    let chroma = p.radii.iter().enumerate().map(|(j, &r)| (r, Some(j)));
+    let extra = lum_radii
+        .iter()
+        .filter(|r| !p.radii.contains(r))
+        .map(|&r| (r, None));
+    for (rad, cj) in chroma.chain(extra) {
+        let lj = lum_radii.iter().position(|&s| s == rad);
+        // input means on the rows whose coefficients the kept rows need
+        let need = (ka.saturating_sub(rad), (kb + rad).min(h));
+        let nr = need.0 * w..need.1 * w;
+        box_mean(&lum, h, w, rad, need, bx, &mut m_l);
+        box_mean(&q.ll, h, w, rad, need, bx, &mut m_ll);
+        box_mean(&q.v, h, w, rad, need, bx, &mut m_v);
+        // var(L) over m_ll
+        m_ll[nr.clone()]
             .iter_mut()
-            .zip(m_lc1.iter_mut())
-            .zip(m_c0.iter_mut().zip(m_c1.iter_mut()))
-            .zip(m_l.iter().zip(m_ll.iter().zip(&m_v)))
-            .for_each(|(((lc0, lc1), (mc0, mc1)), (&ml, (&mll, &mv)))| {
-                let den = ((mll - ml * ml) + eps_k * mv) + floor;
-                let a0 = (*lc0 - ml * *mc0) / den;
-                let a1 = (*lc1 - ml * *mc1) / den;
-                *mc0 -= a0 * ml;
-                *mc1 -= a1 * ml;
-                *lc0 = a0;
-                *lc1 = a1;
-            });
-        // box(a), box(b) into dead planes, then C'_j += w_k (box(a) L + box(b))
-        let wk = &wts[j + 1];
-        for (coef_a, coef_b, acc) in [(&m_lc0, &m_c0, &mut acc0), (&m_lc1, &m_c1, &mut acc1)] {
-            box_mean(coef_a, h, w, rad, &mut row, &mut m_ll);
-            box_mean(coef_b, h, w, rad, &mut row, &mut prod);
-            acc.iter_mut()
-                .zip(wk)
-                .zip(m_ll.iter().zip(lum.iter().zip(&prod)))
+            .zip(&m_l[nr.clone()])
+            .for_each(|(v, &ml)| *v -= ml * ml);
+        if let Some(j) = cj {
+            box_mean(&c0, h, w, rad, need, bx, &mut m_c0);
+            box_mean(&c1, h, w, rad, need, bx, &mut m_c1);
+            box_mean(&q.lc0, h, w, rad, need, bx, &mut m_lc0);
+            box_mean(&q.lc1, h, w, rad, need, bx, &mut m_lc1);
+            let [qa0, qb0, qa1, qb1] = &mut q.coef;
+            m_lc0[nr.clone()]
+                .iter()
+                .zip(m_lc1[nr.clone()].iter())
+                .zip(m_c0[nr.clone()].iter().zip(m_c1[nr.clone()].iter()))
+                .zip(
+                    m_l[nr.clone()]
+                        .iter()
+                        .zip(m_ll[nr.clone()].iter().zip(&m_v[nr.clone()])),
+                )
+                .zip(
+                    qa0[nr.clone()]
+                        .iter_mut()
+                        .zip(qb0[nr.clone()].iter_mut())
+                        .zip(qa1[nr.clone()].iter_mut().zip(qb1[nr.clone()].iter_mut())),
+                )
+                .for_each(
+                    |(
+                        (((&lc0, &lc1), (&mc0, &mc1)), (&ml, (&vl, &mv))),
+                        ((a0q, b0q), (a1q, b1q)),
+                    )| {
+                        let den = (vl + eps_k * mv) + floor;
+                        let a0 = (lc0 - ml * mc0) / den;
+                        let a1 = (lc1 - ml * mc1) / den;
+                        *a0q = a0;
+                        *b0q = mc0 - a0 * ml;
+                        *a1q = a1;
+                        *b1q = mc1 - a1 * ml;
+                    },
+                );
+            // box(a), box(b) on the kept rows, then C'_j += w_k (box(a) L + box(b))
+            let wk = &wts[j + 1];
+            for (ca, cb, acc) in [(0, 1, &mut acc0), (2, 3, &mut acc1)] {
+                box_mean(&q.coef[ca], h, w, rad, (ka, kb), bx, &mut m_c0);
+                box_mean(&q.coef[cb], h, w, rad, (ka, kb), bx, &mut m_c1);
+                acc.iter_mut()
+                    .zip(wk)
+                    .zip(
+                        m_c0[kept.clone()]
+                            .iter()
+                            .zip(lum[kept.clone()].iter().zip(&m_c1[kept.clone()])),
+                    )
+                    .for_each(|((a, &wt), (&ma, (&l, &mb)))| *a += wt * (ma * l + mb));
+            }
+        }
+        if let (Some(j), Some(wl)) = (lj, &wls) {
+            let [qa, qb, _, _] = &mut q.coef;
+            m_l[nr.clone()]
+                .iter()
+                .zip(m_ll[nr.clone()].iter().zip(&m_v[nr.clone()]))
+                .zip(qa[nr.clone()].iter_mut().zip(qb[nr.clone()].iter_mut()))
+                .for_each(|((&ml, (&vl, &mv)), (aq, bq))| {
+                    let a = vl / ((vl + lum_eps * mv) + floor);
+                    *aq = a;
+                    *bq = ml - a * ml;
+                });
+            box_mean(&q.coef[0], h, w, rad, (ka, kb), bx, &mut m_c0);
+            box_mean(&q.coef[1], h, w, rad, (ka, kb), bx, &mut m_c1);
+            accl.iter_mut()
+                .zip(&wl[j + 1])
+                .zip(
+                    m_c0[kept.clone()]
+                        .iter()
+                        .zip(lum[kept.clone()].iter().zip(&m_c1[kept.clone()])),
+                )
                 .for_each(|((a, &wt), (&ma, (&l, &mb)))| *a += wt * (ma * l + mb));
         }
     }
+    // L' is the luminance blend with luminance smoothing, else L
+    let lum_out: &[f32] = if wls.is_some() {
+        &accl
+    } else {
+        &lum[kept.clone()]
+    };
     let (ro, rest) = out.data_mut().split_at_mut(full_h * w);
     let (go, bo) = rest.split_at_mut(full_h * w);
     let dst = keep.0 * w..keep.1 * w;
-    let src = (keep.0 - a) * w..(keep.1 - a) * w;
     ro[dst.clone()]
         .iter_mut()
         .zip(go[dst.clone()].iter_mut().zip(bo[dst].iter_mut()))
-        .zip(
-            lum[src.clone()]
-                .iter()
-                .zip(acc0[src.clone()].iter().zip(&acc1[src])),
-        )
+        .zip(lum_out.iter().zip(acc0.iter().zip(&acc1)))
         .for_each(|((r, (g, b)), (&l, (&a0, &a1)))| {
             let g2 = l - (a0 + a1) * 0.25;
             *r = a0 + g2;
@@ -380,59 +588,142 @@ fn strip(
             *b = a1 + g2;
         });
     for v in [
-        lum, c0, c1, var, mx, sum, acc0, acc1, prod, row, m_l, m_c0, m_c1, m_ll, m_lc0, m_lc1, m_v,
+        lum, c0, c1, acc0, acc1, accl, m_l, m_c0, m_c1, m_ll, m_lc0, m_lc1, m_v,
     ]
     .into_iter()
     .chain(wts)
+    .chain(wls.into_iter().flatten())
     {
         pool.give_vec(v);
     }
 }
 
-/// Mean of `src` (`h x w`, row-major) over the `(2r+1)²` window clipped to
-/// the plane, into `dst`; `row`: `w` scratch values. The vertical sum adds
-/// the window's rows top to bottom, the horizontal one its columns left to
-/// right (so a pixel's value depends on its window only), then one
-/// multiplication by the reciprocal of the pixel count.
-#[inline(always)]
-fn box_mean(src: &[f32], h: usize, w: usize, r: usize, row: &mut [f32], dst: &mut [f32]) {
-    for yy in 0..h {
-        let (y0, y1) = (yy.saturating_sub(r), (yy + r + 1).min(h));
-        row.copy_from_slice(&src[y0 * w..(y0 + 1) * w]);
-        for sy in y0 + 1..y1 {
-            row.iter_mut()
-                .zip(&src[sy * w..(sy + 1) * w])
-                .for_each(|(a, &v)| *a += v);
+/// Scratch rows of [`box_mean`] for planes `w` wide (any radius up to
+/// [`MAX_CHROMA_RADIUS`]).
+struct BoxScratch {
+    /// Exact running column sums.
+    col: Vec<f64>,
+    /// The column sums rounded to `f32`, `r` zeros each side: `W + 2r`
+    /// values used.
+    padded: Vec<f32>,
+    /// Ladder levels `P_2, P_4, P_8` (`P_16` too at r = 8).
+    ladder: Vec<Vec<f32>>,
+    /// Window sums of one row.
+    sum: Vec<f32>,
+    /// `1 / count` of each column's clipped window for one row.
+    scale: Vec<f32>,
+}
+
+impl BoxScratch {
+    fn new(w: usize) -> Self {
+        let padded = w + 2 * MAX_CHROMA_RADIUS;
+        let span = 2 * MAX_CHROMA_RADIUS + 1;
+        let levels = (usize::BITS - 1 - span.leading_zeros()) as usize;
+        BoxScratch {
+            col: vec![0.0; w],
+            padded: vec![0.0; padded],
+            ladder: (0..levels).map(|_| vec![0.0; padded]).collect(),
+            sum: vec![0.0; w],
+            scale: vec![0.0; w],
         }
-        let ny = (y1 - y0) as f32;
-        let d = &mut dst[yy * w..(yy + 1) * w];
-        // columns whose window is clipped: left to right over what is inside
-        let clipped = |xx: usize| {
-            let (x0, x1) = (xx.saturating_sub(r), (xx + r + 1).min(w));
-            let mut s = row[x0];
-            for &v in &row[x0 + 1..x1] {
-                s += v;
-            }
-            s * (1.0 / (ny * (x1 - x0) as f32))
-        };
-        if w > 2 * r {
-            let inner = w - 2 * r;
-            let inv = 1.0 / (ny * (2 * r + 1) as f32);
-            let di = &mut d[r..r + inner];
-            di.copy_from_slice(&row[..inner]);
-            for dx in 1..=2 * r {
-                di.iter_mut()
-                    .zip(&row[dx..dx + inner])
-                    .for_each(|(a, &v)| *a += v);
-            }
-            di.iter_mut().for_each(|a| *a *= inv);
-            for xx in (0..r).chain(w - r..w) {
-                d[xx] = clipped(xx);
+    }
+}
+
+/// Mean of `src` (`h x w`, row-major) over the `(2r+1)²` window clipped
+/// to the plane, for rows `rows.0..rows.1`, into those rows of `dst`
+/// (`h x w`): exact running column sums of the values on the grid of
+/// [`quant`], rounded to `f32`, the pair-sum ladder, times `1 / count`
+/// (module doc).
+#[inline(always)]
+fn box_mean(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    r: usize,
+    rows: (usize, usize),
+    s: &mut BoxScratch,
+    dst: &mut [f32],
+) {
+    let span = 2 * r + 1;
+    let levels = (usize::BITS - 1 - span.leading_zeros()) as usize;
+    let col = &mut s.col[..w];
+    col.fill(0.0);
+    let padded = &mut s.padded[..w + 2 * r];
+    padded.fill(0.0);
+    let mut prev_rows = 0;
+    for yy in rows.0..rows.1 {
+        if yy == rows.0 {
+            for sy in yy.saturating_sub(r)..(yy + r + 1).min(h) {
+                col.iter_mut()
+                    .zip(&src[sy * w..(sy + 1) * w])
+                    .for_each(|(a, &v)| *a += quant(v));
             }
         } else {
-            for (xx, o) in d.iter_mut().enumerate() {
-                *o = clipped(xx);
+            if yy + r < h {
+                col.iter_mut()
+                    .zip(&src[(yy + r) * w..(yy + r + 1) * w])
+                    .for_each(|(a, &v)| *a += quant(v));
             }
+            if yy > r {
+                col.iter_mut()
+                    .zip(&src[(yy - r - 1) * w..(yy - r) * w])
+                    .for_each(|(a, &v)| *a -= quant(v));
+            }
+        }
+        padded[r..r + w]
+            .iter_mut()
+            .zip(col.iter())
+            .for_each(|(p, &c)| *p = c as f32);
+        let ny = (yy + r + 1).min(h) - yy.saturating_sub(r);
+        if ny != prev_rows {
+            s.scale.iter_mut().enumerate().for_each(|(x, k)| {
+                let nx = (x + r + 1).min(w) - x.saturating_sub(r);
+                *k = 1.0 / (ny * nx) as f32;
+            });
+            prev_rows = ny;
+        }
+        window_sums(padded, &mut s.ladder[..levels], span, &mut s.sum);
+        dst[yy * w..(yy + 1) * w]
+            .iter_mut()
+            .zip(s.sum.iter().zip(&s.scale))
+            .for_each(|(d, (&v, &k))| *d = v * k);
+    }
+}
+
+/// `out[x] = Σ_{d < span} c[x + d]` (`c.len() >= out.len() + span - 1`) by
+/// the pair-sum ladder: `ladder[j][x] = Σ_{d < 2^(j+1)} c[x + d]`, then the
+/// levels of `span`'s binary digits, largest first: a fixed sum tree per
+/// window, so `out[x]` depends on `c[x..x + span]` alone.
+#[inline(always)]
+fn window_sums(c: &[f32], ladder: &mut [Vec<f32>], span: usize, out: &mut [f32]) {
+    let w = out.len();
+    for j in 0..ladder.len() {
+        let half = 1 << j;
+        let n = c.len() + 1 - 2 * half;
+        let (done, rest) = ladder.split_at_mut(j);
+        let prev: &[f32] = if j == 0 { c } else { &done[j - 1] };
+        rest[0][..n]
+            .iter_mut()
+            .zip(&prev[..n])
+            .zip(&prev[half..half + n])
+            .for_each(|((o, &a), &b)| *o = a + b);
+    }
+    let level = |j: usize| -> &[f32] {
+        if j == 0 {
+            c
+        } else {
+            &ladder[j - 1]
+        }
+    };
+    let top = ladder.len(); // 2^top <= span < 2^(top + 1)
+    out.copy_from_slice(&level(top)[..w]);
+    let mut off = 1 << top;
+    for j in (0..top).rev() {
+        if span & (1 << j) != 0 {
+            out.iter_mut()
+                .zip(&level(j)[off..off + w])
+                .for_each(|(o, &v)| *o += v);
+            off += 1 << j;
         }
     }
 }
@@ -441,7 +732,20 @@ fn box_mean(src: &[f32], h: usize, w: usize, r: usize, row: &mut [f32], dst: &mu
 mod tests {
     use super::*;
 
-    fn frame(h: usize, w: usize, seed: usize) -> (Tensor, Tensor, Tensor) {
+    /// Image, noise, chroma logits (2 planes) and luminance logits (2
+    /// planes) of a `h x w` frame.
+    fn frame(h: usize, w: usize, seed: usize) -> (Tensor, Tensor, Tensor, Tensor) {
+        frame_k(h, w, seed, 2, 2)
+    }
+
+    /// [`frame`] with `kc` chroma and `kl` luminance logit planes.
+    fn frame_k(
+        h: usize,
+        w: usize,
+        seed: usize,
+        kc: usize,
+        kl: usize,
+    ) -> (Tensor, Tensor, Tensor, Tensor) {
         // a smooth colour ramp with an edge, plus hash noise
         let mut y = vec![0f32; 3 * h * w];
         for c in 0..3 {
@@ -458,13 +762,17 @@ mod tests {
         let n: Vec<f32> = (0..nh * nw)
             .map(|i| 0.01 + 0.03 * ((i * 31 + seed) % 17) as f32 / 17.0)
             .collect();
-        let z: Vec<f32> = (0..2 * h * w)
-            .map(|i| ((i * 131 + seed * 7) % 97) as f32 / 97.0 * 6.0 - 3.0)
-            .collect();
+        let logits = |k: usize, mul: usize| -> Tensor {
+            let v = (0..k * h * w)
+                .map(|i| ((i * mul + seed * 7) % 97) as f32 / 97.0 * 6.0 - 3.0)
+                .collect();
+            Tensor::from_vec([1, k, h, w], v).expect("logits")
+        };
         (
             Tensor::from_vec([1, 3, h, w], y).expect("y"),
             Tensor::from_vec([1, 1, nh, nw], n).expect("noise"),
-            Tensor::from_vec([1, 2, h, w], z).expect("z"),
+            logits(kc, 131),
+            logits(kl, 59),
         )
     }
 
@@ -472,8 +780,32 @@ mod tests {
         ChromaGuided::new(vec![2, 4], 0.5, 1e-6).expect("params")
     }
 
+    /// With luminance smoothing: one radius shared with the chroma
+    /// filters, one of its own.
+    fn stage_lum() -> ChromaGuided {
+        stage().with_lum(vec![4, 1], 0.25).expect("lum params")
+    }
+
+    /// softmax(0, z) of the logits at one pixel.
+    fn softmax(z: &Tensor, i: usize) -> Vec<f64> {
+        let zs: Vec<f64> = (0..z.shape()[1]).map(|k| z.plane(0, k)[i] as f64).collect();
+        let m = zs.iter().fold(0f64, |a, &b| a.max(b));
+        let es: Vec<f64> = std::iter::once(-m)
+            .chain(zs.iter().map(|&v| v - m))
+            .map(f64::exp)
+            .collect();
+        let tot: f64 = es.iter().sum();
+        es.iter().map(|e| e / tot).collect()
+    }
+
     /// The module doc's formula, per pixel in f64 with clipped windows.
-    fn reference(p: &ChromaGuided, y: &Tensor, n: &Tensor, z: &Tensor) -> Vec<f64> {
+    fn reference(
+        p: &ChromaGuided,
+        y: &Tensor,
+        n: &Tensor,
+        z: &Tensor,
+        zl: Option<&Tensor>,
+    ) -> Vec<f64> {
         let [_, _, h, w] = y.shape();
         let nw = n.shape()[3];
         let at = |c: usize, yy: usize, xx: usize| y.plane(0, c)[yy * w + xx] as f64;
@@ -491,52 +823,69 @@ mod tests {
             }
             s / ((y1 - y0) * (x1 - x0)) as f64
         };
+        // box(L), var(L), box(V) at (sy, sx), radius r
+        let stats = |sy: usize, sx: usize, r: usize| {
+            let ml = boxm(&lum, sy, sx, r);
+            let vl = boxm(&|a, b| lum(a, b) * lum(a, b), sy, sx, r) - ml * ml;
+            (ml, vl, boxm(&var, sy, sx, r))
+        };
         let mut out = vec![0f64; 3 * h * w];
         for yy in 0..h {
             for xx in 0..w {
-                let zs: Vec<f64> = (0..p.radii.len())
-                    .map(|k| z.plane(0, k)[yy * w + xx] as f64)
-                    .collect();
-                let m = zs.iter().fold(0f64, |a, &b| a.max(b));
-                let e0 = (-m).exp();
-                let es: Vec<f64> = zs.iter().map(|&v| (v - m).exp()).collect();
-                let tot = e0 + es.iter().sum::<f64>();
+                let i = yy * w + xx;
+                let wc = softmax(z, i);
                 let mut cj = [0f64; 2];
                 for (j, c) in cj.iter_mut().enumerate() {
-                    *c = e0 / tot * chroma(j, yy, xx);
+                    *c = wc[0] * chroma(j, yy, xx);
                     for (k, &r) in p.radii.iter().enumerate() {
                         let coef = |sy: usize, sx: usize| {
-                            let ml = boxm(&lum, sy, sx, r);
+                            let (ml, vl, mv) = stats(sy, sx, r);
                             let mc = boxm(&|a, b| chroma(j, a, b), sy, sx, r);
-                            let vl = boxm(&|a, b| lum(a, b) * lum(a, b), sy, sx, r) - ml * ml;
                             let cv = boxm(&|a, b| lum(a, b) * chroma(j, a, b), sy, sx, r) - ml * mc;
-                            let den =
-                                vl + p.eps_k as f64 * boxm(&var, sy, sx, r) + p.eps_floor as f64;
+                            let den = vl + p.eps_k as f64 * mv + p.eps_floor as f64;
                             let a = cv / den;
                             (a, mc - a * ml)
                         };
                         let ma = boxm(&|a, b| coef(a, b).0, yy, xx, r);
                         let mb = boxm(&|a, b| coef(a, b).1, yy, xx, r);
-                        *c += es[k] / tot * (ma * lum(yy, xx) + mb);
+                        *c += wc[k + 1] * (ma * lum(yy, xx) + mb);
                     }
                 }
-                let g2 = lum(yy, xx) - (cj[0] + cj[1]) * 0.25;
-                out[yy * w + xx] = cj[0] + g2;
-                out[(h + yy) * w + xx] = g2;
-                out[(2 * h + yy) * w + xx] = cj[1] + g2;
+                let l2 = match (&p.lum, zl) {
+                    (Some(lp), Some(zl)) => {
+                        let wl = softmax(zl, i);
+                        let mut l2 = wl[0] * lum(yy, xx);
+                        for (k, &r) in lp.radii.iter().enumerate() {
+                            let coef = |sy: usize, sx: usize| {
+                                let (ml, vl, mv) = stats(sy, sx, r);
+                                let a = vl / (vl + lp.eps_k as f64 * mv + p.eps_floor as f64);
+                                (a, ml - a * ml)
+                            };
+                            let ma = boxm(&|a, b| coef(a, b).0, yy, xx, r);
+                            let mb = boxm(&|a, b| coef(a, b).1, yy, xx, r);
+                            l2 += wl[k + 1] * (ma * lum(yy, xx) + mb);
+                        }
+                        l2
+                    }
+                    _ => lum(yy, xx),
+                };
+                let g2 = l2 - (cj[0] + cj[1]) * 0.25;
+                out[i] = cj[0] + g2;
+                out[h * w + i] = g2;
+                out[2 * h * w + i] = cj[1] + g2;
             }
         }
         out
     }
 
     /// The stage on a `h x w` frame against [`reference`].
-    fn assert_matches_reference(h: usize, w: usize, seed: usize) {
-        let (y, n, z) = frame(h, w, seed);
-        let p = stage();
+    fn assert_matches_reference(p: &ChromaGuided, h: usize, w: usize, seed: usize) {
+        let (y, n, z, zl) = frame(h, w, seed);
+        let zl = p.lum.as_ref().map(|_| &zl);
         let mut out = Tensor::zeros(y.shape()).expect("out");
-        p.run_into(&y, &n, &z, &BufferPool::new(), &mut out)
+        p.run_into(&y, &n, &z, zl, &BufferPool::new(), &mut out)
             .expect("run");
-        let want = reference(&p, &y, &n, &z);
+        let want = reference(p, &y, &n, &z, zl);
         let worst = out
             .data()
             .iter()
@@ -549,71 +898,218 @@ mod tests {
     #[test]
     fn matches_the_per_pixel_definition() {
         // clipped windows everywhere at r = 4
-        assert_matches_reference(13, 19, 1);
+        assert_matches_reference(&stage(), 13, 19, 1);
+    }
+
+    #[test]
+    fn luminance_smoothing_matches_the_per_pixel_definition() {
+        assert_matches_reference(&stage_lum(), 13, 19, 6);
+    }
+
+    /// The luminance stage changes the result (so the test above checks
+    /// it, not only the chroma stage).
+    #[test]
+    fn luminance_smoothing_changes_the_image() {
+        let (y, n, z, zl) = frame(16, 18, 7);
+        let pool = BufferPool::new();
+        let mut a = Tensor::zeros(y.shape()).expect("out");
+        let mut b = Tensor::zeros(y.shape()).expect("out");
+        stage()
+            .run_into(&y, &n, &z, None, &pool, &mut a)
+            .expect("run");
+        stage_lum()
+            .run_into(&y, &n, &z, Some(&zl), &pool, &mut b)
+            .expect("run");
+        let most = a
+            .data()
+            .iter()
+            .zip(b.data())
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max);
+        assert!(most > 1e-3, "max change {most}");
     }
 
     /// Taller than a strip: the strips' seams give the definition too.
     #[test]
     fn strips_match_the_per_pixel_definition() {
-        assert_matches_reference(2 * STRIP + 11, 9, 5);
+        assert_matches_reference(&stage(), 2 * STRIP + 11, 9, 5);
+        assert_matches_reference(&stage_lum(), 2 * STRIP + 11, 9, 8);
     }
 
     /// A window cut from the frame with a margin of the stage's reach
     /// gives the frame's interior bit for bit.
-    #[test]
-    fn tiles_reproduce_the_frame() {
-        let (h, w) = (40, 52);
-        let (y, n, z) = frame(h, w, 2);
-        let p = stage();
+    fn assert_tiles_reproduce_the_frame(p: &ChromaGuided, h: usize, w: usize) {
+        let (y, n, z, zl) = frame_k(h, w, 2, p.radii.len(), p.lum_filters().max(1));
         let pool = BufferPool::new();
         let mut whole = Tensor::zeros(y.shape()).expect("out");
-        p.run_into(&y, &n, &z, &pool, &mut whole).expect("run");
-        // a window at even offsets (the noise map is at half resolution)
-        let (oy, ox, th, tw) = (10, 12, 24, 30);
-        let cut = |t: &Tensor, ch: usize, s: usize| {
-            let [_, _, _, tw0] = t.shape();
-            let mut v = Vec::new();
-            for c in 0..ch {
-                for yy in 0..th / s {
-                    let start = (oy / s + yy) * tw0 + ox / s;
-                    v.extend_from_slice(&t.plane(0, c)[start..start + tw / s]);
+        p.run_into(&y, &n, &z, p.lum.as_ref().map(|_| &zl), &pool, &mut whole)
+            .expect("run");
+        // windows at even offsets (the noise map is at half resolution)
+        for (oy, ox, th, tw) in [(10, 12, 24, 30), (4, 2, h - 8, 40), (0, 0, 40, w)] {
+            let cut = |t: &Tensor, ch: usize, s: usize| {
+                let [_, _, _, tw0] = t.shape();
+                let mut v = Vec::new();
+                for c in 0..ch {
+                    for yy in 0..th / s {
+                        let start = (oy / s + yy) * tw0 + ox / s;
+                        v.extend_from_slice(&t.plane(0, c)[start..start + tw / s]);
+                    }
                 }
-            }
-            Tensor::from_vec([1, ch, th / s, tw / s], v).expect("cut")
-        };
-        let (yt, nt, zt) = (cut(&y, 3, 1), cut(&n, 1, 2), cut(&z, 2, 1));
-        let mut tile = Tensor::zeros(yt.shape()).expect("out");
-        p.run_into(&yt, &nt, &zt, &pool, &mut tile).expect("run");
-        let m = p.reach();
-        for c in 0..3 {
-            for yy in m..th - m {
-                for xx in m..tw - m {
-                    assert_eq!(
-                        tile.plane(0, c)[yy * tw + xx].to_bits(),
-                        whole.plane(0, c)[(oy + yy) * w + ox + xx].to_bits(),
-                        "channel {c} at ({yy}, {xx})"
-                    );
+                Tensor::from_vec([1, ch, th / s, tw / s], v).expect("cut")
+            };
+            let (yt, nt, zt, zlt) = (
+                cut(&y, 3, 1),
+                cut(&n, 1, 2),
+                cut(&z, z.shape()[1], 1),
+                cut(&zl, zl.shape()[1], 1),
+            );
+            let mut tile = Tensor::zeros(yt.shape()).expect("out");
+            p.run_into(
+                &yt,
+                &nt,
+                &zt,
+                p.lum.as_ref().map(|_| &zlt),
+                &pool,
+                &mut tile,
+            )
+            .expect("run");
+            let m = p.reach();
+            // rows and columns at least the reach from a cut edge
+            let lo = |o: usize| if o == 0 { 0 } else { m };
+            let hi = |o: usize, t: usize, full: usize| if o + t == full { t } else { t - m };
+            for c in 0..3 {
+                for yy in lo(oy)..hi(oy, th, h) {
+                    for xx in lo(ox)..hi(ox, tw, w) {
+                        assert_eq!(
+                            tile.plane(0, c)[yy * tw + xx].to_bits(),
+                            whole.plane(0, c)[(oy + yy) * w + ox + xx].to_bits(),
+                            "tile ({oy}, {ox}) channel {c} at ({yy}, {xx})"
+                        );
+                    }
                 }
             }
         }
     }
 
-    /// With the gate shut the stage only round-trips RGB through (L, C).
+    #[test]
+    fn tiles_reproduce_the_frame() {
+        assert_tiles_reproduce_the_frame(&stage(), 40, 52);
+    }
+
+    /// Radius 8 and the luminance filters, over frames taller than a strip.
+    #[test]
+    fn tiles_reproduce_the_frame_with_luminance_smoothing() {
+        let p = ChromaGuided::new(vec![2, 4, 8], 0.5, 1e-6)
+            .and_then(|c| c.with_lum(vec![2, 4, 8], 0.25))
+            .expect("params");
+        assert_tiles_reproduce_the_frame(&p, 2 * STRIP + 60, 70);
+        assert_tiles_reproduce_the_frame(&stage_lum(), 40, 52);
+    }
+
+    /// The baseline, AVX2 and AVX-512 builds give the same bits (those the
+    /// CPU has).
+    #[test]
+    fn every_build_gives_the_same_bits() {
+        let p = ChromaGuided::new(vec![2, 4, 8], 0.5, 1e-6)
+            .and_then(|c| c.with_lum(vec![2, 4, 8], 0.25))
+            .expect("params");
+        let (y, n, z, zl) = frame_k(STRIP + 45, 61, 9, 3, 3);
+        let pool = BufferPool::new();
+        let mut base = Tensor::zeros(y.shape()).expect("out");
+        run(&p, &y, &n, &z, Some(&zl), &pool, &mut base);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut checked = 0;
+            if is_x86_feature_detected!("avx2") {
+                let mut o = Tensor::zeros(y.shape()).expect("out");
+                // SAFETY: the CPU supports AVX2 (checked above).
+                unsafe { run_avx2(&p, &y, &n, &z, Some(&zl), &pool, &mut o) };
+                assert!(o.data() == base.data(), "AVX2 differs");
+                checked += 1;
+            }
+            if is_x86_feature_detected!("avx512f") {
+                let mut o = Tensor::zeros(y.shape()).expect("out");
+                // SAFETY: the CPU supports AVX-512F (checked above).
+                unsafe { run_avx512(&p, &y, &n, &z, Some(&zl), &pool, &mut o) };
+                assert!(o.data() == base.data(), "AVX-512 differs");
+                checked += 1;
+            }
+            eprintln!("{checked} SIMD builds compared with the baseline");
+        }
+    }
+
+    /// With the gates shut the stage only round-trips RGB through (L, C).
     #[test]
     fn a_shut_gate_keeps_the_image() {
-        let (y, n, _) = frame(16, 16, 3);
+        let (y, n, _, _) = frame(16, 16, 3);
         let z = Tensor::from_vec([1, 2, 16, 16], vec![-200.0; 2 * 256]).expect("z");
-        let mut out = Tensor::zeros(y.shape()).expect("out");
-        stage()
-            .run_into(&y, &n, &z, &BufferPool::new(), &mut out)
-            .expect("run");
-        let worst = out
-            .data()
-            .iter()
-            .zip(y.data())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(worst < 1e-6, "max abs change {worst}");
+        for (p, zl) in [(stage(), None), (stage_lum(), Some(&z))] {
+            let mut out = Tensor::zeros(y.shape()).expect("out");
+            p.run_into(&y, &n, &z, zl, &BufferPool::new(), &mut out)
+                .expect("run");
+            let worst = out
+                .data()
+                .iter()
+                .zip(y.data())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-6, "max abs change {worst}");
+        }
+    }
+
+    /// The rounding grid: f32 values at or above 2^-11 are on it, smaller
+    /// ones move by at most half a step, the clamp holds, NaN goes low.
+    #[test]
+    fn quant_keeps_image_values() {
+        for v in [0.5f32, -0.75, 1.0 / 2048.0, 2.718_75, 1000.25, 0.123_456_79] {
+            assert_eq!(quant(v), v as f64, "{v}");
+        }
+        let step = (-QUANT_BITS as f64).exp2();
+        for v in [1e-5f32, -3.3e-7, 1.2345e-9] {
+            let d = (quant(v) - v as f64).abs();
+            assert!(d <= step / 2.0 && d > 0.0, "{v}: moved {d}");
+            assert_eq!((quant(v) / step).fract(), 0.0);
+        }
+        assert_eq!(quant(5000.0), QUANT_LIMIT);
+        assert_eq!(quant(f32::NEG_INFINITY), -QUANT_LIMIT);
+        assert_eq!(quant(f32::NAN), -QUANT_LIMIT);
+    }
+
+    /// The box mean against its definition, for every radius, and on rows
+    /// started anywhere (the exact running sums give the same bits).
+    #[test]
+    fn box_mean_matches_its_definition_from_any_start() {
+        let (h, w) = (23, 29);
+        let src: Vec<f32> = (0..h * w)
+            .map(|i| ((i * 7919) % 1013) as f32 / 101.3 - 4.0)
+            .collect();
+        let mut s = BoxScratch::new(w);
+        for r in 1..=MAX_CHROMA_RADIUS {
+            let mut all = vec![0f32; h * w];
+            box_mean(&src, h, w, r, (0, h), &mut s, &mut all);
+            for yy in 0..h {
+                for xx in 0..w {
+                    let (y0, y1) = (yy.saturating_sub(r), (yy + r + 1).min(h));
+                    let (x0, x1) = (xx.saturating_sub(r), (xx + r + 1).min(w));
+                    let mut sum = 0.0;
+                    for sy in y0..y1 {
+                        sum += src[sy * w + x0..sy * w + x1]
+                            .iter()
+                            .map(|&v| v as f64)
+                            .sum::<f64>();
+                    }
+                    let want = sum / ((y1 - y0) * (x1 - x0)) as f64;
+                    let got = all[yy * w + xx] as f64;
+                    assert!(
+                        (got - want).abs() < 2e-6,
+                        "r {r} ({yy}, {xx}): {got} vs {want}"
+                    );
+                }
+            }
+            let mut part = vec![0f32; h * w];
+            box_mean(&src, h, w, r, (5, 17), &mut s, &mut part);
+            assert_eq!(part[5 * w..17 * w], all[5 * w..17 * w], "r {r}");
+        }
     }
 
     #[test]
@@ -623,15 +1119,28 @@ mod tests {
         assert!(ChromaGuided::new(vec![2], -1.0, 1e-6).is_err());
         assert!(ChromaGuided::new(vec![2], 0.5, 0.0).is_err());
         assert!(ChromaGuided::new(vec![2], f32::NAN, 1e-6).is_err());
-        let (y, n, z) = frame(16, 16, 4);
+        assert!(stage().with_lum(vec![], 0.25).is_err());
+        assert!(stage().with_lum(vec![0], 0.25).is_err());
+        assert!(stage().with_lum(vec![9], 0.25).is_err());
+        assert!(stage().with_lum(vec![1, 2, 3, 4, 5], 0.25).is_err());
+        assert!(stage().with_lum(vec![2], -0.25).is_err());
+        assert!(stage().with_lum(vec![2], f32::INFINITY).is_err());
+        let (y, n, z, zl) = frame(16, 16, 4);
         let p = stage();
         let mut out = Tensor::zeros(y.shape()).expect("out");
         let pool = BufferPool::new();
         let z1 = Tensor::zeros([1, 1, 16, 16]).expect("z");
-        assert!(p.run_into(&y, &n, &z1, &pool, &mut out).is_err());
+        assert!(p.run_into(&y, &n, &z1, None, &pool, &mut out).is_err());
         let n1 = Tensor::zeros([1, 1, 7, 8]).expect("noise");
-        assert!(p.run_into(&y, &n1, &z, &pool, &mut out).is_err());
+        assert!(p.run_into(&y, &n1, &z, None, &pool, &mut out).is_err());
         let mut o1 = Tensor::zeros([1, 3, 16, 15]).expect("out");
-        assert!(p.run_into(&y, &n, &z, &pool, &mut o1).is_err());
+        assert!(p.run_into(&y, &n, &z, None, &pool, &mut o1).is_err());
+        // luminance logits: refused without the stage, required (and of
+        // the stage's plane count) with it
+        assert!(p.run_into(&y, &n, &z, Some(&zl), &pool, &mut out).is_err());
+        let pl = stage_lum();
+        assert!(pl.run_into(&y, &n, &z, None, &pool, &mut out).is_err());
+        assert!(pl.run_into(&y, &n, &z, Some(&z1), &pool, &mut out).is_err());
+        assert!(pl.run_into(&y, &n, &z, Some(&zl), &pool, &mut out).is_ok());
     }
 }

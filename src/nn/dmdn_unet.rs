@@ -47,6 +47,12 @@
 //!        guided filters of radii s_j, guide L, eps from the noise map
 //!   G' = L - (C_0 + C_1) / 4
 //!   out = (C_0 + G', G', C_1 + G')
+//! with luminance smoothing too (metadata `lum_radii` = t_1..t_M, only
+//! with `chroma_radii`; `fastd`: chroma 2,4,8, luminance 2,4,8):
+//!   zl = pixel_shuffle(lgate_1x1(d1), 2)                 (M, H, W) logits
+//!   L' = L blended per pixel (softmax(0, zl)) with its own guided
+//!        filters of radii t_m (guide L), eps from the noise map
+//!   G' = L' - (C_0 + C_1) / 4                            (the chroma filters keep L as guide)
 //! ```
 //! Gated smoothing ([`super::gated_smoothing`]) lets flat areas average
 //! many pixels (the plain network leaves pixel-level noise there): `box_r`
@@ -69,6 +75,14 @@
 //! training counts them (`fastc`: 2 (16 + 40) + 12 = 124 over `fastb`'s
 //! 5,272), and a halo that covers the filters' reach (2 s_J) on top of
 //! the gate's (the file's `halo`, as PyTorch measures it).
+//! Luminance smoothing (the same module) blends L with its self-guided
+//! filters, regularised by `lum_eps_k` x the local noise variance +
+//! `chroma_eps_floor`: flat areas lose luminance noise, edges stay.
+//! Files hold `lgate.weight` `[4M, c1, 1, 1]`, `lgate.bias` `[4M]`
+//! (logits as used) and the metadata `lum_eps_k`; files without
+//! `lum_radii` have no `lgate` and run unchanged. Cost: M (c1 + 16)
+//! multiply-adds per pixel more as training counts them (a radius shared
+//! with the chroma filters shares their means of L, L L and V).
 //! The network learns a residual over a bilinear demosaic (metadata
 //! `base` = `bilinear`, or absent), and may lean on a classical one, which
 //! the gate `g` blends with its estimate per pixel (metadata `base` =
@@ -147,6 +161,10 @@ pub struct DmdnUnetConfig {
     /// `chroma_radii`, 1..=4 values in 1..=8 px, only with `gate_radii`);
     /// empty without it.
     pub chroma_radii: Vec<usize>,
+    /// Guided-filter radii of the luminance smoothing (metadata
+    /// `lum_radii`, 1..=4 values in 1..=8 px, only with `chroma_radii`);
+    /// empty without it.
+    pub lum_radii: Vec<usize>,
     /// Metadata `base`: `bilinear` (also when absent) or the name of the
     /// classical demosaic the network refines (`rcd_mlri`: the op
     /// `demosaic_rcd_mlri`).
@@ -209,6 +227,9 @@ pub struct DmdnUnet {
     /// (logits as used, GATE_SCALE already applied by the export), and its
     /// guided filters.
     chroma: Option<(Conv2d, ChromaGuided)>,
+    /// The luminance smoothing's 1x1 conv on `d1`, `[4M, c1, 1, 1]`
+    /// (logits as used); its filters are in `chroma`'s [`ChromaGuided`].
+    lgate: Option<Conv2d>,
     /// The classical base (metadata `base` other than `bilinear`).
     base: Option<BaseHead>,
     metadata: HashMap<String, String>,
@@ -319,13 +340,20 @@ impl DmdnUnet {
         if deep > 0 && ws.len() < 4 {
             return Err(w.err(format!("deep {deep} needs a fourth width (widths {ws:?})")));
         }
-        // `gate_radii` and `chroma_radii` are optional (files without gated
-        // or chroma smoothing lack them); chroma smoothing follows the gate.
+        // `gate_radii`, `chroma_radii` and `lum_radii` are optional (files
+        // without gated, chroma or luminance smoothing lack them); chroma
+        // smoothing follows the gate, luminance smoothing the chroma one.
         let gate_radii = radii_meta(&w, "gate_radii")?;
         let chroma_radii = radii_meta(&w, "chroma_radii")?;
+        let lum_radii = radii_meta(&w, "lum_radii")?;
         if !chroma_radii.is_empty() && gate_radii.is_empty() {
             return Err(w.err(format!(
                 "chroma_radii {chroma_radii:?} need gate_radii (chroma smoothing follows the gated smoothing)"
+            )));
+        }
+        if !lum_radii.is_empty() && chroma_radii.is_empty() {
+            return Err(w.err(format!(
+                "lum_radii {lum_radii:?} need chroma_radii (luminance smoothing is part of the chroma smoothing)"
             )));
         }
         // `base` absent: the bilinear base (files from before the
@@ -350,6 +378,7 @@ impl DmdnUnet {
             halo: w.meta_usize("halo", 8, 1024)?,
             gate_radii,
             chroma_radii,
+            lum_radii,
             base: base_name,
         };
         if !cfg.halo.is_multiple_of(8) {
@@ -384,14 +413,23 @@ impl DmdnUnet {
                         .parse::<f32>()
                         .map_err(|_| w.err(format!("{key} '{s}' is not a number")))
                 };
-                let filters = ChromaGuided::new(
+                let mut filters = ChromaGuided::new(
                     cfg.chroma_radii.clone(),
                     eps("chroma_eps_k")?,
                     eps("chroma_eps_floor")?,
                 )
                 .map_err(|e| w.err(e.to_string()))?;
+                if !cfg.lum_radii.is_empty() {
+                    filters = filters
+                        .with_lum(cfg.lum_radii.clone(), eps("lum_eps_k")?)
+                        .map_err(|e| w.err(e.to_string()))?;
+                }
                 Some((conv(&mut w, "cgate", [4 * k, c1, 1, 1], 1)?, filters))
             }
+        };
+        let lgate = match cfg.lum_radii.len() {
+            0 => None,
+            k => Some(conv(&mut w, "lgate", [4 * k, c1, 1, 1], 1)?),
         };
         let base = match base_op {
             Some(op) => Some(BaseHead {
@@ -418,6 +456,7 @@ impl DmdnUnet {
             fr2: conv(&mut w, "fr2", [3, cfg.fullres_width, 1, 1], 1)?,
             gate,
             chroma,
+            lgate,
             base,
             cfg,
             metadata,
@@ -502,6 +541,9 @@ impl DmdnUnet {
             0 => 0.0,
             k => (k * (self.cfg.widths[0] + 40) + 12) as f64 * 2.0,
         };
+        // the luminance smoothing (as training counts it): its 1x1 conv,
+        // ~16 per guided filter
+        let lum = (self.cfg.lum_radii.len() * (self.cfg.widths[0] + 16)) as f64 * 2.0;
         // the classical base (fr1's extra inputs are in f(fr1)): the base
         // gate's 1x1 conv at 1/2 resolution and 9 multiply-adds of the
         // blend as training counts them
@@ -509,6 +551,7 @@ impl DmdnUnet {
         // + 9 multiply-adds of the bilinear base per pixel
         base + gate
             + chroma
+            + lum
             + half / 4.0
             + quarter / 16.0
             + eighth / 64.0
@@ -615,6 +658,10 @@ impl DmdnUnet {
             Some((g, _)) => Some(up2(g, &d1, none)?),
             None => None,
         };
+        let lum_logits = match &self.lgate {
+            Some(g) => Some(up2(g, &d1, none)?),
+            None => None,
+        };
         let g = match &base {
             Some((head, _)) => Some(up2(&head.bgate, &d1, Activation::Sigmoid)?),
             None => None,
@@ -662,9 +709,12 @@ impl DmdnUnet {
                 match (&self.chroma, chroma_logits) {
                     (Some((_, filters)), Some(zc)) => {
                         // `y` is dead: it holds the output.
-                        filters.run_into(&out, noise, &zc, pool, &mut y)?;
+                        filters.run_into(&out, noise, &zc, lum_logits.as_ref(), pool, &mut y)?;
                         pool.give(out);
                         pool.give(zc);
+                        if let Some(zl) = lum_logits {
+                            pool.give(zl);
+                        }
                         Ok(y)
                     }
                     _ => {

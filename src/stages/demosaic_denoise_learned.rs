@@ -44,7 +44,7 @@ use crate::raw::NoiseProfile;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    /// `fast`, `quality`, `fast_raw`, `fastc_raw`, `quality_raw` (shipped models in
+    /// `fast`, `quality`, `fast_raw`, `fastc_raw`, `fastd_raw`, `quality_raw` (shipped models in
     /// `$RAWGRAPH_MODELS` or `calibration/models/`) or a path to a
     /// `.safetensors` file.
     #[serde(default = "default_model")]
@@ -86,7 +86,7 @@ impl Default for Params {
 pub fn model_path(model: &str) -> PathBuf {
     if matches!(
         model,
-        "fast" | "quality" | "fast_raw" | "fastc_raw" | "quality_raw"
+        "fast" | "quality" | "fast_raw" | "fastc_raw" | "fastd_raw" | "quality_raw"
     ) {
         let dir = std::env::var_os("RAWGRAPH_MODELS")
             .map(PathBuf::from)
