@@ -750,34 +750,19 @@ fn chroma_unet_matches_pytorch_for_every_tiling() {
     let model = DmdnUnet::load(fixture(CHROMA_FIXTURE)).unwrap();
     assert_eq!(model.config().gate_radii, [2, 6]);
     assert_eq!(model.config().chroma_radii, [2, 4]);
-    assert_eq!(model.config().base, "rcd_mlri");
     // The gate fixture's 40 and more: the guided filters reach 8 px further.
     assert_eq!(model.halo(), 48);
-    let ((mosaic, noise, expected, h, w), base) = load_io_chroma();
-    let frame = |base| grbg_frame(&mosaic, &noise, h, w, base);
-    for tile in [1024, 16, 24, 40, 56] {
-        let out = model.run_frame(frame(Some(&base[..])), tile).unwrap();
-        let d = out.max_abs_diff(&expected);
-        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
-    }
-    let io = (mosaic.clone(), noise.clone(), expected.clone(), h, w);
-    assert_matches_pytorch(&model, &io);
-    assert_tiles_exact(&model, &io, &[16, 24, 32, 48], "chroma");
-    // Without the chroma stage (the same file, `cgate` and its metadata
-    // removed) the result moves: the stage contributes.
-    let t: Vec<_> = tensors_of(CHROMA_FIXTURE)
-        .into_iter()
-        .filter(|t| !t.0.starts_with("cgate."))
-        .collect();
-    let mut m = meta_of(CHROMA_FIXTURE);
-    m.remove("chroma_radii");
-    let plain = build(&t, &m).unwrap();
+    // The stage's cost: J (c1 + 40) + 12 multiply-adds per pixel.
+    let extra = 2.0 * (2.0 * (4.0 + 40.0) + 12.0);
+    let plain = assert_smoothing_fixture(
+        &model,
+        CHROMA_FIXTURE,
+        load_io_chroma(),
+        "cgate.",
+        &["chroma_radii"],
+        extra,
+    );
     assert!(plain.config().chroma_radii.is_empty());
-    let out = plain.run_frame(frame(Some(&base[..])), 1024).unwrap();
-    assert!(out.max_abs_diff(&expected) > 1e-3);
-    // The stage's cost: J (c1 + 40) + 12 multiply-adds per pixel more.
-    let extra = model.flops_per_pixel() - plain.flops_per_pixel();
-    assert_eq!(extra, 2.0 * (2.0 * (4.0 + 40.0) + 12.0));
 }
 
 #[test]
@@ -877,34 +862,63 @@ fn lum_unet_matches_pytorch_for_every_tiling() {
     assert_eq!(model.config().gate_radii, [2, 6]);
     assert_eq!(model.config().chroma_radii, [2, 4, 8]);
     assert_eq!(model.config().lum_radii, [2, 4, 8]);
-    assert_eq!(model.config().base, "rcd_mlri");
     assert_eq!(model.halo(), 56);
-    let ((mosaic, noise, expected, h, w), base) = load_io_lum();
+    // The stage's cost: M (c1 + 16) multiply-adds per pixel.
+    let extra = 2.0 * (3.0 * (4.0 + 16.0));
+    let plain = assert_smoothing_fixture(
+        &model,
+        LUM_FIXTURE,
+        load_io_lum(),
+        "lgate.",
+        &["lum_radii", "lum_eps_k"],
+        extra,
+    );
+    assert!(plain.config().lum_radii.is_empty());
+}
+
+/// A smoothing-stage fixture's checks (`model` loaded from `name`, over
+/// the `rcd_mlri` base): it matches PyTorch at every tiling with the
+/// fixture's base and computing its own, tiles equal the single pass bit
+/// for bit, and without the stage (tensors starting with `gate_prefix` and
+/// metadata `meta_keys` removed) the output moves and costs
+/// `extra_flops` fewer FLOPs per pixel. Returns that stage-less model.
+fn assert_smoothing_fixture(
+    model: &DmdnUnet,
+    name: &str,
+    ((mosaic, noise, expected, h, w), base): (Io, Vec<f32>),
+    gate_prefix: &str,
+    meta_keys: &[&str],
+    extra_flops: f64,
+) -> DmdnUnet {
+    assert_eq!(model.config().base, "rcd_mlri");
     let frame = |base| grbg_frame(&mosaic, &noise, h, w, base);
     for tile in [1024, 16, 24, 40, 56] {
         let out = model.run_frame(frame(Some(&base[..])), tile).unwrap();
         let d = out.max_abs_diff(&expected);
-        assert!(d < 2e-4, "tile {tile}: max diff to PyTorch {d}");
+        assert!(d < 2e-4, "{name} tile {tile}: max diff to PyTorch {d}");
     }
     let io = (mosaic.clone(), noise.clone(), expected.clone(), h, w);
-    assert_matches_pytorch(&model, &io);
-    assert_tiles_exact(&model, &io, &[16, 24, 32, 48], "lum");
-    // Without the luminance stage (the same file, `lgate` and its
-    // metadata removed) the result moves: the stage contributes.
-    let t: Vec<_> = tensors_of(LUM_FIXTURE)
+    assert_matches_pytorch(model, &io);
+    assert_tiles_exact(model, &io, &[16, 24, 32, 48], name);
+    let t: Vec<_> = tensors_of(name)
         .into_iter()
-        .filter(|t| !t.0.starts_with("lgate."))
+        .filter(|t| !t.0.starts_with(gate_prefix))
         .collect();
-    let mut m = meta_of(LUM_FIXTURE);
-    m.remove("lum_radii");
-    m.remove("lum_eps_k");
+    let mut m = meta_of(name);
+    for k in meta_keys {
+        m.remove(*k);
+    }
     let plain = build(&t, &m).unwrap();
-    assert!(plain.config().lum_radii.is_empty());
     let out = plain.run_frame(frame(Some(&base[..])), 1024).unwrap();
-    assert!(out.max_abs_diff(&expected) > 1e-3);
-    // The stage's cost: M (c1 + 16) multiply-adds per pixel more.
-    let extra = model.flops_per_pixel() - plain.flops_per_pixel();
-    assert_eq!(extra, 2.0 * (3.0 * (4.0 + 16.0)));
+    assert!(
+        out.max_abs_diff(&expected) > 1e-3,
+        "{name}: the stage contributes"
+    );
+    assert_eq!(
+        model.flops_per_pixel() - plain.flops_per_pixel(),
+        extra_flops
+    );
+    plain
 }
 
 #[test]

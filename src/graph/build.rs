@@ -30,6 +30,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../pipelines/learned_fastc.yaml"),
     ),
     (
+        "learned_fastd",
+        include_str!("../../pipelines/learned_fastd.yaml"),
+    ),
+    (
         "learned_quality",
         include_str!("../../pipelines/learned_quality.yaml"),
     ),

@@ -74,6 +74,7 @@
 //! against 4.78-4.90 s with the direct sums, `fastd` 5.69-6.14 s.
 
 use super::gated_smoothing::exp_nonpos;
+use super::window_sums::window_sums;
 use super::{BufferPool, Tensor};
 use crate::error::{Error, Result};
 
@@ -687,44 +688,6 @@ fn box_mean(
             .iter_mut()
             .zip(s.sum.iter().zip(&s.scale))
             .for_each(|(d, (&v, &k))| *d = v * k);
-    }
-}
-
-/// `out[x] = Σ_{d < span} c[x + d]` (`c.len() >= out.len() + span - 1`) by
-/// the pair-sum ladder: `ladder[j][x] = Σ_{d < 2^(j+1)} c[x + d]`, then the
-/// levels of `span`'s binary digits, largest first: a fixed sum tree per
-/// window, so `out[x]` depends on `c[x..x + span]` alone.
-#[inline(always)]
-fn window_sums(c: &[f32], ladder: &mut [Vec<f32>], span: usize, out: &mut [f32]) {
-    let w = out.len();
-    for j in 0..ladder.len() {
-        let half = 1 << j;
-        let n = c.len() + 1 - 2 * half;
-        let (done, rest) = ladder.split_at_mut(j);
-        let prev: &[f32] = if j == 0 { c } else { &done[j - 1] };
-        rest[0][..n]
-            .iter_mut()
-            .zip(&prev[..n])
-            .zip(&prev[half..half + n])
-            .for_each(|((o, &a), &b)| *o = a + b);
-    }
-    let level = |j: usize| -> &[f32] {
-        if j == 0 {
-            c
-        } else {
-            &ladder[j - 1]
-        }
-    };
-    let top = ladder.len(); // 2^top <= span < 2^(top + 1)
-    out.copy_from_slice(&level(top)[..w]);
-    let mut off = 1 << top;
-    for j in (0..top).rev() {
-        if span & (1 << j) != 0 {
-            out.iter_mut()
-                .zip(&level(j)[off..off + w])
-                .for_each(|(o, &v)| *o += v);
-            off += 1 << j;
-        }
     }
 }
 

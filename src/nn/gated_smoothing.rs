@@ -37,6 +37,7 @@
 //! and vectorises; [`gated_smoothing_into`] runs an AVX-512 or AVX2 build
 //! of the same operations (bit for bit the baseline's) when the CPU has it.
 
+use super::window_sums::window_sums;
 use super::Tensor;
 use crate::error::{Error, Result};
 
@@ -264,43 +265,6 @@ fn add_row(acc: &mut [i32], row: &[i32]) {
     acc.iter_mut()
         .zip(row)
         .for_each(|(a, &v)| *a = a.wrapping_add(v));
-}
-
-/// `out[x] = Σ_{d < span} c[x + d]` (`c.len() >= out.len() + span - 1`) by
-/// the pair-sum ladder: `ladder[j][x] = Σ_{d < 2^(j+1)} c[x + d]`, then
-/// the levels of `span`'s binary digits, largest first.
-#[inline(always)]
-fn window_sums(c: &[i32], ladder: &mut [Vec<i32>], span: usize, out: &mut [i32]) {
-    let w = out.len();
-    for j in 0..ladder.len() {
-        let half = 1 << j;
-        let n = c.len() + 1 - 2 * half;
-        let (done, rest) = ladder.split_at_mut(j);
-        let prev: &[i32] = if j == 0 { c } else { &done[j - 1] };
-        rest[0][..n]
-            .iter_mut()
-            .zip(&prev[..n])
-            .zip(&prev[half..half + n])
-            .for_each(|((o, &a), &b)| *o = a.wrapping_add(b));
-    }
-    let level = |j: usize| -> &[i32] {
-        if j == 0 {
-            c
-        } else {
-            &ladder[j - 1]
-        }
-    };
-    let top = ladder.len(); // 2^top <= span < 2^(top + 1)
-    out.copy_from_slice(&level(top)[..w]);
-    let mut off = 1 << top;
-    for j in (0..top).rev() {
-        if span & (1 << j) != 0 {
-            out.iter_mut()
-                .zip(&level(j)[off..off + w])
-                .for_each(|(o, &v)| *o = o.wrapping_add(v));
-            off += 1 << j;
-        }
-    }
 }
 
 /// Gated smoothing of `y` (`[1, C, H, W]`) with logits `z` (`[1, K, H, W]`,

@@ -43,6 +43,7 @@ pub mod shuffle;
 pub mod sky_seg;
 pub mod tensor;
 pub mod weights;
+mod window_sums;
 
 pub use activations::Activation;
 pub use bayer_tiles::BayerFrame;
