@@ -89,9 +89,13 @@ UNET_SIZES = {
     # blended per pixel with its own guided filters (radii 2, 4 and 8, eps
     # LUM_EPS_K x the local noise variance), the flat areas of high-ISO
     # captures averaged wider than the net's receptive field reaches cheaply;
-    # grows from `fastc` files
+    # grows from `fastc` files. Its guided filters run at half resolution
+    # (`subsample` 2, He and Sun's fast guided filter: the coefficients from
+    # 2x2 means of L, C and the noise variance, radii halved, bilinearly
+    # upsampled): ~1/4 of the box work; files without `guided_subsample`
+    # are the full-resolution filters of run 33
     "fastd": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
-                  gate=(2, 6), base="rcd_mlri", chroma=(2, 4, 8), lum=(2, 4, 8)),
+                  gate=(2, 6), base="rcd_mlri", chroma=(2, 4, 8), lum=(2, 4, 8), subsample=2),
     "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
 }
 GATE_INIT = -4.0
@@ -204,7 +208,7 @@ class DMDNUNet(nn.Module):
     """
 
     def __init__(self, widths, bottom, fullres_width, phase, noise_channels, deep=0, gate=(), base="bilinear",
-                 chroma=(), lum=()):
+                 chroma=(), lum=(), subsample=1):
         super().__init__()
         c1, c2, c3 = widths[:3]
         self.widths, self.bottom, self.phase = tuple(widths), bottom, phase
@@ -254,6 +258,10 @@ class DMDNUNet(nn.Module):
             nn.init.zeros_(self.cgate.weight)
             nn.init.constant_(self.cgate.bias, GATE_INIT / GATE_SCALE)
         self.lum_radii = tuple(lum)
+        # the guided filters' coefficients at 1/subsample resolution (1 or 2)
+        if subsample not in (1, 2) or any(r % subsample for r in self.chroma_radii + self.lum_radii):
+            raise ValueError(f"guided filters: subsample {subsample} must be 1 or 2 and divide every radius")
+        self.subsample = subsample
         if self.lum_radii:
             if not self.chroma_radii:
                 raise ValueError("luminance smoothing needs the chroma smoothing")
@@ -317,17 +325,29 @@ class DMDNUNet(nn.Module):
         var = F.interpolate(noise[:, :1] * noise[:, :1], scale_factor=2, mode="nearest")
         w = torch.softmax(torch.cat([torch.zeros_like(zc[:, :1]), zc], 1), 1)
         c = w[:, :1] * chroma
+        s = getattr(self, "subsample", 1)
+        # the filters' inputs at 1/s resolution (s = 1: themselves)
+        lum_s, chroma_s, var_s = (lum, chroma, var) if s == 1 else \
+            (F.avg_pool2d(lum, s), F.avg_pool2d(chroma, s), F.avg_pool2d(var, s))
+
+        def apply(coef):
+            # mean(a) L + mean(b), the means upsampled from 1/s resolution
+            a, b = coef
+            if s > 1:
+                a, b = upsample_coef(a, s), upsample_coef(b, s)
+            return a * lum + b
+
         stats = {}
         for k, rad in enumerate(self.chroma_radii):
-            stats[rad] = lum_stats(lum, var, rad)
-            c = c + w[:, k + 1: k + 2] * guided_chroma(lum, chroma, var, rad, stats[rad])
+            stats[rad] = lum_stats(lum_s, var_s, rad // s)
+            c = c + w[:, k + 1: k + 2] * apply(guided_chroma(lum_s, chroma_s, var_s, rad // s, stats[rad]))
         if self.lum_radii:
             # luminance smoothing: L blended per pixel with its own guided filters
             zl = F.pixel_shuffle(self.lgate(d1), 2) * GATE_SCALE
             wl = torch.softmax(torch.cat([torch.zeros_like(zl[:, :1]), zl], 1), 1)
             lum2 = wl[:, :1] * lum
             for k, rad in enumerate(self.lum_radii):
-                lum2 = lum2 + wl[:, k + 1: k + 2] * guided_self(lum, var, rad, stats.get(rad))
+                lum2 = lum2 + wl[:, k + 1: k + 2] * apply(guided_self(lum_s, var_s, rad // s, stats.get(rad)))
             lum = lum2
         g2 = lum - (c[:, 0:1] + c[:, 1:2]) * 0.25
         return torch.cat([c[:, 0:1] + g2, g2, c[:, 1:2] + g2], 1)
@@ -353,10 +373,17 @@ class DMDNUNet(nn.Module):
         gate = len(self.gate_radii) * (c1 + 9)
         # chroma: its 1x1 conv, per guided filter ~40 (8 running box means,
         # the coefficients, the blend), ~12 for the transforms and the softmax
-        gate += len(self.chroma_radii) * (c1 + 40) + (12 if self.chroma_radii else 0)
         # luminance: its 1x1 conv, per guided filter ~16 (2 more running box
-        # means, the coefficients, the blend; L's means are the chroma's)
-        gate += len(getattr(self, "lum_radii", ())) * (c1 + 16)
+        # means, the coefficients, the blend; L's means are the chroma's).
+        # At half resolution (subsample 2) the box work is a quarter, plus
+        # ~3 per upsampled coefficient plane (4 chroma, 2 luminance) and ~4
+        # for the 2x2 means
+        if getattr(self, "subsample", 1) == 1:
+            gate += len(self.chroma_radii) * (c1 + 40) + (12 if self.chroma_radii else 0)
+            gate += len(getattr(self, "lum_radii", ())) * (c1 + 16)
+        else:
+            gate += len(self.chroma_radii) * (c1 + 10 + 12) + (16 if self.chroma_radii else 0)
+            gate += len(self.lum_radii) * (c1 + 4 + 6)
         return half / 4 + quarter / 16 + eighth / 64 + sixteenth / 256 + full + gate
 
 
@@ -397,22 +424,32 @@ def lum_stats(lum, var, r):
 
 
 def guided_self(lum, var, r, stats=None):
-    """Guided filter of the luminance lum (B,1,H,W) by itself, radius r,
-    regularised by LUM_EPS_K x the box mean of the noise variance var plus
-    CHROMA_EPS_FLOOR: a = var(L) / (var(L) + eps), b = (1 - a) mean(L),
-    out = mean(a) L + mean(b). `stats`: lum_stats(lum, var, r) if known."""
+    """Coefficient means (mean(a), mean(b)) of the guided filter of the
+    luminance lum (B,1,H,W) by itself, radius r, regularised by LUM_EPS_K x
+    the box mean of the noise variance var plus CHROMA_EPS_FLOOR:
+    a = var(L) / (var(L) + eps), b = (1 - a) mean(L); the filter is
+    mean(a) L + mean(b). `stats`: lum_stats(lum, var, r) if known."""
     m_l, var_l, m_v = stats or lum_stats(lum, var, r)
     a = var_l / (var_l + LUM_EPS_K * m_v + CHROMA_EPS_FLOOR)
     b = m_l - a * m_l
-    return box_mean(a, r) * lum + box_mean(b, r)
+    return box_mean(a, r), box_mean(b, r)
+
+
+def upsample_coef(x, s):
+    """Guided-filter coefficient means from 1/s resolution to full: bilinear,
+    pixel centres aligned (align_corners=False), edges clamped; for s = 2
+    each output takes 3/4 of its own low-resolution sample and 1/4 of the
+    next one towards it, per axis."""
+    return F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
 
 
 def guided_chroma(lum, chroma, var, r, stats=None):
-    """Guided filter (He et al. 2010) of each chroma plane (B,2,H,W) with
-    the luminance lum (B,1,H,W) as guide, radius r (box means over the
-    (2r+1)^2 window clipped to the image), regularised by CHROMA_EPS_K x
-    the box mean of the noise variance var (B,1,H,W) plus CHROMA_EPS_FLOOR:
-    a = cov(L, C) / (var(L) + eps), b = mean(C) - a mean(L), out = mean(a) L + mean(b)."""
+    """Coefficient means (mean(a), mean(b)) of the guided filter (He et al.
+    2010) of each chroma plane (B,2,H,W) with the luminance lum (B,1,H,W) as
+    guide, radius r (box means over the (2r+1)^2 window clipped to the
+    image), regularised by CHROMA_EPS_K x the box mean of the noise variance
+    var (B,1,H,W) plus CHROMA_EPS_FLOOR: a = cov(L, C) / (var(L) + eps),
+    b = mean(C) - a mean(L); the filter is mean(a) L + mean(b)."""
     def box(x):
         return box_mean(x, r)
     m_l, var_l, m_v = stats or lum_stats(lum, var, r)
@@ -420,7 +457,7 @@ def guided_chroma(lum, chroma, var, r, stats=None):
     cov = box(lum * chroma) - m_l * m_c
     a = cov / (var_l + CHROMA_EPS_K * m_v + CHROMA_EPS_FLOOR)
     b = m_c - a * m_l
-    return box(a) * lum + box(b)
+    return box(a), box(b)
 
 
 # Bilinear demosaic of a masked mosaic as a depthwise 3x3 conv (R, G, B):
@@ -449,7 +486,8 @@ def receptive_halo(model):
     torch.manual_seed(0)
     probe = DMDNUNet(model.widths, model.bottom, model.fullres_width, model.phase,
                      model.noise_channels, model.deep, model.gate_radii, model.base,
-                     getattr(model, "chroma_radii", ()), getattr(model, "lum_radii", ()))
+                     getattr(model, "chroma_radii", ()), getattr(model, "lum_radii", ()),
+                     getattr(model, "subsample", 1))
     probe._halo = 0
     probe = probe.double()
     size = 256
@@ -525,6 +563,10 @@ def build(size, arch="flat", bottom=None, levels_from=None):
             hp["chroma"] = tuple(int(r) for r in levels_from["chroma_radii"].split(","))
         if levels_from and levels_from.get("lum_radii") and not hp.get("lum"):
             hp["lum"] = tuple(int(r) for r in levels_from["lum_radii"].split(","))
+        if levels_from and levels_from.get("guided_subsample"):
+            # a file's guided filters keep their resolution; a file without
+            # the key (full resolution) takes the size's
+            hp["subsample"] = int(levels_from["guided_subsample"])
         if levels_from and levels_from.get("base", "bilinear") != "bilinear":
             # a run resuming from a file over a classical base keeps that base
             hp["base"] = levels_from["base"]
@@ -1146,6 +1188,7 @@ def export(model, size, regime, path, extra_meta=None):
                if model.chroma_radii else {}),
             **({"lum_radii": ",".join(str(r) for r in model.lum_radii), "lum_eps_k": str(LUM_EPS_K)}
                if model.lum_radii else {}),
+            **({"guided_subsample": str(model.subsample)} if model.chroma_radii else {}),
             "noise_units": "std of the white-balanced mosaic in [0,1] units, per pixel, RMS-pooled over 2x2",
             "input": "black-level-subtracted, white-balanced (gains/min, clipped at 1) Bayer mosaic, 1.0 = white",
             "output": "white-balanced linear camera RGB in the input's units",
@@ -1250,6 +1293,9 @@ def load_unet_weights(model, path):
             grown.append(f"chroma smoothing {file_chroma} -> {model_chroma} (near-silent start)")
         if not meta.get("lum_radii") and getattr(model, "lum_radii", ()):
             grown.append(f"luminance smoothing {model.lum_radii} (near-silent start)")
+        file_sub = int(meta.get("guided_subsample", "1"))
+        if model_chroma and file_sub != getattr(model, "subsample", 1):
+            grown.append(f"guided filters at 1/{file_sub} -> 1/{model.subsample} resolution")
         if meta.get("base", "bilinear") != model.base:
             grown.append(f"base {meta.get('base', 'bilinear')} -> {model.base} (gate at sigmoid({BASE_GATE_INIT:g}))")
         if grown:
@@ -1640,6 +1686,10 @@ def cmd_fixture(args):
     write_unet_fixture(d, "nn_dmdn_unet_lum_tiny", 7,
                        dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(2, 4, 8),
                             lum=(2, 4, 8)), 85, 94)
+    # the same with the guided filters at half resolution (`fastd` since run 35)
+    write_unet_fixture(d, "nn_dmdn_unet_half_tiny", 8,
+                       dict(widths=(4, 6, 8), bottom=1, gate=(2, 6), base="rcd_mlri", chroma=(2, 4, 8),
+                            lum=(2, 4, 8), subsample=2), 87, 98)
     print(f"fixture written (unet halo {um.halo()}, four-level unet halo {u4.halo()}, "
           f"gated unet halo {ug.halo()})")
 
@@ -1685,6 +1735,8 @@ def write_unet_fixture(d, name, seed, shape, h, w):
     if um.lum_radii:
         meta["lum_radii"] = ",".join(str(r) for r in um.lum_radii)
         meta["lum_eps_k"] = str(LUM_EPS_K)
+    if um.subsample != 1:
+        meta["guided_subsample"] = str(um.subsample)
     save_file(ut, os.path.join(d, f"{name}.safetensors"), metadata=meta)
     save_file(io, os.path.join(d, f"{name}_io.safetensors"),
               metadata={"phase": "grbg", "layout": "mosaic/noise_std (H,W); output, base (3,H,W)"})
