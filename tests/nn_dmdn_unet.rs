@@ -876,6 +876,84 @@ fn lum_unet_matches_pytorch_for_every_tiling() {
     assert!(plain.config().lum_radii.is_empty());
 }
 
+/// The half-resolution fixture (`fastd` since run 36): the luminance
+/// fixture's graph with `guided_subsample` 2, halo 56, 87 x 98 GRBG frame
+/// (odd rows) for a GBRG model; its io file holds `base`.
+const HALF_FIXTURE: &str = "nn_dmdn_unet_half_tiny.safetensors";
+
+fn load_io_half() -> (Io, Vec<f32>) {
+    let (h, w) = (87, 98);
+    let io = load_io_of("nn_dmdn_unet_half_tiny_io.safetensors", h, w);
+    let mut f = Weights::load(fixture("nn_dmdn_unet_half_tiny_io.safetensors")).unwrap();
+    let base = f.take("base", &[3, h, w]).unwrap();
+    (io, base)
+}
+
+/// Guided filters at half resolution match PyTorch's `run_full` at every
+/// tiling, tiles equal the single pass bit for bit, the luminance stage
+/// contributes, and the file's `guided_subsample` is what runs: the same
+/// weights at full resolution give another image.
+#[test]
+fn half_resolution_unet_matches_pytorch_for_every_tiling() {
+    let model = DmdnUnet::load(fixture(HALF_FIXTURE)).unwrap();
+    assert_eq!(model.config().guided_subsample, 2);
+    assert_eq!(model.config().chroma_radii, [2, 4, 8]);
+    assert_eq!(model.config().lum_radii, [2, 4, 8]);
+    assert_eq!(model.halo(), 56);
+    // The luminance stage's cost at half resolution: M (c1 + 10).
+    let extra = 2.0 * (3.0 * (4.0 + 10.0));
+    let io = load_io_half();
+    let plain = assert_smoothing_fixture(
+        &model,
+        HALF_FIXTURE,
+        io.clone(),
+        "lgate.",
+        &["lum_radii", "lum_eps_k"],
+        extra,
+    );
+    assert_eq!(plain.config().guided_subsample, 2);
+    let ((mosaic, noise, expected, h, w), base) = io;
+    let mut m = meta_of(HALF_FIXTURE);
+    m.remove("guided_subsample");
+    let full = build(&tensors_of(HALF_FIXTURE), &m).unwrap();
+    assert_eq!(full.config().guided_subsample, 1);
+    let out = full
+        .run_frame(grbg_frame(&mosaic, &noise, h, w, Some(&base[..])), 1024)
+        .unwrap();
+    let d = out.max_abs_diff(&expected);
+    assert!(d > 1e-3, "full resolution moves the output by {d}");
+}
+
+#[test]
+fn bad_guided_subsample_is_a_typed_error() {
+    assert_meta_errors(
+        HALF_FIXTURE,
+        "guided_subsample",
+        &[
+            ("0", "guided_subsample"),
+            ("3", "guided_subsample"),
+            ("x", "guided_subsample"),
+            ("-2", "guided_subsample"),
+        ],
+    );
+    // an odd radius cannot be halved
+    let mut m = meta_of(HALF_FIXTURE);
+    m.insert("lum_radii".into(), "2,4,5".into());
+    let r = model_err(build(&tensors_of(HALF_FIXTURE), &m));
+    assert!(r.contains("guided_subsample"), "{r}");
+    // without chroma smoothing there is no guided filter to subsample
+    let tensors: Vec<_> = tensors_of(HALF_FIXTURE)
+        .into_iter()
+        .filter(|t| !t.0.starts_with("cgate.") && !t.0.starts_with("lgate."))
+        .collect();
+    let mut m = meta_of(HALF_FIXTURE);
+    for k in ["chroma_radii", "lum_radii"] {
+        m.remove(k);
+    }
+    let r = model_err(build(&tensors, &m));
+    assert!(r.contains("guided_subsample 2 needs chroma_radii"), "{r}");
+}
+
 /// A smoothing-stage fixture's checks (`model` loaded from `name`, over
 /// the `rcd_mlri` base): it matches PyTorch at every tiling with the
 /// fixture's base and computing its own, tiles equal the single pass bit

@@ -72,6 +72,20 @@
 //! with luminance radii 2, 4, 8: 132-146 ms, ~110 ns per pixel. 12 MP
 //! `rawgraph bench`, `dm` row, 1 thread, interleaved: `fastc` 4.63-4.83 s
 //! against 4.78-4.90 s with the direct sums, `fastd` 5.69-6.14 s.
+//!
+//! At half resolution ([`ChromaGuided::with_subsample`] 2: He and Sun's
+//! fast guided filter, `fastd` since run 36) the statistics and
+//! coefficients are those of the 2x2 means (`((x00 + x01) + (x10 +
+//! x11)) / 4`) of `L` and `C_j` and of the noise variance at its own
+//! half resolution, at radius `r / 2`; `box(a_j)` and `box(b_j)` are then
+//! upsampled bilinearly (PyTorch's `align_corners=False`: per axis, output
+//! `2i` takes `1/4` of sample `i - 1` and `3/4` of `i`, `2i + 1` `3/4` of `i`
+//! and `1/4` of `i + 1`, clamped at the edges; horizontal first) and
+//! applied to the full-resolution `L`: `F = up(box(a)) L + up(box(b))`.
+//! The box sums are the exact ones above; strips start on even rows, so a
+//! pixel's result is still a function of its window alone (tensors of even
+//! height and width, as the network's padded tiles are). The box work is a
+//! quarter of the full-resolution filters'.
 
 use super::gated_smoothing::exp_nonpos;
 use super::window_sums::window_sums;
@@ -113,6 +127,9 @@ pub struct ChromaGuided {
     pub eps_floor: f32,
     /// The luminance smoothing, if the file has one (`lum_radii`).
     pub lum: Option<LumGuided>,
+    /// Resolution divisor of the coefficients (`guided_subsample`): 1, or
+    /// 2 (module doc; every radius even).
+    pub subsample: usize,
 }
 
 /// Checks a list of guided-filter radii (`what`: the metadata key).
@@ -145,7 +162,29 @@ impl ChromaGuided {
             eps_k,
             eps_floor,
             lum: None,
+            subsample: 1,
         })
+    }
+
+    /// Sets the coefficients' resolution divisor: 1 (full resolution) or
+    /// 2 (module doc), which must divide every radius, chroma and
+    /// luminance (call after [`Self::with_lum`], or it checks again there).
+    pub fn with_subsample(mut self, subsample: usize) -> Result<Self> {
+        self.subsample = subsample;
+        self.check_subsample()?;
+        Ok(self)
+    }
+
+    fn check_subsample(&self) -> Result<()> {
+        let s = self.subsample;
+        let lum = self.lum.as_ref().map_or(&[][..], |l| &l.radii[..]);
+        if !(s == 1 || s == 2) || self.radii.iter().chain(lum).any(|r| r % s != 0) {
+            return Err(Error::invalid(format!(
+                "guided_subsample {s} must be 1 or 2 and divide every guided-filter radius (chroma {:?}, luminance {lum:?})",
+                self.radii
+            )));
+        }
+        Ok(())
     }
 
     /// Adds the luminance smoothing (`lum_radii`, `lum_eps_k`: finite and
@@ -158,6 +197,7 @@ impl ChromaGuided {
             )));
         }
         self.lum = Some(LumGuided { radii, eps_k });
+        self.check_subsample()?;
         Ok(self)
     }
 
@@ -167,10 +207,16 @@ impl ChromaGuided {
         self.lum.as_ref().map_or(0, |l| l.radii.len())
     }
 
-    /// Reach of the stage in pixels (a box of the coefficients' boxes).
+    /// Reach of the stage in pixels (a box of the coefficients' boxes; at
+    /// half resolution one low-resolution sample more for the upsampling).
     pub fn reach(&self) -> usize {
         let lum = self.lum.as_ref().map_or(&[][..], |l| &l.radii[..]);
-        2 * self.radii.iter().chain(lum).copied().max().unwrap_or(0)
+        let r = 2 * self.radii.iter().chain(lum).copied().max().unwrap_or(0);
+        if self.subsample == 2 {
+            r + 2
+        } else {
+            r
+        }
     }
 
     /// Runs the stage (module doc) on `y` into `out` (the shape of `y`,
@@ -203,9 +249,10 @@ impl ChromaGuided {
             || nc == 0
             || nh != h.div_ceil(2)
             || nw != w.div_ceil(2)
+            || (self.subsample == 2 && (h % 2 != 0 || w % 2 != 0))
         {
             return Err(Error::invalid(format!(
-                "chroma smoothing: image {:?}, noise {:?}, logits {:?}, luminance logits {:?} or output {:?} do not fit {k} + {} radii",
+                "chroma smoothing: image {:?}, noise {:?}, logits {:?}, luminance logits {:?} or output {:?} do not fit {k} + {} radii (at half resolution: even height and width)",
                 y.shape(),
                 noise.shape(),
                 z.shape(),
@@ -317,6 +364,25 @@ fn run(
 ) {
     let [_, _, h, w] = y.shape();
     let m = p.reach();
+    if p.subsample == 2 {
+        // even strips and margins (STRIP and the reach are even)
+        let mut bx = BoxScratch::new(w / 2);
+        let mut ys = 0;
+        while ys < h {
+            let ye = (ys + STRIP).min(h);
+            strip_half(
+                p,
+                (y, noise, z, zl),
+                (ys.saturating_sub(m), (ye + m).min(h)),
+                (ys, ye),
+                pool,
+                &mut bx,
+                out,
+            );
+            ys = ye;
+        }
+        return;
+    }
     let len = (STRIP + 2 * m).min(h) * w;
     let plane = || vec![0f32; len];
     let mut q = Quant {
@@ -592,6 +658,358 @@ fn strip(
         lum, c0, c1, acc0, acc1, accl, m_l, m_c0, m_c1, m_ll, m_lc0, m_lc1, m_v,
     ]
     .into_iter()
+    .chain(wts)
+    .chain(wls.into_iter().flatten())
+    {
+        pool.give_vec(v);
+    }
+}
+
+/// `(i0, i1, w0, w1)` of output index `x` when a plane of `n` samples is
+/// upsampled 2x bilinearly (PyTorch's `align_corners=False`: source
+/// position `(x + 0.5) / 2 - 0.5`, clamped at 0; `i1` clamped at `n - 1`).
+#[inline(always)]
+fn taps2(x: usize, n: usize) -> (usize, usize, f32, f32) {
+    let src = ((x as f32 + 0.5) * 0.5 - 0.5).max(0.0);
+    let i0 = (src as usize).min(n - 1);
+    let i1 = (i0 + 1).min(n - 1);
+    let l1 = src - i0 as f32;
+    (i0, i1, 1.0 - l1, l1)
+}
+
+/// Bilinear 2x upsampling (see [`taps2`]) of the half-resolution plane
+/// `src` (`hh x wh`, row-major; rows `have.0..have.1` valid) to the
+/// full-resolution rows `rows.0..rows.1` (`2 wh` wide) into `dst` (those
+/// rows, row-major from `rows.0`): each needed source row horizontally
+/// into `hu` (rows from `have.0`), then the rows vertically.
+#[inline(always)]
+fn upsample2(
+    src: &[f32],
+    (hh, wh): (usize, usize),
+    have: (usize, usize),
+    rows: (usize, usize),
+    hu: &mut [f32],
+    dst: &mut [f32],
+) {
+    let w = 2 * wh;
+    let (first, _, _, _) = taps2(rows.0, hh);
+    let (_, last, _, _) = taps2(rows.1 - 1, hh);
+    for i in first..=last {
+        let s = &src[i * wh..(i + 1) * wh];
+        let d = &mut hu[(i - have.0) * w..(i - have.0 + 1) * w];
+        // the edges through the general taps, the interior in pairs:
+        // d[2j] = 1/4 s[j - 1] + 3/4 s[j], d[2j + 1] = 3/4 s[j] + 1/4 s[j + 1]
+        for x in [0, 1, w - 2, w - 1] {
+            let (i0, i1, w0, w1) = taps2(x, wh);
+            d[x] = w0 * s[i0] + w1 * s[i1];
+        }
+        if wh > 2 {
+            d[2..w - 2]
+                .chunks_exact_mut(2)
+                .zip(s.windows(3))
+                .for_each(|(o, t)| {
+                    o[0] = 0.25 * t[0] + 0.75 * t[1];
+                    o[1] = 0.75 * t[1] + 0.25 * t[2];
+                });
+        }
+    }
+    for (yy, out) in (rows.0..rows.1).zip(dst.chunks_exact_mut(w)) {
+        let (i0, i1, w0, w1) = taps2(yy, hh);
+        let r0 = &hu[(i0 - have.0) * w..(i0 - have.0 + 1) * w];
+        let r1 = &hu[(i1 - have.0) * w..(i1 - have.0 + 1) * w];
+        out.iter_mut()
+            .zip(r0.iter().zip(r1))
+            .for_each(|(o, (&a, &b))| *o = w0 * a + w1 * b);
+    }
+}
+
+/// The last step of a half-resolution guided filter in one strip: the
+/// coefficients' box means on the rows the upsampling reads, upsampled to
+/// the kept rows and applied.
+struct HalfApply {
+    /// Half-resolution plane size of the strip.
+    dims: (usize, usize),
+    /// Half-resolution rows the upsampling of `rows` reads.
+    need_c: (usize, usize),
+    /// Kept full-resolution rows, strip-local.
+    rows: (usize, usize),
+    /// `box(a)`, `box(b)` (half resolution).
+    m_a: Vec<f32>,
+    m_b: Vec<f32>,
+    /// Horizontally upsampled rows of [`upsample2`].
+    hu: Vec<f32>,
+    /// `up(box(a))`, `up(box(b))` on the kept rows.
+    ua: Vec<f32>,
+    ub: Vec<f32>,
+}
+
+impl HalfApply {
+    /// `acc += wt (up(box(a)) L + up(box(b)))` on the kept rows, for the
+    /// coefficient planes `(a, b)` at half-resolution radius `rh`.
+    #[inline(always)]
+    fn add(
+        &mut self,
+        bx: &mut BoxScratch,
+        (a, b): (&[f32], &[f32]),
+        rh: usize,
+        lum: &[f32],
+        wt: &[f32],
+        acc: &mut [f32],
+    ) {
+        let (hh, wh) = self.dims;
+        box_mean(a, hh, wh, rh, self.need_c, bx, &mut self.m_a);
+        box_mean(b, hh, wh, rh, self.need_c, bx, &mut self.m_b);
+        upsample2(
+            &self.m_a,
+            self.dims,
+            self.need_c,
+            self.rows,
+            &mut self.hu,
+            &mut self.ua,
+        );
+        upsample2(
+            &self.m_b,
+            self.dims,
+            self.need_c,
+            self.rows,
+            &mut self.hu,
+            &mut self.ub,
+        );
+        acc.iter_mut()
+            .zip(wt)
+            .zip(self.ua.iter().zip(lum.iter().zip(&self.ub)))
+            .for_each(|((a, &wt), (&ma, (&l, &mb)))| *a += wt * (ma * l + mb));
+    }
+}
+
+/// One strip with the coefficients at half resolution (module doc):
+/// rows `range.0..range.1` (even) of the tensor computed as their own
+/// image, rows `keep.0..keep.1` written to `out`; `bx` is for planes
+/// `W / 2` wide.
+#[inline(always)]
+fn strip_half(
+    p: &ChromaGuided,
+    (y, noise, z, zl): (&Tensor, &Tensor, &Tensor, Option<&Tensor>),
+    range: (usize, usize),
+    keep: (usize, usize),
+    pool: &BufferPool,
+    bx: &mut BoxScratch,
+    out: &mut Tensor,
+) {
+    let [_, _, full_h, w] = y.shape();
+    let (a, b) = range;
+    let (hh, wh) = ((b - a) / 2, w / 2);
+    let hw2 = hh * wh;
+    let nw = noise.shape()[3];
+    // kept rows, strip-local (even at both ends but the tensor's last)
+    let (ka, kb) = (keep.0 - a, keep.1 - a);
+    let kept_span = keep.0 * w..keep.1 * w;
+    let nk = kept_span.len();
+    // full-resolution L and C on the kept rows (the blends)
+    let mut lum = buf(pool, nk);
+    let mut c0 = buf(pool, nk);
+    let mut c1 = buf(pool, nk);
+    lum.iter_mut()
+        .zip(c0.iter_mut().zip(c1.iter_mut()))
+        .zip(
+            rows(y, 0, &kept_span)
+                .iter()
+                .zip(rows(y, 1, &kept_span))
+                .zip(rows(y, 2, &kept_span)),
+        )
+        .for_each(|((l, (a, b)), ((&r, &g), &bl))| {
+            *l = ((r + 2.0 * g) + bl) * 0.25;
+            *a = r - g;
+            *b = bl - g;
+        });
+    // 2x2 means of L and C over the strip, V at its own half resolution,
+    // and the products
+    let mut lh = buf(pool, hw2);
+    let mut c0h = buf(pool, hw2);
+    let mut c1h = buf(pool, hw2);
+    let mut vh = buf(pool, hw2);
+    let n0 = noise.plane(0, 0);
+    let lumc = |r: f32, g: f32, bl: f32| (((r + 2.0 * g) + bl) * 0.25, r - g, bl - g);
+    for i in 0..hh {
+        let y0 = (a + 2 * i) * w;
+        let row = |c: usize, o: usize| &y.plane(0, c)[y0 + o..y0 + o + w];
+        let (r0, g0, b0) = (row(0, 0), row(1, 0), row(2, 0));
+        let (r1, g1, b1) = (row(0, w), row(1, w), row(2, w));
+        let dl = &mut lh[i * wh..(i + 1) * wh];
+        let dc0 = &mut c0h[i * wh..(i + 1) * wh];
+        let dc1 = &mut c1h[i * wh..(i + 1) * wh];
+        for j in 0..wh {
+            let x = 2 * j;
+            let (l00, a00, b00) = lumc(r0[x], g0[x], b0[x]);
+            let (l01, a01, b01) = lumc(r0[x + 1], g0[x + 1], b0[x + 1]);
+            let (l10, a10, b10) = lumc(r1[x], g1[x], b1[x]);
+            let (l11, a11, b11) = lumc(r1[x + 1], g1[x + 1], b1[x + 1]);
+            dl[j] = ((l00 + l01) + (l10 + l11)) * 0.25;
+            dc0[j] = ((a00 + a01) + (a10 + a11)) * 0.25;
+            dc1[j] = ((b00 + b01) + (b10 + b11)) * 0.25;
+        }
+        let src = &n0[(a / 2 + i) * nw..(a / 2 + i) * nw + wh];
+        vh[i * wh..(i + 1) * wh]
+            .iter_mut()
+            .zip(src)
+            .for_each(|(v, &s)| *v = s * s);
+    }
+    let mut llh = buf(pool, hw2);
+    let mut lc0h = buf(pool, hw2);
+    let mut lc1h = buf(pool, hw2);
+    lh.iter()
+        .zip(c0h.iter().zip(&c1h))
+        .zip(llh.iter_mut().zip(lc0h.iter_mut().zip(lc1h.iter_mut())))
+        .for_each(|((&l, (&x0, &x1)), (qll, (qlc0, qlc1)))| {
+            *qll = l * l;
+            *qlc0 = l * x0;
+            *qlc1 = l * x1;
+        });
+    // The blend weights on the kept rows: softmax(0, z), softmax(0, zl).
+    let wts = softmax_planes(z, &kept_span, pool);
+    let wls = zl.map(|t| softmax_planes(t, &kept_span, pool));
+    // C'_j starts at w_0 C_j, L' at wl_0 L
+    let mut acc0 = buf(pool, nk);
+    let mut acc1 = buf(pool, nk);
+    acc0.iter_mut()
+        .zip(acc1.iter_mut())
+        .zip(wts[0].iter().zip(c0.iter().zip(&c1)))
+        .for_each(|((a0, a1), (&wt, (&x0, &x1)))| {
+            *a0 = wt * x0;
+            *a1 = wt * x1;
+        });
+    let mut accl = match &wls {
+        Some(wl) => {
+            let mut v = buf(pool, nk);
+            v.iter_mut()
+                .zip(&wl[0])
+                .zip(&lum)
+                .for_each(|((o, &wt), &l)| *o = wt * l);
+            v
+        }
+        None => Vec::new(),
+    };
+    let mut m_l = buf(pool, hw2);
+    let mut m_ll = buf(pool, hw2);
+    let mut m_v = buf(pool, hw2);
+    let mut m_c0 = buf(pool, hw2);
+    let mut m_c1 = buf(pool, hw2);
+    let mut m_lc0 = buf(pool, hw2);
+    let mut m_lc1 = buf(pool, hw2);
+    let mut coef: [Vec<f32>; 4] = std::array::from_fn(|_| buf(pool, hw2));
+    // coefficient means on the half-resolution rows the kept rows'
+    // upsampling reads, then those upsampled (horizontally into `hu`)
+    let need_c = ((ka / 2).saturating_sub(1), (kb / 2 + 1).min(hh));
+    let mut up = HalfApply {
+        dims: (hh, wh),
+        need_c,
+        rows: (ka, kb),
+        m_a: buf(pool, hw2),
+        m_b: buf(pool, hw2),
+        hu: buf(pool, (need_c.1 - need_c.0) * w),
+        ua: buf(pool, nk),
+        ub: buf(pool, nk),
+    };
+    let (eps_k, floor) = (p.eps_k, p.eps_floor);
+    let lum_radii = p.lum.as_ref().map_or(&[][..], |l| &l.radii[..]);
+    let lum_eps = p.lum.as_ref().map_or(0.0, |l| l.eps_k);
+    let chroma = p.radii.iter().enumerate().map(|(j, &r)| (r, Some(j)));
+    let extra = lum_radii
+        .iter()
+        .filter(|r| !p.radii.contains(r))
+        .map(|&r| (r, None));
+    for (rad, cj) in chroma.chain(extra) {
+        let lj = lum_radii.iter().position(|&s| s == rad);
+        let rh = rad / 2;
+        // input means on the rows whose coefficients `need_c` needs
+        let need = (need_c.0.saturating_sub(rh), (need_c.1 + rh).min(hh));
+        let nr = need.0 * wh..need.1 * wh;
+        box_mean(&lh, hh, wh, rh, need, bx, &mut m_l);
+        box_mean(&llh, hh, wh, rh, need, bx, &mut m_ll);
+        box_mean(&vh, hh, wh, rh, need, bx, &mut m_v);
+        m_ll[nr.clone()]
+            .iter_mut()
+            .zip(&m_l[nr.clone()])
+            .for_each(|(v, &ml)| *v -= ml * ml);
+        if let Some(j) = cj {
+            box_mean(&c0h, hh, wh, rh, need, bx, &mut m_c0);
+            box_mean(&c1h, hh, wh, rh, need, bx, &mut m_c1);
+            box_mean(&lc0h, hh, wh, rh, need, bx, &mut m_lc0);
+            box_mean(&lc1h, hh, wh, rh, need, bx, &mut m_lc1);
+            let [qa0, qb0, qa1, qb1] = &mut coef;
+            m_lc0[nr.clone()]
+                .iter()
+                .zip(m_lc1[nr.clone()].iter())
+                .zip(m_c0[nr.clone()].iter().zip(m_c1[nr.clone()].iter()))
+                .zip(
+                    m_l[nr.clone()]
+                        .iter()
+                        .zip(m_ll[nr.clone()].iter().zip(&m_v[nr.clone()])),
+                )
+                .zip(
+                    qa0[nr.clone()]
+                        .iter_mut()
+                        .zip(qb0[nr.clone()].iter_mut())
+                        .zip(qa1[nr.clone()].iter_mut().zip(qb1[nr.clone()].iter_mut())),
+                )
+                .for_each(
+                    |(
+                        (((&lc0, &lc1), (&mc0, &mc1)), (&ml, (&vl, &mv))),
+                        ((a0q, b0q), (a1q, b1q)),
+                    )| {
+                        let den = (vl + eps_k * mv) + floor;
+                        let a0 = (lc0 - ml * mc0) / den;
+                        let a1 = (lc1 - ml * mc1) / den;
+                        *a0q = a0;
+                        *b0q = mc0 - a0 * ml;
+                        *a1q = a1;
+                        *b1q = mc1 - a1 * ml;
+                    },
+                );
+            let wk = &wts[j + 1];
+            let [qa0, qb0, qa1, qb1] = &coef;
+            up.add(bx, (qa0, qb0), rh, &lum, wk, &mut acc0);
+            up.add(bx, (qa1, qb1), rh, &lum, wk, &mut acc1);
+        }
+        if let (Some(j), Some(wl)) = (lj, &wls) {
+            let [qa, qb, _, _] = &mut coef;
+            m_l[nr.clone()]
+                .iter()
+                .zip(m_ll[nr.clone()].iter().zip(&m_v[nr.clone()]))
+                .zip(qa[nr.clone()].iter_mut().zip(qb[nr.clone()].iter_mut()))
+                .for_each(|((&ml, (&vl, &mv)), (aq, bq))| {
+                    let a = vl / ((vl + lum_eps * mv) + floor);
+                    *aq = a;
+                    *bq = ml - a * ml;
+                });
+            let [qa, qb, _, _] = &coef;
+            up.add(bx, (qa, qb), rh, &lum, &wl[j + 1], &mut accl);
+        }
+    }
+    // L' is the luminance blend with luminance smoothing, else L
+    let lum_out: &[f32] = if wls.is_some() { &accl } else { &lum };
+    let (ro, rest) = out.data_mut().split_at_mut(full_h * w);
+    let (go, bo) = rest.split_at_mut(full_h * w);
+    ro[kept_span.clone()]
+        .iter_mut()
+        .zip(
+            go[kept_span.clone()]
+                .iter_mut()
+                .zip(bo[kept_span].iter_mut()),
+        )
+        .zip(lum_out.iter().zip(acc0.iter().zip(&acc1)))
+        .for_each(|((r, (g, b)), (&l, (&a0, &a1)))| {
+            let g2 = l - (a0 + a1) * 0.25;
+            *r = a0 + g2;
+            *g = g2;
+            *b = a1 + g2;
+        });
+    for v in [
+        lum, c0, c1, lh, c0h, c1h, vh, llh, lc0h, lc1h, acc0, acc1, accl, m_l, m_ll, m_v, m_c0,
+        m_c1, m_lc0, m_lc1, up.m_a, up.m_b, up.hu, up.ua, up.ub,
+    ]
+    .into_iter()
+    .chain(coef)
     .chain(wts)
     .chain(wls.into_iter().flatten())
     {
@@ -952,6 +1370,210 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The half-resolution stage (module doc) per pixel in f64: 2x2 means,
+    /// the filters at radius r / 2 with clipped windows, the coefficient
+    /// means upsampled as PyTorch's bilinear `align_corners=False`.
+    fn reference_half(
+        p: &ChromaGuided,
+        y: &Tensor,
+        n: &Tensor,
+        z: &Tensor,
+        zl: Option<&Tensor>,
+    ) -> Vec<f64> {
+        let [_, _, h, w] = y.shape();
+        let (hh, wh) = (h / 2, w / 2);
+        let at = |c: usize, yy: usize, xx: usize| y.plane(0, c)[yy * w + xx] as f64;
+        let lum = |yy, xx| (at(0, yy, xx) + 2.0 * at(1, yy, xx) + at(2, yy, xx)) * 0.25;
+        let chroma = |j: usize, yy, xx| at(2 * j, yy, xx) - at(1, yy, xx);
+        let half = |f: &dyn Fn(usize, usize) -> f64| -> Vec<f64> {
+            (0..hh * wh)
+                .map(|k| {
+                    let (i, j) = (k / wh, k % wh);
+                    (f(2 * i, 2 * j)
+                        + f(2 * i, 2 * j + 1)
+                        + f(2 * i + 1, 2 * j)
+                        + f(2 * i + 1, 2 * j + 1))
+                        / 4.0
+                })
+                .collect()
+        };
+        let lh = half(&lum);
+        let ch = [half(&|a, b| chroma(0, a, b)), half(&|a, b| chroma(1, a, b))];
+        let vh: Vec<f64> = (0..hh * wh).map(|k| (n.data()[k] as f64).powi(2)).collect();
+        let boxm = |f: &dyn Fn(usize) -> f64, k: usize, r: usize| {
+            let (i, j) = (k / wh, k % wh);
+            let (y0, y1) = (i.saturating_sub(r), (i + r + 1).min(hh));
+            let (x0, x1) = (j.saturating_sub(r), (j + r + 1).min(wh));
+            let mut s = 0.0;
+            for sy in y0..y1 {
+                for sx in x0..x1 {
+                    s += f(sy * wh + sx);
+                }
+            }
+            s / ((y1 - y0) * (x1 - x0)) as f64
+        };
+        let taps = |x: usize, n: usize| {
+            let src = ((x as f64 + 0.5) * 0.5 - 0.5).max(0.0);
+            let i0 = src as usize;
+            (i0, (i0 + 1).min(n - 1), src - i0 as f64)
+        };
+        let up = |m: &[f64], yy: usize, xx: usize| {
+            let (i0, i1, ly) = taps(yy, hh);
+            let (j0, j1, lx) = taps(xx, wh);
+            let row = |i: usize| (1.0 - lx) * m[i * wh + j0] + lx * m[i * wh + j1];
+            (1.0 - ly) * row(i0) + ly * row(i1)
+        };
+        // up(box(a)), up(box(b)) of the chroma filter j (None: luminance) at radius r
+        let filter = |j: Option<usize>, r: usize, eps_k: f64| -> (Vec<f64>, Vec<f64>) {
+            let r = r / 2;
+            let (mut ca, mut cb) = (vec![0f64; hh * wh], vec![0f64; hh * wh]);
+            for k in 0..hh * wh {
+                let ml = boxm(&|q| lh[q], k, r);
+                let vl = boxm(&|q| lh[q] * lh[q], k, r) - ml * ml;
+                let den = vl + eps_k * boxm(&|q| vh[q], k, r) + p.eps_floor as f64;
+                (ca[k], cb[k]) = match j {
+                    Some(j) => {
+                        let mc = boxm(&|q| ch[j][q], k, r);
+                        let a = (boxm(&|q| lh[q] * ch[j][q], k, r) - ml * mc) / den;
+                        (a, mc - a * ml)
+                    }
+                    None => {
+                        let a = vl / den;
+                        (a, ml - a * ml)
+                    }
+                };
+            }
+            let ma: Vec<f64> = (0..hh * wh).map(|k| boxm(&|q| ca[q], k, r)).collect();
+            let mb: Vec<f64> = (0..hh * wh).map(|k| boxm(&|q| cb[q], k, r)).collect();
+            let full =
+                |m: &[f64]| -> Vec<f64> { (0..h * w).map(|i| up(m, i / w, i % w)).collect() };
+            (full(&ma), full(&mb))
+        };
+        let eps_k = p.eps_k as f64;
+        let cf: Vec<[(Vec<f64>, Vec<f64>); 2]> = p
+            .radii
+            .iter()
+            .map(|&r| [filter(Some(0), r, eps_k), filter(Some(1), r, eps_k)])
+            .collect();
+        let lf: Vec<(Vec<f64>, Vec<f64>)> = p.lum.as_ref().map_or(Vec::new(), |l| {
+            l.radii
+                .iter()
+                .map(|&r| filter(None, r, l.eps_k as f64))
+                .collect()
+        });
+        let mut out = vec![0f64; 3 * h * w];
+        for i in 0..h * w {
+            let (yy, xx) = (i / w, i % w);
+            let l = lum(yy, xx);
+            let wc = softmax(z, i);
+            let mut cj = [0f64; 2];
+            for (j, c) in cj.iter_mut().enumerate() {
+                *c = wc[0] * chroma(j, yy, xx);
+                for (k, f) in cf.iter().enumerate() {
+                    *c += wc[k + 1] * (f[j].0[i] * l + f[j].1[i]);
+                }
+            }
+            let l2 = match zl {
+                Some(zl) if !lf.is_empty() => {
+                    let wl = softmax(zl, i);
+                    let mut l2 = wl[0] * l;
+                    for (k, f) in lf.iter().enumerate() {
+                        l2 += wl[k + 1] * (f.0[i] * l + f.1[i]);
+                    }
+                    l2
+                }
+                _ => l,
+            };
+            let g2 = l2 - (cj[0] + cj[1]) * 0.25;
+            out[i] = cj[0] + g2;
+            out[h * w + i] = g2;
+            out[2 * h * w + i] = cj[1] + g2;
+        }
+        out
+    }
+
+    /// `fastd`'s shape at half resolution: chroma radii 2, 4, 8 and
+    /// luminance 4, 2 (one order of its own).
+    fn stage_half() -> ChromaGuided {
+        ChromaGuided::new(vec![2, 4, 8], 0.5, 1e-6)
+            .and_then(|c| c.with_lum(vec![4, 2], 0.25))
+            .and_then(|c| c.with_subsample(2))
+            .expect("params")
+    }
+
+    /// The half-resolution stage against [`reference_half`], on a frame
+    /// smaller than the windows and on one taller than a strip.
+    #[test]
+    fn half_resolution_matches_its_definition() {
+        let p = stage_half();
+        for (h, w, seed) in [(14, 20, 3), (2 * STRIP + 12, 10, 4)] {
+            let (y, n, z, zl) = frame_k(h, w, seed, 3, 2);
+            let mut out = Tensor::zeros(y.shape()).expect("out");
+            p.run_into(&y, &n, &z, Some(&zl), &BufferPool::new(), &mut out)
+                .expect("run");
+            let want = reference_half(&p, &y, &n, &z, Some(&zl));
+            let worst = out
+                .data()
+                .iter()
+                .zip(&want)
+                .map(|(&a, &b)| (a as f64 - b).abs())
+                .fold(0f64, f64::max);
+            assert!(worst < 2e-5, "{h}x{w}: max abs error {worst}");
+            // and it is not the full-resolution stage
+            let mut full = Tensor::zeros(y.shape()).expect("out");
+            let pf = ChromaGuided {
+                subsample: 1,
+                ..p.clone()
+            };
+            pf.run_into(&y, &n, &z, Some(&zl), &BufferPool::new(), &mut full)
+                .expect("run");
+            assert!(out.max_abs_diff(&full) > 1e-4, "{h}x{w}");
+        }
+    }
+
+    /// Tiles at even offsets reproduce the frame bit for bit, and every
+    /// SIMD build gives the baseline's bits.
+    #[test]
+    fn half_resolution_tiles_and_builds_agree() {
+        assert_tiles_reproduce_the_frame(&stage_half(), 2 * STRIP + 60, 70);
+        let p = stage_half();
+        let (y, n, z, zl) = frame_k(STRIP + 46, 62, 9, 3, 2);
+        let pool = BufferPool::new();
+        let mut base = Tensor::zeros(y.shape()).expect("out");
+        run(&p, &y, &n, &z, Some(&zl), &pool, &mut base);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") {
+                let mut o = Tensor::zeros(y.shape()).expect("out");
+                // SAFETY: the CPU supports AVX2 (checked above).
+                unsafe { run_avx2(&p, &y, &n, &z, Some(&zl), &pool, &mut o) };
+                assert!(o.data() == base.data(), "AVX2 differs");
+            }
+            if is_x86_feature_detected!("avx512f") {
+                let mut o = Tensor::zeros(y.shape()).expect("out");
+                // SAFETY: the CPU supports AVX-512F (checked above).
+                unsafe { run_avx512(&p, &y, &n, &z, Some(&zl), &pool, &mut o) };
+                assert!(o.data() == base.data(), "AVX-512 differs");
+            }
+        }
+    }
+
+    #[test]
+    fn half_resolution_refuses_odd_radii_and_frames() {
+        assert!(stage().with_subsample(3).is_err());
+        assert!(stage().with_subsample(0).is_err());
+        assert!(ChromaGuided::new(vec![2, 3], 0.5, 1e-6)
+            .and_then(|c| c.with_subsample(2))
+            .is_err());
+        // an odd luminance radius added after the subsample
+        let half = stage().with_subsample(2).expect("even radii");
+        assert!(half.clone().with_lum(vec![2, 1], 0.25).is_err());
+        let (y, n, z, _) = frame(15, 16, 4);
+        let mut out = Tensor::zeros(y.shape()).expect("out");
+        let r = half.run_into(&y, &n, &z, None, &BufferPool::new(), &mut out);
+        assert!(r.is_err_and(|e| e.to_string().contains("even height")));
     }
 
     #[test]

@@ -83,6 +83,12 @@
 //! `lum_radii` have no `lgate` and run unchanged. Cost: M (c1 + 16)
 //! multiply-adds per pixel more as training counts them (a radius shared
 //! with the chroma filters shares their means of L, L L and V).
+//! Metadata `guided_subsample` = 2 (`fastd` since run 36; absent or 1:
+//! full resolution) runs both kinds of guided filter at half resolution
+//! (He and Sun's fast guided filter): their coefficients from 2x2 means of
+//! L, C and the noise variance, radii halved, bilinearly upsampled before
+//! they meet the full-resolution L. Cost as training counts it: 16 plus
+//! J (c1 + 22) and M (c1 + 10) multiply-adds per pixel.
 //! The network learns a residual over a bilinear demosaic (metadata
 //! `base` = `bilinear`, or absent), and may lean on a classical one, which
 //! the gate `g` blends with its estimate per pixel (metadata `base` =
@@ -165,6 +171,10 @@ pub struct DmdnUnetConfig {
     /// `lum_radii`, 1..=4 values in 1..=8 px, only with `chroma_radii`);
     /// empty without it.
     pub lum_radii: Vec<usize>,
+    /// Resolution divisor of the guided filters' coefficients (metadata
+    /// `guided_subsample`: 1, also when absent, or 2; only with
+    /// `chroma_radii`, and 2 divides every radius).
+    pub guided_subsample: usize,
     /// Metadata `base`: `bilinear` (also when absent) or the name of the
     /// classical demosaic the network refines (`rcd_mlri`: the op
     /// `demosaic_rcd_mlri`).
@@ -366,6 +376,16 @@ impl DmdnUnet {
             "bilinear" => None,
             b => Some(ClassicalBase::new(b).map_err(|r| w.err(r))?),
         };
+        let guided_subsample = if w.metadata().contains_key("guided_subsample") {
+            w.meta_usize("guided_subsample", 1, 2)?
+        } else {
+            1
+        };
+        if guided_subsample > 1 && chroma_radii.is_empty() {
+            return Err(w.err(format!(
+                "guided_subsample {guided_subsample} needs chroma_radii (it sets the guided filters' resolution)"
+            )));
+        }
         let phase_s = w.meta("phase")?.to_string();
         let cfg = DmdnUnetConfig {
             widths: ws,
@@ -379,6 +399,7 @@ impl DmdnUnet {
             gate_radii,
             chroma_radii,
             lum_radii,
+            guided_subsample,
             base: base_name,
         };
         if !cfg.halo.is_multiple_of(8) {
@@ -418,6 +439,7 @@ impl DmdnUnet {
                     eps("chroma_eps_k")?,
                     eps("chroma_eps_floor")?,
                 )
+                .and_then(|f| f.with_subsample(cfg.guided_subsample))
                 .map_err(|e| w.err(e.to_string()))?;
                 if !cfg.lum_radii.is_empty() {
                     filters = filters
@@ -537,13 +559,18 @@ impl DmdnUnet {
         let gate = (self.cfg.gate_radii.len() * (self.cfg.widths[0] + 9)) as f64 * 2.0;
         // the chroma smoothing (as training counts it): its 1x1 conv, ~40
         // per guided filter, ~12 for the transforms and the softmax
+        // (at half resolution ~22 per filter and ~16)
+        let (per, fixed, per_lum) = match self.cfg.guided_subsample {
+            1 => (40, 12, 16),
+            _ => (22, 16, 10),
+        };
         let chroma = match self.cfg.chroma_radii.len() {
             0 => 0.0,
-            k => (k * (self.cfg.widths[0] + 40) + 12) as f64 * 2.0,
+            k => (k * (self.cfg.widths[0] + per) + fixed) as f64 * 2.0,
         };
         // the luminance smoothing (as training counts it): its 1x1 conv,
-        // ~16 per guided filter
-        let lum = (self.cfg.lum_radii.len() * (self.cfg.widths[0] + 16)) as f64 * 2.0;
+        // ~16 per guided filter (~10 at half resolution)
+        let lum = (self.cfg.lum_radii.len() * (self.cfg.widths[0] + per_lum)) as f64 * 2.0;
         // the classical base (fr1's extra inputs are in f(fr1)): the base
         // gate's 1x1 conv at 1/2 resolution and 9 multiply-adds of the
         // blend as training counts them
