@@ -829,30 +829,40 @@ fn strip_half(
     let mut c1h = buf(pool, hw2);
     let mut vh = buf(pool, hw2);
     let n0 = noise.plane(0, 0);
-    let lumc = |r: f32, g: f32, bl: f32| (((r + 2.0 * g) + bl) * 0.25, r - g, bl - g);
+    // L, C_0, C_1 of a row pair (full width), then their 2x2 means
+    let mut pair: [Vec<f32>; 6] = std::array::from_fn(|_| buf(pool, w));
     for i in 0..hh {
-        let y0 = (a + 2 * i) * w;
-        let row = |c: usize, o: usize| &y.plane(0, c)[y0 + o..y0 + o + w];
-        let (r0, g0, b0) = (row(0, 0), row(1, 0), row(2, 0));
-        let (r1, g1, b1) = (row(0, w), row(1, w), row(2, w));
-        let dl = &mut lh[i * wh..(i + 1) * wh];
-        let dc0 = &mut c0h[i * wh..(i + 1) * wh];
-        let dc1 = &mut c1h[i * wh..(i + 1) * wh];
-        for j in 0..wh {
-            let x = 2 * j;
-            let (l00, a00, b00) = lumc(r0[x], g0[x], b0[x]);
-            let (l01, a01, b01) = lumc(r0[x + 1], g0[x + 1], b0[x + 1]);
-            let (l10, a10, b10) = lumc(r1[x], g1[x], b1[x]);
-            let (l11, a11, b11) = lumc(r1[x + 1], g1[x + 1], b1[x + 1]);
-            dl[j] = ((l00 + l01) + (l10 + l11)) * 0.25;
-            dc0[j] = ((a00 + a01) + (a10 + a11)) * 0.25;
-            dc1[j] = ((b00 + b01) + (b10 + b11)) * 0.25;
+        for (o, dst) in pair.chunks_exact_mut(3).enumerate() {
+            let at = (a + 2 * i + o) * w..(a + 2 * i + o + 1) * w;
+            let [l, x0, x1] = dst else { continue };
+            l.iter_mut()
+                .zip(x0.iter_mut().zip(x1.iter_mut()))
+                .zip(
+                    rows(y, 0, &at)
+                        .iter()
+                        .zip(rows(y, 1, &at))
+                        .zip(rows(y, 2, &at)),
+                )
+                .for_each(|((l, (c0, c1)), ((&r, &g), &bl))| {
+                    *l = ((r + 2.0 * g) + bl) * 0.25;
+                    *c0 = r - g;
+                    *c1 = bl - g;
+                });
+        }
+        for (k, dst) in [&mut lh, &mut c0h, &mut c1h].into_iter().enumerate() {
+            dst[i * wh..(i + 1) * wh]
+                .iter_mut()
+                .zip(pair[k].chunks_exact(2).zip(pair[k + 3].chunks_exact(2)))
+                .for_each(|(d, (t, u))| *d = ((t[0] + t[1]) + (u[0] + u[1])) * 0.25);
         }
         let src = &n0[(a / 2 + i) * nw..(a / 2 + i) * nw + wh];
         vh[i * wh..(i + 1) * wh]
             .iter_mut()
             .zip(src)
             .for_each(|(v, &s)| *v = s * s);
+    }
+    for v in pair {
+        pool.give_vec(v);
     }
     let mut llh = buf(pool, hw2);
     let mut lc0h = buf(pool, hw2);
