@@ -12,7 +12,8 @@
 //! - the chroma smoothing of `fastc` (the same tile, guided filters of
 //!   radii 2 and 4: the colour differences, their filters, the blend and
 //!   the recombination), and `fastd`'s (chroma radii 2, 4, 8 and
-//!   luminance guided filters of radii 2, 4, 8).
+//!   luminance guided filters of radii 2, 4, 8), at full and at half
+//!   resolution.
 //!
 //! - the shipped `fast_raw` (`dmdn_unet` `fastb`, over the `rcd_mlri`
 //!   base) at 12 MP with its default tile, the base included (the
@@ -132,6 +133,15 @@ fn gate(c: &mut Criterion) {
         .and_then(|f| f.with_lum(vec![2, 4, 8], 0.25))
         .expect("filters");
     g.bench_function(format!("gf_r2r4r8_lum_r2r4r8_{n}x{n}"), |b| {
+        b.iter(|| {
+            filters
+                .run_into(&y, &noise, &z3, Some(&zl), &pool, &mut out)
+                .expect("chroma")
+        })
+    });
+    // The same at half resolution (`guided_subsample` 2, `fastd` since run 36).
+    let filters = filters.with_subsample(2).expect("filters");
+    g.bench_function(format!("gf_half_r2r4r8_lum_r2r4r8_{n}x{n}"), |b| {
         b.iter(|| {
             filters
                 .run_into(&y, &noise, &z3, Some(&zl), &pool, &mut out)
