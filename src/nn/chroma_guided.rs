@@ -85,7 +85,16 @@
 //! The box sums are the exact ones above; strips start on even rows, so a
 //! pixel's result is still a function of its window alone (tensors of even
 //! height and width, as the network's padded tiles are). The box work is a
-//! quarter of the full-resolution filters'.
+//! quarter of the full-resolution filters'; what stays at full resolution
+//! (L and C, the softmaxes, the upsampling's vertical pass and the
+//! blends) is now most of the cost. Measured (`cargo bench --bench
+//! nn_dmdn -- nn_chroma_smoothing`, one 1120 x 1120 tile, 1 thread,
+//! Intel Xeon AVX-512, load ~4 from training and a helper's builds, so
+//! only the ratio means anything): `fastd`'s radii 546 ms at full
+//! resolution, 318 ms at half (0.58x). 12 MP `rawgraph bench`, `dm` row,
+//! `learned_fastd.yaml`, two interleaved rounds: 1 thread 4,670 / 4,728
+//! ms -> 3,984 / 4,216, 2 threads 3,289 / 3,060 -> 2,920 / 2,828
+//! (`learned.yaml`: 3,071 / 2,994 and 1,970 / 1,880).
 
 use super::gated_smoothing::exp_nonpos;
 use super::window_sums::window_sums;
