@@ -135,10 +135,9 @@ use super::bayer_tiles::{
 };
 use super::chroma_guided::ChromaGuided;
 use super::classical_base::ClassicalBase;
-use super::combine::concat_pooled;
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
 use super::shuffle::{
-    pixel_shuffle_add_pooled, pixel_shuffle_extend, pixel_shuffle_pooled, pixel_unshuffle_pooled,
+    pixel_shuffle_add_pooled, pixel_shuffle_extend, pixel_shuffle_pooled, pixel_unshuffle_extend,
 };
 use super::{Activation, BufferPool, Conv2d, Padding, Tensor, Weights};
 use crate::error::{Error, Result};
@@ -685,14 +684,27 @@ impl DmdnUnet {
             pool.give(u);
             Ok(s)
         };
-        let packed = pixel_unshuffle_pooled(mosaic, 2, pool)?;
-        let x = if self.cfg.noise_channels > 0 {
-            let x = concat_pooled(&[&packed, noise], pool)?;
-            pool.give(packed);
-            x
+        // concat(pixel_unshuffle(mosaic, 2), noise), built in place
+        let (hh, hw2) = (h / 2, w / 2);
+        let nc = if self.cfg.noise_channels > 0 {
+            noise.c()
         } else {
-            packed
+            0
         };
+        if mosaic.shape()[..2] != [1, 1] || (nc > 0 && noise.shape() != [1, nc, hh, hw2]) {
+            return Err(Error::invalid(format!(
+                "dmdn_unet: mosaic {:?} or noise {:?} is not [1, 1, {h}, {w}] and [1, {}, {hh}, {hw2}]",
+                mosaic.shape(),
+                noise.shape(),
+                self.cfg.noise_channels
+            )));
+        }
+        let mut xv = pool.take((4 + nc) * hh * hw2);
+        pixel_unshuffle_extend(mosaic, 2, &mut xv)?;
+        if nc > 0 {
+            xv.extend_from_slice(noise.data());
+        }
+        let x = Tensor::from_vec([1, 4 + nc, hh, hw2], xv)?;
         let e1 = step(&self.e1b, step(&self.e1a, x, relu)?, relu)?;
         let e2 = step(&self.e2b, self.e2a.forward_pooled(&e1, relu, pool)?, relu)?;
         let mut e3 = self.e3a.forward_pooled(&e2, relu, pool)?;

@@ -134,28 +134,35 @@ pub fn pixel_unshuffle(x: &Tensor, r: usize) -> Result<Tensor> {
 /// [`pixel_unshuffle`] with the output on a buffer from `pool`.
 pub fn pixel_unshuffle_pooled(x: &Tensor, r: usize, pool: &BufferPool) -> Result<Tensor> {
     let [n, c, h, w] = x.shape();
+    let shape = [n, c * r * r, h / r.max(1), w / r.max(1)];
+    let mut v = pool.take(Tensor::numel(shape)?);
+    pixel_unshuffle_extend(x, r, &mut v)?;
+    Tensor::from_vec(shape, v)
+}
+
+/// [`pixel_unshuffle`]`(x, r)` appended to `dst` (its planes after what
+/// `dst` holds), every value written once (no zero fill first).
+pub fn pixel_unshuffle_extend(x: &Tensor, r: usize, dst: &mut Vec<f32>) -> Result<()> {
+    let [n, c, h, w] = x.shape();
     if r == 0 || h % r != 0 || w % r != 0 {
         return Err(Error::invalid(format!(
             "pixel_unshuffle: {h}x{w} not divisible by {r}"
         )));
     }
     let (ho, wo) = (h / r, w / r);
-    let mut out = pool.zeros([n, c * r * r, ho, wo])?;
+    dst.reserve(n * c * h * w);
     for b in 0..n {
         for ci in 0..c {
             let src = x.plane(b, ci);
             for dy in 0..r {
                 for dx in 0..r {
-                    let dst = out.plane_mut(b, ci * r * r + dy * r + dx);
                     for y in 0..ho {
                         let srow = &src[(y * r + dy) * w..(y * r + dy + 1) * w];
-                        for (xx, d) in dst[y * wo..(y + 1) * wo].iter_mut().enumerate() {
-                            *d = srow[xx * r + dx];
-                        }
+                        dst.extend(srow[dx..].iter().step_by(r).take(wo));
                     }
                 }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
