@@ -126,6 +126,25 @@
 //! for the fixtures and the shipped models). The halo is the network's
 //! radius over its inputs, the classical base being one: the base op's own
 //! radius needs none, as it runs on the whole frame.
+//!
+//! Measured (data movement of the forward pass, `bench --synthetic
+//! 4000x3000 -p learned`, `fast_raw`, Intel Xeon with AVX-512, 2 vCPUs
+//! shared with a training job, load 2.9-3.0; old and new binaries
+//! interleaved, 4 rounds, `dm` median): building the tile windows, the
+//! noise map, the input `concat(pixel_unshuffle(mosaic), noise)`, the
+//! pixel shuffles and fr1's input (up and base - bilinear) in place with
+//! no zero fills or extra copies, strided im2col without per-pixel
+//! lookups, the bilinear rows read once (a ring of three) and the direct
+//! 3x3 conv reading its input rows in place took 1 thread 2,846 -> 2,759
+//! ms (-3 %; process user CPU 8.97 -> 8.70 s) and 2 threads 3,148 ->
+//! 2,982 ms (-5 %; 9.78 -> 9.36 s), the same bits (outputs of the four
+//! shipped raw models on odd-sized frames of every phase compared bit for
+//! bit with the old code). In a 1-thread profile (3 MP) memmove fell from
+//! 11.8 % to 8.8 % of the time and im2col from 4.9 % to under 0.5 %;
+//! much of the remaining copying is the first touch of tile-sized planes
+//! (a 1,104 px window's 9 full-resolution planes of fr1's input are 44
+//! MB), which only streaming the full-resolution stages in row bands would
+//! avoid.
 
 use std::collections::HashMap;
 use std::path::Path;
