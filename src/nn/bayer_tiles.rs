@@ -195,15 +195,6 @@ where
         let x0 = tx as isize - halo as isize - ((tx + dx) % align) as isize;
         let ih = ceil_to(((ty + th + halo) as isize - y0) as usize, align);
         let iw = ceil_to(((tx + tw + halo) as isize - x0) as usize, align);
-        let mut m = pool.zeros([1, 1, ih, iw])?;
-        let mut bw = match base {
-            Some(_) => Some(pool.zeros([1, 3, ih, iw])?),
-            None => None,
-        };
-        let mut n2 = pool.take(ih * iw);
-        if matches!(noise, NoiseInput::Map(_)) {
-            n2.resize(ih * iw, 0.0);
-        }
         // Source column of every window column (mirrored at the edges),
         // computed once per tile.
         let cols: Vec<usize> = (0..iw).map(|xx| reflect(x0 + xx as isize, w)).collect();
@@ -212,48 +203,55 @@ where
         let a = (-x0).clamp(0, iw as isize) as usize;
         let b = (w as isize - x0).clamp(a as isize, iw as isize) as usize;
         let (x_a, x_b) = ((x0 + a as isize) as usize, (x0 + b as isize) as usize);
-        for yy in 0..ih {
-            let sy = reflect(y0 + yy as isize, h);
-            let gather = |dst: &mut [f32], src: &[f32]| {
+        // Appends the window of the `h x w` plane `src` to `dst`, row by
+        // row: every value written once, no zero fill first.
+        let gather = |dst: &mut Vec<f32>, src: &[f32]| {
+            for yy in 0..ih {
+                let sy = reflect(y0 + yy as isize, h);
                 let row = &src[sy * w..(sy + 1) * w];
-                dst[a..b].copy_from_slice(&row[x_a..x_b]);
-                for xx in (0..a).chain(b..iw) {
-                    dst[xx] = row[cols[xx]];
-                }
-            };
-            gather(&mut m.data_mut()[yy * iw..(yy + 1) * iw], mosaic);
-            if let NoiseInput::Map(nm) = noise {
-                gather(&mut n2[yy * iw..(yy + 1) * iw], nm);
+                dst.extend(cols[..a].iter().map(|&c| row[c]));
+                dst.extend_from_slice(&row[x_a..x_b]);
+                dst.extend(cols[b..].iter().map(|&c| row[c]));
             }
-            if let (Some(b), Some(bw)) = (base, bw.as_mut()) {
+        };
+        let mut mv = pool.take(ih * iw);
+        gather(&mut mv, mosaic);
+        let m = Tensor::from_vec([1, 1, ih, iw], mv)?;
+        let bw = match base {
+            Some(bf) => {
+                let mut v = pool.take(3 * ih * iw);
                 for c in 0..3 {
-                    gather(
-                        &mut bw.plane_mut(0, c)[yy * iw..(yy + 1) * iw],
-                        &b[c * h * w..(c + 1) * h * w],
-                    );
+                    gather(&mut v, &bf[c * h * w..(c + 1) * h * w]);
                 }
+                Some(Tensor::from_vec([1, 3, ih, iw], v)?)
             }
+            None => None,
+        };
+        let mut n2 = pool.take(ih * iw);
+        if let NoiseInput::Map(nm) = noise {
+            gather(&mut n2, nm);
         }
         let (hh, hw) = (ih / 2, iw / 2);
-        let mut nz = Tensor::zeros([1, spec.noise_channels, hh, hw])?;
-        for c in 0..spec.noise_channels {
-            let plane = nz.plane_mut(0, c);
+        // Every value written below (a fill or one RMS per 2x2 cell).
+        let mut nv = pool.take(spec.noise_channels * hh * hw);
+        for _ in 0..spec.noise_channels {
             match noise {
-                NoiseInput::Uniform(s) => plane.fill(s),
+                NoiseInput::Uniform(s) => nv.resize(nv.len() + hh * hw, s),
                 NoiseInput::Map(_) => {
                     for yy in 0..hh {
-                        for xx in 0..hw {
+                        nv.extend((0..hw).map(|xx| {
                             let i = 2 * yy * iw + 2 * xx;
                             let s2 = n2[i] * n2[i]
                                 + n2[i + 1] * n2[i + 1]
                                 + n2[i + iw] * n2[i + iw]
                                 + n2[i + iw + 1] * n2[i + iw + 1];
-                            plane[yy * hw + xx] = (s2 / 4.0).sqrt();
-                        }
+                            (s2 / 4.0).sqrt()
+                        }));
                     }
                 }
             }
         }
+        let nz = Tensor::from_vec([1, spec.noise_channels, hh, hw], nv)?;
         pool.give_vec(n2);
         let t = forward(&m, &nz, bw, &pool)?;
         pool.give(m);
@@ -298,39 +296,33 @@ where
 /// colour is not sampled; `mosaic` is `[1, 1, H, W]` in `phase`.
 pub fn masked_mosaic(mosaic: &Tensor, phase: Cfa2x2) -> Result<Tensor> {
     let [_, _, h, w] = mosaic.shape();
-    let mut masked = Tensor::zeros([1, 3, h, w])?;
-    masked_mosaic_into(mosaic, phase, masked.data_mut())?;
-    Ok(masked)
+    let mut masked = Vec::with_capacity(3 * h * w);
+    masked_mosaic_extend(mosaic, phase, &mut masked);
+    Tensor::from_vec([1, 3, h, w], masked)
 }
 
-/// [`masked_mosaic`] into `dst`: three planes of `H x W` (R, G, B),
-/// every value written.
-pub fn masked_mosaic_into(mosaic: &Tensor, phase: Cfa2x2, dst: &mut [f32]) -> Result<()> {
+/// Appends [`masked_mosaic`]'s three planes of `H x W` (R, G, B) to
+/// `dst`, every value written once (no zero fill first).
+pub fn masked_mosaic_extend(mosaic: &Tensor, phase: Cfa2x2, dst: &mut Vec<f32>) {
     let [_, _, h, w] = mosaic.shape();
-    if dst.len() != 3 * h * w {
-        return Err(Error::invalid(format!(
-            "masked mosaic: {} values for 3 planes of {h}x{w}",
-            dst.len()
-        )));
-    }
     if w == 0 {
-        return Ok(());
+        return;
     }
-    for (c, plane) in dst.chunks_exact_mut(h * w).enumerate() {
-        for (y, (drow, srow)) in plane
-            .chunks_exact_mut(w)
-            .zip(mosaic.data().chunks_exact(w))
-            .enumerate()
-        {
+    dst.reserve(3 * h * w);
+    for c in 0..3 {
+        for (y, srow) in mosaic.data().chunks_exact(w).enumerate() {
             // Colour of the even and odd columns of this row.
             let (ce, co) = (phase[(y % 2) * 2] as usize, phase[(y % 2) * 2 + 1] as usize);
-            for (x, (d, &v)) in drow.iter_mut().zip(srow).enumerate() {
+            dst.extend(srow.iter().enumerate().map(|(x, &v)| {
                 let cx = if x % 2 == 0 { ce } else { co };
-                *d = if cx == c { v } else { 0.0 };
-            }
+                if cx == c {
+                    v
+                } else {
+                    0.0
+                }
+            }));
         }
     }
-    Ok(())
 }
 
 /// The tile edge along a dimension of `n` pixels: as many tiles as `tile`

@@ -531,7 +531,7 @@ impl Conv2d {
         };
         // Strided convs: the source column of output column ox under tap kx
         // at cols[kx * wo + ox] (usize::MAX for a zero), computed once.
-        let cols: Vec<usize> = if s == 1 {
+        let cols: Vec<usize> = if s == 1 || !reflect {
             Vec::new()
         } else {
             (0..self.kw)
@@ -565,6 +565,24 @@ impl Conv2d {
                             drow[lo..hi].copy_from_slice(&srow[a..a + (hi - lo)]);
                             for ox in (0..lo).chain(hi..wo) {
                                 drow[ox] = map(ox as isize + off, w).map_or(0.0, |i| srow[i]);
+                            }
+                        } else if !reflect {
+                            // valid ox: 0 <= s·ox + off < w (zeros elsewhere),
+                            // a strided copy with no per-pixel lookup
+                            let si = s as isize;
+                            let lo = ((-off).max(0) + si - 1) / si;
+                            let lo = (lo as usize).min(wo);
+                            let hi = ((w as isize - off + si - 1) / si)
+                                .clamp(lo as isize, wo as isize)
+                                as usize;
+                            drow[..lo].fill(0.0);
+                            drow[hi..].fill(0.0);
+                            if hi > lo {
+                                let a = (s * lo) as isize + off;
+                                let run = &srow[a as usize..a as usize + s * (hi - lo - 1) + 1];
+                                for (d, &v) in drow[lo..hi].iter_mut().zip(run.iter().step_by(s)) {
+                                    *d = v;
+                                }
                             }
                         } else {
                             for (d, &src) in drow.iter_mut().zip(&cols[kx * wo..(kx + 1) * wo]) {

@@ -6,8 +6,11 @@
 //! column) into an im2col matrix and runs one GEMM per kernel row; with
 //! 8 or 16 output channels the GEMM is narrow and the copies and the
 //! output's bias fill and activation pass dominate. Here a band of output
-//! rows reads one zero-bordered copy of its input rows and keeps 4 output
-//! channels x 32 pixels in registers.
+//! rows reads its input rows in place (zero-bordered copies of the
+//! columns of the first and last strips only; copying whole rows into a
+//! zero-bordered band buffer was 4 % of a 1-thread `bench -p learned`
+//! profile, now about 2 %, see [`super::dmdn_unet`]'s "Measured") and
+//! keeps 4 output channels x 32 pixels in registers.
 //!
 //! Arithmetic (the `gemm` crate's, so results equal the GEMM path's): per
 //! output value, starting from the bias `o = b`, for each kernel row `ky`
@@ -84,7 +87,8 @@ pub fn simd_available() -> bool {
 }
 
 /// Computes one band into `a.dst` using `scratch` for the zero-bordered
-/// input rows and a partial strip's outputs. `simd` selects the AVX-512 kernel
+/// edge columns of the input rows, a zero row and a partial strip's
+/// outputs. `simd` selects the AVX-512 kernel
 /// and is ignored where [`simd_available`] is false; both give the same
 /// bits.
 ///
@@ -96,31 +100,81 @@ pub fn simd_available() -> bool {
 pub unsafe fn band(a: &DirectBand<'_>, scratch: &mut Vec<f32>, simd: bool) {
     let (h, w, cin, cout) = (a.h, a.w, a.cin, a.cout);
     let npw = w.div_ceil(STRIP) * STRIP;
-    // Padded row: column -1 at index 0, columns 0..w at 1..=w, zeros up to
-    // npw + 2 so every strip's loads stay inside.
-    let pw = npw + 2;
     let prow = a.y1 - a.y0 + 2;
-    let pad_len = cin * prow * pw;
-    let need = pad_len + CO_BLOCK * STRIP;
+    // Strips x0 in STRIP..xr read their input rows in place (columns
+    // x0 - 1 ..= x0 + STRIP all inside the row); the first strip and
+    // those from xr on read zero-bordered copies of their columns only
+    // (all strips when the rows are narrow).
+    let xr = match w.checked_sub(STRIP + 1) {
+        Some(v) => (v / STRIP + 1) * STRIP,
+        None => 0,
+    };
+    let xr = if xr <= STRIP { 0 } else { xr };
+    // Segments of padded columns (padded index i = column i - 1): the
+    // strips x0 in xs..xe read padded indices xs..xe + 2.
+    let segs: [(usize, usize); 2] = if xr == 0 {
+        [(0, npw), (npw, npw)]
+    } else {
+        [(0, STRIP), (xr, npw)]
+    };
+    let seg_len = |(xs, xe): (usize, usize)| if xe > xs { xe - xs + 2 } else { 0 };
+    let lens = [seg_len(segs[0]), seg_len(segs[1])];
+    let pad_len: usize = lens.iter().map(|l| cin * prow * l).sum();
+    // zeros for the in-place strips' rows outside the input
+    let zero_len = npw + 2;
+    let need = pad_len + zero_len + CO_BLOCK * STRIP;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
     }
-    let (pad, tmp) = scratch[..need].split_at_mut(pad_len);
-    for ci in 0..cin {
-        let src = &a.x[ci * h * w..(ci + 1) * h * w];
-        for (pr, prow_buf) in pad[ci * prow * pw..(ci + 1) * prow * pw]
-            .chunks_exact_mut(pw)
-            .enumerate()
-        {
-            // input row y0 - 1 + pr
-            let iy = (a.y0 + pr).checked_sub(1).filter(|&y| y < h);
-            match iy {
-                Some(iy) => {
-                    prow_buf[0] = 0.0;
-                    prow_buf[1..=w].copy_from_slice(&src[iy * w..(iy + 1) * w]);
-                    prow_buf[w + 1..].fill(0.0);
+    let (pad, rest) = scratch[..need].split_at_mut(pad_len);
+    let (zeros, tmp) = rest.split_at_mut(zero_len);
+    zeros.fill(0.0);
+    // input row y0 - 1 + pr of channel ci, None outside the input
+    let in_row = |ci: usize, pr: usize| {
+        (a.y0 + pr)
+            .checked_sub(1)
+            .filter(|&y| y < h)
+            .map(|iy| &a.x[(ci * h + iy) * w..(ci * h + iy + 1) * w])
+    };
+    // Row tables, entry ci·prow + pr: a pointer p such that p + x0 + i is
+    // padded index x0 + i of input row y0 - 1 + pr, for the strips the
+    // table serves (wrapping arithmetic: only those sums are dereferenced,
+    // and they lie inside the row or its copy).
+    let mut tables: [Vec<*const f32>; 3] = Default::default();
+    let mut off = 0;
+    for (k, (&(xs, _), &len)) in segs.iter().zip(&lens).enumerate() {
+        if len == 0 {
+            continue;
+        }
+        let seg = &mut pad[off..off + cin * prow * len];
+        for ci in 0..cin {
+            for pr in 0..prow {
+                let d = &mut seg[(ci * prow + pr) * len..(ci * prow + pr + 1) * len];
+                // d[i] = column xs + i - 1
+                match in_row(ci, pr) {
+                    Some(src) => {
+                        let lo = usize::from(xs == 0);
+                        d[..lo].fill(0.0);
+                        let c0 = xs + lo - 1;
+                        let n = w.saturating_sub(c0).min(len - lo);
+                        d[lo..lo + n].copy_from_slice(&src[c0..c0 + n]);
+                        d[lo + n..].fill(0.0);
+                    }
+                    None => d.fill(0.0),
                 }
-                None => prow_buf.fill(0.0),
+                tables[k].push(d.as_ptr().wrapping_sub(xs));
+            }
+        }
+        off += cin * prow * len;
+    }
+    if xr > STRIP {
+        for ci in 0..cin {
+            for pr in 0..prow {
+                let p = match in_row(ci, pr) {
+                    Some(src) => src.as_ptr().wrapping_sub(1),
+                    None => zeros.as_ptr(),
+                };
+                tables[2].push(p);
             }
         }
     }
@@ -132,6 +186,13 @@ pub unsafe fn band(a: &DirectBand<'_>, scratch: &mut Vec<f32>, simd: bool) {
         // (the caller's contract).
         let row = unsafe { a.dst.add(r * w) };
         for x0 in (0..npw).step_by(STRIP) {
+            let rows = if x0 < segs[0].1 {
+                &tables[0]
+            } else if x0 >= segs[1].0 {
+                &tables[1]
+            } else {
+                &tables[2]
+            };
             // Whole strips go straight to the output, the last (partial)
             // one through `tmp` (CO_BLOCK x STRIP).
             let whole = x0 + STRIP <= w;
@@ -149,8 +210,7 @@ pub unsafe fn band(a: &DirectBand<'_>, scratch: &mut Vec<f32>, simd: bool) {
                     }
                 };
                 let s = Strip {
-                    pad,
-                    pw,
+                    rows,
                     prow,
                     r,
                     x0,
@@ -203,8 +263,10 @@ fn tail(tmp: &[f32], row: *mut f32, cb: usize, x0: usize, w: usize, plane_out: u
 /// One register block: output row `r` of the band, pixels `x0..x0 +
 /// STRIP`, channels `cb..cb + CO_BLOCK`.
 struct Strip<'a> {
-    pad: &'a [f32],
-    pw: usize,
+    /// Row table (see [`band`]): `rows[ci·prow + pr] + x0 + i` is padded
+    /// index `x0 + i` (column `x0 + i - 1`) of the band's input row `pr`
+    /// of channel `ci`, readable for `i` in `0..STRIP + 2`.
+    rows: &'a [*const f32],
     prow: usize,
     r: usize,
     x0: usize,
@@ -234,8 +296,13 @@ unsafe fn strip_scalar(s: &Strip<'_>, sink: Sink) {
     for ky in 0..3 {
         let mut acc = [[0f32; STRIP]; CO_BLOCK];
         for ci in 0..s.cin {
-            let at = (ci * s.prow + s.r + ky) * s.pw + s.x0;
-            let row = &s.pad[at..at + STRIP + 2];
+            // SAFETY: the row table's contract (see [`Strip::rows`]).
+            let row = unsafe {
+                std::slice::from_raw_parts(
+                    s.rows[ci * s.prow + s.r + ky].wrapping_add(s.x0),
+                    STRIP + 2,
+                )
+            };
             for kx in 0..3 {
                 for (c, a) in acc.iter_mut().enumerate() {
                     let wv = s.weight[((s.cb + c) * s.cin + ci) * 9 + ky * 3 + kx];
@@ -263,7 +330,7 @@ unsafe fn strip_avx512(s: &Strip<'_>, sink: Sink) {
     use std::arch::x86_64::*;
     // The bounds of the unchecked loads and stores below ([`band`] sizes
     // the buffers so).
-    debug_assert!(((s.cin - 1) * s.prow + s.r + 2) * s.pw + s.x0 + STRIP + 2 <= s.pad.len());
+    debug_assert!((s.cin - 1) * s.prow + s.r + 2 < s.rows.len());
     debug_assert!((s.cb + CO_BLOCK) * s.cin * 9 <= s.weight.len());
     let zero = _mm512_setzero_ps();
     let mut out = [[zero; 2]; CO_BLOCK];
@@ -274,8 +341,13 @@ unsafe fn strip_avx512(s: &Strip<'_>, sink: Sink) {
     for ky in 0..3 {
         let mut acc = [[zero; 2]; CO_BLOCK];
         for ci in 0..s.cin {
-            // SAFETY: the row's last load ends at x0 + 34 <= pw, inside pad.
-            let row = unsafe { s.pad.as_ptr().add((ci * s.prow + s.r + ky) * s.pw + s.x0) };
+            // SAFETY: the row table's contract (see [`Strip::rows`]): the
+            // loads below read padded indices x0 .. x0 + 34.
+            let row = unsafe {
+                s.rows
+                    .get_unchecked(ci * s.prow + s.r + ky)
+                    .wrapping_add(s.x0)
+            };
             for kx in 0..3 {
                 // SAFETY: as above.
                 let (v0, v1) = unsafe {

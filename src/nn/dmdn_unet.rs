@@ -126,18 +126,38 @@
 //! for the fixtures and the shipped models). The halo is the network's
 //! radius over its inputs, the classical base being one: the base op's own
 //! radius needs none, as it runs on the whole frame.
+//!
+//! Measured (data movement of the forward pass, `bench --synthetic
+//! 4000x3000 -p learned`, `fast_raw`, Intel Xeon with AVX-512, 2 vCPUs
+//! shared with a training job, load 2.9-3.0; old and new binaries
+//! interleaved, 4 rounds, `dm` median): building the tile windows, the
+//! noise map, the input `concat(pixel_unshuffle(mosaic), noise)`, the
+//! pixel shuffles and fr1's input (up and base - bilinear) in place with
+//! no zero fills or extra copies, strided im2col without per-pixel
+//! lookups, the bilinear rows read once (a ring of three) and the direct
+//! 3x3 conv reading its input rows in place took 1 thread 2,846 -> 2,759
+//! ms (-3 %; process user CPU 8.97 -> 8.70 s) and 2 threads 3,148 ->
+//! 2,982 ms (-5 %; 9.78 -> 9.36 s), the same bits (outputs of the four
+//! shipped raw models on odd-sized frames of every phase compared bit for
+//! bit with the old code). In a 1-thread profile (3 MP) memmove fell from
+//! 11.8 % to 8.8 % of the time and im2col from 4.9 % to under 0.5 %;
+//! much of the remaining copying is the first touch of tile-sized planes
+//! (a 1,104 px window's 9 full-resolution planes of fr1's input are 44
+//! MB), which only streaming the full-resolution stages in row bands would
+//! avoid.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use super::bayer_tiles::{
-    masked_mosaic_into, parse_cfa, run_tiled_pooled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
+    masked_mosaic_extend, parse_cfa, run_tiled_pooled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
 };
 use super::chroma_guided::ChromaGuided;
 use super::classical_base::ClassicalBase;
-use super::combine::{add_assign, concat_pooled};
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
-use super::shuffle::{pixel_shuffle_add_pooled, pixel_shuffle_pooled, pixel_unshuffle_pooled};
+use super::shuffle::{
+    pixel_shuffle_add_pooled, pixel_shuffle_extend, pixel_shuffle_pooled, pixel_unshuffle_extend,
+};
 use super::{Activation, BufferPool, Conv2d, Padding, Tensor, Weights};
 use crate::error::{Error, Result};
 
@@ -272,43 +292,81 @@ fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
 
 /// `y[c] ±= Σ BILINEAR[c][k] · masked[c](neighbour k)` (minus when `NEG`);
 /// `y` and `masked` are three planes (R, G, B) of `h x w` each.
+fn acc_bilinear<const NEG: bool>(y: &mut [f32], masked: &[f32], h: usize, w: usize) {
+    bilinear_rows(masked, h, w, |c, yy, acc| {
+        let at = c * h * w + yy * w;
+        let dst = y[at..at + w].iter_mut().zip(acc);
+        if NEG {
+            dst.for_each(|(d, &a)| *d -= a);
+        } else {
+            dst.for_each(|(d, &a)| *d += a);
+        }
+    })
+}
+
+/// Writes `base - bilinear(masked)` (three planes of `h x w`, as
+/// [`acc_bilinear`]`::<true>` on a copy of `base`, bit for bit) to every
+/// value of `dst` (`3 h w` values, possibly uninitialised) without that
+/// copy.
+fn base_minus_bilinear_into(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    base: &[f32],
+    masked: &[f32],
+    h: usize,
+    w: usize,
+) {
+    bilinear_rows(masked, h, w, |c, yy, acc| {
+        let at = c * h * w + yy * w;
+        dst[at..at + w]
+            .iter_mut()
+            .zip(&base[at..at + w])
+            .zip(acc)
+            .for_each(|((d, &b), &a)| {
+                d.write(b - a);
+            });
+    })
+}
+
+/// Calls `row(c, yy, acc)` for every colour `c` and row `yy` in order,
+/// `acc` holding `Σ BILINEAR[c][k] · masked[c](neighbour k)` of that row
+/// (`masked`: three planes of `h x w`, zeros outside).
 ///
-/// Row at a time over a zero-bordered copy of three source rows, the taps
+/// Row at a time over a zero-bordered ring of three source rows, the taps
 /// summed in kernel order into a row accumulator: the same arithmetic as the
 /// per-pixel definition (a zero tap adds +0.0, which leaves a sum that
 /// started at +0.0 unchanged), vectorised.
-fn acc_bilinear<const NEG: bool>(y: &mut [f32], masked: &[f32], h: usize, w: usize) {
+fn bilinear_rows(masked: &[f32], h: usize, w: usize, mut row: impl FnMut(usize, usize, &[f32])) {
     let mut rows = vec![0f32; 3 * (w + 2)];
     let mut acc = vec![0f32; w];
     let hw = h * w;
     for (c, k) in BILINEAR.iter().enumerate() {
         let src = &masked[c * hw..(c + 1) * hw];
-        let dst = &mut y[c * hw..(c + 1) * hw];
-        for yy in 0..h {
-            // rows[dy]: source row yy + dy - 1 with a zero column each side
-            // (all zeros outside the frame).
-            for (dy, row) in rows.chunks_exact_mut(w + 2).enumerate() {
-                let sy = (yy + dy).checked_sub(1).filter(|&s| s < h);
-                match sy {
-                    Some(sy) => row[1..=w].copy_from_slice(&src[sy * w..(sy + 1) * w]),
-                    None => row[1..=w].fill(0.0),
-                }
+        // A ring of three source rows, each with a zero column each side,
+        // each copied once: `load(rows, r)` puts source row r - 1 (all
+        // zeros outside the frame) in slot r % 3.
+        let load = |rows: &mut [f32], r: usize| {
+            let row = &mut rows[(r % 3) * (w + 2) + 1..(r % 3) * (w + 2) + 1 + w];
+            match r.checked_sub(1).filter(|&s| s < h) {
+                Some(sy) => row.copy_from_slice(&src[sy * w..(sy + 1) * w]),
+                None => row.fill(0.0),
             }
+        };
+        load(&mut rows, 0);
+        load(&mut rows, 1);
+        for yy in 0..h {
+            // source row yy + 1; rows yy - 1 and yy are in place
+            load(&mut rows, yy + 2);
             acc.fill(0.0);
             for (t, &kv) in k.iter().enumerate() {
                 if kv == 0.0 {
                     continue;
                 }
-                let (dy, dx) = (t / 3, t % 3);
-                let s = &rows[dy * (w + 2) + dx..dy * (w + 2) + dx + w];
+                // source row yy + dy - 1: slot (yy + dy) % 3
+                let (slot, dx) = ((yy + t / 3) % 3, t % 3);
+                let s = &rows[slot * (w + 2) + dx..slot * (w + 2) + dx + w];
                 acc.iter_mut().zip(s).for_each(|(a, &v)| *a += kv * v);
             }
-            let dst = dst[yy * w..(yy + 1) * w].iter_mut().zip(&acc);
-            if NEG {
-                dst.for_each(|(d, &a)| *d -= a);
-            } else {
-                dst.for_each(|(d, &a)| *d += a);
-            }
+            row(c, yy, &acc);
         }
     }
 }
@@ -645,14 +703,27 @@ impl DmdnUnet {
             pool.give(u);
             Ok(s)
         };
-        let packed = pixel_unshuffle_pooled(mosaic, 2, pool)?;
-        let x = if self.cfg.noise_channels > 0 {
-            let x = concat_pooled(&[&packed, noise], pool)?;
-            pool.give(packed);
-            x
+        // concat(pixel_unshuffle(mosaic, 2), noise), built in place
+        let (hh, hw2) = (h / 2, w / 2);
+        let nc = if self.cfg.noise_channels > 0 {
+            noise.c()
         } else {
-            packed
+            0
         };
+        if mosaic.shape()[..2] != [1, 1] || (nc > 0 && noise.shape() != [1, nc, hh, hw2]) {
+            return Err(Error::invalid(format!(
+                "dmdn_unet: mosaic {:?} or noise {:?} is not [1, 1, {h}, {w}] and [1, {}, {hh}, {hw2}]",
+                mosaic.shape(),
+                noise.shape(),
+                self.cfg.noise_channels
+            )));
+        }
+        let mut xv = pool.take((4 + nc) * hh * hw2);
+        pixel_unshuffle_extend(mosaic, 2, &mut xv)?;
+        if nc > 0 {
+            xv.extend_from_slice(noise.data());
+        }
+        let x = Tensor::from_vec([1, 4 + nc, hh, hw2], xv)?;
         let e1 = step(&self.e1b, step(&self.e1a, x, relu)?, relu)?;
         let e2 = step(&self.e2b, self.e2a.forward_pooled(&e1, relu, pool)?, relu)?;
         let mut e3 = self.e3a.forward_pooled(&e2, relu, pool)?;
@@ -676,7 +747,16 @@ impl DmdnUnet {
         pool.give(d2);
         pool.give(e1);
         let d1 = step(&self.d1, s1, relu)?;
-        let up = up2(&self.head, &d1, none)?;
+        // fr1's input, built in place: masked mosaic (R, G, B), up =
+        // pixel_shuffle(head(d1)), and with a classical base, base -
+        // bilinear(masked); `up` stays there for the sum below
+        let hw = h * w;
+        let nin = if base.is_some() { 9 } else { 6 };
+        let mut cat = pool.take(nin * hw);
+        masked_mosaic_extend(mosaic, self.cfg.phase, &mut cat);
+        let u = self.head.forward_pooled(&d1, none, pool)?;
+        pixel_shuffle_extend(&u, 2, &mut cat)?;
+        pool.give(u);
         let logits = match &self.gate {
             Some(g) => Some(up2(g, &d1, none)?),
             None => None,
@@ -694,26 +774,38 @@ impl DmdnUnet {
             None => None,
         };
         pool.give(d1);
-        // fr1's input, built in place: masked mosaic (R, G, B), up, and with
-        // a classical base, base - bilinear(masked)
-        let hw = h * w;
-        let nin = if base.is_some() { 9 } else { 6 };
-        let mut cat = pool.take(nin * hw);
-        cat.resize(3 * hw, 0.0);
-        masked_mosaic_into(mosaic, self.cfg.phase, &mut cat)?;
-        cat.extend_from_slice(up.data());
         if let Some((_, b)) = &base {
-            cat.extend_from_slice(b.data());
-            let (m, d) = cat.split_at_mut(6 * hw);
-            acc_bilinear::<true>(d, &m[..3 * hw], h, w);
+            if cat.len() != 6 * hw || b.data().len() != 3 * hw {
+                return Err(Error::invalid("dmdn_unet: fr1 input planes miscounted"));
+            }
+            cat.reserve(3 * hw);
+            let p = cat.as_mut_ptr();
+            // SAFETY: `cat` holds 6 hw initialised values (checked) and
+            // capacity for 3 hw more (reserved); the masked planes (the
+            // first 3 hw) and the spare 3 hw after the 6 hw are disjoint
+            // ranges of that one allocation, both derived from `p`.
+            let (m, d) = unsafe {
+                (
+                    std::slice::from_raw_parts(p, 3 * hw),
+                    std::slice::from_raw_parts_mut(
+                        p.add(6 * hw).cast::<std::mem::MaybeUninit<f32>>(),
+                        3 * hw,
+                    ),
+                )
+            };
+            base_minus_bilinear_into(d, b.data(), m, h, w);
+            // SAFETY: every one of the 3 hw values was written above.
+            unsafe { cat.set_len(9 * hw) };
         }
         let cat = Tensor::from_vec([1, nin, h, w], cat)?;
         let f = self.fr1.forward_pooled(&cat, relu, pool)?;
         // yn = bilinear + up + fr2(f)
         let mut y = step(&self.fr2, f, none)?;
-        add_assign(&mut y, &up)?;
+        y.data_mut()
+            .iter_mut()
+            .zip(&cat.data()[3 * hw..6 * hw])
+            .for_each(|(v, &u)| *v += u);
         acc_bilinear::<false>(y.data_mut(), &cat.data()[..3 * hw], h, w);
-        pool.give(cat);
         if let (Some((_, b)), Some(g)) = (base, g) {
             // y = yn + g (base - yn)
             let gp = g.plane(0, 0);
@@ -729,8 +821,10 @@ impl DmdnUnet {
         }
         match logits {
             Some(z) => {
-                // `up` is dead: it holds the output.
-                let mut out = up;
+                // fr1's input is dead: it holds the output.
+                let mut cat = cat.into_vec();
+                cat.truncate(3 * hw);
+                let mut out = Tensor::from_vec([1, 3, h, w], cat)?;
                 gated_smoothing_into(&y, &z, &self.cfg.gate_radii, &mut out)?;
                 pool.give(z);
                 match (&self.chroma, chroma_logits) {
@@ -751,7 +845,7 @@ impl DmdnUnet {
                 }
             }
             None => {
-                pool.give(up);
+                pool.give(cat);
                 Ok(y)
             }
         }
