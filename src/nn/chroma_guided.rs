@@ -210,6 +210,24 @@ impl ChromaGuided {
         Ok(self)
     }
 
+    /// Every radius once, as `(r, chroma filter, luminance filter)`: the
+    /// chroma ones in order (with the luminance filter of the same radius),
+    /// then the luminance ones not among them.
+    fn radius_order(&self) -> Vec<(usize, Option<usize>, Option<usize>)> {
+        let lum = self.lum.as_ref().map_or(&[][..], |l| &l.radii[..]);
+        let at = |r: usize| lum.iter().position(|&s| s == r);
+        let chroma = self
+            .radii
+            .iter()
+            .enumerate()
+            .map(|(j, &r)| (r, Some(j), at(r)));
+        let extra = lum
+            .iter()
+            .filter(|r| !self.radii.contains(r))
+            .map(|&r| (r, None, at(r)));
+        chroma.chain(extra).collect()
+    }
+
     /// Luminance logit planes the stage takes (0 without luminance
     /// smoothing).
     pub fn lum_filters(&self) -> usize {
@@ -376,19 +394,8 @@ fn run(
     if p.subsample == 2 {
         // even strips and margins (STRIP and the reach are even)
         let mut bx = BoxScratch::new(w / 2);
-        let mut ys = 0;
-        while ys < h {
-            let ye = (ys + STRIP).min(h);
-            strip_half(
-                p,
-                (y, noise, z, zl),
-                (ys.saturating_sub(m), (ye + m).min(h)),
-                (ys, ye),
-                pool,
-                &mut bx,
-                out,
-            );
-            ys = ye;
+        for (range, keep) in strips(h, m) {
+            strip_half(p, (y, noise, z, zl), range, keep, pool, &mut bx, out);
         }
         return;
     }
@@ -402,20 +409,27 @@ fn run(
         coef: [plane(), plane(), plane(), plane()],
     };
     let mut bx = BoxScratch::new(w);
-    let mut ys = 0;
-    while ys < h {
-        let ye = (ys + STRIP).min(h);
+    for (range, keep) in strips(h, m) {
         strip(
             p,
             (y, noise, z, zl),
-            (ys.saturating_sub(m), (ye + m).min(h)),
-            (ys, ye),
+            range,
+            keep,
             pool,
             (&mut q, &mut bx),
             out,
         );
-        ys = ye;
     }
+}
+
+/// The strips of a tensor `h` rows tall, as `(rows computed, rows kept)`:
+/// [`STRIP`] kept rows each, computed with a margin of `m` rows above and
+/// below where the tensor has them.
+fn strips(h: usize, m: usize) -> impl Iterator<Item = ((usize, usize), (usize, usize))> {
+    (0..h).step_by(STRIP).map(move |ys| {
+        let ye = (ys + STRIP).min(h);
+        ((ys.saturating_sub(m), (ye + m).min(h)), (ys, ye))
+    })
 }
 
 /// Softmax(0, z_1..z_K) of the logit planes `z` over `span`: `K + 1`
@@ -457,6 +471,143 @@ fn softmax_planes(z: &Tensor, span: &std::ops::Range<usize>, pool: &BufferPool) 
     wts
 }
 
+/// `L = ((R + 2G) + B) / 4`, `C = (R - G, B - G)` of the values `span`
+/// of `y`'s planes into `lum`, `c0`, `c1` (`span.len()` each).
+#[inline(always)]
+fn lum_chroma(
+    y: &Tensor,
+    span: &std::ops::Range<usize>,
+    (lum, c0, c1): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    lum.iter_mut()
+        .zip(c0.iter_mut().zip(c1.iter_mut()))
+        .zip(
+            rows(y, 0, span)
+                .iter()
+                .zip(rows(y, 1, span))
+                .zip(rows(y, 2, span)),
+        )
+        .for_each(|((l, (a, b)), ((&r, &g), &bl))| {
+            *l = ((r + 2.0 * g) + bl) * 0.25;
+            *a = r - g;
+            *b = bl - g;
+        });
+}
+
+/// The chroma filters' coefficients on `nr` from the box means
+/// `[box(L C_0), box(L C_1), box(C_0), box(C_1), box(L), var(L), box(V)]`
+/// (module doc): `a_j`, `b_j` into `[a_0, b_0, a_1, b_1]`.
+#[inline(always)]
+fn chroma_coefs(
+    [lc0, lc1, c0, c1, l, vl, v]: [&[f32]; 7],
+    nr: std::ops::Range<usize>,
+    (eps_k, floor): (f32, f32),
+    [qa0, qb0, qa1, qb1]: [&mut [f32]; 4],
+) {
+    lc0[nr.clone()]
+        .iter()
+        .zip(lc1[nr.clone()].iter())
+        .zip(c0[nr.clone()].iter().zip(c1[nr.clone()].iter()))
+        .zip(
+            l[nr.clone()]
+                .iter()
+                .zip(vl[nr.clone()].iter().zip(&v[nr.clone()])),
+        )
+        .zip(
+            qa0[nr.clone()]
+                .iter_mut()
+                .zip(qb0[nr.clone()].iter_mut())
+                .zip(qa1[nr.clone()].iter_mut().zip(qb1[nr].iter_mut())),
+        )
+        .for_each(
+            |((((&lc0, &lc1), (&mc0, &mc1)), (&ml, (&vl, &mv))), ((a0q, b0q), (a1q, b1q)))| {
+                let den = (vl + eps_k * mv) + floor;
+                let a0 = (lc0 - ml * mc0) / den;
+                let a1 = (lc1 - ml * mc1) / den;
+                *a0q = a0;
+                *b0q = mc0 - a0 * ml;
+                *a1q = a1;
+                *b1q = mc1 - a1 * ml;
+            },
+        );
+}
+
+/// The luminance filter's coefficients on `nr` from `[box(L), var(L),
+/// box(V)]` (module doc): `a`, `b` into `[a, b]`.
+#[inline(always)]
+fn lum_coefs(
+    [l, vl, v]: [&[f32]; 3],
+    nr: std::ops::Range<usize>,
+    (eps, floor): (f32, f32),
+    [qa, qb]: [&mut [f32]; 2],
+) {
+    l[nr.clone()]
+        .iter()
+        .zip(vl[nr.clone()].iter().zip(&v[nr.clone()]))
+        .zip(qa[nr.clone()].iter_mut().zip(qb[nr].iter_mut()))
+        .for_each(|((&ml, (&vl, &mv)), (aq, bq))| {
+            let a = vl / ((vl + eps * mv) + floor);
+            *aq = a;
+            *bq = ml - a * ml;
+        });
+}
+
+/// `G' = L' - (C'_0 + C'_1) / 4`, `out = (C'_0 + G', G', C'_1 + G')` on
+/// the values `dst` of `out`'s planes (`lum` and `acc` hold those values).
+#[inline(always)]
+fn recombine(
+    out: &mut Tensor,
+    dst: std::ops::Range<usize>,
+    lum: &[f32],
+    (acc0, acc1): (&[f32], &[f32]),
+) {
+    let [_, _, h, w] = out.shape();
+    let (ro, rest) = out.data_mut().split_at_mut(h * w);
+    let (go, bo) = rest.split_at_mut(h * w);
+    ro[dst.clone()]
+        .iter_mut()
+        .zip(go[dst.clone()].iter_mut().zip(bo[dst].iter_mut()))
+        .zip(lum.iter().zip(acc0.iter().zip(acc1)))
+        .for_each(|((r, (g, b)), (&l, (&a0, &a1)))| {
+            let g2 = l - (a0 + a1) * 0.25;
+            *r = a0 + g2;
+            *g = g2;
+            *b = a1 + g2;
+        });
+}
+
+/// `(C'_0, C'_1, L')` started at `(w_0 C_0, w_0 C_1, wl_0 L)` (`L'` empty
+/// without luminance weights `wls`), from `pool`.
+#[inline(always)]
+fn start_blends(
+    (wts, wls): (&[Vec<f32>], Option<&[Vec<f32>]>),
+    (c0, c1, lum): (&[f32], &[f32], &[f32]),
+    pool: &BufferPool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let n = c0.len();
+    let mut acc0 = buf(pool, n);
+    let mut acc1 = buf(pool, n);
+    acc0.iter_mut()
+        .zip(acc1.iter_mut())
+        .zip(wts[0].iter().zip(c0.iter().zip(c1)))
+        .for_each(|((a0, a1), (&wt, (&x0, &x1)))| {
+            *a0 = wt * x0;
+            *a1 = wt * x1;
+        });
+    let accl = match wls {
+        Some(wl) => {
+            let mut v = buf(pool, n);
+            v.iter_mut()
+                .zip(&wl[0])
+                .zip(lum)
+                .for_each(|((o, &wt), &l)| *o = wt * l);
+            v
+        }
+        None => Vec::new(),
+    };
+    (acc0, acc1, accl)
+}
+
 /// One strip: rows `range.0..range.1` of the tensor computed as their own
 /// image, rows `keep.0..keep.1` (inside, at least the reach from a cut
 /// edge) written to `out`. Every loop is a zip over slices (no indexing),
@@ -471,7 +622,7 @@ fn strip(
     (q, bx): (&mut Quant, &mut BoxScratch),
     out: &mut Tensor,
 ) {
-    let [_, _, full_h, w] = y.shape();
+    let [_, _, _, w] = y.shape();
     let (a, b) = range;
     let h = b - a;
     let hw = h * w;
@@ -484,19 +635,7 @@ fn strip(
     let mut lum = buf(pool, hw);
     let mut c0 = buf(pool, hw);
     let mut c1 = buf(pool, hw);
-    lum.iter_mut()
-        .zip(c0.iter_mut().zip(c1.iter_mut()))
-        .zip(
-            rows(y, 0, &span)
-                .iter()
-                .zip(rows(y, 1, &span))
-                .zip(rows(y, 2, &span)),
-        )
-        .for_each(|((l, (a, b)), ((&r, &g), &bl))| {
-            *l = ((r + 2.0 * g) + bl) * 0.25;
-            *a = r - g;
-            *b = bl - g;
-        });
+    lum_chroma(y, &span, (&mut lum, &mut c0, &mut c1));
     lum.iter()
         .zip(c0.iter().zip(&c1))
         .zip(q.ll.iter_mut().zip(q.lc0.iter_mut().zip(q.lc1.iter_mut())))
@@ -515,51 +654,16 @@ fn strip(
     // The blend weights on the kept rows: softmax(0, z), softmax(0, zl).
     let wts = softmax_planes(z, &(keep.0 * w..keep.1 * w), pool);
     let wls = zl.map(|t| softmax_planes(t, &(keep.0 * w..keep.1 * w), pool));
-    let nk = kept.len();
-    // C'_j starts at w_0 C_j, L' at wl_0 L
-    let mut acc0 = buf(pool, nk);
-    let mut acc1 = buf(pool, nk);
-    acc0.iter_mut()
-        .zip(acc1.iter_mut())
-        .zip(
-            wts[0]
-                .iter()
-                .zip(c0[kept.clone()].iter().zip(&c1[kept.clone()])),
-        )
-        .for_each(|((a0, a1), (&wt, (&x0, &x1)))| {
-            *a0 = wt * x0;
-            *a1 = wt * x1;
-        });
-    let mut accl = match &wls {
-        Some(wl) => {
-            let mut v = buf(pool, nk);
-            v.iter_mut()
-                .zip(&wl[0])
-                .zip(&lum[kept.clone()])
-                .for_each(|((o, &wt), &l)| *o = wt * l);
-            v
-        }
-        None => Vec::new(),
-    };
-    let mut m_l = buf(pool, hw);
-    let mut m_ll = buf(pool, hw);
-    let mut m_v = buf(pool, hw);
-    let mut m_c0 = buf(pool, hw);
-    let mut m_c1 = buf(pool, hw);
-    let mut m_lc0 = buf(pool, hw);
-    let mut m_lc1 = buf(pool, hw);
+    let (mut acc0, mut acc1, mut accl) = start_blends(
+        (&wts, wls.as_deref()),
+        (&c0[kept.clone()], &c1[kept.clone()], &lum[kept.clone()]),
+        pool,
+    );
+    let [mut m_l, mut m_ll, mut m_v, mut m_c0, mut m_c1, mut m_lc0, mut m_lc1] =
+        std::array::from_fn(|_| buf(pool, hw));
     let (eps_k, floor) = (p.eps_k, p.eps_floor);
-    // every radius once: the chroma ones in order (with the luminance
-    // filter of the same radius), then the luminance ones not among them
-    let lum_radii = p.lum.as_ref().map_or(&[][..], |l| &l.radii[..]);
     let lum_eps = p.lum.as_ref().map_or(0.0, |l| l.eps_k);
-    let chroma = p.radii.iter().enumerate().map(|(j, &r)| (r, Some(j)));
-    let extra = lum_radii
-        .iter()
-        .filter(|r| !p.radii.contains(r))
-        .map(|&r| (r, None));
-    for (rad, cj) in chroma.chain(extra) {
-        let lj = lum_radii.iter().position(|&s| s == rad);
+    for (rad, cj, lj) in p.radius_order() {
         // input means on the rows whose coefficients the kept rows need
         let need = (ka.saturating_sub(rad), (kb + rad).min(h));
         let nr = need.0 * w..need.1 * w;
@@ -577,35 +681,12 @@ fn strip(
             box_mean(&q.lc0, h, w, rad, need, bx, &mut m_lc0);
             box_mean(&q.lc1, h, w, rad, need, bx, &mut m_lc1);
             let [qa0, qb0, qa1, qb1] = &mut q.coef;
-            m_lc0[nr.clone()]
-                .iter()
-                .zip(m_lc1[nr.clone()].iter())
-                .zip(m_c0[nr.clone()].iter().zip(m_c1[nr.clone()].iter()))
-                .zip(
-                    m_l[nr.clone()]
-                        .iter()
-                        .zip(m_ll[nr.clone()].iter().zip(&m_v[nr.clone()])),
-                )
-                .zip(
-                    qa0[nr.clone()]
-                        .iter_mut()
-                        .zip(qb0[nr.clone()].iter_mut())
-                        .zip(qa1[nr.clone()].iter_mut().zip(qb1[nr.clone()].iter_mut())),
-                )
-                .for_each(
-                    |(
-                        (((&lc0, &lc1), (&mc0, &mc1)), (&ml, (&vl, &mv))),
-                        ((a0q, b0q), (a1q, b1q)),
-                    )| {
-                        let den = (vl + eps_k * mv) + floor;
-                        let a0 = (lc0 - ml * mc0) / den;
-                        let a1 = (lc1 - ml * mc1) / den;
-                        *a0q = a0;
-                        *b0q = mc0 - a0 * ml;
-                        *a1q = a1;
-                        *b1q = mc1 - a1 * ml;
-                    },
-                );
+            chroma_coefs(
+                [&m_lc0, &m_lc1, &m_c0, &m_c1, &m_l, &m_ll, &m_v],
+                nr.clone(),
+                (eps_k, floor),
+                [qa0, qb0, qa1, qb1],
+            );
             // box(a), box(b) on the kept rows, then C'_j += w_k (box(a) L + box(b))
             let wk = &wts[j + 1];
             for (ca, cb, acc) in [(0, 1, &mut acc0), (2, 3, &mut acc1)] {
@@ -623,15 +704,7 @@ fn strip(
         }
         if let (Some(j), Some(wl)) = (lj, &wls) {
             let [qa, qb, _, _] = &mut q.coef;
-            m_l[nr.clone()]
-                .iter()
-                .zip(m_ll[nr.clone()].iter().zip(&m_v[nr.clone()]))
-                .zip(qa[nr.clone()].iter_mut().zip(qb[nr.clone()].iter_mut()))
-                .for_each(|((&ml, (&vl, &mv)), (aq, bq))| {
-                    let a = vl / ((vl + lum_eps * mv) + floor);
-                    *aq = a;
-                    *bq = ml - a * ml;
-                });
+            lum_coefs([&m_l, &m_ll, &m_v], nr.clone(), (lum_eps, floor), [qa, qb]);
             box_mean(&q.coef[0], h, w, rad, (ka, kb), bx, &mut m_c0);
             box_mean(&q.coef[1], h, w, rad, (ka, kb), bx, &mut m_c1);
             accl.iter_mut()
@@ -650,19 +723,7 @@ fn strip(
     } else {
         &lum[kept.clone()]
     };
-    let (ro, rest) = out.data_mut().split_at_mut(full_h * w);
-    let (go, bo) = rest.split_at_mut(full_h * w);
-    let dst = keep.0 * w..keep.1 * w;
-    ro[dst.clone()]
-        .iter_mut()
-        .zip(go[dst.clone()].iter_mut().zip(bo[dst].iter_mut()))
-        .zip(lum_out.iter().zip(acc0.iter().zip(&acc1)))
-        .for_each(|((r, (g, b)), (&l, (&a0, &a1)))| {
-            let g2 = l - (a0 + a1) * 0.25;
-            *r = a0 + g2;
-            *g = g2;
-            *b = a1 + g2;
-        });
+    recombine(out, keep.0 * w..keep.1 * w, lum_out, (&acc0, &acc1));
     for v in [
         lum, c0, c1, acc0, acc1, accl, m_l, m_c0, m_c1, m_ll, m_lc0, m_lc1, m_v,
     ]
@@ -805,7 +866,7 @@ fn strip_half(
     bx: &mut BoxScratch,
     out: &mut Tensor,
 ) {
-    let [_, _, full_h, w] = y.shape();
+    let [_, _, _, w] = y.shape();
     let (a, b) = range;
     let (hh, wh) = ((b - a) / 2, w / 2);
     let hw2 = hh * wh;
@@ -818,19 +879,7 @@ fn strip_half(
     let mut lum = buf(pool, nk);
     let mut c0 = buf(pool, nk);
     let mut c1 = buf(pool, nk);
-    lum.iter_mut()
-        .zip(c0.iter_mut().zip(c1.iter_mut()))
-        .zip(
-            rows(y, 0, &kept_span)
-                .iter()
-                .zip(rows(y, 1, &kept_span))
-                .zip(rows(y, 2, &kept_span)),
-        )
-        .for_each(|((l, (a, b)), ((&r, &g), &bl))| {
-            *l = ((r + 2.0 * g) + bl) * 0.25;
-            *a = r - g;
-            *b = bl - g;
-        });
+    lum_chroma(y, &kept_span, (&mut lum, &mut c0, &mut c1));
     // 2x2 means of L and C over the strip, V at its own half resolution,
     // and the products
     let mut lh = buf(pool, hw2);
@@ -844,19 +893,7 @@ fn strip_half(
         for (o, dst) in pair.chunks_exact_mut(3).enumerate() {
             let at = (a + 2 * i + o) * w..(a + 2 * i + o + 1) * w;
             let [l, x0, x1] = dst else { continue };
-            l.iter_mut()
-                .zip(x0.iter_mut().zip(x1.iter_mut()))
-                .zip(
-                    rows(y, 0, &at)
-                        .iter()
-                        .zip(rows(y, 1, &at))
-                        .zip(rows(y, 2, &at)),
-                )
-                .for_each(|((l, (c0, c1)), ((&r, &g), &bl))| {
-                    *l = ((r + 2.0 * g) + bl) * 0.25;
-                    *c0 = r - g;
-                    *c1 = bl - g;
-                });
+            lum_chroma(y, &at, (l, x0, x1));
         }
         for (k, dst) in [&mut lh, &mut c0h, &mut c1h].into_iter().enumerate() {
             dst[i * wh..(i + 1) * wh]
@@ -887,34 +924,10 @@ fn strip_half(
     // The blend weights on the kept rows: softmax(0, z), softmax(0, zl).
     let wts = softmax_planes(z, &kept_span, pool);
     let wls = zl.map(|t| softmax_planes(t, &kept_span, pool));
-    // C'_j starts at w_0 C_j, L' at wl_0 L
-    let mut acc0 = buf(pool, nk);
-    let mut acc1 = buf(pool, nk);
-    acc0.iter_mut()
-        .zip(acc1.iter_mut())
-        .zip(wts[0].iter().zip(c0.iter().zip(&c1)))
-        .for_each(|((a0, a1), (&wt, (&x0, &x1)))| {
-            *a0 = wt * x0;
-            *a1 = wt * x1;
-        });
-    let mut accl = match &wls {
-        Some(wl) => {
-            let mut v = buf(pool, nk);
-            v.iter_mut()
-                .zip(&wl[0])
-                .zip(&lum)
-                .for_each(|((o, &wt), &l)| *o = wt * l);
-            v
-        }
-        None => Vec::new(),
-    };
-    let mut m_l = buf(pool, hw2);
-    let mut m_ll = buf(pool, hw2);
-    let mut m_v = buf(pool, hw2);
-    let mut m_c0 = buf(pool, hw2);
-    let mut m_c1 = buf(pool, hw2);
-    let mut m_lc0 = buf(pool, hw2);
-    let mut m_lc1 = buf(pool, hw2);
+    let (mut acc0, mut acc1, mut accl) =
+        start_blends((&wts, wls.as_deref()), (&c0, &c1, &lum), pool);
+    let [mut m_l, mut m_ll, mut m_v, mut m_c0, mut m_c1, mut m_lc0, mut m_lc1] =
+        std::array::from_fn(|_| buf(pool, hw2));
     let mut coef: [Vec<f32>; 4] = std::array::from_fn(|_| buf(pool, hw2));
     // coefficient means on the half-resolution rows the kept rows'
     // upsampling reads, then those upsampled (horizontally into `hu`)
@@ -930,15 +943,8 @@ fn strip_half(
         ub: buf(pool, nk),
     };
     let (eps_k, floor) = (p.eps_k, p.eps_floor);
-    let lum_radii = p.lum.as_ref().map_or(&[][..], |l| &l.radii[..]);
     let lum_eps = p.lum.as_ref().map_or(0.0, |l| l.eps_k);
-    let chroma = p.radii.iter().enumerate().map(|(j, &r)| (r, Some(j)));
-    let extra = lum_radii
-        .iter()
-        .filter(|r| !p.radii.contains(r))
-        .map(|&r| (r, None));
-    for (rad, cj) in chroma.chain(extra) {
-        let lj = lum_radii.iter().position(|&s| s == rad);
+    for (rad, cj, lj) in p.radius_order() {
         let rh = rad / 2;
         // input means on the rows whose coefficients `need_c` needs
         let need = (need_c.0.saturating_sub(rh), (need_c.1 + rh).min(hh));
@@ -956,35 +962,12 @@ fn strip_half(
             box_mean(&lc0h, hh, wh, rh, need, bx, &mut m_lc0);
             box_mean(&lc1h, hh, wh, rh, need, bx, &mut m_lc1);
             let [qa0, qb0, qa1, qb1] = &mut coef;
-            m_lc0[nr.clone()]
-                .iter()
-                .zip(m_lc1[nr.clone()].iter())
-                .zip(m_c0[nr.clone()].iter().zip(m_c1[nr.clone()].iter()))
-                .zip(
-                    m_l[nr.clone()]
-                        .iter()
-                        .zip(m_ll[nr.clone()].iter().zip(&m_v[nr.clone()])),
-                )
-                .zip(
-                    qa0[nr.clone()]
-                        .iter_mut()
-                        .zip(qb0[nr.clone()].iter_mut())
-                        .zip(qa1[nr.clone()].iter_mut().zip(qb1[nr.clone()].iter_mut())),
-                )
-                .for_each(
-                    |(
-                        (((&lc0, &lc1), (&mc0, &mc1)), (&ml, (&vl, &mv))),
-                        ((a0q, b0q), (a1q, b1q)),
-                    )| {
-                        let den = (vl + eps_k * mv) + floor;
-                        let a0 = (lc0 - ml * mc0) / den;
-                        let a1 = (lc1 - ml * mc1) / den;
-                        *a0q = a0;
-                        *b0q = mc0 - a0 * ml;
-                        *a1q = a1;
-                        *b1q = mc1 - a1 * ml;
-                    },
-                );
+            chroma_coefs(
+                [&m_lc0, &m_lc1, &m_c0, &m_c1, &m_l, &m_ll, &m_v],
+                nr.clone(),
+                (eps_k, floor),
+                [qa0, qb0, qa1, qb1],
+            );
             let wk = &wts[j + 1];
             let [qa0, qb0, qa1, qb1] = &coef;
             up.add(bx, (qa0, qb0), rh, &lum, wk, &mut acc0);
@@ -992,37 +975,14 @@ fn strip_half(
         }
         if let (Some(j), Some(wl)) = (lj, &wls) {
             let [qa, qb, _, _] = &mut coef;
-            m_l[nr.clone()]
-                .iter()
-                .zip(m_ll[nr.clone()].iter().zip(&m_v[nr.clone()]))
-                .zip(qa[nr.clone()].iter_mut().zip(qb[nr.clone()].iter_mut()))
-                .for_each(|((&ml, (&vl, &mv)), (aq, bq))| {
-                    let a = vl / ((vl + lum_eps * mv) + floor);
-                    *aq = a;
-                    *bq = ml - a * ml;
-                });
+            lum_coefs([&m_l, &m_ll, &m_v], nr.clone(), (lum_eps, floor), [qa, qb]);
             let [qa, qb, _, _] = &coef;
             up.add(bx, (qa, qb), rh, &lum, &wl[j + 1], &mut accl);
         }
     }
     // L' is the luminance blend with luminance smoothing, else L
     let lum_out: &[f32] = if wls.is_some() { &accl } else { &lum };
-    let (ro, rest) = out.data_mut().split_at_mut(full_h * w);
-    let (go, bo) = rest.split_at_mut(full_h * w);
-    ro[kept_span.clone()]
-        .iter_mut()
-        .zip(
-            go[kept_span.clone()]
-                .iter_mut()
-                .zip(bo[kept_span].iter_mut()),
-        )
-        .zip(lum_out.iter().zip(acc0.iter().zip(&acc1)))
-        .for_each(|((r, (g, b)), (&l, (&a0, &a1)))| {
-            let g2 = l - (a0 + a1) * 0.25;
-            *r = a0 + g2;
-            *g = g2;
-            *b = a1 + g2;
-        });
+    recombine(out, kept_span, lum_out, (&acc0, &acc1));
     for v in [
         lum, c0, c1, lh, c0h, c1h, vh, llh, lc0h, lc1h, acc0, acc1, accl, m_l, m_ll, m_v, m_c0,
         m_c1, m_lc0, m_lc1, up.m_a, up.m_b, up.hu, up.ua, up.ub,
