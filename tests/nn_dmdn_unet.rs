@@ -45,8 +45,8 @@ fn unet_matches_pytorch_for_every_tiling() {
     assert_eq!(model.config().widths, [4, 6, 8]);
     assert_eq!(model.halo() % 8, 0);
     assert_eq!(model.config().align(), 8);
-    // 32 halos clamped to the three-level maximum, as before the fourth level.
-    assert_eq!(model.default_tile(), (32 * model.halo()).clamp(256, 1024));
+    // 32 halos clamped to 256..=1536.
+    assert_eq!(model.default_tile(), (32 * model.halo()).clamp(256, 1536));
     let (mosaic, noise, expected, h, w) = load_io();
     // The fixture's frame is GRBG, the model's phase GBRG; 45 rows (odd).
     let grbg = parse_cfa("grbg").unwrap();
@@ -143,7 +143,7 @@ fn four_level_unet_matches_pytorch_for_every_tiling() {
     assert_eq!(model.config().widths, [4, 6, 8, 5]);
     assert_eq!((model.config().deep, model.config().levels()), (1, 4));
     assert_eq!(model.config().align(), 16);
-    // 32 halos (64 px) clamped to the four-level maximum.
+    // 32 halos (64 px) clamped to the maximum.
     assert_eq!((model.halo(), model.default_tile()), (64, 1536));
     let io = load_io4();
     assert_matches_pytorch(&model, &io);

@@ -567,8 +567,8 @@ impl DmdnUnet {
         self.cfg.halo
     }
 
-    /// Output tile edge: 32 halos clamped to 256..=1024 with three levels,
-    /// 256..=1536 with four (a multiple of [`DmdnUnetConfig::align`]).
+    /// Output tile edge: 32 halos clamped to 256..=[`MAX_TILE`] (a
+    /// multiple of [`DmdnUnetConfig::align`]).
     ///
     /// Three levels (`fast`, halo 40): at 1024 the halo overlap costs ~17 %
     /// (26 % at 640) and a tile's largest activation is ~40 MB for 32
@@ -577,27 +577,21 @@ impl DmdnUnet {
     /// than 1024 measured at 12 MP for ~+130 MB peak RSS per thread; 2048
     /// gained at most a few % more for another ~+200 MB per thread.
     ///
-    /// With a classical base, fr1's 9-channel input at 1024 (a 1120-px
-    /// window, 45 MB) is over glibc's largest mmap threshold (32 MiB), so
-    /// every tile mapped and zeroed it afresh: the window is capped so that
-    /// tensor stays under it (864 for `fastb`; 12 MP, `dm` medians of two
-    /// rounds, Intel Xeon, quiet: 1 thread 3.22-3.27 -> 3.06-3.22 s, 2
-    /// threads 1.86-2.11 -> 1.72-1.73 s). Since tensors come from a
-    /// per-run [`super::pool::BufferPool`] the threshold no longer costs
-    /// a mapping per tile, but 1024-2000 px tiles measured no faster (user
-    /// CPU, loaded Xeon) while peak memory grew 585 -> 986 MB: the cap
-    /// stays.
+    /// Models over a classical base were capped near 864 px so that fr1's
+    /// 9-channel window stayed under glibc's largest mmap threshold (each
+    /// tile mapped and zeroed it afresh); since tensors come from a per-run
+    /// [`super::pool::BufferPool`] that no longer costs a mapping per
+    /// tile. With the guided filters' reach (`fastd`, halo 64) the overlap
+    /// of 832-px tiles is ~36 %, of 1536 ~19 %. 12 MP `bench`, `dm` row,
+    /// Intel Xeon AVX-512, training paused, two rounds each: `fastd` 2
+    /// threads 1,891 / 1,966 ms at 832 -> 1,708 / 1,688 at 1536 (2048:
+    /// 1,705 / 1,708; 3072: 1,691 / 1,687), peak RSS 0.8 -> 1.3 GB (2048:
+    /// 1.7 GB); 1 thread 3,838 / 3,842 at 832 -> 3,425 / 3,328 at 2048.
+    /// `fast_raw` (halo 48), 2 threads: 1,364 / 1,351 ms at 864 -> 1,287
+    /// / 1,353 at 1536, 0.71 -> 1.2 GB.
     pub fn default_tile(&self) -> usize {
-        let max = if self.cfg.levels() > 3 { 1536 } else { 1024 };
         let align = self.cfg.align();
-        let max = match self.base {
-            Some(_) => {
-                let window = ((MMAP_MAX_BYTES / (9 * 4)) as f64).sqrt() as usize;
-                max.min(window.saturating_sub(2 * self.halo()))
-            }
-            None => max,
-        };
-        (32 * self.halo()).clamp(256, max.max(256)) / align * align
+        (32 * self.halo()).clamp(256, MAX_TILE) / align * align
     }
 
     /// Floating-point operations per full-resolution output pixel (conv
@@ -933,9 +927,8 @@ fn radii_meta(w: &Weights, key: &str) -> Result<Vec<usize>> {
     Ok(r)
 }
 
-/// glibc's largest mmap threshold (bytes): larger blocks are always
-/// mapped afresh (and zeroed by the kernel) on allocation.
-const MMAP_MAX_BYTES: usize = 32 << 20;
+/// Largest default output tile edge, pixels ([`DmdnUnet::default_tile`]).
+pub const MAX_TILE: usize = 1536;
 
 fn conv(w: &mut Weights, name: &str, shape: [usize; 4], stride: usize) -> Result<Conv2d> {
     let weight = w.take(&format!("{name}.weight"), &shape)?;

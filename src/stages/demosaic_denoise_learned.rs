@@ -55,7 +55,7 @@ pub struct Params {
     pub sigma: Option<f32>,
     /// Output tile edge in pixels (memory vs halo overhead); absent = the
     /// model's default (`DemosaicNet::default_tile`: 256..=512 for the flat
-    /// `dmdn`, up to 1024 for the three-level U-Net, more with a fourth level).
+    /// `dmdn`, 32 halos up to 1536 for the U-Nets).
     #[serde(default)]
     pub tile: Option<usize>,
     /// Multiplier on the conditioning noise std, 0..=4 (1.0 = as measured).
