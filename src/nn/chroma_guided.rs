@@ -95,6 +95,19 @@
 //! `learned_fastd.yaml`, two interleaved rounds: 1 thread 4,670 / 4,728
 //! ms -> 3,984 / 4,216, 2 threads 3,289 / 3,060 -> 2,920 / 2,828
 //! (`learned.yaml`: 3,071 / 2,994 and 1,970 / 1,880).
+//!
+//! The half-resolution path keeps its buffers for the whole call
+//! ([`HalfScratch`], zeroed once, not per strip) and ends in one pass per
+//! output row: the softmax weights, `L`, `C` and the three accumulators of
+//! a row stay in the L1 cache, and each filter's coefficient means are
+//! upsampled horizontally once per half-resolution row into a two-row
+//! ring and vertically as they are applied (before, two full-resolution
+//! planes per filter were written and read back). Same bits (the golden
+//! digests are unchanged). 1-thread perf samples in the stage over 4
+//! frames of 12 MP, `tile: 1536`, load ~4: 1,645 / 1,657 -> 1,569 /
+//! 1,519 (-7 %). What is left: the box means (~40 %: the column sums'
+//! rounding and `f64` adds, the row ladders), the 8 exponentials per pixel
+//! (~20 %), `L` and `C` (~10 %), the recombination (~7 %).
 
 use super::gated_smoothing::exp_nonpos;
 use super::window_sums::window_sums;
@@ -394,8 +407,9 @@ fn run(
     if p.subsample == 2 {
         // even strips and margins (STRIP and the reach are even)
         let mut bx = BoxScratch::new(w / 2);
+        let mut sc = HalfScratch::new(p, h, w);
         for (range, keep) in strips(h, m) {
-            strip_half(p, (y, noise, z, zl), range, keep, pool, &mut bx, out);
+            strip_half(p, (y, noise, z, zl), range, keep, (&mut sc, &mut bx), out);
         }
         return;
     }
@@ -439,23 +453,43 @@ fn softmax_planes(z: &Tensor, span: &std::ops::Range<usize>, pool: &BufferPool) 
     let k = z.shape()[1];
     let n = span.len();
     let mut mx = buf(pool, n);
+    let mut sum = buf(pool, n);
+    let mut wts: Vec<Vec<f32>> = (0..=k).map(|_| buf(pool, n)).collect();
+    softmax_into(z, span, (&mut mx, &mut sum), &mut wts);
+    pool.give_vec(mx);
+    pool.give_vec(sum);
+    wts
+}
+
+/// Softmax(0, z_1..z_K) of the logit planes `z` over `span` into the first
+/// `span.len()` values of the `K + 1` planes `wts`; `mx` and `sum` are
+/// scratch of at least that length.
+#[inline(always)]
+fn softmax_into(
+    z: &Tensor,
+    span: &std::ops::Range<usize>,
+    (mx, sum): (&mut [f32], &mut [f32]),
+    wts: &mut [Vec<f32>],
+) {
+    let k = z.shape()[1];
+    let n = span.len();
+    let (mx, sum) = (&mut mx[..n], &mut sum[..n]);
+    mx.fill(0.0);
     for j in 0..k {
         mx.iter_mut()
             .zip(rows(z, j, span))
             .for_each(|(m, &v)| *m = m.max(v));
     }
-    let mut wts: Vec<Vec<f32>> = (0..=k).map(|_| buf(pool, n)).collect();
-    let mut sum = buf(pool, n);
-    wts[0]
+    wts[0][..n]
         .iter_mut()
-        .zip(&mx)
+        .zip(mx.iter())
         .for_each(|(e, &m)| *e = exp_nonpos(-m));
-    sum.copy_from_slice(&wts[0]);
+    sum.copy_from_slice(&wts[0][..n]);
     for j in 0..k {
-        wts[j + 1]
+        wts[j + 1][..n]
             .iter_mut()
             .zip(rows(z, j, span))
-            .zip(&mx)
+            .zip(mx.iter())
             .zip(sum.iter_mut())
             .for_each(|(((e, &v), &m), s)| {
                 *e = exp_nonpos(v - m);
@@ -463,12 +497,12 @@ fn softmax_planes(z: &Tensor, span: &std::ops::Range<usize>, pool: &BufferPool) 
             });
     }
     sum.iter_mut().for_each(|s| *s = 1.0 / *s);
-    for wt in wts.iter_mut() {
-        wt.iter_mut().zip(&sum).for_each(|(e, &s)| *e *= s);
+    for wt in wts[..=k].iter_mut() {
+        wt[..n]
+            .iter_mut()
+            .zip(sum.iter())
+            .for_each(|(e, &s)| *e *= s);
     }
-    pool.give_vec(mx);
-    pool.give_vec(sum);
-    wts
 }
 
 /// `L = ((R + 2G) + B) / 4`, `C = (R - G, B - G)` of the values `span`
@@ -747,108 +781,144 @@ fn taps2(x: usize, n: usize) -> (usize, usize, f32, f32) {
     (i0, i1, 1.0 - l1, l1)
 }
 
-/// Bilinear 2x upsampling (see [`taps2`]) of the half-resolution plane
-/// `src` (`hh x wh`, row-major; rows `have.0..have.1` valid) to the
-/// full-resolution rows `rows.0..rows.1` (`2 wh` wide) into `dst` (those
-/// rows, row-major from `rows.0`): each needed source row horizontally
-/// into `hu` (rows from `have.0`), then the rows vertically.
+/// Bilinear 2x horizontal upsampling (see [`taps2`]) of the
+/// half-resolution row `s` (`wh` values) into `d` (`2 wh` values).
 #[inline(always)]
-fn upsample2(
-    src: &[f32],
-    (hh, wh): (usize, usize),
-    have: (usize, usize),
-    rows: (usize, usize),
-    hu: &mut [f32],
-    dst: &mut [f32],
-) {
-    let w = 2 * wh;
-    let (first, _, _, _) = taps2(rows.0, hh);
-    let (_, last, _, _) = taps2(rows.1 - 1, hh);
-    for i in first..=last {
-        let s = &src[i * wh..(i + 1) * wh];
-        let d = &mut hu[(i - have.0) * w..(i - have.0 + 1) * w];
-        // the edges through the general taps, the interior in pairs:
-        // d[2j] = 1/4 s[j - 1] + 3/4 s[j], d[2j + 1] = 3/4 s[j] + 1/4 s[j + 1]
-        for x in [0, 1, w - 2, w - 1] {
-            let (i0, i1, w0, w1) = taps2(x, wh);
-            d[x] = w0 * s[i0] + w1 * s[i1];
-        }
-        if wh > 2 {
-            d[2..w - 2]
-                .chunks_exact_mut(2)
-                .zip(s.windows(3))
-                .for_each(|(o, t)| {
-                    o[0] = 0.25 * t[0] + 0.75 * t[1];
-                    o[1] = 0.75 * t[1] + 0.25 * t[2];
+fn upsample_row(s: &[f32], d: &mut [f32]) {
+    let (wh, w) = (s.len(), d.len());
+    // the edges through the general taps, the interior in pairs:
+    // d[2j] = 1/4 s[j - 1] + 3/4 s[j], d[2j + 1] = 3/4 s[j] + 1/4 s[j + 1]
+    for x in [0, 1, w - 2, w - 1] {
+        let (i0, i1, w0, w1) = taps2(x, wh);
+        d[x] = w0 * s[i0] + w1 * s[i1];
+    }
+    if wh > 2 {
+        d[2..w - 2]
+            .chunks_exact_mut(2)
+            .zip(s.windows(3))
+            .for_each(|(o, t)| {
+                o[0] = 0.25 * t[0] + 0.75 * t[1];
+                o[1] = 0.75 * t[1] + 0.25 * t[2];
+            });
+    }
+}
+
+/// Which accumulator a half-resolution guided filter adds to.
+#[derive(Clone, Copy)]
+enum Blend {
+    /// `C'_0` (weights `softmax(0, z)`).
+    C0,
+    /// `C'_1` (weights `softmax(0, z)`).
+    C1,
+    /// `L'` (weights `softmax(0, zl)`).
+    L,
+}
+
+/// One guided filter of the half-resolution path's final pass: `acc +=
+/// w_j (up(box(a)) L + up(box(b)))`.
+#[derive(Clone, Copy)]
+struct Step {
+    acc: Blend,
+    /// Weight plane index (`j + 1`).
+    wt: usize,
+    /// Planes of [`HalfScratch::cmeans`] holding `box(a)`, `box(b)`.
+    a: usize,
+    b: usize,
+}
+
+/// The half-resolution path's buffers, allocated (and zeroed) once per
+/// [`ChromaGuided::run_into`] call and reused by every strip: planes of
+/// the largest strip's `H/2 x W/2`, rows `W` wide.
+struct HalfScratch {
+    /// 2x2 means `L, C_0, C_1`, the noise variance `V` and the products
+    /// `L L, L C_0, L C_1` (the box inputs).
+    inp: [Vec<f32>; 7],
+    /// Box means of [`Self::inp`] (`box(L L)` becomes `var(L)`).
+    means: [Vec<f32>; 7],
+    /// Coefficients `a_0, b_0, a_1, b_1` of one radius (the luminance
+    /// filter uses the first two).
+    coef: [Vec<f32>; 4],
+    /// `box(a)`, `box(b)` of every filter, in [`Self::steps`]' order.
+    cmeans: Vec<Vec<f32>>,
+    /// The final pass's filters, in the order each accumulator adds them.
+    steps: Vec<Step>,
+    /// Two horizontally upsampled rows per plane of [`Self::cmeans`]
+    /// (`2 W` values each, slot `i % 2` holding half-resolution row `i`).
+    ring: Vec<Vec<f32>>,
+    /// The half-resolution row in each ring slot (`usize::MAX`: none).
+    slot: [usize; 2],
+    /// `L, C_0, C_1` of a row pair (full width) for the 2x2 means.
+    pair: [Vec<f32>; 6],
+    /// One output row: `L, C_0, C_1`, the accumulators `C'_0, C'_1, L'`
+    /// and the softmax scratch `mx`, `sum`.
+    row: [Vec<f32>; 8],
+    /// One output row's chroma and luminance weights (`K + 1`, `M + 1`).
+    wts: Vec<Vec<f32>>,
+    wls: Vec<Vec<f32>>,
+}
+
+impl HalfScratch {
+    /// Buffers for `p` on tensors `h x w` cut in strips of at most
+    /// `STRIP + 2 reach` rows.
+    fn new(p: &ChromaGuided, h: usize, w: usize) -> Self {
+        let hw2 = (STRIP + 2 * p.reach()).min(h) / 2 * (w / 2);
+        let plane = |n: usize| vec![0f32; n];
+        let mut steps = Vec::new();
+        for (_, cj, lj) in p.radius_order() {
+            let n = 2 * steps.len();
+            if let Some(j) = cj {
+                steps.push(Step {
+                    acc: Blend::C0,
+                    wt: j + 1,
+                    a: n,
+                    b: n + 1,
                 });
+                steps.push(Step {
+                    acc: Blend::C1,
+                    wt: j + 1,
+                    a: n + 2,
+                    b: n + 3,
+                });
+            }
+            if let Some(j) = lj {
+                let n = 2 * steps.len();
+                steps.push(Step {
+                    acc: Blend::L,
+                    wt: j + 1,
+                    a: n,
+                    b: n + 1,
+                });
+            }
+        }
+        let np = 2 * steps.len();
+        HalfScratch {
+            inp: std::array::from_fn(|_| plane(hw2)),
+            means: std::array::from_fn(|_| plane(hw2)),
+            coef: std::array::from_fn(|_| plane(hw2)),
+            cmeans: (0..np).map(|_| plane(hw2)).collect(),
+            steps,
+            ring: (0..np).map(|_| plane(2 * w)).collect(),
+            slot: [usize::MAX; 2],
+            pair: std::array::from_fn(|_| plane(w)),
+            row: std::array::from_fn(|_| plane(w)),
+            wts: (0..=p.radii.len()).map(|_| plane(w)).collect(),
+            wls: (0..=p.lum_filters()).map(|_| plane(w)).collect(),
         }
     }
-    for (yy, out) in (rows.0..rows.1).zip(dst.chunks_exact_mut(w)) {
-        let (i0, i1, w0, w1) = taps2(yy, hh);
-        let r0 = &hu[(i0 - have.0) * w..(i0 - have.0 + 1) * w];
-        let r1 = &hu[(i1 - have.0) * w..(i1 - have.0 + 1) * w];
-        out.iter_mut()
-            .zip(r0.iter().zip(r1))
-            .for_each(|(o, (&a, &b))| *o = w0 * a + w1 * b);
-    }
-}
 
-/// The last step of a half-resolution guided filter in one strip: the
-/// coefficients' box means on the rows the upsampling reads, upsampled to
-/// the kept rows and applied.
-struct HalfApply {
-    /// Half-resolution plane size of the strip.
-    dims: (usize, usize),
-    /// Half-resolution rows the upsampling of `rows` reads.
-    need_c: (usize, usize),
-    /// Kept full-resolution rows, strip-local.
-    rows: (usize, usize),
-    /// `box(a)`, `box(b)` (half resolution).
-    m_a: Vec<f32>,
-    m_b: Vec<f32>,
-    /// Horizontally upsampled rows of [`upsample2`].
-    hu: Vec<f32>,
-    /// `up(box(a))`, `up(box(b))` on the kept rows.
-    ua: Vec<f32>,
-    ub: Vec<f32>,
-}
-
-impl HalfApply {
-    /// `acc += wt (up(box(a)) L + up(box(b)))` on the kept rows, for the
-    /// coefficient planes `(a, b)` at half-resolution radius `rh`.
+    /// Makes ring slot `i % 2` hold half-resolution row `i` of every
+    /// coefficient mean (planes `wh` wide).
     #[inline(always)]
-    fn add(
-        &mut self,
-        bx: &mut BoxScratch,
-        (a, b): (&[f32], &[f32]),
-        rh: usize,
-        lum: &[f32],
-        wt: &[f32],
-        acc: &mut [f32],
-    ) {
-        let (hh, wh) = self.dims;
-        box_mean(a, hh, wh, rh, self.need_c, bx, &mut self.m_a);
-        box_mean(b, hh, wh, rh, self.need_c, bx, &mut self.m_b);
-        upsample2(
-            &self.m_a,
-            self.dims,
-            self.need_c,
-            self.rows,
-            &mut self.hu,
-            &mut self.ua,
-        );
-        upsample2(
-            &self.m_b,
-            self.dims,
-            self.need_c,
-            self.rows,
-            &mut self.hu,
-            &mut self.ub,
-        );
-        acc.iter_mut()
-            .zip(wt)
-            .zip(self.ua.iter().zip(lum.iter().zip(&self.ub)))
-            .for_each(|((a, &wt), (&ma, (&l, &mb)))| *a += wt * (ma * l + mb));
+    fn fill(&mut self, i: usize, wh: usize) {
+        let s = i % 2;
+        if self.slot[s] == i {
+            return;
+        }
+        let w = 2 * wh;
+        for (m, r) in self.cmeans.iter().zip(self.ring.iter_mut()) {
+            upsample_row(&m[i * wh..(i + 1) * wh], &mut r[s * w..(s + 1) * w]);
+        }
+        self.slot[s] = i;
     }
 }
 
@@ -856,143 +926,159 @@ impl HalfApply {
 /// rows `range.0..range.1` (even) of the tensor computed as their own
 /// image, rows `keep.0..keep.1` written to `out`; `bx` is for planes
 /// `W / 2` wide.
+///
+/// The coefficient means of every filter are kept at half resolution;
+/// the final pass then runs row by row: each output row's `L`, `C`,
+/// softmax weights and accumulators stay in the L1 cache, and each
+/// coefficient row is upsampled horizontally once into a two-row ring,
+/// vertically as it is applied (no full-resolution planes per filter).
 #[inline(always)]
 fn strip_half(
     p: &ChromaGuided,
     (y, noise, z, zl): (&Tensor, &Tensor, &Tensor, Option<&Tensor>),
     range: (usize, usize),
     keep: (usize, usize),
-    pool: &BufferPool,
-    bx: &mut BoxScratch,
+    (sc, bx): (&mut HalfScratch, &mut BoxScratch),
     out: &mut Tensor,
 ) {
     let [_, _, _, w] = y.shape();
     let (a, b) = range;
     let (hh, wh) = ((b - a) / 2, w / 2);
-    let hw2 = hh * wh;
     let nw = noise.shape()[3];
     // kept rows, strip-local (even at both ends but the tensor's last)
     let (ka, kb) = (keep.0 - a, keep.1 - a);
-    let kept_span = keep.0 * w..keep.1 * w;
-    let nk = kept_span.len();
-    // full-resolution L and C on the kept rows (the blends)
-    let mut lum = buf(pool, nk);
-    let mut c0 = buf(pool, nk);
-    let mut c1 = buf(pool, nk);
-    lum_chroma(y, &kept_span, (&mut lum, &mut c0, &mut c1));
     // 2x2 means of L and C over the strip, V at its own half resolution,
     // and the products
-    let mut lh = buf(pool, hw2);
-    let mut c0h = buf(pool, hw2);
-    let mut c1h = buf(pool, hw2);
-    let mut vh = buf(pool, hw2);
     let n0 = noise.plane(0, 0);
-    // L, C_0, C_1 of a row pair (full width), then their 2x2 means
-    let mut pair: [Vec<f32>; 6] = std::array::from_fn(|_| buf(pool, w));
-    for i in 0..hh {
-        for (o, dst) in pair.chunks_exact_mut(3).enumerate() {
-            let at = (a + 2 * i + o) * w..(a + 2 * i + o + 1) * w;
-            let [l, x0, x1] = dst else { continue };
-            lum_chroma(y, &at, (l, x0, x1));
-        }
-        for (k, dst) in [&mut lh, &mut c0h, &mut c1h].into_iter().enumerate() {
-            dst[i * wh..(i + 1) * wh]
+    {
+        let [lh, c0h, c1h, vh, llh, lc0h, lc1h] = &mut sc.inp;
+        for i in 0..hh {
+            for (o, dst) in sc.pair.chunks_exact_mut(3).enumerate() {
+                let at = (a + 2 * i + o) * w..(a + 2 * i + o + 1) * w;
+                let [l, x0, x1] = dst else { continue };
+                lum_chroma(y, &at, (l, x0, x1));
+            }
+            let pair = &sc.pair;
+            for (k, dst) in [&mut *lh, &mut *c0h, &mut *c1h].into_iter().enumerate() {
+                dst[i * wh..(i + 1) * wh]
+                    .iter_mut()
+                    .zip(pair[k].chunks_exact(2).zip(pair[k + 3].chunks_exact(2)))
+                    .for_each(|(d, (t, u))| *d = ((t[0] + t[1]) + (u[0] + u[1])) * 0.25);
+            }
+            let src = &n0[(a / 2 + i) * nw..(a / 2 + i) * nw + wh];
+            vh[i * wh..(i + 1) * wh]
                 .iter_mut()
-                .zip(pair[k].chunks_exact(2).zip(pair[k + 3].chunks_exact(2)))
-                .for_each(|(d, (t, u))| *d = ((t[0] + t[1]) + (u[0] + u[1])) * 0.25);
+                .zip(src)
+                .for_each(|(v, &s)| *v = s * s);
         }
-        let src = &n0[(a / 2 + i) * nw..(a / 2 + i) * nw + wh];
-        vh[i * wh..(i + 1) * wh]
-            .iter_mut()
-            .zip(src)
-            .for_each(|(v, &s)| *v = s * s);
+        let hw2 = hh * wh;
+        lh[..hw2]
+            .iter()
+            .zip(c0h[..hw2].iter().zip(&c1h[..hw2]))
+            .zip(llh.iter_mut().zip(lc0h.iter_mut().zip(lc1h.iter_mut())))
+            .for_each(|((&l, (&x0, &x1)), (qll, (qlc0, qlc1)))| {
+                *qll = l * l;
+                *qlc0 = l * x0;
+                *qlc1 = l * x1;
+            });
     }
-    for v in pair {
-        pool.give_vec(v);
-    }
-    let mut llh = buf(pool, hw2);
-    let mut lc0h = buf(pool, hw2);
-    let mut lc1h = buf(pool, hw2);
-    lh.iter()
-        .zip(c0h.iter().zip(&c1h))
-        .zip(llh.iter_mut().zip(lc0h.iter_mut().zip(lc1h.iter_mut())))
-        .for_each(|((&l, (&x0, &x1)), (qll, (qlc0, qlc1)))| {
-            *qll = l * l;
-            *qlc0 = l * x0;
-            *qlc1 = l * x1;
-        });
-    // The blend weights on the kept rows: softmax(0, z), softmax(0, zl).
-    let wts = softmax_planes(z, &kept_span, pool);
-    let wls = zl.map(|t| softmax_planes(t, &kept_span, pool));
-    let (mut acc0, mut acc1, mut accl) =
-        start_blends((&wts, wls.as_deref()), (&c0, &c1, &lum), pool);
-    let [mut m_l, mut m_ll, mut m_v, mut m_c0, mut m_c1, mut m_lc0, mut m_lc1] =
-        std::array::from_fn(|_| buf(pool, hw2));
-    let mut coef: [Vec<f32>; 4] = std::array::from_fn(|_| buf(pool, hw2));
     // coefficient means on the half-resolution rows the kept rows'
-    // upsampling reads, then those upsampled (horizontally into `hu`)
+    // upsampling reads
     let need_c = ((ka / 2).saturating_sub(1), (kb / 2 + 1).min(hh));
-    let mut up = HalfApply {
-        dims: (hh, wh),
-        need_c,
-        rows: (ka, kb),
-        m_a: buf(pool, hw2),
-        m_b: buf(pool, hw2),
-        hu: buf(pool, (need_c.1 - need_c.0) * w),
-        ua: buf(pool, nk),
-        ub: buf(pool, nk),
-    };
     let (eps_k, floor) = (p.eps_k, p.eps_floor);
     let lum_eps = p.lum.as_ref().map_or(0.0, |l| l.eps_k);
+    let mut next = 0;
     for (rad, cj, lj) in p.radius_order() {
         let rh = rad / 2;
         // input means on the rows whose coefficients `need_c` needs
         let need = (need_c.0.saturating_sub(rh), (need_c.1 + rh).min(hh));
         let nr = need.0 * wh..need.1 * wh;
-        box_mean(&lh, hh, wh, rh, need, bx, &mut m_l);
-        box_mean(&llh, hh, wh, rh, need, bx, &mut m_ll);
-        box_mean(&vh, hh, wh, rh, need, bx, &mut m_v);
+        let [lh, c0h, c1h, vh, llh, lc0h, lc1h] = &sc.inp;
+        let [m_l, m_ll, m_v, m_c0, m_c1, m_lc0, m_lc1] = &mut sc.means;
+        box_mean(lh, hh, wh, rh, need, bx, m_l);
+        box_mean(llh, hh, wh, rh, need, bx, m_ll);
+        box_mean(vh, hh, wh, rh, need, bx, m_v);
         m_ll[nr.clone()]
             .iter_mut()
             .zip(&m_l[nr.clone()])
             .for_each(|(v, &ml)| *v -= ml * ml);
-        if let Some(j) = cj {
-            box_mean(&c0h, hh, wh, rh, need, bx, &mut m_c0);
-            box_mean(&c1h, hh, wh, rh, need, bx, &mut m_c1);
-            box_mean(&lc0h, hh, wh, rh, need, bx, &mut m_lc0);
-            box_mean(&lc1h, hh, wh, rh, need, bx, &mut m_lc1);
-            let [qa0, qb0, qa1, qb1] = &mut coef;
+        if cj.is_some() {
+            box_mean(c0h, hh, wh, rh, need, bx, m_c0);
+            box_mean(c1h, hh, wh, rh, need, bx, m_c1);
+            box_mean(lc0h, hh, wh, rh, need, bx, m_lc0);
+            box_mean(lc1h, hh, wh, rh, need, bx, m_lc1);
+            let [qa0, qb0, qa1, qb1] = &mut sc.coef;
             chroma_coefs(
-                [&m_lc0, &m_lc1, &m_c0, &m_c1, &m_l, &m_ll, &m_v],
+                [m_lc0, m_lc1, m_c0, m_c1, m_l, m_ll, m_v],
                 nr.clone(),
                 (eps_k, floor),
                 [qa0, qb0, qa1, qb1],
             );
-            let wk = &wts[j + 1];
-            let [qa0, qb0, qa1, qb1] = &coef;
-            up.add(bx, (qa0, qb0), rh, &lum, wk, &mut acc0);
-            up.add(bx, (qa1, qb1), rh, &lum, wk, &mut acc1);
+            for q in &sc.coef {
+                box_mean(q, hh, wh, rh, need_c, bx, &mut sc.cmeans[next]);
+                next += 1;
+            }
         }
-        if let (Some(j), Some(wl)) = (lj, &wls) {
-            let [qa, qb, _, _] = &mut coef;
-            lum_coefs([&m_l, &m_ll, &m_v], nr.clone(), (lum_eps, floor), [qa, qb]);
-            let [qa, qb, _, _] = &coef;
-            up.add(bx, (qa, qb), rh, &lum, &wl[j + 1], &mut accl);
+        if lj.is_some() {
+            let [qa, qb, _, _] = &mut sc.coef;
+            lum_coefs([m_l, m_ll, m_v], nr.clone(), (lum_eps, floor), [qa, qb]);
+            for q in &sc.coef[..2] {
+                box_mean(q, hh, wh, rh, need_c, bx, &mut sc.cmeans[next]);
+                next += 1;
+            }
         }
     }
-    // L' is the luminance blend with luminance smoothing, else L
-    let lum_out: &[f32] = if wls.is_some() { &accl } else { &lum };
-    recombine(out, kept_span, lum_out, (&acc0, &acc1));
-    for v in [
-        lum, c0, c1, lh, c0h, c1h, vh, llh, lc0h, lc1h, acc0, acc1, accl, m_l, m_ll, m_v, m_c0,
-        m_c1, m_lc0, m_lc1, up.m_a, up.m_b, up.hu, up.ua, up.ub,
-    ]
-    .into_iter()
-    .chain(coef)
-    .chain(wts)
-    .chain(wls.into_iter().flatten())
-    {
-        pool.give_vec(v);
+    // the final pass, row by row
+    sc.slot = [usize::MAX; 2];
+    for yy in ka..kb {
+        let (i0, i1, w0, w1) = taps2(yy, hh);
+        sc.fill(i0, wh);
+        sc.fill(i1, wh);
+        let span = (a + yy) * w..(a + yy + 1) * w;
+        let [lum, c0, c1, acc0, acc1, accl, mx, sum] = &mut sc.row;
+        lum_chroma(y, &span, (lum, c0, c1));
+        // the blend weights: softmax(0, z), softmax(0, zl)
+        softmax_into(z, &span, (mx, sum), &mut sc.wts);
+        if let Some(t) = zl {
+            softmax_into(t, &span, (mx, sum), &mut sc.wls);
+        }
+        // (C'_0, C'_1, L') started at (w_0 C_0, w_0 C_1, wl_0 L)
+        acc0.iter_mut()
+            .zip(acc1.iter_mut())
+            .zip(sc.wts[0].iter().zip(c0.iter().zip(c1.iter())))
+            .for_each(|((o0, o1), (&wt, (&x0, &x1)))| {
+                *o0 = wt * x0;
+                *o1 = wt * x1;
+            });
+        if zl.is_some() {
+            accl.iter_mut()
+                .zip(&sc.wls[0])
+                .zip(lum.iter())
+                .for_each(|((o, &wt), &l)| *o = wt * l);
+        }
+        let (s0, s1) = (i0 % 2 * w..i0 % 2 * w + w, i1 % 2 * w..i1 % 2 * w + w);
+        for st in &sc.steps {
+            let (acc, wt) = match st.acc {
+                Blend::C0 => (&mut *acc0, &sc.wts[st.wt]),
+                Blend::C1 => (&mut *acc1, &sc.wts[st.wt]),
+                Blend::L => (&mut *accl, &sc.wls[st.wt]),
+            };
+            let (ra, rb) = (&sc.ring[st.a], &sc.ring[st.b]);
+            // acc += wt (up(box(a)) L + up(box(b))), up vertical here:
+            // w0 (row i0) + w1 (row i1)
+            acc.iter_mut()
+                .zip(wt)
+                .zip(ra[s0.clone()].iter().zip(&ra[s1.clone()]))
+                .zip(lum.iter().zip(rb[s0.clone()].iter().zip(&rb[s1.clone()])))
+                .for_each(|(((o, &wt), (&a0, &a1)), (&l, (&b0, &b1)))| {
+                    let ma = w0 * a0 + w1 * a1;
+                    let mb = w0 * b0 + w1 * b1;
+                    *o += wt * (ma * l + mb);
+                });
+        }
+        // L' is the luminance blend with luminance smoothing, else L
+        let lum_out: &[f32] = if zl.is_some() { accl } else { lum };
+        recombine(out, span, lum_out, (acc0, acc1));
     }
 }
 
