@@ -154,6 +154,7 @@ use super::bayer_tiles::{
 };
 use super::chroma_guided::ChromaGuided;
 use super::classical_base::ClassicalBase;
+use super::fullres_tail::fullres_tail;
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
 use super::shuffle::{
     pixel_shuffle_add_pooled, pixel_shuffle_extend, pixel_shuffle_pooled, pixel_unshuffle_extend,
@@ -277,7 +278,7 @@ pub const BILINEAR: [[f32; 9]; 3] = [
 /// Adds the bilinear demosaic of `masked` (`[1, 3, H, W]`) to `y` (same
 /// shape): `y[c] += Σ BILINEAR[c][k] · masked[c](neighbour k)`, zeros outside.
 #[cfg(test)]
-fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
+pub(super) fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
     let [_, _, h, w] = masked.shape();
     acc_bilinear::<false>(y.data_mut(), masked.data(), h, w)
 }
@@ -292,6 +293,7 @@ fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
 
 /// `y[c] ±= Σ BILINEAR[c][k] · masked[c](neighbour k)` (minus when `NEG`);
 /// `y` and `masked` are three planes (R, G, B) of `h x w` each.
+#[cfg(test)]
 fn acc_bilinear<const NEG: bool>(y: &mut [f32], masked: &[f32], h: usize, w: usize) {
     bilinear_rows(masked, h, w, |c, yy, acc| {
         let at = c * h * w + yy * w;
@@ -335,7 +337,20 @@ fn base_minus_bilinear_into(
 /// summed in kernel order into a row accumulator: the same arithmetic as the
 /// per-pixel definition (a zero tap adds +0.0, which leaves a sum that
 /// started at +0.0 unchanged), vectorised.
-fn bilinear_rows(masked: &[f32], h: usize, w: usize, mut row: impl FnMut(usize, usize, &[f32])) {
+fn bilinear_rows(masked: &[f32], h: usize, w: usize, row: impl FnMut(usize, usize, &[f32])) {
+    bilinear_rows_range(masked, h, w, 0, h, row)
+}
+
+/// [`bilinear_rows`] for rows `y0..y1` only (`y1 <= h`): the same values
+/// for those rows (each row's sum reads its three source rows alone).
+pub(super) fn bilinear_rows_range(
+    masked: &[f32],
+    h: usize,
+    w: usize,
+    y0: usize,
+    y1: usize,
+    mut row: impl FnMut(usize, usize, &[f32]),
+) {
     let mut rows = vec![0f32; 3 * (w + 2)];
     let mut acc = vec![0f32; w];
     let hw = h * w;
@@ -351,9 +366,9 @@ fn bilinear_rows(masked: &[f32], h: usize, w: usize, mut row: impl FnMut(usize, 
                 None => row.fill(0.0),
             }
         };
-        load(&mut rows, 0);
-        load(&mut rows, 1);
-        for yy in 0..h {
+        load(&mut rows, y0);
+        load(&mut rows, y0 + 1);
+        for yy in y0..y1.min(h) {
             // source row yy + 1; rows yy - 1 and yy are in place
             load(&mut rows, yy + 2);
             acc.fill(0.0);
@@ -798,27 +813,22 @@ impl DmdnUnet {
             unsafe { cat.set_len(9 * hw) };
         }
         let cat = Tensor::from_vec([1, nin, h, w], cat)?;
-        let f = self.fr1.forward_pooled(&cat, relu, pool)?;
-        // yn = bilinear + up + fr2(f)
-        let mut y = step(&self.fr2, f, none)?;
-        y.data_mut()
-            .iter_mut()
-            .zip(&cat.data()[3 * hw..6 * hw])
-            .for_each(|(v, &u)| *v += u);
-        acc_bilinear::<false>(y.data_mut(), &cat.data()[..3 * hw], h, w);
-        if let (Some((_, b)), Some(g)) = (base, g) {
-            // y = yn + g (base - yn)
-            let gp = g.plane(0, 0);
-            for c in 0..3 {
-                y.plane_mut(0, c)
-                    .iter_mut()
-                    .zip(b.plane(0, c))
-                    .zip(gp)
-                    .for_each(|((v, &bv), &gv)| *v += gv * (bv - *v));
-            }
-            pool.give(g);
+        // y = bilinear + up + fr2(fr1(cat)) (and with a classical base
+        // y + g (base - y)), streamed in row bands
+        let y = {
+            let bg = match (&base, &g) {
+                (Some((_, b)), Some(g)) => Some((b.data(), g.data())),
+                _ => None,
+            };
+            fullres_tail(&self.fr1, &self.fr2, &cat, bg, pool)?
+        };
+        if let Some((_, b)) = base {
             pool.give(b);
         }
+        if let Some(g) = g {
+            pool.give(g);
+        }
+        let mut y = y;
         match logits {
             Some(z) => {
                 // fr1's input is dead: it holds the output.
