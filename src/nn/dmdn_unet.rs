@@ -149,16 +149,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::bayer_tiles::{
-    masked_mosaic_extend, parse_cfa, run_tiled_pooled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
-};
+use super::bayer_tiles::{parse_cfa, run_tiled_pooled, BayerFrame, Cfa2x2, NoiseInput, TileSpec};
 use super::chroma_guided::ChromaGuided;
 use super::classical_base::ClassicalBase;
-use super::fullres_tail::fullres_tail;
+use super::fullres_tail::{fullres_tail, TailInputs};
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
-use super::shuffle::{
-    pixel_shuffle_add_pooled, pixel_shuffle_extend, pixel_shuffle_pooled, pixel_unshuffle_extend,
-};
+use super::shuffle::{pixel_shuffle_add_pooled, pixel_shuffle_pooled, pixel_unshuffle_extend};
 use super::{Activation, BufferPool, Conv2d, Padding, Tensor, Weights};
 use crate::error::{Error, Result};
 
@@ -286,7 +282,7 @@ pub(super) fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
 /// Subtracts the bilinear demosaic of `masked` from `y` (as
 /// [`add_bilinear`], `y[c] -= Σ ...`): `base - bilinear` in place.
 #[cfg(test)]
-fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
+pub(super) fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
     let [_, _, h, w] = masked.shape();
     acc_bilinear::<true>(y.data_mut(), masked.data(), h, w)
 }
@@ -306,29 +302,6 @@ fn acc_bilinear<const NEG: bool>(y: &mut [f32], masked: &[f32], h: usize, w: usi
     })
 }
 
-/// Writes `base - bilinear(masked)` (three planes of `h x w`, as
-/// [`acc_bilinear`]`::<true>` on a copy of `base`, bit for bit) to every
-/// value of `dst` (`3 h w` values, possibly uninitialised) without that
-/// copy.
-fn base_minus_bilinear_into(
-    dst: &mut [std::mem::MaybeUninit<f32>],
-    base: &[f32],
-    masked: &[f32],
-    h: usize,
-    w: usize,
-) {
-    bilinear_rows(masked, h, w, |c, yy, acc| {
-        let at = c * h * w + yy * w;
-        dst[at..at + w]
-            .iter_mut()
-            .zip(&base[at..at + w])
-            .zip(acc)
-            .for_each(|((d, &b), &a)| {
-                d.write(b - a);
-            });
-    })
-}
-
 /// Calls `row(c, yy, acc)` for every colour `c` and row `yy` in order,
 /// `acc` holding `Σ BILINEAR[c][k] · masked[c](neighbour k)` of that row
 /// (`masked`: three planes of `h x w`, zeros outside).
@@ -337,6 +310,7 @@ fn base_minus_bilinear_into(
 /// summed in kernel order into a row accumulator: the same arithmetic as the
 /// per-pixel definition (a zero tap adds +0.0, which leaves a sum that
 /// started at +0.0 unchanged), vectorised.
+#[cfg(test)]
 fn bilinear_rows(masked: &[f32], h: usize, w: usize, row: impl FnMut(usize, usize, &[f32])) {
     bilinear_rows_range(masked, h, w, 0, h, row)
 }
@@ -762,16 +736,7 @@ impl DmdnUnet {
         pool.give(d2);
         pool.give(e1);
         let d1 = step(&self.d1, s1, relu)?;
-        // fr1's input, built in place: masked mosaic (R, G, B), up =
-        // pixel_shuffle(head(d1)), and with a classical base, base -
-        // bilinear(masked); `up` stays there for the sum below
-        let hw = h * w;
-        let nin = if base.is_some() { 9 } else { 6 };
-        let mut cat = pool.take(nin * hw);
-        masked_mosaic_extend(mosaic, self.cfg.phase, &mut cat);
         let u = self.head.forward_pooled(&d1, none, pool)?;
-        pixel_shuffle_extend(&u, 2, &mut cat)?;
-        pool.give(u);
         let logits = match &self.gate {
             Some(g) => Some(up2(g, &d1, none)?),
             None => None,
@@ -789,52 +754,38 @@ impl DmdnUnet {
             None => None,
         };
         pool.give(d1);
-        if let Some((_, b)) = &base {
-            if cat.len() != 6 * hw || b.data().len() != 3 * hw {
-                return Err(Error::invalid("dmdn_unet: fr1 input planes miscounted"));
-            }
-            cat.reserve(3 * hw);
-            let p = cat.as_mut_ptr();
-            // SAFETY: `cat` holds 6 hw initialised values (checked) and
-            // capacity for 3 hw more (reserved); the masked planes (the
-            // first 3 hw) and the spare 3 hw after the 6 hw are disjoint
-            // ranges of that one allocation, both derived from `p`.
-            let (m, d) = unsafe {
-                (
-                    std::slice::from_raw_parts(p, 3 * hw),
-                    std::slice::from_raw_parts_mut(
-                        p.add(6 * hw).cast::<std::mem::MaybeUninit<f32>>(),
-                        3 * hw,
-                    ),
-                )
-            };
-            base_minus_bilinear_into(d, b.data(), m, h, w);
-            // SAFETY: every one of the 3 hw values was written above.
-            unsafe { cat.set_len(9 * hw) };
-        }
-        let cat = Tensor::from_vec([1, nin, h, w], cat)?;
-        // y = bilinear + up + fr2(fr1(cat)) (and with a classical base
-        // y + g (base - y)), streamed in row bands
+        // y = bilinear + up + fr2(fr1(concat(masked, up[, base -
+        // bilinear]))) (and with a classical base y + g (base - y)),
+        // streamed in row bands, fr1's input built per band
         let y = {
-            let bg = match (&base, &g) {
-                (Some((_, b)), Some(g)) => Some((b.data(), g.data())),
-                _ => None,
+            let inp = TailInputs {
+                mosaic,
+                phase: self.cfg.phase,
+                head: &u,
+                base: match (&base, &g) {
+                    (Some((_, b)), Some(g)) => Some((b.data(), g.data())),
+                    _ => None,
+                },
             };
-            fullres_tail(&self.fr1, &self.fr2, &cat, bg, pool)?
+            fullres_tail(&self.fr1, &self.fr2, inp, pool)?
         };
-        if let Some((_, b)) = base {
-            pool.give(b);
-        }
+        pool.give(u);
         if let Some(g) = g {
             pool.give(g);
         }
         let mut y = y;
+        // a dead 3 x H x W buffer for the smoothing's output: the base
+        // window's (every value is overwritten), else a zeroed one
+        let spare = |base: Option<Tensor>| -> Result<Tensor> {
+            match base {
+                Some(b) => Ok(b),
+                None => pool.zeros([1, 3, h, w]),
+            }
+        };
+        let base = base.map(|(_, b)| b);
         match logits {
             Some(z) => {
-                // fr1's input is dead: it holds the output.
-                let mut cat = cat.into_vec();
-                cat.truncate(3 * hw);
-                let mut out = Tensor::from_vec([1, 3, h, w], cat)?;
+                let mut out = spare(base)?;
                 gated_smoothing_into(&y, &z, &self.cfg.gate_radii, &mut out)?;
                 pool.give(z);
                 match (&self.chroma, chroma_logits) {
@@ -855,7 +806,9 @@ impl DmdnUnet {
                 }
             }
             None => {
-                pool.give(cat);
+                if let Some(b) = base {
+                    pool.give(b);
+                }
                 Ok(y)
             }
         }

@@ -40,6 +40,39 @@ pub fn pixel_shuffle_extend(x: &Tensor, r: usize, dst: &mut Vec<f32>) -> Result<
     extend_shuffled(x, r, None, shape, dst)
 }
 
+/// Appends rows `y0..y1` of every plane of [`pixel_shuffle`]`(x, 2)` to
+/// `dst` (item 0; per output channel its `y1 - y0` rows), every value
+/// written once. Errors when the channels do not divide by 4 or the rows
+/// are not inside the output.
+pub fn pixel_shuffle2_rows_extend(
+    x: &Tensor,
+    y0: usize,
+    y1: usize,
+    dst: &mut Vec<f32>,
+) -> Result<()> {
+    let [n, c, ho, wo] = shuffled_shape(x, 2)?;
+    if n == 0 || y0 > y1 || y1 > ho {
+        return Err(Error::invalid(format!(
+            "pixel_shuffle: rows {y0}..{y1} of a {ho}-row output of {:?}",
+            x.shape()
+        )));
+    }
+    let w = x.w();
+    dst.reserve(c * (y1 - y0) * wo);
+    for co in 0..c {
+        for yo in y0..y1 {
+            let (y, dy) = (yo / 2, yo % 2);
+            let src = |dx: usize| &x.plane(0, co * 4 + dy * 2 + dx)[y * w..(y + 1) * w];
+            let start = dst.len();
+            interleave2(&mut dst.spare_capacity_mut()[..wo], src(0), src(1));
+            // SAFETY: the `wo` = 2 w values after `start` were all written
+            // above, inside the capacity reserved for all the rows.
+            unsafe { dst.set_len(start + wo) };
+        }
+    }
+    Ok(())
+}
+
 /// The output shape of `pixel_shuffle(x, r)`, or an error when the
 /// channels do not divide by `r²`.
 fn shuffled_shape(x: &Tensor, r: usize) -> Result<[usize; 4]> {
