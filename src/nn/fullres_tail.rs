@@ -24,6 +24,19 @@
 //! whole window are never written, nor fr2's before the adds: each band's
 //! live only in per-thread buffers that stay in cache, and `y` is written
 //! once.
+//!
+//! Measured (`bench --synthetic 4000x3000`, learned_fastd.yaml with
+//! `tile: 1536`, `fastd_raw`; Intel Xeon with AVX-512, 2 vCPUs shared
+//! with a training job and another session, load 3.5-4.5; perf samples of
+//! 1-thread runs, iters 5 minus iters 1, / 4 = per frame): the stages this
+//! replaced and their neighbours (conv3x3_direct, the shuffles, memmove /
+//! memset, the GEMM path's bias and activation passes, the masked mosaic,
+//! the bilinear sums and adds) took 1,738-1,762 ms per frame before (3
+//! runs) and 1,635-1,710 after (4 runs, band sizes 16 K and 32 K pixels),
+//! about -80 ms (-2 % of the ~3.5 s frame; whole-process user time per
+//! frame 3,511-3,577 -> 3,340-3,526 ms). `dm` wall medians on this loaded
+//! machine moved within their noise (3 rounds, interleaved: 1 thread
+//! 3,448 -> 3,414 ms, 2 threads 3,657 -> 3,577 ms).
 
 use std::cell::RefCell;
 
@@ -35,9 +48,12 @@ use super::shuffle::pixel_shuffle2_rows_extend;
 use super::{Activation, BufferPool, Conv2d, Tensor};
 use crate::error::{Error, Result};
 
-/// Output pixels per band (a band's fr1 input and output, 9 and 8
-/// planes of its rows, then stay within L2).
-const BAND_PIXELS: usize = 16_384;
+/// Output pixels per band: ~20 rows of a 1,664-px window, whose fr1
+/// input and output (9 and 8 planes of those rows, ~2.3 MB) stay in
+/// cache; the band's own margins (2 rows of the masked mosaic and 1 of
+/// fr1's input each side) cost ~10 % more of those cheap rows. 16 K
+/// pixels measured no better (1-thread perf samples, within the noise).
+const BAND_PIXELS: usize = 32_768;
 
 /// A band's buffers: the masked mosaic's rows, fr1's input and output
 /// rows, fr2's.
@@ -266,7 +282,7 @@ mod tests {
     #[test]
     fn banded_tail_equals_the_whole_tile_passes() {
         let phases = [[0u8, 1, 1, 2], [1, 0, 2, 1], [1, 2, 0, 1], [2, 1, 1, 0]];
-        for ((h, w), phase) in [(8, 10), (300, 100), (1000, 34)].into_iter().zip(phases) {
+        for ((h, w), phase) in [(8, 10), (700, 100), (1000, 34)].into_iter().zip(phases) {
             for nin in [6, 9] {
                 let hw = h * w;
                 let fr1 = layer(8, nin, 3, 7 + nin as u64);
