@@ -151,8 +151,9 @@
 //! window are written), with the shuffles' rows interleaved by SSE2
 //! unpacks: on `fastd_raw` (learned_fastd.yaml, `tile: 1536`, 12 MP, load
 //! ~4) the stages it touches took ~80 ms less per frame in 1-thread perf
-//! samples (~2 % of the frame; see its "Measured"), and the full-resolution
-//! tensors live per tile fell from 9 + 8 + 3 planes to 3 (the output),
+//! samples (~2 % of the frame; see its "Measured"), and as fr1's 9 input
+//! and 8 output planes of the whole window are no longer allocated, peak
+//! RSS at 2 threads fell from 1.25-1.34 GB to 0.98-1.0 GB (3 runs each);
 //! the same bits (`fastd_raw` and `fast_raw` outputs on odd-sized frames
 //! of every phase, tiles 96 to 1536, compared byte for byte with the old
 //! code at 1 and 2 threads).
