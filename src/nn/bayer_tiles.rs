@@ -304,13 +304,28 @@ pub fn masked_mosaic(mosaic: &Tensor, phase: Cfa2x2) -> Result<Tensor> {
 /// Appends [`masked_mosaic`]'s three planes of `H x W` (R, G, B) to
 /// `dst`, every value written once (no zero fill first).
 pub fn masked_mosaic_extend(mosaic: &Tensor, phase: Cfa2x2, dst: &mut Vec<f32>) {
+    masked_mosaic_rows_extend(mosaic, phase, 0, mosaic.h(), dst)
+}
+
+/// Appends rows `y0..y1` (clipped to the mosaic) of [`masked_mosaic`]'s
+/// three planes to `dst`: three planes of `y1 - y0` rows, every value
+/// written once.
+pub fn masked_mosaic_rows_extend(
+    mosaic: &Tensor,
+    phase: Cfa2x2,
+    y0: usize,
+    y1: usize,
+    dst: &mut Vec<f32>,
+) {
     let [_, _, h, w] = mosaic.shape();
-    if w == 0 {
+    let y1 = y1.min(h);
+    if w == 0 || y0 >= y1 {
         return;
     }
-    dst.reserve(3 * h * w);
+    dst.reserve(3 * (y1 - y0) * w);
+    let rows = &mosaic.data()[y0 * w..y1 * w];
     for c in 0..3 {
-        for (y, srow) in mosaic.data().chunks_exact(w).enumerate() {
+        for (y, srow) in (y0..).zip(rows.chunks_exact(w)) {
             // Colour of the even and odd columns of this row.
             let (ce, co) = (phase[(y % 2) * 2] as usize, phase[(y % 2) * 2 + 1] as usize);
             dst.extend(srow.iter().enumerate().map(|(x, &v)| {

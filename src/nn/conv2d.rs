@@ -258,6 +258,54 @@ impl Conv2d {
         Tensor::from_vec([n, self.cout, ho, wo], data)
     }
 
+    /// Output rows `y0..y1` of batch item 0 of `x`, `act` applied, into
+    /// `dst`: channel `co`'s rows at `dst[co·(y1 - y0)·wo..]` (planes of
+    /// the band's rows only, `wo` the output width). The same values as
+    /// those rows of [`Self::forward_pooled`] (the same band kernel),
+    /// computed on the calling thread. Errors when `x` has not `cin`
+    /// channels, the rows are not inside the output or `dst` holds fewer
+    /// than `cout·(y1 - y0)·wo` values.
+    pub fn forward_rows_into(
+        &self,
+        x: &Tensor,
+        y0: usize,
+        y1: usize,
+        dst: &mut [f32],
+        act: Activation,
+    ) -> Result<()> {
+        let [n, c, h, w] = x.shape();
+        if c != self.cin || n == 0 {
+            return Err(Error::invalid(format!(
+                "conv2d: input {:?} is not [N >= 1, {}, H, W]",
+                x.shape(),
+                self.cin
+            )));
+        }
+        let (ho, wo) = self.output_size(h, w)?;
+        let plane_out = y1.saturating_sub(y0) * wo;
+        if y0 > y1 || y1 > ho || dst.len() < self.cout * plane_out {
+            return Err(Error::invalid(format!(
+                "conv2d: rows {y0}..{y1} of a {ho}-row output into {} values",
+                dst.len()
+            )));
+        }
+        if y0 == y1 {
+            return Ok(());
+        }
+        let band = Band {
+            b: 0,
+            y0,
+            y1,
+            wo,
+            plane_out,
+            dst: dst.as_mut_ptr(),
+        };
+        // `dst` (checked above) holds the band's cout planes of
+        // (y1 - y0)·wo values, and this call borrows it exclusively.
+        self.band(x, band, act);
+        Ok(())
+    }
+
     /// Whether the direct 3x3 kernel ([`conv3x3_direct`]) computes this
     /// layer on this CPU (the same bits as the GEMM path).
     fn direct3x3(&self) -> bool {

@@ -145,19 +145,28 @@
 //! (a 1,104 px window's 9 full-resolution planes of fr1's input are 44
 //! MB), which only streaming the full-resolution stages in row bands would
 //! avoid.
+//! That streaming is [`super::fullres_tail`] (fr1's input built per band
+//! of ~20 rows, fr1, fr2, `+ up`, `+ bilinear` and the base blend in one
+//! pass; neither fr1's 9 input planes nor its 8 output planes of the whole
+//! window are written), with the shuffles' rows interleaved by SSE2
+//! unpacks: on `fastd_raw` (learned_fastd.yaml, `tile: 1536`, 12 MP, load
+//! ~4) the stages it touches took ~80 ms less per frame in 1-thread perf
+//! samples (~2 % of the frame; see its "Measured"), and as fr1's 9 input
+//! and 8 output planes of the whole window are no longer allocated, peak
+//! RSS at 2 threads fell from 1.25-1.34 GB to 0.98-1.0 GB (3 runs each);
+//! the same bits (`fastd_raw` and `fast_raw` outputs on odd-sized frames
+//! of every phase, tiles 96 to 1536, compared byte for byte with the old
+//! code at 1 and 2 threads).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::bayer_tiles::{
-    masked_mosaic_extend, parse_cfa, run_tiled_pooled, BayerFrame, Cfa2x2, NoiseInput, TileSpec,
-};
+use super::bayer_tiles::{parse_cfa, run_tiled_pooled, BayerFrame, Cfa2x2, NoiseInput, TileSpec};
 use super::chroma_guided::ChromaGuided;
 use super::classical_base::ClassicalBase;
+use super::fullres_tail::{fullres_tail, TailInputs};
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
-use super::shuffle::{
-    pixel_shuffle_add_pooled, pixel_shuffle_extend, pixel_shuffle_pooled, pixel_unshuffle_extend,
-};
+use super::shuffle::{pixel_shuffle_add_pooled, pixel_shuffle_pooled, pixel_unshuffle_extend};
 use super::{Activation, BufferPool, Conv2d, Padding, Tensor, Weights};
 use crate::error::{Error, Result};
 
@@ -277,7 +286,7 @@ pub const BILINEAR: [[f32; 9]; 3] = [
 /// Adds the bilinear demosaic of `masked` (`[1, 3, H, W]`) to `y` (same
 /// shape): `y[c] += Σ BILINEAR[c][k] · masked[c](neighbour k)`, zeros outside.
 #[cfg(test)]
-fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
+pub(super) fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
     let [_, _, h, w] = masked.shape();
     acc_bilinear::<false>(y.data_mut(), masked.data(), h, w)
 }
@@ -285,13 +294,14 @@ fn add_bilinear(y: &mut Tensor, masked: &Tensor) {
 /// Subtracts the bilinear demosaic of `masked` from `y` (as
 /// [`add_bilinear`], `y[c] -= Σ ...`): `base - bilinear` in place.
 #[cfg(test)]
-fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
+pub(super) fn sub_bilinear(y: &mut Tensor, masked: &Tensor) {
     let [_, _, h, w] = masked.shape();
     acc_bilinear::<true>(y.data_mut(), masked.data(), h, w)
 }
 
 /// `y[c] ±= Σ BILINEAR[c][k] · masked[c](neighbour k)` (minus when `NEG`);
 /// `y` and `masked` are three planes (R, G, B) of `h x w` each.
+#[cfg(test)]
 fn acc_bilinear<const NEG: bool>(y: &mut [f32], masked: &[f32], h: usize, w: usize) {
     bilinear_rows(masked, h, w, |c, yy, acc| {
         let at = c * h * w + yy * w;
@@ -304,29 +314,6 @@ fn acc_bilinear<const NEG: bool>(y: &mut [f32], masked: &[f32], h: usize, w: usi
     })
 }
 
-/// Writes `base - bilinear(masked)` (three planes of `h x w`, as
-/// [`acc_bilinear`]`::<true>` on a copy of `base`, bit for bit) to every
-/// value of `dst` (`3 h w` values, possibly uninitialised) without that
-/// copy.
-fn base_minus_bilinear_into(
-    dst: &mut [std::mem::MaybeUninit<f32>],
-    base: &[f32],
-    masked: &[f32],
-    h: usize,
-    w: usize,
-) {
-    bilinear_rows(masked, h, w, |c, yy, acc| {
-        let at = c * h * w + yy * w;
-        dst[at..at + w]
-            .iter_mut()
-            .zip(&base[at..at + w])
-            .zip(acc)
-            .for_each(|((d, &b), &a)| {
-                d.write(b - a);
-            });
-    })
-}
-
 /// Calls `row(c, yy, acc)` for every colour `c` and row `yy` in order,
 /// `acc` holding `Σ BILINEAR[c][k] · masked[c](neighbour k)` of that row
 /// (`masked`: three planes of `h x w`, zeros outside).
@@ -335,7 +322,21 @@ fn base_minus_bilinear_into(
 /// summed in kernel order into a row accumulator: the same arithmetic as the
 /// per-pixel definition (a zero tap adds +0.0, which leaves a sum that
 /// started at +0.0 unchanged), vectorised.
-fn bilinear_rows(masked: &[f32], h: usize, w: usize, mut row: impl FnMut(usize, usize, &[f32])) {
+#[cfg(test)]
+fn bilinear_rows(masked: &[f32], h: usize, w: usize, row: impl FnMut(usize, usize, &[f32])) {
+    bilinear_rows_range(masked, h, w, 0, h, row)
+}
+
+/// [`bilinear_rows`] for rows `y0..y1` only (`y1 <= h`): the same values
+/// for those rows (each row's sum reads its three source rows alone).
+pub(super) fn bilinear_rows_range(
+    masked: &[f32],
+    h: usize,
+    w: usize,
+    y0: usize,
+    y1: usize,
+    mut row: impl FnMut(usize, usize, &[f32]),
+) {
     let mut rows = vec![0f32; 3 * (w + 2)];
     let mut acc = vec![0f32; w];
     let hw = h * w;
@@ -351,9 +352,9 @@ fn bilinear_rows(masked: &[f32], h: usize, w: usize, mut row: impl FnMut(usize, 
                 None => row.fill(0.0),
             }
         };
-        load(&mut rows, 0);
-        load(&mut rows, 1);
-        for yy in 0..h {
+        load(&mut rows, y0);
+        load(&mut rows, y0 + 1);
+        for yy in y0..y1.min(h) {
             // source row yy + 1; rows yy - 1 and yy are in place
             load(&mut rows, yy + 2);
             acc.fill(0.0);
@@ -741,16 +742,7 @@ impl DmdnUnet {
         pool.give(d2);
         pool.give(e1);
         let d1 = step(&self.d1, s1, relu)?;
-        // fr1's input, built in place: masked mosaic (R, G, B), up =
-        // pixel_shuffle(head(d1)), and with a classical base, base -
-        // bilinear(masked); `up` stays there for the sum below
-        let hw = h * w;
-        let nin = if base.is_some() { 9 } else { 6 };
-        let mut cat = pool.take(nin * hw);
-        masked_mosaic_extend(mosaic, self.cfg.phase, &mut cat);
         let u = self.head.forward_pooled(&d1, none, pool)?;
-        pixel_shuffle_extend(&u, 2, &mut cat)?;
-        pool.give(u);
         let logits = match &self.gate {
             Some(g) => Some(up2(g, &d1, none)?),
             None => None,
@@ -768,57 +760,38 @@ impl DmdnUnet {
             None => None,
         };
         pool.give(d1);
-        if let Some((_, b)) = &base {
-            if cat.len() != 6 * hw || b.data().len() != 3 * hw {
-                return Err(Error::invalid("dmdn_unet: fr1 input planes miscounted"));
-            }
-            cat.reserve(3 * hw);
-            let p = cat.as_mut_ptr();
-            // SAFETY: `cat` holds 6 hw initialised values (checked) and
-            // capacity for 3 hw more (reserved); the masked planes (the
-            // first 3 hw) and the spare 3 hw after the 6 hw are disjoint
-            // ranges of that one allocation, both derived from `p`.
-            let (m, d) = unsafe {
-                (
-                    std::slice::from_raw_parts(p, 3 * hw),
-                    std::slice::from_raw_parts_mut(
-                        p.add(6 * hw).cast::<std::mem::MaybeUninit<f32>>(),
-                        3 * hw,
-                    ),
-                )
+        // y = bilinear + up + fr2(fr1(concat(masked, up[, base -
+        // bilinear]))) (and with a classical base y + g (base - y)),
+        // streamed in row bands, fr1's input built per band
+        let y = {
+            let inp = TailInputs {
+                mosaic,
+                phase: self.cfg.phase,
+                head: &u,
+                base: match (&base, &g) {
+                    (Some((_, b)), Some(g)) => Some((b.data(), g.data())),
+                    _ => None,
+                },
             };
-            base_minus_bilinear_into(d, b.data(), m, h, w);
-            // SAFETY: every one of the 3 hw values was written above.
-            unsafe { cat.set_len(9 * hw) };
-        }
-        let cat = Tensor::from_vec([1, nin, h, w], cat)?;
-        let f = self.fr1.forward_pooled(&cat, relu, pool)?;
-        // yn = bilinear + up + fr2(f)
-        let mut y = step(&self.fr2, f, none)?;
-        y.data_mut()
-            .iter_mut()
-            .zip(&cat.data()[3 * hw..6 * hw])
-            .for_each(|(v, &u)| *v += u);
-        acc_bilinear::<false>(y.data_mut(), &cat.data()[..3 * hw], h, w);
-        if let (Some((_, b)), Some(g)) = (base, g) {
-            // y = yn + g (base - yn)
-            let gp = g.plane(0, 0);
-            for c in 0..3 {
-                y.plane_mut(0, c)
-                    .iter_mut()
-                    .zip(b.plane(0, c))
-                    .zip(gp)
-                    .for_each(|((v, &bv), &gv)| *v += gv * (bv - *v));
-            }
+            fullres_tail(&self.fr1, &self.fr2, inp, pool)?
+        };
+        pool.give(u);
+        if let Some(g) = g {
             pool.give(g);
-            pool.give(b);
         }
+        let mut y = y;
+        // a dead 3 x H x W buffer for the smoothing's output: the base
+        // window's (every value is overwritten), else a zeroed one
+        let spare = |base: Option<Tensor>| -> Result<Tensor> {
+            match base {
+                Some(b) => Ok(b),
+                None => pool.zeros([1, 3, h, w]),
+            }
+        };
+        let base = base.map(|(_, b)| b);
         match logits {
             Some(z) => {
-                // fr1's input is dead: it holds the output.
-                let mut cat = cat.into_vec();
-                cat.truncate(3 * hw);
-                let mut out = Tensor::from_vec([1, 3, h, w], cat)?;
+                let mut out = spare(base)?;
                 gated_smoothing_into(&y, &z, &self.cfg.gate_radii, &mut out)?;
                 pool.give(z);
                 match (&self.chroma, chroma_logits) {
@@ -839,7 +812,9 @@ impl DmdnUnet {
                 }
             }
             None => {
-                pool.give(cat);
+                if let Some(b) = base {
+                    pool.give(b);
+                }
                 Ok(y)
             }
         }

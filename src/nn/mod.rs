@@ -22,6 +22,7 @@
 //! | classical_base.rs | the classical demosaic (an engine op) a `dmdn_unet` may refine |
 //! | dmdn.rs | the flat joint demosaic + denoise network (sRGB-regime models) |
 //! | dmdn_unet.rs | the raw-path joint demosaic + denoise U-Net |
+//! | fullres_tail.rs | `dmdn_unet`'s full-resolution refinement streamed in row bands |
 //! | demosaic_net.rs | either of the two, chosen by the weights' `arch` |
 //! | hdrnet.rs | HDRnet's coefficient network and guide weights |
 //! | sky_seg.rs | the small sky segmenter (sub-pixel-conv decoder) |
@@ -36,6 +37,7 @@ pub mod conv3x3_direct;
 pub mod demosaic_net;
 pub mod dmdn;
 pub mod dmdn_unet;
+pub mod fullres_tail;
 pub mod gated_smoothing;
 pub mod hdrnet;
 pub mod pool;
