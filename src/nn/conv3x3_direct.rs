@@ -348,50 +348,67 @@ unsafe fn strip_scalar(s: &Strip<'_>, sink: Sink) {
     }
 }
 
+/// One kernel row `ky` of a strip's `N` channels from `s.cb` on: the
+/// partial sums `s = 0`, `s = fma(x, w, s)` over the taps in `(ci, kx)`
+/// order, two vectors (32 pixels) per channel.
+///
+/// # Safety
+/// AVX-512F must be available (inlined into the `avx512f` kernels below);
+/// the row table's contract (see [`Strip::rows`]) and `(cb + N)·cin·9 <=
+/// weight.len()`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn row_partials<const N: usize>(
+    s: &Strip<'_>,
+    ky: usize,
+) -> [[std::arch::x86_64::__m512; 2]; N] {
+    use std::arch::x86_64::*;
+    debug_assert!((s.cin - 1) * s.prow + s.r + 2 < s.rows.len());
+    debug_assert!((s.cb + N) * s.cin * 9 <= s.weight.len());
+    let wp = s.weight.as_ptr();
+    // SAFETY (every block below): the caller's contract; the loads read
+    // padded indices x0 .. x0 + 34 of the rows, the weights below
+    // (cb + N)·cin·9.
+    let mut acc = unsafe { [[_mm512_setzero_ps(); 2]; N] };
+    for ci in 0..s.cin {
+        let row = unsafe {
+            s.rows
+                .get_unchecked(ci * s.prow + s.r + ky)
+                .wrapping_add(s.x0)
+        };
+        for kx in 0..3 {
+            let (v0, v1) = unsafe {
+                (
+                    _mm512_loadu_ps(row.add(kx)),
+                    _mm512_loadu_ps(row.add(kx + 16)),
+                )
+            };
+            for (c, a) in acc.iter_mut().enumerate() {
+                unsafe {
+                    let wv = _mm512_set1_ps(*wp.add(((s.cb + c) * s.cin + ci) * 9 + ky * 3 + kx));
+                    a[0] = _mm512_fmadd_ps(v0, wv, a[0]);
+                    a[1] = _mm512_fmadd_ps(v1, wv, a[1]);
+                }
+            }
+        }
+    }
+    acc
+}
+
 /// [`strip_scalar`] with AVX-512F: the same fused multiply-adds and adds
 /// in the same order, 16 lanes at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn strip_avx512(s: &Strip<'_>, sink: Sink) {
     use std::arch::x86_64::*;
-    // The bounds of the unchecked loads and stores below ([`band`] sizes
-    // the buffers so).
-    debug_assert!((s.cin - 1) * s.prow + s.r + 2 < s.rows.len());
-    debug_assert!((s.cb + CO_BLOCK) * s.cin * 9 <= s.weight.len());
-    let zero = _mm512_setzero_ps();
-    let mut out = [[zero; 2]; CO_BLOCK];
+    let mut out = [[_mm512_setzero_ps(); 2]; CO_BLOCK];
     for (c, o) in out.iter_mut().enumerate() {
         *o = [_mm512_set1_ps(s.bias[s.cb + c]); 2];
     }
-    let wp = s.weight.as_ptr();
     for ky in 0..3 {
-        let mut acc = [[zero; 2]; CO_BLOCK];
-        for ci in 0..s.cin {
-            // SAFETY: the row table's contract (see [`Strip::rows`]): the
-            // loads below read padded indices x0 .. x0 + 34.
-            let row = unsafe {
-                s.rows
-                    .get_unchecked(ci * s.prow + s.r + ky)
-                    .wrapping_add(s.x0)
-            };
-            for kx in 0..3 {
-                // SAFETY: as above.
-                let (v0, v1) = unsafe {
-                    (
-                        _mm512_loadu_ps(row.add(kx)),
-                        _mm512_loadu_ps(row.add(kx + 16)),
-                    )
-                };
-                for (c, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: the index is below (cb + CO_BLOCK)·cin·9.
-                    let wv = unsafe {
-                        _mm512_set1_ps(*wp.add(((s.cb + c) * s.cin + ci) * 9 + ky * 3 + kx))
-                    };
-                    a[0] = _mm512_fmadd_ps(v0, wv, a[0]);
-                    a[1] = _mm512_fmadd_ps(v1, wv, a[1]);
-                }
-            }
-        }
+        // SAFETY: AVX-512F is available; [`band`] sizes the row tables
+        // and checks the weights so.
+        let acc = unsafe { row_partials::<CO_BLOCK>(s, ky) };
         for (o, a) in out.iter_mut().zip(&acc) {
             o[0] = _mm512_add_ps(o[0], a[0]);
             o[1] = _mm512_add_ps(o[1], a[1]);
@@ -421,38 +438,9 @@ unsafe fn strip_avx512(s: &Strip<'_>, sink: Sink) {
 #[target_feature(enable = "avx512f")]
 unsafe fn strip_wide_avx512(s: &Strip<'_>, sink: Sink) {
     use std::arch::x86_64::*;
-    debug_assert!((s.cin - 1) * s.prow + s.r + 2 < s.rows.len());
-    debug_assert!((s.cb + WIDE_BLOCK) * s.cin * 9 <= s.weight.len());
-    let zero = _mm512_setzero_ps();
-    let wp = s.weight.as_ptr();
     for ky in 0..3 {
-        let mut acc = [[zero; 2]; WIDE_BLOCK];
-        for ci in 0..s.cin {
-            // SAFETY: the row table's contract (see [`Strip::rows`]): the
-            // loads below read padded indices x0 .. x0 + 34.
-            let row = unsafe {
-                s.rows
-                    .get_unchecked(ci * s.prow + s.r + ky)
-                    .wrapping_add(s.x0)
-            };
-            for kx in 0..3 {
-                // SAFETY: as above.
-                let (v0, v1) = unsafe {
-                    (
-                        _mm512_loadu_ps(row.add(kx)),
-                        _mm512_loadu_ps(row.add(kx + 16)),
-                    )
-                };
-                for (c, a) in acc.iter_mut().enumerate() {
-                    // SAFETY: the index is below (cb + WIDE_BLOCK)·cin·9.
-                    let wv = unsafe {
-                        _mm512_set1_ps(*wp.add(((s.cb + c) * s.cin + ci) * 9 + ky * 3 + kx))
-                    };
-                    a[0] = _mm512_fmadd_ps(v0, wv, a[0]);
-                    a[1] = _mm512_fmadd_ps(v1, wv, a[1]);
-                }
-            }
-        }
+        // SAFETY: as in [`strip_avx512`].
+        let acc = unsafe { row_partials::<WIDE_BLOCK>(s, ky) };
         for (c, a) in acc.iter().enumerate() {
             // SAFETY: the caller's contract (see [`Sink`]).
             unsafe {
