@@ -31,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use rawgraph::nn::chroma_guided::ChromaGuided;
 use rawgraph::nn::dmdn::parse_cfa;
 use rawgraph::nn::gated_smoothing::gated_smoothing_into;
+use rawgraph::nn::logits::Logits;
 use rawgraph::nn::{Activation, BufferPool, Conv2d, Dmdn, DmdnUnet, NoiseInput, Padding, Tensor};
 
 fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
@@ -101,7 +102,7 @@ fn gate(c: &mut Criterion) {
     g.sample_size(20);
     g.throughput(Throughput::Elements((n * n) as u64));
     g.bench_function(format!("r2r6_{n}x{n}"), |b| {
-        b.iter(|| gated_smoothing_into(&y, &z, &[2, 6], &mut out).expect("gate"))
+        b.iter(|| gated_smoothing_into(&y, Logits::Full(&z), &[2, 6], &mut out).expect("gate"))
     });
     g.finish();
     // The pool keeps the temporaries between rounds, as the tiler's does.
@@ -122,7 +123,7 @@ fn gate(c: &mut Criterion) {
     g.bench_function(format!("gf_r2r4_{n}x{n}"), |b| {
         b.iter(|| {
             filters
-                .run_into(&y, &noise, &z, None, &pool, &mut out)
+                .run_into(&y, &noise, Logits::Full(&z), None, &pool, &mut out)
                 .expect("chroma")
         })
     });
@@ -135,7 +136,14 @@ fn gate(c: &mut Criterion) {
     g.bench_function(format!("gf_r2r4r8_lum_r2r4r8_{n}x{n}"), |b| {
         b.iter(|| {
             filters
-                .run_into(&y, &noise, &z3, Some(&zl), &pool, &mut out)
+                .run_into(
+                    &y,
+                    &noise,
+                    Logits::Full(&z3),
+                    Some(Logits::Full(&zl)),
+                    &pool,
+                    &mut out,
+                )
                 .expect("chroma")
         })
     });
@@ -144,7 +152,14 @@ fn gate(c: &mut Criterion) {
     g.bench_function(format!("gf_half_r2r4r8_lum_r2r4r8_{n}x{n}"), |b| {
         b.iter(|| {
             filters
-                .run_into(&y, &noise, &z3, Some(&zl), &pool, &mut out)
+                .run_into(
+                    &y,
+                    &noise,
+                    Logits::Full(&z3),
+                    Some(Logits::Full(&zl)),
+                    &pool,
+                    &mut out,
+                )
                 .expect("chroma")
         })
     });

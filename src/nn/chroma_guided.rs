@@ -110,6 +110,7 @@
 //! (~20 %), `L` and `C` (~10 %), the recombination (~7 %).
 
 use super::gated_smoothing::exp_nonpos;
+use super::logits::{LogitRows, Logits};
 use super::window_sums::window_sums;
 use super::{BufferPool, Tensor};
 use crate::error::{Error, Result};
@@ -267,8 +268,8 @@ impl ChromaGuided {
         &self,
         y: &Tensor,
         noise: &Tensor,
-        z: &Tensor,
-        zl: Option<&Tensor>,
+        z: Logits<'_>,
+        zl: Option<Logits<'_>>,
         pool: &BufferPool,
         out: &mut Tensor,
     ) -> Result<()> {
@@ -325,8 +326,8 @@ unsafe fn run_avx512(
     p: &ChromaGuided,
     y: &Tensor,
     noise: &Tensor,
-    z: &Tensor,
-    zl: Option<&Tensor>,
+    z: Logits<'_>,
+    zl: Option<Logits<'_>>,
     pool: &BufferPool,
     out: &mut Tensor,
 ) {
@@ -340,8 +341,8 @@ unsafe fn run_avx2(
     p: &ChromaGuided,
     y: &Tensor,
     noise: &Tensor,
-    z: &Tensor,
-    zl: Option<&Tensor>,
+    z: Logits<'_>,
+    zl: Option<Logits<'_>>,
     pool: &BufferPool,
     out: &mut Tensor,
 ) {
@@ -397,8 +398,8 @@ fn run(
     p: &ChromaGuided,
     y: &Tensor,
     noise: &Tensor,
-    z: &Tensor,
-    zl: Option<&Tensor>,
+    z: Logits<'_>,
+    zl: Option<Logits<'_>>,
     pool: &BufferPool,
     out: &mut Tensor,
 ) {
@@ -446,49 +447,58 @@ fn strips(h: usize, m: usize) -> impl Iterator<Item = ((usize, usize), (usize, u
     })
 }
 
-/// Softmax(0, z_1..z_K) of the logit planes `z` over `span`: `K + 1`
-/// weight planes from `pool`.
+/// Softmax(0, z_1..z_K) of the logit planes `z` on rows `y0..y1` (`w`
+/// wide): `K + 1` weight planes of `(y1 - y0) w` values from `pool`.
 #[inline(always)]
-fn softmax_planes(z: &Tensor, span: &std::ops::Range<usize>, pool: &BufferPool) -> Vec<Vec<f32>> {
-    let k = z.shape()[1];
-    let n = span.len();
-    let mut mx = buf(pool, n);
-    let mut sum = buf(pool, n);
-    let mut wts: Vec<Vec<f32>> = (0..=k).map(|_| buf(pool, n)).collect();
-    softmax_into(z, span, (&mut mx, &mut sum), &mut wts);
+fn softmax_planes(
+    z: Logits<'_>,
+    (y0, y1): (usize, usize),
+    w: usize,
+    pool: &BufferPool,
+) -> Vec<Vec<f32>> {
+    let k = z.planes();
+    let mut mx = buf(pool, w);
+    let mut sum = buf(pool, w);
+    let mut zb: Vec<Vec<f32>> = (0..k).map(|_| buf(pool, w)).collect();
+    let mut wts: Vec<Vec<f32>> = (0..=k).map(|_| buf(pool, (y1 - y0) * w)).collect();
+    for yy in y0..y1 {
+        let zr = z.rows(yy, w, &mut zb);
+        softmax_into(&zr, k, (&mut mx, &mut sum), &mut wts, (yy - y0) * w);
+    }
     pool.give_vec(mx);
     pool.give_vec(sum);
+    zb.into_iter().for_each(|v| pool.give_vec(v));
     wts
 }
 
-/// Softmax(0, z_1..z_K) of the logit planes `z` over `span` into the first
-/// `span.len()` values of the `K + 1` planes `wts`; `mx` and `sum` are
-/// scratch of at least that length.
+/// Softmax(0, z_1..z_K) of one row of the `K` logit planes `z` (`n =
+/// mx.len()` values each) into values `off..off + n` of the `K + 1`
+/// planes `wts`; `mx` and `sum` are scratch.
 #[inline(always)]
 fn softmax_into(
-    z: &Tensor,
-    span: &std::ops::Range<usize>,
+    z: &LogitRows<'_>,
+    k: usize,
     (mx, sum): (&mut [f32], &mut [f32]),
     wts: &mut [Vec<f32>],
+    off: usize,
 ) {
-    let k = z.shape()[1];
-    let n = span.len();
-    let (mx, sum) = (&mut mx[..n], &mut sum[..n]);
+    let n = mx.len();
+    let at = off..off + n;
     mx.fill(0.0);
     for j in 0..k {
         mx.iter_mut()
-            .zip(rows(z, j, span))
+            .zip(z.get(j))
             .for_each(|(m, &v)| *m = m.max(v));
     }
-    wts[0][..n]
+    wts[0][at.clone()]
         .iter_mut()
         .zip(mx.iter())
         .for_each(|(e, &m)| *e = exp_nonpos(-m));
-    sum.copy_from_slice(&wts[0][..n]);
+    sum.copy_from_slice(&wts[0][at.clone()]);
     for j in 0..k {
-        wts[j + 1][..n]
+        wts[j + 1][at.clone()]
             .iter_mut()
-            .zip(rows(z, j, span))
+            .zip(z.get(j))
             .zip(mx.iter())
             .zip(sum.iter_mut())
             .for_each(|(((e, &v), &m), s)| {
@@ -498,7 +508,7 @@ fn softmax_into(
     }
     sum.iter_mut().for_each(|s| *s = 1.0 / *s);
     for wt in wts[..=k].iter_mut() {
-        wt[..n]
+        wt[at.clone()]
             .iter_mut()
             .zip(sum.iter())
             .for_each(|(e, &s)| *e *= s);
@@ -649,7 +659,7 @@ fn start_blends(
 #[inline(always)]
 fn strip(
     p: &ChromaGuided,
-    (y, noise, z, zl): (&Tensor, &Tensor, &Tensor, Option<&Tensor>),
+    (y, noise, z, zl): (&Tensor, &Tensor, Logits<'_>, Option<Logits<'_>>),
     range: (usize, usize),
     keep: (usize, usize),
     pool: &BufferPool,
@@ -686,8 +696,8 @@ fn strip(
         }
     }
     // The blend weights on the kept rows: softmax(0, z), softmax(0, zl).
-    let wts = softmax_planes(z, &(keep.0 * w..keep.1 * w), pool);
-    let wls = zl.map(|t| softmax_planes(t, &(keep.0 * w..keep.1 * w), pool));
+    let wts = softmax_planes(z, keep, w, pool);
+    let wls = zl.map(|t| softmax_planes(t, keep, w, pool));
     let (mut acc0, mut acc1, mut accl) = start_blends(
         (&wts, wls.as_deref()),
         (&c0[kept.clone()], &c1[kept.clone()], &lum[kept.clone()]),
@@ -855,6 +865,9 @@ struct HalfScratch {
     /// One output row's chroma and luminance weights (`K + 1`, `M + 1`).
     wts: Vec<Vec<f32>>,
     wls: Vec<Vec<f32>>,
+    /// One output row of each packed logit plane, interleaved
+    /// ([`Logits::rows`]; `max(K, M)` rows `W` wide).
+    zrow: Vec<Vec<f32>>,
 }
 
 impl HalfScratch {
@@ -903,6 +916,9 @@ impl HalfScratch {
             row: std::array::from_fn(|_| plane(w)),
             wts: (0..=p.radii.len()).map(|_| plane(w)).collect(),
             wls: (0..=p.lum_filters()).map(|_| plane(w)).collect(),
+            zrow: (0..p.radii.len().max(p.lum_filters()))
+                .map(|_| plane(w))
+                .collect(),
         }
     }
 
@@ -935,7 +951,7 @@ impl HalfScratch {
 #[inline(always)]
 fn strip_half(
     p: &ChromaGuided,
-    (y, noise, z, zl): (&Tensor, &Tensor, &Tensor, Option<&Tensor>),
+    (y, noise, z, zl): (&Tensor, &Tensor, Logits<'_>, Option<Logits<'_>>),
     range: (usize, usize),
     keep: (usize, usize),
     (sc, bx): (&mut HalfScratch, &mut BoxScratch),
@@ -1038,9 +1054,11 @@ fn strip_half(
         let [lum, c0, c1, acc0, acc1, accl, mx, sum] = &mut sc.row;
         lum_chroma(y, &span, (lum, c0, c1));
         // the blend weights: softmax(0, z), softmax(0, zl)
-        softmax_into(z, &span, (mx, sum), &mut sc.wts);
+        let zr = z.rows(a + yy, w, &mut sc.zrow);
+        softmax_into(&zr, z.planes(), (mx, sum), &mut sc.wts, 0);
         if let Some(t) = zl {
-            softmax_into(t, &span, (mx, sum), &mut sc.wls);
+            let zr = t.rows(a + yy, w, &mut sc.zrow);
+            softmax_into(&zr, t.planes(), (mx, sum), &mut sc.wls, 0);
         }
         // (C'_0, C'_1, L') started at (w_0 C_0, w_0 C_1, wl_0 L)
         acc0.iter_mut()
@@ -1329,8 +1347,15 @@ mod tests {
         let (y, n, z, zl) = frame(h, w, seed);
         let zl = p.lum.as_ref().map(|_| &zl);
         let mut out = Tensor::zeros(y.shape()).expect("out");
-        p.run_into(&y, &n, &z, zl, &BufferPool::new(), &mut out)
-            .expect("run");
+        p.run_into(
+            &y,
+            &n,
+            Logits::Full(&z),
+            zl.map(Logits::Full),
+            &BufferPool::new(),
+            &mut out,
+        )
+        .expect("run");
         let want = reference(p, &y, &n, &z, zl);
         let worst = out
             .data()
@@ -1361,10 +1386,17 @@ mod tests {
         let mut a = Tensor::zeros(y.shape()).expect("out");
         let mut b = Tensor::zeros(y.shape()).expect("out");
         stage()
-            .run_into(&y, &n, &z, None, &pool, &mut a)
+            .run_into(&y, &n, Logits::Full(&z), None, &pool, &mut a)
             .expect("run");
         stage_lum()
-            .run_into(&y, &n, &z, Some(&zl), &pool, &mut b)
+            .run_into(
+                &y,
+                &n,
+                Logits::Full(&z),
+                Some(Logits::Full(&zl)),
+                &pool,
+                &mut b,
+            )
             .expect("run");
         let most = a
             .data()
@@ -1388,8 +1420,15 @@ mod tests {
         let (y, n, z, zl) = frame_k(h, w, 2, p.radii.len(), p.lum_filters().max(1));
         let pool = BufferPool::new();
         let mut whole = Tensor::zeros(y.shape()).expect("out");
-        p.run_into(&y, &n, &z, p.lum.as_ref().map(|_| &zl), &pool, &mut whole)
-            .expect("run");
+        p.run_into(
+            &y,
+            &n,
+            Logits::Full(&z),
+            p.lum.as_ref().map(|_| Logits::Full(&zl)),
+            &pool,
+            &mut whole,
+        )
+        .expect("run");
         // windows at even offsets (the noise map is at half resolution)
         for (oy, ox, th, tw) in [(10, 12, 24, 30), (4, 2, h - 8, 40), (0, 0, 40, w)] {
             let cut = |t: &Tensor, ch: usize, s: usize| {
@@ -1413,8 +1452,8 @@ mod tests {
             p.run_into(
                 &yt,
                 &nt,
-                &zt,
-                p.lum.as_ref().map(|_| &zlt),
+                Logits::Full(&zt),
+                p.lum.as_ref().map(|_| Logits::Full(&zlt)),
                 &pool,
                 &mut tile,
             )
@@ -1568,6 +1607,30 @@ mod tests {
             .expect("params")
     }
 
+    /// Packed logits (the 1x1 convs' planes before `pixel_shuffle`) give
+    /// their full-resolution planes' bits, on the full- and the
+    /// half-resolution paths, over several strips.
+    #[test]
+    fn packed_logits_give_the_full_planes_bits() {
+        for p in [stage(), stage_lum(), stage_half()] {
+            let kl = p.lum_filters().max(1);
+            let (y, n, z, zl) = frame_k(2 * STRIP + 14, 22, 5, p.radii.len(), kl);
+            let lum = p.lum.is_some();
+            let pool = BufferPool::new();
+            let mut a = Tensor::zeros(y.shape()).expect("out");
+            let zlf = lum.then_some(Logits::Full(&zl));
+            p.run_into(&y, &n, Logits::Full(&z), zlf, &pool, &mut a)
+                .expect("full");
+            let zp = crate::nn::shuffle::pixel_unshuffle(&z, 2).expect("zp");
+            let zlp = crate::nn::shuffle::pixel_unshuffle(&zl, 2).expect("zlp");
+            let mut b = Tensor::zeros(y.shape()).expect("out");
+            let zlq = lum.then_some(Logits::Packed(&zlp));
+            p.run_into(&y, &n, Logits::Packed(&zp), zlq, &pool, &mut b)
+                .expect("packed");
+            assert!(a.data() == b.data(), "lum {lum}, subsample {}", p.subsample);
+        }
+    }
+
     /// The half-resolution stage against [`reference_half`], on a frame
     /// smaller than the windows and on one taller than a strip.
     #[test]
@@ -1576,8 +1639,15 @@ mod tests {
         for (h, w, seed) in [(14, 20, 3), (2 * STRIP + 12, 10, 4)] {
             let (y, n, z, zl) = frame_k(h, w, seed, 3, 2);
             let mut out = Tensor::zeros(y.shape()).expect("out");
-            p.run_into(&y, &n, &z, Some(&zl), &BufferPool::new(), &mut out)
-                .expect("run");
+            p.run_into(
+                &y,
+                &n,
+                Logits::Full(&z),
+                Some(Logits::Full(&zl)),
+                &BufferPool::new(),
+                &mut out,
+            )
+            .expect("run");
             let want = reference_half(&p, &y, &n, &z, Some(&zl));
             let worst = out
                 .data()
@@ -1592,8 +1662,15 @@ mod tests {
                 subsample: 1,
                 ..p.clone()
             };
-            pf.run_into(&y, &n, &z, Some(&zl), &BufferPool::new(), &mut full)
-                .expect("run");
+            pf.run_into(
+                &y,
+                &n,
+                Logits::Full(&z),
+                Some(Logits::Full(&zl)),
+                &BufferPool::new(),
+                &mut full,
+            )
+            .expect("run");
             assert!(out.max_abs_diff(&full) > 1e-4, "{h}x{w}");
         }
     }
@@ -1607,19 +1684,47 @@ mod tests {
         let (y, n, z, zl) = frame_k(STRIP + 46, 62, 9, 3, 2);
         let pool = BufferPool::new();
         let mut base = Tensor::zeros(y.shape()).expect("out");
-        run(&p, &y, &n, &z, Some(&zl), &pool, &mut base);
+        run(
+            &p,
+            &y,
+            &n,
+            Logits::Full(&z),
+            Some(Logits::Full(&zl)),
+            &pool,
+            &mut base,
+        );
         #[cfg(target_arch = "x86_64")]
         {
             if is_x86_feature_detected!("avx2") {
                 let mut o = Tensor::zeros(y.shape()).expect("out");
                 // SAFETY: the CPU supports AVX2 (checked above).
-                unsafe { run_avx2(&p, &y, &n, &z, Some(&zl), &pool, &mut o) };
+                unsafe {
+                    run_avx2(
+                        &p,
+                        &y,
+                        &n,
+                        Logits::Full(&z),
+                        Some(Logits::Full(&zl)),
+                        &pool,
+                        &mut o,
+                    )
+                };
                 assert!(o.data() == base.data(), "AVX2 differs");
             }
             if is_x86_feature_detected!("avx512f") {
                 let mut o = Tensor::zeros(y.shape()).expect("out");
                 // SAFETY: the CPU supports AVX-512F (checked above).
-                unsafe { run_avx512(&p, &y, &n, &z, Some(&zl), &pool, &mut o) };
+                unsafe {
+                    run_avx512(
+                        &p,
+                        &y,
+                        &n,
+                        Logits::Full(&z),
+                        Some(Logits::Full(&zl)),
+                        &pool,
+                        &mut o,
+                    )
+                };
                 assert!(o.data() == base.data(), "AVX-512 differs");
             }
         }
@@ -1637,7 +1742,7 @@ mod tests {
         assert!(half.clone().with_lum(vec![2, 1], 0.25).is_err());
         let (y, n, z, _) = frame(15, 16, 4);
         let mut out = Tensor::zeros(y.shape()).expect("out");
-        let r = half.run_into(&y, &n, &z, None, &BufferPool::new(), &mut out);
+        let r = half.run_into(&y, &n, Logits::Full(&z), None, &BufferPool::new(), &mut out);
         assert!(r.is_err_and(|e| e.to_string().contains("even height")));
     }
 
@@ -1666,21 +1771,49 @@ mod tests {
         let (y, n, z, zl) = frame_k(STRIP + 45, 61, 9, 3, 3);
         let pool = BufferPool::new();
         let mut base = Tensor::zeros(y.shape()).expect("out");
-        run(&p, &y, &n, &z, Some(&zl), &pool, &mut base);
+        run(
+            &p,
+            &y,
+            &n,
+            Logits::Full(&z),
+            Some(Logits::Full(&zl)),
+            &pool,
+            &mut base,
+        );
         #[cfg(target_arch = "x86_64")]
         {
             let mut checked = 0;
             if is_x86_feature_detected!("avx2") {
                 let mut o = Tensor::zeros(y.shape()).expect("out");
                 // SAFETY: the CPU supports AVX2 (checked above).
-                unsafe { run_avx2(&p, &y, &n, &z, Some(&zl), &pool, &mut o) };
+                unsafe {
+                    run_avx2(
+                        &p,
+                        &y,
+                        &n,
+                        Logits::Full(&z),
+                        Some(Logits::Full(&zl)),
+                        &pool,
+                        &mut o,
+                    )
+                };
                 assert!(o.data() == base.data(), "AVX2 differs");
                 checked += 1;
             }
             if is_x86_feature_detected!("avx512f") {
                 let mut o = Tensor::zeros(y.shape()).expect("out");
                 // SAFETY: the CPU supports AVX-512F (checked above).
-                unsafe { run_avx512(&p, &y, &n, &z, Some(&zl), &pool, &mut o) };
+                unsafe {
+                    run_avx512(
+                        &p,
+                        &y,
+                        &n,
+                        Logits::Full(&z),
+                        Some(Logits::Full(&zl)),
+                        &pool,
+                        &mut o,
+                    )
+                };
                 assert!(o.data() == base.data(), "AVX-512 differs");
                 checked += 1;
             }
@@ -1695,8 +1828,15 @@ mod tests {
         let z = Tensor::from_vec([1, 2, 16, 16], vec![-200.0; 2 * 256]).expect("z");
         for (p, zl) in [(stage(), None), (stage_lum(), Some(&z))] {
             let mut out = Tensor::zeros(y.shape()).expect("out");
-            p.run_into(&y, &n, &z, zl, &BufferPool::new(), &mut out)
-                .expect("run");
+            p.run_into(
+                &y,
+                &n,
+                Logits::Full(&z),
+                zl.map(Logits::Full),
+                &BufferPool::new(),
+                &mut out,
+            )
+            .expect("run");
             let worst = out
                 .data()
                 .iter()
@@ -1780,17 +1920,52 @@ mod tests {
         let mut out = Tensor::zeros(y.shape()).expect("out");
         let pool = BufferPool::new();
         let z1 = Tensor::zeros([1, 1, 16, 16]).expect("z");
-        assert!(p.run_into(&y, &n, &z1, None, &pool, &mut out).is_err());
+        assert!(p
+            .run_into(&y, &n, Logits::Full(&z1), None, &pool, &mut out)
+            .is_err());
         let n1 = Tensor::zeros([1, 1, 7, 8]).expect("noise");
-        assert!(p.run_into(&y, &n1, &z, None, &pool, &mut out).is_err());
+        assert!(p
+            .run_into(&y, &n1, Logits::Full(&z), None, &pool, &mut out)
+            .is_err());
         let mut o1 = Tensor::zeros([1, 3, 16, 15]).expect("out");
-        assert!(p.run_into(&y, &n, &z, None, &pool, &mut o1).is_err());
+        assert!(p
+            .run_into(&y, &n, Logits::Full(&z), None, &pool, &mut o1)
+            .is_err());
         // luminance logits: refused without the stage, required (and of
         // the stage's plane count) with it
-        assert!(p.run_into(&y, &n, &z, Some(&zl), &pool, &mut out).is_err());
+        assert!(p
+            .run_into(
+                &y,
+                &n,
+                Logits::Full(&z),
+                Some(Logits::Full(&zl)),
+                &pool,
+                &mut out
+            )
+            .is_err());
         let pl = stage_lum();
-        assert!(pl.run_into(&y, &n, &z, None, &pool, &mut out).is_err());
-        assert!(pl.run_into(&y, &n, &z, Some(&z1), &pool, &mut out).is_err());
-        assert!(pl.run_into(&y, &n, &z, Some(&zl), &pool, &mut out).is_ok());
+        assert!(pl
+            .run_into(&y, &n, Logits::Full(&z), None, &pool, &mut out)
+            .is_err());
+        assert!(pl
+            .run_into(
+                &y,
+                &n,
+                Logits::Full(&z),
+                Some(Logits::Full(&z1)),
+                &pool,
+                &mut out
+            )
+            .is_err());
+        assert!(pl
+            .run_into(
+                &y,
+                &n,
+                Logits::Full(&z),
+                Some(Logits::Full(&zl)),
+                &pool,
+                &mut out
+            )
+            .is_ok());
     }
 }

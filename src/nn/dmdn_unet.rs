@@ -166,6 +166,7 @@ use super::chroma_guided::ChromaGuided;
 use super::classical_base::ClassicalBase;
 use super::fullres_tail::{fullres_tail, TailInputs};
 use super::gated_smoothing::{gated_smoothing_into, MAX_BOXES, MAX_RADIUS};
+use super::logits::Logits;
 use super::shuffle::{pixel_shuffle_add_pooled, pixel_shuffle_pooled, pixel_unshuffle_extend};
 use super::{Activation, BufferPool, Conv2d, Padding, Tensor, Weights};
 use crate::error::{Error, Result};
@@ -744,15 +745,17 @@ impl DmdnUnet {
         let d1 = step(&self.d1, s1, relu)?;
         let u = self.head.forward_pooled(&d1, none, pool)?;
         let logits = match &self.gate {
-            Some(g) => Some(up2(g, &d1, none)?),
+            Some(g) => Some(g.forward_pooled(&d1, none, pool)?),
             None => None,
         };
+        // the smoothing stages read their logits packed (as the 1x1 convs
+        // leave them, `Logits::Packed`), one interleaved row at a time
         let chroma_logits = match &self.chroma {
-            Some((g, _)) => Some(up2(g, &d1, none)?),
+            Some((g, _)) => Some(g.forward_pooled(&d1, none, pool)?),
             None => None,
         };
         let lum_logits = match &self.lgate {
-            Some(g) => Some(up2(g, &d1, none)?),
+            Some(g) => Some(g.forward_pooled(&d1, none, pool)?),
             None => None,
         };
         let g = match &base {
@@ -792,12 +795,19 @@ impl DmdnUnet {
         match logits {
             Some(z) => {
                 let mut out = spare(base)?;
-                gated_smoothing_into(&y, &z, &self.cfg.gate_radii, &mut out)?;
+                gated_smoothing_into(&y, Logits::Packed(&z), &self.cfg.gate_radii, &mut out)?;
                 pool.give(z);
                 match (&self.chroma, chroma_logits) {
                     (Some((_, filters)), Some(zc)) => {
                         // `y` is dead: it holds the output.
-                        filters.run_into(&out, noise, &zc, lum_logits.as_ref(), pool, &mut y)?;
+                        filters.run_into(
+                            &out,
+                            noise,
+                            Logits::Packed(&zc),
+                            lum_logits.as_ref().map(Logits::Packed),
+                            pool,
+                            &mut y,
+                        )?;
                         pool.give(out);
                         pool.give(zc);
                         if let Some(zl) = lum_logits {

@@ -37,6 +37,7 @@
 //! and vectorises; [`gated_smoothing_into`] runs an AVX-512 or AVX2 build
 //! of the same operations (bit for bit the baseline's) when the CPU has it.
 
+use super::logits::Logits;
 use super::window_sums::window_sums;
 use super::Tensor;
 use crate::error::{Error, Result};
@@ -271,16 +272,18 @@ fn add_row(acc: &mut [i32], row: &[i32]) {
 /// `K = radii.len()`): see the module doc.
 pub fn gated_smoothing(y: &Tensor, z: &Tensor, radii: &[usize]) -> Result<Tensor> {
     let mut out = Tensor::zeros(y.shape())?;
-    gated_smoothing_into(y, z, radii, &mut out)?;
+    gated_smoothing_into(y, Logits::Full(z), radii, &mut out)?;
     Ok(out)
 }
 
 /// [`gated_smoothing`] into `out` (the shape of `y`; every value is
-/// overwritten, so any dead tensor of that shape serves). Row at a time:
-/// row buffers only, no full-size temporaries.
+/// overwritten, so any dead tensor of that shape serves), the logits at
+/// full resolution or packed as the gate's 1x1 conv leaves them
+/// ([`Logits`]; the same values). Row at a time: row buffers only, no
+/// full-size temporaries.
 pub fn gated_smoothing_into(
     y: &Tensor,
-    z: &Tensor,
+    z: Logits<'_>,
     radii: &[usize],
     out: &mut Tensor,
 ) -> Result<()> {
@@ -319,7 +322,7 @@ pub fn gated_smoothing_into(
 /// as [`smooth_avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn smooth_avx512(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
+unsafe fn smooth_avx512(y: &Tensor, z: Logits<'_>, radii: &[usize], out: &mut Tensor) {
     smooth(y, z, radii, out)
 }
 
@@ -327,13 +330,13 @@ unsafe fn smooth_avx512(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tenso
 /// order, no FMA, so bit for bit the result of the baseline build).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn smooth_avx2(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
+unsafe fn smooth_avx2(y: &Tensor, z: Logits<'_>, radii: &[usize], out: &mut Tensor) {
     smooth(y, z, radii, out)
 }
 
 /// The body of [`gated_smoothing_into`], shapes and radii checked.
 #[inline(always)]
-fn smooth(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
+fn smooth(y: &Tensor, z: Logits<'_>, radii: &[usize], out: &mut Tensor) {
     let [_, c, h, w] = y.shape();
     let k = radii.len();
     let reach = radii.iter().copied().max().unwrap_or(0);
@@ -344,8 +347,11 @@ fn smooth(y: &Tensor, z: &Tensor, radii: &[usize], out: &mut Tensor) {
     let mut wts = vec![0f32; (k + 1) * w];
     let mut mx = vec![0f32; w];
     let mut sum = vec![0f32; w];
+    // one row of each packed logit plane ([`Logits::rows`])
+    let mut zb = vec![vec![0f32; w]; k];
     for yy in 0..h {
-        let zrow = |j: usize| &z.plane(0, j)[yy * w..(yy + 1) * w];
+        let zr = z.rows(yy, w, &mut zb);
+        let zrow = |j: usize| zr.get(j);
         // softmax(0, z): the max of (0, z) subtracted before exp.
         mx.fill(0.0);
         for j in 0..k {
@@ -496,7 +502,7 @@ mod tests {
         let z = Tensor::from_vec([1, 2, h, w], z).expect("shape");
         let mut a = Tensor::zeros(y.shape()).expect("shape");
         let mut b = Tensor::zeros(y.shape()).expect("shape");
-        smooth(&y, &z, &[2, 6], &mut a);
+        smooth(&y, Logits::Full(&z), &[2, 6], &mut a);
         let same = |a: &Tensor, b: &Tensor| {
             a.data()
                 .iter()
@@ -504,13 +510,13 @@ mod tests {
                 .all(|(p, q)| p.to_bits() == q.to_bits())
         };
         // SAFETY: AVX2 checked above.
-        unsafe { smooth_avx2(&y, &z, &[2, 6], &mut b) };
+        unsafe { smooth_avx2(&y, Logits::Full(&z), &[2, 6], &mut b) };
         assert!(same(&a, &b));
         assert!(a.max_abs_diff(&y) > 1e-3);
         if is_x86_feature_detected!("avx512f") {
             let mut c = Tensor::zeros(y.shape()).expect("shape");
             // SAFETY: AVX-512F checked above.
-            unsafe { smooth_avx512(&y, &z, &[2, 6], &mut c) };
+            unsafe { smooth_avx512(&y, Logits::Full(&z), &[2, 6], &mut c) };
             assert!(same(&a, &c));
         } else {
             eprintln!("SKIPPED (AVX-512 part): no AVX-512F");

@@ -40,6 +40,7 @@ pub mod dmdn_unet;
 pub mod fullres_tail;
 pub mod gated_smoothing;
 pub mod hdrnet;
+pub mod logits;
 pub mod pool;
 pub mod shuffle;
 pub mod sky_seg;
