@@ -867,17 +867,36 @@ mod tests {
                     .filter(|k| k.available())
                     .map(Some),
             );
-            let run = |k: Option<Kernel>| match k {
-                None => by_bands(&c, &x, rows_gemm, |x, o| c.band_gemm(x, o, act)),
-                Some(k) => by_bands(&c, &x, rows_direct, |x, o| c.band_direct(x, o, act, k)),
+            // one output buffer for all runs (no allocation or first-touch
+            // in the timings)
+            let (h, w) = (hw, hw);
+            let mut out = vec![0f32; c.cout * h * w];
+            let mut run = |k: Option<Kernel>| {
+                let rows = if k.is_some() { rows_direct } else { rows_gemm };
+                let t0 = Instant::now();
+                for y0 in (0..h).step_by(rows) {
+                    let band = Band {
+                        b: 0,
+                        y0,
+                        y1: (y0 + rows).min(h),
+                        wo: w,
+                        plane_out: h * w,
+                        dst: out[y0 * w..].as_mut_ptr(),
+                    };
+                    match k {
+                        None => c.band_gemm(&x, band, act),
+                        Some(k) => c.band_direct(&x, band, act, k),
+                    }
+                }
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                (ms, out.clone())
             };
-            let want = run(None);
+            let want = run(None).1;
             let mut times = vec![Vec::new(); runs.len()];
             for _ in 0..5 {
                 for (&k, t) in runs.iter().zip(&mut times) {
-                    let t0 = Instant::now();
-                    let got = run(k);
-                    t.push(t0.elapsed().as_secs_f64() * 1e3);
+                    let (ms, got) = run(k);
+                    t.push(ms);
                     assert!(got
                         .iter()
                         .zip(&want)
@@ -886,8 +905,9 @@ mod tests {
             }
             for (k, t) in runs.iter().zip(&mut times) {
                 t.sort_by(f64::total_cmp);
+                let k = k.map_or("GEMM".to_string(), |k| format!("{k:?}"));
                 eprintln!(
-                    "{name} {hw}x{hw}: {k:>14?} median {:8.2} ms (min {:8.2})",
+                    "{name} {hw}x{hw}: {k:>6} median {:8.2} ms (min {:8.2})",
                     t[2], t[0]
                 );
             }

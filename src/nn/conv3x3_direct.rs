@@ -32,20 +32,21 @@
 //! accumulators, 2 input vectors, a weight) while 12 are left, else 4 as
 //! 4 x 16; the running output in the destination ([`strip_avx2`]).
 //! Measured on this machine (AMD EPYC family 26 (Zen 5), 2 vCPUs, AVX2
-//! forced; load ~4 from a training job; 1 thread, medians of 5; `gemm`
-//! built without its `x86-v4` feature, i.e. the GEMM of AVX2-only CPUs;
-//! `cargo test --release --lib nn::conv2d::tests::direct_3x3_timing --
-//! --ignored --nocapture`). Blockings, ms for e1a 16<-5 at 832x832, e1b/d1
-//! 16<-16 at 832x832, e2b/d2 32<-32 at 416x416, fr1 8<-9 at 1664x1664:
-//! GEMM 30.0 / 54.8 / 35.3 / 89.7; 4 x 16 everywhere 27.5 / 49.5 / 32.4 /
-//! 75.2; 6 x 16 (as shipped) 30.2 (min 25.8) / 46.8 / 28.9 / 72.7; 8 x 8
-//! 29.1 / 56.3 / 36.0 / 79.4; 2 x 32 (earlier run) 5-15 % slower than
-//! 4 x 16; 3 x 32 and 4 x 32 (12 or 16 accumulators plus 4 input vectors:
-//! spills) 1.2-2.6x slower. A later, noisier run, GEMM -> 6 x 16: 33.2 ->
-//! 28.6, 71.1 -> 57.9, 42.6 -> 29.8, 93.2 -> 78.1. Whole frame,
-//! `RAYON_NUM_THREADS=1 rawgraph bench --synthetic 4000x3000 -p
-//! pipelines/learned_fastd.yaml --iters 3 --warmup 1` with the AVX-512
-//! kernels switched off (a temporary switch, since removed) and that
+//! forced; load ~4.5 from a training job; 1 thread, medians of 3 runs of
+//! medians of 5; `gemm` built without its `x86-v4` feature, i.e. the GEMM
+//! of AVX2-only CPUs; `cargo test --release --lib
+//! nn::conv2d::tests::direct_3x3_timing -- --ignored --nocapture`), ms
+//! for e1a 16<-5 at 832x832, e1b/d1 16<-16 at 832x832, e2b/d2 32<-32 at
+//! 416x416, fr1 8<-9 at 1664x1664: GEMM 18.0 / 46.5 / 39.1 / 62.3; this
+//! kernel 12.9 / 33.7 / 31.4 / 44.3 (-28 / -28 / -20 / -29 %); 4 x 16
+//! for all channels 15.9 / 38.5 / 33.8 / 44.8; for comparison the AVX-512
+//! kernels 10.5 / 21.2 / 17.3 / 30.3 and the AVX-512 GEMM (one run) 12.0 /
+//! 27.8 / 22.0 / 45.1. Earlier runs (timings then including the output's
+//! allocation): 8 x 8 and 2 x 32 5-15 % slower than 4 x 16; 3 x 32 and
+//! 4 x 32 (12 or 16 accumulators plus 4 input vectors: spills) 1.2-2.6x
+//! slower. Whole frame, `RAYON_NUM_THREADS=1 rawgraph bench --synthetic
+//! 4000x3000 -p pipelines/learned_fastd.yaml --iters 3 --warmup 1` with
+//! the AVX-512 kernels switched off (a temporary switch, since removed) and that
 //! `gemm`: `demosaic_denoise_learned` median of 5 interleaved runs
 //! 3,223 ms on the GEMM path -> 3,013 ms (-6.5 %). Not measured on a
 //! Zen 2/3 CPU itself.
