@@ -11,15 +11,15 @@
 //! single-threaded: on this 2-core AVX-512 machine that reaches about
 //! 100 GFLOP/s for 64 channels (see benches/nn_conv.rs).
 //! Stride-1 zero-padded 3x3 layers with at most 32 output channels run on
-//! AVX-512 CPUs as a direct kernel instead ([`super::conv3x3_direct`], the
-//! same bits). One-GEMM layers (1x1, strided, K <= 512) let the GEMM
+//! AVX-512 and on AVX2 + FMA CPUs as a direct kernel instead
+//! ([`super::conv3x3_direct`], the same bits). One-GEMM layers (1x1, strided, K <= 512) let the GEMM
 //! overwrite the output and add the bias with the activation.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::conv3x3_direct::{self, DirectBand};
+use super::conv3x3_direct::{self, DirectBand, Kernel};
 use super::{Activation, BufferPool, Tensor};
 use crate::error::{Error, Result};
 
@@ -316,16 +316,16 @@ impl Conv2d {
     /// Computes one band of the output (see [`Band`]).
     fn band(&self, x: &Tensor, o: Band, act: Activation) {
         if self.direct3x3() {
-            self.band_direct(x, o, act, true);
+            self.band_direct(x, o, act, Kernel::best());
             return;
         }
         self.band_gemm(x, o, act);
     }
 
-    /// [`Self::band`] by the direct 3x3 kernel (`simd`: its AVX-512 kernel,
-    /// else its scalar twin). The layer must be one
-    /// [`conv3x3_direct::supports`].
-    fn band_direct(&self, x: &Tensor, o: Band, act: Activation, simd: bool) {
+    /// [`Self::band`] by the direct 3x3 kernel (`kernel`: its AVX-512,
+    /// AVX2 + FMA or scalar strips; one this CPU lacks runs the scalar
+    /// twin). The layer must be one [`conv3x3_direct::supports`].
+    fn band_direct(&self, x: &Tensor, o: Band, act: Activation, kernel: Kernel) {
         let plane_in = x.plane_len();
         let xs = &x.data()[o.b * self.cin * plane_in..(o.b + 1) * self.cin * plane_in];
         let a = DirectBand {
@@ -346,7 +346,7 @@ impl Conv2d {
             // SAFETY: `o.dst` is the band's output (see `band`): rows
             // y0..y1 of every plane, written by this band only; the shapes
             // are the layer's and the input's (output = input size).
-            unsafe { conv3x3_direct::band(&a, &mut s.borrow_mut(), simd) }
+            unsafe { conv3x3_direct::band(&a, &mut s.borrow_mut(), kernel) }
         });
     }
 
@@ -801,8 +801,8 @@ mod tests {
         out
     }
 
-    /// The direct 3x3 kernel (scalar twin and, where the CPU has it, the
-    /// AVX-512 one) gives the GEMM path's bits: odd sizes, borders, bands
+    /// The direct 3x3 kernel (scalar twin and, where the CPU has them, the
+    /// AVX2 + FMA and AVX-512 ones) gives the GEMM path's bits: odd sizes, borders, bands
     /// of one and several rows, ReLU and none.
     #[test]
     fn direct_3x3_equals_the_gemm_path_bit_for_bit() {
@@ -813,6 +813,8 @@ mod tests {
             ([4, 1, 3, 3], [1, 3, 5], 2),
             ([32, 32, 3, 3], [1, 6, 66], 3),
             ([12, 7, 3, 3], [1, 5, 97], 2),
+            ([20, 3, 3, 3], [1, 6, 131], 4),
+            ([28, 2, 3, 3], [2, 5, 45], 5),
         ] {
             let c = layer(shape, (h * w) as u32);
             assert!(conv3x3_direct::supports(c.cout, 3, 3, 1, 1));
@@ -820,20 +822,94 @@ mod tests {
             for act in [Activation::Relu, Activation::None] {
                 let want = by_bands(&c, &x, rows, |x, o| c.band_gemm(x, o, act));
                 assert!(want.iter().all(|v| v.is_finite()));
-                let mut simds = vec![false];
-                if conv3x3_direct::simd_available() {
-                    simds.push(true);
-                }
-                for simd in simds {
-                    let got = by_bands(&c, &x, rows, |x, o| c.band_direct(x, o, act, simd));
+                let kernels = [Kernel::Scalar, Kernel::Avx2, Kernel::Avx512];
+                for kernel in kernels.into_iter().filter(|k| k.available()) {
+                    let got = by_bands(&c, &x, rows, |x, o| c.band_direct(x, o, act, kernel));
                     for (i, (g, e)) in got.iter().zip(&want).enumerate() {
                         assert_eq!(
                             g.to_bits(),
                             e.to_bits(),
-                            "{shape:?} {act:?} simd {simd}: element {i}: {g} vs {e}"
+                            "{shape:?} {act:?} {kernel:?}: element {i}: {g} vs {e}"
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Timing (1 thread, the calling thread, medians of 5 interleaved
+    /// runs): the GEMM path against the direct kernels this CPU runs on
+    /// `fastd_raw`'s layer shapes (ReLU), checking their bits too. The
+    /// `gemm` crate uses AVX-512 where its `x86-v4` feature (Cargo.toml) is
+    /// on; build without it to time the GEMM of AVX2-only CPUs.
+    /// `cargo test --release --lib nn::conv2d::tests::direct_3x3_timing --
+    /// --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn direct_3x3_timing() {
+        use std::time::Instant;
+        for (name, shape, hw) in [
+            ("e1a 16<-5", [16, 5, 3, 3], 832),
+            ("e1b/d1 16<-16", [16, 16, 3, 3], 832),
+            ("e2b/d2 32<-32", [32, 32, 3, 3], 416),
+            ("fr1 8<-9", [8, 9, 3, 3], 1664),
+        ] {
+            let c = layer(shape, 5);
+            let x = input([1, shape[1], hw, hw]);
+            let rows_direct = ((BAND_SCRATCH / c.cin).max(BAND_PIXELS) / hw).max(1);
+            let rows_gemm = ((BAND_SCRATCH / (c.cin * 9)).max(BAND_PIXELS) / hw).max(1);
+            let act = Activation::Relu;
+            // None: the GEMM path
+            let mut runs = vec![None];
+            runs.extend(
+                [Kernel::Avx512, Kernel::Avx2]
+                    .into_iter()
+                    .filter(|k| k.available())
+                    .map(Some),
+            );
+            // one output buffer for all runs (no allocation or first-touch
+            // in the timings)
+            let (h, w) = (hw, hw);
+            let mut out = vec![0f32; c.cout * h * w];
+            let mut run = |k: Option<Kernel>| {
+                let rows = if k.is_some() { rows_direct } else { rows_gemm };
+                let t0 = Instant::now();
+                for y0 in (0..h).step_by(rows) {
+                    let band = Band {
+                        b: 0,
+                        y0,
+                        y1: (y0 + rows).min(h),
+                        wo: w,
+                        plane_out: h * w,
+                        dst: out[y0 * w..].as_mut_ptr(),
+                    };
+                    match k {
+                        None => c.band_gemm(&x, band, act),
+                        Some(k) => c.band_direct(&x, band, act, k),
+                    }
+                }
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                (ms, out.clone())
+            };
+            let want = run(None).1;
+            let mut times = vec![Vec::new(); runs.len()];
+            for _ in 0..5 {
+                for (&k, t) in runs.iter().zip(&mut times) {
+                    let (ms, got) = run(k);
+                    t.push(ms);
+                    assert!(got
+                        .iter()
+                        .zip(&want)
+                        .all(|(g, e)| g.to_bits() == e.to_bits()));
+                }
+            }
+            for (k, t) in runs.iter().zip(&mut times) {
+                t.sort_by(f64::total_cmp);
+                let k = k.map_or("GEMM".to_string(), |k| format!("{k:?}"));
+                eprintln!(
+                    "{name} {hw}x{hw}: {k:>6} median {:8.2} ms (min {:8.2})",
+                    t[2], t[0]
+                );
             }
         }
     }
