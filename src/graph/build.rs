@@ -26,6 +26,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("hdrnet", include_str!("../../pipelines/hdrnet.yaml")),
     ("learned", include_str!("../../pipelines/learned.yaml")),
     (
+        "learned_fast",
+        include_str!("../../pipelines/learned_fast.yaml"),
+    ),
+    (
         "learned_fastc",
         include_str!("../../pipelines/learned_fastc.yaml"),
     ),
