@@ -744,12 +744,12 @@ impl DmdnUnet {
         pool.give(e1);
         let d1 = step(&self.d1, s1, relu)?;
         let u = self.head.forward_pooled(&d1, none, pool)?;
+        // the smoothing stages read their logits packed (as the 1x1 convs
+        // leave them, `Logits::Packed`), one interleaved row at a time
         let logits = match &self.gate {
             Some(g) => Some(g.forward_pooled(&d1, none, pool)?),
             None => None,
         };
-        // the smoothing stages read their logits packed (as the 1x1 convs
-        // leave them, `Logits::Packed`), one interleaved row at a time
         let chroma_logits = match &self.chroma {
             Some((g, _)) => Some(g.forward_pooled(&d1, none, pool)?),
             None => None,
@@ -766,7 +766,7 @@ impl DmdnUnet {
         // y = bilinear + up + fr2(fr1(concat(masked, up[, base -
         // bilinear]))) (and with a classical base y + g (base - y)),
         // streamed in row bands, fr1's input built per band
-        let y = {
+        let mut y = {
             let inp = TailInputs {
                 mosaic,
                 phase: self.cfg.phase,
@@ -782,7 +782,6 @@ impl DmdnUnet {
         if let Some(g) = g {
             pool.give(g);
         }
-        let mut y = y;
         // a dead 3 x H x W buffer for the smoothing's output: the base
         // window's (every value is overwritten), else a zeroed one
         let spare = |base: Option<Tensor>| -> Result<Tensor> {

@@ -483,6 +483,30 @@ mod tests {
         }
     }
 
+    /// Packed logits (the gate's 1x1 conv output before `pixel_shuffle`)
+    /// give the full-resolution planes' bits.
+    #[test]
+    fn packed_logits_give_the_full_planes_bits() {
+        let (h, w) = (22, 38);
+        let y: Vec<f32> = (0..3 * h * w)
+            .map(|i| (i * 7919 % 1013) as f32 / 517.0 - 0.4)
+            .collect();
+        let z: Vec<f32> = (0..2 * h * w)
+            .map(|i| (i * 104_729 % 997) as f32 / 40.0 - 15.0)
+            .collect();
+        let y = Tensor::from_vec([1, 3, h, w], y).expect("shape");
+        let z = Tensor::from_vec([1, 2, h, w], z).expect("shape");
+        let zp = crate::nn::shuffle::pixel_unshuffle(&z, 2).expect("packed");
+        let mut a = Tensor::zeros(y.shape()).expect("shape");
+        let mut b = Tensor::zeros(y.shape()).expect("shape");
+        gated_smoothing_into(&y, Logits::Full(&z), &[2, 6], &mut a).expect("full");
+        gated_smoothing_into(&y, Logits::Packed(&zp), &[2, 6], &mut b).expect("packed");
+        assert!(a.data() == b.data());
+        assert!(a.max_abs_diff(&y) > 1e-3);
+        let odd = Tensor::zeros([1, 6, h / 2, w / 2]).expect("shape");
+        assert!(gated_smoothing_into(&y, Logits::Packed(&odd), &[2, 6], &mut b).is_err());
+    }
+
     /// The AVX2 and AVX-512 builds of the body give the baseline build's bits.
     #[cfg(target_arch = "x86_64")]
     #[test]
