@@ -97,6 +97,11 @@ UNET_SIZES = {
     "fastd": dict(widths=(16, 32, 64), bottom=2, fullres_width=8, phase="rggb", noise_channels=1,
                   gate=(2, 6), base="rcd_mlri", chroma=(2, 4, 8), lum=(2, 4, 8), subsample=2),
     "quality": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1),
+    # `quality` with `fastd`'s heads: the residual over `demosaic_rcd_mlri`,
+    # gated smoothing, chroma and luminance guided filters at half
+    # resolution; ships in its own file and grows from `quality` files
+    "qualityd": dict(widths=(32, 64, 128), bottom=2, fullres_width=16, phase="rggb", noise_channels=1,
+                     gate=(2, 6), base="rcd_mlri", chroma=(2, 4, 8), lum=(2, 4, 8), subsample=2),
 }
 GATE_INIT = -4.0
 GATE_SCALE = 50.0
@@ -1327,6 +1332,10 @@ def shipped_path(args, init=True):
         # `fastd` ships in its own file and grows from `fastc`'s when that is absent
         own = os.path.join(REPO, "calibration", "models", f"demosaic_fastd{suffix}.safetensors")
         name = "fastd" if os.path.exists(own) or not init else "fastc"
+    if args.size == "qualityd":
+        # `qualityd` ships in its own file and grows from `quality`'s when that is absent
+        own = os.path.join(REPO, "calibration", "models", f"demosaic_qualityd{suffix}.safetensors")
+        name = "qualityd" if os.path.exists(own) or not init else "quality"
     return os.path.join(REPO, "calibration", "models", f"demosaic_{name}{suffix}.safetensors")
 
 

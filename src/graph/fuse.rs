@@ -16,7 +16,9 @@
 //! also demosaics the stencil's halo rows beyond its ends, keeps the
 //! strips of the members before the stencil while the stencil still needs
 //! them, and the stencil writes the band's output rows once their context
-//! below exists; the image kernels after it run on those rows.
+//! below exists; the image kernels after it run on those rows, and an
+//! encoder last (`yuv_encode`) takes them from the scratch in whole row
+//! groups while they are in cache.
 //!
 //! A mosaic stencil (`defect_correct`) may be one of the mosaic members:
 //! in a demosaicking segment the rows the members before it made are kept
@@ -105,7 +107,7 @@ fn classify<'a>(kernels: impl IntoIterator<Item = &'a RowKernel>) -> Option<Shap
             (Shape::Demosaic | Shape::Image, RowKernel::Image(_)) => shape,
             (Shape::Demosaic, RowKernel::Stencil { .. }) => Shape::Stencil,
             (Shape::Stencil, RowKernel::Image(_)) => Shape::Stencil,
-            (Shape::Demosaic, RowKernel::Encode(_)) => Shape::Encode,
+            (Shape::Demosaic | Shape::Stencil, RowKernel::Encode(_)) => Shape::Encode,
             _ => return None,
         };
     }
@@ -642,26 +644,57 @@ impl Segment {
             y0 += rows;
             // Band rows whose context is all here (the frame's last rows
             // mirror rows above them).
-            let ready = if y0 >= h {
+            let mut ready = if y0 >= h {
                 b1
             } else {
                 b1.min(y0.saturating_sub(sh))
             };
-            // Rows into the scratch (quantised output) go a few at a time,
-            // so the stencil's output is still in the L2 cache when the
-            // members after it and the quantiser read it and when the
-            // stencil writes the scratch again (its carry continues from
-            // call to call); rows into the output planes go at once.
-            let step = match sink {
+            // Rows into the scratch (quantised output, the encoder) go a
+            // few at a time, so the stencil's output is still in the L2
+            // cache when the members after it, the quantiser or the
+            // encoder read it and when the stencil writes the scratch
+            // again (its carry continues from call to call); rows into
+            // the output planes go at once.
+            let mut step = match sink {
                 Sink::Planes(_) => usize::MAX,
                 _ => (SCRATCH_BYTES / (12 * w.max(1))).max(1),
             };
+            if let Sink::Encode { enc, .. } = &sink {
+                // The encoder takes whole groups of rows (from the band's
+                // first row, a multiple of the strip height), but for the
+                // band's end.
+                let g = enc.group.max(1);
+                step = step.div_ceil(g) * g;
+                if ready < b1 {
+                    ready = b0 + (ready.max(b0) - b0) / g * g;
+                }
+            }
             while ready > next_out {
                 let end = ready.min(next_out.saturating_add(step));
                 let span = (next_out - b0) * w..(end - b0) * w;
+                let rows = Rows { kept: &kept, w, h };
+                if let Sink::Encode { parts, enc, .. } = &mut sink {
+                    let [r, g, b] = planes3(&mut scratch, span.len());
+                    let t0 = Instant::now();
+                    f(&rows, next_out, [&mut *r, &mut *g, &mut *b], &mut carry);
+                    add(&times[st], t0);
+                    self.run_image(st + 1, usize::MAX, [&mut *r, &mut *g, &mut *b], times);
+                    let t0 = Instant::now();
+                    let mut sub: Vec<&mut [u16]> = parts
+                        .iter_mut()
+                        .zip(enc.span(next_out - b0, end - next_out))
+                        .map(|(p, s)| {
+                            let n = p.len();
+                            &mut p[s.start.min(n)..s.end.min(n)]
+                        })
+                        .collect();
+                    (enc.f)(next_out, [&*r, &*g, &*b], &mut sub);
+                    add(&times[last], t0);
+                    next_out = end;
+                    continue;
+                }
                 let ([r, g, b], quantized) = sink.strip(span, &mut scratch);
                 let t0 = Instant::now();
-                let rows = Rows { kept: &kept, w, h };
                 f(&rows, next_out, [&mut *r, &mut *g, &mut *b], &mut carry);
                 add(&times[st], t0);
                 self.run_image(st + 1, usize::MAX, [&mut *r, &mut *g, &mut *b], times);

@@ -276,13 +276,14 @@ pub enum RowKernel {
     /// `halo` rows of context above and below each output row (mirrored
     /// at the frame's top and bottom; columns are the kernel's own
     /// business). In a segment it comes after a demosaic, followed by
-    /// image kernels only (at most one stencil per segment).
+    /// image kernels and at most an encoder (at most one stencil per
+    /// segment).
     Stencil {
         halo: usize,
         f: StencilFn,
     },
-    /// The segment's last member after a demosaic, making a non-image
-    /// value.
+    /// The segment's last member after a demosaic (and the image members
+    /// or stencil after it), making a non-image value.
     Encode(Encoder),
 }
 

@@ -16,6 +16,12 @@
 //! planes; P010 = 16-bit little-endian words holding 10-bit samples in the
 //! high bits, Y plane then interleaved CbCr. [`YuvFrame::from_bytes`] and
 //! [`YuvFrame::to_image`] read such files back.
+//!
+//! As a row kernel ([`RowKernel::Encode`]) it is the last member of a
+//! demosaicking segment, after a stencil (`sharpen`) too: the strips'
+//! float rows are encoded while in cache and the frame's RGB planes are
+//! never made. 12 MP, 1 thread, after `sharpen` (AMD EPYC, AVX-512): 9.0 -
+//! 9.9 ms as its own pass over the frame, 6.5 - 6.8 ms fused.
 
 use std::any::Any;
 
