@@ -422,3 +422,32 @@ fn srgb_eval_of_a_raw_pipeline_fails_once_up_front() {
     ]);
     assert_eq!(o.code, 0, "{}", o.stderr);
 }
+
+/// Output into a pipe whose reader has gone (`rawgraph info F | head`
+/// after `head` quit) ends the process quietly by SIGPIPE, as other
+/// command-line tools end, never with a panic message on stderr.
+#[cfg(unix)]
+#[test]
+fn closed_stdout_pipe_ends_quietly() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors `pipe` writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just opened and are owned here only.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let o = Command::new(common::bin())
+        .args(["completions", "bash"])
+        .stdout(std::process::Stdio::from(write))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?} {stderr}",
+        o.status
+    );
+}

@@ -386,6 +386,8 @@ fn shipped_raw_models_load_within_budget() {
         ("fastc_raw", 5_400.0),
         ("fastd_raw", 5_600.0),
         ("quality_raw", 20_000.0),
+        // `quality` with `fastd`'s heads: 19,388
+        ("qualityd_raw", 20_000.0),
     ] {
         let p = dir.join(format!("demosaic_{name}.safetensors"));
         if !p.exists() {

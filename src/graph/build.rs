@@ -55,6 +55,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("balanced", include_str!("../../pipelines/balanced.yaml")),
     (
+        "camera_nv12",
+        include_str!("../../pipelines/camera_nv12.yaml"),
+    ),
+    (
         "quality_classical",
         include_str!("../../pipelines/quality_classical.yaml"),
     ),

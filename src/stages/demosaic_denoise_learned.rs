@@ -44,9 +44,9 @@ use crate::raw::NoiseProfile;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    /// `fast`, `quality`, `fast_raw`, `fastc_raw`, `fastd_raw`, `quality_raw` (shipped models in
-    /// `$RAWGRAPH_MODELS` or `calibration/models/`) or a path to a
-    /// `.safetensors` file.
+    /// `fast`, `quality`, `fast_raw`, `fastc_raw`, `fastd_raw`, `quality_raw`,
+    /// `qualityd_raw` (shipped models in `$RAWGRAPH_MODELS` or
+    /// `calibration/models/`) or a path to a `.safetensors` file.
     #[serde(default = "default_model")]
     pub model: String,
     /// Noise std in the mosaic's units (e.g. 10/255 for σ = 10 on 8-bit data);
@@ -86,7 +86,13 @@ impl Default for Params {
 pub fn model_path(model: &str) -> PathBuf {
     if matches!(
         model,
-        "fast" | "quality" | "fast_raw" | "fastc_raw" | "fastd_raw" | "quality_raw"
+        "fast"
+            | "quality"
+            | "fast_raw"
+            | "fastc_raw"
+            | "fastd_raw"
+            | "quality_raw"
+            | "qualityd_raw"
     ) {
         let dir = std::env::var_os("RAWGRAPH_MODELS")
             .map(PathBuf::from)
