@@ -3,6 +3,11 @@
 //! through a Bayer mosaic (RGGB by default) on values / 255, optionally
 //! add unclipped Gaussian noise of sigma / 255, demosaic with no colour
 //! pipeline, round to 8 bit, and score CPSNR / SSIM with a border crop.
+//!
+//! The noise is known, so the mosaic carries it as its NoiseProfile (shot
+//! term 0, read variance (sigma / 255)^2), as a DNG carries its tag:
+//! noise-aware stages (`demosaic_denoise_learned` without a `sigma`
+//! param, `denoise_profiled`) condition on the protocol's level.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use super::metrics::Rgb8;
 use crate::error::{Error, Result};
 use crate::frame::{Mosaic, MosaicScale, Value};
 use crate::graph::{exec, Pipeline, RunOptions, Timings};
-use crate::raw::{CfaPattern, RawMeta};
+use crate::raw::{CfaPattern, NoiseProfile, RawMeta};
 
 /// Settings of one protocol run.
 #[derive(Debug, Clone)]
@@ -82,6 +87,13 @@ pub fn mosaic_of(img: &Rgb8, p: &SrgbProtocol, name: &str) -> Result<Mosaic> {
     }
     let mut meta = RawMeta::bayer(name, w, h, p.cfa);
     meta.bits = 8;
+    if p.sigma > 0.0 {
+        let var = (f64::from(p.sigma) / 255.0).powi(2);
+        meta.noise_profile = Some(NoiseProfile {
+            a: [0.0; 3],
+            b: [var; 3],
+        });
+    }
     Ok(Mosaic {
         width: w,
         height: h,
@@ -127,4 +139,70 @@ pub fn render_image(
     let got = Rgb8::from_planar(img.width, img.height, &img.data);
     let score = super::score_pair(&name, &truth, &got, p.crop, out.timings)?;
     Ok((score, truth, got))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picture(w: usize, h: usize) -> Rgb8 {
+        let data = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = (i % w, i / w);
+                [
+                    (x * 7 % 256) as u8,
+                    (y * 5 % 256) as u8,
+                    ((x + y) * 3 % 256) as u8,
+                ]
+            })
+            .collect();
+        Rgb8 {
+            width: w,
+            height: h,
+            data,
+        }
+    }
+
+    /// The protocol's noise travels as the mosaic's NoiseProfile, and a
+    /// noise-aware stage without a level of its own reads it: the learned
+    /// stage renders as with `sigma: 10 / 255` named, not as noise-free.
+    #[test]
+    fn known_noise_is_the_mosaics_profile() {
+        let img = picture(48, 40);
+        let clean = mosaic_of(&img, &SrgbProtocol::default(), "t").unwrap();
+        assert!(clean.meta.noise_profile.is_none());
+        let p = SrgbProtocol {
+            sigma: 10.0,
+            ..Default::default()
+        };
+        let m = Arc::new(mosaic_of(&img, &p, "t").unwrap());
+        let np = m.meta.noise_profile.unwrap();
+        assert_eq!(np.a, [0.0; 3]);
+        let var = (10.0f64 / 255.0).powi(2);
+        assert!(np.b.iter().all(|&b| (b - var).abs() < 1e-15), "{np:?}");
+        let run = |params: &str| {
+            let yaml = format!(
+                "version: 1\nstages:\n  - {{ id: raw, op: raw_source }}\n  \
+                 - {{ id: dm, op: demosaic_denoise_learned, params: {{ model: fast_raw{params} }} }}\n"
+            );
+            let pipe = Pipeline::from_yaml(&yaml, "t.yaml").unwrap();
+            let out = exec::run_value(&pipe, Value::Mosaic(m.clone()), "t", &RunOptions::default())
+                .unwrap();
+            match out.outputs.first() {
+                Some((_, Value::Image(i))) => i.data.clone(),
+                _ => panic!("no image output"),
+            }
+        };
+        let from_profile = run("");
+        let named = run(&format!(", sigma: {}", 10.0f32 / 255.0));
+        let unaware = run(", sigma: 0.0");
+        let diff = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        assert!(diff(&from_profile, &named) < 1e-5);
+        assert!(diff(&from_profile, &unaware) > 1e-3);
+    }
 }

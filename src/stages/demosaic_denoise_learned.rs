@@ -44,9 +44,10 @@ use crate::raw::NoiseProfile;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
-    /// `fast`, `quality`, `fast_raw`, `fastc_raw`, `fastd_raw`, `quality_raw`,
-    /// `qualityd_raw` (shipped models in `$RAWGRAPH_MODELS` or
-    /// `calibration/models/`) or a path to a `.safetensors` file.
+    /// `fast`, `quality`, `qualityd` (sRGB regime), `fast_raw`, `fastc_raw`,
+    /// `fastd_raw`, `quality_raw`, `qualityd_raw` (raw regime; shipped models
+    /// in `$RAWGRAPH_MODELS` or `calibration/models/`) or a path to a
+    /// `.safetensors` file.
     #[serde(default = "default_model")]
     pub model: String,
     /// Noise std in the mosaic's units (e.g. 10/255 for σ = 10 on 8-bit data);
@@ -88,6 +89,7 @@ pub fn model_path(model: &str) -> PathBuf {
         model,
         "fast"
             | "quality"
+            | "qualityd"
             | "fast_raw"
             | "fastc_raw"
             | "fastd_raw"
