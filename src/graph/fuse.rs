@@ -603,16 +603,7 @@ impl Segment {
                     add(&times[dm], t0);
                     self.run_image(dm + 1, pre, [&mut *r, &mut *g, &mut *b], times);
                     let t0 = Instant::now();
-                    let spans = enc.span(y0 - b0, rows);
-                    let mut sub: Vec<&mut [u16]> = parts
-                        .iter_mut()
-                        .zip(spans)
-                        .map(|(p, s)| {
-                            let n = p.len();
-                            &mut p[s.start.min(n)..s.end.min(n)]
-                        })
-                        .collect();
-                    (enc.f)(y0, [&*r, &*g, &*b], &mut sub);
+                    encode_into(enc, parts, y0 - b0, y0, rows, [&*r, &*g, &*b]);
                     add(&times[last], t0);
                 } else {
                     let span = (y0 - b0) * w..(y0 - b0 + rows) * w;
@@ -680,15 +671,8 @@ impl Segment {
                     add(&times[st], t0);
                     self.run_image(st + 1, usize::MAX, [&mut *r, &mut *g, &mut *b], times);
                     let t0 = Instant::now();
-                    let mut sub: Vec<&mut [u16]> = parts
-                        .iter_mut()
-                        .zip(enc.span(next_out - b0, end - next_out))
-                        .map(|(p, s)| {
-                            let n = p.len();
-                            &mut p[s.start.min(n)..s.end.min(n)]
-                        })
-                        .collect();
-                    (enc.f)(next_out, [&*r, &*g, &*b], &mut sub);
+                    let rgb = [&*r, &*g, &*b];
+                    encode_into(enc, parts, next_out - b0, next_out, end - next_out, rgb);
                     add(&times[last], t0);
                     next_out = end;
                     continue;
@@ -711,6 +695,27 @@ impl Segment {
         spare.extend(kept.strips.into_iter().map(|(_, _, buf)| buf));
         BAND_BUFS.with(|b| *b.borrow_mut() = (data, scratch, spare, carry));
     }
+}
+
+/// Encodes image rows `y0 .. y0 + rows` (`rgb`, `rows` rows each; row
+/// `band_y` of their band) into the band's `parts` of the encoder's planes.
+fn encode_into(
+    enc: &Encoder,
+    parts: &mut [&mut [u16]],
+    band_y: usize,
+    y0: usize,
+    rows: usize,
+    rgb: [&[f32]; 3],
+) {
+    let mut sub: Vec<&mut [u16]> = parts
+        .iter_mut()
+        .zip(enc.span(band_y, rows))
+        .map(|(p, s)| {
+            let n = p.len();
+            &mut p[s.start.min(n)..s.end.min(n)]
+        })
+        .collect();
+    (enc.f)(y0, rgb, &mut sub);
 }
 
 /// Bytes of float rows (R, G, B) per stencil call of
