@@ -483,19 +483,27 @@ mod tests {
         }
     }
 
-    /// Packed logits (the gate's 1x1 conv output before `pixel_shuffle`)
-    /// give the full-resolution planes' bits.
-    #[test]
-    fn packed_logits_give_the_full_planes_bits() {
-        let (h, w) = (22, 38);
+    /// An `h x w` RGB frame and two logit planes of the same size, filled
+    /// with scrambled values.
+    fn frame_and_logits(h: usize, w: usize) -> (Tensor, Tensor) {
         let y: Vec<f32> = (0..3 * h * w)
             .map(|i| (i * 7919 % 1013) as f32 / 517.0 - 0.4)
             .collect();
         let z: Vec<f32> = (0..2 * h * w)
             .map(|i| (i * 104_729 % 997) as f32 / 40.0 - 15.0)
             .collect();
-        let y = Tensor::from_vec([1, 3, h, w], y).expect("shape");
-        let z = Tensor::from_vec([1, 2, h, w], z).expect("shape");
+        (
+            Tensor::from_vec([1, 3, h, w], y).expect("shape"),
+            Tensor::from_vec([1, 2, h, w], z).expect("shape"),
+        )
+    }
+
+    /// Packed logits (the gate's 1x1 conv output before `pixel_shuffle`)
+    /// give the full-resolution planes' bits.
+    #[test]
+    fn packed_logits_give_the_full_planes_bits() {
+        let (h, w) = (22, 38);
+        let (y, z) = frame_and_logits(h, w);
         let zp = crate::nn::shuffle::pixel_unshuffle(&z, 2).expect("packed");
         let mut a = Tensor::zeros(y.shape()).expect("shape");
         let mut b = Tensor::zeros(y.shape()).expect("shape");
@@ -516,14 +524,7 @@ mod tests {
             return;
         }
         let (h, w) = (21, 37);
-        let y: Vec<f32> = (0..3 * h * w)
-            .map(|i| (i * 7919 % 1013) as f32 / 517.0 - 0.4)
-            .collect();
-        let z: Vec<f32> = (0..2 * h * w)
-            .map(|i| (i * 104_729 % 997) as f32 / 40.0 - 15.0)
-            .collect();
-        let y = Tensor::from_vec([1, 3, h, w], y).expect("shape");
-        let z = Tensor::from_vec([1, 2, h, w], z).expect("shape");
+        let (y, z) = frame_and_logits(h, w);
         let mut a = Tensor::zeros(y.shape()).expect("shape");
         let mut b = Tensor::zeros(y.shape()).expect("shape");
         smooth(&y, Logits::Full(&z), &[2, 6], &mut a);
